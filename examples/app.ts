@@ -1,0 +1,63 @@
+/**
+ * The example server's Express app, assembled from injected parts so tests can build it too:
+ * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
+ */
+import express, { type Express } from 'express';
+import helmet from 'helmet';
+import { pinoHttp } from 'pino-http';
+import type { Logger as PinoLogger } from 'pino';
+import { internalRouter, notFound, problemJson, requestId, type KnexStorage } from '../index.js';
+import { contextOf } from '../lib/context.js';
+
+export interface ExampleAppDeps {
+  storage: KnexStorage;
+  /** Reports whether the cache answers; `undefined` when the in-process cache is used. */
+  cachePing?: () => Promise<boolean>;
+  internalKeys: string[];
+  logger: PinoLogger;
+}
+
+export function createExampleApp(deps: ExampleAppDeps): Express {
+  const { storage, logger } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(helmet());
+  app.use(requestId());
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
+      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
+      // Only method, path (no query string: it may carry ids) and status; never headers.
+      serializers: {
+        req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
+        res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
+    }),
+  );
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (req, res) => {
+    const [db, cache] = await Promise.all([
+      storage.ping().then(
+        () => 'up' as const,
+        () => 'down' as const,
+      ),
+      deps.cachePing ? deps.cachePing().then((ok) => (ok ? ('up' as const) : ('down' as const))) : Promise.resolve('in-process' as const),
+    ]);
+    // A cache outage degrades speed, not correctness: only the database decides readiness.
+    const ready = db === 'up';
+    if (!ready) res.setHeader('Retry-After', '5');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
+  });
+
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger }));
+
+  app.use(notFound());
+  app.use(problemJson({ logger }));
+  return app;
+}

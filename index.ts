@@ -1,0 +1,16 @@
+/** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
+export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
+
+export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
+export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
+export { requestId, type RequestIdOptions } from './lib/request-id.js';
+export { tenant, tenantFrom, type TenantExtractor, type TenantOptions } from './lib/tenant.js';
+export { internalAuth, type InternalAuthOptions } from './lib/internal-auth.js';
+export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from './lib/pagination.js';
+export { keyRing, generateKey, aad, type KeyRing, type Sealed } from './lib/keyring.js';
+export { jsonBody } from './lib/json-body.js';
+export { silentLogger, type Logger } from './lib/logger.js';
+export type { MfaRequestContext } from './lib/context.js';
+
+export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
+export type * from './storage/types.js';

@@ -1,0 +1,124 @@
+/** The kit's one error catalogue and the one error type every middleware and handler passes to `next()`. */
+
+/** What a catalogue entry says about one kind of problem. */
+export interface ErrorSpec {
+  /** HTTP status sent with it. */
+  readonly status: number;
+  /** Stable integer business code (`<status><5 digits>`): clients branch on it. */
+  readonly code: number;
+  /** Short summary; the same for every instance of the kind (RFC 9457 `title`). */
+  readonly title: string;
+  /** Client-side translation key. */
+  readonly i18nKey: string;
+  /** Last segment of the problem `type` URI. */
+  readonly slug: string;
+  /** Detail used when the thrower gives none. */
+  readonly detail: string;
+}
+
+const spec = (status: number, code: number, slug: string, title: string, detail: string): ErrorSpec => ({
+  status,
+  code,
+  slug,
+  title,
+  detail,
+  i18nKey: `error.${slug.replaceAll('-', '_')}`,
+});
+
+/** Every problem the kit can answer with, by `UPPER_SNAKE` key. Codes never change once published. */
+export const ERROR_CATALOGUE = {
+  VALIDATION_FAILED: spec(400, 40000001, 'invalid-request', 'Invalid Request Parameters', 'The request has invalid parameters.'),
+  MALFORMED_JSON: spec(400, 40000002, 'malformed-json', 'Malformed JSON', 'The request body is not valid JSON.'),
+  INVALID_CODE: spec(400, 40000010, 'invalid-code', 'Invalid Code', 'Invalid or expired code.'),
+  DEVICE_NOT_VERIFIED: spec(400, 40000011, 'device-not-verified', 'Device Not Verified', 'The device has not been verified yet.'),
+  DEVICE_ALREADY_VERIFIED: spec(400, 40000012, 'device-already-verified', 'Device Already Verified', 'The device is already verified.'),
+  MFA_NOT_ENROLLED: spec(400, 40000013, 'mfa-not-enrolled', 'MFA Not Enrolled', 'The user has no usable second factor.'),
+  UNAUTHENTICATED: spec(401, 40100001, 'unauthenticated', 'Unauthorized', 'Missing, invalid or expired authentication.'),
+  INVALID_INTERNAL_KEY: spec(401, 40100002, 'invalid-internal-key', 'Unauthorized', 'Missing or invalid internal API key.'),
+  TENANT_MISMATCH: spec(403, 40300001, 'tenant-mismatch', 'Tenant Mismatch', 'The X-Tenant-ID header does not match the token tenant.'),
+  NOT_FOUND: spec(404, 40400001, 'not-found', 'Not Found', 'The requested resource does not exist.'),
+  DEVICE_NOT_FOUND: spec(404, 40400002, 'device-not-found', 'Device Not Found', 'The device does not exist.'),
+  TRUSTED_DEVICE_NOT_FOUND: spec(404, 40400003, 'trusted-device-not-found', 'Trusted Device Not Found', 'The trusted device does not exist.'),
+  SYNC_RECORD_NOT_FOUND: spec(404, 40400004, 'sync-record-not-found', 'Sync Record Not Found', 'The sync record does not exist.'),
+  METHOD_NOT_ALLOWED: spec(405, 40500001, 'method-not-allowed', 'Method Not Allowed', 'The method is not allowed on this resource.'),
+  CONFLICT: spec(409, 40900001, 'conflict', 'Conflict', 'The request conflicts with the current state.'),
+  DEVICE_LIMIT_REACHED: spec(409, 40900002, 'device-limit-reached', 'Device Limit Reached', 'The user has reached the maximum number of devices.'),
+  SYNC_CONFLICT: spec(409, 40900003, 'sync-conflict', 'Sync Conflict', 'The sync_token is stale: fetch the record and retry with its current sync_token.'),
+  PAYLOAD_TOO_LARGE: spec(413, 41300001, 'payload-too-large', 'Payload Too Large', 'The request body is larger than allowed.'),
+  UNSUPPORTED_MEDIA_TYPE: spec(415, 41500001, 'unsupported-media-type', 'Unsupported Media Type', 'The request body must be application/json.'),
+  TOO_MANY_REQUESTS: spec(429, 42900001, 'too-many-requests', 'Too Many Requests', 'Too many requests: retry later.'),
+  MFA_LOCKED: spec(429, 42900002, 'mfa-locked', 'Too Many Failed Attempts', 'Too many failed attempts: verification is locked for a while.'),
+  INTERNAL: spec(500, 50000001, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
+  DECRYPTION_FAILED: spec(500, 50000002, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
+  STORAGE_UNAVAILABLE: spec(503, 50300001, 'storage-unavailable', 'Service Unavailable', 'Storage is temporarily unavailable: retry later.'),
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorKey = keyof typeof ERROR_CATALOGUE;
+
+/** One field-level violation (seed 002 `dto.FieldViolation`). */
+export interface FieldViolation {
+  /** Dot path of the field, `a.b[0].c`. */
+  field: string;
+  /** Machine code: `required`, `type`, `format`, `range`, `unknown`, … */
+  code: string;
+  description: string;
+}
+
+export interface ProblemInit {
+  detail?: string;
+  errors?: FieldViolation[];
+  /** Seconds, for 429 and 503; also sent as `Retry-After`. */
+  retryAfter?: number;
+  /** Extension members added to the body (e.g. `sync_token`). Never put secrets here. */
+  extensions?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/** The error every part of the kit raises; the formatter turns it into a response. */
+export class ProblemError extends Error {
+  readonly key: ErrorKey;
+  readonly spec: ErrorSpec;
+  readonly status: number;
+  readonly detail: string;
+  readonly errors: FieldViolation[] | undefined;
+  readonly retryAfter: number | undefined;
+  readonly extensions: Record<string, unknown> | undefined;
+
+  constructor(key: ErrorKey, init: ProblemInit = {}) {
+    const entry = ERROR_CATALOGUE[key];
+    const detail = init.detail ?? entry.detail;
+    super(detail, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = 'ProblemError';
+    this.key = key;
+    this.spec = entry;
+    this.status = entry.status;
+    this.detail = detail;
+    this.errors = init.errors;
+    this.retryAfter = init.retryAfter;
+    this.extensions = init.extensions;
+  }
+
+  static from(key: ErrorKey, init?: ProblemInit | string): ProblemError {
+    return new ProblemError(key, typeof init === 'string' ? { detail: init } : init);
+  }
+}
+
+export const isProblemError = (err: unknown): err is ProblemError => err instanceof ProblemError;
+
+const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400', '57014', '3D000']);
+const NET_UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
+
+/**
+ * Whether an error from the storage layer means "the database is unreachable or overloaded"
+ * (answer 503 and let the client retry) rather than a bug: refused or dropped connections,
+ * a pool that could not hand out a connection in time, an admin shutdown, a statement timeout.
+ */
+export function isStorageUnavailable(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; name?: unknown; message?: unknown; errors?: unknown };
+  if (typeof e.code === 'string' && (PG_UNAVAILABLE_CODES.has(e.code) || NET_UNAVAILABLE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
+  if (e.name === 'KnexTimeoutError') return true;
+  if (typeof e.message === 'string' && /Connection terminated|connection is closed|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(e.message)) return true;
+  if (Array.isArray(e.errors)) return e.errors.some(isStorageUnavailable); // AggregateError from dual-stack connects
+  return false;
+}

@@ -1,0 +1,56 @@
+/** `internalAuth()`: service-to-service API keys, several at once for rotation, compared in constant time. */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { ProblemError } from './errors.js';
+
+export interface InternalAuthOptions {
+  /** Accepted keys; the first is not special: any of them passes. At least one, each ≥ 16 characters. */
+  keys: string | readonly string[];
+  /** Header carrying the key. @default 'x-internal-api-key' */
+  header?: string;
+}
+
+export const DEFAULT_INTERNAL_KEY_HEADER = 'x-internal-api-key';
+export const MIN_INTERNAL_KEY_LENGTH = 16;
+
+const digest = (value: string): Buffer => createHash('sha256').update(value, 'utf8').digest();
+
+/** Splits `'a,b'` or a list into trimmed keys, refusing short or empty ones at set-up. */
+export function parseInternalKeys(keys: string | readonly string[]): string[] {
+  const list = (typeof keys === 'string' ? keys.split(',') : [...keys]).map((k) => k.trim()).filter((k) => k !== '');
+  if (list.length === 0) {
+    throw new TypeError('express-mfa-kit: internalKeys is empty: pass at least one key, e.g. internalKeys: process.env.INTERNAL_API_KEYS');
+  }
+  for (const key of list) {
+    if (key.length < MIN_INTERNAL_KEY_LENGTH) {
+      throw new TypeError(`express-mfa-kit: an internal API key is shorter than ${MIN_INTERNAL_KEY_LENGTH} characters: use a random one, e.g. \`openssl rand -hex 32\``);
+    }
+  }
+  return list;
+}
+
+/**
+ * Checks the key header before anything else (401 otherwise). Keys are hashed once at set-up and the
+ * presented key's SHA-256 is compared with each of them by `timingSafeEqual` (equal-length digests,
+ * every key compared, no early exit), so neither content nor length leaks through timing. A key in
+ * the query string is never looked at.
+ */
+export function internalAuth(options: InternalAuthOptions): RequestHandler {
+  const digests = parseInternalKeys(options.keys).map(digest);
+  const header = (options.header ?? DEFAULT_INTERNAL_KEY_HEADER).toLowerCase();
+  return (req, _res, next) => {
+    const presented = req.headers[header];
+    if (typeof presented !== 'string' || presented === '') {
+      next(ProblemError.from('INVALID_INTERNAL_KEY'));
+      return;
+    }
+    const candidate = digest(presented);
+    let ok = false;
+    for (const d of digests) ok = timingSafeEqual(candidate, d) || ok;
+    if (!ok) {
+      next(ProblemError.from('INVALID_INTERNAL_KEY'));
+      return;
+    }
+    next();
+  };
+}

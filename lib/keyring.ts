@@ -1,0 +1,92 @@
+/**
+ * AES-256-GCM key ring for secrets at rest. Keys are `kid:base64(32 bytes)`; the first encrypts,
+ * all decrypt, so keys rotate by putting a new one first and re-encrypting (`reencrypt`) at leisure.
+ * Each value gets a random 96-bit nonce and is bound to associated data the caller passes
+ * (tenant, user, record id): a ciphertext copied to another row does not decrypt.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { ProblemError } from './errors.js';
+
+/** A sealed value as stored: the key id, and nonce ‖ ciphertext ‖ tag. */
+export interface Sealed {
+  keyId: string;
+  data: Buffer;
+}
+
+export interface KeyRing {
+  /** Id of the key new values are sealed with. */
+  readonly activeKeyId: string;
+  /** Ids of every key that can open values. */
+  readonly keyIds: readonly string[];
+  seal(plaintext: string | Uint8Array, aad: string): Sealed;
+  /** Opens a sealed value; throws a 500 `DECRYPTION_FAILED` Problem (no detail leaks) on any mismatch. */
+  open(sealed: Sealed, aad: string): Buffer;
+  openText(sealed: Sealed, aad: string): string;
+}
+
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** Associated data binding a secret to where it lives. */
+export const aad = (...parts: readonly string[]): string => JSON.stringify(parts);
+
+/** Parses `'k1:base64,k0:base64'` or a list of such entries. Throws a TypeError saying how to fix a bad one. */
+export function parseKeys(keys: string | readonly string[]): Array<{ id: string; key: Buffer }> {
+  const entries = (typeof keys === 'string' ? keys.split(',') : [...keys]).map((k) => k.trim()).filter((k) => k !== '');
+  if (entries.length === 0) {
+    throw new TypeError('express-mfa-kit: no encryption key: set MFA_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> (`openssl rand -base64 32`)');
+  }
+  const seen = new Set<string>();
+  return entries.map((entry) => {
+    const colon = entry.indexOf(':');
+    const id = colon === -1 ? '' : entry.slice(0, colon);
+    if (!KEY_ID.test(id)) {
+      throw new TypeError('express-mfa-kit: an encryption key is not of the form kid:base64 (kid of A-Z a-z 0-9 _ -, at most 32 characters)');
+    }
+    if (seen.has(id)) throw new TypeError(`express-mfa-kit: encryption key id '${id}' appears twice`);
+    seen.add(id);
+    const b64 = entry.slice(colon + 1);
+    const key = Buffer.from(b64, 'base64');
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || key.length !== 32) {
+      throw new TypeError(`express-mfa-kit: encryption key '${id}' is ${key.length} bytes; AES-256-GCM needs exactly 32 bytes, base64-encoded (\`openssl rand -base64 32\`)`);
+    }
+    return { id, key };
+  });
+}
+
+/** A fresh `kid:base64` key, for development and for rotation. */
+export const generateKey = (id = `k${Date.now().toString(36)}`): string => `${id}:${randomBytes(32).toString('base64')}`;
+
+export function keyRing(keys: string | readonly string[]): KeyRing {
+  const parsed = parseKeys(keys);
+  const byId = new Map(parsed.map((k) => [k.id, k.key]));
+  const active = parsed[0]!;
+
+  const open = (sealed: Sealed, associated: string): Buffer => {
+    const key = byId.get(sealed.keyId);
+    if (!key || sealed.data.length < NONCE_BYTES + TAG_BYTES) throw ProblemError.from('DECRYPTION_FAILED');
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', key, sealed.data.subarray(0, NONCE_BYTES));
+      decipher.setAAD(Buffer.from(associated, 'utf8'));
+      decipher.setAuthTag(sealed.data.subarray(sealed.data.length - TAG_BYTES));
+      return Buffer.concat([decipher.update(sealed.data.subarray(NONCE_BYTES, sealed.data.length - TAG_BYTES)), decipher.final()]);
+    } catch {
+      throw ProblemError.from('DECRYPTION_FAILED');
+    }
+  };
+
+  return {
+    activeKeyId: active.id,
+    keyIds: parsed.map((k) => k.id),
+    seal(plaintext, associated) {
+      const nonce = randomBytes(NONCE_BYTES);
+      const cipher = createCipheriv('aes-256-gcm', active.key, nonce);
+      cipher.setAAD(Buffer.from(associated, 'utf8'));
+      const body = Buffer.concat([cipher.update(typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext), cipher.final()]);
+      return { keyId: active.id, data: Buffer.concat([nonce, body, cipher.getAuthTag()]) };
+    },
+    open,
+    openText: (sealed, associated) => open(sealed, associated).toString('utf8'),
+  };
+}

@@ -1,0 +1,217 @@
+/**
+ * `problemJson()`: the single error formatter. Turns anything passed to `next(err)` into an
+ * RFC 9457 Problem (or the `simple` / `nest` shapes of the seeds), masking what it does not know.
+ */
+import { STATUS_CODES } from 'node:http';
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import { contextOf } from './context.js';
+import { ERROR_CATALOGUE, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
+import { getDefaultLogger, type Logger } from './logger.js';
+
+/** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
+export interface ProblemDetails {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  instance: string;
+  code: number;
+  i18n_key: string;
+  message: string;
+  timestamp: string;
+  request_id: string;
+  trace_id?: string;
+  span_id?: string;
+  service: string;
+  errors?: FieldViolation[];
+  retry_after?: number;
+  [extension: string]: unknown;
+}
+
+/** What a formatter returns: the body and, optionally, its content type. */
+export interface FormattedProblem {
+  body: unknown;
+  contentType?: string;
+}
+
+/** A custom formatter: gets the full problem and the catalogue key, returns the body to send. */
+export type ProblemFormatter = (problem: ProblemDetails, key: ErrorKey, req: Request) => FormattedProblem;
+
+/** `problem` (RFC 9457, default), `simple` (`{code, message, timestamp}`), `nest` (`{statusCode, error, message, code}`), or a function. */
+export type ErrorFormat = 'problem' | 'simple' | 'nest' | ProblemFormatter;
+
+export interface ProblemJsonOptions {
+  /** @default 'problem' */
+  format?: ErrorFormat;
+  /** `service` member of the body. @default 'mfa-kit' */
+  service?: string;
+  /** Prefix of the `type` URI; the problem's slug is appended. `'about:blank'` sends that for all. @default DEFAULT_TYPE_BASE_URI */
+  typeBaseUri?: string;
+  /** Where unknown errors are logged (with the request id). @default pino on stdout */
+  logger?: Logger;
+}
+
+export const DEFAULT_TYPE_BASE_URI = 'https://express-mfa-kit.dev/errors/';
+export const DEFAULT_SERVICE = 'mfa-kit';
+/** Seconds a client is told to wait when storage is unavailable. */
+export const STORAGE_RETRY_AFTER_SECONDS = 5;
+
+const PRESETS: Record<'problem' | 'simple' | 'nest', ProblemFormatter> = {
+  problem: (problem) => ({ body: problem, contentType: 'application/problem+json; charset=utf-8' }),
+  simple: (problem) => ({ body: { code: problem.code, message: problem.message, timestamp: problem.timestamp } }),
+  nest: (problem, key) => ({
+    body: { statusCode: problem.status, error: STATUS_CODES[problem.status] ?? 'Error', message: problem.message, code: key },
+  }),
+};
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
+
+/** The request path and query, with values of secret-looking parameters replaced, bounded in length. */
+function instanceOf(req: Request): string {
+  const url = req.originalUrl || req.url;
+  const q = url.indexOf('?');
+  if (q === -1) return url.slice(0, 512);
+  const params = new URLSearchParams(url.slice(q + 1));
+  for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
+  return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);
+}
+
+interface BodyParserError {
+  type?: unknown;
+  status?: unknown;
+  expose?: unknown;
+}
+
+/** Maps anything thrown to a `ProblemError`; returns whether it was unexpected (to be logged as an error). */
+export function toProblemError(err: unknown): { problem: ProblemError; unexpected: boolean } {
+  if (err instanceof ProblemError) return { problem: err, unexpected: err.status >= 500 && err.key !== 'STORAGE_UNAVAILABLE' };
+  const e = (typeof err === 'object' && err !== null ? err : {}) as BodyParserError;
+  switch (e.type) {
+    case 'entity.parse.failed':
+      return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };
+    case 'entity.too.large':
+      return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };
+    case 'charset.unsupported':
+    case 'encoding.unsupported':
+      return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'The request body must be UTF-8 application/json.'), unexpected: false };
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+      return { problem: ProblemError.from('VALIDATION_FAILED', 'The request body could not be read.'), unexpected: false };
+    default:
+      break;
+  }
+  if (isStorageUnavailable(err)) {
+    return { problem: ProblemError.from('STORAGE_UNAVAILABLE', { retryAfter: STORAGE_RETRY_AFTER_SECONDS, cause: err }), unexpected: false };
+  }
+  // Other http-errors style client errors (e.g. from a host's own middleware) keep their status class.
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
+    const key = (Object.keys(ERROR_CATALOGUE) as ErrorKey[]).find((k) => ERROR_CATALOGUE[k].status === e.status) ?? 'VALIDATION_FAILED';
+    return { problem: ProblemError.from(key), unexpected: false };
+  }
+  return { problem: ProblemError.from('INTERNAL', { cause: err }), unexpected: true };
+}
+
+/** Builds the full RFC 9457 body for a problem on a request. */
+export function buildProblem(problem: ProblemError, req: Request, options: { service: string; typeBaseUri: string }): ProblemDetails {
+  const { spec } = problem;
+  const body: ProblemDetails = {
+    type: options.typeBaseUri === 'about:blank' ? 'about:blank' : `${options.typeBaseUri}${spec.slug}`,
+    title: spec.title,
+    status: spec.status,
+    detail: problem.detail,
+    instance: instanceOf(req),
+    code: spec.code,
+    i18n_key: spec.i18nKey,
+    message: problem.detail,
+    timestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    request_id: contextOf(req).requestId,
+    service: options.service,
+  };
+  const traceparent = req.headers.traceparent;
+  const trace = typeof traceparent === 'string' ? TRACEPARENT.exec(traceparent.trim()) : null;
+  if (trace?.[1] && trace[2]) {
+    body.trace_id = trace[1];
+    body.span_id = trace[2];
+  }
+  if (problem.errors?.length) body.errors = problem.errors;
+  if (problem.retryAfter !== undefined) body.retry_after = problem.retryAfter;
+  if (problem.extensions) {
+    for (const [name, value] of Object.entries(problem.extensions)) if (!(name in body)) body[name] = value;
+  }
+  return body;
+}
+
+/** Writes one problem to the response in the chosen format. */
+export function sendProblem(res: Response, req: Request, problem: ProblemError, options: Required<Omit<ProblemJsonOptions, 'logger'>>): void {
+  const details = buildProblem(problem, req, options);
+  const formatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
+  const { body, contentType } = formatter(details, problem.key, req);
+  if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
+  res.status(problem.status);
+  res.setHeader('Content-Type', contentType ?? 'application/json; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-store');
+  res.send(JSON.stringify(body));
+}
+
+const FORMATS = new Set(['problem', 'simple', 'nest']);
+
+/** Resolves formatter options to a complete set, failing at set-up on an unknown preset name. */
+export function resolveProblemOptions(options: ProblemJsonOptions = {}): Required<ProblemJsonOptions> {
+  const format = options.format ?? 'problem';
+  if (typeof format !== 'function' && !FORMATS.has(format)) {
+    throw new TypeError(`express-mfa-kit: unknown error format '${String(format)}': use 'problem', 'simple', 'nest' or a function (problem, key, req) => ({ body })`);
+  }
+  return {
+    format,
+    service: options.service ?? DEFAULT_SERVICE,
+    typeBaseUri: options.typeBaseUri ?? DEFAULT_TYPE_BASE_URI,
+    logger: options.logger ?? getDefaultLogger(),
+  };
+}
+
+/** The error handler every router ends with; mount it app-wide too, to format your own errors the same way. */
+export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandler {
+  const resolved = resolveProblemOptions(options);
+  const { logger } = resolved;
+  return (err: unknown, req, res, next) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    const { problem, unexpected } = toProblemError(err);
+    const requestId = contextOf(req).requestId;
+    if (unexpected) {
+      logger.error({ request_id: requestId, error: summarizeError(err) }, 'unhandled error');
+    } else if (problem.key === 'STORAGE_UNAVAILABLE') {
+      logger.warn({ request_id: requestId, reason: describeCause(err) }, 'storage unavailable');
+    }
+    sendProblem(res, req, problem, resolved);
+  };
+}
+
+/**
+ * What of an unknown error may be logged: its name, code and first message line, with the SQL
+ * text knex prepends (`<sql> - <reason>`) cut off. No stack, no SQL, no bound values.
+ */
+export function summarizeError(err: unknown): { name: string; code?: string; message: string } {
+  if (!(err instanceof Error)) return { name: typeof err, message: 'non-error thrown' };
+  const code = (err as { code?: unknown }).code;
+  const firstLine = err.message.split('\n', 1)[0] ?? '';
+  const cut = firstLine.lastIndexOf(' - ');
+  const message = (cut === -1 ? firstLine : firstLine.slice(cut + 3)).slice(0, 200);
+  return typeof code === 'string' ? { name: err.name, code, message } : { name: err.name, message };
+}
+
+function describeCause(err: unknown): string {
+  const e = err as { code?: unknown; name?: unknown };
+  return String(e.code ?? e.name ?? 'unknown');
+}
+
+/** A final handler for paths nobody served: 404 as a Problem. */
+export function notFound(): RequestHandler {
+  return (_req, _res, next) => {
+    next(ProblemError.from('NOT_FOUND', 'No route matches this path.'));
+  };
+}

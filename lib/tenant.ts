@@ -1,0 +1,72 @@
+/** Tenant extraction: small composable extractors (as passport-jwt's) and the `tenant()` middleware. */
+import type { Request, RequestHandler } from 'express';
+import { contextOf } from './context.js';
+import { ProblemError } from './errors.js';
+import { TENANT_ID } from './validation.js';
+
+/** Reads a tenant id candidate from a request; `undefined` when the source has none. */
+export type TenantExtractor = ((req: Request) => unknown) & { readonly label: string };
+
+const extractor = (label: string, fn: (req: Request) => unknown): TenantExtractor => Object.assign(fn, { label });
+
+/** Where a tenant id may come from. */
+export const tenantFrom = {
+  /** A request header (its name is also the field named in errors). @default 'X-Tenant-ID' */
+  header(name = 'X-Tenant-ID'): TenantExtractor {
+    const lower = name.toLowerCase();
+    return extractor(name, (req) => req.headers[lower]);
+  },
+  /** A claim of the authenticated user (`req.user`, as passport sets it). @default 'tenant_id' */
+  claim(name = 'tenant_id'): TenantExtractor {
+    return extractor(name, (req) => {
+      const user = (req as { user?: unknown }).user as Record<string, unknown> | undefined;
+      return user && typeof user === 'object' ? user[name] : undefined;
+    });
+  },
+  /** The first extractor that yields a value. */
+  any(extractors: readonly TenantExtractor[]): TenantExtractor {
+    return extractor(extractors.map((e) => e.label).join(' | '), (req) => {
+      for (const e of extractors) {
+        const v = e(req);
+        if (v !== undefined && v !== null && v !== '') return v;
+      }
+      return undefined;
+    });
+  },
+};
+
+export interface TenantOptions {
+  /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
+  from?: TenantExtractor;
+  /** A second source that, when present, must agree with the first (→ 403 otherwise). */
+  mustMatch?: TenantExtractor;
+}
+
+const invalid = (field: string, detail: string, code: 'required' | 'format') =>
+  ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field, code, description: detail }] });
+
+/** Sets `req.mfa.tenantId`: 400 when missing or malformed, 403 when the two sources disagree. */
+export function tenant(options: TenantOptions = {}): RequestHandler {
+  const from = options.from ?? tenantFrom.header();
+  const { mustMatch } = options;
+  return (req, _res, next) => {
+    const value = from(req);
+    if (value === undefined || value === null || value === '') {
+      next(invalid(from.label, `${from.label} is required`, 'required'));
+      return;
+    }
+    if (typeof value !== 'string' || !TENANT_ID.test(value)) {
+      next(invalid(from.label, `${from.label} must be 1-64 characters of A-Z a-z 0-9 _ . -`, 'format'));
+      return;
+    }
+    if (mustMatch) {
+      const other = mustMatch(req);
+      if (other !== undefined && other !== value) {
+        next(ProblemError.from('TENANT_MISMATCH'));
+        return;
+      }
+    }
+    contextOf(req).tenantId = value;
+    next();
+  };
+}

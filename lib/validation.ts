@@ -1,0 +1,114 @@
+/** Request validation with zod: one schema per body or query, failures become the Problem's `errors[]`. */
+import { z } from 'zod';
+import { ProblemError, type FieldViolation } from './errors.js';
+
+/** Formats a zod path as `a.b[0].c`. */
+export function fieldPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out;
+}
+
+/** Names for fields that are not plain body members (headers, for example). */
+export type FieldNames = Readonly<Record<string, string>>;
+
+function violationCode(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      return issue.input === undefined ? 'required' : 'type';
+    case 'too_small':
+    case 'too_big':
+    case 'not_multiple_of':
+      return 'range';
+    case 'invalid_format':
+      return 'format';
+    case 'unrecognized_keys':
+      return 'unknown';
+    case 'invalid_value':
+      return 'enum';
+    case 'custom': {
+      const kind = issue.params?.kind;
+      return typeof kind === 'string' ? kind : 'invalid';
+    }
+    default:
+      return 'invalid';
+  }
+}
+
+/** Turns zod issues into field violations with a readable description that never echoes the value. */
+export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
+  return error.issues.map((issue) => {
+    const path = fieldPath(issue.path);
+    const field = prefix && path ? `${prefix}.${path}` : prefix || path || '(body)';
+    const code = violationCode(issue);
+    const description = code === 'required' ? `${field} is required` : `${field}: ${issue.message}`;
+    return { field, code, description };
+  });
+}
+
+/** Parses `input` with `schema` or throws a 400 `VALIDATION_FAILED` Problem listing every violation. */
+export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, prefix = ''): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const errors = toViolations(result.error, prefix);
+  throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });
+}
+
+/** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
+export const storableText = (min: number, max: number) =>
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .refine((s) => s.isWellFormed() && !s.includes('\u0000'), { message: 'must be well-formed text without NUL', params: { kind: 'format' } });
+
+/** An integer query parameter (a decimal string), with a default when absent. */
+export function intQuery(name: string, bounds: { min: number; max: number; default: number }) {
+  return z
+    .union([z.string(), z.array(z.string())], { error: `${name} must be a single integer` })
+    .optional()
+    .transform((raw, ctx): number => {
+      if (raw === undefined) return bounds.default;
+      if (Array.isArray(raw)) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be given once`, params: { kind: 'type' } });
+        return z.NEVER;
+      }
+      if (!/^[+-]?\d{1,15}$/.test(raw)) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be an integer`, params: { kind: 'type' } });
+        return z.NEVER;
+      }
+      const n = Number(raw);
+      if (n < bounds.min || n > bounds.max) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be between ${bounds.min} and ${bounds.max}`, params: { kind: 'range' } });
+        return z.NEVER;
+      }
+      return n;
+    });
+}
+
+/** A boolean query parameter: `true`/`false`/`1`/`0`, absent means `fallback`. */
+export function boolQuery(name: string, fallback: boolean) {
+  return z
+    .string({ error: `${name} must be true or false` })
+    .optional()
+    .transform((raw, ctx): boolean => {
+      if (raw === undefined) return fallback;
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      ctx.addIssue({ code: 'custom', message: `${name} must be true or false`, params: { kind: 'type' } });
+      return z.NEVER;
+    });
+}
+
+/** User id: 1–128 characters, no control characters (CONTRACT.md §1). */
+export const USER_ID = /^[^\p{Cc}]{1,128}$/u;
+/** Tenant id: 1–64 characters of `[A-Za-z0-9_.-]` (CONTRACT.md §1). */
+export const TENANT_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export const userIdSchema = z
+  .string({ error: (iss) => (iss.input === undefined ? 'user_id is required' : 'user_id must be a string') })
+  .min(1, { message: 'must not be empty' })
+  .refine((s) => USER_ID.test(s) && s.isWellFormed(), { message: 'must be 1-128 characters without control characters', params: { kind: 'format' } });

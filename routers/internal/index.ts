@@ -1,0 +1,26 @@
+/**
+ * `internalRouter(options)`: routes for sibling services (an identity service), mounted at `/internal`.
+ * Every request passes the internal key check first (401), then needs `X-Tenant-ID` (400).
+ */
+import express, { type Router } from 'express';
+import { internalAuth } from '../../lib/internal-auth.js';
+import { jsonBody } from '../../lib/json-body.js';
+import { problemJson } from '../../lib/problem.js';
+import { requestId } from '../../lib/request-id.js';
+import { tenant } from '../../lib/tenant.js';
+import { parseOptions, type InternalRouterOptions } from './options.js';
+import { mountTotpDevices } from './totp-devices.js';
+
+export type { InternalRouterOptions } from './options.js';
+
+export function internalRouter(options: InternalRouterOptions): Router {
+  const config = parseOptions(options);
+  const router = express.Router();
+  router.use(requestId());
+  router.use(internalAuth({ keys: config.internalKeys, header: config.keyHeader }));
+  router.use(tenant({ from: config.tenant }));
+  router.use(jsonBody(config.bodyLimit));
+  mountTotpDevices(router, config);
+  router.use(problemJson(config.errors));
+  return router;
+}

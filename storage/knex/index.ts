@@ -1,0 +1,33 @@
+/** `knexStorage({ knex })`: the kit's storage on PostgreSQL through knex + pg. */
+import type { Knex } from 'knex';
+import type { MfaStorage } from '../types.js';
+import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { migrate } from './migrate.js';
+
+export interface KnexStorageOptions {
+  /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
+  knex: Knex;
+}
+
+export interface KnexStorage extends MfaStorage {
+  readonly knex: Knex;
+  /** Runs pending migrations (same as `npm run migrate`). */
+  migrate(): Promise<string[]>;
+}
+
+export function knexStorage(options: KnexStorageOptions): KnexStorage {
+  const { knex } = options;
+  if (typeof knex !== 'function' || typeof (knex as Partial<Knex>).raw !== 'function') {
+    throw new TypeError("express-mfa-kit: knexStorage({ knex }) needs a knex instance: knexStorage({ knex: knex({ client: 'pg', connection: process.env.DATABASE_URL }) })");
+  }
+  return {
+    knex,
+    mfaDevices: new KnexMfaDeviceStore(knex),
+    async ping() {
+      await knex.raw('select 1');
+    },
+    migrate: () => migrate(knex),
+  };
+}
+
+export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
