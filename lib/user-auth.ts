@@ -1,0 +1,119 @@
+/**
+ * User authentication for the user-facing routers: a passport-jwt strategy built from options
+ * (on a private Passport instance, so the host's own passport set-up is untouched), or the host
+ * app's own `authenticate` middleware. Either way `req.user` holds the token claims; the user id
+ * and tenant are then read from configurable claims, and an `X-Tenant-ID` header that disagrees → 403.
+ */
+import type { Request, RequestHandler } from 'express';
+import passportModule from 'passport';
+import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
+import type { Algorithm } from 'jsonwebtoken';
+import { contextOf } from './context.js';
+import { ProblemError } from './errors.js';
+import { tenant, tenantFrom } from './tenant.js';
+import { USER_ID } from './validation.js';
+
+export interface JwtOptions {
+  /** HMAC secret (HS256/384/512). One of `secret` or `publicKey` is required. */
+  secret?: string | Buffer;
+  /** PEM public key (RS256/ES256/…). */
+  publicKey?: string | Buffer;
+  /** Accepted algorithms. @default ['HS256'] with `secret`, ['RS256', 'ES256'] with `publicKey` */
+  algorithms?: Algorithm[];
+  /** Required `iss`, when set. */
+  issuer?: string;
+  /** Required `aud`, when set. */
+  audience?: string;
+  /** Seconds of clock skew tolerated on `exp` / `nbf`. @default 0 */
+  clockToleranceSeconds?: number;
+}
+
+export interface UserAuthOptions {
+  /** Build a passport-jwt strategy from these. */
+  jwt?: JwtOptions;
+  /** Or use the host's own middleware; it must set `req.user` to the token claims (or a user object). */
+  authenticate?: RequestHandler;
+  /** Claim holding the user id. @default 'sub' */
+  userClaim?: string;
+  /** Claim holding the tenant id. @default 'tenant_id' */
+  tenantClaim?: string;
+  /** Header that, when sent, must equal the tenant claim. @default 'X-Tenant-ID' */
+  tenantHeader?: string;
+}
+
+export const DEFAULT_USER_CLAIM = 'sub';
+export const DEFAULT_TENANT_CLAIM = 'tenant_id';
+
+const HMAC: readonly Algorithm[] = ['HS256', 'HS384', 'HS512'];
+
+function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
+  const { secret, publicKey } = jwt;
+  if ((secret === undefined) === (publicKey === undefined)) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' needs exactly one of 'secret' or 'publicKey', e.g. jwt: { secret: process.env.JWT_SECRET }`);
+  }
+  if (typeof secret === 'string' && secret.length < 16) {
+    throw new TypeError(`express-mfa-kit: ${factory}() jwt.secret is shorter than 16 characters: use a random secret (\`openssl rand -base64 32\`)`);
+  }
+  const algorithms = jwt.algorithms ?? (secret !== undefined ? ['HS256'] : ['RS256', 'ES256']);
+  if (algorithms.length === 0 || algorithms.some((a) => (a as string) === 'none')) {
+    throw new TypeError(`express-mfa-kit: ${factory}() jwt.algorithms must list real algorithms ('none' is never accepted)`);
+  }
+  if (secret !== undefined && algorithms.some((a) => !HMAC.includes(a))) {
+    throw new TypeError(`express-mfa-kit: ${factory}() jwt.secret goes with HS256/HS384/HS512 only; use jwt.publicKey for ${algorithms.join(', ')}`);
+  }
+  const strategyOptions: StrategyOptionsWithoutRequest = {
+    jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
+    secretOrKey: (secret ?? publicKey)!,
+    algorithms: [...algorithms],
+    ...(jwt.issuer !== undefined && { issuer: jwt.issuer }),
+    ...(jwt.audience !== undefined && { audience: jwt.audience }),
+    jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
+  };
+  const passport = new passportModule.Passport();
+  passport.use('mfa-kit-jwt', new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) => done(null, claims)));
+  const initialize = passport.initialize();
+  return (req, res, next) => {
+    initialize(req, res, () => {
+      const authenticate = passport.authenticate('mfa-kit-jwt', { session: false }, (err: unknown, user: unknown) => {
+        if (err) {
+          next(err);
+          return;
+        }
+        if (!user) {
+          next(ProblemError.from('UNAUTHENTICATED'));
+          return;
+        }
+        req.user = user;
+        next();
+      }) as RequestHandler;
+      void authenticate(req, res, next);
+    });
+  };
+}
+
+/**
+ * Builds the authentication chain for a user router: authenticate, then set `req.mfa.userId`
+ * and `req.mfa.tenantId` from the claims (401 without a usable user id, 400 / 403 for the tenant).
+ */
+export function userAuth(factory: string, options: UserAuthOptions): RequestHandler[] {
+  if (options.authenticate === undefined && options.jwt === undefined) {
+    throw new TypeError(`express-mfa-kit: ${factory}() needs 'jwt' (e.g. jwt: { secret: process.env.JWT_SECRET }) or your own 'authenticate' middleware`);
+  }
+  if (options.authenticate !== undefined && typeof options.authenticate !== 'function') {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'authenticate' must be an Express middleware (req, res, next)`);
+  }
+  const authenticate = options.authenticate ?? jwtMiddleware(factory, options.jwt!);
+  const userClaim = options.userClaim ?? DEFAULT_USER_CLAIM;
+  const setUser: RequestHandler = (req: Request, _res, next) => {
+    const user = (req as { user?: unknown }).user;
+    const id = typeof user === 'object' && user !== null ? (user as Record<string, unknown>)[userClaim] : undefined;
+    if (typeof id !== 'string' || !USER_ID.test(id) || !id.isWellFormed()) {
+      next(ProblemError.from('UNAUTHENTICATED', `The token has no usable '${userClaim}' claim.`));
+      return;
+    }
+    contextOf(req).userId = id;
+    next();
+  };
+  const byTenant = tenant({ from: tenantFrom.claim(options.tenantClaim ?? DEFAULT_TENANT_CLAIM), mustMatch: tenantFrom.header(options.tenantHeader ?? 'X-Tenant-ID') });
+  return [authenticate, setUser, byTenant];
+}
