@@ -1,0 +1,188 @@
+/**
+ * The load generator behind `npm run bench`: autocannon (from node_modules, run in this process), or
+ * `wrk` when it is on PATH (lower client overhead; never installed by the bench). Both report the
+ * same figures: req/s, p50, p99 and failures (socket errors, timeouts, non-2xx answers).
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+
+/** What one scenario sends: fixed method and headers, and a path (and body) per request. */
+export interface LoadSpec {
+  method: 'GET' | 'POST';
+  headers: Record<string, string>;
+  /** The next request; called once per request sent, so it can hand out single-use values. */
+  next(): NextRequest;
+  /** Requests that must not repeat within a run (single-use codes): wrk needs them all up front. */
+  unique?: boolean;
+}
+
+/** One request's own parts; `headers` add to the spec's. */
+export interface NextRequest {
+  path: string;
+  body?: string;
+  headers?: Record<string, string>;
+}
+
+export interface LoadOptions {
+  connections: number;
+  durationSec: number;
+}
+
+export interface LoadResult {
+  rps: number;
+  /** Milliseconds. */
+  p50: number;
+  p99: number;
+  total: number;
+  /** Socket errors and timeouts. */
+  errors: number;
+  non2xx: number;
+  /** Status → count, to explain failures. */
+  statuses: Record<string, number>;
+}
+
+export type LoadTool = 'autocannon' | 'wrk';
+
+/** `wrk` when it is on PATH and BENCH_TOOL does not ask for autocannon. */
+export function pickTool(): LoadTool {
+  if (process.env.BENCH_TOOL === 'autocannon') return 'autocannon';
+  try {
+    execFileSync('wrk', ['--version'], { stdio: 'ignore' });
+    return 'wrk';
+  } catch (err) {
+    // wrk --version exits 1 after printing its version: it is there.
+    if ((err as { status?: number }).status === 1) return 'wrk';
+    if (process.env.BENCH_TOOL === 'wrk') throw new Error('BENCH_TOOL=wrk but wrk is not on PATH (Debian: apt-get install wrk)', { cause: err });
+    return 'autocannon';
+  }
+}
+
+export function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Runs `spec` against `baseUrl` for the given time and connections. */
+export function drive(tool: LoadTool, baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
+  return tool === 'wrk' ? driveWrk(baseUrl, spec, options) : driveAutocannon(baseUrl, spec, options);
+}
+
+async function driveAutocannon(baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
+  const first = spec.next();
+  const instance = autocannon({
+    url: baseUrl,
+    connections: options.connections,
+    duration: options.durationSec,
+    timeout: 10,
+    requests: [
+      {
+        method: spec.method,
+        headers: spec.headers,
+        path: first.path,
+        ...(first.body !== undefined && { body: first.body }),
+        ...(first.headers && { headers: { ...spec.headers, ...first.headers } }),
+        setupRequest: (request) => {
+          const n = spec.next();
+          request.path = n.path;
+          if (n.body !== undefined) request.body = n.body;
+          if (n.headers) request.headers = { ...spec.headers, ...n.headers };
+          return request;
+        },
+      },
+    ],
+  });
+  // autocannon's own percentiles are whole milliseconds; keep every response time for finer ones.
+  const times: number[] = [];
+  const statuses: Record<string, number> = {};
+  instance.on('response', (_client, status, _bytes, ms) => {
+    times.push(ms);
+    statuses[status] = (statuses[status] ?? 0) + 1;
+  });
+  const result = await instance;
+  const sorted = Float64Array.from(times).sort();
+  return {
+    rps: times.length / result.duration,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    total: times.length,
+    errors: result.errors,
+    non2xx: result.non2xx,
+    statuses,
+  };
+}
+
+/** wrk threads: 2 leaves the rest of a small machine to the servers. */
+const WRK_THREADS = 2;
+/** Requests prepared for a wrk run of a unique (single-use) scenario. */
+const WRK_UNIQUE_POOL = 200_000;
+/** Requests prepared for other scenarios (they cycle). */
+const WRK_POOL = 2_000;
+
+const luaString = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+
+async function driveWrk(baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
+  // wrk cannot call back into this process: the requests are prepared up front and each thread walks its
+  // own share of them (thread i takes i, i+T, i+2T, …), so single-use values are never sent twice.
+  const pool = Array.from({ length: spec.unique ? WRK_UNIQUE_POOL : WRK_POOL }, () => spec.next());
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mfa-bench-wrk-'));
+  try {
+    const script = path.join(dir, 'requests.lua');
+    const luaTable = (h: Record<string, string>) =>
+      `{ ${Object.entries(h)
+        .map(([k, v]) => `[${luaString(k)}] = ${luaString(v)}`)
+        .join(', ')} }`;
+    writeFileSync(
+      script,
+      [
+        `local paths = { ${pool.map((r) => luaString(r.path)).join(',\n')} }`,
+        `local bodies = { ${pool.map((r) => luaString(r.body ?? '')).join(',\n')} }`,
+        `local headers = { ${pool.map((r) => luaTable({ ...spec.headers, ...r.headers })).join(',\n')} }`,
+        'local n = #paths',
+        'local counter = 1',
+        'local threads = {}',
+        'function setup(thread) thread:set("tid", #threads) table.insert(threads, thread) end',
+        `function init(args) counter = tid + 1 end`,
+        'function request()',
+        '  local i = counter',
+        `  counter = counter + ${WRK_THREADS}`,
+        '  if counter > n then counter = counter - n end',
+        `  local body = bodies[i]`,
+        `  if body == "" then body = nil end`,
+        `  return wrk.format(${luaString(spec.method)}, paths[i], headers[i], body)`,
+        'end',
+      ].join('\n'),
+    );
+    const args = ['-t', String(WRK_THREADS), '-c', String(options.connections), '-d', `${options.durationSec}s`, '--latency', '--timeout', '10s', '-s', script, baseUrl];
+    const { stdout } = await promisify(execFile)('wrk', args, { maxBuffer: 1 << 20 });
+    return parseWrk(stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const toMs = (value: string, unit: string): number => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
+
+/** Reads wrk's `--latency` report. */
+export function parseWrk(out: string): LoadResult {
+  const latency = (p: string) => {
+    const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)\\s*$`, 'm').exec(out);
+    return m ? toMs(m[1]!, m[2]!) : NaN;
+  };
+  const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+    p50: latency('50'),
+    p99: latency('99'),
+    total,
+    errors,
+    non2xx,
+    statuses: non2xx ? { 'non-2xx': non2xx } : {},
+  };
+}

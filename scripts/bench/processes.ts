@@ -1,0 +1,99 @@
+/** Child processes of the benchmark: start a server script under tsx, wait until it answers, read its memory, stop it. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const READY_TIMEOUT_MS = 120_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+/** A server started by the benchmark. */
+export interface ServerProcess {
+  name: string;
+  url: string;
+  child: ChildProcess;
+  /** Last lines of stderr (and of stdout when it is kept), for error messages. */
+  tail(): string;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  name: string;
+  /** Script path relative to the project root, run as `node --import tsx <script>`. */
+  script: string;
+  port: number;
+  env: Record<string, string>;
+  /** Keep stdout (start-up messages) instead of sending it to /dev/null. The request log goes to stdout: keep it off under load. */
+  keepStdout?: boolean;
+}
+
+/**
+ * Starts `node --import tsx <script>` directly (not through the `tsx` CLI, which would add a wrapper
+ * process: the pid must be the server's own, for /proc/<pid>/status) and waits for `GET /healthz`.
+ * stdout goes to /dev/null by default: the request log is written as in production, but nobody reads it.
+ */
+export async function startServer(options: StartOptions): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', options.script], {
+    cwd: ROOT,
+    env: { ...process.env, ...options.env, PORT: String(options.port), HOST: '127.0.0.1' },
+    stdio: ['ignore', options.keepStdout ? 'pipe' : 'ignore', 'pipe'],
+  });
+  const lines: string[] = [];
+  const collect = (chunk: Buffer) => {
+    lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    if (lines.length > 40) lines.splice(0, lines.length - 40);
+  };
+  child.stderr?.on('data', collect);
+  child.stdout?.on('data', collect);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const url = `http://127.0.0.1:${options.port}`;
+  const server: ServerProcess = {
+    name: options.name,
+    url,
+    child,
+    tail: () => lines.join('\n'),
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${options.name} exited with code ${child.exitCode} while starting:\n${server.tail()}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) return server;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`${options.name} did not answer /healthz within ${READY_TIMEOUT_MS / 1000} s:\n${server.tail()}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Resident memory of a process in MiB (VmRSS), and its peak (VmHWM), from /proc/<pid>/status. */
+export function memoryOf(pid: number): { rssMiB: number; peakMiB: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pids of the direct children of `pid` (the workers of a cluster primary). */
+export function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
