@@ -84,6 +84,7 @@ async function main(): Promise<void> {
   const jwtSecret = randomBytes(32).toString('base64url');
   const encryptionKey = generateKey('bench');
   const ring = keyRing([encryptionKey]);
+  const loadBefore = os.loadavg()[0]!;
   log(`${tool}, ${config.connections} connections, ${config.durationSec} s × ${config.rounds} rounds per server${QUICK ? ' (BENCH_QUICK)' : ''}`);
 
   const cleanups: Array<() => Promise<void>> = [];
@@ -230,7 +231,7 @@ async function main(): Promise<void> {
 
     // ---------------------------------------------------------------- report
     const memory = memoryOf(kit.child.pid!);
-    const report = render(rows, { tool, memory, skipped, seconds: (Date.now() - started) / 1000 });
+    const report = render(rows, { tool, memory, skipped, seconds: (Date.now() - started) / 1000, load: [loadBefore, os.loadavg()[0]!] });
     process.stdout.write(report);
     const out = path.join(workDir, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     writeFileSync(out, JSON.stringify({ config: { ...config, only: [...config.only] }, tool, memory, rows }, null, 2));
@@ -264,7 +265,7 @@ function isRouteNotFound(body: unknown): boolean {
 
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
 
-function render(rows: Row[], info: { tool: string; memory: ReturnType<typeof memoryOf>; skipped: string[]; seconds: number }): string {
+function render(rows: Row[], info: { tool: string; memory: ReturnType<typeof memoryOf>; skipped: string[]; seconds: number; load: [number, number] }): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const lines: string[] = [
     '',
@@ -272,8 +273,11 @@ function render(rows: Row[], info: { tool: string; memory: ReturnType<typeof mem
     '',
     `${os.cpus().length} cores (${cpu}), Node ${process.version}, ${info.tool}, ${config.connections} connections, ` +
       `${config.rounds} × ${config.durationSec} s per server (after ${config.warmupSec} s warm-up), alternating; whole run ${fmt(info.seconds)} s.`,
+    `Load average (1 min) before / after: ${fmt(info.load[0], 2)} / ${fmt(info.load[1], 2)}.`,
     '',
   ];
+  // The bench itself keeps the machine busy; a high load before it started means other work competed.
+  if (info.load[0] > os.cpus().length / 2) lines.push(`**Warning: the machine was busy before the run (load ${fmt(info.load[0], 2)} on ${os.cpus().length} cores): these figures are not representative.**`, '');
   const bareOf = (group: string, scenario: string) => rows.find((r) => r.group === group && r.scenario === scenario && r.target === 'bare');
   const table = (group: string, title: string) => {
     const inGroup = rows.filter((r) => r.group === group);
