@@ -10,7 +10,8 @@
  * end; unset → an embedded Postgres), REDIS_URL (unset → a private redis-server when one is on PATH),
  * BENCH_QUICK=1 (a short run), BENCH_DURATION (seconds per measurement), BENCH_ROUNDS, BENCH_CONNECTIONS,
  * BENCH_ROWS (rows of the growth phase), BENCH_ONLY (comma-separated scenario ids / groups to run),
- * BENCH_TOOL=autocannon (ignore wrk on PATH).
+ * BENCH_TOOL=autocannon (ignore wrk on PATH), BENCH_PROFILE=1 (run the servers with --cpu-prof; profiles in
+ * .data/bench/profiles, summarised by `tsx scripts/bench/cpu-summary.ts <file>`).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -123,8 +124,10 @@ async function main(): Promise<void> {
       WORKERS: '1',
       ...extra,
     });
+    const profileDir = path.resolve('.data', 'bench', 'profiles');
+    const nodeArgs = process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
     const start = async (name: string, script: string, env: Record<string, string>) => {
-      const s = await startServer({ name, script, port: await freePort(), env });
+      const s = await startServer({ name, script, port: await freePort(), env, nodeArgs });
       servers.add(s);
       return s;
     };

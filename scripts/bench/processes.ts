@@ -23,6 +23,8 @@ export interface StartOptions {
   script: string;
   port: number;
   env: Record<string, string>;
+  /** Extra node flags, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
   /** Keep stdout (start-up messages) instead of sending it to /dev/null. The request log goes to stdout: keep it off under load. */
   keepStdout?: boolean;
 }
@@ -33,7 +35,7 @@ export interface StartOptions {
  * stdout goes to /dev/null by default: the request log is written as in production, but nobody reads it.
  */
 export async function startServer(options: StartOptions): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', options.script], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', options.script], {
     cwd: ROOT,
     env: { ...process.env, ...options.env, PORT: String(options.port), HOST: '127.0.0.1' },
     stdio: ['ignore', options.keepStdout ? 'pipe' : 'ignore', 'pipe'],
