@@ -321,10 +321,10 @@ describe('sms and email one-time codes', () => {
     const capture = async (fn: () => unknown): Promise<string> => {
       const original = process.stdout.write.bind(process.stdout);
       let out = '';
-      process.stdout.write = ((chunk: string | Uint8Array) => {
+      process.stdout.write = (chunk: string | Uint8Array) => {
         out += String(chunk);
         return true;
-      }) as typeof process.stdout.write;
+      };
       try {
         await fn();
       } finally {
