@@ -7,7 +7,7 @@ import type { MfaStorage, OtpPurpose } from '../storage/types.js';
 
 export type { OtpPurpose } from '../storage/types.js';
 
-/** A one-time code to deliver. */
+/** A one-time code to deliver: what `MfaCodeSender.send` receives. */
 export interface MfaCodeMessage {
   tenantId: string;
   userId: string;
@@ -35,6 +35,7 @@ export interface OtpCodeTarget {
   purpose: OtpPurpose;
 }
 
+/** The sms/email code service (see `createOtpChannels`). */
 export interface OtpChannels {
   /** The canonical form of a phone number (E.164) or email address; throws a 400 `VALIDATION_FAILED` Problem naming `phoneNumber` or `email`. */
   normalizeDestination(method: 'sms' | 'email', value: string): string;
@@ -46,6 +47,7 @@ export interface OtpChannels {
   verify(args: OtpCodeTarget & { code: string }): Promise<boolean>;
 }
 
+/** Options of `createOtpChannels()`. */
 export interface OtpChannelsOptions {
   /** Storage with `otpCodes` (e.g. `knexStorage({ knex })`). */
   storage: MfaStorage;
@@ -73,7 +75,9 @@ export interface OtpChannelsOptions {
   now?: () => number;
 }
 
+/** Default lifetime of a code: 10 minutes. */
 export const DEFAULT_CODE_TTL_SECONDS = 600;
+/** Default guesses per code. */
 export const DEFAULT_MAX_ATTEMPTS = 5;
 const CODE_DIGITS = 6;
 const SALT_BYTES = 16;
@@ -172,7 +176,8 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
       const code = randomInt(0, 10 ** CODE_DIGITS).toString().padStart(CODE_DIGITS, '0');
       const salt = randomBytes(SALT_BYTES);
       // Stored before sending, so the code works the moment it arrives.
-      await store.put({ ...target, salt, codeHash: hashCode(salt, target, code), expiresAt: new Date(now() + ttlMs) });
+      const stored = await store.put({ ...target, salt, codeHash: hashCode(salt, target, code), expiresAt: new Date(now() + ttlMs) });
+      if (!stored) throw ProblemError.from('DEVICE_NOT_FOUND');
       const logged = { tenant_id: args.tenantId, user_id: args.userId, device_id: args.deviceId, method: args.method, purpose: args.purpose, destination: maskDestination(args.method, args.destination) };
       try {
         await sender.send({ tenantId: args.tenantId, userId: args.userId, method: args.method, destination: args.destination, code, purpose: args.purpose });

@@ -13,6 +13,7 @@ export interface RecoveryCodes {
   remaining(tenantId: string, userId: string): Promise<number>;
 }
 
+/** Options of `createRecoveryCodes()`. */
 export interface RecoveryCodesOptions {
   /** Storage with `recoveryCodes` (e.g. `knexStorage({ knex })`). */
   storage: MfaStorage;

@@ -20,6 +20,7 @@ export const SEALED_TABLES: readonly SealedTable[] = [
   { table: 'sync_records', keyIdColumn: 'vault_key_id', dataColumn: 'vault_ciphertext' },
 ];
 
+/** Options of `reencrypt()`. */
 export interface ReencryptOptions {
   knex: Knex;
   /** Must hold the active (new) key first and every key rows may still be sealed with. */
@@ -41,6 +42,7 @@ export interface ReencryptOptions {
   tables?: readonly SealedTable[];
 }
 
+/** What `reencrypt()` did to one table. */
 export interface ReencryptResult {
   table: string;
   /** Rows moved to the active key by this run. */
@@ -49,6 +51,7 @@ export interface ReencryptResult {
   failed: number;
 }
 
+/** Default rows per batch: small enough that each transaction holds its row locks for milliseconds. */
 export const DEFAULT_REENCRYPT_BATCH_SIZE = 200;
 
 interface SealedRow {

@@ -92,8 +92,8 @@ export interface OtpCodeRecord {
 
 /** Pending one-time codes of sms/email devices: at most one per device and purpose. */
 export interface OtpCodeStore {
-  /** Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0). */
-  put(record: OtpCodeRecord): Promise<void>;
+  /** Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0); `false` if the device does not exist in the tenant. */
+  put(record: OtpCodeRecord): Promise<boolean>;
   /**
    * Counts one attempt against the pending code of this device, user and purpose, provided it has
    * not expired at `now` and fewer than `maxAttempts` attempts were counted; returns its salt and hash,

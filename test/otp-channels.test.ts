@@ -128,6 +128,17 @@ describe('sms and email one-time codes', () => {
       expect(codes.size).to.be.at.least(38);
     });
 
+    it('answers DEVICE_NOT_FOUND when the device does not exist, and sends nothing', async () => {
+      let caught: unknown;
+      try {
+        await otp.issue({ tenantId: 'acme', userId: 'u-ghost', deviceId: '00000000-0000-4000-8000-000000000000', method: 'sms', destination: PHONE, purpose: 'login' });
+      } catch (err) {
+        caught = err;
+      }
+      expect(isProblemError(caught) && caught.key === 'DEVICE_NOT_FOUND').to.equal(true);
+      expect(sender.sent).to.have.length(0);
+    });
+
     it('a removed device takes its pending code with it', async () => {
       const deviceId = await device('u-removed');
       await otp.issue({ tenantId: 'acme', userId: 'u-removed', deviceId, method: 'sms', destination: PHONE, purpose: 'login' });

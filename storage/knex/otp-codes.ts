@@ -4,11 +4,13 @@ import type { OtpCodeRecord, OtpCodeStore, OtpPurpose } from '../types.js';
 
 type CodeKey = { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose };
 
+/** `OtpCodeStore` on the `mfa_otp_codes` table. */
 export class KnexOtpCodeStore implements OtpCodeStore {
   constructor(private readonly knex: Knex) {}
 
-  async put(record: OtpCodeRecord): Promise<void> {
-    await this.knex('mfa_otp_codes')
+  async put(record: OtpCodeRecord): Promise<boolean> {
+    try {
+      await this.knex('mfa_otp_codes')
       .insert({
         tenant_id: record.tenantId,
         device_id: record.deviceId,
@@ -22,6 +24,12 @@ export class KnexOtpCodeStore implements OtpCodeStore {
       })
       .onConflict(['tenant_id', 'device_id', 'purpose'])
       .merge(['user_id', 'salt', 'code_hash', 'attempts', 'expires_at', 'created_at']);
+      return true;
+    } catch (err) {
+      // The device is gone (removed meanwhile, or never was): the foreign key says so.
+      if ((err as { code?: unknown }).code === '23503') return false;
+      throw err;
+    }
   }
 
   async beginAttempt(key: CodeKey, now: Date, maxAttempts: number): Promise<{ salt: Buffer; codeHash: Buffer } | null> {

@@ -5,6 +5,7 @@ import type { RecoveryCodeStore } from '../types.js';
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
 
+/** `RecoveryCodeStore` on the `mfa_recovery_codes` table. */
 export class KnexRecoveryCodeStore implements RecoveryCodeStore {
   constructor(private readonly knex: Knex) {}
 
