@@ -2,6 +2,8 @@
 import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { KnexOtpCodeStore } from './otp-codes.js';
+import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -23,6 +25,8 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    recoveryCodes: new KnexRecoveryCodeStore(knex),
+    otpCodes: new KnexOtpCodeStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
