@@ -24,7 +24,7 @@ import { redisUrl, stopRedisServers } from '../test/support/redis.js';
 import { freePort } from '../examples/embedded-postgres.js';
 import type { BareRoute } from './bare-express.js';
 import { drive, pickTool, type LoadResult, type LoadSpec } from './bench/load.js';
-import { memoryOf, startServer, type ServerProcess } from './bench/processes.js';
+import { cpuSeconds, memoryOf, startServer, type ServerProcess } from './bench/processes.js';
 import { SCENARIOS, type BenchData, type Scenario } from './bench/scenarios.js';
 import { VerifyCodes, bulkTrustedDevices, insertTotpUsers, trustThroughApi } from './bench/seed.js';
 
@@ -55,17 +55,23 @@ const DEVICE_USERS = 1000;
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
+/** A load result and the server's CPU time per request in it. */
+interface Measured extends LoadResult {
+  cpuUsPerRequest: number;
+}
+
 interface Row {
   group: string;
   scenario: string;
   target: string;
-  results: LoadResult[];
+  results: Measured[];
 }
 
-function summarise(results: LoadResult[]) {
-  const mean = (f: (r: LoadResult) => number) => results.reduce((s, r) => s + f(r), 0) / results.length;
+function summarise(results: Measured[]) {
+  const mean = (f: (r: Measured) => number) => results.reduce((s, r) => s + f(r), 0) / results.length;
   return {
     rps: mean((r) => r.rps),
+    cpuUs: mean((r) => r.cpuUsPerRequest),
     p50: mean((r) => r.p50),
     p99: Math.max(...results.map((r) => r.p99)),
     failures: results.reduce((s, r) => s + r.errors + r.non2xx, 0),
@@ -194,10 +200,14 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     const measure = async (group: string, scenario: Scenario, targets: ServerProcess[]) => {
       log(`${group}: ${scenario.id} on ${targets.map((t) => t.name).join(', ')}`);
-      const byTarget = new Map<ServerProcess, LoadResult[]>(targets.map((t) => [t, []]));
+      const byTarget = new Map<ServerProcess, Measured[]>(targets.map((t) => [t, []]));
       for (const t of targets) await drive(tool, t.url, scenario.load(data), { connections: config.connections, durationSec: config.warmupSec });
       for (let round = 0; round < config.rounds && !interrupted; round++) {
-        for (const t of targets) byTarget.get(t)!.push(await drive(tool, t.url, scenario.load(data), { connections: config.connections, durationSec: config.durationSec }));
+        for (const t of targets) {
+          const cpuBefore = cpuSeconds(t.child.pid!);
+          const result = await drive(tool, t.url, scenario.load(data), { connections: config.connections, durationSec: config.durationSec });
+          byTarget.get(t)!.push({ ...result, cpuUsPerRequest: ((cpuSeconds(t.child.pid!) - cpuBefore) * 1e6) / Math.max(1, result.total) });
+        }
       }
       for (const [t, results] of byTarget) if (results.length) rows.push({ group, scenario: scenario.id, target: t.name, results });
     };
@@ -285,14 +295,19 @@ function render(rows: Row[], info: { tool: string; memory: ReturnType<typeof mem
   const table = (group: string, title: string) => {
     const inGroup = rows.filter((r) => r.group === group);
     if (!inGroup.length) return;
-    lines.push(`### ${title}`, '', '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare |', '|---|---|---:|---:|---:|---:|---:|');
+    lines.push(
+      `### ${title}`,
+      '',
+      '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare | server CPU µs/req |',
+      '|---|---|---:|---:|---:|---:|---:|---:|',
+    );
     for (const r of inGroup) {
       const s = summarise(r.results);
       const bare = bareOf(group, r.scenario);
       const ratio = bare && r.target !== 'bare' ? fmt(s.rps / summarise(bare.results).rps, 2) : '';
       const failures = s.failures ? `${s.failures} (${Object.entries(s.statuses).filter(([k]) => !k.startsWith('2')).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '0';
       const title = SCENARIOS.find((x) => x.id === r.scenario)?.title ?? r.scenario;
-      lines.push(`| ${title} | ${r.target} | ${fmt(s.rps)} | ${fmt(s.p50, 2)} | ${fmt(s.p99, 2)} | ${failures} | ${ratio} |`);
+      lines.push(`| ${title} | ${r.target} | ${fmt(s.rps)} | ${fmt(s.p50, 2)} | ${fmt(s.p99, 2)} | ${failures} | ${ratio} | ${fmt(s.cpuUs)} |`);
     }
     lines.push('');
   };

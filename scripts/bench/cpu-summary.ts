@@ -25,8 +25,15 @@ const top = Number(topArg ?? 30);
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 const selfUs = new Map<number, number>();
-profile.samples.forEach((id, i) => selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+let idle = 0;
+profile.samples.forEach((id, i) => {
+  const us = profile.timeDeltas[i] ?? 0;
+  // Idle is waiting (for the database, the cache, the client): reported apart, not as CPU.
+  if (byId.get(id)?.callFrame.functionName === '(idle)') idle += us;
+  else selfUs.set(id, (selfUs.get(id) ?? 0) + us);
+});
 const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+console.log(`busy ${(total / 1e6).toFixed(1)} s, idle ${(idle / 1e6).toFixed(1)} s`);
 
 /** `node_modules/<pkg>` (scoped too), `node:` internals, the project's own files, or the V8 pseudo-frames. */
 const packageOf = (url: string): string => {
@@ -47,7 +54,7 @@ for (const [id, us] of selfUs) {
   byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + us);
 }
 const show = (title: string, map: Map<string, number>) => {
-  console.log(`\n${title} (of ${(total / 1e6).toFixed(1)} s sampled)`);
+  console.log(`\n${title} (% of busy time)`);
   for (const [k, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${k}`);
 };
 show('self time by package', byPackage);
