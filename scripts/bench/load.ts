@@ -117,44 +117,62 @@ async function driveAutocannon(baseUrl: string, spec: LoadSpec, options: LoadOpt
 
 /** wrk threads: 2 leaves the rest of a small machine to the servers. */
 const WRK_THREADS = 2;
-/** Requests prepared for a wrk run of a unique (single-use) scenario. */
-const WRK_UNIQUE_POOL = 200_000;
+/** Requests prepared for a wrk run of a unique (single-use) scenario: more than a run sends (≈ 7k req/s × 8 s). */
+const WRK_UNIQUE_POOL = 60_000;
 /** Requests prepared for other scenarios (they cycle). */
 const WRK_POOL = 2_000;
 
-const luaString = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
-
 async function driveWrk(baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
-  // wrk cannot call back into this process: the requests are prepared up front and each thread walks its
-  // own share of them (thread i takes i, i+T, i+2T, …), so single-use values are never sent twice.
+  // wrk cannot call back into this process: the requests are prepared up front, one a line (path, body and
+  // headers, tab-separated), and each thread walks its own share (thread i takes lines i, i+T, i+2T, …), so
+  // single-use values are never sent twice.
   const pool = Array.from({ length: spec.unique ? WRK_UNIQUE_POOL : WRK_POOL }, () => spec.next());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mfa-bench-wrk-'));
   try {
+    const requests = path.join(dir, 'requests.tsv');
+    const line = (r: NextRequest) => {
+      const headers = Object.entries({ ...spec.headers, ...r.headers }).map(([k, v]) => `${k}: ${v}`);
+      const fields = [r.path, r.body ?? '', ...headers];
+      if (fields.some((f) => /[\t\n]/.test(f))) throw new Error('a benchmark request contains a tab or a newline');
+      return fields.join('\t');
+    };
+    writeFileSync(requests, pool.map(line).join('\n') + '\n');
     const script = path.join(dir, 'requests.lua');
-    const luaTable = (h: Record<string, string>) =>
-      `{ ${Object.entries(h)
-        .map(([k, v]) => `[${luaString(k)}] = ${luaString(v)}`)
-        .join(', ')} }`;
     writeFileSync(
       script,
-      [
-        `local paths = { ${pool.map((r) => luaString(r.path)).join(',\n')} }`,
-        `local bodies = { ${pool.map((r) => luaString(r.body ?? '')).join(',\n')} }`,
-        `local headers = { ${pool.map((r) => luaTable({ ...spec.headers, ...r.headers })).join(',\n')} }`,
-        'local n = #paths',
-        'local counter = 1',
-        'local threads = {}',
-        'function setup(thread) thread:set("tid", #threads) table.insert(threads, thread) end',
-        `function init(args) counter = tid + 1 end`,
-        'function request()',
-        '  local i = counter',
-        `  counter = counter + ${WRK_THREADS}`,
-        '  if counter > n then counter = counter - n end',
-        `  local body = bodies[i]`,
-        `  if body == "" then body = nil end`,
-        `  return wrk.format(${luaString(spec.method)}, paths[i], headers[i], body)`,
-        'end',
-      ].join('\n'),
+      `
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+local reqs = {}
+local counter = 1
+function init(args)
+  local i = 0
+  for l in io.lines(${JSON.stringify(requests)}) do
+    if i % ${WRK_THREADS} == tid then
+      local fields = {}
+      for f in (l .. "\t"):gmatch("([^\t]*)\t") do table.insert(fields, f) end
+      local headers = {}
+      for k = 3, #fields do
+        local name, value = fields[k]:match("^([^:]+): (.*)$")
+        headers[name] = value
+      end
+      local body = fields[2]
+      if body == "" then body = nil end
+      table.insert(reqs, wrk.format(${JSON.stringify(spec.method)}, fields[1], headers, body))
+    end
+    i = i + 1
+  end
+end
+function request()
+  local r = reqs[counter]
+  counter = counter + 1
+  if counter > #reqs then counter = 1 end
+  return r
+end
+`,
     );
     const args = ['-t', String(WRK_THREADS), '-c', String(options.connections), '-d', `${options.durationSec}s`, '--latency', '--timeout', '10s', '-s', script, baseUrl];
     const { stdout } = await promisify(execFile)('wrk', args, { maxBuffer: 1 << 20 });
