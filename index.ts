@@ -1,5 +1,6 @@
 /** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
+export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
 
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
@@ -13,4 +14,5 @@ export { silentLogger, type Logger } from './lib/logger.js';
 export type { MfaRequestContext } from './lib/context.js';
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
+export { reencryptSyncRecords, type SyncReencryptOptions, type SyncReencryptResult } from './storage/knex/index.js';
 export type * from './storage/types.js';

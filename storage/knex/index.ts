@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -23,6 +24,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    syncRecords: new KnexSyncRecordStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
@@ -31,3 +33,4 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
 }
 
 export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
+export { reencryptSyncRecords, syncRecordAad, type SyncReencryptOptions, type SyncReencryptResult } from './sync-records.js';

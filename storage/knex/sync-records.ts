@@ -1,0 +1,174 @@
+/**
+ * Sync records on Postgres. Writes are decided by Postgres alone, so any number of instances can
+ * race: a create is `INSERT … ON CONFLICT DO NOTHING`, an update is one compare-and-set `UPDATE`
+ * on the sync token. Also `reencryptSyncRecords()`, which moves every vault to the active key.
+ */
+import type { Knex } from 'knex';
+import { aad, type KeyRing } from '../../lib/keyring.js';
+import type { NewSyncRecord, Page, PageQuery, SyncRecord, SyncRecordChange, SyncRecordKey, SyncRecordStore, SyncWriteResult } from '../types.js';
+
+export const SYNC_RECORDS_TABLE = 'sync_records';
+
+/** A `sync_records` row as pg returns it. */
+export interface SyncRecordRow {
+  tenant_id: string;
+  id: string;
+  user_id: string;
+  device_fingerprint: string;
+  device_name: string;
+  sync_token: string;
+  vault_key_id: string;
+  vault_ciphertext: Buffer;
+  created_at: Date;
+  last_sync_at: Date;
+}
+
+export function toSyncRecord(row: SyncRecordRow): SyncRecord {
+  return {
+    tenantId: row.tenant_id,
+    id: row.id,
+    userId: row.user_id,
+    deviceFingerprint: row.device_fingerprint,
+    deviceName: row.device_name,
+    syncToken: row.sync_token,
+    vault: { keyId: row.vault_key_id, data: row.vault_ciphertext },
+    createdAt: row.created_at,
+    lastSyncAt: row.last_sync_at,
+  };
+}
+
+/**
+ * The associated data a vault is sealed with (tenant, user, record id): a ciphertext moved to
+ * another row or user does not open. Record ids carry the `devsync_` prefix, so they never equal
+ * the id of another table's sealed value.
+ */
+export const syncRecordAad = (tenantId: string, userId: string, id: string): string => aad(tenantId, userId, id);
+
+export class KnexSyncRecordStore implements SyncRecordStore {
+  constructor(private readonly knex: Knex) {}
+
+  private table() {
+    return this.knex<SyncRecordRow>(SYNC_RECORDS_TABLE);
+  }
+
+  async list(tenantId: string, userId: string, page: PageQuery): Promise<Page<SyncRecord>> {
+    const scoped = this.table().where({ tenant_id: tenantId, user_id: userId });
+    // One round trip: the window count rides along with the page.
+    const rows = (await scoped
+      .clone()
+      .select('*', this.knex.raw('count(*) over () as full_count'))
+      .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }])
+      .limit(page.limit)
+      .offset(page.offset)) as Array<SyncRecordRow & { full_count: string }>;
+    const total = rows[0] ? Number(rows[0].full_count) : page.offset === 0 ? 0 : Number((await scoped.clone().count({ n: '*' }).first())?.n ?? 0);
+    return { items: rows.map(toSyncRecord), total };
+  }
+
+  async get(tenantId: string, userId: string, id: string): Promise<SyncRecord | null> {
+    const row = await this.table().where({ tenant_id: tenantId, user_id: userId, id }).first<SyncRecordRow | undefined>();
+    return row ? toSyncRecord(row) : null;
+  }
+
+  async findByFingerprint(tenantId: string, userId: string, deviceFingerprint: string): Promise<SyncRecord | null> {
+    const row = await this.table().where({ tenant_id: tenantId, user_id: userId, device_fingerprint: deviceFingerprint }).first<SyncRecordRow | undefined>();
+    return row ? toSyncRecord(row) : null;
+  }
+
+  async create(record: NewSyncRecord): Promise<SyncWriteResult> {
+    const rows = await this.table()
+      .insert({
+        tenant_id: record.tenantId,
+        id: record.id,
+        user_id: record.userId,
+        device_fingerprint: record.deviceFingerprint,
+        device_name: record.deviceName,
+        sync_token: record.syncToken,
+        vault_key_id: record.vault.keyId,
+        vault_ciphertext: record.vault.data,
+      })
+      // A concurrent creator of the same fingerprint waits for the winner's commit, then inserts nothing.
+      .onConflict(['tenant_id', 'user_id', 'device_fingerprint'])
+      .ignore()
+      .returning<SyncRecordRow[]>('*');
+    if (rows[0]) return { status: 'created', record: toSyncRecord(rows[0]) };
+    return { status: 'conflict', current: await this.findByFingerprint(record.tenantId, record.userId, record.deviceFingerprint) };
+  }
+
+  async updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult> {
+    // Under READ COMMITTED a writer blocked on the row re-checks the WHERE against the winner's
+    // version, finds a new token and updates nothing: exactly one of the racers wins.
+    const rows = await this.table()
+      .where({ tenant_id: key.tenantId, user_id: key.userId, device_fingerprint: key.deviceFingerprint, id: key.id, sync_token: expectedToken })
+      .update({
+        device_name: change.deviceName,
+        sync_token: change.syncToken,
+        vault_key_id: change.vault.keyId,
+        vault_ciphertext: change.vault.data,
+        last_sync_at: this.knex.fn.now(),
+      })
+      .returning<SyncRecordRow[]>('*');
+    if (rows[0]) return { status: 'updated', record: toSyncRecord(rows[0]) };
+    return { status: 'conflict', current: await this.findByFingerprint(key.tenantId, key.userId, key.deviceFingerprint) };
+  }
+
+  async delete(tenantId: string, userId: string, id: string): Promise<boolean> {
+    const n = await this.table().where({ tenant_id: tenantId, user_id: userId, id }).delete();
+    return n > 0;
+  }
+}
+
+export interface SyncReencryptOptions {
+  /** Rows read per query. @default 500 */
+  batchSize?: number;
+}
+
+/** What `reencryptSyncRecords()` did. */
+export interface SyncReencryptResult {
+  /** Rows now sealed with the active key. */
+  reencrypted: number;
+  /** Rows rewritten by a sync while they were being moved (already sealed anew by that write). */
+  skipped: number;
+  /** Rows that did not open with any key of the ring (left as they are). */
+  failed: number;
+}
+
+/**
+ * Re-seals every sync record not under the key ring's active key, in batches, e.g. after a new key
+ * was put first in `MFA_ENCRYPTION_KEYS`. Safe while the service runs: a row is rewritten only if
+ * it still has the token and key it was read with, so a concurrent sync is never overwritten.
+ * The sync token stays: the content did not change.
+ */
+export async function reencryptSyncRecords(knex: Knex, keyring: KeyRing, options: SyncReencryptOptions = {}): Promise<SyncReencryptResult> {
+  const batchSize = options.batchSize ?? 500;
+  const result: SyncReencryptResult = { reencrypted: 0, skipped: 0, failed: 0 };
+  let after: [string, string] | undefined;
+  for (;;) {
+    const query = knex<SyncRecordRow>(SYNC_RECORDS_TABLE)
+      .whereNot('vault_key_id', keyring.activeKeyId)
+      .orderBy([{ column: 'tenant_id' }, { column: 'id' }])
+      .limit(batchSize);
+    // Keyset paging, so rows that fail to open are passed over rather than read again.
+    if (after) void query.andWhereRaw('(tenant_id, id) > (?, ?)', after);
+    const rows = await query;
+    const last = rows.at(-1);
+    if (!last) return result;
+    for (const row of rows) {
+      const associated = syncRecordAad(row.tenant_id, row.user_id, row.id);
+      let plaintext: Buffer;
+      try {
+        plaintext = keyring.open({ keyId: row.vault_key_id, data: row.vault_ciphertext }, associated);
+      } catch {
+        result.failed += 1;
+        continue;
+      }
+      const sealed = keyring.seal(plaintext, associated);
+      plaintext.fill(0);
+      const n = await knex<SyncRecordRow>(SYNC_RECORDS_TABLE)
+        .where({ tenant_id: row.tenant_id, id: row.id, sync_token: row.sync_token, vault_key_id: row.vault_key_id })
+        .update({ vault_key_id: sealed.keyId, vault_ciphertext: sealed.data });
+      if (n > 0) result.reencrypted += 1;
+      else result.skipped += 1;
+    }
+    after = [last.tenant_id, last.id];
+  }
+}
