@@ -359,6 +359,66 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         if (winner.status !== 'updated') throw new Error('unreachable');
         for (const r of results) if (r.status === 'conflict') expect(r.current?.syncToken).to.equal(winner.record.syncToken);
       });
+
+      /**
+       * Deterministic overlap: a winner's write is held open in a transaction while 19 racers
+       * start (their statements, and snapshots, begin before it commits) and block on its row
+       * lock; only then does it commit. READ COMMITTED re-checks the WHERE and updates nothing;
+       * REPEATABLE READ / SERIALIZABLE raise 40001, which the store must also report as a conflict.
+       */
+      for (const isolation of ['read committed', 'serializable'] as const) {
+        it(`racers blocked behind an uncommitted winner all get a conflict (${isolation})`, async function () {
+          const pool = () =>
+            createKnex({ client: 'pg', connection: { connectionString: db.url, options: `-c default_transaction_isolation=${isolation.replace(' ', '\\ ')}` }, pool: { min: 0, max: 10 } });
+          const pools = [pool(), pool()];
+          const blockedRacers = async (n: number) => {
+            for (let i = 0; i < 200; i++) {
+              const r = await db.knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+              if (Number(r.rows[0]?.n) >= n) return;
+              await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+            throw new Error(`fewer than ${n} racers blocked`);
+          };
+          try {
+            const check = await pools[0]!.raw<{ rows: Array<{ transaction_isolation: string }> }>('show transaction_isolation');
+            expect(check.rows[0]?.transaction_isolation).to.equal(isolation);
+            const stores = pools.map((k) => knexStorage({ knex: k }).syncRecords);
+            const seal = (id: string) => ring.seal('[]', JSON.stringify(['acme', 'alice', id]));
+            const token = () => randomBytes(16).toString('hex');
+
+            // Updates with one token.
+            const first = await create();
+            const key = { tenantId: 'acme', userId: 'alice', deviceFingerprint: first.device_fingerprint!, id: first.id! };
+            const trx = await db.knex.transaction();
+            const won = await knexStorage({ knex: trx }).syncRecords.updateIfToken(key, first.sync_token!, { deviceName: 'winner', syncToken: token(), vault: seal(first.id!) });
+            expect(won.status).to.equal('updated');
+            const racing = Promise.all(Array.from({ length: 19 }, (_, i) => stores[i % 2]!.updateIfToken(key, first.sync_token!, { deviceName: `racer ${i}`, syncToken: token(), vault: seal(first.id!) })));
+            await blockedRacers(19);
+            await trx.commit();
+            const lost = await racing;
+            const winnerToken = won.status === 'updated' ? won.record.syncToken : '';
+            expect(lost.map((r) => (r.status === 'conflict' ? r.current?.syncToken : r.status))).to.deep.equal(Array<string>(19).fill(winnerToken));
+            expect((await getOne(first.id!)).body).to.include({ device_name: 'winner', sync_token: winnerToken });
+
+            // Creates of one fingerprint.
+            const fp = fingerprint();
+            const newRecord = (name: string) => {
+              const id = `devsync_${randomBytes(16).toString('hex')}`;
+              return { tenantId: 'acme', userId: 'alice', id, deviceFingerprint: fp, deviceName: name, syncToken: token(), vault: seal(id) };
+            };
+            const trx2 = await db.knex.transaction();
+            const created = await knexStorage({ knex: trx2 }).syncRecords.create(newRecord('winner'));
+            expect(created.status).to.equal('created');
+            const creating = Promise.all(Array.from({ length: 19 }, (_, i) => stores[i % 2]!.create(newRecord(`racer ${i}`))));
+            await blockedRacers(19);
+            await trx2.commit();
+            const createdToken = created.status === 'created' ? created.record.syncToken : '';
+            expect((await creating).map((r) => (r.status === 'conflict' ? r.current?.syncToken : r.status))).to.deep.equal(Array<string>(19).fill(createdToken));
+          } finally {
+            await Promise.all(pools.map((k) => k.destroy()));
+          }
+        });
+      }
     });
   });
 

@@ -44,6 +44,12 @@ export function toSyncRecord(row: SyncRecordRow): SyncRecord {
  */
 export const syncRecordAad = (tenantId: string, userId: string, id: string): string => aad(tenantId, userId, id);
 
+/**
+ * Under REPEATABLE READ or SERIALIZABLE (a host's `default_transaction_isolation`), Postgres reports
+ * a lost race as a serialization failure instead of updating nothing: the same outcome, a conflict.
+ */
+const isSerializationFailure = (err: unknown): boolean => typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '40001';
+
 export class KnexSyncRecordStore implements SyncRecordStore {
   constructor(private readonly knex: Knex) {}
 
@@ -75,21 +81,23 @@ export class KnexSyncRecordStore implements SyncRecordStore {
   }
 
   async create(record: NewSyncRecord): Promise<SyncWriteResult> {
-    const rows = await this.table()
-      .insert({
-        tenant_id: record.tenantId,
-        id: record.id,
-        user_id: record.userId,
-        device_fingerprint: record.deviceFingerprint,
-        device_name: record.deviceName,
-        sync_token: record.syncToken,
-        vault_key_id: record.vault.keyId,
-        vault_ciphertext: record.vault.data,
-      })
-      // A concurrent creator of the same fingerprint waits for the winner's commit, then inserts nothing.
-      .onConflict(['tenant_id', 'user_id', 'device_fingerprint'])
-      .ignore()
-      .returning<SyncRecordRow[]>('*');
+    const rows = await this.lostRaceAsEmpty(
+      this.table()
+        .insert({
+          tenant_id: record.tenantId,
+          id: record.id,
+          user_id: record.userId,
+          device_fingerprint: record.deviceFingerprint,
+          device_name: record.deviceName,
+          sync_token: record.syncToken,
+          vault_key_id: record.vault.keyId,
+          vault_ciphertext: record.vault.data,
+        })
+        // A concurrent creator of the same fingerprint waits for the winner's commit, then inserts nothing.
+        .onConflict(['tenant_id', 'user_id', 'device_fingerprint'])
+        .ignore()
+        .returning<SyncRecordRow[]>('*'),
+    );
     if (rows[0]) return { status: 'created', record: toSyncRecord(rows[0]) };
     return { status: 'conflict', current: await this.findByFingerprint(record.tenantId, record.userId, record.deviceFingerprint) };
   }
@@ -97,18 +105,29 @@ export class KnexSyncRecordStore implements SyncRecordStore {
   async updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult> {
     // Under READ COMMITTED a writer blocked on the row re-checks the WHERE against the winner's
     // version, finds a new token and updates nothing: exactly one of the racers wins.
-    const rows = await this.table()
-      .where({ tenant_id: key.tenantId, user_id: key.userId, device_fingerprint: key.deviceFingerprint, id: key.id, sync_token: expectedToken })
-      .update({
-        device_name: change.deviceName,
-        sync_token: change.syncToken,
-        vault_key_id: change.vault.keyId,
-        vault_ciphertext: change.vault.data,
-        last_sync_at: this.knex.fn.now(),
-      })
-      .returning<SyncRecordRow[]>('*');
+    const rows = await this.lostRaceAsEmpty(
+      this.table()
+        .where({ tenant_id: key.tenantId, user_id: key.userId, device_fingerprint: key.deviceFingerprint, id: key.id, sync_token: expectedToken })
+        .update({
+          device_name: change.deviceName,
+          sync_token: change.syncToken,
+          vault_key_id: change.vault.keyId,
+          vault_ciphertext: change.vault.data,
+          last_sync_at: this.knex.fn.now(),
+        })
+        .returning<SyncRecordRow[]>('*'),
+    );
     if (rows[0]) return { status: 'updated', record: toSyncRecord(rows[0]) };
     return { status: 'conflict', current: await this.findByFingerprint(key.tenantId, key.userId, key.deviceFingerprint) };
+  }
+
+  private async lostRaceAsEmpty(write: Promise<SyncRecordRow[]>): Promise<SyncRecordRow[]> {
+    try {
+      return await write;
+    } catch (err) {
+      if (isSerializationFailure(err)) return [];
+      throw err;
+    }
   }
 
   async delete(tenantId: string, userId: string, id: string): Promise<boolean> {
