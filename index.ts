@@ -1,5 +1,6 @@
 /** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
+export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
 
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';

@@ -4,6 +4,7 @@ import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
 import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
+import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -27,6 +28,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     mfaDevices: new KnexMfaDeviceStore(knex),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
+    syncRecords: new KnexSyncRecordStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
@@ -35,3 +37,4 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
 }
 
 export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
+export { syncRecordAad } from './sync-records.js';
