@@ -32,7 +32,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     pinoHttp({
       logger,
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customProps: (req) => ({ request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId }),
+      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
       // Only method, path (no query string: it may carry ids) and status; never headers.
       serializers: {
         req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
