@@ -12,5 +12,22 @@ export { jsonBody } from './lib/json-body.js';
 export { silentLogger, type Logger } from './lib/logger.js';
 export type { MfaRequestContext } from './lib/context.js';
 
+// [2/7] trusted devices
+export {
+  createTrustedDevices,
+  DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
+  DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
+  type TrustInput,
+  type TrustCheck,
+  type TrustedDevices,
+  type TrustedDevicesOptions,
+  type TrustedDeviceSettings,
+  type TrustedDeviceEvents,
+} from './lib/trusted-devices.js';
+export type { TrustedDeviceCache, TrustScope, CachedTrust } from './storage/cache/types.js';
+export { redisCache, REDIS_CACHE_CLIENT_OPTIONS, type RedisCacheOptions, type RedisCacheClient } from './storage/cache/redis.js';
+export { memoryCache, type MemoryCacheOptions } from './storage/cache/memory.js';
+export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/internal/trusted-devices.js';
+
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
 export type * from './storage/types.js';

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
 import { migrate } from './migrate.js';
+import { KnexTrustedDeviceStore } from './trusted-devices.js';
 
 export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
@@ -23,6 +24,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    trustedDevices: new KnexTrustedDeviceStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
