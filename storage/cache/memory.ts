@@ -76,6 +76,6 @@ export function memoryCache(options: MemoryCacheOptions = {}): TrustedDeviceCach
       checkFillArgs(generation, 1);
       raise(cacheKeys(scope, undefined).generation, generation, GENERATION_MIN_TTL_MS, Date.now());
     },
-    ping: () => true,
+    ping: () => Promise.resolve(true),
   };
 }

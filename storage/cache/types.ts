@@ -43,8 +43,8 @@ export interface TrustedDeviceCache {
   fill(scope: TrustScope, fingerprint: string, generation: number, value: CachedTrust, ttlMs: number): Promise<boolean> | boolean;
   /** Raises the scope's generation to at least `generation`, so no older entry is returned any more. */
   invalidate(scope: TrustScope, generation: number): Promise<void> | void;
-  /** Whether the cache answers right now (readiness); never throws. */
-  ping(): Promise<boolean> | boolean;
+  /** Whether the cache answers right now (readiness, `/readyz`); never rejects, never hangs. */
+  ping(): Promise<boolean>;
   /** Releases what the adapter attached (listeners, timers); never closes an injected client. */
   close?(): Promise<void> | void;
 }
