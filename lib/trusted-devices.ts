@@ -2,7 +2,8 @@
  * `createTrustedDevices()`: trusted devices ("remember this device") as a service: trust / renew, the
  * cached hot-path check, list, revoke. Routers call it; storage and cache are injected.
  *
- * Why the cache never serves a revoked device (the design; tests in test/internal-trusted-devices.test.ts):
+ * Why the cache never serves a revoked device (the design; proven in test/internal-trusted-devices.test.ts
+ * and test/trusted-devices-faults.test.ts):
  *
  * 1. Generations. Postgres keeps a per-user generation, bumped in the SAME transaction as every trust,
  *    renew and revocation of that user's devices. The database lookup behind a cache miss reads the row
@@ -24,7 +25,10 @@
  *    missed the raise AND that instance can still read Redis AND it has not re-read the epoch since the
  *    bump, i.e. for at most 2 × `epochRefreshMs` (default 2 s). Without that short window every hit would
  *    need a database query, which is what the cache exists to avoid. When Redis is down for longer than
- *    that, no instance ever sees the old entries again.
+ *    that, no instance ever sees the old entries again. If Postgres refuses the bump too (both down right
+ *    after the commit), the instance keeps away from the cache and retries the bump on its timer; the
+ *    others are covered once it lands. An idle instance (no call for a minute) stops its timer and
+ *    re-reads the epoch on its next call: one query, then hits are query-free again.
  * 5. Entries never outlive `trusted_until`: a positive entry's TTL is min(trusted_until − now,
  *    `positiveTtlSeconds`), and a hit is re-checked against the clock. A negative entry lives
  *    `negativeTtlSeconds`; a trust bumps the generation, so it ends the negative entry at once.

@@ -130,8 +130,8 @@ describe('trusted devices under Redis faults (private redis-server)', function (
     expect((await check(b.app, user, 'phone')).body.trusted).to.equal(true);
 
     clientA.disconnect(); // a partition of A alone: B still reaches Redis and holds the positive entry
-    const revokedAt = Date.now();
     expect((await del(a.app, `${TD}/${t.body.id}?user_id=${user}`)).status).to.equal(204);
+    const revokedAt = Date.now(); // the epoch bump has committed by now
     expect((await check(a.app, user, 'phone')).body).to.deep.equal({ trusted: false });
 
     // B learns the bumped epoch from Postgres within the documented bound, with no Redis error to warn it.
@@ -144,7 +144,8 @@ describe('trusted devices under Redis faults (private redis-server)', function (
       await sleep(20);
     }
     expect(falseAt, 'B still answered trusted after 5 s').to.not.equal(undefined);
-    expect(falseAt! - revokedAt).to.be.at.most(2 * EPOCH_REFRESH_MS + 500);
+    // Each instance refuses an epoch read more than 2 × epochRefreshMs ago; the rest is one check's latency.
+    expect(falseAt! - revokedAt).to.be.at.most(2 * EPOCH_REFRESH_MS + 400);
     for (let i = 0; i < 5; i++) expect((await check(b.app, user, 'phone')).body.trusted).to.equal(false);
 
     await clientA.connect();
