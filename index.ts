@@ -1,5 +1,6 @@
 /** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
+export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
 
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
@@ -16,6 +17,23 @@ export { createRecoveryCodes, normalizeRecoveryCode, DEFAULT_RECOVERY_CODE_COUNT
 export { createOtpChannels, demoSender, maskDestination, normalizeDestination, DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, type MfaCodeMessage, type MfaCodeSender, type OtpChannels, type OtpChannelsOptions, type OtpCodeTarget } from './lib/otp-channels.js';
 export { reencrypt, SEALED_TABLES, DEFAULT_REENCRYPT_BATCH_SIZE, type ReencryptOptions, type ReencryptResult, type SealedTable } from './lib/reencrypt.js';
 export type { MfaRequestContext } from './lib/context.js';
+
+// [2/7] trusted devices
+export {
+  createTrustedDevices,
+  DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
+  DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
+  type TrustInput,
+  type TrustCheck,
+  type TrustedDevices,
+  type TrustedDevicesOptions,
+  type TrustedDeviceSettings,
+  type TrustedDeviceEvents,
+} from './lib/trusted-devices.js';
+export type { TrustedDeviceCache, TrustScope, CachedTrust } from './storage/cache/types.js';
+export { redisCache, REDIS_CACHE_CLIENT_OPTIONS, type RedisCacheOptions, type RedisCacheClient } from './storage/cache/redis.js';
+export { memoryCache, type MemoryCacheOptions } from './storage/cache/memory.js';
+export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/internal/trusted-devices.js';
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
 export type * from './storage/types.js';

@@ -60,6 +60,63 @@ export interface MfaDeviceStore {
 
 // ---------------------------------------------------------------- trusted devices ([2/7])
 
+/** A remembered browser or device of a user (NIST SP 800-63B §5.2.3 "remember this device"). */
+export interface TrustedDevice {
+  /** uuid. */
+  id: string;
+  tenantId: string;
+  userId: string;
+  /** Opaque identifier the caller derives from the browser or device; unique per tenant + user. */
+  fingerprint: string;
+  deviceName: string | null;
+  deviceType: string | null;
+  browser: string | null;
+  os: string | null;
+  /** IPv4 or IPv6 address the device was trusted from. */
+  ip: string | null;
+  /** When the fingerprint was first trusted (a renew keeps it). */
+  createdAt: Date;
+  /** The device stops being trusted at this instant. */
+  trustedUntil: Date;
+}
+
+/** What a trust or renew writes; an absent (`undefined`) detail keeps the stored one on a renew. */
+export interface TrustedDeviceWrite {
+  fingerprint: string;
+  deviceName?: string | undefined;
+  deviceType?: string | undefined;
+  browser?: string | undefined;
+  os?: string | undefined;
+  ip?: string | undefined;
+  trustedUntil: Date;
+}
+
+/**
+ * Trusted devices and the two counters the cache relies on: a per-user *generation*, bumped in the
+ * same transaction as every change of that user's devices, and a global cache *epoch*.
+ * Generations and epochs are positive integers that only grow.
+ */
+export interface TrustedDeviceStore {
+  /** Creates the row or renews the one with that fingerprint (same id); bumps the user's generation. */
+  upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }>;
+  /**
+   * The device with that fingerprint if it is trusted at `now` (else `null`), and the user's generation,
+   * both from ONE snapshot: the generation is the one the answer is true for (0 when the user never had a change).
+   */
+  find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }>;
+  /** A user's devices, newest first (ties by id); expired ones only when asked for. */
+  list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>>;
+  /** Deletes one device; `generation` is the bumped one, `null` when nothing was deleted (not that tenant's and user's, or no such id). */
+  revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }>;
+  /** Deletes all of a user's devices (expired ones too); `generation` is `null` when there were none. */
+  revokeAll(tenantId: string, userId: string): Promise<{ revoked: number; generation: number | null }>;
+  /** The current cache epoch. */
+  cacheEpoch(): Promise<number>;
+  /** Increments the cache epoch and returns the new value. */
+  bumpCacheEpoch(): Promise<number>;
+}
+
+
 // ---------------------------------------------------------------- recovery codes, throttling ([3/7])
 
 /** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */
@@ -106,6 +163,70 @@ export interface OtpCodeStore {
 
 // ---------------------------------------------------------------- sync records ([4/7])
 
+/** One device's authenticator vault (seed 001 `DeviceSyncResponse`), as stored: the vault sealed. */
+export interface SyncRecord {
+  tenantId: string;
+  /** `devsync_` + 32 hex characters. */
+  id: string;
+  userId: string;
+  /** Unique per tenant and user: a device has one record. */
+  deviceFingerprint: string;
+  deviceName: string;
+  /** Opaque version of the record: a new random value on every write (optimistic concurrency). */
+  syncToken: string;
+  /** The vault JSON sealed with the key ring, associated data = (tenant, user, record id). */
+  vault: Sealed;
+  createdAt: Date;
+  lastSyncAt: Date;
+}
+
+/** What `SyncRecordStore.create` inserts (the timestamps are the database's). */
+export type NewSyncRecord = Omit<SyncRecord, 'createdAt' | 'lastSyncAt'>;
+
+/** Names the record a compare-and-set update is meant for. */
+export interface SyncRecordKey {
+  tenantId: string;
+  userId: string;
+  deviceFingerprint: string;
+  /** The id the new vault was sealed for: a record recreated under another id is a conflict. */
+  id: string;
+}
+
+/** The new content of a record on update. */
+export interface SyncRecordChange {
+  deviceName: string;
+  /** The token the record carries after the write. */
+  syncToken: string;
+  vault: Sealed;
+}
+
+/**
+ * Outcome of a write. `conflict` carries the record as it now is, or `null` when there is none
+ * (it was deleted meanwhile); nothing was written in either case.
+ */
+export type SyncWriteResult = { status: 'created' | 'updated'; record: SyncRecord } | { status: 'conflict'; current: SyncRecord | null };
+
+export interface SyncRecordStore {
+  /** A user's records, newest first by `createdAt` (ties by id), so pages do not shift while devices sync. */
+  list(tenantId: string, userId: string, page: PageQuery): Promise<Page<SyncRecord>>;
+  /** One record of the user, or `null` (also for another user's or tenant's id). */
+  get(tenantId: string, userId: string, id: string): Promise<SyncRecord | null>;
+  /** The user's record for a device, or `null`. */
+  findByFingerprint(tenantId: string, userId: string, deviceFingerprint: string): Promise<SyncRecord | null>;
+  /**
+   * Inserts the record unless the user already has one for this fingerprint, atomically (one
+   * winner among concurrent creators): `created`, or `conflict` with the existing record.
+   */
+  create(record: NewSyncRecord): Promise<SyncWriteResult>;
+  /**
+   * Compare-and-set in one statement: writes `change` (and `lastSyncAt` = now) only if the record
+   * named by `key` still carries `expectedToken`: `updated`, or `conflict` with the current record.
+   */
+  updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult>;
+  /** Deletes one record of the user; `false` when there was none. */
+  delete(tenantId: string, userId: string, id: string): Promise<boolean>;
+}
+
 // ---------------------------------------------------------------- the whole
 
 /** Everything the three routers use; each router checks only the parts it calls. */
@@ -113,6 +234,9 @@ export interface MfaStorage {
   mfaDevices: MfaDeviceStore;
   recoveryCodes: RecoveryCodeStore;
   otpCodes: OtpCodeStore;
+  /** Authenticator vaults synced across a user's devices ([4/7]). */
+  syncRecords: SyncRecordStore;
+  trustedDevices: TrustedDeviceStore;
   /** Resolves when the database answers a trivial query; rejects otherwise (readiness). */
   ping(): Promise<void>;
 }

@@ -4,7 +4,9 @@ import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
 import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
+import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
+import { KnexTrustedDeviceStore } from './trusted-devices.js';
 
 export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
@@ -27,6 +29,8 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     mfaDevices: new KnexMfaDeviceStore(knex),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
+    syncRecords: new KnexSyncRecordStore(knex),
+    trustedDevices: new KnexTrustedDeviceStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
@@ -35,3 +39,4 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
 }
 
 export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
+export { syncRecordAad } from './sync-records.js';
