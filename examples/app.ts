@@ -2,6 +2,7 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
+import type { IncomingMessage } from 'node:http';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
@@ -28,13 +29,19 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // A JSON API nobody revalidates: an ETag would cost a SHA-1 of every response body for nothing.
+  app.set('etag', false);
   app.use(helmet());
   app.use(requestId());
+  // Request id and tenant (known only once the router has run) are added to the finished line, not bound
+  // to a child logger: pino-http's `customProps` builds a second child logger per request for that.
+  const withTenant = (req: IncomingMessage, val: object) => ({ ...val, request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId });
   app.use(
     pinoHttp({
       logger,
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
+      customSuccessObject: (req, _res, val: object) => withTenant(req, val),
+      customErrorObject: (req, _res, _err, val: object) => withTenant(req, val),
       // Only method, path (no query string: it may carry ids) and status; never headers.
       serializers: {
         req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
