@@ -18,6 +18,8 @@ export interface LoadSpec {
   next(): NextRequest;
   /** Requests that must not repeat within a run (single-use codes): wrk needs them all up front. */
   unique?: boolean;
+  /** How many requests to prepare for wrk (it cannot ask for more): enough for one run, not so many that single-use values are wasted. */
+  poolSize?: number;
 }
 
 /** One request's own parts; `headers` add to the spec's. */
@@ -126,7 +128,7 @@ async function driveWrk(baseUrl: string, spec: LoadSpec, options: LoadOptions): 
   // wrk cannot call back into this process: the requests are prepared up front, one a line (path, body and
   // headers, tab-separated), and each thread walks its own share (thread i takes lines i, i+T, i+2T, …), so
   // single-use values are never sent twice.
-  const pool = Array.from({ length: spec.unique ? WRK_UNIQUE_POOL : WRK_POOL }, () => spec.next());
+  const pool = Array.from({ length: spec.poolSize ?? (spec.unique ? WRK_UNIQUE_POOL : WRK_POOL) }, () => spec.next());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mfa-bench-wrk-'));
   try {
     const requests = path.join(dir, 'requests.tsv');

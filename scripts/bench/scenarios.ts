@@ -129,6 +129,8 @@ export const SCENARIOS: Scenario[] = [
         method: 'POST',
         headers: { ...data.internalHeaders, 'content-type': 'application/json' },
         unique: true,
+        // Each prepared request uses up a user's code for this TOTP window, sent or not: prepare about one run's worth.
+        poolSize: 25_000,
         next() {
           const { userId, code } = data.verify.take();
           return { path: '/internal/mfa/totp/verify', body: JSON.stringify({ user_id: userId, code }) };
