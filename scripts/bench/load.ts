@@ -16,10 +16,13 @@ export interface LoadSpec {
   headers: Record<string, string>;
   /** The next request; called once per request sent, so it can hand out single-use values. */
   next(): NextRequest;
-  /** Requests that must not repeat within a run (single-use codes): wrk needs them all up front. */
+  /** Requests that must not repeat within a run: wrk gets a larger pool of them, prepared up front. */
   unique?: boolean;
-  /** How many requests to prepare for wrk (it cannot ask for more): enough for one run, not so many that single-use values are wasted. */
-  poolSize?: number;
+  /**
+   * Requests that must be made at the moment they are sent (a TOTP code of the current time step, used
+   * once): driven by autocannon, which asks `next()` per request, even when wrk is the tool.
+   */
+  madeWhenSent?: boolean;
 }
 
 /** One request's own parts; `headers` add to the spec's. */
@@ -35,6 +38,8 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
+  /** The load generator that produced it. */
+  tool: LoadTool;
   rps: number;
   /** Milliseconds. */
   p50: number;
@@ -70,7 +75,7 @@ export function percentile(sorted: Float64Array, p: number): number {
 
 /** Runs `spec` against `baseUrl` for the given time and connections. */
 export function drive(tool: LoadTool, baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
-  return tool === 'wrk' ? driveWrk(baseUrl, spec, options) : driveAutocannon(baseUrl, spec, options);
+  return tool === 'wrk' && !spec.madeWhenSent ? driveWrk(baseUrl, spec, options) : driveAutocannon(baseUrl, spec, options);
 }
 
 async function driveAutocannon(baseUrl: string, spec: LoadSpec, options: LoadOptions): Promise<LoadResult> {
@@ -107,6 +112,7 @@ async function driveAutocannon(baseUrl: string, spec: LoadSpec, options: LoadOpt
   const result = await instance;
   const sorted = Float64Array.from(times).sort();
   return {
+    tool: 'autocannon',
     rps: times.length / result.duration,
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
@@ -128,7 +134,7 @@ async function driveWrk(baseUrl: string, spec: LoadSpec, options: LoadOptions): 
   // wrk cannot call back into this process: the requests are prepared up front, one a line (path, body and
   // headers, tab-separated), and each thread walks its own share (thread i takes lines i, i+T, i+2T, …), so
   // single-use values are never sent twice.
-  const pool = Array.from({ length: spec.poolSize ?? (spec.unique ? WRK_UNIQUE_POOL : WRK_POOL) }, () => spec.next());
+  const pool = Array.from({ length: spec.unique ? WRK_UNIQUE_POOL : WRK_POOL }, () => spec.next());
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mfa-bench-wrk-'));
   try {
     const requests = path.join(dir, 'requests.tsv');
@@ -197,6 +203,7 @@ export function parseWrk(out: string): LoadResult {
   const errors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
   return {
+    tool: 'wrk',
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
     p50: latency('50'),
     p99: latency('99'),

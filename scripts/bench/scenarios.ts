@@ -128,9 +128,7 @@ export const SCENARIOS: Scenario[] = [
       return {
         method: 'POST',
         headers: { ...data.internalHeaders, 'content-type': 'application/json' },
-        unique: true,
-        // Each prepared request uses up a user's code for this TOTP window, sent or not: prepare about one run's worth.
-        poolSize: 25_000,
+        madeWhenSent: true,
         next() {
           const { userId, code } = data.verify.take();
           return { path: '/internal/mfa/totp/verify', body: JSON.stringify({ user_id: userId, code }) };
