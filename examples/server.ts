@@ -14,9 +14,23 @@ import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
-import { startEmbeddedPostgres } from './embedded-postgres.js';
+import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
+
+/**
+ * The embedded-postgres package installs async-exit-hook when it is imported, which answers SIGINT/SIGTERM
+ * by exiting (130/143) as soon as Postgres is stopped — before in-flight requests finish. So it is loaded
+ * only when there is no DATABASE_URL, and its signal handlers are taken back: the shutdown below stops
+ * Postgres last.
+ */
+async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresServer> {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const before = new Map(signals.map((s) => [s, process.listeners(s)]));
+  const embedded = await import('./embedded-postgres.js');
+  for (const s of signals) for (const l of process.listeners(s)) if (!before.get(s)!.includes(l)) process.removeListener(s, l);
+  return embedded.startEmbeddedPostgres(options);
+}
 
 interface ServerEnv {
   port: number;

@@ -21,10 +21,9 @@ import jwt from 'jsonwebtoken';
 import { generateKey, keyRing, knexStorage } from '../index.js';
 import { freshDatabase, stopPostgres } from '../test/support/postgres.js';
 import { redisUrl, stopRedisServers } from '../test/support/redis.js';
-import { freePort } from '../examples/embedded-postgres.js';
 import type { BareRoute } from './bare-express.js';
 import { drive, pickTool, type LoadResult, type LoadSpec, type LoadTool } from './bench/load.js';
-import { cpuSeconds, memoryOf, startServer, type ServerProcess } from './bench/processes.js';
+import { cpuSeconds, freePort, memoryOf, startServer, type ServerProcess } from './bench/processes.js';
 import { SCENARIOS, type BenchData, type Scenario } from './bench/scenarios.js';
 import { VerifyCodes, bulkTrustedDevices, insertTotpUsers, trustThroughApi } from './bench/seed.js';
 

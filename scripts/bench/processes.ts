@@ -1,6 +1,7 @@
 /** Child processes of the benchmark: start a server script under tsx, wait until it answers, read its memory, stop it. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
@@ -119,4 +120,15 @@ export function cpuSeconds(pid: number): number {
     }
   }
   return ticks / TICKS_PER_SECOND;
+}
+
+/** A free TCP port on 127.0.0.1 (not examples/embedded-postgres.ts's: importing that module hooks the process's signals). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.once('error', reject);
+  });
 }
