@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { KnexVerificationThrottleStore } from './verification-throttle.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -23,6 +24,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    verificationThrottle: new KnexVerificationThrottleStore(knex),
     async ping() {
       await knex.raw('select 1');
     },

@@ -1,6 +1,7 @@
 /** The kit's migrations, in order. Knex's migrator runs them through this list (no file globbing), so they work from source and from dist alike. */
 import type { Knex } from 'knex';
 import * as m0001 from './0001_mfa_devices.js';
+import * as m0003 from './0003_mfa_verification.js';
 
 export interface Migration {
   name: string;
@@ -8,4 +9,4 @@ export interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001];
+export const MIGRATIONS: readonly Migration[] = [m0001, m0003];

@@ -1,0 +1,24 @@
+/** The shapes `mfaDevicesRouter` answers with (seed 003: camelCase, full ISO times with milliseconds). */
+import type { MfaDevice, MfaMethod } from '../../storage/types.js';
+
+/** Seed 003 `MfaDeviceDto`, plus `enabled` (which `PATCH` changes). */
+export interface MfaDeviceDto {
+  id: string;
+  deviceName: string;
+  method: MfaMethod;
+  verified: boolean;
+  enabled: boolean;
+  /** Absent until the device is first used. */
+  lastUsedAt?: string;
+  createdAt?: string;
+}
+
+export const toMfaDeviceDto = (d: MfaDevice): MfaDeviceDto => ({
+  id: d.id,
+  deviceName: d.deviceName,
+  method: d.method,
+  verified: d.verified,
+  enabled: d.enabled,
+  ...(d.lastUsedAt && { lastUsedAt: d.lastUsedAt.toISOString() }),
+  createdAt: d.createdAt.toISOString(),
+});
