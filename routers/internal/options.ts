@@ -7,7 +7,18 @@ import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/proble
 import { DEFAULT_INTERNAL_KEY_HEADER, parseInternalKeys } from '../../lib/internal-auth.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import { tenantFrom, type TenantExtractor } from '../../lib/tenant.js';
-import type { MfaStorage } from '../../storage/types.js';
+import type { LockoutPolicy, MfaStorage } from '../../storage/types.js';
+// [3/7] TOTP verification
+import { createMfaEvents, type MfaEvents } from '../../lib/events.js';
+import type { KeyRing } from '../../lib/keyring.js';
+import {
+  resolveLockout,
+  resolveRateLimit,
+  type LockoutOptions,
+  type RateLimitOptions,
+  type RateLimitRedisClient,
+  type ResolvedRateLimit,
+} from '../../lib/verification-throttle.js';
 
 export interface InternalRouterOptions {
   /** Storage, e.g. `knexStorage({ knex })`. Required. */
@@ -26,6 +37,19 @@ export interface InternalRouterOptions {
   maxPageSize?: number;
   /** Largest JSON body accepted. @default '100kb' */
   bodyLimit?: string | number;
+  // [3/7] TOTP verification
+  /** Key ring the TOTP secrets are sealed with; `POST /mfa/totp/verify` is served only when given. */
+  keyRing?: KeyRing;
+  /** Consecutive-failure lockout, shared with `mfaDevicesRouter` (same counter per tenant + user). @default { maxFailures: 5, cooldownSeconds: 900 } */
+  lockout?: LockoutOptions;
+  /** Request-rate limit on the verify route, per tenant + user_id, or `false`. @default { windowMs: 60000, limit: 10 } */
+  rateLimit?: RateLimitOptions | false;
+  /** Redis client (ioredis) for shared rate-limit counters. @default in-process counters */
+  redis?: RateLimitRedisClient;
+  /** Where verification events go (pass `mfaDevicesRouter(...).events` to get them in one place). @default a new EventEmitter */
+  events?: MfaEvents;
+  /** The TOTP clock in milliseconds (tests). @default Date.now */
+  now?: () => number;
 }
 
 /** The complete configuration the router runs on. */
@@ -38,9 +62,32 @@ export interface InternalRouterConfig {
   logger: Logger;
   maxPageSize: number;
   bodyLimit: string | number;
+  // [3/7] TOTP verification
+  keyRing: KeyRing | undefined;
+  lockout: LockoutPolicy;
+  rateLimit: ResolvedRateLimit | false;
+  redis: RateLimitRedisClient | undefined;
+  events: MfaEvents;
+  now: () => number;
 }
 
-const KNOWN = ['storage', 'internalKeys', 'keyHeader', 'tenant', 'errors', 'logger', 'maxPageSize', 'bodyLimit'] as const;
+const KNOWN = [
+  'storage',
+  'internalKeys',
+  'keyHeader',
+  'tenant',
+  'errors',
+  'logger',
+  'maxPageSize',
+  'bodyLimit',
+  // [3/7] TOTP verification
+  'keyRing',
+  'lockout',
+  'rateLimit',
+  'redis',
+  'events',
+  'now',
+] as const;
 const EXAMPLE = '{ storage: knexStorage({ knex }), internalKeys: process.env.INTERNAL_API_KEYS }';
 
 export function parseOptions(options: InternalRouterOptions): InternalRouterConfig {
@@ -59,5 +106,27 @@ export function parseOptions(options: InternalRouterOptions): InternalRouterConf
     logger,
     maxPageSize: options.maxPageSize === undefined ? DEFAULT_MAX_PAGE_SIZE : checkInteger('internalRouter', 'maxPageSize', options.maxPageSize, 1, 1000),
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    // [3/7] TOTP verification
+    ...parseVerificationOptions(options),
+  };
+}
+
+// [3/7] TOTP verification
+function parseVerificationOptions(options: InternalRouterOptions): Pick<InternalRouterConfig, 'keyRing' | 'lockout' | 'rateLimit' | 'redis' | 'events' | 'now'> {
+  const factory = 'internalRouter';
+  if (options.keyRing !== undefined) {
+    checkInjected(factory, 'keyRing', options.keyRing, ['seal', 'openText'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
+    checkInjected(factory, 'storage', options.storage, ['mfaDevices.recordTotpStep', 'verificationThrottle.charge'], 'pass storage: knexStorage({ knex })');
+  }
+  if (options.redis !== undefined) checkInjected(factory, 'redis', options.redis, ['call'], 'pass an ioredis client: redis: new Redis(process.env.REDIS_URL)');
+  if (options.events !== undefined) checkInjected(factory, 'events', options.events, ['emit', 'on'], 'pass an EventEmitter, e.g. events: createMfaEvents()');
+  if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError(`express-mfa-kit: ${factory}() option 'now' must be a function`);
+  return {
+    keyRing: options.keyRing,
+    lockout: resolveLockout(factory, options.lockout),
+    rateLimit: resolveRateLimit(factory, options.rateLimit),
+    redis: options.redis,
+    events: options.events ?? createMfaEvents(),
+    now: options.now ?? Date.now,
   };
 }

@@ -108,7 +108,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     if (patch.enabled !== undefined) changes.enabled = patch.enabled;
     const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id });
     if (Object.keys(changes).length === 0) return this.get(tenantId, userId, id);
-    const [row] = (await scoped.update(changes).returning('*')) as MfaDeviceRow[];
+    const [row] = await scoped.update(changes).returning('*');
     return row ? toMfaDevice(row) : null;
   }
 
@@ -120,33 +120,33 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       const step = opts.step;
       void query.andWhere((q) => void q.whereNull('last_step').orWhere('last_step', '<', step));
     }
-    const [row] = (await query
+    const [row] = await query
       .update({
         verified: true,
-        verified_at: this.knex.fn.now() as unknown as Date,
+        verified_at: this.knex.fn.now(),
         expires_at: null,
-        last_used_at: this.knex.fn.now() as unknown as Date,
+        last_used_at: this.knex.fn.now(),
         ...(opts.step !== null && { last_step: String(opts.step) }),
       })
-      .returning('*')) as MfaDeviceRow[];
+      .returning('*');
     return row ? toMfaDevice(row) : null;
   }
 
   async recordTotpStep(tenantId: string, userId: string, id: string, step: number): Promise<MfaDevice | null> {
     // The whole replay decision is this one statement: of two racers with the same step, the
     // second re-evaluates the WHERE on the committed row and matches nothing.
-    const [row] = (await this.knex<MfaDeviceRow>('mfa_devices')
+    const [row] = await this.knex<MfaDeviceRow>('mfa_devices')
       .where({ tenant_id: tenantId, user_id: userId, id, method: 'totp', verified: true, enabled: true })
       .andWhere((q) => void q.whereNull('last_step').orWhere('last_step', '<', step))
-      .update({ last_step: String(step), last_used_at: this.knex.fn.now() as unknown as Date })
-      .returning('*')) as MfaDeviceRow[];
+      .update({ last_step: String(step), last_used_at: this.knex.fn.now() })
+      .returning('*');
     return row ? toMfaDevice(row) : null;
   }
 
   async touch(tenantId: string, userId: string, id: string): Promise<void> {
     await this.knex<MfaDeviceRow>('mfa_devices')
       .where({ tenant_id: tenantId, user_id: userId, id })
-      .update({ last_used_at: this.knex.fn.now() as unknown as Date });
+      .update({ last_used_at: this.knex.fn.now() });
   }
 
   async remove(tenantId: string, userId: string, id: string): Promise<{ removed: MfaDevice | null; verifiedRemaining: number }> {
@@ -154,7 +154,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       // Serialised with other removals of the same user, so two concurrent removals of the last
       // two devices still see that none is left.
       await lockUser(trx, tenantId, userId);
-      const [removed] = (await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).delete().returning('*')) as MfaDeviceRow[];
+      const [removed] = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).delete().returning('*');
       const left = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, verified: true }).count({ n: '*' }).first();
       return { removed: removed ? toMfaDevice(removed) : null, verifiedRemaining: Number(left?.n ?? 0) };
     });
