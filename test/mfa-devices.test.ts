@@ -1,6 +1,6 @@
 /** `mfaDevicesRouter` device routes over HTTP on real Postgres: auth, listing (seed 003), TOTP enrolment, rules, isolation. */
 import { expect } from 'chai';
-import express from 'express';
+import type express from 'express';
 import jwt from 'jsonwebtoken';
 import request from 'supertest';
 import { createMfaEvents, mfaDevicesRouter, silentLogger, type MfaEventMap, type MfaEventName } from '../index.js';
@@ -350,7 +350,7 @@ describe('mfaDevicesRouter: devices', () => {
       expect(() => mfaDevicesRouter({ ...base, lockout: { maxFailures: 101 } })).to.throw(TypeError, /lockout.maxFailures/);
       expect(() => mfaDevicesRouter({ ...base, totp: { digits: 10 } })).to.throw(TypeError, /totp.digits/);
       expect(() => mfaDevicesRouter({ ...base, totp: { algorithm: 'MD5' as never } })).to.throw(TypeError, /totp.algorithm/);
-      expect(() => mfaDevicesRouter({ ...base, jwt: undefined })).to.throw(TypeError, /'jwt'/);
+      expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, logger: silentLogger })).to.throw(TypeError, /'jwt'/);
       expect(() => (mfaDevicesRouter as unknown as (req: unknown) => unknown)({ method: 'GET', headers: {}, url: '/' })).to.throw(TypeError, /without being called/);
     });
   });
