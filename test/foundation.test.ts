@@ -1,0 +1,170 @@
+/** The foundation's middleware and helpers: Problem formats, body errors, request ids, key ring, set-up checks. */
+import { expect } from 'chai';
+import express, { type Express } from 'express';
+import request from 'supertest';
+import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
+import type { KnexStorage } from '../index.js';
+import { KEY_A } from './support/fixtures.js';
+
+/** An app whose one route throws what the test asks for, formatted by problemJson(format). */
+function appWith(format: ErrorFormat, thrower: () => unknown = () => ProblemError.from('DEVICE_NOT_FOUND')): Express {
+  const app = express();
+  app.use(requestId());
+  app.post('/echo', ...jsonBody('1kb'), (req, res) => {
+    res.json({ got: req.body as unknown });
+  });
+  app.get('/boom', () => {
+    throw thrower();
+  });
+  app.use(problemJson({ format, logger: silentLogger }));
+  return app;
+}
+
+describe('problemJson()', () => {
+  it('writes an RFC 9457 Problem with the catalogue fields, request id echo and trace id', async () => {
+    const res = await request(appWith('problem'))
+      .get('/boom?user_id=u1&api_key=secret-value')
+      .set('X-Request-ID', 'req_abc-123')
+      .set('traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    expect(res.status).to.equal(404);
+    expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+    expect(res.headers['x-request-id']).to.equal('req_abc-123');
+    expect(res.body).to.include({
+      type: 'https://express-mfa-kit.dev/errors/device-not-found',
+      title: 'Device Not Found',
+      status: 404,
+      code: 40400002,
+      i18n_key: 'error.device_not_found',
+      request_id: 'req_abc-123',
+      trace_id: '0af7651916cd43dd8448eb211c80319c',
+      span_id: 'b7ad6b7169203331',
+      service: 'mfa-kit',
+    });
+    expect(res.body.message).to.equal(res.body.detail);
+    expect(res.body.instance).to.equal('/boom?user_id=u1&api_key=%5Bredacted%5D');
+  });
+
+  it('does not echo a request id with unsafe characters', async () => {
+    const res = await request(appWith('problem')).get('/boom').set('X-Request-ID', 'a b\tc');
+    expect(res.body.request_id).to.match(/^req_[0-9a-f-]{36}$/);
+  });
+
+  it('has the simple and nest presets and takes a function', async () => {
+    let res = await request(appWith('simple')).get('/boom');
+    expect(Object.keys(res.body).sort()).to.deep.equal(['code', 'message', 'timestamp']);
+    expect(res.body.code).to.equal(40400002);
+    res = await request(appWith('nest')).get('/boom');
+    expect(res.body).to.deep.equal({ statusCode: 404, error: 'Not Found', message: 'The device does not exist.', code: 'DEVICE_NOT_FOUND' });
+    res = await request(appWith((p, key) => ({ body: { oops: key, s: p.status } }))).get('/boom');
+    expect(res.body).to.deep.equal({ oops: 'DEVICE_NOT_FOUND', s: 404 });
+  });
+
+  it('masks unknown errors as a generic 500 with no stack, SQL or message', async () => {
+    const res = await request(appWith('problem', () => new Error('select secret from keys - relation "keys" does not exist'))).get('/boom');
+    expect(res.status).to.equal(500);
+    expect(res.body.detail).to.equal('An unexpected error occurred.');
+    expect(res.text).not.to.match(/select|relation|at \w+ \(|stack/i);
+  });
+
+  it('answers 503 with Retry-After for an unreachable database', async () => {
+    const res = await request(appWith('problem', () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }))).get('/boom');
+    expect(res.status).to.equal(503);
+    expect(res.headers['retry-after']).to.equal('5');
+    expect(res.body.retry_after).to.equal(5);
+  });
+
+  it('answers malformed JSON 400, a body over the limit 413, a non-JSON body 415 — as Problems', async () => {
+    const app = appWith('problem');
+    let res = await request(app).post('/echo').set('Content-Type', 'application/json').send('{"a":');
+    expect(res.status).to.equal(400);
+    expect(res.body.code).to.equal(40000002);
+    res = await request(app).post('/echo').set('Content-Type', 'application/json').send(JSON.stringify({ a: 'x'.repeat(2000) }));
+    expect(res.status).to.equal(413);
+    expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+    res = await request(app).post('/echo').set('Content-Type', 'text/plain').send('hello');
+    expect(res.status).to.equal(415);
+    res = await request(app).post('/echo').set('Content-Type', 'application/merge-patch+json').send('{"a":1}');
+    expect(res.status).to.equal(200);
+    expect(res.body).to.deep.equal({ got: { a: 1 } });
+  });
+});
+
+describe('tenant()', () => {
+  const app = express();
+  app.use((req, _res, next) => {
+    const claim = req.headers['x-claim'];
+    (req as { user?: unknown }).user = typeof claim === 'string' ? { tenant_id: claim } : {};
+    next();
+  });
+  app.use(requestId(), tenant({ from: tenantFrom.claim('tenant_id'), mustMatch: tenantFrom.header('X-Tenant-ID') }));
+  app.get('/t', (req, res) => {
+    res.json({ tenant: req.mfa?.tenantId });
+  });
+  app.use(problemJson({ logger: silentLogger }));
+
+  it('takes the claim, accepts an agreeing header, refuses a different one with 403 and none with 400', async () => {
+    expect((await request(app).get('/t').set('x-claim', 'acme')).body).to.deep.equal({ tenant: 'acme' });
+    expect((await request(app).get('/t').set('x-claim', 'acme').set('X-Tenant-ID', 'acme')).status).to.equal(200);
+    expect((await request(app).get('/t').set('x-claim', 'acme').set('X-Tenant-ID', 'other')).status).to.equal(403);
+    const none = await request(app).get('/t');
+    expect(none.status).to.equal(400);
+    expect(none.body.errors[0]).to.include({ field: 'tenant_id', code: 'required' });
+    expect((await request(app).get('/t').set('x-claim', 'a'.repeat(65))).status).to.equal(400);
+  });
+});
+
+describe('keyRing()', () => {
+  const k1 = generateKey('k1');
+  const k2 = generateKey('k2');
+
+  it('seals with the first key, opens with any, binds the associated data', () => {
+    const old = keyRing([k1]);
+    const sealed = old.seal('JBSWY3DPEHPK3PXP', aad('t', 'u', 'd1'));
+    expect(sealed.keyId).to.equal('k1');
+    expect(sealed.data.length).to.equal(12 + 16 + 16);
+    expect(sealed.data.toString('latin1')).not.to.contain('JBSWY3DP');
+    const rotated = keyRing([k2, k1]);
+    expect(rotated.activeKeyId).to.equal('k2');
+    expect(rotated.openText(sealed, aad('t', 'u', 'd1'))).to.equal('JBSWY3DPEHPK3PXP');
+    expect(() => rotated.open(sealed, aad('t', 'other-user', 'd1'))).to.throw(ProblemError);
+    expect(() => keyRing([k2]).open(sealed, aad('t', 'u', 'd1'))).to.throw(ProblemError);
+  });
+
+  it('uses a fresh nonce each time', () => {
+    const ring = keyRing(k1);
+    expect(ring.seal('x', 'a').data.equals(ring.seal('x', 'a').data)).to.equal(false);
+  });
+
+  it('rejects keys of the wrong length or form at start-up with the fix in the message', () => {
+    expect(() => keyRing(`k1:${Buffer.alloc(16).toString('base64')}`)).to.throw(TypeError, /16 bytes.*32 bytes/);
+    expect(() => keyRing('nocolon')).to.throw(TypeError, /kid:base64/);
+    expect(() => keyRing([k1, k1])).to.throw(TypeError, /twice/);
+    expect(() => keyRing('')).to.throw(TypeError, /MFA_ENCRYPTION_KEYS/);
+  });
+});
+
+describe('router set-up checks', () => {
+  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: () => Promise.resolve({ items: [], total: 0 }) } } as unknown as KnexStorage;
+
+  it('names a misspelt option and suggests the right one', () => {
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, maxPagesize: 10 } as never)).to.throw(TypeError, /unknown option 'maxPagesize'.*Did you mean 'maxPageSize'/);
+  });
+
+  it('says how to fix a missing storage and missing keys', () => {
+    expect(() => internalRouter({ internalKeys: KEY_A } as never)).to.throw(TypeError, /needs 'storage'.*knexStorage/);
+    expect(() => internalRouter({ storage } as never)).to.throw(TypeError, /internalKeys/);
+    expect(() => internalRouter({ storage, internalKeys: 'short' })).to.throw(TypeError, /shorter than 16/);
+  });
+
+  it('explains app.use(internalRouter) without ()', async () => {
+    const app = express();
+    const errors: string[] = [];
+    app.use('/internal', internalRouter as unknown as express.RequestHandler);
+    app.use((err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      errors.push(err.message);
+      res.status(500).end();
+    });
+    await request(app).get('/internal/x');
+    expect(errors[0]).to.match(/mounted without being called: use app\.use\(path, internalRouter\(/);
+  });
+});
