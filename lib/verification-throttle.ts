@@ -89,7 +89,7 @@ export function verifyRateLimiter(args: {
   if (config === false) return (_req, _res, next) => next();
   let store: Store | undefined;
   if (redis) {
-    store = new RedisStore({
+    store = new RecoveringRedisStore({
       prefix: `${config.prefix}${args.scope}:`,
       sendCommand: (command: string, ...rest: string[]) => redis.call(command, ...rest) as Promise<RedisReply>,
     });
@@ -114,6 +114,40 @@ export function verifyRateLimiter(args: {
       next(ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds }));
     },
   });
+}
+
+/**
+ * rate-limit-redis loads its Lua scripts once, at start-up; if Redis is unreachable then, the
+ * rejected load would stick and the limiter stay open after Redis comes back. This reloads the
+ * scripts after any failure, so the limit resumes with Redis.
+ */
+class RecoveringRedisStore extends RedisStore {
+  override async increment(key: string): ReturnType<RedisStore['increment']> {
+    try {
+      return await super.increment(key);
+    } catch (err) {
+      this.reloadScripts();
+      throw err;
+    }
+  }
+
+  override async get(key: string): ReturnType<RedisStore['get']> {
+    try {
+      return await super.get(key);
+    } catch (err) {
+      this.reloadScripts();
+      throw err;
+    }
+  }
+
+  private reloadScripts(): void {
+    const quiet = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => undefined); // awaited (and reported) by the next call, not unhandled meanwhile
+      return p;
+    };
+    this.incrementScriptSha = quiet(this.loadIncrementScript());
+    this.getScriptSha = quiet(this.loadGetScript());
+  }
 }
 
 /** Who is verifying, for the lockout and its events. */

@@ -35,12 +35,26 @@ export interface MfaApp {
   router: MfaDevicesRouter;
 }
 
-/** An app with `mfaDevicesRouter` at /auth/mfa and `internalRouter` at /internal on `storage`. */
+/** An app with `mfaDevicesRouter` at /auth/mfa and `internalRouter` (with TOTP verification) at /internal on `storage`. */
 export function mfaApp(storage: MfaStorage, options: Partial<MfaDevicesRouterOptions> = {}): MfaApp {
   const app = express();
   const router = mfaDevicesRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: silentLogger, ...options });
   app.use('/auth/mfa', router);
-  app.use('/internal', internalRouter({ storage, internalKeys: [KEY_A], logger: silentLogger }));
+  // The internal router shares the clock, lockout, rate limit and events of the user router.
+  app.use(
+    '/internal',
+    internalRouter({
+      storage,
+      internalKeys: [KEY_A],
+      logger: silentLogger,
+      keyRing: ring,
+      events: router.events,
+      ...(options.now !== undefined && { now: options.now }),
+      ...(options.lockout !== undefined && { lockout: options.lockout }),
+      ...(options.rateLimit !== undefined && { rateLimit: options.rateLimit }),
+      ...(options.redis !== undefined && { redis: options.redis }),
+    }),
+  );
   return { app, router };
 }
 
