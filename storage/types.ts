@@ -138,6 +138,48 @@ export interface VerificationThrottleStore {
   reset(tenantId: string, userId: string): Promise<void>;
 }
 
+/** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */
+export type OtpPurpose = 'enrollment' | 'login';
+
+/**
+ * A user's recovery codes, kept only as hashes (the service hashes; the store never sees a code).
+ * One set per tenant+user; each hash is used at most once.
+ */
+export interface RecoveryCodeStore {
+  /** Replaces the user's whole set (used and unused) with these hashes, atomically: no reader ever sees a mix or an empty gap, and concurrent replacements leave exactly one set. */
+  replace(tenantId: string, userId: string, codeHashes: readonly Buffer[]): Promise<void>;
+  /** Marks the unused code with this hash used; `true` only for the one call that did (concurrent calls with the same code: exactly one `true`). */
+  consume(tenantId: string, userId: string, codeHash: Buffer): Promise<boolean>;
+  /** How many of the user's codes are still unused. */
+  countRemaining(tenantId: string, userId: string): Promise<number>;
+}
+
+/** A pending sms/email code as stored: salted hash only, never the code or the destination. */
+export interface OtpCodeRecord {
+  tenantId: string;
+  userId: string;
+  deviceId: string;
+  purpose: OtpPurpose;
+  /** Random per code; the key of the HMAC in `codeHash`. */
+  salt: Buffer;
+  codeHash: Buffer;
+  expiresAt: Date;
+}
+
+/** Pending one-time codes of sms/email devices: at most one per device and purpose. */
+export interface OtpCodeStore {
+  /** Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0); `false` if the device does not exist in the tenant. */
+  put(record: OtpCodeRecord): Promise<boolean>;
+  /**
+   * Counts one attempt against the pending code of this device, user and purpose, provided it has
+   * not expired at `now` and fewer than `maxAttempts` attempts were counted; returns its salt and hash,
+   * or `null` (none, expired or used up). Atomic: concurrent callers each use up one attempt.
+   */
+  beginAttempt(key: { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose }, now: Date, maxAttempts: number): Promise<{ salt: Buffer; codeHash: Buffer } | null>;
+  /** Deletes the pending code if it still has this hash; `true` only for the one call that did. */
+  consume(key: { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose }, codeHash: Buffer): Promise<boolean>;
+}
+
 // ---------------------------------------------------------------- sync records ([4/7])
 
 // ---------------------------------------------------------------- the whole
@@ -147,6 +189,8 @@ export interface MfaStorage {
   mfaDevices: MfaDeviceStore;
   /** The verification lockout counter ([3/7]). */
   verificationThrottle: VerificationThrottleStore;
+  recoveryCodes: RecoveryCodeStore;
+  otpCodes: OtpCodeStore;
   /** Resolves when the database answers a trivial query; rejects otherwise (readiness). */
   ping(): Promise<void>;
 }

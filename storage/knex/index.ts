@@ -3,6 +3,8 @@ import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
 import { KnexVerificationThrottleStore } from './verification-throttle.js';
+import { KnexOtpCodeStore } from './otp-codes.js';
+import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -25,6 +27,8 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
     verificationThrottle: new KnexVerificationThrottleStore(knex),
+    recoveryCodes: new KnexRecoveryCodeStore(knex),
+    otpCodes: new KnexOtpCodeStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
