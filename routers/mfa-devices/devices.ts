@@ -1,4 +1,4 @@
-/** `/devices…`: list, enrol (TOTP), confirm an enrolment, rename / enable / disable, remove. */
+/** `/devices…`: list, enrol (TOTP, sms, email), send a code, confirm an enrolment, rename / enable / disable, remove. */
 import type { Request, RequestHandler, Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
@@ -6,8 +6,9 @@ import { lockedProblem } from '../../lib/verification-throttle.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import type { MfaDevicesRouterConfig } from './options.js';
-import { deviceIdParam, enrollTotpBody, updateDeviceBody, verifyDeviceBody } from './schemas.js';
+import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, updateDeviceBody, verifyDeviceBody } from './schemas.js';
 import type { Caller, MfaDevicesService } from './service.js';
+import type { MfaDevice } from '../../storage/types.js';
 
 /** The authenticated caller of a request (set by the auth chain). */
 export const callerOf = (req: Request): Caller => {
@@ -29,9 +30,11 @@ export const deviceIdOf = (req: Request): string => {
 };
 
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
+  const dto = (device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device));
+
   router.get('/devices', async (req, res) => {
     const devices = await service.listDevices(callerOf(req));
-    res.json(devices.map(toMfaDeviceDto));
+    res.json(devices.map(dto));
   });
 
   router.post('/devices/totp', async (req, res) => {
@@ -44,7 +47,45 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
         res.status(201).json({ device: toMfaDeviceDto(result.device), secret: result.secret, otpauthUrl: result.otpauthUrl, qrCode: result.qrCode });
         return;
       case 'DEVICE_LIMIT_REACHED':
-        throw ProblemError.from('DEVICE_LIMIT_REACHED', `A user may have at most ${config.maxDevices} devices: remove one first.`);
+        throw limitReached();
+    }
+  });
+
+  const limitReached = () => ProblemError.from('DEVICE_LIMIT_REACHED', `A user may have at most ${config.maxDevices} devices: remove one first.`);
+
+  // Sending a code costs money and reaches a person: the same per-user rate limit as verifying.
+  for (const method of ['sms', 'email'] as const) {
+    router.post(`/devices/${method}`, throttle, async (req, res) => {
+      const body = method === 'sms' ? parseOrThrow(enrollSmsBody, req.body ?? {}) : parseOrThrow(enrollEmailBody, req.body ?? {});
+      const destination = 'phoneNumber' in body ? body.phoneNumber : body.email;
+      const result = await service.enrollOtp(callerOf(req), method, { deviceName: body.deviceName, destination });
+      switch (result.status) {
+        case 'OK':
+          res.status(201).json({ device: toMfaDeviceDto(result.device, result.destination) });
+          return;
+        case 'DEVICE_LIMIT_REACHED':
+          throw limitReached();
+        case 'METHOD_NOT_ENABLED':
+          throw ProblemError.from('METHOD_NOT_ENABLED', `${method} devices are not enabled on this server (no code sender is configured).`);
+      }
+    });
+  }
+
+  router.post('/devices/:id/challenge', throttle, async (req, res) => {
+    const id = deviceIdOf(req);
+    const result = await service.challenge(callerOf(req), id);
+    switch (result.status) {
+      case 'OK':
+        res.status(202).json({ sent: true, destination: result.destination, purpose: result.purpose, expiresIn: config.codeTtlSeconds });
+        return;
+      case 'NOT_FOUND':
+        throw ProblemError.from('DEVICE_NOT_FOUND');
+      case 'NOT_SUPPORTED':
+        throw ProblemError.from('CHALLENGE_NOT_SUPPORTED', 'TOTP devices make their own codes: nothing is sent.');
+      case 'METHOD_NOT_ENABLED':
+        throw ProblemError.from('METHOD_NOT_ENABLED', 'sms and email codes are not enabled on this server (no code sender is configured).');
+      case 'DEVICE_DISABLED':
+        throw ProblemError.from('DEVICE_DISABLED');
     }
   });
 
@@ -54,7 +95,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const result = await service.verifyDevice(callerOf(req), id, body.code);
     switch (result.status) {
       case 'OK':
-        res.json(toMfaDeviceDto(result.device));
+        res.json(dto(result.device));
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');
@@ -77,7 +118,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     });
     switch (result.status) {
       case 'OK':
-        res.json(toMfaDeviceDto(result.device));
+        res.json(dto(result.device));
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');

@@ -1,7 +1,7 @@
 /** The shapes `mfaDevicesRouter` answers with (seed 003: camelCase, full ISO times with milliseconds). */
 import type { MfaDevice, MfaMethod } from '../../storage/types.js';
 
-/** Seed 003 `MfaDeviceDto`, plus `enabled` (which `PATCH` changes). */
+/** Seed 003 `MfaDeviceDto`, plus `enabled` (which `PATCH` changes) and, for sms/email, the masked `destination`. */
 export interface MfaDeviceDto {
   id: string;
   deviceName: string;
@@ -11,9 +11,12 @@ export interface MfaDeviceDto {
   /** Absent until the device is first used. */
   lastUsedAt?: string;
   createdAt?: string;
+  /** sms/email only: the destination masked (`+44••••••789`, `a•••@example.com`). */
+  destination?: string;
 }
 
-export const toMfaDeviceDto = (d: MfaDevice): MfaDeviceDto => ({
+/** The DTO of a device; `destination` is the masked one, for sms/email devices. */
+export const toMfaDeviceDto = (d: MfaDevice, destination?: string): MfaDeviceDto => ({
   id: d.id,
   deviceName: d.deviceName,
   method: d.method,
@@ -21,4 +24,5 @@ export const toMfaDeviceDto = (d: MfaDevice): MfaDeviceDto => ({
   enabled: d.enabled,
   ...(d.lastUsedAt && { lastUsedAt: d.lastUsedAt.toISOString() }),
   createdAt: d.createdAt.toISOString(),
+  ...(destination !== undefined && { destination }),
 });

@@ -13,6 +13,7 @@ import { userAuth } from '../../lib/user-auth.js';
 import { verifyRateLimiter } from '../../lib/verification-throttle.js';
 import { mountDevices } from './devices.js';
 import { parseOptions, type MfaDevicesRouterOptions } from './options.js';
+import { mountRecoveryCodes } from './recovery-codes.js';
 import { MfaDevicesService } from './service.js';
 import { mountVerify } from './verify.js';
 
@@ -47,6 +48,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   });
   mountDevices(router, config, service, throttle);
   mountVerify(router, config, service, throttle);
+  mountRecoveryCodes(router, service);
   router.use(problemJson(config.errors));
   return Object.assign(router, { events: config.events });
 }

@@ -3,6 +3,8 @@ import type { Request, RequestHandler, Response } from 'express';
 import { createMfaEvents, type MfaEvents } from '../../lib/events.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import type { KeyRing } from '../../lib/keyring.js';
+import { DEFAULT_CODE_TTL_SECONDS, type MfaCodeSender } from '../../lib/otp-channels.js';
+import { DEFAULT_RECOVERY_CODE_COUNT } from '../../lib/recovery-codes.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
@@ -89,6 +91,15 @@ export interface MfaDevicesRouterOptions {
   maxDevices?: number;
   /** Seconds an enrolment may stay unverified before it is treated as gone. @default 900 */
   unverifiedTtlSeconds?: number;
+  /**
+   * Delivers sms/email codes (your SMS gateway, your mailer; `demoSender(logger)` in development).
+   * Without it only TOTP can be enrolled: sms/email enrolment answers 400 `METHOD_NOT_ENABLED`.
+   */
+  sender?: MfaCodeSender;
+  /** Seconds an sms/email code stays valid. @default 600 */
+  codeTtlSeconds?: number;
+  /** Recovery codes per set. @default 10 */
+  recoveryCodeCount?: number;
   /** Consecutive-failure lockout per tenant + user (kept in storage, shared by all instances). @default { maxFailures: 5, cooldownSeconds: 900 } */
   lockout?: LockoutOptions;
   /** Request-rate limit on verify routes, or `false`. @default { windowMs: 60000, limit: 10 } */
@@ -122,6 +133,9 @@ export interface MfaDevicesRouterConfig {
   totp: TotpParams;
   maxDevices: number;
   unverifiedTtlSeconds: number;
+  sender: MfaCodeSender | undefined;
+  codeTtlSeconds: number;
+  recoveryCodeCount: number;
   lockout: LockoutPolicy;
   rateLimit: ResolvedRateLimit | false;
   redis: RateLimitRedisClient | undefined;
@@ -147,6 +161,9 @@ const KNOWN = [
   'totp',
   'maxDevices',
   'unverifiedTtlSeconds',
+  'sender',
+  'codeTtlSeconds',
+  'recoveryCodeCount',
   'lockout',
   'rateLimit',
   'redis',
@@ -190,9 +207,12 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     FACTORY,
     'storage',
     options.storage,
-    ['mfaDevices.list', 'mfaDevices.get', 'mfaDevices.create', 'mfaDevices.recordTotpStep', 'verificationThrottle.charge'],
+    ['mfaDevices.list', 'mfaDevices.get', 'mfaDevices.create', 'mfaDevices.recordTotpStep', 'verificationThrottle.charge', 'recoveryCodes.consume', 'otpCodes.put'],
     'pass storage: knexStorage({ knex })',
   );
+  if (options.sender !== undefined) {
+    checkInjected(FACTORY, 'sender', options.sender, ['send'], 'pass { send({ tenantId, userId, method, destination, code, purpose }) { … } } (demoSender(logger) in development)');
+  }
   checkInjected(FACTORY, 'keyRing', options.keyRing, ['seal', 'openText'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   if (options.redis !== undefined) checkInjected(FACTORY, 'redis', options.redis, ['call'], 'pass an ioredis client: redis: new Redis(process.env.REDIS_URL)');
   if (options.events !== undefined) checkInjected(FACTORY, 'events', options.events, ['emit', 'on'], 'pass an EventEmitter, e.g. events: createMfaEvents()');
@@ -219,6 +239,9 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     maxDevices: options.maxDevices === undefined ? DEFAULT_MAX_DEVICES : checkInteger(FACTORY, 'maxDevices', options.maxDevices, 1, 100),
     unverifiedTtlSeconds:
       options.unverifiedTtlSeconds === undefined ? DEFAULT_UNVERIFIED_TTL_SECONDS : checkInteger(FACTORY, 'unverifiedTtlSeconds', options.unverifiedTtlSeconds, 1, 7 * 24 * 3600),
+    sender: options.sender,
+    codeTtlSeconds: options.codeTtlSeconds === undefined ? DEFAULT_CODE_TTL_SECONDS : checkInteger(FACTORY, 'codeTtlSeconds', options.codeTtlSeconds, 30, 86_400),
+    recoveryCodeCount: options.recoveryCodeCount === undefined ? DEFAULT_RECOVERY_CODE_COUNT : checkInteger(FACTORY, 'recoveryCodeCount', options.recoveryCodeCount, 1, 100),
     lockout: resolveLockout(FACTORY, options.lockout),
     rateLimit: resolveRateLimit(FACTORY, options.rateLimit),
     redis: options.redis,

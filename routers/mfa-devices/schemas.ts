@@ -20,6 +20,13 @@ export const deviceIdParam = z.uuid();
 
 export const enrollTotpBody = z.strictObject({ deviceName });
 
+const destinationField = (name: string) =>
+  z.string({ error: (iss) => (iss.input === undefined ? `${name} is required` : `${name} must be a string`) }).max(320, { message: 'is too long' });
+
+/** The format itself is checked (and normalised) by the sms/email channel, naming the same field. */
+export const enrollSmsBody = z.strictObject({ deviceName, phoneNumber: destinationField('phoneNumber') });
+export const enrollEmailBody = z.strictObject({ deviceName, email: destinationField('email') });
+
 export const verifyDeviceBody = z.strictObject({ code: otpCode });
 
 export const updateDeviceBody = z

@@ -4,6 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { emitSafely, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
+import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
+import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
 import { acceptTotpCode, deviceAad, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
@@ -19,6 +21,15 @@ const LIST_CAP = 1000;
 export type EnrollTotpResult =
   | { status: 'OK'; device: MfaDevice; secret: string; otpauthUrl: string; qrCode: string }
   | { status: 'DEVICE_LIMIT_REACHED' };
+
+export type EnrollOtpResult = { status: 'OK'; device: MfaDevice; destination: string } | { status: 'DEVICE_LIMIT_REACHED' } | { status: 'METHOD_NOT_ENABLED' };
+
+export type ChallengeResult =
+  | { status: 'OK'; destination: string; purpose: 'enrollment' | 'login' }
+  | { status: 'NOT_FOUND' }
+  | { status: 'NOT_SUPPORTED' }
+  | { status: 'METHOD_NOT_ENABLED' }
+  | { status: 'DEVICE_DISABLED' };
 
 export type VerifyDeviceResult =
   | { status: 'OK'; device: MfaDevice }
@@ -56,12 +67,28 @@ const usable = (device: MfaDevice): boolean => device.verified && device.enabled
 export class MfaDevicesService {
   readonly totp: Totp;
   readonly lockout: Lockout;
+  readonly recoveryCodes: RecoveryCodes;
+  /** sms/email codes; `undefined` without a sender (those methods are then not enabled). */
+  readonly otp: OtpChannels | undefined;
   private readonly totpDeps: TotpAcceptDeps;
 
   constructor(private readonly config: MfaDevicesRouterConfig) {
     this.totp = createTotp({ now: config.now });
     this.lockout = new Lockout(config.storage.verificationThrottle, config.lockout, config.events, config.logger);
     this.totpDeps = { keyRing: config.keyRing, totp: this.totp, events: config.events, logger: config.logger };
+    this.recoveryCodes = createRecoveryCodes({ storage: config.storage, count: config.recoveryCodeCount });
+    this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, codeTtlSeconds: config.codeTtlSeconds, logger: config.logger }) : undefined;
+  }
+
+  /** An sms/email device's destination as it may be shown; `undefined` for TOTP or when it cannot be opened (never fails a listing). */
+  maskedDestination(device: MfaDevice): string | undefined {
+    if (device.method === 'totp') return undefined;
+    try {
+      return maskDestination(device.method, this.config.keyRing.openText(device.secret, deviceAad(device)));
+    } catch {
+      this.config.logger.warn({ tenant_id: device.tenantId, device_id: device.id }, 'mfa device destination could not be decrypted');
+      return undefined;
+    }
   }
 
   private emit<K extends MfaEventName>(name: K, payload: MfaEventMap[K][0]): void {
@@ -112,6 +139,53 @@ export class MfaDevicesService {
     return { status: 'OK', device: created.device, secret, otpauthUrl, qrCode };
   }
 
+  /**
+   * Starts an sms/email enrolment: the destination is checked (a 400 Problem names the field),
+   * sealed at rest, and sent a code. If sending fails the enrolment is withdrawn (the slot freed).
+   */
+  async enrollOtp(caller: Caller, method: 'sms' | 'email', input: { deviceName: string; destination: string }): Promise<EnrollOtpResult> {
+    const { config, otp } = this;
+    if (!otp) return { status: 'METHOD_NOT_ENABLED' };
+    const destination = otp.normalizeDestination(method, input.destination);
+    const id = randomUUID();
+    const now = new Date();
+    const created = await config.storage.mfaDevices.create(
+      {
+        id,
+        tenantId: caller.tenantId,
+        userId: caller.userId,
+        method,
+        deviceName: input.deviceName,
+        secret: config.keyRing.seal(destination, deviceAad({ tenantId: caller.tenantId, userId: caller.userId, id })),
+        totp: null,
+        expiresAt: new Date(now.getTime() + config.unverifiedTtlSeconds * 1000),
+      },
+      { maxDevices: config.maxDevices, now },
+    );
+    if (created.status !== 'OK') return created;
+    try {
+      await otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method, destination, purpose: 'enrollment' });
+    } catch (err) {
+      await config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+      throw err;
+    }
+    this.emit('device.enrolled', { ...this.base(caller), deviceId: id, method });
+    return { status: 'OK', device: created.device, destination: otp.mask(method, destination) };
+  }
+
+  /** Sends a fresh code to an sms/email device: a login code, or the enrolment code again while unverified. */
+  async challenge(caller: Caller, id: string): Promise<ChallengeResult> {
+    const device = await this.getDevice(caller, id);
+    if (!device) return { status: 'NOT_FOUND' };
+    if (device.method === 'totp') return { status: 'NOT_SUPPORTED' };
+    if (!this.otp) return { status: 'METHOD_NOT_ENABLED' };
+    if (device.verified && !device.enabled) return { status: 'DEVICE_DISABLED' };
+    const destination = this.config.keyRing.openText(device.secret, deviceAad(device));
+    const purpose = device.verified ? 'login' : 'enrollment';
+    await this.otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method: device.method, destination, purpose });
+    return { status: 'OK', destination: this.otp.mask(device.method, destination), purpose };
+  }
+
   /** Confirms an enrolment with a first code (accepted once, like any other). */
   async verifyDevice(caller: Caller, id: string, code: string): Promise<VerifyDeviceResult> {
     const { storage } = this.config;
@@ -130,6 +204,8 @@ export class MfaDevicesService {
       );
       if (result.status === 'OK') verified = result.device;
       replay = result.status === 'REPLAY';
+    } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, code, purpose: 'enrollment' }))) {
+      verified = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step: null, now: new Date() });
     }
     if (!verified) {
       await this.lockout.failed(caller, 'enrollment', replay ? 'replay' : 'invalid_code', id);
@@ -168,6 +244,13 @@ export class MfaDevicesService {
   /** The login second factor: a code of one of the user's usable devices (or the one named), or a recovery code. */
   async verifyLogin(caller: Caller, input: LoginVerifyInput): Promise<LoginVerifyResult> {
     const { storage } = this.config;
+    if (input.recoveryCode !== undefined) {
+      const charged = await this.lockout.charge(caller, 'login');
+      if (charged.status === 'LOCKED') return charged;
+      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, 'recovery_code');
+      await this.lockout.failed(caller, 'login', 'invalid_code');
+      return { status: 'INVALID_CODE' };
+    }
     let candidates: MfaDevice[];
     if (input.deviceId !== undefined) {
       const device = await this.getDevice(caller, input.deviceId);
@@ -196,8 +279,30 @@ export class MfaDevicesService {
         break;
       }
     }
+    // sms/email: only a device with a pending login code can match (single use, expiry and attempts are the code store's).
+    const otp = this.otp;
+    if (!replay && otp) {
+      for (const device of candidates.filter((d) => d.method !== 'totp')) {
+        if (await otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'login' })) {
+          await storage.mfaDevices.touch(caller.tenantId, caller.userId, device.id);
+          return this.loginSucceeded(caller, device.method, device.id);
+        }
+      }
+    }
     await this.lockout.failed(caller, 'login', replay ? 'replay' : 'invalid_code', input.deviceId);
     return { status: 'INVALID_CODE' };
+  }
+
+  /** A new set of recovery codes, replacing the old one; shown this once. */
+  async regenerateRecoveryCodes(caller: Caller): Promise<string[]> {
+    const codes = await this.recoveryCodes.regenerate(caller.tenantId, caller.userId);
+    this.emit('recovery_codes.generated', { ...this.base(caller), count: codes.length });
+    return codes;
+  }
+
+  /** How many unused recovery codes the caller has. */
+  recoveryCodesRemaining(caller: Caller): Promise<number> {
+    return this.recoveryCodes.remaining(caller.tenantId, caller.userId);
   }
 
   private async loginSucceeded(caller: Caller, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
