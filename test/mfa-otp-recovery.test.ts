@@ -30,8 +30,8 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
   let seq = 0;
   const user = (p: string) => `${p}-${++seq}`;
 
-  const build = (options: Partial<MfaDevicesRouterOptions> = {}) => {
-    const built = mfaApp(db.storage, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 }, ...options });
+  const build = (options: Partial<MfaDevicesRouterOptions> = {}, withSender = true) => {
+    const built = mfaApp(db.storage, { now: clock.now, rateLimit: false, ...(withSender && { sender }), lockout: { maxFailures: 3 }, ...options });
     for (const name of ['device.enrolled', 'device.verified', 'mfa.succeeded', 'mfa.failed', 'lockout', 'recovery_codes.generated'] as const) {
       built.router.events.on(name, (payload: MfaEventMap[typeof name][0]) => events.push({ name, payload }));
     }
@@ -137,7 +137,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
     });
 
     it('400 METHOD_NOT_ENABLED without a sender; TOTP still works', async () => {
-      const noSender = build({ sender: undefined });
+      const noSender = build({}, false);
       const res = await as(request(noSender).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+447700900123' }), 'no-sender');
       expect(res.status).to.equal(400);
       expect(res.body.code).to.equal(40000020);
