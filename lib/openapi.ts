@@ -19,7 +19,7 @@ const isoTime = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$/).
 
 export const FieldViolationSchema = component(
   'FieldViolation',
-  z.object({
+  z.strictObject({
     field: z.string().meta({ example: 'user_id' }),
     code: z.string().meta({ example: 'required' }),
     description: z.string().meta({ example: 'user_id is required' }),
@@ -53,7 +53,7 @@ export const ProblemSchema = component(
 
 export const PageInfoSchema = component(
   'PageInfo',
-  z.object({
+  z.strictObject({
     page: z.number().int().min(1),
     page_size: z.number().int().min(1),
     total: z.number().int().min(0),
@@ -66,7 +66,7 @@ export const PageInfoSchema = component(
 const envelope = <T extends z.ZodType>(id: string, item: T) =>
   component(
     id,
-    z.object({
+    z.strictObject({
       code: z.literal(0),
       message: z.literal('success'),
       items: z.array(item),
@@ -80,7 +80,7 @@ const envelope = <T extends z.ZodType>(id: string, item: T) =>
 
 export const TotpDeviceItemSchema = component(
   'TOTPDeviceItem',
-  z.object({
+  z.strictObject({
     device_id: z.string().meta({ example: '4b3c9c9c-9a9d-4d1e-8d9f-123456789abc' }),
     device_name: z.string().meta({ example: 'iPhone 15' }),
     enabled: z.boolean(),
@@ -94,7 +94,7 @@ export const TotpDeviceListSchema = envelope('TOTPDeviceListResponse', TotpDevic
 
 export const TrustedDeviceSchema = component(
   'TrustedDeviceResponse',
-  z.object({
+  z.strictObject({
     id: z.string(),
     tenant_id: z.string(),
     user_id: z.string(),
@@ -113,13 +113,13 @@ export const TrustedDeviceListSchema = envelope('TrustedDeviceListResponse', Tru
 
 export const TrustedDeviceCheckSchema = component(
   'TrustedDeviceCheckResponse',
-  z.object({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
+  z.strictObject({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
 );
-export const RevokedCountSchema = component('RevokedCount', z.object({ revoked: z.number().int().min(0) }));
+export const RevokedCountSchema = component('RevokedCount', z.strictObject({ revoked: z.number().int().min(0) }));
 
 export const TrustDeviceRequestSchema = component(
   'TrustDeviceRequest',
-  z.object({
+  z.looseObject({
     user_id: z.string().meta({ example: 'alice' }),
     device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
     device_name: z.string().optional().meta({ example: 'MacBook Pro' }),
@@ -131,14 +131,14 @@ export const TrustDeviceRequestSchema = component(
   }),
 );
 
-export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.object({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
-export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.object({ valid: z.literal(true), device_id: z.string() }));
+export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.looseObject({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
+export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.strictObject({ valid: z.literal(true), device_id: z.string() }));
 
 // ---------------------------------------------------------------- device sync router
 
 export const DeviceSyncSchema = component(
   'DeviceSyncResponse',
-  z.object({
+  z.strictObject({
     id: z.string().regex(/^devsync_/).meta({ example: 'devsync_abc123' }),
     device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
     device_name: z.string().meta({ example: 'iPhone 15' }),
@@ -153,7 +153,7 @@ export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyn
 
 export const TotpEntrySchema = component(
   'TotpEntry',
-  z.object({
+  z.strictObject({
     secret: z.string().meta({ example: 'JBSWY3DPEHPK3PXP' }),
     issuer: z.string().optional(),
     account: z.string().optional(),
@@ -164,7 +164,7 @@ export const TotpEntrySchema = component(
 );
 export const DeviceSyncRequestSchema = component(
   'DeviceSyncRequest',
-  z.object({
+  z.looseObject({
     device_fingerprint: z.string(),
     device_name: z.string(),
     totp_devices: z.union([z.string(), z.array(TotpEntrySchema)]),

@@ -57,7 +57,7 @@ describe('reencrypt (key rotation)', () => {
 
   it('moves every row sealed with an old key to the active key; every secret still opens, now without the old key', async () => {
     const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 4, logger: silentLogger });
-    expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 0 }]);
+    expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 0 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     const after = await secrets(db.knex, newOnly);
     expect(after.size).to.equal(26);
     for (const [id, { keyId, secret }] of after) {
@@ -69,7 +69,7 @@ describe('reencrypt (key rotation)', () => {
   it('a second run is a no-op', async () => {
     await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 5, logger: silentLogger });
     const before = await db.knex<DeviceRow>('mfa_devices').select('id', 'secret_ciphertext');
-    expect(await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 5, logger: silentLogger })).to.deep.equal([{ table: 'mfa_devices', rows: 0, failed: 0 }]);
+    expect(await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 5, logger: silentLogger })).to.deep.equal([{ table: 'mfa_devices', rows: 0, failed: 0 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     const again = await db.knex<DeviceRow>('mfa_devices').select('id', 'secret_ciphertext');
     const byId = new Map(again.map((r) => [r.id, r.secret_ciphertext]));
     for (const r of before) expect(byId.get(r.id)?.equals(r.secret_ciphertext)).to.equal(true);
@@ -90,7 +90,7 @@ describe('reencrypt (key rotation)', () => {
     const warnings: string[] = [];
     const logger: Logger = { ...silentLogger, warn: (obj, msg) => warnings.push(JSON.stringify({ ...obj, msg })) };
     const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 4, logger });
-    expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 1 }]);
+    expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 1 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     expect(warnings).to.have.length(1);
     expect(warnings[0]).to.contain(lost).and.contain('k9').and.not.contain('LOSTSECRET');
     const row = (await db.knex('mfa_devices').where({ id: lost }).first()) as { secret_key_id: string };

@@ -5,6 +5,7 @@ import { KnexMfaDeviceStore } from './mfa-devices.js';
 import { KnexVerificationThrottleStore } from './verification-throttle.js';
 import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
+import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -29,6 +30,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     verificationThrottle: new KnexVerificationThrottleStore(knex),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
+    syncRecords: new KnexSyncRecordStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
@@ -37,3 +39,4 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
 }
 
 export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
+export { syncRecordAad } from './sync-records.js';
