@@ -19,6 +19,7 @@ import {
   type MfaCodeSender,
   type MfaEventName,
   type RateLimitRedisClient,
+  type TrustedDeviceCache,
 } from '../index.js';
 import { contextOf } from '../lib/context.js';
 
@@ -26,6 +27,8 @@ export interface ExampleAppDeps {
   storage: KnexStorage;
   /** Reports whether the cache answers; `undefined` when the in-process cache is used. */
   cachePing?: () => Promise<boolean>;
+  /** The trusted-device cache (`redisCache()` or `memoryCache()`); none: checks read Postgres. */
+  cache?: TrustedDeviceCache;
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
   keyring: KeyRing;
@@ -111,7 +114,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   }
   app.use('/auth/mfa', mfa);
 
-  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, keyRing: deps.keyring, events: mfa.events, ...redis }));
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyring, events: mfa.events, ...redis }));
   app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyring: deps.keyring, jwt: { secret: deps.jwtSecret }, logger }));
 
   app.use(notFound());

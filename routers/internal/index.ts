@@ -11,6 +11,7 @@ import { tenant } from '../../lib/tenant.js';
 import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
 import { mountTotpVerify } from './totp-verify.js';
+import { mountTrustedDevices } from './trusted-devices.js';
 
 export type { InternalRouterOptions } from './options.js';
 
@@ -22,6 +23,7 @@ export function internalRouter(options: InternalRouterOptions): Router {
   router.use(tenant({ from: config.tenant }));
   router.use(jsonBody(config.bodyLimit));
   mountTotpDevices(router, config);
+  mountTrustedDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets
   if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });
   router.use(problemJson(config.errors));
