@@ -12,6 +12,7 @@ export {
   type TotpOptions,
   type VerifiedContext,
   type LoginVerifyResponse,
+  type UserTrustedDeviceDto,
 } from './routers/mfa-devices/index.js';
 export { createTotp, type Totp, type TotpCheck, type TotpSecret } from './lib/totp.js';
 export { createMfaEvents, type MfaEvents, type MfaEventMap, type MfaEventName } from './lib/events.js';

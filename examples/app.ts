@@ -103,6 +103,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     jwt: { secret: deps.jwtSecret },
     issuer: 'express-mfa-kit example',
     sender: deps.codeSender ?? demoSender(logger),
+    // The same cache as the internal router: a device remembered here is trusted there at once.
+    ...(deps.cache && { cache: deps.cache }),
     logger,
     ...redis,
   });

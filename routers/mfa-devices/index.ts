@@ -14,12 +14,14 @@ import { verifyRateLimiter } from '../../lib/verification-throttle.js';
 import { mountDevices } from './devices.js';
 import { parseOptions, type MfaDevicesRouterOptions } from './options.js';
 import { mountRecoveryCodes } from './recovery-codes.js';
+import { mountTrustedDevices } from './trusted-devices.js';
 import { MfaDevicesService } from './service.js';
 import { mountVerify } from './verify.js';
 
 export type { MfaDevicesRouterOptions, MfaUser, TotpOptions, VerifiedContext } from './options.js';
 export type { MfaDeviceDto } from './dto.js';
 export type { LoginVerifyResponse } from './verify.js';
+export type { UserTrustedDeviceDto } from './trusted-devices.js';
 
 /** The router, with the emitter its events go to. */
 export type MfaDevicesRouter = Router & { readonly events: MfaEvents };
@@ -49,6 +51,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   mountDevices(router, config, service, throttle);
   mountVerify(router, config, service, throttle);
   mountRecoveryCodes(router, service);
+  mountTrustedDevices(router, service);
   router.use(problemJson(config.errors));
   return Object.assign(router, { events: config.events });
 }

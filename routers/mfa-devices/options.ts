@@ -5,6 +5,8 @@ import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import type { KeyRing } from '../../lib/keyring.js';
 import { DEFAULT_CODE_TTL_SECONDS, type MfaCodeSender } from '../../lib/otp-channels.js';
 import { DEFAULT_RECOVERY_CODE_COUNT } from '../../lib/recovery-codes.js';
+import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type TrustedDeviceSettings } from '../../lib/trusted-devices.js';
+import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
@@ -100,6 +102,13 @@ export interface MfaDevicesRouterOptions {
   codeTtlSeconds?: number;
   /** Recovery codes per set. @default 10 */
   recoveryCodeCount?: number;
+  /**
+   * Cache of the trusted-device check, shared with `internalRouter`: `redisCache({ client })` with several
+   * instances, `memoryCache()` for one process. "Remember this device" writes through it. @default none: Postgres only
+   */
+  cache?: TrustedDeviceCache;
+  /** Trusted-device tunables (as `internalRouter`'s); `defaultTtlSeconds` is how long "remember this device" lasts. @default { defaultTtlSeconds: 2592000, … } */
+  trustedDevices?: TrustedDeviceSettings;
   /** Consecutive-failure lockout per tenant + user (kept in storage, shared by all instances). @default { maxFailures: 5, cooldownSeconds: 900 } */
   lockout?: LockoutOptions;
   /** Request-rate limit on verify routes, or `false`. @default { windowMs: 60000, limit: 10 } */
@@ -134,6 +143,8 @@ export interface MfaDevicesRouterConfig {
   maxDevices: number;
   unverifiedTtlSeconds: number;
   sender: MfaCodeSender | undefined;
+  cache: TrustedDeviceCache | undefined;
+  trustedDevices: Required<TrustedDeviceSettings>;
   codeTtlSeconds: number;
   recoveryCodeCount: number;
   lockout: LockoutPolicy;
@@ -164,6 +175,8 @@ const KNOWN = [
   'sender',
   'codeTtlSeconds',
   'recoveryCodeCount',
+  'cache',
+  'trustedDevices',
   'lockout',
   'rateLimit',
   'redis',
@@ -216,6 +229,7 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
   checkInjected(FACTORY, 'keyRing', options.keyRing, ['seal', 'openText'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   if (options.redis !== undefined) checkInjected(FACTORY, 'redis', options.redis, ['call'], 'pass an ioredis client: redis: new Redis(process.env.REDIS_URL)');
   if (options.events !== undefined) checkInjected(FACTORY, 'events', options.events, ['emit', 'on'], 'pass an EventEmitter, e.g. events: createMfaEvents()');
+  if (options.trustedDevices !== undefined) checkOptionsObject(`${FACTORY} trustedDevices`, options.trustedDevices, TRUSTED_DEVICE_SETTING_NAMES, '{ defaultTtlSeconds: 2592000 }');
   checkFunction('accountName', options.accountName);
   checkFunction('onVerified', options.onVerified);
   checkFunction('now', options.now);
@@ -240,6 +254,8 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     unverifiedTtlSeconds:
       options.unverifiedTtlSeconds === undefined ? DEFAULT_UNVERIFIED_TTL_SECONDS : checkInteger(FACTORY, 'unverifiedTtlSeconds', options.unverifiedTtlSeconds, 1, 7 * 24 * 3600),
     sender: options.sender,
+    cache: options.cache,
+    trustedDevices: resolveTrustedDeviceSettings(FACTORY, options.trustedDevices),
     codeTtlSeconds: options.codeTtlSeconds === undefined ? DEFAULT_CODE_TTL_SECONDS : checkInteger(FACTORY, 'codeTtlSeconds', options.codeTtlSeconds, 30, 86_400),
     recoveryCodeCount: options.recoveryCodeCount === undefined ? DEFAULT_RECOVERY_CODE_COUNT : checkInteger(FACTORY, 'recoveryCodeCount', options.recoveryCodeCount, 1, 100),
     lockout: resolveLockout(FACTORY, options.lockout),

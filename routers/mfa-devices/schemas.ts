@@ -1,5 +1,6 @@
 /** Request schemas of `mfaDevicesRouter` (zod): one per body, failures become the Problem's `errors[]`. */
 import { z } from 'zod';
+import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
 import { storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
@@ -43,11 +44,11 @@ export const loginVerifyBody = z
     rememberDevice: z.boolean().optional(),
     device: z
       .strictObject({
-        fingerprint: storableText(1, 256),
-        name: optionalText(100),
-        type: optionalText(50),
-        browser: optionalText(100),
-        os: optionalText(100),
+        fingerprint: storableText(1, MAX_FINGERPRINT_LENGTH),
+        name: optionalText(MAX_TRUSTED_NAME_LENGTH),
+        type: optionalText(MAX_DEVICE_DETAIL_LENGTH),
+        browser: optionalText(MAX_DEVICE_DETAIL_LENGTH),
+        os: optionalText(MAX_DEVICE_DETAIL_LENGTH),
       })
       .optional(),
   })

@@ -8,8 +8,9 @@ import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
 import { acceptTotpCode, deviceAad, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
+import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
-import type { MfaDevice } from '../../storage/types.js';
+import type { MfaDevice, Page, TrustedDevice } from '../../storage/types.js';
 import type { MfaDevicesRouterConfig } from './options.js';
 
 /** Who is calling: tenant, user, request id. */
@@ -17,6 +18,8 @@ export type Caller = VerifierContext;
 
 /** Upper bound of one listing (the device limit keeps real lists far below it). */
 const LIST_CAP = 1000;
+/** Upper bound of the trusted-device listing (one row per browser the user ever trusted). */
+export const TRUSTED_LIST_CAP = 1000;
 
 export type EnrollTotpResult =
   | { status: 'OK'; device: MfaDevice; secret: string; otpauthUrl: string; qrCode: string }
@@ -48,10 +51,12 @@ export interface LoginVerifyInput {
   code?: string;
   recoveryCode?: string;
   deviceId?: string;
+  /** "Remember this device": trusted (or renewed) once the second factor passed. */
+  remember?: Omit<TrustInput, 'ttlSeconds'>;
 }
 
 export type LoginVerifyResult =
-  | { status: 'OK'; method: LoginMethod; deviceId?: string }
+  | { status: 'OK'; method: LoginMethod; deviceId?: string; trustedDevice?: TrustedDevice }
   | { status: 'INVALID_CODE' }
   | { status: 'LOCKED'; retryAfterSeconds: number }
   | { status: 'NOT_ENROLLED' }
@@ -68,6 +73,7 @@ export class MfaDevicesService {
   readonly totp: Totp;
   readonly lockout: Lockout;
   readonly recoveryCodes: RecoveryCodes;
+  readonly trustedDevices: TrustedDevices;
   /** sms/email codes; `undefined` without a sender (those methods are then not enabled). */
   readonly otp: OtpChannels | undefined;
   private readonly totpDeps: TotpAcceptDeps;
@@ -77,6 +83,7 @@ export class MfaDevicesService {
     this.lockout = new Lockout(config.storage.verificationThrottle, config.lockout, config.events, config.logger);
     this.totpDeps = { keyRing: config.keyRing, totp: this.totp, events: config.events, logger: config.logger };
     this.recoveryCodes = createRecoveryCodes({ storage: config.storage, count: config.recoveryCodeCount });
+    this.trustedDevices = createTrustedDevices({ storage: config.storage, cache: config.cache, logger: config.logger, ...config.trustedDevices });
     this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, codeTtlSeconds: config.codeTtlSeconds, logger: config.logger }) : undefined;
   }
 
@@ -236,9 +243,28 @@ export class MfaDevicesService {
   }
 
   /** With no second factor left, "remember this device" must not outlive it. */
-  private revokeTrustOnLastDevice(caller: Caller): Promise<void> {
-    void caller; // trusted devices ([2/7]) are wired in once they land
-    return Promise.resolve();
+  private async revokeTrustOnLastDevice(caller: Caller): Promise<void> {
+    const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
+    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'last_device_removed' });
+  }
+
+  /** The caller's trusted devices (not expired), newest first. */
+  listTrustedDevices(caller: Caller): Promise<Page<TrustedDevice>> {
+    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, { limit: TRUSTED_LIST_CAP, offset: 0 });
+  }
+
+  /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */
+  async revokeTrustedDevice(caller: Caller, id: string): Promise<boolean> {
+    const revoked = await this.trustedDevices.revoke(caller.tenantId, caller.userId, id);
+    if (revoked) this.emit('trusted_device.revoked', { ...this.base(caller), trustedDeviceId: id, count: 1, reason: 'user' });
+    return revoked;
+  }
+
+  /** Revokes all of the caller's trusted devices; returns how many. */
+  async revokeAllTrustedDevices(caller: Caller): Promise<number> {
+    const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
+    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'user' });
+    return count;
   }
 
   /** The login second factor: a code of one of the user's usable devices (or the one named), or a recovery code. */
@@ -247,7 +273,7 @@ export class MfaDevicesService {
     if (input.recoveryCode !== undefined) {
       const charged = await this.lockout.charge(caller, 'login');
       if (charged.status === 'LOCKED') return charged;
-      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, 'recovery_code');
+      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, input, 'recovery_code');
       await this.lockout.failed(caller, 'login', 'invalid_code');
       return { status: 'INVALID_CODE' };
     }
@@ -273,7 +299,7 @@ export class MfaDevicesService {
       const result = await acceptTotpCode(this.totpDeps, caller, 'login', device, code, (step) =>
         storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
       );
-      if (result.status === 'OK') return this.loginSucceeded(caller, 'totp', device.id);
+      if (result.status === 'OK') return this.loginSucceeded(caller, input, 'totp', device.id);
       if (result.status === 'REPLAY') {
         replay = true;
         break;
@@ -285,7 +311,7 @@ export class MfaDevicesService {
       for (const device of candidates.filter((d) => d.method !== 'totp')) {
         if (await otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'login' })) {
           await storage.mfaDevices.touch(caller.tenantId, caller.userId, device.id);
-          return this.loginSucceeded(caller, device.method, device.id);
+          return this.loginSucceeded(caller, input, device.method, device.id);
         }
       }
     }
@@ -305,9 +331,14 @@ export class MfaDevicesService {
     return this.recoveryCodes.remaining(caller.tenantId, caller.userId);
   }
 
-  private async loginSucceeded(caller: Caller, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
+  private async loginSucceeded(caller: Caller, input: LoginVerifyInput, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
     await this.lockout.succeeded(caller);
     this.emit('mfa.succeeded', { ...this.base(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
-    return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }) };
+    let trustedDevice: TrustedDevice | undefined;
+    if (input.remember) {
+      trustedDevice = await this.trustedDevices.trust(caller.tenantId, caller.userId, input.remember);
+      this.emit('trusted_device.created', { ...this.base(caller), trustedDeviceId: trustedDevice.id });
+    }
+    return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };
   }
 }

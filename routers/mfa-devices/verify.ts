@@ -1,4 +1,5 @@
 /** `POST /verify`: the login second factor, with "remember this device" and the host's `onVerified` hook. */
+import { isIP } from 'node:net';
 import type { RequestHandler, Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
@@ -21,10 +22,22 @@ export function mountVerify(router: Router, config: MfaDevicesRouterConfig, serv
   router.post('/verify', throttle, async (req, res) => {
     const body = parseOrThrow(loginVerifyBody, req.body ?? {});
     const caller = callerOf(req);
+    const remember = body.rememberDevice === true && body.device ? body.device : undefined;
     const result = await service.verifyLogin(caller, {
       ...(body.code !== undefined && { code: body.code }),
       ...(body.recoveryCode !== undefined && { recoveryCode: body.recoveryCode }),
       ...(body.deviceId !== undefined && { deviceId: body.deviceId }),
+      ...(remember && {
+        remember: {
+          fingerprint: remember.fingerprint,
+          deviceName: remember.name,
+          deviceType: remember.type,
+          browser: remember.browser,
+          os: remember.os,
+          // The address the second factor was passed from (req.ip honours the app's 'trust proxy').
+          ip: req.ip !== undefined && isIP(req.ip) !== 0 ? req.ip : undefined,
+        },
+      }),
     });
     switch (result.status) {
       case 'OK':
@@ -43,7 +56,13 @@ export function mountVerify(router: Router, config: MfaDevicesRouterConfig, serv
         throw ProblemError.from('DEVICE_DISABLED');
     }
 
-    const answer: LoginVerifyResponse = { verified: true, method: result.method, ...(result.deviceId !== undefined && { deviceId: result.deviceId }) };
+    const trusted = result.trustedDevice && { id: result.trustedDevice.id, trustedUntil: result.trustedDevice.trustedUntil };
+    const answer: LoginVerifyResponse = {
+      verified: true,
+      method: result.method,
+      ...(result.deviceId !== undefined && { deviceId: result.deviceId }),
+      ...(trusted && { trustedDevice: { id: trusted.id, trustedUntil: trusted.trustedUntil.toISOString() } }),
+    };
     if (config.onVerified) {
       const extra = await config.onVerified({
         req,
@@ -54,6 +73,7 @@ export function mountVerify(router: Router, config: MfaDevicesRouterConfig, serv
         claims: claimsOf(req),
         method: result.method,
         ...(result.deviceId !== undefined && { deviceId: result.deviceId }),
+        ...(trusted && { trustedDevice: trusted }),
       });
       if (res.headersSent) return; // the hook answered itself
       // The kit's own fields win: a hook cannot make a failure look verified or vice versa.

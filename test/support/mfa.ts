@@ -35,7 +35,7 @@ export interface MfaApp {
   router: MfaDevicesRouter;
 }
 
-/** An app with `mfaDevicesRouter` at /auth/mfa and `internalRouter` (with TOTP verification) at /internal on `storage`. */
+/** An app with `mfaDevicesRouter` at /auth/mfa and `internalRouter` (with TOTP verification, same cache) at /internal on `storage`. */
 export function mfaApp(storage: MfaStorage, options: Partial<MfaDevicesRouterOptions> = {}): MfaApp {
   const app = express();
   const router = mfaDevicesRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: silentLogger, ...options });
@@ -53,6 +53,7 @@ export function mfaApp(storage: MfaStorage, options: Partial<MfaDevicesRouterOpt
       ...(options.lockout !== undefined && { lockout: options.lockout }),
       ...(options.rateLimit !== undefined && { rateLimit: options.rateLimit }),
       ...(options.redis !== undefined && { redis: options.redis }),
+      ...(options.cache !== undefined && { cache: options.cache }),
     }),
   );
   return { app, router };
