@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import type express from 'express';
 import jwt from 'jsonwebtoken';
 import request from 'supertest';
-import { createMfaEvents, mfaDevicesRouter, silentLogger, type MfaEventMap, type MfaEventName } from '../index.js';
+import { createMfaEvents, keyRing, mfaDevicesRouter, reencrypt, silentLogger, type MfaEventMap, type MfaEventName } from '../index.js';
 import { insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { as, JWT_SECRET, mfaApp, oathtool, TestClock, token } from './support/mfa.js';
 
@@ -337,6 +337,23 @@ describe('mfaDevicesRouter: devices', () => {
       const res = await as(request(app).post('/auth/mfa/verify').send({ code: oathtool('JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP', clock.ms + 30_000) }), 'legacy');
       expect(res.status, JSON.stringify(res.body)).to.equal(200);
       expect(res.body).to.deep.equal({ verified: true, method: 'totp', deviceId: id });
+    });
+  });
+
+  describe('key rotation', () => {
+    it('devices enrolled under the old key keep working after reencrypt() and a ring without the old key', async () => {
+      const KEY_OLD = 'old:' + Buffer.alloc(32, 7).toString('base64');
+      const KEY_NEW = 'new:' + Buffer.alloc(32, 8).toString('base64');
+      const before = mfaApp(db.storage, { now: clock.now, rateLimit: false, keyRing: keyRing([KEY_OLD]) }).app;
+      const res = await as(request(before).post('/auth/mfa/devices/totp').send({ deviceName: 'Old key' }), 'rotator');
+      expect((await as(request(before).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: oathtool(res.body.secret as string, clock.ms) }), 'rotator')).status).to.equal(200);
+      clock.step(1);
+      await reencrypt({ knex: db.knex, keyring: keyRing([KEY_NEW, KEY_OLD]), logger: silentLogger });
+      const row = (await db.knex('mfa_devices').where({ id: res.body.device.id }).first()) as { secret_key_id: string };
+      expect(row.secret_key_id).to.equal('new');
+      const after = mfaApp(db.storage, { now: clock.now, rateLimit: false, keyRing: keyRing([KEY_NEW]) }).app;
+      const login = await as(request(after).post('/auth/mfa/verify').send({ code: oathtool(res.body.secret as string, clock.ms) }), 'rotator');
+      expect(login.status).to.equal(200);
     });
   });
 
