@@ -4,6 +4,8 @@
  */
 import express, { type Express } from 'express';
 import helmet from 'helmet';
+import swaggerUi from 'swagger-ui-express';
+import { openApiDocument } from '../lib/openapi.js';
 import { pinoHttp } from 'pino-http';
 import type { Logger as PinoLogger } from 'pino';
 import {
@@ -81,6 +83,12 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  const openapi = openApiDocument();
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+  app.use('/docs', swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API' }));
+
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
       storage.ping().then(
