@@ -33,7 +33,7 @@ export interface ExampleAppDeps {
   cache?: TrustedDeviceCache;
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
-  keyring: KeyRing;
+  keyRing: KeyRing;
   /** HS256 key of user JWTs (claims `sub`, `tenant_id`). */
   jwtSecret: string;
   logger: PinoLogger;
@@ -107,7 +107,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   const redis = deps.rateLimitRedis && { redis: deps.rateLimitRedis };
   const mfa = mfaDevicesRouter({
     storage,
-    keyRing: deps.keyring,
+    keyRing: deps.keyRing,
     jwt: { secret: deps.jwtSecret },
     issuer: 'express-mfa-kit example',
     sender: deps.codeSender ?? demoSender(logger),
@@ -124,8 +124,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   }
   app.use('/auth/mfa', mfa);
 
-  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyring, events: mfa.events, ...redis }));
-  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyring: deps.keyring, jwt: { secret: deps.jwtSecret }, logger }));
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyRing, events: mfa.events, ...redis }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt: { secret: deps.jwtSecret }, logger }));
 
   app.use(notFound());
   app.use(problemJson({ logger }));

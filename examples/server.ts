@@ -101,7 +101,7 @@ async function main(): Promise<void> {
     cache,
     ...(cachePing && { cachePing }),
     internalKeys: env.internalKeys,
-    keyring: ring,
+    keyRing: ring,
     jwtSecret: env.jwtSecret,
     logger,
     ...(rateLimitRedis && { rateLimitRedis }),

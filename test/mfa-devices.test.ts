@@ -348,7 +348,7 @@ describe('mfaDevicesRouter: devices', () => {
       const res = await as(request(before).post('/auth/mfa/devices/totp').send({ deviceName: 'Old key' }), 'rotator');
       expect((await as(request(before).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: oathtool(res.body.secret as string, clock.ms) }), 'rotator')).status).to.equal(200);
       clock.step(1);
-      await reencrypt({ knex: db.knex, keyring: keyRing([KEY_NEW, KEY_OLD]), logger: silentLogger });
+      await reencrypt({ knex: db.knex, keyRing: keyRing([KEY_NEW, KEY_OLD]), logger: silentLogger });
       const row = (await db.knex('mfa_devices').where({ id: res.body.device.id }).first()) as { secret_key_id: string };
       expect(row.secret_key_id).to.equal('new');
       const after = mfaApp(db.storage, { now: clock.now, rateLimit: false, keyRing: keyRing([KEY_NEW]) }).app;
