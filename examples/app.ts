@@ -8,7 +8,7 @@ import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
 import { openApiDocument } from '../lib/openapi.js';
 import { pinoHttp } from 'pino-http';
-import type { Logger as PinoLogger } from 'pino';
+import { pino, type Logger as PinoLogger } from 'pino';
 import {
   demoSender,
   deviceSyncRouter,
@@ -78,10 +78,13 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
       customSuccessObject: (req, _res, val: object) => withTenant(req, val),
       customErrorObject: (req, _res, _err, val: object) => withTenant(req, val),
-      // Only method, path (no query string: it may carry ids) and status; never headers.
+      // Only method, path (no query string: it may carry ids) and status; never headers. Unwrapped: the
+      // wrapped form first copies the whole request (headers included) into an object for every request.
+      wrapSerializers: false,
       serializers: {
-        req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
+        req: (req: { method?: string; originalUrl?: string; url?: string }) => ({ method: req.method, path: (req.originalUrl ?? req.url ?? '').split('?', 1)[0] }),
         res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
+        err: pino.stdSerializers.err,
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
     }),
