@@ -10,7 +10,7 @@
  * end; unset → an embedded Postgres), REDIS_URL (unset → a private redis-server when one is on PATH),
  * BENCH_QUICK=1 (a short run), BENCH_DURATION (seconds per measurement), BENCH_ROUNDS, BENCH_CONNECTIONS,
  * BENCH_ROWS (rows of the growth phase), BENCH_ONLY (comma-separated scenario ids / groups to run),
- * BENCH_TOOL=autocannon (ignore wrk on PATH), BENCH_PROFILE=1 (run the servers with --cpu-prof; profiles in
+ * BENCH_TOOL=autocannon (ignore wrk on PATH), BENCH_TSX=1 (run the servers under tsx instead of compiled), BENCH_PROFILE=1 (run the servers with --cpu-prof; profiles in
  * .data/bench/profiles, summarised by `tsx scripts/bench/cpu-summary.ts <file>`).
  */
 import { randomBytes } from 'node:crypto';
@@ -23,7 +23,7 @@ import { freshDatabase, stopPostgres } from '../test/support/postgres.js';
 import { redisUrl, stopRedisServers } from '../test/support/redis.js';
 import type { BareRoute } from './bare-express.js';
 import { drive, pickTool, type LoadResult, type LoadSpec, type LoadTool } from './bench/load.js';
-import { cpuSeconds, freePort, memoryOf, startServer, type ServerProcess } from './bench/processes.js';
+import { cpuSeconds, freePort, memoryOf, prepareScripts, startServer, type ServerProcess } from './bench/processes.js';
 import { SCENARIOS, type BenchData, type Scenario } from './bench/scenarios.js';
 import { VerifyCodes, bulkTrustedDevices, insertTotpUsers, trustThroughApi } from './bench/seed.js';
 
@@ -136,8 +136,10 @@ async function main(): Promise<void> {
     });
     const profileDir = path.resolve('.data', 'bench', 'profiles');
     const nodeArgs = process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    log(process.env.BENCH_TSX === '1' ? 'servers run under tsx' : 'compiling the servers (tsc, incremental)');
+    const command = prepareScripts(process.env.BENCH_TSX === '1');
     const start = async (name: string, script: string, env: Record<string, string>) => {
-      const s = await startServer({ name, script, port: await freePort(), env, nodeArgs });
+      const s = await startServer({ name, script, command, port: await freePort(), env, nodeArgs });
       servers.add(s);
       return s;
     };
@@ -228,7 +230,14 @@ async function main(): Promise<void> {
       const targets = [kit, bare];
       if (wanted('variants')) {
         targets.push(await start('kit LOG_LEVEL=warn', 'examples/server.ts', serverEnv({ LOG_LEVEL: 'warn' })));
-        targets.push(await start('bare + helmet + pino-http', 'scripts/bare-express.ts', { NODE_ENV: 'production', BENCH_ROUTES: routesFile, BARE_MIDDLEWARE: 'helmet,pino' }));
+        // What the example app's helmet and request log cost on their own, on the bare reference.
+        for (const [name, middleware] of [
+          ['bare + helmet', 'helmet'],
+          ['bare + pino-http', 'pino'],
+          ['bare + helmet + pino-http', 'helmet,pino'],
+        ] as const) {
+          targets.push(await start(name, 'scripts/bare-express.ts', { NODE_ENV: 'production', BENCH_ROUTES: routesFile, BARE_MIDDLEWARE: middleware }));
+        }
       }
       if (wanted('workers')) targets.push(await start('kit WORKERS=2', 'examples/server.ts', serverEnv({ WORKERS: '2' })));
       await measure('hot path', hot, targets);

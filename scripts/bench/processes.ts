@@ -1,10 +1,22 @@
-/** Child processes of the benchmark: start a server script under tsx, wait until it answers, read its memory, stop it. */
-import { spawn, type ChildProcess } from 'node:child_process';
+/** Child processes of the benchmark: compile and start a server script, wait until it answers, read its memory, stop it. */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const BUILD = path.join(ROOT, '.data', 'bench', 'build');
+
+/**
+ * Compiles the example server and the bare app to plain JavaScript in .data/bench/build (incremental:
+ * seconds after the first time), so both run as they would in production: no TypeScript loader, whose
+ * hooks thread alone holds ~40 MB. Returns how to start a script: with the build, or (`tsx` true) under tsx.
+ */
+export function prepareScripts(tsx: boolean): (script: string) => string[] {
+  if (tsx) return (script) => ['--import', 'tsx', script];
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'scripts', 'bench', 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  return (script) => [path.join(BUILD, script.replace(/\.ts$/, '.js'))];
+}
 const READY_TIMEOUT_MS = 120_000;
 const STOP_TIMEOUT_MS = 20_000;
 
@@ -20,8 +32,10 @@ export interface ServerProcess {
 
 export interface StartOptions {
   name: string;
-  /** Script path relative to the project root, run as `node --import tsx <script>`. */
+  /** Script path relative to the project root. */
   script: string;
+  /** Node arguments that run `script` (from `prepareScripts()`). */
+  command: (script: string) => string[];
   port: number;
   env: Record<string, string>;
   /** Extra node flags, e.g. `--cpu-prof`. */
@@ -31,12 +45,12 @@ export interface StartOptions {
 }
 
 /**
- * Starts `node --import tsx <script>` directly (not through the `tsx` CLI, which would add a wrapper
- * process: the pid must be the server's own, for /proc/<pid>/status) and waits for `GET /healthz`.
+ * Starts node on the script directly (not through a wrapper like the `tsx` CLI: the pid must be the
+ * server's own, for /proc/<pid>/status) and waits for `GET /healthz`.
  * stdout goes to /dev/null by default: the request log is written as in production, but nobody reads it.
  */
 export async function startServer(options: StartOptions): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', options.script], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...options.command(options.script)], {
     cwd: ROOT,
     env: { ...process.env, ...options.env, PORT: String(options.port), HOST: '127.0.0.1' },
     stdio: ['ignore', options.keepStdout ? 'pipe' : 'ignore', 'pipe'],
