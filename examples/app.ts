@@ -17,6 +17,22 @@ export interface ExampleAppDeps {
   logger: PinoLogger;
 }
 
+/** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
+export const READY_PROBE_TIMEOUT_MS = 2000;
+
+/** 'up' / 'down' for a check, 'down' when it fails or has not answered within READY_PROBE_TIMEOUT_MS. */
+async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), READY_PROBE_TIMEOUT_MS);
+  });
+  try {
+    return (await Promise.race([check().catch(() => false), late])) ? 'up' : 'down';
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function createExampleApp(deps: ExampleAppDeps): Express {
   const { storage, logger } = deps;
   const app = express();
@@ -33,6 +49,11 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
       serializers: {
         req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
         res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
+        // pino-http makes an Error ("failed with status code 503") for every 5xx: keep its first line, never a stack.
+        err: (err: { name?: unknown; message?: unknown }) => ({
+          type: typeof err.name === 'string' ? err.name : 'Error',
+          message: typeof err.message === 'string' ? err.message.split('\n', 1)[0]!.slice(0, 200) : '',
+        }),
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
     }),
@@ -43,11 +64,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   });
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
-      storage.ping().then(
-        () => 'up' as const,
-        () => 'down' as const,
-      ),
-      deps.cachePing ? deps.cachePing().then((ok) => (ok ? ('up' as const) : ('down' as const))) : Promise.resolve('in-process' as const),
+      probe(() => storage.ping().then(() => true)),
+      deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
     ]);
     // A cache outage degrades speed, not correctness: only the database decides readiness.
     const ready = db === 'up';

@@ -6,11 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Server } from 'node:http';
-import knexFactory from 'knex';
 import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
+import { createKnex, timeoutsFromEnv } from './db.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
@@ -64,12 +64,7 @@ async function main(): Promise<void> {
     databaseUrl = embedded.url;
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
-  const knex = knexFactory({
-    client: 'pg',
-    connection: { connectionString: databaseUrl, statement_timeout: 5000, connectionTimeoutMillis: 3000 },
-    pool: { min: 0, max: Number(process.env.DB_POOL_MAX ?? 10) },
-    acquireConnectionTimeout: 4000,
-  });
+  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), logger });
   cleanups.unshift(() => knex.destroy());
   const storage = knexStorage({ knex });
   const applied = await storage.migrate();
