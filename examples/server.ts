@@ -100,6 +100,11 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  // Once stopping, every response closes its connection, so keep-alive clients move off at once and
+  // their next connection is refused, instead of holding the server open until the force timer.
+  server.prependListener('request', (_req, res) => {
+    if (stopping) res.setHeader('Connection', 'close');
+  });
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
