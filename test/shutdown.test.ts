@@ -67,8 +67,8 @@ async function spawnServer(env: NodeJS.ProcessEnv, cwd: string): Promise<Spawned
         }
       }
     };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (chunk: Buffer) => lines.push(...chunk.toString('utf8').split('\n').filter(Boolean)));
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (chunk: Buffer) => lines.push(...chunk.toString('utf8').split('\n').filter(Boolean)));
     void exited.then(({ code }) => reject(new Error(`server exited (${code}) before listening:\n${lines.join('\n')}`)));
     setTimeout(() => reject(new Error(`server did not listen within 60 s:\n${lines.join('\n')}`)), 60_000).unref();
   });
