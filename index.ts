@@ -1,5 +1,6 @@
 /** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
+export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
 
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
@@ -10,6 +11,11 @@ export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from
 export { keyRing, generateKey, aad, type KeyRing, type Sealed } from './lib/keyring.js';
 export { jsonBody } from './lib/json-body.js';
 export { silentLogger, type Logger } from './lib/logger.js';
+
+// [3/7] recovery codes, sms/email codes, key rotation
+export { createRecoveryCodes, normalizeRecoveryCode, DEFAULT_RECOVERY_CODE_COUNT, type RecoveryCodes, type RecoveryCodesOptions } from './lib/recovery-codes.js';
+export { createOtpChannels, demoSender, maskDestination, normalizeDestination, DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, type MfaCodeMessage, type MfaCodeSender, type OtpChannels, type OtpChannelsOptions, type OtpCodeTarget } from './lib/otp-channels.js';
+export { reencrypt, SEALED_TABLES, DEFAULT_REENCRYPT_BATCH_SIZE, type ReencryptOptions, type ReencryptResult, type SealedTable } from './lib/reencrypt.js';
 export type { MfaRequestContext } from './lib/context.js';
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';

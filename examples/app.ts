@@ -6,7 +6,7 @@ import express, { type Express } from 'express';
 import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import type { Logger as PinoLogger } from 'pino';
-import { internalRouter, notFound, problemJson, requestId, type KnexStorage } from '../index.js';
+import { deviceSyncRouter, internalRouter, notFound, problemJson, requestId, type KeyRing, type KnexStorage } from '../index.js';
 import { contextOf } from '../lib/context.js';
 
 export interface ExampleAppDeps {
@@ -14,6 +14,10 @@ export interface ExampleAppDeps {
   /** Reports whether the cache answers; `undefined` when the in-process cache is used. */
   cachePing?: () => Promise<boolean>;
   internalKeys: string[];
+  /** Seals secrets at rest (device-sync vaults, …). */
+  keyring: KeyRing;
+  /** HS256 key of user JWTs (claims `sub`, `tenant_id`). */
+  jwtSecret: string;
   logger: PinoLogger;
 }
 
@@ -44,7 +48,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     pinoHttp({
       logger,
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customProps: (req) => ({ request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId }),
+      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
       // Only method, path (no query string: it may carry ids) and status; never headers.
       serializers: {
         req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
@@ -74,6 +78,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   });
 
   app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyring: deps.keyring, jwt: { secret: deps.jwtSecret }, logger }));
 
   app.use(notFound());
   app.use(problemJson({ logger }));

@@ -70,8 +70,7 @@ async function main(): Promise<void> {
   const applied = await storage.migrate();
   if (applied.length) logger.info({ applied }, 'migrations applied');
 
-  const app = createExampleApp({ storage, internalKeys: env.internalKeys, logger });
-  void ring;
+  const app = createExampleApp({ storage, internalKeys: env.internalKeys, keyring: ring, jwtSecret: env.jwtSecret, logger });
 
   const server: Server = app.listen(env.port, env.host);
   await new Promise<void>((resolve, reject) => {

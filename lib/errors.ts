@@ -51,6 +51,7 @@ export const ERROR_CATALOGUE = {
   INTERNAL: spec(500, 50000001, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   DECRYPTION_FAILED: spec(500, 50000002, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   STORAGE_UNAVAILABLE: spec(503, 50300001, 'storage-unavailable', 'Service Unavailable', 'Storage is temporarily unavailable: retry later.'),
+  CODE_DELIVERY_FAILED: spec(503, 50300010, 'code-delivery-failed', 'Service Unavailable', 'The code could not be sent: retry later.'),
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorKey = keyof typeof ERROR_CATALOGUE;

@@ -56,11 +56,17 @@ export const DEFAULT_SERVICE = 'mfa-kit';
 /** Seconds a client is told to wait when storage is unavailable. */
 export const STORAGE_RETRY_AFTER_SECONDS = 5;
 
+const STANDARD_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'instance', 'code', 'i18n_key', 'message', 'timestamp', 'request_id', 'trace_id', 'span_id', 'service', 'errors', 'retry_after']);
+
+/** Members a thrower added (e.g. a 409's current `sync_token`): every format carries them. */
+const extensionsOf = (problem: ProblemDetails): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(problem).filter(([name]) => !STANDARD_MEMBERS.has(name)));
+
 const PRESETS: Record<'problem' | 'simple' | 'nest', ProblemFormatter> = {
   problem: (problem) => ({ body: problem, contentType: 'application/problem+json; charset=utf-8' }),
-  simple: (problem) => ({ body: { code: problem.code, message: problem.message, timestamp: problem.timestamp } }),
+  simple: (problem) => ({ body: { code: problem.code, message: problem.message, timestamp: problem.timestamp, ...extensionsOf(problem) } }),
   nest: (problem, key) => ({
-    body: { statusCode: problem.status, error: STATUS_CODES[problem.status] ?? 'Error', message: problem.message, code: key },
+    body: { statusCode: problem.status, error: STATUS_CODES[problem.status] ?? 'Error', message: problem.message, code: key, ...extensionsOf(problem) },
   }),
 };
 

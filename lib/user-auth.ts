@@ -7,11 +7,13 @@
 import type { Request, RequestHandler } from 'express';
 import passportModule from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
-import type { Algorithm } from 'jsonwebtoken';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
 import { tenant, tenantFrom } from './tenant.js';
 import { USER_ID } from './validation.js';
+
+/** JWS algorithms a token may be signed with (`none` is never accepted). */
+export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512' | 'ES256' | 'ES384' | 'ES512' | 'PS256' | 'PS384' | 'PS512';
 
 export interface JwtOptions {
   /** HMAC secret (HS256/384/512). One of `secret` or `publicKey` is required. */
@@ -19,7 +21,7 @@ export interface JwtOptions {
   /** PEM public key (RS256/ES256/…). */
   publicKey?: string | Buffer;
   /** Accepted algorithms. @default ['HS256'] with `secret`, ['RS256', 'ES256'] with `publicKey` */
-  algorithms?: Algorithm[];
+  algorithms?: JwtAlgorithm[];
   /** Required `iss`, when set. */
   issuer?: string;
   /** Required `aud`, when set. */
@@ -44,7 +46,7 @@ export interface UserAuthOptions {
 export const DEFAULT_USER_CLAIM = 'sub';
 export const DEFAULT_TENANT_CLAIM = 'tenant_id';
 
-const HMAC: readonly Algorithm[] = ['HS256', 'HS384', 'HS512'];
+const HMAC: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512'];
 
 function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   const { secret, publicKey } = jwt;

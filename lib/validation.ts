@@ -53,7 +53,9 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
 
 /** Parses `input` with `schema` or throws a 400 `VALIDATION_FAILED` Problem listing every violation. */
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, prefix = ''): z.output<S> {
-  const result = schema.safeParse(input);
+  // reportInput keeps `issue.input` on the issues, which tells `required` (absent) from `type`
+  // (present but wrong) in violationCode; the input itself is never copied into a description.
+  const result = schema.safeParse(input, { reportInput: true });
   if (result.success) return result.data;
   const errors = toViolations(result.error, prefix);
   throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });

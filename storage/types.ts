@@ -62,13 +62,123 @@ export interface MfaDeviceStore {
 
 // ---------------------------------------------------------------- recovery codes, throttling ([3/7])
 
+/** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */
+export type OtpPurpose = 'enrollment' | 'login';
+
+/**
+ * A user's recovery codes, kept only as hashes (the service hashes; the store never sees a code).
+ * One set per tenant+user; each hash is used at most once.
+ */
+export interface RecoveryCodeStore {
+  /** Replaces the user's whole set (used and unused) with these hashes, atomically: no reader ever sees a mix or an empty gap, and concurrent replacements leave exactly one set. */
+  replace(tenantId: string, userId: string, codeHashes: readonly Buffer[]): Promise<void>;
+  /** Marks the unused code with this hash used; `true` only for the one call that did (concurrent calls with the same code: exactly one `true`). */
+  consume(tenantId: string, userId: string, codeHash: Buffer): Promise<boolean>;
+  /** How many of the user's codes are still unused. */
+  countRemaining(tenantId: string, userId: string): Promise<number>;
+}
+
+/** A pending sms/email code as stored: salted hash only, never the code or the destination. */
+export interface OtpCodeRecord {
+  tenantId: string;
+  userId: string;
+  deviceId: string;
+  purpose: OtpPurpose;
+  /** Random per code; the key of the HMAC in `codeHash`. */
+  salt: Buffer;
+  codeHash: Buffer;
+  expiresAt: Date;
+}
+
+/** Pending one-time codes of sms/email devices: at most one per device and purpose. */
+export interface OtpCodeStore {
+  /** Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0); `false` if the device does not exist in the tenant. */
+  put(record: OtpCodeRecord): Promise<boolean>;
+  /**
+   * Counts one attempt against the pending code of this device, user and purpose, provided it has
+   * not expired at `now` and fewer than `maxAttempts` attempts were counted; returns its salt and hash,
+   * or `null` (none, expired or used up). Atomic: concurrent callers each use up one attempt.
+   */
+  beginAttempt(key: { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose }, now: Date, maxAttempts: number): Promise<{ salt: Buffer; codeHash: Buffer } | null>;
+  /** Deletes the pending code if it still has this hash; `true` only for the one call that did. */
+  consume(key: { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose }, codeHash: Buffer): Promise<boolean>;
+}
+
 // ---------------------------------------------------------------- sync records ([4/7])
+
+/** One device's authenticator vault (seed 001 `DeviceSyncResponse`), as stored: the vault sealed. */
+export interface SyncRecord {
+  tenantId: string;
+  /** `devsync_` + 32 hex characters. */
+  id: string;
+  userId: string;
+  /** Unique per tenant and user: a device has one record. */
+  deviceFingerprint: string;
+  deviceName: string;
+  /** Opaque version of the record: a new random value on every write (optimistic concurrency). */
+  syncToken: string;
+  /** The vault JSON sealed with the key ring, associated data = (tenant, user, record id). */
+  vault: Sealed;
+  createdAt: Date;
+  lastSyncAt: Date;
+}
+
+/** What `SyncRecordStore.create` inserts (the timestamps are the database's). */
+export type NewSyncRecord = Omit<SyncRecord, 'createdAt' | 'lastSyncAt'>;
+
+/** Names the record a compare-and-set update is meant for. */
+export interface SyncRecordKey {
+  tenantId: string;
+  userId: string;
+  deviceFingerprint: string;
+  /** The id the new vault was sealed for: a record recreated under another id is a conflict. */
+  id: string;
+}
+
+/** The new content of a record on update. */
+export interface SyncRecordChange {
+  deviceName: string;
+  /** The token the record carries after the write. */
+  syncToken: string;
+  vault: Sealed;
+}
+
+/**
+ * Outcome of a write. `conflict` carries the record as it now is, or `null` when there is none
+ * (it was deleted meanwhile); nothing was written in either case.
+ */
+export type SyncWriteResult = { status: 'created' | 'updated'; record: SyncRecord } | { status: 'conflict'; current: SyncRecord | null };
+
+export interface SyncRecordStore {
+  /** A user's records, newest first by `createdAt` (ties by id), so pages do not shift while devices sync. */
+  list(tenantId: string, userId: string, page: PageQuery): Promise<Page<SyncRecord>>;
+  /** One record of the user, or `null` (also for another user's or tenant's id). */
+  get(tenantId: string, userId: string, id: string): Promise<SyncRecord | null>;
+  /** The user's record for a device, or `null`. */
+  findByFingerprint(tenantId: string, userId: string, deviceFingerprint: string): Promise<SyncRecord | null>;
+  /**
+   * Inserts the record unless the user already has one for this fingerprint, atomically (one
+   * winner among concurrent creators): `created`, or `conflict` with the existing record.
+   */
+  create(record: NewSyncRecord): Promise<SyncWriteResult>;
+  /**
+   * Compare-and-set in one statement: writes `change` (and `lastSyncAt` = now) only if the record
+   * named by `key` still carries `expectedToken`: `updated`, or `conflict` with the current record.
+   */
+  updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult>;
+  /** Deletes one record of the user; `false` when there was none. */
+  delete(tenantId: string, userId: string, id: string): Promise<boolean>;
+}
 
 // ---------------------------------------------------------------- the whole
 
 /** Everything the three routers use; each router checks only the parts it calls. */
 export interface MfaStorage {
   mfaDevices: MfaDeviceStore;
+  recoveryCodes: RecoveryCodeStore;
+  otpCodes: OtpCodeStore;
+  /** Authenticator vaults synced across a user's devices ([4/7]). */
+  syncRecords: SyncRecordStore;
   /** Resolves when the database answers a trivial query; rejects otherwise (readiness). */
   ping(): Promise<void>;
 }

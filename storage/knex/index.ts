@@ -2,6 +2,9 @@
 import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { KnexOtpCodeStore } from './otp-codes.js';
+import { KnexRecoveryCodeStore } from './recovery-codes.js';
+import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
 
 export interface KnexStorageOptions {
@@ -23,6 +26,9 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    recoveryCodes: new KnexRecoveryCodeStore(knex),
+    otpCodes: new KnexOtpCodeStore(knex),
+    syncRecords: new KnexSyncRecordStore(knex),
     async ping() {
       await knex.raw('select 1');
     },
@@ -31,3 +37,4 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
 }
 
 export { migrate, rollbackAll, MIGRATIONS_TABLE } from './migrate.js';
+export { syncRecordAad } from './sync-records.js';

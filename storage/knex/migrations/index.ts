@@ -1,6 +1,8 @@
 /** The kit's migrations, in order. Knex's migrator runs them through this list (no file globbing), so they work from source and from dist alike. */
 import type { Knex } from 'knex';
 import * as m0001 from './0001_mfa_devices.js';
+import * as m0005 from './0005_codes.js';
+import * as m0004 from './0004_sync_records.js';
 
 export interface Migration {
   name: string;
@@ -8,4 +10,4 @@ export interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001];
+export const MIGRATIONS: readonly Migration[] = [m0001, m0004, m0005];

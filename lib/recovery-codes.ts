@@ -1,0 +1,95 @@
+/** Recovery codes: one-time, human-friendly fallback codes, stored only as hashes. */
+import { createHash, randomBytes } from 'node:crypto';
+import { checkInjected, checkInteger } from './options.js';
+import type { MfaStorage } from '../storage/types.js';
+
+/** A user's recovery codes. */
+export interface RecoveryCodes {
+  /** Makes `count` new codes, replacing the user's earlier set (used or not) atomically; returns them formatted for display. The only time they are seen. */
+  regenerate(tenantId: string, userId: string): Promise<string[]>;
+  /** Uses a code once: `true` for the one call that consumed an unused code of this user; `false` otherwise. Tolerates case, spaces and dashes. */
+  consume(tenantId: string, userId: string, code: string): Promise<boolean>;
+  /** How many unused codes the user has. */
+  remaining(tenantId: string, userId: string): Promise<number>;
+}
+
+/** Options of `createRecoveryCodes()`. */
+export interface RecoveryCodesOptions {
+  /** Storage with `recoveryCodes` (e.g. `knexStorage({ knex })`). */
+  storage: MfaStorage;
+  /**
+   * Codes per set.
+   * @default 10
+   */
+  count?: number;
+}
+
+/** Default number of codes per set. */
+export const DEFAULT_RECOVERY_CODE_COUNT = 10;
+
+/** Crockford base32: no I, L, O, U, so nothing is mistaken for 1, 0 or a rude word. */
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+/** 12 symbols × 5 bits = 60 bits per code. */
+const SYMBOLS = 12;
+const GROUP = 4;
+/** Longest input worth normalising: a code with generous separators. */
+const MAX_INPUT = 64;
+
+/** A fresh code, `xxxx-xxxx-xxxx` (lower case). */
+function generateCode(): string {
+  // 256 is a multiple of 32, so the low 5 bits of a random byte are uniform.
+  const symbols = Array.from(randomBytes(SYMBOLS), (b) => ALPHABET[b & 31]!).join('');
+  const groups: string[] = [];
+  for (let i = 0; i < SYMBOLS; i += GROUP) groups.push(symbols.slice(i, i + GROUP));
+  return groups.join('-').toLowerCase();
+}
+
+/**
+ * What a user typed, as the 12 canonical symbols, or `null` if it cannot be a code: case, spaces and
+ * dashes of any kind are ignored, and Crockford's look-alikes are read as what they look like (I, L → 1; O → 0).
+ */
+export function normalizeRecoveryCode(input: string): string | null {
+  if (typeof input !== 'string' || input.length > MAX_INPUT) return null;
+  const s = input
+    .toUpperCase()
+    .replace(/[\s\-\u2010-\u2015\u2212]/g, '')
+    .replace(/[IL]/g, '1')
+    .replace(/O/g, '0');
+  if (s.length !== SYMBOLS) return null;
+  for (const ch of s) if (!ALPHABET.includes(ch)) return null;
+  return s;
+}
+
+/**
+ * The stored form of a code. A fast hash is enough: a code carries 60 random bits, so trying
+ * candidates against a stolen hash costs ~2^59 hashes on average, and salting with tenant and user
+ * (domain-separated) stops one computation from attacking every user's codes at once. A slow KDF
+ * would only add latency to each login while protecting nothing a 60-bit secret does not already.
+ */
+function hashCode(tenantId: string, userId: string, normalized: string): Buffer {
+  return createHash('sha256').update(JSON.stringify(['express-mfa-kit/recovery-code/v1', tenantId, userId, normalized])).digest();
+}
+
+/** Recovery codes on the given storage. Throws a TypeError at set-up for a missing store or a bad `count`. */
+export function createRecoveryCodes(options: RecoveryCodesOptions): RecoveryCodes {
+  checkInjected('createRecoveryCodes', 'storage', options?.storage, ['recoveryCodes.replace', 'recoveryCodes.consume', 'recoveryCodes.countRemaining'], 'pass knexStorage({ knex }) or a storage implementing RecoveryCodeStore as storage.recoveryCodes');
+  const count = checkInteger('createRecoveryCodes', 'count', options.count ?? DEFAULT_RECOVERY_CODE_COUNT, 1, 100);
+  const store = options.storage.recoveryCodes;
+
+  return {
+    async regenerate(tenantId, userId) {
+      // Distinct within the set by construction (a 60-bit collision is all but impossible, but cheap to rule out).
+      const codes = new Set<string>();
+      while (codes.size < count) codes.add(generateCode());
+      const list = [...codes];
+      await store.replace(tenantId, userId, list.map((c) => hashCode(tenantId, userId, normalizeRecoveryCode(c)!)));
+      return list;
+    },
+    async consume(tenantId, userId, code) {
+      const normalized = normalizeRecoveryCode(code);
+      if (normalized === null) return false;
+      return store.consume(tenantId, userId, hashCode(tenantId, userId, normalized));
+    },
+    remaining: (tenantId, userId) => store.countRemaining(tenantId, userId),
+  };
+}

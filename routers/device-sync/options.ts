@@ -1,0 +1,83 @@
+/** `deviceSyncRouter` options: the public shape, its defaults, and the parser that fills a complete config. */
+import type { KeyRing } from '../../lib/keyring.js';
+import { getDefaultLogger, type Logger } from '../../lib/logger.js';
+import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
+import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
+import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import type { JwtOptions, UserAuthOptions } from '../../lib/user-auth.js';
+import type { MfaStorage } from '../../storage/types.js';
+
+export interface DeviceSyncRouterOptions {
+  /** Storage, e.g. `knexStorage({ knex })`; the router uses `storage.syncRecords`. Required. */
+  storage: MfaStorage;
+  /** Key ring the vaults are sealed with, e.g. `keyRing(process.env.MFA_ENCRYPTION_KEYS)`. Required. */
+  keyring: KeyRing;
+  /** Verify Bearer JWTs with passport-jwt. One of `jwt` or `authenticate` is required. */
+  jwt?: JwtOptions;
+  /** Or the host's own authentication middleware; it must set `req.user` to the token claims. */
+  authenticate?: UserAuthOptions['authenticate'];
+  /** Claim holding the user id. @default 'sub' */
+  userClaim?: string;
+  /** Claim holding the tenant id. @default 'tenant_id' */
+  tenantClaim?: string;
+  /** Header that, when sent, must equal the tenant claim (→ 403 otherwise). @default 'X-Tenant-ID' */
+  tenantHeader?: string;
+  /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
+  errors?: Omit<ProblemJsonOptions, 'logger'>;
+  /** pino-compatible logger. @default pino on stdout */
+  logger?: Logger;
+  /** Largest `page_size` accepted on the list. @default 100 */
+  maxPageSize?: number;
+  /** Most TOTP entries one vault may hold. @default 500 */
+  maxEntries?: number;
+  /** Largest JSON body accepted (bytes or a string such as '1mb'). @default '1mb' */
+  bodyLimit?: string | number;
+}
+
+export const DEFAULT_MAX_ENTRIES = 500;
+export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
+
+/** The complete configuration the router runs on. */
+export interface DeviceSyncRouterConfig {
+  storage: MfaStorage;
+  keyring: KeyRing;
+  auth: UserAuthOptions;
+  errors: Required<ProblemJsonOptions>;
+  logger: Logger;
+  maxPageSize: number;
+  maxEntries: number;
+  bodyLimit: string | number;
+}
+
+const FACTORY = 'deviceSyncRouter';
+const KNOWN = ['storage', 'keyring', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit'] as const;
+const EXAMPLE = '{ storage: knexStorage({ knex }), keyring: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
+const STORE_METHODS = ['list', 'get', 'findByFingerprint', 'create', 'updateIfToken', 'delete'].map((m) => `syncRecords.${m}`);
+
+export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouterConfig {
+  checkOptionsObject(FACTORY, options, KNOWN, EXAMPLE);
+  checkInjected(FACTORY, 'storage', options.storage, STORE_METHODS, 'pass storage: knexStorage({ knex }) (with the 0004_sync_records migration applied)');
+  checkInjected(FACTORY, 'keyring', options.keyring, ['seal', 'open'], 'pass keyring: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
+  if (options.bodyLimit !== undefined && typeof options.bodyLimit !== 'string' && typeof options.bodyLimit !== 'number') {
+    throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'bodyLimit' must be a number of bytes or a string such as '1mb'`);
+  }
+  const logger = options.logger ?? getDefaultLogger();
+  // Only the keys that were given: user-auth tells "jwt or authenticate" apart by presence.
+  const auth: UserAuthOptions = {
+    ...(options.jwt !== undefined && { jwt: options.jwt }),
+    ...(options.authenticate !== undefined && { authenticate: options.authenticate }),
+    ...(options.userClaim !== undefined && { userClaim: options.userClaim }),
+    ...(options.tenantClaim !== undefined && { tenantClaim: options.tenantClaim }),
+    ...(options.tenantHeader !== undefined && { tenantHeader: options.tenantHeader }),
+  };
+  return {
+    storage: options.storage,
+    keyring: options.keyring,
+    auth,
+    errors: resolveProblemOptions({ ...options.errors, logger }),
+    logger,
+    maxPageSize: options.maxPageSize === undefined ? DEFAULT_MAX_PAGE_SIZE : checkInteger(FACTORY, 'maxPageSize', options.maxPageSize, 1, 1000),
+    maxEntries: options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : checkInteger(FACTORY, 'maxEntries', options.maxEntries, 1, 100_000),
+    bodyLimit: options.bodyLimit ?? DEFAULT_SYNC_BODY_LIMIT,
+  };
+}

@@ -1,0 +1,82 @@
+/** The routes of CONTRACT.md §6: list, create/update by device fingerprint, get one, delete. */
+import type { Request, Response, Router } from 'express';
+import { z } from 'zod';
+import { contextOf } from '../../lib/context.js';
+import { ProblemError } from '../../lib/errors.js';
+import { listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
+import { parseOrThrow } from '../../lib/validation.js';
+import type { DeviceSyncRouterConfig } from './options.js';
+import { syncService } from './service.js';
+import { SYNC_RECORD_ID, writeBodySchema } from './vault.js';
+
+/** Tenant and user set by the auth chain that runs before every route. */
+function caller(req: Request): { tenantId: string; userId: string } {
+  const { tenantId, userId } = contextOf(req);
+  if (tenantId === undefined || userId === undefined) throw ProblemError.from('UNAUTHENTICATED');
+  return { tenantId, userId };
+}
+
+/** Decrypted vaults must not be kept by a browser or a shared cache. */
+const noStore = (res: Response): void => {
+  res.setHeader('Cache-Control', 'no-store');
+};
+
+const notFound = () => ProblemError.from('SYNC_RECORD_NOT_FOUND');
+
+export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig): void {
+  const service = syncService(config);
+  const listQuery = z.object(paginationShape(config.maxPageSize));
+  const writeBody = writeBodySchema(config.maxEntries);
+
+  router.get('/', async (req, res) => {
+    const { tenantId, userId } = caller(req);
+    const page = toPageRequest(parseOrThrow(listQuery, req.query));
+    const { items, total } = await service.list(tenantId, userId, { limit: page.pageSize, offset: page.offset });
+    noStore(res);
+    res.json(listEnvelope(items, total, page));
+  });
+
+  router.post('/', async (req, res) => {
+    const { tenantId, userId } = caller(req);
+    const body = parseOrThrow(writeBody, req.body);
+    const outcome = await service.write(tenantId, userId, body);
+    switch (outcome.status) {
+      case 'conflict':
+        // The current token lets the client re-read, merge and retry; nothing was written.
+        throw ProblemError.from('SYNC_CONFLICT', {
+          detail: outcome.current
+            ? 'The sync_token is missing or stale: fetch the record, merge, and retry with its current sync_token.'
+            : 'The record for this device_fingerprint no longer exists: create it again without a sync_token.',
+          extensions: { sync_token: outcome.current?.syncToken ?? null, ...(outcome.current && { id: outcome.current.id }) },
+        });
+      case 'created':
+        noStore(res);
+        res.setHeader('Location', `${req.baseUrl}/${outcome.record.id}`);
+        res.status(201).json(outcome.record);
+        return;
+      case 'updated':
+        noStore(res);
+        res.status(200).json(outcome.record);
+        return;
+    }
+  });
+
+  router.get('/:id', async (req, res) => {
+    const { tenantId, userId } = caller(req);
+    const id = req.params.id;
+    // An id the router never hands out cannot exist: no query for it.
+    if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
+    const record = await service.get(tenantId, userId, id);
+    if (!record) throw notFound();
+    noStore(res);
+    res.json(record);
+  });
+
+  router.delete('/:id', async (req, res) => {
+    const { tenantId, userId } = caller(req);
+    const id = req.params.id;
+    if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
+    if (!(await service.delete(tenantId, userId, id))) throw notFound();
+    res.status(204).end();
+  });
+}

@@ -1,0 +1,97 @@
+/**
+ * The device-sync use cases over storage and the key ring, returning status unions; only the
+ * route handlers turn them into HTTP. Plaintext vaults live here only in memory, never in a log.
+ */
+import { isProblemError } from '../../lib/errors.js';
+import type { PageQuery, SyncRecord, SyncWriteResult } from '../../storage/types.js';
+import type { DeviceSyncRouterConfig } from './options.js';
+import { newSyncRecordId, newSyncToken, openVault, sealVault, toDeviceSyncResponse, type DeviceSyncResponse, type WriteBody } from './vault.js';
+
+/** What a write came to. `conflict` names the record's current token, or `null` when it no longer exists. */
+export type WriteOutcome =
+  | { status: 'created' | 'updated'; record: DeviceSyncResponse }
+  | { status: 'conflict'; current: { id: string; syncToken: string } | null };
+
+/** Creates whose record vanished between the conflict and the read are retried this often. */
+const CREATE_ATTEMPTS = 3;
+
+export interface SyncService {
+  list(tenantId: string, userId: string, page: PageQuery): Promise<{ items: DeviceSyncResponse[]; total: number }>;
+  get(tenantId: string, userId: string, id: string): Promise<DeviceSyncResponse | null>;
+  write(tenantId: string, userId: string, body: WriteBody): Promise<WriteOutcome>;
+  delete(tenantId: string, userId: string, id: string): Promise<boolean>;
+}
+
+export function syncService(config: DeviceSyncRouterConfig): SyncService {
+  const { keyring, logger } = config;
+  const store = config.storage.syncRecords;
+
+  const present = (record: SyncRecord): DeviceSyncResponse => {
+    let vault: string;
+    try {
+      vault = openVault(keyring, record);
+    } catch (err) {
+      // Ids and key id only: enough to find the row, nothing of its content.
+      if (isProblemError(err)) logger.error({ tenant_id: record.tenantId, record_id: record.id, key_id: record.vault.keyId }, 'sync record vault did not decrypt');
+      throw err;
+    }
+    return toDeviceSyncResponse(record, vault);
+  };
+
+  const settle = (result: SyncWriteResult, vaultJson: string): WriteOutcome =>
+    result.status === 'conflict'
+      ? { status: 'conflict', current: result.current && { id: result.current.id, syncToken: result.current.syncToken } }
+      : { status: result.status, record: toDeviceSyncResponse(result.record, vaultJson) };
+
+  async function create(tenantId: string, userId: string, body: WriteBody, vaultJson: string): Promise<WriteOutcome> {
+    let outcome: WriteOutcome = { status: 'conflict', current: null };
+    for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
+      const id = newSyncRecordId();
+      const result = await store.create({
+        tenantId,
+        id,
+        userId,
+        deviceFingerprint: body.device_fingerprint,
+        deviceName: body.device_name,
+        syncToken: newSyncToken(),
+        vault: sealVault(keyring, tenantId, userId, id, vaultJson),
+      });
+      outcome = settle(result, vaultJson);
+      // A conflict with no current record: it was deleted in between, so the fingerprint is free again.
+      if (outcome.status !== 'conflict' || outcome.current !== null) return outcome;
+    }
+    return outcome;
+  }
+
+  async function update(tenantId: string, userId: string, body: WriteBody, token: string, vaultJson: string): Promise<WriteOutcome> {
+    const existing = await store.findByFingerprint(tenantId, userId, body.device_fingerprint);
+    if (!existing) return { status: 'conflict', current: null };
+    // Plainly stale: answer without writing. Equal tokens still go through the compare-and-set,
+    // which is what decides among concurrent writers.
+    if (existing.syncToken !== token) return { status: 'conflict', current: { id: existing.id, syncToken: existing.syncToken } };
+    const result = await store.updateIfToken(
+      { tenantId, userId, deviceFingerprint: body.device_fingerprint, id: existing.id },
+      token,
+      { deviceName: body.device_name, syncToken: newSyncToken(), vault: sealVault(keyring, tenantId, userId, existing.id, vaultJson) },
+    );
+    return settle(result, vaultJson);
+  }
+
+  return {
+    async list(tenantId, userId, page) {
+      const { items, total } = await store.list(tenantId, userId, page);
+      return { items: items.map(present), total };
+    },
+    async get(tenantId, userId, id) {
+      const record = await store.get(tenantId, userId, id);
+      return record && present(record);
+    },
+    write(tenantId, userId, body) {
+      // The canonical form of the validated entries: every device reads back the same string.
+      const vaultJson = JSON.stringify(body.totp_devices);
+      const token = body.sync_token ?? undefined;
+      return token === undefined ? create(tenantId, userId, body, vaultJson) : update(tenantId, userId, body, token, vaultJson);
+    },
+    delete: (tenantId, userId, id) => store.delete(tenantId, userId, id),
+  };
+}

@@ -1,0 +1,110 @@
+/**
+ * The vault a device syncs: the request schema (entries validated one by one, errors pointing at
+ * `totp_devices[3].secret`), the wire shape of seed 001, and sealing with the key ring.
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { KeyRing, Sealed } from '../../lib/keyring.js';
+import { isoSeconds } from '../../lib/pagination.js';
+import { storableText } from '../../lib/validation.js';
+import { syncRecordAad } from '../../storage/knex/sync-records.js';
+import type { SyncRecord } from '../../storage/types.js';
+
+/** Seed 001 `dto.DeviceSyncResponse`. */
+export interface DeviceSyncResponse {
+  id: string;
+  device_fingerprint: string;
+  device_name: string;
+  sync_token: string;
+  /** The decrypted entries as a JSON **string** (seed 001), e.g. `[{"secret":"JBSWY3DPEHPK3PXP"}]`. */
+  totp_devices: string;
+  created_at: string;
+  last_sync_at: string;
+}
+
+/** Record ids: the seed's `devsync_` prefix and 128 random bits. */
+export const SYNC_RECORD_ID = /^devsync_[0-9a-f]{32}$/;
+export const newSyncRecordId = (): string => `devsync_${randomBytes(16).toString('hex')}`;
+/** A new opaque sync token: 128 random bits, hex. */
+export const newSyncToken = (): string => randomBytes(16).toString('hex');
+
+const BASE32 = /^[A-Za-z2-7]+=*$/;
+
+/** One TOTP entry of a vault. Unknown members are refused rather than dropped: nothing a client sends is lost silently. */
+export const vaultEntrySchema = z.strictObject(
+  {
+    secret: z
+      .string({ error: (iss) => (iss.input === undefined ? undefined : 'must be a base32 string') })
+      .min(16, { message: 'must be 16 to 256 base32 characters' })
+      .max(256, { message: 'must be 16 to 256 base32 characters' })
+      .regex(BASE32, { message: 'must be base32 (A-Z, 2-7, optional = padding)' }),
+    issuer: storableText(0, 255).optional(),
+    account: storableText(0, 255).optional(),
+    digits: z.number({ error: 'must be an integer from 6 to 8' }).int({ message: 'must be an integer from 6 to 8' }).min(6, { message: 'must be an integer from 6 to 8' }).max(8, { message: 'must be an integer from 6 to 8' }).optional(),
+    period: z.number({ error: 'must be an integer from 15 to 120' }).int({ message: 'must be an integer from 15 to 120' }).min(15, { message: 'must be an integer from 15 to 120' }).max(120, { message: 'must be an integer from 15 to 120' }).optional(),
+    algorithm: z.enum(['SHA1', 'SHA256', 'SHA512'], { error: 'must be SHA1, SHA256 or SHA512' }).optional(),
+  },
+  {
+    error: (iss) => {
+      if (iss.code === 'unrecognized_keys') {
+        const names = iss.keys.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 40)));
+        return `unknown entry field ${names.join(', ')}${iss.keys.length > 5 ? ', …' : ''}: allowed are secret, issuer, account, digits, period, algorithm`;
+      }
+      return iss.input === undefined ? undefined : 'must be an object {secret, issuer?, account?, digits?, period?, algorithm?}';
+    },
+  },
+);
+
+export type VaultEntry = z.output<typeof vaultEntrySchema>;
+
+/** `totp_devices` arrives as an array or as a JSON string holding one (as seed 001 sends it back). */
+const jsonStringToValue = (value: unknown, ctx: z.core.$RefinementCtx): unknown => {
+  if (typeof value !== 'string') return value;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be an array of entries, or a JSON string holding one', params: { kind: 'format' } });
+    return z.NEVER;
+  }
+};
+
+/** The body of `POST /` for a vault of at most `maxEntries` entries. Unknown top-level members are ignored (clients may echo a whole record back). */
+export function writeBodySchema(maxEntries: number) {
+  return z.object(
+    {
+      device_fingerprint: storableText(1, 256),
+      device_name: storableText(1, 128),
+      totp_devices: z.preprocess(
+        jsonStringToValue,
+        z
+          .array(vaultEntrySchema, { error: (iss) => (iss.input === undefined ? undefined : 'must be an array of entries, or a JSON string holding one') })
+          .max(maxEntries, { message: `must hold at most ${maxEntries} entries` }),
+      ),
+      // null is "no token", as some clients send absent members.
+      sync_token: z.string({ error: 'must be the sync_token string of the last read or write' }).min(1).max(128).nullish(),
+    },
+    { error: (iss) => (iss.input === undefined ? 'a JSON object body is required' : 'the body must be a JSON object') },
+  );
+}
+
+export type WriteBody = z.output<ReturnType<typeof writeBodySchema>>;
+
+/** Seals a vault's JSON for one record. */
+export const sealVault = (keyring: KeyRing, tenantId: string, userId: string, id: string, vaultJson: string): Sealed =>
+  keyring.seal(vaultJson, syncRecordAad(tenantId, userId, id));
+
+/** Opens a record's vault; throws the key ring's 500 `DECRYPTION_FAILED` Problem when it does not open. */
+export const openVault = (keyring: KeyRing, record: SyncRecord): string =>
+  keyring.openText(record.vault, syncRecordAad(record.tenantId, record.userId, record.id));
+
+export function toDeviceSyncResponse(record: SyncRecord, vaultJson: string): DeviceSyncResponse {
+  return {
+    id: record.id,
+    device_fingerprint: record.deviceFingerprint,
+    device_name: record.deviceName,
+    sync_token: record.syncToken,
+    totp_devices: vaultJson,
+    created_at: isoSeconds(record.createdAt),
+    last_sync_at: isoSeconds(record.lastSyncAt),
+  };
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Packs the kit and installs the tarball into fresh ESM, CommonJS and strict TypeScript projects,
+# each of which mounts a router and calls it; also runs publint and arethetypeswrong on the tarball.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+WORK="$(mktemp -d /tmp/mfa-kit-pack.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "=== npm pack"
+npm pack --silent --pack-destination "$WORK" >/dev/null
+TARBALL="$(ls "$WORK"/express-mfa-kit-*.tgz)"
+if tar -tzf "$TARBALL" | grep -E '^package/(test|examples|scripts|dist/(esm|cjs)/(test|examples|scripts))/'; then
+  echo "the tarball holds test, example or script files" >&2; exit 1
+fi
+echo "$(tar -tzf "$TARBALL" | wc -l) files in $(basename "$TARBALL")"
+
+echo "=== publint"
+npx --no-install publint run "$TARBALL" --strict
+echo "=== arethetypeswrong"
+npx --no-install attw "$TARBALL" --profile node16
+
+KEY=pack-test-internal-key-0123456789
+CALL='
+const server = app.listen(0, "127.0.0.1", async () => {
+  const res = await fetch(`http://127.0.0.1:${server.address().port}/internal/mfa/totp/devices?user_id=u`);
+  const body = await res.json();
+  server.close(); await storage.knex.destroy();
+  if (res.status !== 401 || body.status !== 401 || !res.headers.get("content-type").startsWith("application/problem+json")) {
+    console.error("unexpected answer", res.status, body); process.exit(1);
+  }
+  console.log(`${process.argv[1].split("/").pop()}: mounted, answered ${res.status} ${body.title}`);
+});'
+
+install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" express@5 knex@3 "${@:2}" >/dev/null); }
+
+echo "=== ESM consumer"
+mkdir "$WORK/esm"; install "$WORK/esm"
+(cd "$WORK/esm" && npm pkg set type=module >/dev/null)
+cat >"$WORK/esm/app.js" <<JS
+import express from 'express';
+import knex from 'knex';
+import { internalRouter, knexStorage, problemJson } from 'express-mfa-kit';
+const storage = knexStorage({ knex: knex({ client: 'pg', connection: 'postgres://127.0.0.1:1/none' }) });
+const app = express();
+app.use('/internal', internalRouter({ storage, internalKeys: '$KEY' }));
+app.use(problemJson());
+$CALL
+JS
+(cd "$WORK/esm" && node app.js)
+
+echo "=== CommonJS consumer"
+mkdir "$WORK/cjs"; install "$WORK/cjs"
+cat >"$WORK/cjs/app.js" <<JS
+const express = require('express');
+const knex = require('knex');
+const { internalRouter, knexStorage, problemJson } = require('express-mfa-kit');
+const storage = knexStorage({ knex: knex({ client: 'pg', connection: 'postgres://127.0.0.1:1/none' }) });
+const app = express();
+app.use('/internal', internalRouter({ storage, internalKeys: '$KEY' }));
+app.use(problemJson());
+$CALL
+JS
+(cd "$WORK/cjs" && node app.js)
+
+echo "=== strict TypeScript consumer"
+mkdir "$WORK/ts"; install "$WORK/ts" typescript@5.9 @types/express@5 @types/node@20
+(cd "$WORK/ts" && npm pkg set type=module >/dev/null)
+cat >"$WORK/ts/tsconfig.json" <<JSON
+{ "compilerOptions": { "strict": true, "module": "NodeNext", "moduleResolution": "NodeNext", "target": "ES2022",
+  "noUncheckedIndexedAccess": true, "exactOptionalPropertyTypes": true, "verbatimModuleSyntax": true, "noEmit": true, "skipLibCheck": false, "types": ["node"] } }
+JSON
+cat >"$WORK/ts/app.ts" <<TS
+import express from 'express';
+import knex from 'knex';
+import { internalRouter, knexStorage, problemJson, ProblemError, type InternalRouterOptions, type ProblemDetails } from 'express-mfa-kit';
+const storage = knexStorage({ knex: knex({ client: 'pg', connection: 'postgres://127.0.0.1:1/none' }) });
+const options: InternalRouterOptions = { storage, internalKeys: ['$KEY'], errors: { format: 'nest' } };
+const app = express();
+app.use('/internal', internalRouter(options));
+app.use(problemJson({ format: (p: ProblemDetails) => ({ body: { status: p.status } }) }));
+const err: ProblemError = ProblemError.from('DEVICE_NOT_FOUND');
+console.log(err.status satisfies number);
+TS
+(cd "$WORK/ts" && npx --no-install tsc -p . && echo "app.ts: strict typecheck passed")
+echo "pack test: passed"

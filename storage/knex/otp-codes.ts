@@ -1,0 +1,57 @@
+/** Pending sms/email codes on Postgres: one salted hash per device and purpose, attempts counted atomically. */
+import type { Knex } from 'knex';
+import type { OtpCodeRecord, OtpCodeStore, OtpPurpose } from '../types.js';
+
+type CodeKey = { tenantId: string; userId: string; deviceId: string; purpose: OtpPurpose };
+
+/** `OtpCodeStore` on the `mfa_otp_codes` table. */
+export class KnexOtpCodeStore implements OtpCodeStore {
+  constructor(private readonly knex: Knex) {}
+
+  async put(record: OtpCodeRecord): Promise<boolean> {
+    try {
+      await this.knex('mfa_otp_codes')
+      .insert({
+        tenant_id: record.tenantId,
+        device_id: record.deviceId,
+        purpose: record.purpose,
+        user_id: record.userId,
+        salt: record.salt,
+        code_hash: record.codeHash,
+        attempts: 0,
+        expires_at: record.expiresAt,
+        created_at: this.knex.fn.now(),
+      })
+      .onConflict(['tenant_id', 'device_id', 'purpose'])
+      .merge(['user_id', 'salt', 'code_hash', 'attempts', 'expires_at', 'created_at']);
+      return true;
+    } catch (err) {
+      // The device is gone (removed meanwhile, or never was): the foreign key says so.
+      if ((err as { code?: unknown }).code === '23503') return false;
+      throw err;
+    }
+  }
+
+  async beginAttempt(key: CodeKey, now: Date, maxAttempts: number): Promise<{ salt: Buffer; codeHash: Buffer } | null> {
+    // The increment and the checks are one statement: concurrent guesses each take their own
+    // attempt (row lock, re-check after wait), so no more than `maxAttempts` are ever compared.
+    const rows = await this.knex('mfa_otp_codes')
+      .where({ tenant_id: key.tenantId, device_id: key.deviceId, purpose: key.purpose, user_id: key.userId })
+      .andWhere('expires_at', '>', now)
+      .andWhere('attempts', '<', maxAttempts)
+      .increment('attempts', 1)
+      .returning<Array<{ salt: Buffer; code_hash: Buffer }>>(['salt', 'code_hash']);
+    const row = rows[0];
+    return row ? { salt: row.salt, codeHash: row.code_hash } : null;
+  }
+
+  async consume(key: CodeKey, codeHash: Buffer): Promise<boolean> {
+    // Conditional on the hash just compared: a code re-issued in between is not deleted, and of
+    // two callers with the right code only one gets the row.
+    const rows = (await this.knex('mfa_otp_codes')
+      .where({ tenant_id: key.tenantId, device_id: key.deviceId, purpose: key.purpose, user_id: key.userId, code_hash: codeHash })
+      .delete()
+      .returning('tenant_id')) as unknown[];
+    return rows.length === 1;
+  }
+}

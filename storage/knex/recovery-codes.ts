@@ -1,0 +1,40 @@
+/** Recovery codes on Postgres: hashes only; consumed by one conditional UPDATE so a code works once. */
+import type { Knex } from 'knex';
+import type { RecoveryCodeStore } from '../types.js';
+
+/** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
+const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
+
+/** `RecoveryCodeStore` on the `mfa_recovery_codes` table. */
+export class KnexRecoveryCodeStore implements RecoveryCodeStore {
+  constructor(private readonly knex: Knex) {}
+
+  async replace(tenantId: string, userId: string, codeHashes: readonly Buffer[]): Promise<void> {
+    await this.knex.transaction(async (trx) => {
+      // Two concurrent replacements would otherwise each delete only the rows they can see and
+      // both insert, leaving two sets; the per-user lock makes them take turns. A hash collision of
+      // two users' keys only makes them wait for each other briefly.
+      await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
+      await trx('mfa_recovery_codes').where({ tenant_id: tenantId, user_id: userId }).delete();
+      if (codeHashes.length > 0) {
+        await trx('mfa_recovery_codes').insert(codeHashes.map((h) => ({ tenant_id: tenantId, user_id: userId, code_hash: h })));
+      }
+    });
+  }
+
+  async consume(tenantId: string, userId: string, codeHash: Buffer): Promise<boolean> {
+    // Under READ COMMITTED a second concurrent UPDATE waits for the first, re-checks
+    // `used_at IS NULL` on the committed row and matches nothing: exactly one caller wins.
+    const rows = (await this.knex('mfa_recovery_codes')
+      .where({ tenant_id: tenantId, user_id: userId, code_hash: codeHash })
+      .whereNull('used_at')
+      .update({ used_at: this.knex.fn.now() })
+      .returning('tenant_id')) as unknown[];
+    return rows.length === 1;
+  }
+
+  async countRemaining(tenantId: string, userId: string): Promise<number> {
+    const row = (await this.knex('mfa_recovery_codes').where({ tenant_id: tenantId, user_id: userId }).whereNull('used_at').count({ n: '*' }).first()) as { n: string | number } | undefined;
+    return Number(row?.n ?? 0);
+  }
+}

@@ -1,0 +1,666 @@
+/** Seed 001 / CONTRACT.md §6 over HTTP on real Postgres: `deviceSyncRouter` at /mfa/devices/sync. */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import { expect } from 'chai';
+import express from 'express';
+import jwt from 'jsonwebtoken';
+import { knex as createKnex, type Knex } from 'knex';
+import request from 'supertest';
+import { deviceSyncRouter, keyRing, knexStorage, reencrypt, silentLogger as quiet, type KeyRing, type KnexStorage, type Logger } from '../index.js';
+import { ENCRYPTION_KEYS, ring } from './support/fixtures.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+
+const BASE = '/mfa/devices/sync';
+const JWT_SECRET = 'device-sync-test-secret-0123456789abcdef';
+const SEED_KEYS = ['created_at', 'device_fingerprint', 'device_name', 'id', 'last_sync_at', 'sync_token', 'totp_devices'];
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+const TOKEN = /^[0-9a-f]{32}$/;
+
+/** A key the rotation test moves vaults to; the main app can open it too, so test order does not matter. */
+const K3 = `k3:${randomBytes(32).toString('base64')}`;
+const appRing = keyRing([...ENCRYPTION_KEYS, K3]);
+
+const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+/** Every entry secret any test sends, for the dump and log checks. */
+const secretsSent = new Set<string>();
+function newSecret(length = 32): string {
+  const bytes = randomBytes(length);
+  const secret = Array.from(bytes, (b) => B32[b % 32]).join('');
+  secretsSent.add(secret);
+  return secret;
+}
+
+const bearer = (sub: string, tenant = 'acme') => `Bearer ${jwt.sign({ sub, tenant_id: tenant }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '1h' })}`;
+
+/** A logger that keeps every line, to show that no vault content is ever logged. */
+const logLines: string[] = [];
+const recordingLogger: Logger = {
+  debug: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
+  info: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
+  warn: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
+  error: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
+};
+
+function makeApp(storage: KnexStorage, options: { keyring?: KeyRing; maxEntries?: number; bodyLimit?: string } = {}): express.Express {
+  const app = express();
+  app.use(BASE, deviceSyncRouter({ storage, keyring: options.keyring ?? appRing, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...(options.maxEntries !== undefined && { maxEntries: options.maxEntries }), ...(options.bodyLimit !== undefined && { bodyLimit: options.bodyLimit }) }));
+  return app;
+}
+
+interface Entry {
+  secret: string;
+  issuer?: string;
+  account?: string;
+  digits?: number;
+  period?: number;
+  algorithm?: string;
+}
+
+describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
+  let db: FreshDatabase;
+  let storage: KnexStorage;
+  let app: express.Express;
+  let fpCounter = 0;
+  const fingerprint = () => `fp-${++fpCounter}-${randomBytes(4).toString('hex')}`;
+
+  before(async function () {
+    this.timeout(60_000);
+    db = await freshDatabase();
+    storage = knexStorage({ knex: db.knex });
+    await storage.migrate();
+    app = makeApp(storage);
+  });
+  after(async function () {
+    await db?.drop();
+  });
+
+  const post = (target: express.Express | Server, body: unknown, user = 'alice', tenant = 'acme') =>
+    request(target).post(BASE).set('Authorization', bearer(user, tenant)).send(body as object);
+  const getList = (user = 'alice', tenant = 'acme', query = '') => request(app).get(`${BASE}${query}`).set('Authorization', bearer(user, tenant));
+  const getOne = (id: string, user = 'alice', tenant = 'acme') => request(app).get(`${BASE}/${id}`).set('Authorization', bearer(user, tenant));
+  const del = (id: string, user = 'alice', tenant = 'acme') => request(app).delete(`${BASE}/${id}`).set('Authorization', bearer(user, tenant));
+
+  /** Creates a record and returns the 201 body. */
+  async function create(entries: Entry[] = [{ secret: newSecret() }], user = 'alice', tenant = 'acme', fp = fingerprint()) {
+    const res = await post(app, { device_fingerprint: fp, device_name: 'Pixel 8', totp_devices: entries }, user, tenant);
+    expect(res.status, JSON.stringify(res.body)).to.equal(201);
+    return res.body as Record<string, string>;
+  }
+
+  describe('authentication', function () {
+    it('answers 401 Problem JSON without a token, with a token signed by another key, or an expired one', async function () {
+      let res = await request(app).get(BASE);
+      expect(res.status).to.equal(401);
+      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+      const forged = jwt.sign({ sub: 'alice', tenant_id: 'acme' }, 'another-secret-another-secret-0000', { algorithm: 'HS256' });
+      res = await request(app).get(BASE).set('Authorization', `Bearer ${forged}`);
+      expect(res.status).to.equal(401);
+      const expired = jwt.sign({ sub: 'alice', tenant_id: 'acme', exp: Math.floor(Date.now() / 1000) - 60 }, JWT_SECRET, { algorithm: 'HS256' });
+      res = await request(app).get(BASE).set('Authorization', `Bearer ${expired}`);
+      expect(res.status).to.equal(401);
+      res = await request(app).post(BASE).send({ device_fingerprint: 'x', device_name: 'x', totp_devices: [] });
+      expect(res.status).to.equal(401);
+    });
+
+    it('answers 403 when X-Tenant-ID disagrees with the token tenant', async function () {
+      const res = await getList().set('X-Tenant-ID', 'globex');
+      expect(res.status).to.equal(403);
+    });
+  });
+
+  describe('create, read, update, delete', function () {
+    it('creates a record: 201 with the seed 001 shape, a devsync_ id, a new sync_token, totp_devices as a JSON string, no-store', async function () {
+      const fp = fingerprint();
+      const res = await post(app, { device_fingerprint: fp, device_name: 'iPhone 15', totp_devices: '[{"secret":"JBSWY3DPEHPK3PXP"}]' });
+      secretsSent.add('JBSWY3DPEHPK3PXP');
+      expect(res.status).to.equal(201);
+      expect(res.headers['cache-control']).to.equal('no-store');
+      expect(res.headers['content-type']).to.match(/^application\/json/);
+      expect(Object.keys(res.body).sort()).to.deep.equal(SEED_KEYS);
+      expect(res.body.id).to.match(/^devsync_[0-9a-f]{32}$/);
+      expect(res.headers.location).to.equal(`${BASE}/${res.body.id}`);
+      expect(res.body).to.include({ device_fingerprint: fp, device_name: 'iPhone 15', totp_devices: '[{"secret":"JBSWY3DPEHPK3PXP"}]' });
+      expect(res.body.sync_token).to.match(TOKEN);
+      expect(res.body.created_at).to.match(ISO);
+      expect(res.body.last_sync_at).to.equal(res.body.created_at);
+
+      const one = await getOne(res.body.id);
+      expect(one.status).to.equal(200);
+      expect(one.headers['cache-control']).to.equal('no-store');
+      expect(one.body).to.deep.equal(res.body);
+    });
+
+    it('lists the caller’s records in the seed 001 envelope, decrypted, newest first, no-store', async function () {
+      const user = `lister-${randomBytes(3).toString('hex')}`;
+      const a = await create([{ secret: newSecret(), issuer: 'GitHub', account: 'alice@example.com', digits: 6, period: 30, algorithm: 'SHA1' }], user);
+      const b = await create([{ secret: newSecret() }, { secret: newSecret(), issuer: 'AWS' }], user);
+      const res = await getList(user);
+      expect(res.status).to.equal(200);
+      expect(res.headers['cache-control']).to.equal('no-store');
+      expect(Object.keys(res.body).sort()).to.deep.equal(['code', 'items', 'message', 'pagination', 'timestamp', 'total']);
+      expect(res.body).to.include({ code: 0, message: 'success', total: 2 });
+      expect(res.body.timestamp).to.match(ISO);
+      expect(res.body.pagination).to.deep.equal({ page: 1, page_size: 20, total: 2, total_pages: 1, has_next: false, has_prev: false });
+      expect(res.body.items).to.deep.equal([b, a]);
+      for (const item of res.body.items as Array<Record<string, unknown>>) {
+        expect(Object.keys(item).sort()).to.deep.equal(SEED_KEYS);
+        expect(item.totp_devices).to.be.a('string');
+      }
+      expect(JSON.parse(a.totp_devices!)).to.deep.equal([{ secret: JSON.parse(a.totp_devices!)[0].secret, issuer: 'GitHub', account: 'alice@example.com', digits: 6, period: 30, algorithm: 'SHA1' }]);
+    });
+
+    it('orders by created_at descending, ties by id descending, and pages without overlap', async function () {
+      const user = `pager-${randomBytes(3).toString('hex')}`;
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) ids.push((await create(undefined, user)).id!);
+      // Three of them created in the same instant: the id decides.
+      await db.knex('sync_records').whereIn('id', ids.slice(0, 3)).update({ created_at: new Date(Date.UTC(2026, 4, 21, 12)) });
+      const expected = [ids[4], ids[3], ...ids.slice(0, 3).sort().reverse()];
+      const p1 = await getList(user, 'acme', '?page=1&page_size=2');
+      const p2 = await getList(user, 'acme', '?page=2&page_size=2');
+      const p3 = await getList(user, 'acme', '?page=3&page_size=2');
+      const got = [...p1.body.items, ...p2.body.items, ...p3.body.items].map((i: { id: string }) => i.id);
+      expect(got).to.deep.equal(expected);
+      expect(p2.body.pagination).to.deep.equal({ page: 2, page_size: 2, total: 5, total_pages: 3, has_next: true, has_prev: true });
+      const bad = await getList(user, 'acme', '?page_size=101');
+      expect(bad.status).to.equal(400);
+      expect(bad.body.errors[0].field).to.equal('page_size');
+    });
+
+    it('updates with the current sync_token: 200, same id and created_at, a new token, the new vault; arrays come back as the canonical JSON string', async function () {
+      const first = await create();
+      const secret = newSecret();
+      const res = await post(app, {
+        device_fingerprint: first.device_fingerprint,
+        device_name: 'Pixel 8 Pro',
+        sync_token: first.sync_token,
+        totp_devices: [{ algorithm: 'SHA256', secret, digits: 8, issuer: 'Example' }],
+      });
+      expect(res.status).to.equal(200);
+      expect(res.headers['cache-control']).to.equal('no-store');
+      expect(res.body.id).to.equal(first.id);
+      expect(res.body.created_at).to.equal(first.created_at);
+      expect(res.body.sync_token).to.match(TOKEN).and.not.equal(first.sync_token);
+      expect(res.body.device_name).to.equal('Pixel 8 Pro');
+      expect(res.body.totp_devices).to.equal(`[{"secret":"${secret}","issuer":"Example","digits":8,"algorithm":"SHA256"}]`);
+      expect(Date.parse(res.body.last_sync_at)).to.be.at.least(Date.parse(first.last_sync_at!));
+      expect((await getOne(first.id!)).body).to.deep.equal(res.body);
+    });
+
+    it('accepts an empty vault and a null sync_token on create', async function () {
+      const res = await post(app, { device_fingerprint: fingerprint(), device_name: 'Empty', totp_devices: '[]', sync_token: null });
+      expect(res.status).to.equal(201);
+      expect(res.body.totp_devices).to.equal('[]');
+    });
+
+    it('deletes: 204, then 404 on get and on a second delete; the fingerprint can be created again', async function () {
+      const rec = await create();
+      let res = await del(rec.id!);
+      expect(res.status).to.equal(204);
+      expect(res.text).to.equal('');
+      res = await getOne(rec.id!);
+      expect(res.status).to.equal(404);
+      expect(res.body).to.include({ status: 404, code: 40400004 });
+      res = await del(rec.id!);
+      expect(res.status).to.equal(404);
+      const again = await post(app, { device_fingerprint: rec.device_fingerprint, device_name: 'again', totp_devices: [] });
+      expect(again.status).to.equal(201);
+      expect(again.body.id).not.to.equal(rec.id);
+    });
+
+    it('answers 404 for unknown and malformed ids', async function () {
+      for (const id of [`devsync_${'0'.repeat(32)}`, 'devsync_abc123', 'x', '%00', 'devsync_' + 'a'.repeat(500)]) {
+        expect((await getOne(id)).status, id).to.equal(404);
+        expect((await del(id)).status, id).to.equal(404);
+      }
+    });
+  });
+
+  describe('optimistic concurrency', function () {
+    it('a stale sync_token → 409 Problem carrying the current token; the stored vault is unchanged', async function () {
+      const first = await create();
+      const winnerSecret = newSecret();
+      const v2 = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'Pixel 8', sync_token: first.sync_token, totp_devices: [{ secret: winnerSecret }] });
+      expect(v2.status).to.equal(200);
+
+      const loserSecret = newSecret();
+      const res = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'stale', sync_token: first.sync_token, totp_devices: [{ secret: loserSecret }] });
+      expect(res.status).to.equal(409);
+      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+      expect(res.body).to.include({ status: 409, code: 40900003, sync_token: v2.body.sync_token, id: first.id });
+      expect(JSON.stringify(res.body)).not.to.contain(loserSecret).and.not.to.contain(winnerSecret);
+
+      const stored = await getOne(first.id!);
+      expect(stored.body).to.deep.equal(v2.body);
+      expect(stored.body.totp_devices).to.contain(winnerSecret).and.not.to.contain(loserSecret);
+    });
+
+    it('a create without a token for an existing fingerprint → 409 with the current token, nothing overwritten', async function () {
+      const first = await create();
+      const res = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'other', totp_devices: [{ secret: newSecret() }] });
+      expect(res.status).to.equal(409);
+      expect(res.body.sync_token).to.equal(first.sync_token);
+      expect((await getOne(first.id!)).body).to.deep.equal(first);
+      // With the token from the 409 the retry goes through.
+      const retry = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'other', sync_token: res.body.sync_token, totp_devices: [] });
+      expect(retry.status).to.equal(200);
+    });
+
+    it('a token for a record deleted meanwhile → 409 with sync_token null, and nothing is created', async function () {
+      const first = await create();
+      expect((await del(first.id!)).status).to.equal(204);
+      const res = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'late', sync_token: first.sync_token, totp_devices: [] });
+      expect(res.status).to.equal(409);
+      expect(res.body.sync_token).to.equal(null);
+      const n = await db.knex('sync_records').where({ device_fingerprint: first.device_fingerprint }).count({ n: '*' }).first();
+      expect(Number(n?.n)).to.equal(0);
+    });
+
+    describe('races between instances (two apps, separate knex pools, one database)', function () {
+      let knexB: Knex;
+      let serverA: Server;
+      let serverB: Server;
+
+      /**
+       * Holds the racers at the step before their write until all of them got there, so all 20
+       * really meet in Postgres (unheld, the HTTP requests arrive a little staggered and could each
+       * see the previous one's write). The stores underneath are the real ones.
+       */
+      let gate: { size: number; waiting: Array<() => void> } = { size: 0, waiting: [] };
+      const arm = (size: number) => {
+        gate = { size, waiting: [] };
+      };
+      const held = <T>(call: () => Promise<T>): Promise<T> => {
+        if (gate.size === 0) return call();
+        const g = gate;
+        const arrived = new Promise<void>((resolve) => g.waiting.push(resolve));
+        if (g.waiting.length === g.size) {
+          for (const release of g.waiting) release();
+          arm(0);
+        }
+        return arrived.then(call);
+      };
+      const gated = (base: KnexStorage): KnexStorage => {
+        const records = base.syncRecords;
+        return {
+          ...base,
+          syncRecords: {
+            list: (...a) => records.list(...a),
+            get: (...a) => records.get(...a),
+            delete: (...a) => records.delete(...a),
+            updateIfToken: (...a) => records.updateIfToken(...a),
+            // Updates pass the read first, then the compare-and-set; creates go straight to the insert.
+            findByFingerprint: (...a) => held(() => records.findByFingerprint(...a)),
+            create: (...a) => held(() => records.create(...a)),
+          },
+        };
+      };
+
+      before(async function () {
+        knexB = createKnex({ client: 'pg', connection: db.url, pool: { min: 0, max: 10 } });
+        serverA = makeApp(gated(storage)).listen(0, '127.0.0.1');
+        serverB = makeApp(gated(knexStorage({ knex: knexB }))).listen(0, '127.0.0.1');
+        await Promise.all([serverA, serverB].map((s) => new Promise((resolve) => s.once('listening', resolve))));
+      });
+      after(async function () {
+        await Promise.all([serverA, serverB].map((s) => new Promise((resolve) => s.close(resolve))));
+        await knexB?.destroy();
+      });
+
+      it('20 writers with the same token: exactly one 200, 19 × 409 carrying the winner’s token; the stored vault is the winner’s', async function () {
+        const first = await create();
+        const secrets = Array.from({ length: 20 }, () => newSecret());
+        arm(20);
+        const results = await Promise.all(
+          secrets.map((secret, i) =>
+            post(i % 2 === 0 ? serverA : serverB, { device_fingerprint: first.device_fingerprint, device_name: `writer ${i}`, sync_token: first.sync_token, totp_devices: [{ secret }] }),
+          ),
+        );
+        const statuses = results.map((r) => r.status).sort();
+        expect(statuses).to.deep.equal([200, ...Array<number>(19).fill(409)]);
+        const winnerIndex = results.findIndex((r) => r.status === 200);
+        const winner = results[winnerIndex]!.body;
+        for (const r of results) if (r.status === 409) expect(r.body.sync_token).to.equal(winner.sync_token);
+        const stored = await getOne(first.id!);
+        expect(stored.body).to.deep.equal(winner);
+        expect(JSON.parse(stored.body.totp_devices)).to.deep.equal([{ secret: secrets[winnerIndex] }]);
+      });
+
+      it('20 creators of one new fingerprint without a token: exactly one 201, 19 × 409 carrying its token', async function () {
+        const fp = fingerprint();
+        const secrets = Array.from({ length: 20 }, () => newSecret());
+        arm(20);
+        const results = await Promise.all(
+          secrets.map((secret, i) => post(i % 2 === 0 ? serverA : serverB, { device_fingerprint: fp, device_name: `creator ${i}`, totp_devices: [{ secret }] })),
+        );
+        expect(results.map((r) => r.status).sort()).to.deep.equal([201, ...Array<number>(19).fill(409)]);
+        const winnerIndex = results.findIndex((r) => r.status === 201);
+        const winner = results[winnerIndex]!.body;
+        for (const r of results) if (r.status === 409) expect(r.body).to.include({ sync_token: winner.sync_token, id: winner.id });
+        const stored = await getOne(winner.id);
+        expect(JSON.parse(stored.body.totp_devices)).to.deep.equal([{ secret: secrets[winnerIndex] }]);
+        const n = await db.knex('sync_records').where({ device_fingerprint: fp }).count({ n: '*' }).first();
+        expect(Number(n?.n)).to.equal(1);
+      });
+
+      it('the store’s compare-and-set alone (no read-ahead) lets exactly one of 20 concurrent updates through', async function () {
+        const first = await create();
+        const stores = [storage.syncRecords, knexStorage({ knex: knexB }).syncRecords];
+        const key = { tenantId: 'acme', userId: 'alice', deviceFingerprint: first.device_fingerprint!, id: first.id! };
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            stores[i % 2]!.updateIfToken(key, first.sync_token!, { deviceName: `cas ${i}`, syncToken: randomBytes(16).toString('hex'), vault: ring.seal('[]', JSON.stringify(['acme', 'alice', first.id])) }),
+          ),
+        );
+        const updated = results.filter((r) => r.status === 'updated');
+        expect(updated).to.have.length(1);
+        const winner = updated[0]!;
+        if (winner.status !== 'updated') throw new Error('unreachable');
+        for (const r of results) if (r.status === 'conflict') expect(r.current?.syncToken).to.equal(winner.record.syncToken);
+      });
+
+      /**
+       * Deterministic overlap: a winner's write is held open in a transaction while 19 racers
+       * start (their statements, and snapshots, begin before it commits) and block on its row
+       * lock; only then does it commit. READ COMMITTED re-checks the WHERE and updates nothing;
+       * REPEATABLE READ / SERIALIZABLE raise 40001, which the store must also report as a conflict.
+       */
+      for (const isolation of ['read committed', 'serializable'] as const) {
+        it(`racers blocked behind an uncommitted winner all get a conflict (${isolation})`, async function () {
+          const pool = () =>
+            createKnex({ client: 'pg', connection: { connectionString: db.url, options: `-c default_transaction_isolation=${isolation.replace(' ', '\\ ')}` }, pool: { min: 0, max: 10 } });
+          const pools = [pool(), pool()];
+          const blockedRacers = async (n: number) => {
+            for (let i = 0; i < 200; i++) {
+              const r = await db.knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+              if (Number(r.rows[0]?.n) >= n) return;
+              await new Promise((resolve) => setTimeout(resolve, 25));
+            }
+            throw new Error(`fewer than ${n} racers blocked`);
+          };
+          try {
+            const check = await pools[0]!.raw<{ rows: Array<{ transaction_isolation: string }> }>('show transaction_isolation');
+            expect(check.rows[0]?.transaction_isolation).to.equal(isolation);
+            const stores = pools.map((k) => knexStorage({ knex: k }).syncRecords);
+            const seal = (id: string) => ring.seal('[]', JSON.stringify(['acme', 'alice', id]));
+            const token = () => randomBytes(16).toString('hex');
+
+            // Updates with one token.
+            const first = await create();
+            const key = { tenantId: 'acme', userId: 'alice', deviceFingerprint: first.device_fingerprint!, id: first.id! };
+            const trx = await db.knex.transaction();
+            const won = await knexStorage({ knex: trx }).syncRecords.updateIfToken(key, first.sync_token!, { deviceName: 'winner', syncToken: token(), vault: seal(first.id!) });
+            expect(won.status).to.equal('updated');
+            const racing = Promise.all(Array.from({ length: 19 }, (_, i) => stores[i % 2]!.updateIfToken(key, first.sync_token!, { deviceName: `racer ${i}`, syncToken: token(), vault: seal(first.id!) })));
+            await blockedRacers(19);
+            await trx.commit();
+            const lost = await racing;
+            const winnerToken = won.status === 'updated' ? won.record.syncToken : '';
+            expect(lost.map((r) => (r.status === 'conflict' ? r.current?.syncToken : r.status))).to.deep.equal(Array<string>(19).fill(winnerToken));
+            expect((await getOne(first.id!)).body).to.include({ device_name: 'winner', sync_token: winnerToken });
+
+            // Creates of one fingerprint.
+            const fp = fingerprint();
+            const newRecord = (name: string) => {
+              const id = `devsync_${randomBytes(16).toString('hex')}`;
+              return { tenantId: 'acme', userId: 'alice', id, deviceFingerprint: fp, deviceName: name, syncToken: token(), vault: seal(id) };
+            };
+            const trx2 = await db.knex.transaction();
+            const created = await knexStorage({ knex: trx2 }).syncRecords.create(newRecord('winner'));
+            expect(created.status).to.equal('created');
+            const creating = Promise.all(Array.from({ length: 19 }, (_, i) => stores[i % 2]!.create(newRecord(`racer ${i}`))));
+            await blockedRacers(19);
+            await trx2.commit();
+            const createdToken = created.status === 'created' ? created.record.syncToken : '';
+            expect((await creating).map((r) => (r.status === 'conflict' ? r.current?.syncToken : r.status))).to.deep.equal(Array<string>(19).fill(createdToken));
+          } finally {
+            await Promise.all(pools.map((k) => k.destroy()));
+          }
+        });
+      }
+    });
+  });
+
+  describe('isolation', function () {
+    it('another user sees an empty list, 404 on get and delete (the record stays), and creates the same fingerprint separately', async function () {
+      const rec = await create();
+      const list = await getList('mallory');
+      expect(list.status).to.equal(200);
+      expect(list.body.items).to.deep.equal([]);
+      expect(list.body.total).to.equal(0);
+      expect((await getOne(rec.id!, 'mallory')).status).to.equal(404);
+      expect((await del(rec.id!, 'mallory')).status).to.equal(404);
+      expect((await getOne(rec.id!)).status).to.equal(200);
+      const theirs = await post(app, { device_fingerprint: rec.device_fingerprint, device_name: 'theirs', totp_devices: [] }, 'mallory');
+      expect(theirs.status).to.equal(201);
+      expect(theirs.body.id).not.to.equal(rec.id);
+      // A token of alice's record does not let mallory touch it.
+      const res = await post(app, { device_fingerprint: rec.device_fingerprint, device_name: 'x', sync_token: rec.sync_token, totp_devices: [] }, 'mallory');
+      expect(res.status).to.equal(409);
+      expect(res.body.sync_token).to.equal(theirs.body.sync_token);
+      expect((await getOne(rec.id!)).body).to.deep.equal(rec);
+    });
+
+    it('the same user id in another tenant sees nothing of this tenant', async function () {
+      const rec = await create();
+      const list = await getList('alice', 'globex');
+      expect(list.status).to.equal(200);
+      expect(list.body.items).to.deep.equal([]);
+      expect((await getOne(rec.id!, 'alice', 'globex')).status).to.equal(404);
+      expect((await del(rec.id!, 'alice', 'globex')).status).to.equal(404);
+    });
+  });
+
+  describe('validation', function () {
+    const valid = () => ({ device_fingerprint: fingerprint(), device_name: 'Phone', totp_devices: [{ secret: newSecret() }] as unknown });
+
+    it('points errors[] at the entry and field, as an array or as a JSON string, without echoing values', async function () {
+      const leaked = newSecret(10); // too short: must not come back in the error
+      const entries = [
+        { secret: newSecret() },
+        { secret: newSecret(), digits: 9 },
+        { secret: newSecret(), period: 10 },
+        { secret: leaked },
+        { secret: newSecret(), algorithm: 'MD5' },
+        { secret: 'not base32 at all 1890!!' },
+        { secret: newSecret(), issuer: 'x'.repeat(256) },
+        { secret: newSecret(), account: 'a\u0000b' },
+        { secret: newSecret(), label: 'extra' },
+        { issuer: 'no secret' },
+        { secret: newSecret(300) },
+        { secret: newSecret(), digits: 6.5, period: '30' },
+        'not an object',
+      ];
+      for (const form of ['array', 'string'] as const) {
+        const body = { ...valid(), totp_devices: form === 'array' ? entries : JSON.stringify(entries) };
+        const res = await post(app, body);
+        expect(res.status, form).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        const fields = (res.body.errors as Array<{ field: string; code: string }>).map((e) => `${e.field}:${e.code}`);
+        expect(fields, form).to.deep.equal([
+          'totp_devices[1].digits:range',
+          'totp_devices[2].period:range',
+          'totp_devices[3].secret:range',
+          'totp_devices[4].algorithm:enum',
+          'totp_devices[5].secret:format',
+          'totp_devices[6].issuer:range',
+          'totp_devices[7].account:format',
+          'totp_devices[8]:unknown',
+          'totp_devices[9].secret:required',
+          'totp_devices[10].secret:range',
+          'totp_devices[11].digits:type',
+          'totp_devices[11].period:type',
+          'totp_devices[12]:type',
+        ]);
+        expect(res.body.detail).to.equal(res.body.errors[0].description);
+        expect(JSON.stringify(res.body)).not.to.contain(leaked);
+      }
+    });
+
+    it('refuses a string that is not JSON, a non-array, too many entries, and missing or bad top-level fields', async function () {
+      const cases: Array<[unknown, string[]]> = [
+        [{ ...valid(), totp_devices: '[{"secret":' }, ['totp_devices:format']],
+        [{ ...valid(), totp_devices: '{"secret":"JBSWY3DPEHPK3PXP"}' }, ['totp_devices:type']],
+        [{ ...valid(), totp_devices: 42 }, ['totp_devices:type']],
+        [{ ...valid(), totp_devices: Array.from({ length: 501 }, () => ({ secret: 'JBSWY3DPEHPK3PXP' })) }, ['totp_devices:range']],
+        [{ device_name: 'Phone', totp_devices: [] }, ['device_fingerprint:required']],
+        [{ device_fingerprint: 'fp', totp_devices: [] }, ['device_name:required']],
+        [{ device_fingerprint: 'fp', device_name: 'Phone' }, ['totp_devices:required']],
+        [{ ...valid(), device_fingerprint: '' }, ['device_fingerprint:range']],
+        [{ ...valid(), device_fingerprint: 'x'.repeat(257) }, ['device_fingerprint:range']],
+        [{ ...valid(), device_name: 'a\u0000b' }, ['device_name:format']],
+        [{ ...valid(), sync_token: 42 }, ['sync_token:type']],
+        [{ ...valid(), sync_token: '' }, ['sync_token:range']],
+        [[1, 2], ['(body):type']],
+      ];
+      for (const [body, expected] of cases) {
+        const res = await post(app, body);
+        expect(res.status, JSON.stringify(body).slice(0, 80)).to.equal(400);
+        const fields = (res.body.errors as Array<{ field: string; code: string }>).map((e) => `${e.field}:${e.code}`);
+        expect(fields, JSON.stringify(body).slice(0, 80)).to.deep.equal(expected);
+      }
+      // 500 entries is the default maximum, and is accepted.
+      const ok = await post(app, { ...valid(), totp_devices: Array.from({ length: 500 }, () => ({ secret: 'JBSWY3DPEHPK3PXP' })) });
+      expect(ok.status).to.equal(201);
+    });
+
+    it('honours a configured maxEntries', async function () {
+      const small = makeApp(storage, { maxEntries: 2 });
+      const three = [{ secret: newSecret() }, { secret: newSecret() }, { secret: newSecret() }];
+      const res = await post(small, { ...valid(), totp_devices: three });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors[0]).to.include({ field: 'totp_devices', code: 'range' });
+      expect((await post(small, { ...valid(), totp_devices: three.slice(0, 2) })).status).to.equal(201);
+    });
+
+    it('answers 413 over the body limit (default 1 MiB, configurable), 415 for a body that is not JSON, 400 for malformed JSON', async function () {
+      const big = JSON.stringify({ ...valid(), totp_devices: 'x'.repeat(1024 * 1024 + 1) });
+      let res = await request(app).post(BASE).set('Authorization', bearer('alice')).set('Content-Type', 'application/json').send(big);
+      expect(res.status).to.equal(413);
+      expect(res.body).to.include({ status: 413, code: 41300001 });
+      // Just under the limit is read (and then refused for its content, not its size).
+      const under = JSON.stringify({ ...valid(), totp_devices: 'x'.repeat(1024 * 1024 - 200) });
+      res = await request(app).post(BASE).set('Authorization', bearer('alice')).set('Content-Type', 'application/json').send(under);
+      expect(res.status).to.equal(400);
+
+      const limited = makeApp(storage, { bodyLimit: '2kb' });
+      res = await request(limited).post(BASE).set('Authorization', bearer('alice')).set('Content-Type', 'application/json').send(JSON.stringify({ ...valid(), device_name: 'n'.repeat(2100) }));
+      expect(res.status).to.equal(413);
+
+      res = await request(app).post(BASE).set('Authorization', bearer('alice')).set('Content-Type', 'text/plain').send('device_fingerprint=fp');
+      expect(res.status).to.equal(415);
+      expect(res.body).to.include({ status: 415, code: 41500001 });
+      res = await request(app).post(BASE).set('Authorization', bearer('alice')).type('form').send({ device_fingerprint: 'fp' });
+      expect(res.status).to.equal(415);
+
+      res = await request(app).post(BASE).set('Authorization', bearer('alice')).set('Content-Type', 'application/json').send('{"device_fingerprint":');
+      expect(res.status).to.equal(400);
+      expect(res.body.code).to.equal(40000002);
+    });
+  });
+
+  describe('encryption at rest', function () {
+    it('a vault moved to another user (or row) does not decrypt: 500 Problem without plaintext', async function () {
+      const secret = newSecret();
+      const rec = await create([{ secret }], 'victim');
+      await db.knex('sync_records').where({ id: rec.id }).update({ user_id: 'thief' });
+      try {
+        let res = await getOne(rec.id!, 'thief');
+        expect(res.status).to.equal(500);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body).to.include({ status: 500, code: 50000002 });
+        expect(res.text).not.to.contain(secret);
+        res = await getList('thief');
+        expect(res.status).to.equal(500);
+        expect(res.text).not.to.contain(secret);
+      } finally {
+        await db.knex('sync_records').where({ id: rec.id }).update({ user_id: 'victim' });
+      }
+      expect((await getOne(rec.id!, 'victim')).body.totp_devices).to.contain(secret);
+
+      // A ciphertext copied onto another record of the same user does not open either.
+      const other = await create([{ secret: newSecret() }], 'victim');
+      const row = (await db.knex('sync_records').where({ id: rec.id }).first()) as { vault_key_id: string; vault_ciphertext: Buffer };
+      await db.knex('sync_records').where({ id: other.id }).update({ vault_key_id: row.vault_key_id, vault_ciphertext: row.vault_ciphertext });
+      const res = await getOne(other.id!, 'victim');
+      expect(res.status).to.equal(500);
+      expect(res.text).not.to.contain(secret);
+      await db.knex('sync_records').where({ id: other.id }).delete();
+    });
+
+    it('reencrypt moves every vault to the active key, keeps tokens, and leaves rows that do not open', async function () {
+      const user = `rotate-${randomBytes(3).toString('hex')}`;
+      const recs = [await create(undefined, user), await create(undefined, user), await create(undefined, user)];
+      const rotated = keyRing([K3, ...ENCRYPTION_KEYS]);
+      // One row nobody can open (garbage ciphertext under a known key id).
+      const broken = await create(undefined, user);
+      await db.knex('sync_records').where({ id: broken.id }).update({ vault_ciphertext: randomBytes(64) });
+
+      const before = (await db.knex('sync_records').whereNot('vault_key_id', 'k3').count({ n: '*' }).first())!;
+      const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 2, logger: quiet });
+      const result = results.find((r) => r.table === 'sync_records')!;
+      expect(result.failed).to.equal(1);
+      expect(result.rows).to.equal(Number(before.n) - 1);
+      const left = await db.knex('sync_records').whereNot('vault_key_id', 'k3').select<Array<{ id: string }>>('id');
+      expect(left.map((r) => r.id)).to.deep.equal([broken.id]);
+      await db.knex('sync_records').where({ id: broken.id }).delete();
+
+      // Readable with the new key alone, unchanged, same tokens.
+      const onlyNew = makeApp(storage, { keyring: keyRing([K3]) });
+      for (const rec of recs) {
+        const res = await request(onlyNew).get(`${BASE}/${rec.id}`).set('Authorization', bearer(user));
+        expect(res.status).to.equal(200);
+        expect(res.body).to.deep.equal(rec);
+      }
+      // Running it again finds nothing to do.
+      const again = await reencrypt({ knex: db.knex, keyring: rotated, logger: quiet });
+      expect(again.find((r) => r.table === 'sync_records')).to.deep.equal({ table: 'sync_records', rows: 0, failed: 0 });
+    });
+
+    it('no entry secret is in the database in plaintext, hex or base64 (every row read raw, and pg_dump when it can dump this server)', async function () {
+      expect(secretsSent.size).to.be.greaterThan(50);
+      const forms = (s: string) => [s, s.toLowerCase(), Buffer.from(s).toString('hex'), Buffer.from(s).toString('base64').replace(/=+$/, ''), Buffer.from(s).toString('base64url').replace(/=+$/, '')];
+      const rows = (await db.knex('sync_records').select('*')) as Array<Record<string, unknown>>;
+      expect(rows.length).to.be.greaterThan(10);
+      const dumpText = rows
+        .map((row) =>
+          Object.values(row)
+            .map((v) => (Buffer.isBuffer(v) ? [v.toString('hex'), v.toString('base64'), v.toString('latin1'), v.toString('utf8')].join('\n') : String(v)))
+            .join('\n'),
+        )
+        .join('\n');
+      for (const secret of secretsSent) for (const form of forms(secret)) expect(dumpText.includes(form), `${secret} as ${form}`).to.equal(false);
+      // The known seed secret as the database itself would find it in the bytes.
+      const hit = await db.knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from sync_records where position(convert_to('JBSWY3DPEHPK3PXP', 'UTF8') in vault_ciphertext) > 0");
+      expect(Number(hit.rows[0]?.n)).to.equal(0);
+
+      const dump = spawnSync('pg_dump', ['--no-owner', db.url], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+      if (dump.error || dump.status !== 0) {
+        if (process.env.REQUIRE_SERVICES === '1') throw new Error(`pg_dump failed: ${dump.error?.message ?? dump.stderr}`);
+        console.log(`      [pg_dump skipped: ${(dump.error?.message ?? dump.stderr).split('\n', 1)[0]}]`);
+        return;
+      }
+      expect(dump.stdout).to.contain('sync_records');
+      for (const secret of secretsSent) for (const form of forms(secret)) expect(dump.stdout.includes(form), `pg_dump: ${secret} as ${form}`).to.equal(false);
+    });
+
+    it('no log line holds an entry secret', function () {
+      const all = logLines.join('\n');
+      expect(logLines.some((l) => l.includes('did not decrypt'))).to.equal(true);
+      for (const secret of secretsSent) expect(all).not.to.contain(secret);
+    });
+  });
+
+  describe('set-up errors', function () {
+    it('fail loudly with the fix in the message', function () {
+      expect(() => deviceSyncRouter({ method: 'GET', headers: {}, url: '/' } as never)).to.throw(TypeError, /without being called/);
+      expect(() => deviceSyncRouter({ storage, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'keyring'/);
+      expect(() => deviceSyncRouter({ keyring: ring, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'storage'/);
+      expect(() => deviceSyncRouter({ storage: { ping: () => Promise.resolve() } as never, keyring: ring, jwt: { secret: JWT_SECRET } })).to.throw(TypeError, /syncRecords\.list/);
+      expect(() => deviceSyncRouter({ storage, keyring: ring })).to.throw(TypeError, /needs 'jwt'/);
+      expect(() => deviceSyncRouter({ storage, keyring: ring, jwt: { secret: JWT_SECRET }, maxEntrys: 5 } as never)).to.throw(TypeError, /Did you mean 'maxEntries'/);
+      expect(() => deviceSyncRouter({ storage, keyring: ring, jwt: { secret: JWT_SECRET }, maxEntries: 0 })).to.throw(TypeError, /maxEntries/);
+    });
+  });
+});
