@@ -18,7 +18,7 @@ import { isStorageUnavailable } from '../lib/errors.js';
 import { createExampleApp } from '../examples/app.js';
 import { createKnex } from '../examples/db.js';
 import type { EmbeddedPostgresServer } from '../examples/embedded-postgres.js';
-import { KEY_A, insertDevice } from './support/fixtures.js';
+import { KEY_A, insertDevice, ring } from './support/fixtures.js';
 
 const DATABASE = 'mfa_faults';
 /** The example server's default statement timeout (examples/db.ts). */
@@ -195,7 +195,7 @@ describe('Postgres faults (private server: stopped, killed, closed to connection
     await storage.migrate();
     await insertDevice(knex, { tenantId: 'acme', userId: 'alice', deviceName: 'Phone' });
     await insertDevice(knex, { tenantId: 'acme', userId: 'alice', deviceName: 'Tablet' });
-    const app = createExampleApp({ storage, internalKeys: [KEY_A], logger });
+    const app = createExampleApp({ storage, internalKeys: [KEY_A], keyring: ring, jwtSecret: 'faults-test-jwt-secret-0123456789', logger });
     http = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => http.once('listening', resolve));
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
