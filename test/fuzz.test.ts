@@ -8,7 +8,7 @@
  *
  * Routes are one table entry each: a route that lands adds one entry to ROUTES below.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -245,6 +245,11 @@ const ROUTES: RouteSpec[] = [
 // ---------------------------------------------------------------------------------------------
 
 const bearer = (claims: Record<string, unknown>) => `Bearer ${jwt.sign(claims, JWT_SECRET, { algorithm: 'HS256', expiresIn: '1h' })}`;
+/** A correctly signed HS256 token around any JSON payload (jsonwebtoken only signs objects). */
+const signedAny = (payload: unknown) => {
+  const input = `${Buffer.from('{"alg":"HS256","typ":"JWT"}').toString('base64url')}.${Buffer.from(JSON.stringify(payload) ?? 'null').toString('base64url')}`;
+  return `Bearer ${input}.${createHmac('sha256', JWT_SECRET).update(input).digest('base64url')}`;
+};
 
 function authHeaders(auth: Auth): fc.Arbitrary<Record<string, string>> {
   const tenant = fc.oneof({ weight: 8, arbitrary: fc.constant('acme') }, { weight: 1, arbitrary: headerValue() });
@@ -264,6 +269,8 @@ function authHeaders(auth: Auth): fc.Arbitrary<Record<string, string>> {
         { weight: 1, arbitrary: fc.tuple(hostileJson(), hostileJson()).map(([sub, t]) => ({ Authorization: bearer({ sub, tenant_id: t }) })) },
         { weight: 1, arbitrary: fc.tuple(userId, headerValue()).map(([sub, t]) => ({ Authorization: bearer({ sub, tenant_id: 'acme' }), 'X-Tenant-ID': t })) },
         { weight: 1, arbitrary: headerValue().map((v) => ({ Authorization: `Bearer ${v}` })) },
+        // A validly signed token whose payload is anything at all (null, a number, an array, odd claims).
+        { weight: 1, arbitrary: hostileJson().map((payload) => ({ Authorization: signedAny(payload) })) },
       );
   }
 }
