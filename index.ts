@@ -18,5 +18,22 @@ export { createOtpChannels, demoSender, maskDestination, normalizeDestination, D
 export { reencrypt, SEALED_TABLES, DEFAULT_REENCRYPT_BATCH_SIZE, type ReencryptOptions, type ReencryptResult, type SealedTable } from './lib/reencrypt.js';
 export type { MfaRequestContext } from './lib/context.js';
 
+// [2/7] trusted devices
+export {
+  createTrustedDevices,
+  DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
+  DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
+  type TrustInput,
+  type TrustCheck,
+  type TrustedDevices,
+  type TrustedDevicesOptions,
+  type TrustedDeviceSettings,
+  type TrustedDeviceEvents,
+} from './lib/trusted-devices.js';
+export type { TrustedDeviceCache, TrustScope, CachedTrust } from './storage/cache/types.js';
+export { redisCache, REDIS_CACHE_CLIENT_OPTIONS, type RedisCacheOptions, type RedisCacheClient } from './storage/cache/redis.js';
+export { memoryCache, type MemoryCacheOptions } from './storage/cache/memory.js';
+export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/internal/trusted-devices.js';
+
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
 export type * from './storage/types.js';

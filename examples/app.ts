@@ -4,15 +4,19 @@
  */
 import express, { type Express } from 'express';
 import helmet from 'helmet';
+import swaggerUi from 'swagger-ui-express';
+import { openApiDocument } from '../lib/openapi.js';
 import { pinoHttp } from 'pino-http';
 import type { Logger as PinoLogger } from 'pino';
-import { deviceSyncRouter, internalRouter, notFound, problemJson, requestId, type KeyRing, type KnexStorage } from '../index.js';
+import { deviceSyncRouter, internalRouter, notFound, problemJson, requestId, type KeyRing, type KnexStorage, type TrustedDeviceCache } from '../index.js';
 import { contextOf } from '../lib/context.js';
 
 export interface ExampleAppDeps {
   storage: KnexStorage;
   /** Reports whether the cache answers; `undefined` when the in-process cache is used. */
   cachePing?: () => Promise<boolean>;
+  /** The trusted-device cache (`redisCache()` or `memoryCache()`); none: checks read Postgres. */
+  cache?: TrustedDeviceCache;
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
   keyring: KeyRing;
@@ -66,6 +70,12 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  const openapi = openApiDocument();
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+  app.use('/docs', swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API' }));
+
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
       probe(() => storage.ping().then(() => true)),
@@ -77,7 +87,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
   });
 
-  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger }));
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }) }));
   app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyring: deps.keyring, jwt: { secret: deps.jwtSecret }, logger }));
 
   app.use(notFound());

@@ -6,8 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Server } from 'node:http';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
@@ -70,7 +71,24 @@ async function main(): Promise<void> {
   const applied = await storage.migrate();
   if (applied.length) logger.info({ applied }, 'migrations applied');
 
-  const app = createExampleApp({ storage, internalKeys: env.internalKeys, keyring: ring, jwtSecret: env.jwtSecret, logger });
+  // [2/7] The trusted-device cache: Redis when REDIS_URL is set (shared by every instance), else in-process.
+  let cache: TrustedDeviceCache;
+  let cachePing: (() => Promise<boolean>) | undefined;
+  if (env.redisUrl) {
+    // Not awaited: the server starts (and answers from Postgres) while Redis is unreachable, and ioredis keeps reconnecting.
+    const redis = new Redis(env.redisUrl, REDIS_CACHE_CLIENT_OPTIONS);
+    const redisBacked = redisCache({ client: redis, logger });
+    cache = redisBacked;
+    cachePing = () => redisBacked.ping();
+    cleanups.unshift(async () => {
+      await redisBacked.close?.();
+      await redis.quit().catch(() => redis.disconnect());
+    });
+  } else {
+    cache = memoryCache();
+  }
+
+  const app = createExampleApp({ storage, cache, ...(cachePing && { cachePing }), internalKeys: env.internalKeys, keyring: ring, jwtSecret: env.jwtSecret, logger });
 
   const server: Server = app.listen(env.port, env.host);
   await new Promise<void>((resolve, reject) => {
@@ -93,6 +111,7 @@ async function main(): Promise<void> {
       '',
       'Try:',
       `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,
+      `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=fp1'`,
       '',
     ].filter((l, i, all) => l !== '' || all[i - 1] !== '');
     process.stdout.write(lines.join('\n') + '\n');

@@ -19,7 +19,7 @@ const isoTime = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$/).
 
 export const FieldViolationSchema = component(
   'FieldViolation',
-  z.object({
+  z.strictObject({
     field: z.string().meta({ example: 'user_id' }),
     code: z.string().meta({ example: 'required' }),
     description: z.string().meta({ example: 'user_id is required' }),
@@ -53,7 +53,7 @@ export const ProblemSchema = component(
 
 export const PageInfoSchema = component(
   'PageInfo',
-  z.object({
+  z.strictObject({
     page: z.number().int().min(1),
     page_size: z.number().int().min(1),
     total: z.number().int().min(0),
@@ -66,7 +66,7 @@ export const PageInfoSchema = component(
 const envelope = <T extends z.ZodType>(id: string, item: T) =>
   component(
     id,
-    z.object({
+    z.strictObject({
       code: z.literal(0),
       message: z.literal('success'),
       items: z.array(item),
@@ -80,7 +80,7 @@ const envelope = <T extends z.ZodType>(id: string, item: T) =>
 
 export const TotpDeviceItemSchema = component(
   'TOTPDeviceItem',
-  z.object({
+  z.strictObject({
     device_id: z.string().meta({ example: '4b3c9c9c-9a9d-4d1e-8d9f-123456789abc' }),
     device_name: z.string().meta({ example: 'iPhone 15' }),
     enabled: z.boolean(),
@@ -94,7 +94,7 @@ export const TotpDeviceListSchema = envelope('TOTPDeviceListResponse', TotpDevic
 
 export const TrustedDeviceSchema = component(
   'TrustedDeviceResponse',
-  z.object({
+  z.strictObject({
     id: z.string(),
     tenant_id: z.string(),
     user_id: z.string(),
@@ -113,13 +113,13 @@ export const TrustedDeviceListSchema = envelope('TrustedDeviceListResponse', Tru
 
 export const TrustedDeviceCheckSchema = component(
   'TrustedDeviceCheckResponse',
-  z.object({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
+  z.strictObject({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
 );
-export const RevokedCountSchema = component('RevokedCount', z.object({ revoked: z.number().int().min(0) }));
+export const RevokedCountSchema = component('RevokedCount', z.strictObject({ revoked: z.number().int().min(0) }));
 
 export const TrustDeviceRequestSchema = component(
   'TrustDeviceRequest',
-  z.object({
+  z.strictObject({
     user_id: z.string().meta({ example: 'alice' }),
     device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
     device_name: z.string().optional().meta({ example: 'MacBook Pro' }),
@@ -131,14 +131,14 @@ export const TrustDeviceRequestSchema = component(
   }),
 );
 
-export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.object({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
-export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.object({ valid: z.literal(true), device_id: z.string() }));
+export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.looseObject({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
+export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.strictObject({ valid: z.literal(true), device_id: z.string() }));
 
 // ---------------------------------------------------------------- device sync router
 
 export const DeviceSyncSchema = component(
   'DeviceSyncResponse',
-  z.object({
+  z.strictObject({
     id: z.string().regex(/^devsync_/).meta({ example: 'devsync_abc123' }),
     device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
     device_name: z.string().meta({ example: 'iPhone 15' }),
@@ -153,7 +153,7 @@ export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyn
 
 export const TotpEntrySchema = component(
   'TotpEntry',
-  z.object({
+  z.strictObject({
     secret: z.string().meta({ example: 'JBSWY3DPEHPK3PXP' }),
     issuer: z.string().optional(),
     account: z.string().optional(),
@@ -164,10 +164,179 @@ export const TotpEntrySchema = component(
 );
 export const DeviceSyncRequestSchema = component(
   'DeviceSyncRequest',
-  z.object({
+  z.looseObject({
     device_fingerprint: z.string(),
     device_name: z.string(),
     totp_devices: z.union([z.string(), z.array(TotpEntrySchema)]),
     sync_token: z.string().optional().meta({ description: 'Required to update an existing record: the sync_token it was last read with.' }),
   }),
 );
+
+// ---------------------------------------------------------------- the document
+
+type JsonObject = Record<string, unknown>;
+type Router = 'internal' | 'deviceSync' | 'mfaDevices';
+
+/** One operation of the document, router-relative. */
+interface Operation {
+  router: Router;
+  method: 'get' | 'post' | 'patch' | 'delete';
+  path: string;
+  summary: string;
+  description?: string;
+  tag: string;
+  query?: Array<{ name: string; required?: boolean; schema: JsonObject; description?: string }>;
+  pathParams?: string[];
+  body?: z.ZodType;
+  /** Status → schema of the body (`null`: no body). */
+  responses: Record<number, z.ZodType | null>;
+  /** Error statuses this operation can answer besides 401/500, as Problems. */
+  problems: number[];
+}
+
+const ref = (schema: z.ZodType): JsonObject => {
+  const id = schemaRegistry.get(schema)?.id;
+  if (!id) throw new Error('express-mfa-kit: an OpenAPI schema is not registered');
+  return { $ref: `#/components/schemas/${id}` };
+};
+
+const USER_ID_PARAM = { name: 'user_id', required: true, schema: { type: 'string', minLength: 1, maxLength: 128 }, description: 'The user the call is about.' };
+const PAGE_PARAMS = [
+  { name: 'page', schema: { type: 'integer', minimum: 1, default: 1 }, description: 'Page number, 1-based.' },
+  { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 }, description: 'Items per page.' },
+];
+
+/** Every operation of the three routers; `operations` drives both the document and the conformance test. */
+export const OPERATIONS: Operation[] = [
+  {
+    router: 'internal', method: 'get', path: '/mfa/totp/devices', tag: 'Internal', summary: 'List a user\'s TOTP devices (seed 000)',
+    query: [USER_ID_PARAM, ...PAGE_PARAMS], responses: { 200: TotpDeviceListSchema }, problems: [400],
+  },
+  {
+    router: 'internal', method: 'post', path: '/mfa/totp/verify', tag: 'Internal', summary: 'Verify a TOTP code for a user (replay-safe, throttled)',
+    body: TotpVerifyRequestSchema, responses: { 200: TotpVerifyResponseSchema }, problems: [400, 429],
+  },
+  {
+    router: 'internal', method: 'get', path: '/session/trusted-devices', tag: 'Internal', summary: 'List a user\'s trusted devices (seed 002)',
+    query: [USER_ID_PARAM, ...PAGE_PARAMS, { name: 'include_expired', schema: { type: 'boolean', default: false } }],
+    responses: { 200: TrustedDeviceListSchema }, problems: [400],
+  },
+  {
+    router: 'internal', method: 'post', path: '/session/trusted-devices', tag: 'Internal', summary: 'Trust (or renew) a device for a user',
+    body: TrustDeviceRequestSchema, responses: { 201: TrustedDeviceSchema }, problems: [400, 413, 415],
+  },
+  {
+    router: 'internal', method: 'get', path: '/session/trusted-devices/check', tag: 'Internal', summary: 'Is this device trusted for this user? (the hot path, served from the cache)',
+    query: [USER_ID_PARAM, { name: 'device_fingerprint', required: true, schema: { type: 'string' } }],
+    responses: { 200: TrustedDeviceCheckSchema }, problems: [400],
+  },
+  {
+    router: 'internal', method: 'delete', path: '/session/trusted-devices/{id}', tag: 'Internal', summary: 'Revoke one trusted device',
+    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [400, 404],
+  },
+  {
+    router: 'internal', method: 'delete', path: '/session/trusted-devices', tag: 'Internal', summary: 'Revoke all of a user\'s trusted devices',
+    query: [USER_ID_PARAM], responses: { 200: RevokedCountSchema }, problems: [400],
+  },
+  {
+    router: 'deviceSync', method: 'get', path: '/', tag: 'Device sync', summary: 'List the caller\'s synced vaults, decrypted (seed 001)',
+    query: PAGE_PARAMS, responses: { 200: DeviceSyncListSchema }, problems: [400, 403],
+  },
+  {
+    router: 'deviceSync', method: 'post', path: '/', tag: 'Device sync', summary: 'Create or update the vault of a device (optimistic concurrency on sync_token)',
+    body: DeviceSyncRequestSchema, responses: { 201: DeviceSyncSchema, 200: DeviceSyncSchema }, problems: [400, 403, 409, 413, 415],
+  },
+  {
+    router: 'deviceSync', method: 'get', path: '/{id}', tag: 'Device sync', summary: 'Get one synced vault',
+    pathParams: ['id'], responses: { 200: DeviceSyncSchema }, problems: [403, 404],
+  },
+  {
+    router: 'deviceSync', method: 'delete', path: '/{id}', tag: 'Device sync', summary: 'Delete one synced vault',
+    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+  },
+];
+
+export interface OpenApiOptions {
+  /** Where each router is mounted. @default { mfaDevices: '/auth/mfa', deviceSync: '/mfa/devices/sync', internal: '/internal' } */
+  mounts?: Partial<Record<Router, string>>;
+  /** `servers` of the document. @default [] */
+  servers?: Array<{ url: string; description?: string }>;
+  /** `info.version`. @default '0.1.0' */
+  version?: string;
+}
+
+export const DEFAULT_MOUNTS: Record<Router, string> = { mfaDevices: '/auth/mfa', deviceSync: '/mfa/devices/sync', internal: '/internal' };
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 400: 'Invalid request', 401: 'Missing or invalid credentials',
+  403: 'Tenant mismatch', 404: 'Not found (also: another tenant\'s or user\'s)', 409: 'Conflict', 413: 'Body too large', 415: 'Body is not JSON',
+  429: 'Throttled or locked (Retry-After)', 500: 'Internal error (no detail)', 503: 'Storage unavailable (Retry-After)',
+};
+
+const problemResponse = (status: number): JsonObject => ({
+  description: STATUS_TEXT[status] ?? 'Error',
+  content: { 'application/problem+json': { schema: ref(ProblemSchema) } },
+});
+
+/** The full path of an operation under the given mounts, in OpenAPI form (`/internal/session/trusted-devices/{id}`). */
+export function operationPath(op: Pick<Operation, 'router' | 'path'>, mounts: Record<Router, string> = DEFAULT_MOUNTS): string {
+  const base = mounts[op.router].replace(/\/$/, '');
+  return op.path === '/' ? base || '/' : `${base}${op.path}`;
+}
+
+/** Builds the OpenAPI 3.1 document of the kit's routes. */
+export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
+  const mounts = { ...DEFAULT_MOUNTS, ...options.mounts };
+  const generated = z.toJSONSchema(schemaRegistry, { uri: (id) => `#/components/schemas/${id}` }) as { schemas: Record<string, JsonObject> };
+  const schemas = Object.fromEntries(
+    Object.entries(generated.schemas).map(([id, schema]) => {
+      const { $schema: _s, $id: _i, ...rest } = schema;
+      return [id, rest];
+    }),
+  );
+  const paths: Record<string, Record<string, JsonObject>> = {};
+  for (const op of OPERATIONS) {
+    const path = operationPath(op, mounts);
+    const responses: Record<string, JsonObject> = {};
+    for (const [status, schema] of Object.entries(op.responses)) {
+      responses[status] = schema === null ? { description: STATUS_TEXT[Number(status)] ?? '' } : { description: STATUS_TEXT[Number(status)] ?? '', content: { 'application/json': { schema: ref(schema) } } };
+    }
+    for (const status of [...op.problems, 401, 500, 503]) responses[String(status)] = problemResponse(status);
+    const parameters = [
+      ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
+      ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),
+      ...(op.router === 'internal'
+        ? [{ name: 'X-Tenant-ID', in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]
+        : [{ name: 'X-Tenant-ID', in: 'header', required: false, schema: { type: 'string' }, description: 'When sent, must equal the token\'s tenant_id claim (else 403).' }]),
+    ];
+    (paths[path] ??= {})[op.method] = {
+      tags: [op.tag],
+      summary: op.summary,
+      ...(op.description && { description: op.description }),
+      operationId: `${op.method}${path.replace(/[{}]/g, '').replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      security: op.router === 'internal' ? [{ internalKey: [] }] : [{ bearerJwt: [] }],
+      parameters,
+      ...(op.body && { requestBody: { required: true, content: { 'application/json': { schema: ref(op.body) } } } }),
+      responses,
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'express-mfa-kit',
+      version: options.version ?? '0.1.0',
+      description: 'Multi-factor device management for Express: MFA devices, login second factor, recovery codes, trusted devices, encrypted authenticator vault sync, and internal routes for sibling services. Errors are RFC 9457 Problems.',
+      license: { name: 'MIT', identifier: 'MIT' },
+    },
+    servers: options.servers ?? [],
+    tags: [{ name: 'MFA devices' }, { name: 'Device sync' }, { name: 'Internal' }],
+    paths,
+    components: {
+      schemas,
+      securitySchemes: {
+        bearerJwt: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'Claims: sub = user id, tenant_id = tenant.' },
+        internalKey: { type: 'apiKey', in: 'header', name: 'X-Internal-API-Key' },
+      },
+    },
+  };
+}

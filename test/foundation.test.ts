@@ -144,7 +144,9 @@ describe('keyRing()', () => {
 });
 
 describe('router set-up checks', () => {
-  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: () => Promise.resolve({ items: [], total: 0 }) } } as unknown as KnexStorage;
+  const none = () => Promise.resolve(null);
+  const trustedDevices = { upsert: none, find: none, list: none, revoke: none, revokeAll: none, cacheEpoch: none, bumpCacheEpoch: none };
+  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: none }, trustedDevices } as unknown as KnexStorage;
 
   it('names a misspelt option and suggests the right one', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, maxPagesize: 10 } as never)).to.throw(TypeError, /unknown option 'maxPagesize'.*Did you mean 'maxPageSize'/);

@@ -10,6 +10,7 @@ import { requestId } from '../../lib/request-id.js';
 import { tenant } from '../../lib/tenant.js';
 import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
+import { mountTrustedDevices } from './trusted-devices.js';
 
 export type { InternalRouterOptions } from './options.js';
 
@@ -21,6 +22,7 @@ export function internalRouter(options: InternalRouterOptions): Router {
   router.use(tenant({ from: config.tenant }));
   router.use(jsonBody(config.bodyLimit));
   mountTotpDevices(router, config);
+  mountTrustedDevices(router, config);
   router.use(problemJson(config.errors));
   return router;
 }

@@ -6,6 +6,7 @@ import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
+import { KnexTrustedDeviceStore } from './trusted-devices.js';
 
 export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
@@ -29,6 +30,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
     syncRecords: new KnexSyncRecordStore(knex),
+    trustedDevices: new KnexTrustedDeviceStore(knex),
     async ping() {
       await knex.raw('select 1');
     },

@@ -1,8 +1,9 @@
 /** The kit's migrations, in order. Knex's migrator runs them through this list (no file globbing), so they work from source and from dist alike. */
 import type { Knex } from 'knex';
 import * as m0001 from './0001_mfa_devices.js';
-import * as m0005 from './0005_codes.js';
+import * as m0002 from './0002_trusted_devices.js';
 import * as m0004 from './0004_sync_records.js';
+import * as m0005 from './0005_codes.js';
 
 export interface Migration {
   name: string;
@@ -10,4 +11,4 @@ export interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001, m0004, m0005];
+export const MIGRATIONS: readonly Migration[] = [m0001, m0002, m0004, m0005];

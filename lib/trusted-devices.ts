@@ -1,0 +1,410 @@
+/**
+ * `createTrustedDevices()`: trusted devices ("remember this device") as a service: trust / renew, the
+ * cached hot-path check, list, revoke. Routers call it; storage and cache are injected.
+ *
+ * Why the cache never serves a revoked device (the design; proven in test/internal-trusted-devices.test.ts
+ * and test/trusted-devices-faults.test.ts):
+ *
+ * 1. Generations. Postgres keeps a per-user generation, bumped in the SAME transaction as every trust,
+ *    renew and revocation of that user's devices. The database lookup behind a cache miss reads the row
+ *    and the generation in ONE statement (one snapshot), so the pair is always consistent.
+ * 2. Stamped entries. The cache keeps the user's generation next to the entries; an entry carries the
+ *    generation it was read at. `get` reads both in one round trip (MGET) and believes the entry only
+ *    when the two are equal; an absent generation is a miss. So a hit costs one round trip, no query.
+ * 3. Fills cannot go back in time. A fill raises the cached generation to max(cached, read) and writes
+ *    the entry only if the result equals the generation it read, in one atomic step (Lua). A mutation
+ *    raises the cached generation right after its commit. Whatever the interleaving, once a mutation's
+ *    raise has landed, a fill carrying an older generation is refused, and older entries are ignored.
+ * 4. The epoch, for the raise that could not land (Redis unreachable, a timeout: we cannot know whether it
+ *    landed). Every cache key starts with a global epoch kept in Postgres. A mutation whose raise fails
+ *    bumps the epoch in Postgres: every key written before becomes unreachable. Each instance re-reads the
+ *    epoch on a timer (`epochRefreshMs`, unref'd) and refuses to use an epoch read more than
+ *    2 × `epochRefreshMs` ago; after any cache error it stops using the cache for `cacheRetryMs` and
+ *    re-reads the epoch before the next use.
+ *    The bound: once a revocation has returned, an instance can answer from a stale entry only if Redis
+ *    missed the raise AND that instance can still read Redis AND it has not re-read the epoch since the
+ *    bump, i.e. for at most 2 × `epochRefreshMs` (default 2 s). Without that short window every hit would
+ *    need a database query, which is what the cache exists to avoid. When Redis is down for longer than
+ *    that, no instance ever sees the old entries again. If Postgres refuses the bump too (both down right
+ *    after the commit), the instance keeps away from the cache and retries the bump on its timer; the
+ *    others are covered once it lands. An idle instance (no call for a minute) stops its timer and
+ *    re-reads the epoch on its next call: one query, then hits are query-free again.
+ * 5. Entries never outlive `trusted_until`: a positive entry's TTL is min(trusted_until − now,
+ *    `positiveTtlSeconds`), and a hit is re-checked against the clock. A negative entry lives
+ *    `negativeTtlSeconds`; a trust bumps the generation, so it ends the negative entry at once.
+ * 6. Redis trouble never breaks or slows a login: every cache call is bounded (adapter timeout), a failure
+ *    makes the check answer from Postgres, and the cache is skipped for `cacheRetryMs` after a failure
+ *    so a paused or black-holed Redis costs at most one timeout per instance per `cacheRetryMs`.
+ *
+ * Assumptions, stated: Redis keeps what it acknowledged (a fail-over that loses acknowledged writes, or an
+ * eviction policy that evicts a generation key milliseconds after it was raised, can reopen the window of
+ * point 3; use `noeviction` or enough memory). `memoryCache()` is per process: with several instances use Redis.
+ */
+import { isIP } from 'node:net';
+import { ProblemError, type FieldViolation } from './errors.js';
+import { getDefaultLogger, type Logger } from './logger.js';
+import { checkInjected, checkInteger, checkOptionsObject } from './options.js';
+import { errorMessage, throttledWarn } from './throttled-log.js';
+import type { CachedTrust, TrustScope, TrustedDeviceCache } from '../storage/cache/types.js';
+import type { MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
+
+export type { TrustedDevice } from '../storage/types.js';
+
+/** How long a device stays trusted when the caller gives no TTL: 30 days. */
+export const DEFAULT_TRUSTED_DEVICE_TTL_SECONDS = 30 * 24 * 3600;
+/** The longest TTL a caller may ask for: 30 days. */
+export const DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS = 30 * 24 * 3600;
+export const DEFAULT_NEGATIVE_TTL_SECONDS = 10;
+export const DEFAULT_POSITIVE_TTL_SECONDS = 3600;
+export const DEFAULT_EPOCH_REFRESH_MS = 1000;
+export const DEFAULT_CACHE_RETRY_MS = 1000;
+/** Longest fingerprint accepted, in characters. */
+export const MAX_FINGERPRINT_LENGTH = 512;
+/** Longest device name accepted, in characters. */
+export const MAX_DEVICE_NAME_LENGTH = 255;
+/** Longest device type, browser and os accepted, in characters. */
+export const MAX_DEVICE_DETAIL_LENGTH = 128;
+
+/** What the caller knows about the device it trusts. Details left out keep their stored value on a renew. */
+export interface TrustInput {
+  fingerprint: string;
+  deviceName?: string | undefined;
+  deviceType?: string | undefined;
+  browser?: string | undefined;
+  os?: string | undefined;
+  /** IPv4 or IPv6 address. */
+  ip?: string | undefined;
+  /** Seconds from now; 1 to `maxTtlSeconds`. @default defaultTtlSeconds */
+  ttlSeconds?: number | undefined;
+}
+
+/** The answer of the hot-path check. */
+export interface TrustCheck {
+  trusted: boolean;
+  deviceId?: string;
+  trustedUntil?: Date;
+}
+
+export interface TrustedDevices {
+  /** Trusts the fingerprint, or renews it (same id, new details and `trustedUntil`): one row per tenant + user + fingerprint. */
+  trust(tenantId: string, userId: string, input: TrustInput): Promise<TrustedDevice>;
+  /** Whether the fingerprint is trusted now; served from the cache when it can be. */
+  check(tenantId: string, userId: string, fingerprint: string): Promise<TrustCheck>;
+  /** A user's devices, newest first; expired ones only when asked for. */
+  list(tenantId: string, userId: string, opts: { includeExpired: boolean }, page: PageQuery): Promise<Page<TrustedDevice>>;
+  /** Revokes one device; `false` when it is not that tenant's and user's (or does not exist). */
+  revoke(tenantId: string, userId: string, id: string): Promise<boolean>;
+  /** Revokes all of a user's devices (e.g. on a password change); returns how many. */
+  revokeAll(tenantId: string, userId: string): Promise<number>;
+  /** Stops the epoch timer (it is unref'd, so this is only needed for a clean shutdown). */
+  close(): void;
+}
+
+/** Hooks called after a change is committed (audit, notifications). A throw is logged and ignored. */
+export interface TrustedDeviceEvents {
+  trusted?(event: { device: TrustedDevice; renewed: boolean }): void;
+  revoked?(event: { tenantId: string; userId: string; deviceId?: string; count: number }): void;
+}
+
+/** Tunables, shared by the routers' `trustedDevices` option. */
+export interface TrustedDeviceSettings {
+  /** Longest `ttl_seconds` a caller may ask for. @default 2592000 (30 days) */
+  maxTtlSeconds?: number;
+  /** TTL when the caller gives none; at most `maxTtlSeconds`. @default 2592000 (30 days) */
+  defaultTtlSeconds?: number;
+  /** How long "not trusted" is cached for a fingerprint (a trust ends it at once). @default 10 */
+  negativeTtlSeconds?: number;
+  /** Longest a positive answer stays cached (never beyond `trusted_until`). @default 3600 */
+  positiveTtlSeconds?: number;
+  /** How often each instance re-reads the cache epoch from Postgres; bounds staleness when Redis missed a revocation (see above). @default 1000 */
+  epochRefreshMs?: number;
+  /** How long the cache is skipped after a cache error. @default 1000 */
+  cacheRetryMs?: number;
+}
+
+export interface TrustedDevicesOptions extends TrustedDeviceSettings {
+  /** Storage with `trustedDevices`, e.g. `knexStorage({ knex })`. */
+  storage: Pick<MfaStorage, 'trustedDevices'>;
+  /** `redisCache()` (several instances) or `memoryCache()` (one process). @default none: every check reads Postgres */
+  cache?: TrustedDeviceCache | undefined;
+  /** @default pino on stdout */
+  logger?: Logger;
+  events?: TrustedDeviceEvents;
+}
+
+/** Names of the `TrustedDeviceSettings` members (option checks). */
+export const TRUSTED_DEVICE_SETTING_NAMES = ['maxTtlSeconds', 'defaultTtlSeconds', 'negativeTtlSeconds', 'positiveTtlSeconds', 'epochRefreshMs', 'cacheRetryMs'] as const;
+
+/** Fills the settings with defaults and checks them; `factory` names the caller in error messages. */
+export function resolveTrustedDeviceSettings(factory: string, settings: TrustedDeviceSettings = {}): Required<TrustedDeviceSettings> {
+  const pick = (name: (typeof TRUSTED_DEVICE_SETTING_NAMES)[number], fallback: number, min: number, max: number): number =>
+    settings[name] === undefined ? fallback : checkInteger(factory, `trustedDevices.${name}`, settings[name], min, max);
+  const maxTtlSeconds = pick('maxTtlSeconds', DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS, 1, 10 * 365 * 24 * 3600);
+  const resolved = {
+    maxTtlSeconds,
+    defaultTtlSeconds: pick('defaultTtlSeconds', Math.min(DEFAULT_TRUSTED_DEVICE_TTL_SECONDS, maxTtlSeconds), 1, maxTtlSeconds),
+    negativeTtlSeconds: pick('negativeTtlSeconds', DEFAULT_NEGATIVE_TTL_SECONDS, 1, 3600),
+    positiveTtlSeconds: pick('positiveTtlSeconds', DEFAULT_POSITIVE_TTL_SECONDS, 1, 30 * 24 * 3600),
+    epochRefreshMs: pick('epochRefreshMs', DEFAULT_EPOCH_REFRESH_MS, 10, 3_600_000),
+    cacheRetryMs: pick('cacheRetryMs', DEFAULT_CACHE_RETRY_MS, 1, 3_600_000),
+  };
+  return resolved;
+}
+
+const wellFormed = (s: string): boolean => s.isWellFormed() && !s.includes('\u0000');
+
+/** Checks a trust input the way the routes do, for callers that are not routes; throws a 400 Problem. */
+function validateInput(input: TrustInput, maxTtlSeconds: number): void {
+  const errors: FieldViolation[] = [];
+  const text = (field: string, value: unknown, max: number, required: boolean) => {
+    if (value === undefined) {
+      if (required) errors.push({ field, code: 'required', description: `${field} is required` });
+    } else if (typeof value !== 'string') errors.push({ field, code: 'type', description: `${field}: must be a string` });
+    else if (value.length < 1 || value.length > max) errors.push({ field, code: 'range', description: `${field}: must be 1-${max} characters` });
+    else if (!wellFormed(value)) errors.push({ field, code: 'format', description: `${field}: must be well-formed text without NUL` });
+  };
+  text('device_fingerprint', input.fingerprint, MAX_FINGERPRINT_LENGTH, true);
+  text('device_name', input.deviceName, MAX_DEVICE_NAME_LENGTH, false);
+  text('device_type', input.deviceType, MAX_DEVICE_DETAIL_LENGTH, false);
+  text('browser', input.browser, MAX_DEVICE_DETAIL_LENGTH, false);
+  text('os', input.os, MAX_DEVICE_DETAIL_LENGTH, false);
+  if (input.ip !== undefined && (typeof input.ip !== 'string' || isIP(input.ip) === 0)) {
+    errors.push({ field: 'ip', code: 'format', description: 'ip: must be an IPv4 or IPv6 address' });
+  }
+  const ttl = input.ttlSeconds;
+  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl < 1 || ttl > maxTtlSeconds)) {
+    errors.push({ field: 'ttl_seconds', code: 'range', description: `ttl_seconds: must be an integer from 1 to ${maxTtlSeconds}` });
+  }
+  if (errors.length > 0) throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]!.description, errors });
+}
+
+/**
+ * The instance's view of the cache epoch (point 4 of the module comment): which epoch to use, whether
+ * the cache may be used right now, and the bump when a change could not reach the cache.
+ */
+class EpochGuard {
+  private epoch: number | undefined;
+  /** When the read that produced `epoch` started (ms). */
+  private readAt = -Infinity;
+  /** Counts cache errors; a read clears the suspicion only if it started after the latest one. */
+  private errorSeq = 0;
+  private readSeq = -1;
+  private skipUntil = 0;
+  private pendingBump = false;
+  private inflight: { seq: number; promise: Promise<number> } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastUse = 0;
+  private readonly maxAgeMs: number;
+  private readonly idleMs: number;
+
+  constructor(
+    private readonly store: TrustedDeviceStore,
+    private readonly refreshMs: number,
+    private readonly retryMs: number,
+    private readonly warn: (obj: object, msg: string) => void,
+    private readonly logger: Logger,
+  ) {
+    this.maxAgeMs = 2 * refreshMs;
+    this.idleMs = Math.max(60_000, 10 * refreshMs);
+  }
+
+  /** The epoch to use for a cache call now, or `undefined` when the cache must be skipped. */
+  async current(): Promise<number | undefined> {
+    const now = Date.now();
+    this.lastUse = now;
+    this.ensureTimer();
+    if (this.pendingBump || now < this.skipUntil) return undefined;
+    if (this.epoch !== undefined && this.readSeq === this.errorSeq && now - this.readAt <= this.maxAgeMs) return this.epoch;
+    try {
+      return await this.read();
+    } catch (err) {
+      this.warn({ error: errorMessage(err) }, 'trusted devices: could not read the cache epoch; answering from the database');
+      return undefined;
+    }
+  }
+
+  /** A cache call failed: skip the cache for a while, and re-read the epoch before using it again. */
+  failed(err: unknown): void {
+    this.errorSeq++;
+    this.skipUntil = Date.now() + this.retryMs;
+    this.warn({ error: errorMessage(err) }, 'trusted devices: cache call failed; answering from the database');
+  }
+
+  /** A change could not be written to the cache: orphan every key written so far. */
+  async bump(): Promise<void> {
+    const seq = this.errorSeq;
+    const startedAt = Date.now();
+    try {
+      const epoch = await this.store.bumpCacheEpoch();
+      this.accept(epoch, startedAt, seq);
+      this.pendingBump = false;
+    } catch (err) {
+      // Until the bump lands this instance keeps away from the cache, and the timer retries it.
+      this.pendingBump = true;
+      this.logger.error({ error: errorMessage(err) }, 'trusted devices: could not bump the cache epoch after a change the cache missed; retrying');
+    }
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private read(): Promise<number> {
+    const seq = this.errorSeq;
+    if (this.inflight?.seq === seq) return this.inflight.promise;
+    const startedAt = Date.now();
+    const promise = this.store.cacheEpoch().then((epoch) => this.accept(epoch, startedAt, seq));
+    const entry = { seq, promise };
+    this.inflight = entry;
+    const clear = () => {
+      if (this.inflight === entry) this.inflight = undefined;
+    };
+    promise.then(clear, clear);
+    return promise;
+  }
+
+  private accept(epoch: number, startedAt: number, seq: number): number {
+    // Epochs only grow: a slow read must not undo a newer value.
+    this.epoch = Math.max(this.epoch ?? 0, epoch);
+    if (startedAt >= this.readAt) this.readAt = startedAt;
+    if (seq > this.readSeq) this.readSeq = seq;
+    return this.epoch;
+  }
+
+  private ensureTimer(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      // Stop when idle: the first use after that re-reads the epoch itself.
+      if (Date.now() - this.lastUse > this.idleMs) return this.close();
+      if (this.pendingBump) void this.bump();
+      else this.read().catch((err: unknown) => this.warn({ error: errorMessage(err) }, 'trusted devices: could not refresh the cache epoch'));
+    }, this.refreshMs);
+    this.timer.unref();
+  }
+}
+
+/** Builds the trusted-device service over the injected storage and (optional) cache. */
+export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDevices {
+  checkOptionsObject('createTrustedDevices', options, ['storage', 'cache', 'logger', 'events', ...TRUSTED_DEVICE_SETTING_NAMES], '{ storage: knexStorage({ knex }), cache: redisCache({ client }) }');
+  checkInjected('createTrustedDevices', 'storage', options.storage, ['trustedDevices.upsert', 'trustedDevices.find', 'trustedDevices.list', 'trustedDevices.revoke', 'trustedDevices.revokeAll', 'trustedDevices.cacheEpoch', 'trustedDevices.bumpCacheEpoch'], 'pass storage: knexStorage({ knex })');
+  if (options.cache !== undefined) {
+    checkInjected('createTrustedDevices', 'cache', options.cache, ['get', 'fill', 'invalidate', 'ping'], 'pass cache: redisCache({ client }) or memoryCache()');
+  }
+  const settings = resolveTrustedDeviceSettings('createTrustedDevices', options);
+  const store = options.storage.trustedDevices;
+  const cache = options.cache;
+  const logger = options.logger ?? getDefaultLogger();
+  const warn = throttledWarn(logger);
+  const guard = cache ? new EpochGuard(store, settings.epochRefreshMs, settings.cacheRetryMs, warn, logger) : undefined;
+  const events = options.events ?? {};
+
+  const emit = <K extends keyof TrustedDeviceEvents>(name: K, event: Parameters<NonNullable<TrustedDeviceEvents[K]>>[0]): void => {
+    const hook = events[name] as ((e: typeof event) => void) | undefined;
+    if (!hook) return;
+    try {
+      hook(event);
+    } catch (err) {
+      logger.error({ error: errorMessage(err), event: name }, 'trusted devices: event hook threw');
+    }
+  };
+
+  /** After a committed change: tell the cache, or, when it cannot be told, orphan it (point 4). */
+  const propagate = async (tenantId: string, userId: string, generation: number, entry?: { fingerprint: string; value: CachedTrust; ttlMs: number }): Promise<void> => {
+    if (!cache || !guard) return;
+    const epoch = await guard.current();
+    if (epoch !== undefined) {
+      const scope: TrustScope = { epoch, tenantId, userId };
+      try {
+        if (entry && entry.ttlMs > 0) await cache.fill(scope, entry.fingerprint, generation, entry.value, entry.ttlMs);
+        else await cache.invalidate(scope, generation);
+        return;
+      } catch (err) {
+        guard.failed(err);
+      }
+    }
+    await guard.bump();
+  };
+
+  const answer = (device: TrustedDevice | null): TrustCheck => (device ? { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil } : { trusted: false });
+
+  return {
+    async trust(tenantId, userId, input) {
+      validateInput(input, settings.maxTtlSeconds);
+      const now = new Date();
+      const ttlSeconds = input.ttlSeconds ?? settings.defaultTtlSeconds;
+      const { device, created, generation } = await store.upsert(
+        tenantId,
+        userId,
+        {
+          fingerprint: input.fingerprint,
+          deviceName: input.deviceName,
+          deviceType: input.deviceType,
+          browser: input.browser,
+          os: input.os,
+          ip: input.ip,
+          trustedUntil: new Date(now.getTime() + ttlSeconds * 1000),
+        },
+        now,
+      );
+      // Write-through: the new generation ends any negative (or older positive) entry, and the next check is a hit.
+      const ttlMs = Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
+      await propagate(tenantId, userId, generation, {
+        fingerprint: device.fingerprint,
+        value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },
+        ttlMs,
+      });
+      emit('trusted', { device, renewed: !created });
+      return device;
+    },
+
+    async check(tenantId, userId, fingerprint) {
+      let epoch = guard ? await guard.current() : undefined;
+      if (cache && guard && epoch !== undefined) {
+        try {
+          const hit = await cache.get({ epoch, tenantId, userId }, fingerprint);
+          if (hit && !hit.trusted) return { trusted: false };
+          if (hit?.trusted && hit.trustedUntil > Date.now()) return { trusted: true, deviceId: hit.deviceId, trustedUntil: new Date(hit.trustedUntil) };
+        } catch (err) {
+          guard.failed(err);
+          epoch = undefined;
+        }
+      }
+      const { device, generation } = await store.find(tenantId, userId, fingerprint, new Date());
+      if (cache && guard && epoch !== undefined) {
+        const value: CachedTrust = device ? { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() } : { trusted: false };
+        const ttlMs = device ? Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000) : settings.negativeTtlSeconds * 1000;
+        if (ttlMs > 0) {
+          try {
+            await cache.fill({ epoch, tenantId, userId }, fingerprint, generation, value, ttlMs);
+          } catch (err) {
+            guard.failed(err);
+          }
+        }
+      }
+      return answer(device);
+    },
+
+    list(tenantId, userId, opts, page) {
+      return store.list(tenantId, userId, { includeExpired: opts.includeExpired, now: new Date() }, page);
+    },
+
+    async revoke(tenantId, userId, id) {
+      const { revoked, generation } = await store.revoke(tenantId, userId, id);
+      if (generation !== null) await propagate(tenantId, userId, generation);
+      if (revoked) emit('revoked', { tenantId, userId, deviceId: id, count: 1 });
+      return revoked;
+    },
+
+    async revokeAll(tenantId, userId) {
+      const { revoked, generation } = await store.revokeAll(tenantId, userId);
+      if (generation !== null) await propagate(tenantId, userId, generation);
+      if (revoked > 0) emit('revoked', { tenantId, userId, count: revoked });
+      return revoked;
+    },
+
+    close() {
+      guard?.close();
+    },
+  };
+}

@@ -1,0 +1,114 @@
+/** `/session/trusted-devices` (seed 002): the identity service's trusted-device API; the check is the login hot path. */
+import { isIP } from 'node:net';
+import type { Router } from 'express';
+import { z } from 'zod';
+import { contextOf } from '../../lib/context.js';
+import { ProblemError } from '../../lib/errors.js';
+import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
+import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, type TrustInput } from '../../lib/trusted-devices.js';
+import { boolQuery, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
+import type { TrustedDevice } from '../../storage/types.js';
+import type { InternalRouterConfig } from './options.js';
+
+/** Seed 002 `dto.TrustedDeviceResponse`: every field always present; details the caller never gave are `null`. */
+export interface TrustedDeviceResponse {
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  device_fingerprint: string;
+  device_name: string | null;
+  device_type: string | null;
+  browser: string | null;
+  os: string | null;
+  ip: string | null;
+  created_at: string;
+  trusted_until: string;
+}
+
+export const toTrustedDeviceResponse = (d: TrustedDevice): TrustedDeviceResponse => ({
+  id: d.id,
+  tenant_id: d.tenantId,
+  user_id: d.userId,
+  device_fingerprint: d.fingerprint,
+  device_name: d.deviceName,
+  device_type: d.deviceType,
+  browser: d.browser,
+  os: d.os,
+  ip: d.ip,
+  created_at: isoSeconds(d.createdAt),
+  trusted_until: isoSeconds(d.trustedUntil),
+});
+
+const PATH = '/session/trusted-devices';
+
+const fingerprint = storableText(1, MAX_FINGERPRINT_LENGTH);
+
+export function mountTrustedDevices(router: Router, config: InternalRouterConfig): void {
+  const service = config.trustedDevices;
+  const userQuery = z.object({ user_id: userIdSchema });
+  const listQuery = z.object({ user_id: userIdSchema, ...paginationShape(config.maxPageSize), include_expired: boolQuery('include_expired', false) });
+  const checkQuery = z.object({ user_id: userIdSchema, device_fingerprint: fingerprint });
+  const detail = (max: number) => storableText(1, max).nullish();
+  // Strict: a misspelt member (`ttl` for `ttl_seconds`) is a 400, not silently a 30-day trust.
+  const trustBody = z.strictObject({
+    user_id: userIdSchema,
+    device_fingerprint: fingerprint,
+    device_name: detail(MAX_DEVICE_NAME_LENGTH),
+    device_type: detail(MAX_DEVICE_DETAIL_LENGTH),
+    browser: detail(MAX_DEVICE_DETAIL_LENGTH),
+    os: detail(MAX_DEVICE_DETAIL_LENGTH),
+    ip: z
+      .string()
+      .max(64)
+      .refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address', params: { kind: 'format' } })
+      .nullish(),
+    ttl_seconds: z
+      .number()
+      .int({ message: 'must be an integer' })
+      .min(1, { message: `must be from 1 to ${config.maxTrustTtlSeconds}` })
+      .max(config.maxTrustTtlSeconds, { message: `must be from 1 to ${config.maxTrustTtlSeconds}` })
+      .nullish(),
+  });
+
+  router.get(PATH, async (req, res) => {
+    const q = parseOrThrow(listQuery, req.query);
+    const page = toPageRequest(q);
+    const { items, total } = await service.list(contextOf(req).tenantId!, q.user_id, { includeExpired: q.include_expired }, { limit: page.pageSize, offset: page.offset });
+    res.json(listEnvelope(items.map(toTrustedDeviceResponse), total, page));
+  });
+
+  router.post(PATH, async (req, res) => {
+    const b = parseOrThrow(trustBody, req.body);
+    const input: TrustInput = {
+      fingerprint: b.device_fingerprint,
+      deviceName: b.device_name ?? undefined,
+      deviceType: b.device_type ?? undefined,
+      browser: b.browser ?? undefined,
+      os: b.os ?? undefined,
+      ip: b.ip ?? undefined,
+      ttlSeconds: b.ttl_seconds ?? undefined,
+    };
+    const device = await service.trust(contextOf(req).tenantId!, b.user_id, input);
+    res.status(201).json(toTrustedDeviceResponse(device));
+  });
+
+  router.get(`${PATH}/check`, async (req, res) => {
+    const q = parseOrThrow(checkQuery, req.query);
+    const result = await service.check(contextOf(req).tenantId!, q.user_id, q.device_fingerprint);
+    res.json(result.trusted && result.deviceId && result.trustedUntil ? { trusted: true, device_id: result.deviceId, trusted_until: isoSeconds(result.trustedUntil) } : { trusted: false });
+  });
+
+  router.delete(`${PATH}/:id`, async (req, res) => {
+    const q = parseOrThrow(userQuery, req.query);
+    // A malformed id cannot name a device: the same 404 as any id that is not this tenant's and user's.
+    const revoked = await service.revoke(contextOf(req).tenantId!, q.user_id, String(req.params.id));
+    if (!revoked) throw ProblemError.from('TRUSTED_DEVICE_NOT_FOUND');
+    res.status(204).end();
+  });
+
+  router.delete(PATH, async (req, res) => {
+    const q = parseOrThrow(userQuery, req.query);
+    const revoked = await service.revokeAll(contextOf(req).tenantId!, q.user_id);
+    res.json({ revoked });
+  });
+}

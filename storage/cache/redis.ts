@@ -1,0 +1,150 @@
+/**
+ * `redisCache({ client, keyPrefix })`: the trusted-device cache on Redis (ioredis 5), shared by every
+ * instance. `get` is one MGET; `fill` and `invalidate` are one Lua script each (atomic).
+ * Every call is bounded by `timeoutMs` even when the client would wait (offline queue, reconnects).
+ */
+import { createHash } from 'node:crypto';
+import type { Redis, RedisOptions } from 'ioredis';
+import { getDefaultLogger, type Logger } from '../../lib/logger.js';
+import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
+import { errorMessage, throttledWarn } from '../../lib/throttled-log.js';
+import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type TrustedDeviceCache } from './types.js';
+
+/** The part of an ioredis client the adapter uses. */
+export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping' | 'on' | 'off'> & { readonly options?: RedisOptions };
+
+export interface RedisCacheOptions {
+  /** An ioredis client, ideally created with `REDIS_CACHE_CLIENT_OPTIONS`. The host owns it (connects and quits it). */
+  client: RedisCacheClient;
+  /** Prepended to every key. Must not contain `{` (Redis Cluster hash tags). @default 'mfa:' */
+  keyPrefix?: string;
+  /** Longest wait for one cache call before it counts as a failure (the check then answers from the database). @default 200 */
+  timeoutMs?: number;
+  /** Where connection errors are logged (warn, at most one line per 10 s). @default pino on stdout */
+  logger?: Logger;
+}
+
+/**
+ * ioredis options for a cache that must never slow a login: no queueing while disconnected (a command
+ * fails at once instead of waiting for the reconnect), no retry of a command, short timeouts.
+ * Reconnecting stays ioredis's job: `new Redis(url, REDIS_CACHE_CLIENT_OPTIONS)`.
+ */
+export const REDIS_CACHE_CLIENT_OPTIONS = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+  commandTimeout: 150,
+  connectTimeout: 1000,
+  retryStrategy: (times: number): number => Math.min(50 * times, 1000),
+} satisfies RedisOptions;
+
+export const DEFAULT_REDIS_KEY_PREFIX = 'mfa:';
+export const DEFAULT_REDIS_TIMEOUT_MS = 200;
+
+/**
+ * KEYS[1] generation, KEYS[2] entry (fill only). ARGV[1] generation, ARGV[2] ms to keep the generation,
+ * ARGV[3] entry value, ARGV[4] entry ms. Raises the generation (never lowers it; an absent one is set),
+ * then writes the entry only when the generation equals ARGV[1]: a fill read before a change cannot land after it.
+ */
+const RAISE_AND_FILL = `
+local want = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current == nil or current < want then
+  redis.call('SET', KEYS[1], ARGV[1])
+  current = want
+end
+local keep = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+if KEYS[2] ~= nil and current == want then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+`;
+
+const SCRIPT_SHA = createHash('sha1').update(RAISE_AND_FILL).digest('hex');
+
+/** `<generation>|<device id>|<trusted until ms>` for a positive entry, `<generation>|-` for a negative one. */
+function encode(generation: number, value: CachedTrust): string {
+  return value.trusted ? `${generation}|${value.deviceId}|${value.trustedUntil}` : `${generation}|-`;
+}
+
+function decode(raw: string): { generation: number; value: CachedTrust } | undefined {
+  const [generation, deviceId, until] = raw.split('|');
+  const gen = Number(generation);
+  if (!Number.isSafeInteger(gen) || deviceId === undefined || deviceId === '') return undefined;
+  if (deviceId === '-') return until === undefined ? { generation: gen, value: { trusted: false } } : undefined;
+  const trustedUntil = Number(until);
+  if (!Number.isSafeInteger(trustedUntil)) return undefined;
+  return { generation: gen, value: { trusted: true, deviceId, trustedUntil } };
+}
+
+function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis cache: no answer within ${ms} ms`)), ms);
+  });
+  // race() subscribes to `promise`, so its late rejection is handled, not an unhandled rejection.
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A `TrustedDeviceCache` on Redis, shared by every instance that uses the same server and prefix. */
+export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
+  checkOptionsObject('redisCache', options, ['client', 'keyPrefix', 'timeoutMs', 'logger'], '{ client: new Redis(process.env.REDIS_URL, REDIS_CACHE_CLIENT_OPTIONS) }');
+  checkInjected('redisCache', 'client', options.client, ['mget', 'eval', 'evalsha', 'ping', 'on', 'off'], 'pass an ioredis client: redisCache({ client: new Redis(url, REDIS_CACHE_CLIENT_OPTIONS) })');
+  const { client } = options;
+  const prefix = options.keyPrefix ?? DEFAULT_REDIS_KEY_PREFIX;
+  if (typeof prefix !== 'string' || prefix.includes('{') || prefix.includes('}')) {
+    throw new TypeError("express-mfa-kit: redisCache() option 'keyPrefix' must be a string without '{' or '}', e.g. 'mfa:'");
+  }
+  const timeoutMs = options.timeoutMs === undefined ? DEFAULT_REDIS_TIMEOUT_MS : checkInteger('redisCache', 'timeoutMs', options.timeoutMs, 1, 60_000);
+  const logger = options.logger ?? getDefaultLogger();
+  if (client.options && client.options.enableOfflineQueue !== false) {
+    logger.warn({}, 'redisCache: the ioredis client queues commands while disconnected; create it with REDIS_CACHE_CLIENT_OPTIONS so no request waits for a reconnect');
+  }
+
+  // ioredis emits 'error' on every failed (re)connect; without a listener it prints to stderr.
+  const warn = throttledWarn(logger);
+  const onError = (err: unknown) => warn({ error: errorMessage(err) }, 'redis cache: connection error (checks answer from the database meanwhile)');
+  client.on('error', onError);
+
+  const runScript = async (keys: string[], args: Array<string | number>): Promise<unknown> => {
+    try {
+      return await client.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!errorMessage(err).startsWith('NOSCRIPT')) throw err;
+      return client.eval(RAISE_AND_FILL, keys.length, ...keys, ...args);
+    }
+  };
+
+  return {
+    async get(scope, fingerprint) {
+      const keys = cacheKeys(scope, fingerprint);
+      const [entry, generation] = await bounded(client.mget(prefix + keys.entry!, prefix + keys.generation), timeoutMs);
+      if (entry == null || generation == null) return undefined;
+      const decoded = decode(entry);
+      if (decoded === undefined || decoded.generation !== Number(generation)) return undefined;
+      return decoded.value;
+    },
+    async fill(scope, fingerprint, generation, value, ttlMs) {
+      checkFillArgs(generation, ttlMs);
+      const keys = cacheKeys(scope, fingerprint);
+      const ms = Math.ceil(ttlMs);
+      const stored = await bounded(runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), encode(generation, value), ms]), timeoutMs);
+      return stored === 1;
+    },
+    async invalidate(scope, generation) {
+      checkFillArgs(generation, 1);
+      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS]), timeoutMs);
+    },
+    async ping() {
+      try {
+        return (await bounded(client.ping(), timeoutMs)) === 'PONG';
+      } catch {
+        return false;
+      }
+    },
+    close() {
+      client.off('error', onError);
+    },
+  };
+}

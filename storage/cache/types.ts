@@ -1,0 +1,71 @@
+/**
+ * `TrustedDeviceCache`: what the trusted-device check needs from a cache. Adapters: `redisCache()`
+ * (shared by every instance) and `memoryCache()` (one process only). Any other implementation that
+ * passes test/cache-contract.test.ts can be injected.
+ *
+ * The protocol is generation-stamped cache-aside (reasoning in lib/trusted-devices.ts): every entry
+ * carries the user's generation at the time it was read from the database, and the cache keeps the
+ * user's current generation next to the entries. An entry is only returned while both agree, and the
+ * generation only ever goes up, so an entry read before a change can never be served after it.
+ */
+import { createHash } from 'node:crypto';
+
+/** Whose entries: the tenant and user, inside one cache epoch (a new epoch starts from an empty cache). */
+export interface TrustScope {
+  epoch: number;
+  tenantId: string;
+  userId: string;
+}
+
+/** What the cache remembers about one fingerprint of a user. */
+export type CachedTrust =
+  /** Trusted until `trustedUntil` (ms since the Unix epoch). */
+  | { trusted: true; deviceId: string; trustedUntil: number }
+  /** Not trusted (unknown, expired or revoked): the negative entry. */
+  | { trusted: false };
+
+/**
+ * A cache for trusted-device checks. Methods may answer synchronously or with a promise.
+ * A throw (or rejection) means "the cache is unreachable or failed right now": the caller answers from
+ * the database and treats the cache as suspect. A method must never hang: an adapter bounds its own latency.
+ */
+export interface TrustedDeviceCache {
+  /**
+   * The entry for `fingerprint`, only if it is stamped with the scope's current generation; `undefined`
+   * when absent, stale, or the generation itself is unknown. One round trip for a remote cache.
+   */
+  get(scope: TrustScope, fingerprint: string): Promise<CachedTrust | undefined> | CachedTrust | undefined;
+  /**
+   * Atomically: raises the scope's generation to at least `generation`, then stores `value` for
+   * `ttlMs` (> 0) only if the generation now equals `generation`. Returns whether it stored the value.
+   * A fill read from the database before a change (a lower generation) is thereby never stored after it.
+   */
+  fill(scope: TrustScope, fingerprint: string, generation: number, value: CachedTrust, ttlMs: number): Promise<boolean> | boolean;
+  /** Raises the scope's generation to at least `generation`, so no older entry is returned any more. */
+  invalidate(scope: TrustScope, generation: number): Promise<void> | void;
+  /** Whether the cache answers right now (readiness, `/readyz`); never rejects, never hangs. */
+  ping(): Promise<boolean>;
+  /** Releases what the adapter attached (listeners, timers); never closes an injected client. */
+  close?(): Promise<void> | void;
+}
+
+/** The smallest time a generation is kept, so it outlives any fill still in flight when it was raised. */
+export const GENERATION_MIN_TTL_MS = 3_600_000;
+
+const digest = (value: string): string => createHash('sha256').update(value, 'utf8').digest('base64url').slice(0, 22);
+
+/**
+ * Key parts shared by the adapters. Tenant + user and the fingerprint are hashed (128 bits): keys have a
+ * bounded length, cannot collide through separators in user ids, and hold no identifier in clear.
+ * The user part is a Redis Cluster hash tag, so a user's generation and entries share a slot (one MGET, one script).
+ */
+export function cacheKeys(scope: TrustScope, fingerprint: string | undefined): { generation: string; entry: string | undefined } {
+  const base = `td:${scope.epoch}:{${digest(`${scope.tenantId}\u0000${scope.userId}`)}}`;
+  return { generation: `${base}:g`, entry: fingerprint === undefined ? undefined : `${base}:f:${digest(fingerprint)}` };
+}
+
+/** Checks the arguments every adapter receives from the caller (a bug, not an outage, when wrong). */
+export function checkFillArgs(generation: number, ttlMs: number): void {
+  if (!Number.isSafeInteger(generation) || generation < 0) throw new RangeError(`cache fill: generation must be a non-negative integer, got ${generation}`);
+  if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`cache fill: ttlMs must be > 0, got ${ttlMs}`);
+}

@@ -1,0 +1,164 @@
+/** Trusted devices on Postgres, with the per-user generation and the global cache epoch the cache relies on. */
+import { randomUUID } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceWrite } from '../types.js';
+
+/** A `trusted_devices` row as pg returns it. */
+export interface TrustedDeviceRow {
+  tenant_id: string;
+  id: string;
+  user_id: string;
+  fingerprint: string;
+  device_name: string | null;
+  device_type: string | null;
+  browser: string | null;
+  os: string | null;
+  ip: string | null;
+  created_at: Date;
+  updated_at: Date;
+  trusted_until: Date;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function toTrustedDevice(row: TrustedDeviceRow): TrustedDevice {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    userId: row.user_id,
+    fingerprint: row.fingerprint,
+    deviceName: row.device_name,
+    deviceType: row.device_type,
+    browser: row.browser,
+    os: row.os,
+    ip: row.ip,
+    createdAt: row.created_at,
+    trustedUntil: row.trusted_until,
+  };
+}
+
+/**
+ * Bumps the user's generation and returns the new value. Every writer calls it FIRST in its
+ * transaction, so all writers of one user lock the generation row before any device row: no deadlocks.
+ */
+async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: string): Promise<number> {
+  const { rows } = await trx.raw<{ rows: Array<{ generation: string }> }>(
+    `insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)
+     on conflict (tenant_id, user_id) do update set generation = trusted_device_generations.generation + 1
+     returning generation`,
+    [tenantId, userId],
+  );
+  return Number(rows[0]!.generation);
+}
+
+export class KnexTrustedDeviceStore implements TrustedDeviceStore {
+  constructor(private readonly knex: Knex) {}
+
+  async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }> {
+    return this.knex.transaction(async (trx) => {
+      const generation = await bumpGeneration(trx, tenantId, userId);
+      // A renew keeps the id and created_at; details not given keep their stored value.
+      const { rows } = await trx.raw<{ rows: Array<TrustedDeviceRow & { created: boolean }> }>(
+        `insert into trusted_devices (tenant_id, id, user_id, fingerprint, device_name, device_type, browser, os, ip, created_at, updated_at, trusted_until)
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         on conflict (tenant_id, user_id, fingerprint) do update set
+           device_name = coalesce(excluded.device_name, trusted_devices.device_name),
+           device_type = coalesce(excluded.device_type, trusted_devices.device_type),
+           browser = coalesce(excluded.browser, trusted_devices.browser),
+           os = coalesce(excluded.os, trusted_devices.os),
+           ip = coalesce(excluded.ip, trusted_devices.ip),
+           updated_at = excluded.updated_at,
+           trusted_until = excluded.trusted_until
+         returning *, (xmax = 0) as created`,
+        [
+          tenantId,
+          randomUUID(),
+          userId,
+          write.fingerprint,
+          write.deviceName ?? null,
+          write.deviceType ?? null,
+          write.browser ?? null,
+          write.os ?? null,
+          write.ip ?? null,
+          now,
+          now,
+          write.trustedUntil,
+        ],
+      );
+      const row = rows[0]!;
+      return { device: toTrustedDevice(row), created: row.created, generation };
+    });
+  }
+
+  async find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }> {
+    // One statement, so one snapshot: the row and the generation belong together. A revocation
+    // commits both at once, so this never pairs a revoked row with the generation after it.
+    const { rows } = await this.knex.raw<{ rows: Array<Partial<TrustedDeviceRow> & { generation: string }> }>(
+      `select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, d.*
+       from (values (1)) as one (x)
+       left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`,
+      [tenantId, userId, tenantId, userId, fingerprint, now],
+    );
+    const row = rows[0]!;
+    return { device: row.id ? toTrustedDevice(row as TrustedDeviceRow) : null, generation: Number(row.generation) };
+  }
+
+  async list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>> {
+    const scoped = this.knex<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId });
+    if (!filter.includeExpired) void scoped.andWhere('trusted_until', '>', filter.now);
+    // One round trip: the window count rides along with the page.
+    const rows = (await scoped
+      .clone()
+      .select('*', this.knex.raw('count(*) over () as full_count'))
+      .orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }])
+      .limit(page.limit)
+      .offset(page.offset)) as Array<TrustedDeviceRow & { full_count: string }>;
+    const total = rows[0] ? Number(rows[0].full_count) : page.offset === 0 ? 0 : Number((await scoped.clone().count({ n: '*' }).first())?.n ?? 0);
+    return { items: rows.map(toTrustedDevice), total };
+  }
+
+  async revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }> {
+    if (!UUID.test(id)) return { revoked: false, generation: null }; // cannot exist; and would be a type error in SQL
+    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q.andWhere({ id }));
+    return { revoked: count > 0, generation };
+  }
+
+  async revokeAll(tenantId: string, userId: string): Promise<{ revoked: number; generation: number | null }> {
+    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q);
+    return { revoked: count, generation };
+  }
+
+  async cacheEpoch(): Promise<number> {
+    const row = (await this.knex('trusted_device_cache_epoch').select('epoch').first()) as { epoch: string } | undefined;
+    if (!row) throw new Error('trusted_device_cache_epoch is empty: run the migrations');
+    return Number(row.epoch);
+  }
+
+  async bumpCacheEpoch(): Promise<number> {
+    const { rows } = await this.knex.raw<{ rows: Array<{ epoch: string }> }>('update trusted_device_cache_epoch set epoch = epoch + 1 returning epoch');
+    if (!rows[0]) throw new Error('trusted_device_cache_epoch is empty: run the migrations');
+    return Number(rows[0].epoch);
+  }
+
+  /** Deletes in one transaction with the generation bump; rolls the bump back when nothing matched. */
+  private async deleteAndBump(
+    tenantId: string,
+    userId: string,
+    narrow: (q: Knex.QueryBuilder<TrustedDeviceRow>) => Knex.QueryBuilder<TrustedDeviceRow>,
+  ): Promise<{ count: number; generation: number | null }> {
+    const trx = await this.knex.transaction();
+    try {
+      const generation = await bumpGeneration(trx, tenantId, userId);
+      const count = await narrow(trx<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId })).delete();
+      if (count === 0) {
+        await trx.rollback();
+        return { count: 0, generation: null };
+      }
+      await trx.commit();
+      return { count, generation };
+    } catch (err) {
+      if (!trx.isCompleted()) await trx.rollback().catch(() => undefined);
+      throw err;
+    }
+  }
+}

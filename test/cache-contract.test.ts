@@ -1,0 +1,244 @@
+/** One contract for every `TrustedDeviceCache`: the memory and the Redis adapter must pass the same tests. */
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache } from '../index.js';
+import { redisUrl, requireRedis } from './support/redis.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const scope = (over: Partial<TrustScope> = {}): TrustScope => ({ epoch: 1, tenantId: 'acme', userId: `u-${randomBytes(4).toString('hex')}`, ...over });
+const yes = (deviceId = 'd1', trustedUntil = Date.now() + 3_600_000): CachedTrust => ({ trusted: true, deviceId, trustedUntil });
+const no: CachedTrust = { trusted: false };
+
+interface Adapter {
+  name: string;
+  /** Called in `before`; may skip the suite. */
+  setUp(ctx: Mocha.Context): Promise<TrustedDeviceCache>;
+  tearDown(): Promise<void>;
+}
+
+const adapters: Adapter[] = [
+  {
+    name: 'memoryCache',
+    setUp: () => Promise.resolve(memoryCache({ max: 1000 })),
+    tearDown: () => Promise.resolve(),
+  },
+  (() => {
+    let client: Redis | undefined;
+    return {
+      name: 'redisCache',
+      async setUp(ctx: Mocha.Context) {
+        const url = await redisUrl();
+        requireRedis(ctx, url);
+        client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+        await client.connect();
+        return redisCache({ client, keyPrefix: `test:${randomBytes(6).toString('hex')}:`, logger: silentLogger });
+      },
+      async tearDown() {
+        await client?.quit();
+      },
+    };
+  })(),
+];
+
+for (const adapter of adapters) {
+  describe(`TrustedDeviceCache contract: ${adapter.name}`, function () {
+    let cache: TrustedDeviceCache;
+
+    before(async function () {
+      cache = await adapter.setUp(this);
+    });
+    after(async () => {
+      await cache?.close?.();
+      await adapter.tearDown();
+    });
+
+    it('misses on an empty cache', async () => {
+      expect(await cache.get(scope(), 'fp')).to.equal(undefined);
+    });
+
+    it('returns what a fill stored: positive and negative entries', async () => {
+      const s = scope();
+      const value = yes('dev-1', Date.UTC(2030, 0, 1));
+      expect(await cache.fill(s, 'fp-yes', 3, value, 60_000)).to.equal(true);
+      expect(await cache.fill(s, 'fp-no', 3, no, 60_000)).to.equal(true);
+      expect(await cache.get(s, 'fp-yes')).to.deep.equal(value);
+      expect(await cache.get(s, 'fp-no')).to.deep.equal(no);
+      expect(await cache.get(s, 'fp-other')).to.equal(undefined);
+    });
+
+    it('accepts generation 0 (a user who never had a change)', async () => {
+      const s = scope();
+      expect(await cache.fill(s, 'fp', 0, no, 60_000)).to.equal(true);
+      expect(await cache.get(s, 'fp')).to.deep.equal(no);
+    });
+
+    it('refuses a fill carrying an older generation than the current one, and keeps the newer entry', async () => {
+      const s = scope();
+      expect(await cache.fill(s, 'fp', 5, no, 60_000)).to.equal(true);
+      expect(await cache.fill(s, 'fp', 4, yes(), 60_000)).to.equal(false);
+      expect(await cache.get(s, 'fp')).to.deep.equal(no);
+    });
+
+    it('invalidate hides every older entry of the user, at once', async () => {
+      const s = scope();
+      await cache.fill(s, 'a', 1, yes('a'), 60_000);
+      await cache.fill(s, 'b', 1, no, 60_000);
+      await cache.invalidate(s, 2);
+      expect(await cache.get(s, 'a')).to.equal(undefined);
+      expect(await cache.get(s, 'b')).to.equal(undefined);
+      // A fill read before the change (generation 1) cannot reinstate it...
+      expect(await cache.fill(s, 'a', 1, yes('a'), 60_000)).to.equal(false);
+      expect(await cache.get(s, 'a')).to.equal(undefined);
+      // ...one read after it can.
+      expect(await cache.fill(s, 'a', 2, no, 60_000)).to.equal(true);
+      expect(await cache.get(s, 'a')).to.deep.equal(no);
+    });
+
+    it('never lowers the generation', async () => {
+      const s = scope();
+      await cache.invalidate(s, 7);
+      await cache.invalidate(s, 3);
+      expect(await cache.fill(s, 'fp', 3, yes(), 60_000)).to.equal(false);
+      expect(await cache.fill(s, 'fp', 7, yes('x'), 60_000)).to.equal(true);
+      expect(await cache.get(s, 'fp')).to.deep.include({ trusted: true, deviceId: 'x' });
+    });
+
+    it('an invalidate racing fills of the previous generation always wins', async () => {
+      for (let round = 0; round < 20; round++) {
+        const s = scope();
+        await cache.fill(s, 'fp', 1, yes(), 60_000);
+        await Promise.all([cache.fill(s, 'fp', 1, yes(), 60_000), cache.invalidate(s, 2), cache.fill(s, 'fp', 1, yes(), 60_000)]);
+        expect(await cache.get(s, 'fp'), `round ${round}`).to.equal(undefined);
+      }
+    });
+
+    it('an entry disappears after its TTL', async () => {
+      const s = scope();
+      await cache.fill(s, 'fp', 1, yes(), 80);
+      expect(await cache.get(s, 'fp')).to.not.equal(undefined);
+      await sleep(200);
+      expect(await cache.get(s, 'fp')).to.equal(undefined);
+    });
+
+    it('keeps tenants, users, epochs and fingerprints apart, including ids that would collide when concatenated', async () => {
+      const base = scope({ tenantId: 't1', userId: 'a:b' });
+      await cache.fill(base, 'x', 1, yes('mine'), 60_000);
+      for (const other of [
+        scope({ tenantId: 't2', userId: 'a:b' }),
+        scope({ tenantId: 't1', userId: 'a:b:x' }),
+        scope({ tenantId: 't1', userId: 'a' }),
+        scope({ tenantId: 't1:a', userId: 'b' }),
+        { ...base, epoch: 2 },
+      ]) {
+        expect(await cache.get(other, 'x'), JSON.stringify(other)).to.equal(undefined);
+        expect(await cache.fill(other, 'x', 9, no, 60_000), JSON.stringify(other)).to.equal(true);
+      }
+      expect(await cache.get(base, 'x')).to.deep.include({ trusted: true, deviceId: 'mine' });
+      expect(await cache.get(base, 'x:')).to.equal(undefined);
+    });
+
+    it('stores any fingerprint and user id text (unicode, separators, long)', async () => {
+      const s = scope({ userId: 'üser|1|2 {tag}' });
+      const fp = `fp|${'é'.repeat(500)}|{x}`;
+      await cache.fill(s, fp, 1, yes('d|weird'.replace('|', '-')), 60_000);
+      expect(await cache.get(s, fp)).to.deep.include({ trusted: true, deviceId: 'd-weird' });
+    });
+
+    it('answers ping', async () => {
+      expect(await cache.ping()).to.equal(true);
+    });
+  });
+}
+
+describe('memoryCache: bounds', () => {
+  it('keeps at most `max` keys, dropping the least recently used first', async () => {
+    const cache = memoryCache({ max: 6 });
+    const s = scope();
+    // 1 generation key + 5 entries = 6
+    for (const fp of ['a', 'b', 'c', 'd', 'e']) await cache.fill(s, fp, 1, yes(fp), 60_000);
+    expect(cache.size).to.equal(6);
+    expect(await cache.get(s, 'a')).to.not.equal(undefined); // 'a' is now recently used
+    await cache.fill(s, 'f', 1, yes('f'), 60_000);
+    expect(cache.size).to.equal(6);
+    expect(await cache.get(s, 'b')).to.equal(undefined);
+    expect(await cache.get(s, 'a')).to.deep.include({ deviceId: 'a' });
+    expect(await cache.get(s, 'f')).to.deep.include({ deviceId: 'f' });
+  });
+
+  it('refuses bad options at set-up with the fix in the message', () => {
+    expect(() => memoryCache({ max: 0 })).to.throw(TypeError, /max/);
+    expect(() => memoryCache({ maxx: 5 } as never)).to.throw(TypeError, /Did you mean 'max'/);
+  });
+});
+
+describe('redisCache: Redis specifics', function () {
+  let url: string;
+  let client: Redis;
+  const prefix = `test:${randomBytes(6).toString('hex')}:`;
+
+  before(async function () {
+    const found = await redisUrl();
+    requireRedis(this, found);
+    url = found;
+    client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    await client.connect();
+  });
+  after(async () => {
+    await client?.quit();
+  });
+
+  it('writes only under its prefix, with TTLs, and without identifiers in clear', async () => {
+    const cache = redisCache({ client, keyPrefix: prefix, logger: silentLogger });
+    const s = scope({ userId: 'alice@example.com' });
+    await cache.fill(s, 'secret-fingerprint', 4, yes('dev'), 30_000);
+    const keys = await client.keys(`${prefix}*`);
+    expect(keys).to.have.length(2);
+    for (const key of keys) {
+      expect(key).not.to.contain('alice');
+      expect(key).not.to.contain('secret-fingerprint');
+      expect(await client.pttl(key)).to.be.greaterThan(0);
+    }
+    const entry = keys.find((k) => k.includes(':f:'))!;
+    const pttl = await client.pttl(entry);
+    expect(pttl).to.be.at.most(30_000);
+    // The generation outlives its entries.
+    expect(await client.pttl(keys.find((k) => k.endsWith(':g'))!)).to.be.greaterThan(pttl);
+  });
+
+  it('a malformed entry is a miss, not an error', async () => {
+    const own = `${prefix}malformed:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    await cache.fill(s, 'fp', 1, yes(), 30_000);
+    const entry = (await client.keys(`${own}*`)).find((k) => k.includes(':f:'))!;
+    for (const garbage of ['', 'x', '1|', '1|d|notanumber', '1|-|extra']) {
+      await client.set(entry, garbage);
+      expect(await cache.get(s, 'fp'), garbage).to.equal(undefined);
+    }
+  });
+
+  it('fails fast (rejects, does not hang) when Redis is unreachable, and ping answers false', async () => {
+    // Nothing listens on port 1; the offline queue is off, so commands fail at once.
+    const dead = new Redis('redis://127.0.0.1:1', { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    const cache = redisCache({ client: dead, keyPrefix: prefix, logger: silentLogger, timeoutMs: 300 });
+    try {
+      let error: unknown;
+      await Promise.resolve(cache.get(scope(), 'fp')).catch((err: unknown) => (error = err));
+      expect(error).to.be.instanceOf(Error);
+      error = undefined;
+      await Promise.resolve(cache.fill(scope(), 'fp', 1, no, 1000)).catch((err: unknown) => (error = err));
+      expect(error).to.be.instanceOf(Error);
+      expect(await cache.ping()).to.equal(false);
+    } finally {
+      await cache.close?.();
+      dead.disconnect();
+    }
+  });
+
+  it('refuses bad options at set-up with the fix in the message', () => {
+    expect(() => redisCache({} as never)).to.throw(TypeError, /client/);
+    expect(() => redisCache({ client, keyPrefix: 'a{b}' })).to.throw(TypeError, /keyPrefix/);
+    expect(() => redisCache({ client, prefix: 'x' } as never)).to.throw(TypeError, /unknown option 'prefix'/);
+  });
+});

@@ -1,0 +1,384 @@
+/** Seed 002 over HTTP on real Postgres and real Redis: the trusted-device routes of `internalRouter`. */
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import { migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+import { redisUrl, requireRedis } from './support/redis.js';
+import { TD, check, del, get, insertTrusted, instance, post, sleep, type Instance } from './support/trusted.js';
+
+const ISO_SECONDS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const FIELDS = ['id', 'tenant_id', 'user_id', 'device_fingerprint', 'device_name', 'device_type', 'browser', 'os', 'ip', 'created_at', 'trusted_until'];
+
+describe('internalRouter /session/trusted-devices (seed 002)', function () {
+  let db: FreshDatabase;
+  let client: Redis;
+  let cache: TrustedDeviceCache;
+  let a: Instance;
+  const uid = () => `user-${randomBytes(4).toString('hex')}`;
+
+  before(async function () {
+    const url = await redisUrl();
+    requireRedis(this, url);
+    db = await freshDatabase();
+    await migrate(db.knex);
+    client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    await client.connect();
+    cache = redisCache({ client, keyPrefix: `test:${randomBytes(6).toString('hex')}:`, logger: silentLogger });
+    // A long epoch refresh: no background query can blur the "a hit does no query" assertions.
+    a = instance(db.url, cache, { epochRefreshMs: 3_600_000 });
+  });
+  after(async () => {
+    await a?.destroy();
+    await cache?.close?.();
+    await client?.quit();
+    await db?.drop();
+  });
+
+  describe('POST (trust, renew)', () => {
+    it('answers 201 with every field of TrustedDeviceResponse', async () => {
+      const user = uid();
+      const before = Date.now();
+      const res = await post(a.app, { user_id: user, device_fingerprint: 'fp-1', device_name: 'Work laptop', device_type: 'desktop', browser: 'Firefox 140', os: 'Linux', ip: '203.0.113.7', ttl_seconds: 3600 });
+      expect(res.status).to.equal(201);
+      expect(res.headers['content-type']).to.match(/^application\/json/);
+      expect(res.body).to.have.all.keys(FIELDS);
+      expect(res.body).to.include({ tenant_id: 'acme', user_id: user, device_fingerprint: 'fp-1', device_name: 'Work laptop', device_type: 'desktop', browser: 'Firefox 140', os: 'Linux', ip: '203.0.113.7' });
+      expect(res.body.id).to.match(UUID);
+      expect(res.body.created_at).to.match(ISO_SECONDS);
+      expect(res.body.trusted_until).to.match(ISO_SECONDS);
+      const until = Date.parse(res.body.trusted_until);
+      expect(until).to.be.within(before + 3600_000 - 1000, Date.now() + 3600_000);
+    });
+
+    it('defaults the TTL to 30 days, sends null for details not given, and accepts null and IPv6', async () => {
+      const res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp-min', device_name: null, ip: '2001:db8::1' });
+      expect(res.status).to.equal(201);
+      expect(res.body).to.include({ device_name: null, device_type: null, browser: null, os: null, ip: '2001:db8::1' });
+      expect(Date.parse(res.body.trusted_until) - Date.parse(res.body.created_at)).to.be.within(30 * 86400_000 - 2000, 30 * 86400_000 + 2000);
+    });
+
+    it('renews the same fingerprint: same id, new details and trusted_until, still one row', async () => {
+      const user = uid();
+      const first = await post(a.app, { user_id: user, device_fingerprint: 'fp-r', device_name: 'Old', browser: 'Chrome 1', ttl_seconds: 60 });
+      const second = await post(a.app, { user_id: user, device_fingerprint: 'fp-r', device_name: 'New', os: 'macOS', ttl_seconds: 7200 });
+      expect(second.status).to.equal(201);
+      expect(second.body.id).to.equal(first.body.id);
+      expect(second.body.created_at).to.equal(first.body.created_at);
+      expect(second.body).to.include({ device_name: 'New', os: 'macOS', browser: 'Chrome 1' });
+      expect(Date.parse(second.body.trusted_until)).to.be.greaterThan(Date.parse(first.body.trusted_until) + 7000_000);
+      const list = await get(a.app, `${TD}?user_id=${user}`);
+      expect(list.body.total).to.equal(1);
+      expect(list.body.items[0]).to.deep.equal(second.body);
+      const c = await check(a.app, user, 'fp-r');
+      expect(c.body).to.deep.equal({ trusted: true, device_id: first.body.id, trusted_until: second.body.trusted_until });
+    });
+
+    it('the same fingerprint of another user or tenant is another device', async () => {
+      const user = uid();
+      const mine = await post(a.app, { user_id: user, device_fingerprint: 'shared' });
+      const other = await post(a.app, { user_id: uid(), device_fingerprint: 'shared' });
+      const otherTenant = await post(a.app, { user_id: user, device_fingerprint: 'shared' }, 'globex');
+      expect(new Set([mine.body.id, other.body.id, otherTenant.body.id]).size).to.equal(3);
+      expect(otherTenant.body.tenant_id).to.equal('globex');
+    });
+
+    it('rejects bad bodies with 400 and errors[] naming the field', async () => {
+      const user = uid();
+      const cases: Array<[unknown, string]> = [
+        [{ user_id: user }, 'device_fingerprint'],
+        [{ user_id: user, device_fingerprint: '' }, 'device_fingerprint'],
+        [{ user_id: user, device_fingerprint: 'x'.repeat(513) }, 'device_fingerprint'],
+        [{ user_id: user, device_fingerprint: 'a\u0000b' }, 'device_fingerprint'],
+        [{ user_id: user, device_fingerprint: 42 }, 'device_fingerprint'],
+        [{ device_fingerprint: 'fp' }, 'user_id'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl_seconds: 0 }, 'ttl_seconds'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl_seconds: -5 }, 'ttl_seconds'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl_seconds: 1.5 }, 'ttl_seconds'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl_seconds: 30 * 86400 + 1 }, 'ttl_seconds'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl_seconds: '3600' }, 'ttl_seconds'],
+        [{ user_id: user, device_fingerprint: 'fp', ip: '999.1.1.1' }, 'ip'],
+        [{ user_id: user, device_fingerprint: 'fp', ip: 'localhost' }, 'ip'],
+        [{ user_id: user, device_fingerprint: 'fp', device_name: 'x'.repeat(256) }, 'device_name'],
+        [{ user_id: user, device_fingerprint: 'fp', ttl: 60 }, '(body)'],
+      ];
+      for (const [body, field] of cases) {
+        const res = await post(a.app, body);
+        expect(res.status, JSON.stringify(body).slice(0, 80)).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body.errors, JSON.stringify(body).slice(0, 80)).to.be.an('array').that.is.not.empty;
+        expect(res.body.errors[0].field, JSON.stringify(body).slice(0, 80)).to.equal(field);
+      }
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(0);
+    });
+
+    it('answers 415 for a body that is not JSON and 400 for malformed JSON', async () => {
+      let res = await post(a.app, 'user_id=x').type('form');
+      expect(res.status).to.equal(415);
+      res = await post(a.app, '{"user_id":').type('json');
+      expect(res.status).to.equal(400);
+    });
+
+    it('needs the internal key and a tenant', async () => {
+      const { default: request } = await import('supertest');
+      let res = await request(a.app).post(TD).send({ user_id: 'u', device_fingerprint: 'f' });
+      expect(res.status).to.equal(401);
+      res = await request(a.app).get(`${TD}/check?user_id=u&device_fingerprint=f`).set('X-Internal-API-Key', 'test-internal-key-aaaaaaaaaaaaaaaaaaaa');
+      expect(res.status).to.equal(400);
+      expect(res.body.errors[0].field).to.equal('X-Tenant-ID');
+    });
+  });
+
+  describe('GET (list)', () => {
+    const user = `lister-${randomBytes(3).toString('hex')}`;
+    const ids: string[] = [];
+    const base = Date.UTC(2026, 4, 12, 12, 0, 0);
+
+    before(async () => {
+      for (let i = 0; i < 25; i++) {
+        ids.push(await insertTrusted(db.knex, { tenantId: 'acme', userId: user, deviceName: `Device ${i}`, createdAt: new Date(base + i * 1000) }));
+      }
+      await insertTrusted(db.knex, { tenantId: 'acme', userId: user, deviceName: 'Expired', createdAt: new Date(base + 99_000), trustedUntil: new Date(Date.now() - 1000) });
+      await insertTrusted(db.knex, { tenantId: 'acme', userId: `${user}-other`, deviceName: 'Other user' });
+      await insertTrusted(db.knex, { tenantId: 'globex', userId: user, deviceName: 'Other tenant' });
+    });
+
+    it('returns the seed 002 envelope with every field, newest first, without expired devices', async () => {
+      const res = await get(a.app, `${TD}?user_id=${user}`);
+      expect(res.status).to.equal(200);
+      expect(res.body).to.include({ code: 0, message: 'success', total: 25 });
+      expect(res.body.timestamp).to.match(ISO_SECONDS);
+      expect(res.body.pagination).to.deep.equal({ page: 1, page_size: 20, total: 25, total_pages: 2, has_next: true, has_prev: false });
+      expect(res.body.items).to.have.length(20);
+      for (const item of res.body.items) expect(item).to.have.all.keys(FIELDS);
+      expect(res.body.items[0]).to.include({ id: ids[24], tenant_id: 'acme', user_id: user, device_name: 'Device 24', created_at: '2026-05-12T12:00:24Z' });
+      const names = (res.body.items as Array<{ device_name: string }>).map((i) => i.device_name);
+      expect(names).not.to.include.members(['Expired', 'Other user', 'Other tenant']);
+    });
+
+    it('include_expired=true adds expired devices; bad values are 400', async () => {
+      const res = await get(a.app, `${TD}?user_id=${user}&include_expired=true&page_size=100`);
+      expect(res.body.total).to.equal(26);
+      expect(res.body.items[0].device_name).to.equal('Expired');
+      expect(Date.parse(res.body.items[0].trusted_until)).to.be.lessThan(Date.now());
+      expect((await get(a.app, `${TD}?user_id=${user}&include_expired=false`)).body.total).to.equal(25);
+      const bad = await get(a.app, `${TD}?user_id=${user}&include_expired=yes`);
+      expect(bad.status).to.equal(400);
+      expect(bad.body.errors[0].field).to.equal('include_expired');
+    });
+
+    it('pages are disjoint and complete', async () => {
+      const pages = await Promise.all([1, 2, 3, 4].map((p) => get(a.app, `${TD}?user_id=${user}&page=${p}&page_size=10`)));
+      const all = pages.flatMap((p) => (p.body.items as Array<{ id: string }>).map((i) => i.id));
+      expect(all).to.deep.equal([...ids].reverse());
+      expect(pages[2]!.body.pagination).to.include({ has_next: false, has_prev: true, total_pages: 3 });
+      expect(pages[3]!.body.items).to.deep.equal([]);
+      expect(pages[3]!.body.total).to.equal(25);
+    });
+
+    it('rejects page 0, negative, non-integer and over-max page_size with errors[]', async () => {
+      for (const q of ['page=0', 'page=-1', 'page=1.5', 'page=abc', 'page_size=0', 'page_size=-3', 'page_size=101', 'page_size=2.5', 'page=1&page=2']) {
+        const res = await get(a.app, `${TD}?user_id=${user}&${q}`);
+        expect(res.status, q).to.equal(400);
+        expect(res.body.errors, q).to.be.an('array').that.is.not.empty;
+        expect(res.body.errors[0].field, q).to.match(/^page(_size)?$/);
+      }
+    });
+
+    it('needs user_id; another tenant or user sees nothing of this one', async () => {
+      const missing = await get(a.app, TD);
+      expect(missing.status).to.equal(400);
+      expect(missing.body.errors[0]).to.deep.include({ field: 'user_id', code: 'required' });
+      const other = await get(a.app, `${TD}?user_id=${user}`, 'globex');
+      expect(other.body.total).to.equal(1);
+      expect(other.body.items[0].device_name).to.equal('Other tenant');
+      expect((await get(a.app, `${TD}?user_id=nobody`)).body).to.include({ total: 0 });
+    });
+  });
+
+  describe('GET /check (the hot path)', () => {
+    it('answers false for an unknown fingerprint and true with device_id and trusted_until for a trusted one', async () => {
+      const user = uid();
+      expect((await check(a.app, user, 'nope')).body).to.deep.equal({ trusted: false });
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'yes' });
+      const res = await check(a.app, user, 'yes');
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ trusted: true, device_id: t.body.id, trusted_until: t.body.trusted_until });
+    });
+
+    it('a hit costs no database query; a miss does (the counter works)', async () => {
+      const user = uid();
+      await post(a.app, { user_id: user, device_fingerprint: 'hot' });
+      await check(a.app, user, 'hot');
+      const miss = await a.queriesDuring(() => check(a.app, user, 'cold'));
+      expect(miss.result.body).to.deep.equal({ trusted: false });
+      expect(miss.sql.length).to.be.greaterThan(0);
+      for (const fp of ['hot', 'cold']) {
+        const hit = await a.queriesDuring(() => check(a.app, user, fp));
+        expect(hit.result.body.trusted).to.equal(fp === 'hot');
+        expect(hit.sql, fp).to.deep.equal([]);
+      }
+    });
+
+    it('a trust ends a cached "not trusted" at once', async () => {
+      const user = uid();
+      expect((await check(a.app, user, 'later')).body.trusted).to.equal(false);
+      expect((await a.queriesDuring(() => check(a.app, user, 'later'))).sql).to.deep.equal([]); // the negative entry is cached
+      await post(a.app, { user_id: user, device_fingerprint: 'later' });
+      expect((await check(a.app, user, 'later')).body.trusted).to.equal(true);
+    });
+
+    it('does not mix tenants or users', async () => {
+      const user = uid();
+      await post(a.app, { user_id: user, device_fingerprint: 'iso' });
+      expect((await check(a.app, user, 'iso')).body.trusted).to.equal(true);
+      expect((await check(a.app, `${user}x`, 'iso')).body.trusted).to.equal(false);
+      expect((await check(a.app, user, 'iso', 'globex')).body.trusted).to.equal(false);
+    });
+
+    it('an expired device is not trusted, and the cache never outlives trusted_until', async () => {
+      const user = uid();
+      // Expired in the database before it was ever checked.
+      const id = await insertTrusted(db.knex, { tenantId: 'acme', userId: user, fingerprint: 'old', trustedUntil: new Date(Date.now() - 1) });
+      expect((await check(a.app, user, 'old')).body.trusted).to.equal(false);
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(0);
+      expect((await get(a.app, `${TD}?user_id=${user}&include_expired=true`)).body.items[0].id).to.equal(id);
+      // Trusted for one second: true, cached, then false once the second has passed.
+      await post(a.app, { user_id: user, device_fingerprint: 'brief', ttl_seconds: 1 });
+      expect((await check(a.app, user, 'brief')).body.trusted).to.equal(true);
+      expect((await a.queriesDuring(() => check(a.app, user, 'brief'))).sql).to.deep.equal([]);
+      await sleep(1100);
+      expect((await check(a.app, user, 'brief')).body).to.deep.equal({ trusted: false });
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(0);
+      expect((await get(a.app, `${TD}?user_id=${user}&include_expired=true`)).body.total).to.equal(2);
+    });
+
+    it('rejects a missing or bad fingerprint and user_id with 400', async () => {
+      for (const q of ['user_id=u', 'device_fingerprint=f', 'user_id=u&device_fingerprint=', 'user_id=u&device_fingerprint=a&device_fingerprint=b', `user_id=u&device_fingerprint=${'x'.repeat(513)}`, 'user_id=u&device_fingerprint=%00']) {
+        const res = await get(a.app, `${TD}/check?${q}`);
+        expect(res.status, q).to.equal(400);
+        expect(res.body.errors[0].field, q).to.be.oneOf(['user_id', 'device_fingerprint']);
+      }
+    });
+  });
+
+  describe('DELETE (revoke, revoke all)', () => {
+    it('revokes one device: 204, then check false and gone from the list', async () => {
+      const user = uid();
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'gone' });
+      await post(a.app, { user_id: user, device_fingerprint: 'stays' });
+      expect((await check(a.app, user, 'gone')).body.trusted).to.equal(true);
+      const res = await del(a.app, `${TD}/${t.body.id}?user_id=${user}`);
+      expect(res.status).to.equal(204);
+      expect(res.text).to.equal('');
+      expect((await check(a.app, user, 'gone')).body).to.deep.equal({ trusted: false });
+      expect((await check(a.app, user, 'stays')).body.trusted).to.equal(true);
+      const list = await get(a.app, `${TD}?user_id=${user}&include_expired=true`);
+      expect((list.body.items as Array<{ device_fingerprint: string }>).map((i) => i.device_fingerprint)).to.deep.equal(['stays']);
+      expect((await del(a.app, `${TD}/${t.body.id}?user_id=${user}`)).status).to.equal(404);
+    });
+
+    it("answers 404 for another user's or tenant's device and leaves it trusted", async () => {
+      const user = uid();
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'mine' });
+      for (const [path, tenant] of [
+        [`${TD}/${t.body.id}?user_id=${user}x`, 'acme'],
+        [`${TD}/${t.body.id}?user_id=${user}`, 'globex'],
+      ] as const) {
+        const res = await del(a.app, path, tenant);
+        expect(res.status, `${tenant} ${path}`).to.equal(404);
+        expect(res.body).to.include({ status: 404, code: 40400003 });
+      }
+      expect((await check(a.app, user, 'mine')).body.trusted).to.equal(true);
+    });
+
+    it('answers 404 (not 500) for malformed ids, and 400 without user_id', async () => {
+      for (const id of ['not-a-uuid', '1', "x'; drop table trusted_devices; --", '00000000-0000-0000-0000-00000000000g', '%E2%82%AC']) {
+        const res = await del(a.app, `${TD}/${id}?user_id=u`);
+        expect(res.status, id).to.equal(404);
+      }
+      const res = await del(a.app, `${TD}/00000000-0000-0000-0000-000000000000`);
+      expect(res.status).to.equal(400);
+      expect(res.body.errors[0].field).to.equal('user_id');
+    });
+
+    it('revoke-all answers {revoked: n}, including expired devices, and every check is false after', async () => {
+      const user = uid();
+      for (const fp of ['a', 'b', 'c']) await post(a.app, { user_id: user, device_fingerprint: fp });
+      await insertTrusted(db.knex, { tenantId: 'acme', userId: user, trustedUntil: new Date(Date.now() - 1000) });
+      await post(a.app, { user_id: user, device_fingerprint: 'a' }, 'globex');
+      for (const fp of ['a', 'b', 'c']) expect((await check(a.app, user, fp)).body.trusted).to.equal(true);
+      const res = await del(a.app, `${TD}?user_id=${user}`);
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ revoked: 4 });
+      for (const fp of ['a', 'b', 'c']) expect((await check(a.app, user, fp)).body.trusted, fp).to.equal(false);
+      expect((await check(a.app, user, 'a', 'globex')).body.trusted).to.equal(true);
+      expect((await del(a.app, `${TD}?user_id=${user}`)).body).to.deep.equal({ revoked: 0 });
+      expect((await del(a.app, TD)).status).to.equal(400);
+    });
+  });
+
+  describe('two instances (separate pools, one Redis)', () => {
+    let b: Instance;
+    before(() => {
+      b = instance(db.url, cache, { epochRefreshMs: 3_600_000 });
+    });
+    after(async () => {
+      await b.destroy();
+    });
+
+    it('a revocation on one instance is seen by the other at once; a trust too', async () => {
+      const user = uid();
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'both' });
+      expect((await check(a.app, user, 'both')).body.trusted).to.equal(true);
+      expect((await check(b.app, user, 'both')).body.trusted).to.equal(true);
+      // B answers from the cache A filled.
+      expect((await b.queriesDuring(() => check(b.app, user, 'both'))).sql).to.deep.equal([]);
+      expect((await del(b.app, `${TD}/${t.body.id}?user_id=${user}`)).status).to.equal(204);
+      expect((await check(a.app, user, 'both')).body).to.deep.equal({ trusted: false });
+      expect((await check(b.app, user, 'both')).body).to.deep.equal({ trusted: false });
+      // B caches "not trusted"; a trust on A ends it.
+      await post(a.app, { user_id: user, device_fingerprint: 'both' });
+      expect((await check(b.app, user, 'both')).body.trusted).to.equal(true);
+      // Revoke-all on A, seen by B.
+      await del(a.app, `${TD}?user_id=${user}`);
+      expect((await check(b.app, user, 'both')).body.trusted).to.equal(false);
+    });
+
+    it('racing checks and a revocation never leave a stale positive behind', async () => {
+      for (let round = 0; round < 10; round++) {
+        const user = uid();
+        const t = await post(a.app, { user_id: user, device_fingerprint: 'race' });
+        // Checks on both instances (misses and fills after the generation changes) race the revocation.
+        const results = await Promise.all([
+          check(a.app, user, 'race'),
+          check(b.app, user, 'race'),
+          del(b.app, `${TD}/${t.body.id}?user_id=${user}`),
+          check(a.app, user, 'race'),
+          check(b.app, user, 'race'),
+        ]);
+        expect(results[2].status).to.equal(204);
+        expect((await check(a.app, user, 'race')).body.trusted, `round ${round}`).to.equal(false);
+        expect((await check(b.app, user, 'race')).body.trusted, `round ${round}`).to.equal(false);
+      }
+    });
+  });
+
+  describe('without a cache', () => {
+    it('every check reads Postgres and answers the same', async () => {
+      const plain = instance(db.url, undefined);
+      try {
+        const user = uid();
+        const t = await post(plain.app, { user_id: user, device_fingerprint: 'nc' });
+        const hit = await plain.queriesDuring(() => check(plain.app, user, 'nc'));
+        expect(hit.result.body).to.deep.equal({ trusted: true, device_id: t.body.id, trusted_until: t.body.trusted_until });
+        expect(hit.sql).to.have.length(1);
+        expect((await del(plain.app, `${TD}/${t.body.id}?user_id=${user}`)).status).to.equal(204);
+        expect((await check(plain.app, user, 'nc')).body.trusted).to.equal(false);
+      } finally {
+        await plain.destroy();
+      }
+    });
+  });
+});
