@@ -8,7 +8,7 @@
  *
  * Routes are one table entry each: a route that lands adds one entry to ROUTES below.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -16,6 +16,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
+import { memoryCache } from '../index.js';
 import { createExampleApp } from '../examples/app.js';
 import { KEY_A, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import {
@@ -165,12 +166,35 @@ const syncWriteBody = fc.record(
   { requiredKeys: ['device_fingerprint', 'device_name', 'totp_devices'] },
 );
 
+const fingerprint = fc.oneof(fc.constantFrom('fp-laptop', 'fp-phone'), plainText(1, 64));
+const trustBody = fc.record(
+  {
+    user_id: userId,
+    device_fingerprint: fingerprint,
+    device_name: fc.oneof(plainText(1, 40), fc.constant(null)),
+    device_type: fc.constantFrom('desktop', 'mobile', 'tablet'),
+    browser: plainText(1, 20),
+    os: plainText(1, 20),
+    ip: fc.oneof(fc.ipV4(), fc.ipV6(), fc.constant(null)),
+    ttl_seconds: fc.oneof(fc.integer({ min: 1, max: 2_592_000 }), fc.constant(null)),
+  },
+  { requiredKeys: ['user_id', 'device_fingerprint'] },
+);
+
 /** Ids a route may be called with: an existing one, a well-formed unknown one, hostile ones. */
 const existingSyncIds: string[] = [];
 const syncId = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => existingSyncIds[0] ?? 'devsync_00000000000000000000000000000000') },
   { weight: 2, arbitrary: fc.constant(null).map(() => `devsync_${randomBytes(16).toString('hex')}`) },
   { weight: 4, arbitrary: rawComponent() },
+);
+
+const existingTrustedIds: string[] = [];
+const trustedId = fc.oneof(
+  { weight: 2, arbitrary: fc.constant(null).map(() => existingTrustedIds[0] ?? randomUUID()) },
+  { weight: 2, arbitrary: fc.uuid() },
+  // Not empty: `/trusted-devices/` (trailing slash) is the revoke-all route, answered 200 — reported, left alone.
+  { weight: 4, arbitrary: rawComponent().filter((id) => id !== '') },
 );
 
 const ROUTES: RouteSpec[] = [
@@ -219,11 +243,68 @@ const ROUTES: RouteSpec[] = [
     success: [204],
     weight: 1,
   },
-  // ---- issues 3 and 4 add their routes here (trusted devices, /auth/mfa/...), one entry each.
+  // ---- issue 3: trusted devices on the internal router (seed 002)
+  {
+    name: 'GET /internal/session/trusted-devices',
+    method: 'GET',
+    path: fc.constant('/internal/session/trusted-devices'),
+    auth: 'internal',
+    query: queryOf({ user_id: { valid: userId, required: true }, page: { valid: pageParam }, page_size: { valid: pageSizeParam }, include_expired: { valid: fc.constantFrom('true', 'false', '1', '0', 'yes') } }),
+    success: [200],
+    weight: 2,
+  },
+  {
+    name: 'POST /internal/session/trusted-devices',
+    method: 'POST',
+    path: fc.constant('/internal/session/trusted-devices'),
+    auth: 'internal',
+    body: bodyOf(trustBody, INTERNAL_BODY_LIMIT),
+    success: [201],
+    weight: 4,
+  },
+  {
+    name: 'GET /internal/session/trusted-devices/check',
+    method: 'GET',
+    path: fc.constant('/internal/session/trusted-devices/check'),
+    auth: 'internal',
+    query: queryOf({ user_id: { valid: userId, required: true }, device_fingerprint: { valid: fingerprint, required: true } }),
+    success: [200],
+    weight: 3,
+  },
+  {
+    name: 'DELETE /internal/session/trusted-devices/:id',
+    method: 'DELETE',
+    path: trustedId.map((id) => `/internal/session/trusted-devices/${id}`),
+    auth: 'internal',
+    query: queryOf({ user_id: { valid: userId, required: true } }),
+    success: [204],
+    weight: 2,
+  },
+  {
+    name: 'DELETE /internal/session/trusted-devices',
+    method: 'DELETE',
+    path: fc.constant('/internal/session/trusted-devices'),
+    auth: 'internal',
+    query: queryOf({ user_id: { valid: userId, required: true } }),
+    success: [200],
+    weight: 1,
+  },
+  // ---- issue 4 adds its /auth/mfa/... routes here, one entry each.
 
   // ---- example server
   { name: 'GET /healthz', method: 'GET', path: fc.constant('/healthz'), auth: 'none', query: extraQuery(), success: [200], weight: 1 },
   { name: 'GET /readyz', method: 'GET', path: fc.constant('/readyz'), auth: 'none', query: extraQuery(), success: [200], weight: 1 },
+  { name: 'GET /openapi.json', method: 'GET', path: fc.constant('/openapi.json'), auth: 'none', query: extraQuery(), success: [200], weight: 1 },
+  {
+    name: 'GET /docs/*',
+    method: 'GET',
+    path: fc.option(rawComponent(), { nil: undefined }).map((p) => (p === undefined ? '/docs' : `/docs/${p}`)),
+    auth: 'none',
+    query: extraQuery(),
+    // swagger-ui-express redirects /docs to /docs/ and serves its page and assets.
+    success: [200, 301, 302, 304],
+    weight: 1,
+  },
   // ---- anything else: unknown paths and methods under every mount point, with or without a body
   {
     name: 'any method, any path',
@@ -373,7 +454,7 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
         done();
       },
     });
-    const app = createExampleApp({ storage: db.storage, internalKeys: [KEY_A], keyring: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
+    const app = createExampleApp({ storage: db.storage, cache: memoryCache(), internalKeys: [KEY_A], keyring: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -387,6 +468,15 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
     });
     expect(created.status, created.text).to.equal(201);
     existingSyncIds.push((JSON.parse(created.text) as { id: string }).id);
+    const trusted = await send(agent, base, {
+      method: 'POST',
+      path: '/internal/session/trusted-devices',
+      query: [],
+      headers: { 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' },
+      body: json({ user_id: 'alice', device_fingerprint: 'fp-seed' }),
+    });
+    expect(trusted.status, trusted.text).to.equal(201);
+    existingTrustedIds.push((JSON.parse(trusted.text) as { id: string }).id);
   });
 
   after(async () => {
