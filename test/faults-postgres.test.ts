@@ -93,6 +93,9 @@ describe('Postgres faults (private server: stopped, killed, closed to connection
   const frozen: number[] = [];
   /** Statuses seen across the whole suite, to report what was survived. */
   const seen = new Map<number, number>();
+  /** The same, for the current test only (printed after it). */
+  const testSeen = new Map<number, number>();
+  const tally = (m: Map<number, number>) => [...m.entries()].sort(([a], [b]) => a - b).map(([st, n]) => `${n}×${st}`).join(', ');
 
   const start = async (): Promise<void> => {
     // Imported lazily: the module has a top-level await (its CLI part), which mocha's require-first
@@ -132,6 +135,7 @@ describe('Postgres faults (private server: stopped, killed, closed to connection
     const text = await res.text();
     const ms = performance.now() - t0;
     seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
+    testSeen.set(res.status, (testSeen.get(res.status) ?? 0) + 1);
     let body: Record<string, unknown> = {};
     try {
       body = JSON.parse(text) as Record<string, unknown>;
@@ -214,11 +218,13 @@ describe('Postgres faults (private server: stopped, killed, closed to connection
     await knex?.destroy().catch(() => undefined);
     await pgServer?.stop().catch(() => undefined);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-    const faults = [...seen.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${n}×${s}`).join(', ');
-    console.log(`      [faults-postgres] answers seen: ${faults}`);
+    console.log(`      [faults-postgres] answers seen in all: ${tally(seen)}`);
   });
 
+  beforeEach(() => testSeen.clear());
+
   afterEach(function () {
+    if (testSeen.size > 0) console.log(`      [faults-postgres] ${tally(testSeen)}`);
     // No fault may ever surface as a 500 (or any 5xx other than 503).
     const bad = [...seen.keys()].filter((s) => s >= 500 && s !== 503);
     expect(bad, 'a 5xx other than 503 was answered').to.deep.equal([]);
