@@ -47,13 +47,27 @@ export function timeoutsFromEnv(env: NodeJS.ProcessEnv = process.env): DbTimeout
   return out;
 }
 
+/**
+ * A knex log message made safe to log: its first line, without the SQL knex puts in front of a
+ * driver error (`Connection Error: Error: select … - read ECONNRESET` → `Connection Error: read ECONNRESET`).
+ */
+export function scrubKnexMessage(message: unknown): string {
+  if (typeof message !== 'string') return 'knex message';
+  const first = message.split('\n', 1)[0] ?? '';
+  const cut = first.lastIndexOf(' - ');
+  const label = /^[A-Za-z][\w ]*:/.exec(first)?.[0] ?? '';
+  const text = cut === -1 ? first : `${label} ${first.slice(cut + 3)}`.trim();
+  // Belt and braces: a message that still reads like SQL is not logged at all.
+  return /\b(select|insert|update|delete|from|where)\b/i.test(text) ? `${label} (message withheld: it held query text)`.trim() : text.slice(0, 200);
+}
+
 /** knex (client `pg`) on `url` with the bounded timeouts above; one helper for the server and the fault tests. */
 export function createKnex(url: string, options: CreateKnexOptions = {}): Knex {
   const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
   const logger = options.logger;
-  // knex logs through console by default; its messages are short driver errors, never query text.
+  // knex logs through console by default, and its "Connection Error" warnings carry the failed query's SQL.
   const log = (level: 'warn' | 'error' | 'debug') => (message: unknown) => {
-    logger?.[level]({ component: 'knex' }, typeof message === 'string' ? message.split('\n', 1)[0]!.slice(0, 200) : 'knex message');
+    logger?.[level]({ component: 'knex' }, scrubKnexMessage(message));
   };
   return knexFactory({
     client: 'pg',

@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import { knexStorage } from '../index.js';
 import { isStorageUnavailable } from '../lib/errors.js';
 import { createExampleApp } from '../examples/app.js';
-import { createKnex } from '../examples/db.js';
+import { createKnex, scrubKnexMessage } from '../examples/db.js';
 import type { EmbeddedPostgresServer } from '../examples/embedded-postgres.js';
 import { KEY_A, insertDevice, ring } from './support/fixtures.js';
 
@@ -75,6 +75,15 @@ describe('isStorageUnavailable(): the error shapes the fault runs produced (regr
     }
     expect(isStorageUnavailable('Connection terminated')).to.equal(false);
     expect(isStorageUnavailable(null)).to.equal(false);
+  });
+});
+
+describe('scrubKnexMessage(): knex warnings without SQL (regression: a fault run logged the query)', () => {
+  it('keeps the label and the driver reason, drops the SQL', () => {
+    expect(scrubKnexMessage('Connection Error: Error: select *, count(*) over () as full_count from "mfa_devices" where "tenant_id" = $1 - read ECONNRESET')).to.equal('Connection Error: read ECONNRESET');
+    expect(scrubKnexMessage('Connection Error: Error: Connection terminated unexpectedly')).to.equal('Connection Error: Error: Connection terminated unexpectedly');
+    expect(scrubKnexMessage('Connection Error: select 1 from x')).to.equal('Connection Error: (message withheld: it held query text)');
+    expect(scrubKnexMessage({ sql: 'select 1' })).to.equal('knex message');
   });
 });
 
