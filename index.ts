@@ -2,6 +2,22 @@
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
 export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
 
+// [3/7] MFA devices
+export {
+  mfaDevicesRouter,
+  type MfaDevicesRouter,
+  type MfaDevicesRouterOptions,
+  type MfaDeviceDto,
+  type MfaUser,
+  type TotpOptions,
+  type VerifiedContext,
+  type LoginVerifyResponse,
+  type UserTrustedDeviceDto,
+} from './routers/mfa-devices/index.js';
+export { createTotp, type Totp, type TotpCheck, type TotpSecret } from './lib/totp.js';
+export { createMfaEvents, type MfaEvents, type MfaEventMap, type MfaEventName } from './lib/events.js';
+export type { LockoutOptions, RateLimitOptions, RateLimitRedisClient } from './lib/verification-throttle.js';
+
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
 export { requestId, type RequestIdOptions } from './lib/request-id.js';
@@ -37,3 +53,4 @@ export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/i
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
 export type * from './storage/types.js';
+export { openApiDocument, OPERATIONS, schemaRegistry, type OpenApiOptions } from './lib/openapi.js';

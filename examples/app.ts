@@ -8,7 +8,21 @@ import swaggerUi from 'swagger-ui-express';
 import { openApiDocument } from '../lib/openapi.js';
 import { pinoHttp } from 'pino-http';
 import type { Logger as PinoLogger } from 'pino';
-import { deviceSyncRouter, internalRouter, notFound, problemJson, requestId, type KeyRing, type KnexStorage, type TrustedDeviceCache } from '../index.js';
+import {
+  demoSender,
+  deviceSyncRouter,
+  internalRouter,
+  mfaDevicesRouter,
+  notFound,
+  problemJson,
+  requestId,
+  type KeyRing,
+  type KnexStorage,
+  type MfaCodeSender,
+  type MfaEventName,
+  type RateLimitRedisClient,
+  type TrustedDeviceCache,
+} from '../index.js';
 import { contextOf } from '../lib/context.js';
 
 export interface ExampleAppDeps {
@@ -19,10 +33,15 @@ export interface ExampleAppDeps {
   cache?: TrustedDeviceCache;
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
-  keyring: KeyRing;
+  keyRing: KeyRing;
   /** HS256 key of user JWTs (claims `sub`, `tenant_id`). */
   jwtSecret: string;
   logger: PinoLogger;
+  // [3/7] MFA devices
+  /** Delivers sms/email codes. @default demoSender(logger): writes the code to stdout, sends nothing */
+  codeSender?: MfaCodeSender;
+  /** Redis client for the verify routes' rate-limit counters, shared by every instance; none: in-process counters. */
+  rateLimitRedis?: RateLimitRedisClient;
 }
 
 /** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
@@ -40,6 +59,21 @@ async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
     clearTimeout(timer);
   }
 }
+
+/** Every event of the MFA routers, logged as one line each (they never carry a code or secret). */
+const MFA_EVENTS: readonly MfaEventName[] = [
+  'device.enrolled',
+  'device.verified',
+  'device.updated',
+  'device.removed',
+  'mfa.succeeded',
+  'mfa.failed',
+  'replay.refused',
+  'lockout',
+  'trusted_device.created',
+  'trusted_device.revoked',
+  'recovery_codes.generated',
+];
 
 export function createExampleApp(deps: ExampleAppDeps): Express {
   const { storage, logger } = deps;
@@ -87,8 +121,29 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
   });
 
-  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }) }));
-  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyring: deps.keyring, jwt: { secret: deps.jwtSecret }, logger }));
+  // [3/7] MFA devices: one emitter for both routers' events, one Redis for both rate limiters.
+  const redis = deps.rateLimitRedis && { redis: deps.rateLimitRedis };
+  const mfa = mfaDevicesRouter({
+    storage,
+    keyRing: deps.keyRing,
+    jwt: { secret: deps.jwtSecret },
+    issuer: 'express-mfa-kit example',
+    sender: deps.codeSender ?? demoSender(logger),
+    // The same cache as the internal router: a device remembered here is trusted there at once.
+    ...(deps.cache && { cache: deps.cache }),
+    logger,
+    ...redis,
+  });
+  for (const name of MFA_EVENTS) {
+    mfa.events.on(name, (payload: { tenantId: string; userId: string; requestId: string }) => {
+      const { tenantId, userId, requestId: request_id, ...rest } = payload;
+      logger.info({ event: name, tenant_id: tenantId, user_id: userId, request_id, ...rest }, `mfa event ${name}`);
+    });
+  }
+  app.use('/auth/mfa', mfa);
+
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyRing, events: mfa.events, ...redis }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt: { secret: deps.jwtSecret }, logger }));
 
   app.use(notFound());
   app.use(problemJson({ logger }));

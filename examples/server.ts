@@ -74,10 +74,13 @@ async function main(): Promise<void> {
   // [2/7] The trusted-device cache: Redis when REDIS_URL is set (shared by every instance), else in-process.
   let cache: TrustedDeviceCache;
   let cachePing: (() => Promise<boolean>) | undefined;
+  // [3/7] The same client keeps the verify routes' rate-limit counters, shared by every instance.
+  let rateLimitRedis: Redis | undefined;
   if (env.redisUrl) {
     // Not awaited: the server starts (and answers from Postgres) while Redis is unreachable, and ioredis keeps reconnecting.
     const redis = new Redis(env.redisUrl, REDIS_CACHE_CLIENT_OPTIONS);
     const redisBacked = redisCache({ client: redis, logger });
+    rateLimitRedis = redis;
     cache = redisBacked;
     cachePing = () => redisBacked.ping();
     cleanups.unshift(async () => {
@@ -88,7 +91,16 @@ async function main(): Promise<void> {
     cache = memoryCache();
   }
 
-  const app = createExampleApp({ storage, cache, ...(cachePing && { cachePing }), internalKeys: env.internalKeys, keyring: ring, jwtSecret: env.jwtSecret, logger });
+  const app = createExampleApp({
+    storage,
+    cache,
+    ...(cachePing && { cachePing }),
+    internalKeys: env.internalKeys,
+    keyRing: ring,
+    jwtSecret: env.jwtSecret,
+    logger,
+    ...(rateLimitRedis && { rateLimitRedis }),
+  });
 
   const server: Server = app.listen(env.port, env.host);
   await new Promise<void>((resolve, reject) => {

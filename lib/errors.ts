@@ -33,6 +33,10 @@ export const ERROR_CATALOGUE = {
   DEVICE_NOT_VERIFIED: spec(400, 40000011, 'device-not-verified', 'Device Not Verified', 'The device has not been verified yet.'),
   DEVICE_ALREADY_VERIFIED: spec(400, 40000012, 'device-already-verified', 'Device Already Verified', 'The device is already verified.'),
   MFA_NOT_ENROLLED: spec(400, 40000013, 'mfa-not-enrolled', 'MFA Not Enrolled', 'The user has no usable second factor.'),
+  // [3/7] MFA devices
+  METHOD_NOT_ENABLED: spec(400, 40000020, 'method-not-enabled', 'Method Not Enabled', 'This second-factor method is not enabled on this server.'),
+  DEVICE_DISABLED: spec(400, 40000021, 'device-disabled', 'Device Disabled', 'The device is disabled.'),
+  CHALLENGE_NOT_SUPPORTED: spec(400, 40000022, 'challenge-not-supported', 'Challenge Not Supported', 'Only sms and email devices are sent codes.'),
   UNAUTHENTICATED: spec(401, 40100001, 'unauthenticated', 'Unauthorized', 'Missing, invalid or expired authentication.'),
   INVALID_INTERNAL_KEY: spec(401, 40100002, 'invalid-internal-key', 'Unauthorized', 'Missing or invalid internal API key.'),
   TENANT_MISMATCH: spec(403, 40300001, 'tenant-mismatch', 'Tenant Mismatch', 'The X-Tenant-ID header does not match the token tenant.'),

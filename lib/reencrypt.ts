@@ -24,7 +24,7 @@ export const SEALED_TABLES: readonly SealedTable[] = [
 export interface ReencryptOptions {
   knex: Knex;
   /** Must hold the active (new) key first and every key rows may still be sealed with. */
-  keyring: KeyRing;
+  keyRing: KeyRing;
   /**
    * Rows per transaction.
    * @default 200
@@ -71,16 +71,16 @@ interface SealedRow {
  * by id, never by content.
  */
 export async function reencrypt(options: ReencryptOptions): Promise<ReencryptResult[]> {
-  const { knex, keyring } = options;
-  if (typeof knex !== 'function' || typeof keyring?.seal !== 'function' || typeof keyring.open !== 'function') {
-    throw new TypeError('express-mfa-kit: reencrypt() needs { knex, keyring }: reencrypt({ knex, keyring: keyRing(process.env.MFA_ENCRYPTION_KEYS) })');
+  const { knex, keyRing } = options;
+  if (typeof knex !== 'function' || typeof keyRing?.seal !== 'function' || typeof keyRing.open !== 'function') {
+    throw new TypeError('express-mfa-kit: reencrypt() needs { knex, keyRing }: reencrypt({ knex, keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS) })');
   }
   const batchSize = options.batchSize ?? DEFAULT_REENCRYPT_BATCH_SIZE;
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
     throw new TypeError('express-mfa-kit: reencrypt() option batchSize must be an integer from 1 to 10000');
   }
   const logger = options.logger ?? getDefaultLogger();
-  const active = keyring.activeKeyId;
+  const active = keyRing.activeKeyId;
   const results: ReencryptResult[] = [];
 
   for (const spec of options.tables ?? SEALED_TABLES) {
@@ -100,7 +100,7 @@ export async function reencrypt(options: ReencryptOptions): Promise<ReencryptRes
           const where = aad(row.tenant_id, row.user_id, String(row.id));
           let sealed;
           try {
-            sealed = keyring.seal(keyring.open({ keyId: row.key_id, data: row.data }, where), where);
+            sealed = keyRing.seal(keyRing.open({ keyId: row.key_id, data: row.data }, where), where);
           } catch (err) {
             if (!isProblemError(err)) throw err;
             result.failed += 1;

@@ -29,7 +29,7 @@ try {
   console.log(`active key: ${ring.activeKeyId}; keys able to open: ${ring.keyIds.join(', ')}`);
   const results = await reencrypt({
     knex,
-    keyring: ring,
+    keyRing: ring,
     ...(batchSize === undefined ? {} : { batchSize }),
     // Warnings carry table, tenant, row id and key id only.
     logger: { ...silentLogger, warn: (obj) => console.error(`cannot open: ${JSON.stringify(obj)}`) },

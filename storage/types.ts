@@ -29,6 +29,8 @@ export interface TotpParams {
   digits: number;
   /** Seconds per time step. */
   period: number;
+  /** Time steps accepted either side of the current one (clock drift). */
+  skew: number;
 }
 
 /** One second factor of a user. */
@@ -53,9 +55,49 @@ export interface MfaDevice {
   expiresAt: Date | null;
 }
 
+/** What enrolment stores for a new (unverified) device. */
+export interface NewMfaDevice {
+  id: string;
+  tenantId: string;
+  userId: string;
+  method: MfaMethod;
+  deviceName: string;
+  secret: Sealed;
+  totp: TotpParams | null;
+  /** When the device, if still unverified, stops being usable. */
+  expiresAt: Date;
+}
+
+export type CreateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'DEVICE_LIMIT_REACHED' };
+
 export interface MfaDeviceStore {
   /** A user's devices, newest first (ties by id), optionally of one method. */
   list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>>;
+  /** One device of the user (expired unverified ones included: the caller decides), or `null`. */
+  get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null>;
+  /**
+   * Inserts a device unless the user already has `maxDevices` (expired unverified devices are
+   * purged first and do not count). Serialised per user, so concurrent enrolments cannot overshoot.
+   */
+  create(device: NewMfaDevice, limits: { maxDevices: number; now: Date }): Promise<CreateDeviceResult>;
+  /** Renames and/or enables/disables a device; `null` when there is no such device. */
+  update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null>;
+  /**
+   * Marks an unverified, unexpired (at `now`) device verified and used. With a TOTP `step` the
+   * step is recorded in the same conditional update (refused when not above the last one).
+   * `null` when nothing changed: no such device, already verified, expired, or the step was used.
+   */
+  markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null>;
+  /**
+   * The replay guard: records `step` as the last accepted TOTP step of a verified, enabled device
+   * and sets `last_used_at`, in one conditional update that only succeeds when `step` is above the
+   * stored one. `null` (refuse) when another request got there first or the step is not newer.
+   */
+  recordTotpStep(tenantId: string, userId: string, id: string, step: number): Promise<MfaDevice | null>;
+  /** Sets `last_used_at` of a device (a successful sms/email use). */
+  touch(tenantId: string, userId: string, id: string): Promise<void>;
+  /** Deletes a device; returns it (`null` when there was none) and how many verified devices the user still has (serialised per user). */
+  remove(tenantId: string, userId: string, id: string): Promise<{ removed: MfaDevice | null; verifiedRemaining: number }>;
 }
 
 // ---------------------------------------------------------------- trusted devices ([2/7])
@@ -118,6 +160,40 @@ export interface TrustedDeviceStore {
 
 
 // ---------------------------------------------------------------- recovery codes, throttling ([3/7])
+
+/** Lockout policy of the consecutive-failure counter. */
+export interface LockoutPolicy {
+  /** Failures (per tenant + user) that lock verification. */
+  maxFailures: number;
+  /** Seconds the lock lasts; also how long an isolated failure is remembered. */
+  cooldownSeconds: number;
+}
+
+export type ChargeResult = { status: 'OK' } | { status: 'LOCKED'; retryAfterSeconds: number; newlyLocked: boolean };
+
+export interface FailureRecord {
+  /** Whether verification is now locked. */
+  locked: boolean;
+  /** Whether this failure is the one that locked it. */
+  newlyLocked: boolean;
+  retryAfterSeconds: number;
+}
+
+/**
+ * The consecutive-failure counter shared by every instance (one row per tenant + user), on the
+ * database clock. Each verification first charges an attempt; a success resets the counter.
+ */
+export interface VerificationThrottleStore {
+  /**
+   * Atomically counts one attempt before a code is checked: refused (`LOCKED`) while a lock runs
+   * or when `maxFailures` attempts are already counted, so concurrent guesses cannot overshoot.
+   */
+  charge(tenantId: string, userId: string, policy: LockoutPolicy): Promise<ChargeResult>;
+  /** The attempt failed: locks when the counted failures reached `maxFailures`. */
+  recordFailure(tenantId: string, userId: string, policy: LockoutPolicy): Promise<FailureRecord>;
+  /** A success: forget the failures. */
+  reset(tenantId: string, userId: string): Promise<void>;
+}
 
 /** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */
 export type OtpPurpose = 'enrollment' | 'login';
@@ -232,6 +308,8 @@ export interface SyncRecordStore {
 /** Everything the three routers use; each router checks only the parts it calls. */
 export interface MfaStorage {
   mfaDevices: MfaDeviceStore;
+  /** The verification lockout counter ([3/7]). */
+  verificationThrottle: VerificationThrottleStore;
   recoveryCodes: RecoveryCodeStore;
   otpCodes: OtpCodeStore;
   /** Authenticator vaults synced across a user's devices ([4/7]). */

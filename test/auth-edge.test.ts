@@ -50,7 +50,7 @@ describe('auth edge cases', function () {
   before(async () => {
     db = await migratedStorage();
     await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice' });
-    app = createExampleApp({ storage: db.storage, internalKeys: [KEY_A, KEY_B], keyring: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
+    app = createExampleApp({ storage: db.storage, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     port = (server.address() as AddressInfo).port;

@@ -42,9 +42,9 @@ const recordingLogger: Logger = {
   error: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
 };
 
-function makeApp(storage: KnexStorage, options: { keyring?: KeyRing; maxEntries?: number; bodyLimit?: string } = {}): express.Express {
+function makeApp(storage: KnexStorage, options: { keyRing?: KeyRing; maxEntries?: number; bodyLimit?: string } = {}): express.Express {
   const app = express();
-  app.use(BASE, deviceSyncRouter({ storage, keyring: options.keyring ?? appRing, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...(options.maxEntries !== undefined && { maxEntries: options.maxEntries }), ...(options.bodyLimit !== undefined && { bodyLimit: options.bodyLimit }) }));
+  app.use(BASE, deviceSyncRouter({ storage, keyRing: options.keyRing ?? appRing, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...(options.maxEntries !== undefined && { maxEntries: options.maxEntries }), ...(options.bodyLimit !== undefined && { bodyLimit: options.bodyLimit }) }));
   return app;
 }
 
@@ -598,7 +598,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       await db.knex('sync_records').where({ id: broken.id }).update({ vault_ciphertext: randomBytes(64) });
 
       const before = (await db.knex('sync_records').whereNot('vault_key_id', 'k3').count({ n: '*' }).first())!;
-      const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 2, logger: quiet });
+      const results = await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 2, logger: quiet });
       const result = results.find((r) => r.table === 'sync_records')!;
       expect(result.failed).to.equal(1);
       expect(result.rows).to.equal(Number(before.n) - 1);
@@ -607,14 +607,14 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       await db.knex('sync_records').where({ id: broken.id }).delete();
 
       // Readable with the new key alone, unchanged, same tokens.
-      const onlyNew = makeApp(storage, { keyring: keyRing([K3]) });
+      const onlyNew = makeApp(storage, { keyRing: keyRing([K3]) });
       for (const rec of recs) {
         const res = await request(onlyNew).get(`${BASE}/${rec.id}`).set('Authorization', bearer(user));
         expect(res.status).to.equal(200);
         expect(res.body).to.deep.equal(rec);
       }
       // Running it again finds nothing to do.
-      const again = await reencrypt({ knex: db.knex, keyring: rotated, logger: quiet });
+      const again = await reencrypt({ knex: db.knex, keyRing: rotated, logger: quiet });
       expect(again.find((r) => r.table === 'sync_records')).to.deep.equal({ table: 'sync_records', rows: 0, failed: 0 });
     });
 
@@ -655,12 +655,12 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
   describe('set-up errors', function () {
     it('fail loudly with the fix in the message', function () {
       expect(() => deviceSyncRouter({ method: 'GET', headers: {}, url: '/' } as never)).to.throw(TypeError, /without being called/);
-      expect(() => deviceSyncRouter({ storage, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'keyring'/);
-      expect(() => deviceSyncRouter({ keyring: ring, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'storage'/);
-      expect(() => deviceSyncRouter({ storage: { ping: () => Promise.resolve() } as never, keyring: ring, jwt: { secret: JWT_SECRET } })).to.throw(TypeError, /syncRecords\.list/);
-      expect(() => deviceSyncRouter({ storage, keyring: ring })).to.throw(TypeError, /needs 'jwt'/);
-      expect(() => deviceSyncRouter({ storage, keyring: ring, jwt: { secret: JWT_SECRET }, maxEntrys: 5 } as never)).to.throw(TypeError, /Did you mean 'maxEntries'/);
-      expect(() => deviceSyncRouter({ storage, keyring: ring, jwt: { secret: JWT_SECRET }, maxEntries: 0 })).to.throw(TypeError, /maxEntries/);
+      expect(() => deviceSyncRouter({ storage, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'keyRing'/);
+      expect(() => deviceSyncRouter({ keyRing: ring, jwt: { secret: JWT_SECRET } } as never)).to.throw(TypeError, /needs 'storage'/);
+      expect(() => deviceSyncRouter({ storage: { ping: () => Promise.resolve() } as never, keyRing: ring, jwt: { secret: JWT_SECRET } })).to.throw(TypeError, /syncRecords\.list/);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring })).to.throw(TypeError, /needs 'jwt'/);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, maxEntrys: 5 } as never)).to.throw(TypeError, /Did you mean 'maxEntries'/);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, maxEntries: 0 })).to.throw(TypeError, /maxEntries/);
     });
   });
 });

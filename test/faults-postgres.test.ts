@@ -208,7 +208,7 @@ describe('Postgres faults (private server: stopped, killed, closed to connection
     await storage.migrate();
     await insertDevice(knex, { tenantId: 'acme', userId: 'alice', deviceName: 'Phone' });
     await insertDevice(knex, { tenantId: 'acme', userId: 'alice', deviceName: 'Tablet' });
-    const app = createExampleApp({ storage, internalKeys: [KEY_A], keyring: ring, jwtSecret: 'faults-test-jwt-secret-0123456789', logger });
+    const app = createExampleApp({ storage, internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'faults-test-jwt-secret-0123456789', logger });
     http = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => http.once('listening', resolve));
     base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;

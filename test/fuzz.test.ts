@@ -454,7 +454,7 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
         done();
       },
     });
-    const app = createExampleApp({ storage: db.storage, cache: memoryCache(), internalKeys: [KEY_A], keyring: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
+    const app = createExampleApp({ storage: db.storage, cache: memoryCache(), internalKeys: [KEY_A], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -56,7 +56,7 @@ describe('reencrypt (key rotation)', () => {
   });
 
   it('moves every row sealed with an old key to the active key; every secret still opens, now without the old key', async () => {
-    const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 4, logger: silentLogger });
+    const results = await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 4, logger: silentLogger });
     expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 0 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     const after = await secrets(db.knex, newOnly);
     expect(after.size).to.equal(26);
@@ -67,9 +67,9 @@ describe('reencrypt (key rotation)', () => {
   });
 
   it('a second run is a no-op', async () => {
-    await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 5, logger: silentLogger });
+    await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 5, logger: silentLogger });
     const before = await db.knex<DeviceRow>('mfa_devices').select('id', 'secret_ciphertext');
-    expect(await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 5, logger: silentLogger })).to.deep.equal([{ table: 'mfa_devices', rows: 0, failed: 0 }, { table: 'sync_records', rows: 0, failed: 0 }]);
+    expect(await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 5, logger: silentLogger })).to.deep.equal([{ table: 'mfa_devices', rows: 0, failed: 0 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     const again = await db.knex<DeviceRow>('mfa_devices').select('id', 'secret_ciphertext');
     const byId = new Map(again.map((r) => [r.id, r.secret_ciphertext]));
     for (const r of before) expect(byId.get(r.id)?.equals(r.secret_ciphertext)).to.equal(true);
@@ -77,8 +77,8 @@ describe('reencrypt (key rotation)', () => {
 
   it('two runs at once move each row exactly once and lose nothing', async () => {
     const [a, b] = await Promise.all([
-      reencrypt({ knex: db.knex, keyring: rotated, batchSize: 3, logger: silentLogger }),
-      reencrypt({ knex: db.knex, keyring: rotated, batchSize: 3, logger: silentLogger }),
+      reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 3, logger: silentLogger }),
+      reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 3, logger: silentLogger }),
     ]);
     expect(a[0]!.rows + b[0]!.rows).to.equal(23);
     const after = await secrets(db.knex, newOnly);
@@ -89,7 +89,7 @@ describe('reencrypt (key rotation)', () => {
     const lost = await insertSealed(db.knex, stranger, 'acme', 'lost', 'LOSTSECRETLOSTSECRET');
     const warnings: string[] = [];
     const logger: Logger = { ...silentLogger, warn: (obj, msg) => warnings.push(JSON.stringify({ ...obj, msg })) };
-    const results = await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 4, logger });
+    const results = await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 4, logger });
     expect(results).to.deep.equal([{ table: 'mfa_devices', rows: 23, failed: 1 }, { table: 'sync_records', rows: 0, failed: 0 }]);
     expect(warnings).to.have.length(1);
     expect(warnings[0]).to.contain(lost).and.contain('k9').and.not.contain('LOSTSECRET');
@@ -114,7 +114,7 @@ describe('reencrypt (key rotation)', () => {
     for (const batchSize of [0, 1.5, 100_000]) {
       let caught: unknown;
       try {
-        await reencrypt({ knex: db.knex, keyring: rotated, batchSize, logger: silentLogger });
+        await reencrypt({ knex: db.knex, keyRing: rotated, batchSize, logger: silentLogger });
       } catch (err) {
         caught = err;
       }
@@ -176,7 +176,7 @@ describe('reencrypt of sync_records', () => {
       await db.knex('sync_records').insert({ tenant_id: 'acme', id, user_id: `user-${i % 2}`, vault_key_id: sealed.keyId, vault_ciphertext: sealed.data });
       plain.set(id, json);
     }
-    expect(await reencrypt({ knex: db.knex, keyring: rotated, batchSize: 2, logger: silentLogger })).to.deep.equal([{ table: 'sync_records', rows: 7, failed: 0 }]);
+    expect(await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 2, logger: silentLogger })).to.deep.equal([{ table: 'sync_records', rows: 7, failed: 0 }]);
     const rows = (await db.knex('sync_records').select('*')) as Array<{ tenant_id: string; id: string; user_id: string; vault_key_id: string; vault_ciphertext: Buffer }>;
     for (const r of rows) {
       expect(r.vault_key_id).to.equal('k2');

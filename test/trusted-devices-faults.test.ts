@@ -180,7 +180,7 @@ describe('trusted devices under Redis faults (private redis-server)', function (
     const client = await connect();
     const cache = redisCache({ client, keyPrefix: prefix, logger: silentLogger, timeoutMs: 300 });
     caches.push(cache);
-    const app = createExampleApp({ storage: knexStorage({ knex: db.knex }), cache, cachePing: () => cache.ping(), internalKeys: [KEY_A], keyring: ring, jwtSecret: 'readyz-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
+    const app = createExampleApp({ storage: knexStorage({ knex: db.knex }), cache, cachePing: () => cache.ping(), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'readyz-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
     let res = await request(app).get('/readyz');
     expect(res.status).to.equal(200);
     expect(res.body).to.include({ status: 'ready', storage: 'up', cache: 'up' });

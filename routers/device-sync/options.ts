@@ -11,7 +11,7 @@ export interface DeviceSyncRouterOptions {
   /** Storage, e.g. `knexStorage({ knex })`; the router uses `storage.syncRecords`. Required. */
   storage: MfaStorage;
   /** Key ring the vaults are sealed with, e.g. `keyRing(process.env.MFA_ENCRYPTION_KEYS)`. Required. */
-  keyring: KeyRing;
+  keyRing: KeyRing;
   /** Verify Bearer JWTs with passport-jwt. One of `jwt` or `authenticate` is required. */
   jwt?: JwtOptions;
   /** Or the host's own authentication middleware; it must set `req.user` to the token claims. */
@@ -40,7 +40,7 @@ export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
 /** The complete configuration the router runs on. */
 export interface DeviceSyncRouterConfig {
   storage: MfaStorage;
-  keyring: KeyRing;
+  keyRing: KeyRing;
   auth: UserAuthOptions;
   errors: Required<ProblemJsonOptions>;
   logger: Logger;
@@ -50,14 +50,14 @@ export interface DeviceSyncRouterConfig {
 }
 
 const FACTORY = 'deviceSyncRouter';
-const KNOWN = ['storage', 'keyring', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit'] as const;
-const EXAMPLE = '{ storage: knexStorage({ knex }), keyring: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
+const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit'] as const;
+const EXAMPLE = '{ storage: knexStorage({ knex }), keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
 const STORE_METHODS = ['list', 'get', 'findByFingerprint', 'create', 'updateIfToken', 'delete'].map((m) => `syncRecords.${m}`);
 
 export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouterConfig {
   checkOptionsObject(FACTORY, options, KNOWN, EXAMPLE);
   checkInjected(FACTORY, 'storage', options.storage, STORE_METHODS, 'pass storage: knexStorage({ knex }) (with the 0004_sync_records migration applied)');
-  checkInjected(FACTORY, 'keyring', options.keyring, ['seal', 'open'], 'pass keyring: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
+  checkInjected(FACTORY, 'keyRing', options.keyRing, ['seal', 'open'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   if (options.bodyLimit !== undefined && typeof options.bodyLimit !== 'string' && typeof options.bodyLimit !== 'number') {
     throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'bodyLimit' must be a number of bytes or a string such as '1mb'`);
   }
@@ -72,7 +72,7 @@ export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouter
   };
   return {
     storage: options.storage,
-    keyring: options.keyring,
+    keyRing: options.keyRing,
     auth,
     errors: resolveProblemOptions({ ...options.errors, logger }),
     logger,

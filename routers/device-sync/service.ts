@@ -23,13 +23,13 @@ export interface SyncService {
 }
 
 export function syncService(config: DeviceSyncRouterConfig): SyncService {
-  const { keyring, logger } = config;
+  const { keyRing, logger } = config;
   const store = config.storage.syncRecords;
 
   const present = (record: SyncRecord): DeviceSyncResponse => {
     let vault: string;
     try {
-      vault = openVault(keyring, record);
+      vault = openVault(keyRing, record);
     } catch (err) {
       // Ids and key id only: enough to find the row, nothing of its content.
       if (isProblemError(err)) logger.error({ tenant_id: record.tenantId, record_id: record.id, key_id: record.vault.keyId }, 'sync record vault did not decrypt');
@@ -54,7 +54,7 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
         deviceFingerprint: body.device_fingerprint,
         deviceName: body.device_name,
         syncToken: newSyncToken(),
-        vault: sealVault(keyring, tenantId, userId, id, vaultJson),
+        vault: sealVault(keyRing, tenantId, userId, id, vaultJson),
       });
       outcome = settle(result, vaultJson);
       // A conflict with no current record: it was deleted in between, so the fingerprint is free again.
@@ -72,7 +72,7 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
     const result = await store.updateIfToken(
       { tenantId, userId, deviceFingerprint: body.device_fingerprint, id: existing.id },
       token,
-      { deviceName: body.device_name, syncToken: newSyncToken(), vault: sealVault(keyring, tenantId, userId, existing.id, vaultJson) },
+      { deviceName: body.device_name, syncToken: newSyncToken(), vault: sealVault(keyRing, tenantId, userId, existing.id, vaultJson) },
     );
     return settle(result, vaultJson);
   }

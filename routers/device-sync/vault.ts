@@ -90,12 +90,12 @@ export function writeBodySchema(maxEntries: number) {
 export type WriteBody = z.output<ReturnType<typeof writeBodySchema>>;
 
 /** Seals a vault's JSON for one record. */
-export const sealVault = (keyring: KeyRing, tenantId: string, userId: string, id: string, vaultJson: string): Sealed =>
-  keyring.seal(vaultJson, syncRecordAad(tenantId, userId, id));
+export const sealVault = (keyRing: KeyRing, tenantId: string, userId: string, id: string, vaultJson: string): Sealed =>
+  keyRing.seal(vaultJson, syncRecordAad(tenantId, userId, id));
 
 /** Opens a record's vault; throws the key ring's 500 `DECRYPTION_FAILED` Problem when it does not open. */
-export const openVault = (keyring: KeyRing, record: SyncRecord): string =>
-  keyring.openText(record.vault, syncRecordAad(record.tenantId, record.userId, record.id));
+export const openVault = (keyRing: KeyRing, record: SyncRecord): string =>
+  keyRing.openText(record.vault, syncRecordAad(record.tenantId, record.userId, record.id));
 
 export function toDeviceSyncResponse(record: SyncRecord, vaultJson: string): DeviceSyncResponse {
   return {

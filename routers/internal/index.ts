@@ -10,6 +10,7 @@ import { requestId } from '../../lib/request-id.js';
 import { tenant } from '../../lib/tenant.js';
 import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
+import { mountTotpVerify } from './totp-verify.js';
 import { mountTrustedDevices } from './trusted-devices.js';
 
 export type { InternalRouterOptions } from './options.js';
@@ -23,6 +24,8 @@ export function internalRouter(options: InternalRouterOptions): Router {
   router.use(jsonBody(config.bodyLimit));
   mountTotpDevices(router, config);
   mountTrustedDevices(router, config);
+  // [3/7] needs the key ring to open TOTP secrets
+  if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });
   router.use(problemJson(config.errors));
   return router;
 }

@@ -7,9 +7,20 @@ import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/proble
 import { DEFAULT_INTERNAL_KEY_HEADER, parseInternalKeys } from '../../lib/internal-auth.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import { tenantFrom, type TenantExtractor } from '../../lib/tenant.js';
-import type { MfaStorage } from '../../storage/types.js';
+import type { LockoutPolicy, MfaStorage } from '../../storage/types.js';
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { TRUSTED_DEVICE_SETTING_NAMES, createTrustedDevices, resolveTrustedDeviceSettings, type TrustedDeviceSettings, type TrustedDevices } from '../../lib/trusted-devices.js';
+// [3/7] TOTP verification
+import { createMfaEvents, type MfaEvents } from '../../lib/events.js';
+import type { KeyRing } from '../../lib/keyring.js';
+import {
+  resolveLockout,
+  resolveRateLimit,
+  type LockoutOptions,
+  type RateLimitOptions,
+  type RateLimitRedisClient,
+  type ResolvedRateLimit,
+} from '../../lib/verification-throttle.js';
 
 export interface InternalRouterOptions {
   /** Storage, e.g. `knexStorage({ knex })`. Required. */
@@ -39,6 +50,19 @@ export interface InternalRouterOptions {
    * `cacheRetryMs` (@default 1000). See `TrustedDeviceSettings`.
    */
   trustedDevices?: TrustedDeviceSettings;
+  // [3/7] TOTP verification
+  /** Key ring the TOTP secrets are sealed with; `POST /mfa/totp/verify` is served only when given. */
+  keyRing?: KeyRing;
+  /** Consecutive-failure lockout, shared with `mfaDevicesRouter` (same counter per tenant + user). @default { maxFailures: 5, cooldownSeconds: 900 } */
+  lockout?: LockoutOptions;
+  /** Request-rate limit on the verify route, per tenant + user_id, or `false`. @default { windowMs: 60000, limit: 10 } */
+  rateLimit?: RateLimitOptions | false;
+  /** Redis client (ioredis) for shared rate-limit counters. @default in-process counters */
+  redis?: RateLimitRedisClient;
+  /** Where verification events go (pass `mfaDevicesRouter(...).events` to get them in one place). @default a new EventEmitter */
+  events?: MfaEvents;
+  /** The TOTP clock in milliseconds (tests). @default Date.now */
+  now?: () => number;
 }
 
 /** The complete configuration the router runs on. */
@@ -55,9 +79,34 @@ export interface InternalRouterConfig {
   trustedDevices: TrustedDevices;
   /** Largest `ttl_seconds` accepted on a trust. */
   maxTrustTtlSeconds: number;
+  // [3/7] TOTP verification
+  keyRing: KeyRing | undefined;
+  lockout: LockoutPolicy;
+  rateLimit: ResolvedRateLimit | false;
+  redis: RateLimitRedisClient | undefined;
+  events: MfaEvents;
+  now: () => number;
 }
 
-const KNOWN = ['storage', 'internalKeys', 'keyHeader', 'tenant', 'errors', 'logger', 'maxPageSize', 'bodyLimit', 'cache', 'trustedDevices'] as const;
+const KNOWN = [
+  'storage',
+  'internalKeys',
+  'keyHeader',
+  'tenant',
+  'errors',
+  'logger',
+  'maxPageSize',
+  'bodyLimit',
+  'cache',
+  'trustedDevices',
+  // [3/7] TOTP verification
+  'keyRing',
+  'lockout',
+  'rateLimit',
+  'redis',
+  'events',
+  'now',
+] as const;
 const EXAMPLE = '{ storage: knexStorage({ knex }), internalKeys: process.env.INTERNAL_API_KEYS }';
 
 export function parseOptions(options: InternalRouterOptions): InternalRouterConfig {
@@ -82,5 +131,27 @@ export function parseOptions(options: InternalRouterOptions): InternalRouterConf
     bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
     trustedDevices,
     maxTrustTtlSeconds: trustSettings.maxTtlSeconds,
+    // [3/7] TOTP verification
+    ...parseVerificationOptions(options),
+  };
+}
+
+// [3/7] TOTP verification
+function parseVerificationOptions(options: InternalRouterOptions): Pick<InternalRouterConfig, 'keyRing' | 'lockout' | 'rateLimit' | 'redis' | 'events' | 'now'> {
+  const factory = 'internalRouter';
+  if (options.keyRing !== undefined) {
+    checkInjected(factory, 'keyRing', options.keyRing, ['seal', 'openText'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
+    checkInjected(factory, 'storage', options.storage, ['mfaDevices.recordTotpStep', 'verificationThrottle.charge'], 'pass storage: knexStorage({ knex })');
+  }
+  if (options.redis !== undefined) checkInjected(factory, 'redis', options.redis, ['call'], 'pass an ioredis client: redis: new Redis(process.env.REDIS_URL)');
+  if (options.events !== undefined) checkInjected(factory, 'events', options.events, ['emit', 'on'], 'pass an EventEmitter, e.g. events: createMfaEvents()');
+  if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError(`express-mfa-kit: ${factory}() option 'now' must be a function`);
+  return {
+    keyRing: options.keyRing,
+    lockout: resolveLockout(factory, options.lockout),
+    rateLimit: resolveRateLimit(factory, options.rateLimit),
+    redis: options.redis,
+    events: options.events ?? createMfaEvents(),
+    now: options.now ?? Date.now,
   };
 }

@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import type { MfaStorage } from '../types.js';
 import { KnexMfaDeviceStore } from './mfa-devices.js';
+import { KnexVerificationThrottleStore } from './verification-throttle.js';
 import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { KnexSyncRecordStore } from './sync-records.js';
@@ -27,6 +28,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex),
+    verificationThrottle: new KnexVerificationThrottleStore(knex),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
     syncRecords: new KnexSyncRecordStore(knex),

@@ -1,6 +1,6 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
-import type { MfaDevice, MfaDeviceStore, MfaMethod, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import type { CreateDeviceResult, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -16,12 +16,17 @@ export interface MfaDeviceRow {
   totp_algorithm: TotpAlgorithm | null;
   totp_digits: number | null;
   totp_period: number | null;
+  /** Added by migration 0003; `null` on rows enrolled before it (→ 1). */
+  totp_skew?: number | null;
   last_step: string | null;
   created_at: Date;
   last_used_at: Date | null;
   verified_at: Date | null;
   expires_at: Date | null;
 }
+
+/** Skew assumed for TOTP rows that carry none. */
+export const DEFAULT_STORED_SKEW = 1;
 
 export function toMfaDevice(row: MfaDeviceRow): MfaDevice {
   return {
@@ -35,7 +40,7 @@ export function toMfaDevice(row: MfaDeviceRow): MfaDevice {
     secret: { keyId: row.secret_key_id, data: row.secret_ciphertext },
     totp:
       row.totp_algorithm && row.totp_digits && row.totp_period
-        ? { algorithm: row.totp_algorithm, digits: row.totp_digits, period: row.totp_period }
+        ? { algorithm: row.totp_algorithm, digits: row.totp_digits, period: row.totp_period, skew: row.totp_skew ?? DEFAULT_STORED_SKEW }
         : null,
     lastStep: row.last_step === null ? null : Number(row.last_step),
     createdAt: row.created_at,
@@ -61,4 +66,102 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     const total = rows[0] ? Number(rows[0].full_count) : page.offset === 0 ? 0 : Number((await scoped.clone().count({ n: '*' }).first())?.n ?? 0);
     return { items: rows.map(toMfaDevice), total };
   }
+
+  async get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null> {
+    const row = await this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).first();
+    return row ? toMfaDevice(row) : null;
+  }
+
+  async create(device: NewMfaDevice, limits: { maxDevices: number; now: Date }): Promise<CreateDeviceResult> {
+    return this.knex.transaction(async (trx) => {
+      await lockUser(trx, device.tenantId, device.userId);
+      const mine = () => trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: device.tenantId, user_id: device.userId });
+      // Abandoned enrolments do not hold a slot.
+      await mine().where({ verified: false }).andWhere('expires_at', '<=', limits.now).delete();
+      const count = Number((await mine().count({ n: '*' }).first())?.n ?? 0);
+      if (count >= limits.maxDevices) return { status: 'DEVICE_LIMIT_REACHED' as const };
+      const [row] = (await trx('mfa_devices')
+        .insert({
+          tenant_id: device.tenantId,
+          id: device.id,
+          user_id: device.userId,
+          method: device.method,
+          device_name: device.deviceName,
+          enabled: true,
+          verified: false,
+          secret_key_id: device.secret.keyId,
+          secret_ciphertext: device.secret.data,
+          totp_algorithm: device.totp?.algorithm ?? null,
+          totp_digits: device.totp?.digits ?? null,
+          totp_period: device.totp?.period ?? null,
+          totp_skew: device.totp?.skew ?? null,
+          expires_at: device.expiresAt,
+        })
+        .returning('*')) as MfaDeviceRow[];
+      return { status: 'OK' as const, device: toMfaDevice(row!) };
+    });
+  }
+
+  async update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null> {
+    const changes: Partial<MfaDeviceRow> = {};
+    if (patch.deviceName !== undefined) changes.device_name = patch.deviceName;
+    if (patch.enabled !== undefined) changes.enabled = patch.enabled;
+    const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id });
+    if (Object.keys(changes).length === 0) return this.get(tenantId, userId, id);
+    const [row] = await scoped.update(changes).returning('*');
+    return row ? toMfaDevice(row) : null;
+  }
+
+  async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
+    const query = this.knex<MfaDeviceRow>('mfa_devices')
+      .where({ tenant_id: tenantId, user_id: userId, id, verified: false })
+      .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', opts.now));
+    if (opts.step !== null) {
+      const step = opts.step;
+      void query.andWhere((q) => void q.whereNull('last_step').orWhere('last_step', '<', step));
+    }
+    const [row] = await query
+      .update({
+        verified: true,
+        verified_at: this.knex.fn.now(),
+        expires_at: null,
+        last_used_at: this.knex.fn.now(),
+        ...(opts.step !== null && { last_step: String(opts.step) }),
+      })
+      .returning('*');
+    return row ? toMfaDevice(row) : null;
+  }
+
+  async recordTotpStep(tenantId: string, userId: string, id: string, step: number): Promise<MfaDevice | null> {
+    // The whole replay decision is this one statement: of two racers with the same step, the
+    // second re-evaluates the WHERE on the committed row and matches nothing.
+    const [row] = await this.knex<MfaDeviceRow>('mfa_devices')
+      .where({ tenant_id: tenantId, user_id: userId, id, method: 'totp', verified: true, enabled: true })
+      .andWhere((q) => void q.whereNull('last_step').orWhere('last_step', '<', step))
+      .update({ last_step: String(step), last_used_at: this.knex.fn.now() })
+      .returning('*');
+    return row ? toMfaDevice(row) : null;
+  }
+
+  async touch(tenantId: string, userId: string, id: string): Promise<void> {
+    await this.knex<MfaDeviceRow>('mfa_devices')
+      .where({ tenant_id: tenantId, user_id: userId, id })
+      .update({ last_used_at: this.knex.fn.now() });
+  }
+
+  async remove(tenantId: string, userId: string, id: string): Promise<{ removed: MfaDevice | null; verifiedRemaining: number }> {
+    return this.knex.transaction(async (trx) => {
+      // Serialised with other removals of the same user, so two concurrent removals of the last
+      // two devices still see that none is left.
+      await lockUser(trx, tenantId, userId);
+      const [removed] = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).delete().returning('*');
+      const left = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, verified: true }).count({ n: '*' }).first();
+      return { removed: removed ? toMfaDevice(removed) : null, verifiedRemaining: Number(left?.n ?? 0) };
+    });
+  }
+}
+
+/** A transaction-scoped advisory lock on one user's devices (enrolment limit, last-device removal). */
+async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+  await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
 }

@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import * as m0001 from './0001_mfa_devices.js';
 import * as m0002 from './0002_trusted_devices.js';
+import * as m0003 from './0003_mfa_verification.js';
 import * as m0004 from './0004_sync_records.js';
 import * as m0005 from './0005_codes.js';
 
@@ -11,4 +12,4 @@ export interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001, m0002, m0004, m0005];
+export const MIGRATIONS: readonly Migration[] = [m0001, m0002, m0003, m0004, m0005];

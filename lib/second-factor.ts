@@ -1,0 +1,59 @@
+/**
+ * Checking a TOTP code against a stored device, once: decrypt the secret, verify within the
+ * device's window above its last accepted step, then let storage record the step in one
+ * conditional update. Shared by enrolment, the login second factor and the internal verify route.
+ */
+import { emitSafely, type MfaEvents } from './events.js';
+import { aad, type KeyRing } from './keyring.js';
+import type { Logger } from './logger.js';
+import type { Totp } from './totp.js';
+import type { VerifierContext, Via } from './verification-throttle.js';
+import type { MfaDevice } from '../storage/types.js';
+
+export interface TotpAcceptDeps {
+  keyRing: KeyRing;
+  totp: Totp;
+  events: MfaEvents;
+  logger: Logger;
+}
+
+export type TotpAcceptResult = { status: 'OK'; device: MfaDevice } | { status: 'MISMATCH' } | { status: 'REPLAY' };
+
+/** Associated data sealing a device's secret or destination to its row. */
+export const deviceAad = (device: Pick<MfaDevice, 'tenantId' | 'userId' | 'id'>): string => aad(device.tenantId, device.userId, device.id);
+
+/**
+ * Checks `code` on a TOTP device. `record(step)` must store the step atomically and return the
+ * updated device, or `null` when the step is not above the stored one (another request won).
+ */
+export async function acceptTotpCode(
+  deps: TotpAcceptDeps,
+  ctx: VerifierContext,
+  via: Via,
+  device: MfaDevice,
+  code: string,
+  record: (step: number) => Promise<MfaDevice | null>,
+): Promise<TotpAcceptResult> {
+  if (device.method !== 'totp' || device.totp === null) return { status: 'MISMATCH' };
+  const secret = deps.keyRing.openText(device.secret, deviceAad(device));
+  const check = await deps.totp.verify(secret, code, device.totp, { afterStep: device.lastStep });
+  if (!check.valid) {
+    // Only to tell a replay from a wrong code (for the event); the answer is the same.
+    if (check.reason === 'mismatch' && device.lastStep !== null && (await deps.totp.verify(secret, code, device.totp)).valid) {
+      replayed(deps, ctx, via, device.id);
+      return { status: 'REPLAY' };
+    }
+    return { status: 'MISMATCH' };
+  }
+  const updated = await record(check.step);
+  if (!updated) {
+    replayed(deps, ctx, via, device.id);
+    return { status: 'REPLAY' };
+  }
+  return { status: 'OK', device: updated };
+}
+
+function replayed(deps: TotpAcceptDeps, ctx: VerifierContext, via: Via, deviceId: string): void {
+  deps.logger.info({ request_id: ctx.requestId, tenant_id: ctx.tenantId, device_id: deviceId }, 'totp code replay refused');
+  emitSafely(deps.events, deps.logger, 'replay.refused', { tenantId: ctx.tenantId, userId: ctx.userId, requestId: ctx.requestId, at: new Date(), deviceId, via });
+}

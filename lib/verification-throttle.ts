@@ -1,0 +1,202 @@
+/**
+ * Throttling of code verification, shared by every instance: a request-rate limit (express-rate-limit,
+ * on Redis when a client is given) in front of each verify route, and the consecutive-failure
+ * lockout per tenant + user kept in storage (Postgres), which decides even when Redis is down.
+ */
+import type { RequestHandler } from 'express';
+import { rateLimit, type Store } from 'express-rate-limit';
+import { RedisStore, type RedisReply } from 'rate-limit-redis';
+import { emitSafely, type MfaEvents } from './events.js';
+import { ProblemError } from './errors.js';
+import type { Logger } from './logger.js';
+import { checkInteger } from './options.js';
+import type { LockoutPolicy, VerificationThrottleStore } from '../storage/types.js';
+
+/** Failures that lock verification. */
+export const DEFAULT_MAX_FAILURES = 5;
+/** The highest `maxFailures` accepted: more would make the lockout meaningless. */
+export const MAX_MAX_FAILURES = 100;
+/** 15 minutes. */
+export const DEFAULT_COOLDOWN_SECONDS = 900;
+export const DEFAULT_RATE_LIMIT_WINDOW_MS = 60_000;
+/** Verify requests per user (and tenant) per window. */
+export const DEFAULT_RATE_LIMIT = 10;
+export const DEFAULT_RATE_LIMIT_PREFIX = 'mfa-kit:rl:';
+
+/** The consecutive-failure lockout. */
+export interface LockoutOptions {
+  /** Consecutive failed verifications (per tenant + user) after which every verify answers 429. @default 5 (at most 100) */
+  maxFailures?: number;
+  /** How long the lock lasts, in seconds; a failure older than this is forgotten. @default 900 */
+  cooldownSeconds?: number;
+}
+
+/** The request-rate limit in front of verify routes. */
+export interface RateLimitOptions {
+  /** Window length in milliseconds. @default 60000 */
+  windowMs?: number;
+  /** Verify requests allowed per user per window. @default 10 */
+  limit?: number;
+  /** Redis key prefix (when a Redis client is given). @default 'mfa-kit:rl:' */
+  prefix?: string;
+}
+
+/** The one Redis command the shared rate-limit store sends (ioredis' `call`). */
+export interface RateLimitRedisClient {
+  call(command: string, ...args: string[]): Promise<unknown>;
+}
+
+/** Checks lockout options at set-up. */
+export function resolveLockout(factory: string, options: LockoutOptions | undefined): LockoutPolicy {
+  return {
+    maxFailures: options?.maxFailures === undefined ? DEFAULT_MAX_FAILURES : checkInteger(factory, 'lockout.maxFailures', options.maxFailures, 1, MAX_MAX_FAILURES),
+    cooldownSeconds:
+      options?.cooldownSeconds === undefined ? DEFAULT_COOLDOWN_SECONDS : checkInteger(factory, 'lockout.cooldownSeconds', options.cooldownSeconds, 1, 7 * 24 * 3600),
+  };
+}
+
+export interface ResolvedRateLimit {
+  windowMs: number;
+  limit: number;
+  prefix: string;
+}
+
+/** Checks rate-limit options at set-up; `false` turns the limit off (the lockout still applies). */
+export function resolveRateLimit(factory: string, options: RateLimitOptions | false | undefined): ResolvedRateLimit | false {
+  if (options === false) return false;
+  return {
+    windowMs: options?.windowMs === undefined ? DEFAULT_RATE_LIMIT_WINDOW_MS : checkInteger(factory, 'rateLimit.windowMs', options.windowMs, 1000, 24 * 3600 * 1000),
+    limit: options?.limit === undefined ? DEFAULT_RATE_LIMIT : checkInteger(factory, 'rateLimit.limit', options.limit, 1, 100_000),
+    prefix: options?.prefix ?? DEFAULT_RATE_LIMIT_PREFIX,
+  };
+}
+
+/**
+ * The rate-limit middleware for a router's verify routes (one instance per router: a store is
+ * never shared between limiters). Keyed by what `key` returns (tenant + user), not by IP: an
+ * identity service calls from one address for everyone. Over the limit → 429 Problem with
+ * `Retry-After`. A failing Redis lets requests through: the lockout in storage still holds.
+ */
+export function verifyRateLimiter(args: {
+  config: ResolvedRateLimit | false;
+  redis: RateLimitRedisClient | undefined;
+  /** Distinguishes this router's counters from another's in a shared Redis. */
+  scope: string;
+  key: (req: Parameters<RequestHandler>[0]) => string;
+  logger: Logger;
+}): RequestHandler {
+  const { config, redis, logger } = args;
+  if (config === false) return (_req, _res, next) => next();
+  let store: Store | undefined;
+  if (redis) {
+    store = new RecoveringRedisStore({
+      prefix: `${config.prefix}${args.scope}:`,
+      sendCommand: (command: string, ...rest: string[]) => redis.call(command, ...rest) as Promise<RedisReply>,
+    });
+  }
+  return rateLimit({
+    windowMs: config.windowMs,
+    limit: config.limit,
+    keyGenerator: (req) => args.key(req),
+    ...(store && { store }),
+    standardHeaders: 'draft-7',
+    legacyHeaders: false,
+    passOnStoreError: true,
+    // Keys are not IPs, so the IP-related checks do not apply.
+    validate: { trustProxy: false, xForwardedForHeader: false, ip: false, keyGeneratorIpFallback: false },
+    logger: {
+      error: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter problem'),
+      warn: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter warning'),
+    },
+    handler: (req, _res, next) => {
+      const info = (req as { rateLimit?: { resetTime?: Date } }).rateLimit;
+      const seconds = info?.resetTime ? Math.max(1, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(config.windowMs / 1000);
+      next(ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds }));
+    },
+  });
+}
+
+/**
+ * rate-limit-redis loads its Lua scripts once, at start-up; if Redis is unreachable then, the
+ * rejected load would stick and the limiter stay open after Redis comes back. This reloads the
+ * scripts after any failure, so the limit resumes with Redis.
+ */
+class RecoveringRedisStore extends RedisStore {
+  override async increment(key: string): ReturnType<RedisStore['increment']> {
+    try {
+      return await super.increment(key);
+    } catch (err) {
+      this.reloadScripts();
+      throw err;
+    }
+  }
+
+  override async get(key: string): ReturnType<RedisStore['get']> {
+    try {
+      return await super.get(key);
+    } catch (err) {
+      this.reloadScripts();
+      throw err;
+    }
+  }
+
+  private reloadScripts(): void {
+    const quiet = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => undefined); // awaited (and reported) by the next call, not unhandled meanwhile
+      return p;
+    };
+    this.incrementScriptSha = quiet(this.loadIncrementScript());
+    this.getScriptSha = quiet(this.loadGetScript());
+  }
+}
+
+/** Who is verifying, for the lockout and its events. */
+export interface VerifierContext {
+  tenantId: string;
+  userId: string;
+  requestId: string;
+}
+
+export type Via = 'login' | 'enrollment' | 'internal';
+
+/** The consecutive-failure lockout around one verification attempt. */
+export class Lockout {
+  constructor(
+    private readonly store: VerificationThrottleStore,
+    readonly policy: LockoutPolicy,
+    private readonly events: MfaEvents,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Counts an attempt before a code is looked at; `LOCKED` means answer 429 whatever the code. */
+  async charge(ctx: VerifierContext, via: Via, deviceId?: string): Promise<{ status: 'OK' } | { status: 'LOCKED'; retryAfterSeconds: number }> {
+    const result = await this.store.charge(ctx.tenantId, ctx.userId, this.policy);
+    if (result.status === 'OK') return result;
+    if (result.newlyLocked) this.emitLockout(ctx, result.retryAfterSeconds);
+    emitSafely(this.events, this.logger, 'mfa.failed', { ...base(ctx), via, reason: 'locked', ...(deviceId !== undefined && { deviceId }) });
+    return { status: 'LOCKED', retryAfterSeconds: result.retryAfterSeconds };
+  }
+
+  /** The attempt failed (wrong or replayed code). */
+  async failed(ctx: VerifierContext, via: Via, reason: 'invalid_code' | 'replay', deviceId?: string): Promise<void> {
+    const record = await this.store.recordFailure(ctx.tenantId, ctx.userId, this.policy);
+    emitSafely(this.events, this.logger, 'mfa.failed', { ...base(ctx), via, reason, ...(deviceId !== undefined && { deviceId }) });
+    if (record.newlyLocked) this.emitLockout(ctx, record.retryAfterSeconds);
+  }
+
+  /** The attempt succeeded: the counter starts over. */
+  async succeeded(ctx: VerifierContext): Promise<void> {
+    await this.store.reset(ctx.tenantId, ctx.userId);
+  }
+
+  private emitLockout(ctx: VerifierContext, retryAfterSeconds: number): void {
+    this.logger.warn({ request_id: ctx.requestId, tenant_id: ctx.tenantId, retry_after: retryAfterSeconds }, 'mfa verification locked after repeated failures');
+    emitSafely(this.events, this.logger, 'lockout', { ...base(ctx), retryAfterSeconds });
+  }
+}
+
+const base = (ctx: VerifierContext) => ({ tenantId: ctx.tenantId, userId: ctx.userId, requestId: ctx.requestId, at: new Date() });
+
+/** The 429 answered while verification is locked. */
+export const lockedProblem = (retryAfterSeconds: number): ProblemError =>
+  ProblemError.from('MFA_LOCKED', { retryAfter: retryAfterSeconds });

@@ -1,0 +1,78 @@
+/** `POST /mfa/totp/verify`: an identity service checks a user's TOTP code — accepted once, throttled and locked like the user routes. */
+import type { Router } from 'express';
+import { z } from 'zod';
+import { contextOf } from '../../lib/context.js';
+import { ProblemError } from '../../lib/errors.js';
+import { emitSafely } from '../../lib/events.js';
+import type { KeyRing } from '../../lib/keyring.js';
+import { acceptTotpCode } from '../../lib/second-factor.js';
+import { createTotp } from '../../lib/totp.js';
+import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { Lockout, lockedProblem, verifyRateLimiter } from '../../lib/verification-throttle.js';
+import type { InternalRouterConfig } from './options.js';
+
+/** Answer of a successful verification. */
+export interface TotpVerifyResponse {
+  valid: true;
+  device_id: string;
+}
+
+/** TOTP devices a user may have (the device limit keeps it far lower). */
+const DEVICE_CAP = 100;
+
+const body = z.object({
+  user_id: userIdSchema,
+  code: z
+    .string({ error: (iss) => (iss.input === undefined ? 'code is required' : 'code must be a string') })
+    .max(32, { message: 'must be 6 to 8 digits' })
+    .transform((s) => s.replace(/[\s-]/g, ''))
+    .refine((s) => /^\d{6,8}$/.test(s), { message: 'must be 6 to 8 digits', params: { kind: 'format' } }),
+});
+
+export function mountTotpVerify(router: Router, config: InternalRouterConfig & { keyRing: KeyRing }): void {
+  const totp = createTotp({ now: config.now });
+  const lockout = new Lockout(config.storage.verificationThrottle, config.lockout, config.events, config.logger);
+  const deps = { keyRing: config.keyRing, totp, events: config.events, logger: config.logger };
+  const throttle = verifyRateLimiter({
+    config: config.rateLimit,
+    redis: config.redis,
+    scope: 'internal',
+    // Per user, not per caller: one identity service speaks for every user.
+    key: (req) => {
+      const userId: unknown = (req.body as { user_id?: unknown } | undefined)?.user_id;
+      return JSON.stringify([contextOf(req).tenantId, typeof userId === 'string' ? userId : '']);
+    },
+    logger: config.logger,
+  });
+
+  router.post('/mfa/totp/verify', throttle, async (req, res) => {
+    const input = parseOrThrow(body, req.body ?? {});
+    const ctx = contextOf(req);
+    const caller = { tenantId: ctx.tenantId!, userId: input.user_id, requestId: ctx.requestId };
+    const { items } = await config.storage.mfaDevices.list(caller.tenantId, caller.userId, { method: 'totp' }, { limit: DEVICE_CAP, offset: 0 });
+    const devices = items.filter((d) => d.verified && d.enabled);
+    if (devices.length === 0) throw ProblemError.from('MFA_NOT_ENROLLED', 'The user has no verified, enabled TOTP device.');
+
+    const charged = await lockout.charge(caller, 'internal');
+    if (charged.status === 'LOCKED') throw lockedProblem(charged.retryAfterSeconds);
+    let replay = false;
+    for (const device of devices) {
+      const result = await acceptTotpCode(deps, caller, 'internal', device, input.code, (step) =>
+        config.storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
+      );
+      if (result.status === 'OK') {
+        await lockout.succeeded(caller);
+        emitSafely(config.events, config.logger, 'mfa.succeeded', { ...caller, at: new Date(), method: 'totp', deviceId: device.id, via: 'internal' });
+        const answer: TotpVerifyResponse = { valid: true, device_id: device.id };
+        res.json(answer);
+        return;
+      }
+      if (result.status === 'REPLAY') {
+        replay = true;
+        break;
+      }
+    }
+    await lockout.failed(caller, 'internal', replay ? 'replay' : 'invalid_code');
+    throw ProblemError.from('INVALID_CODE');
+  });
+}

@@ -1,0 +1,139 @@
+/** `/devices…`: list, enrol (TOTP, sms, email), send a code, confirm an enrolment, rename / enable / disable, remove. */
+import type { Request, RequestHandler, Router } from 'express';
+import { contextOf } from '../../lib/context.js';
+import { ProblemError } from '../../lib/errors.js';
+import { lockedProblem } from '../../lib/verification-throttle.js';
+import { parseOrThrow } from '../../lib/validation.js';
+import { toMfaDeviceDto } from './dto.js';
+import type { MfaDevicesRouterConfig } from './options.js';
+import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, updateDeviceBody, verifyDeviceBody } from './schemas.js';
+import type { Caller, MfaDevicesService } from './service.js';
+import type { MfaDevice } from '../../storage/types.js';
+
+/** The authenticated caller of a request (set by the auth chain). */
+export const callerOf = (req: Request): Caller => {
+  const ctx = contextOf(req);
+  return { tenantId: ctx.tenantId!, userId: ctx.userId!, requestId: ctx.requestId };
+};
+
+/** The token claims (or the host's user object) as a record. */
+export const claimsOf = (req: Request): Record<string, unknown> => {
+  const user = (req as { user?: unknown }).user;
+  return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
+};
+
+/** `:id` as a device id; anything that is not a UUID names no device. */
+export const deviceIdOf = (req: Request): string => {
+  const parsed = deviceIdParam.safeParse(req.params.id);
+  if (!parsed.success) throw ProblemError.from('DEVICE_NOT_FOUND');
+  return parsed.data;
+};
+
+export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
+  const dto = (device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device));
+
+  router.get('/devices', async (req, res) => {
+    const devices = await service.listDevices(callerOf(req));
+    res.json(devices.map(dto));
+  });
+
+  router.post('/devices/totp', async (req, res) => {
+    const body = parseOrThrow(enrollTotpBody, req.body ?? {});
+    const caller = callerOf(req);
+    const account = config.accountName({ tenantId: caller.tenantId, userId: caller.userId, claims: claimsOf(req) });
+    const result = await service.enrollTotp(caller, { deviceName: body.deviceName, account });
+    switch (result.status) {
+      case 'OK':
+        res.status(201).json({ device: toMfaDeviceDto(result.device), secret: result.secret, otpauthUrl: result.otpauthUrl, qrCode: result.qrCode });
+        return;
+      case 'DEVICE_LIMIT_REACHED':
+        throw limitReached();
+    }
+  });
+
+  const limitReached = () => ProblemError.from('DEVICE_LIMIT_REACHED', `A user may have at most ${config.maxDevices} devices: remove one first.`);
+
+  // Sending a code costs money and reaches a person: the same per-user rate limit as verifying.
+  for (const method of ['sms', 'email'] as const) {
+    router.post(`/devices/${method}`, throttle, async (req, res) => {
+      const body = method === 'sms' ? parseOrThrow(enrollSmsBody, req.body ?? {}) : parseOrThrow(enrollEmailBody, req.body ?? {});
+      const destination = 'phoneNumber' in body ? body.phoneNumber : body.email;
+      const result = await service.enrollOtp(callerOf(req), method, { deviceName: body.deviceName, destination });
+      switch (result.status) {
+        case 'OK':
+          res.status(201).json({ device: toMfaDeviceDto(result.device, result.destination) });
+          return;
+        case 'DEVICE_LIMIT_REACHED':
+          throw limitReached();
+        case 'METHOD_NOT_ENABLED':
+          throw ProblemError.from('METHOD_NOT_ENABLED', `${method} devices are not enabled on this server (no code sender is configured).`);
+      }
+    });
+  }
+
+  router.post('/devices/:id/challenge', throttle, async (req, res) => {
+    const id = deviceIdOf(req);
+    const result = await service.challenge(callerOf(req), id);
+    switch (result.status) {
+      case 'OK':
+        res.status(202).json({ sent: true, destination: result.destination, purpose: result.purpose, expiresIn: config.codeTtlSeconds });
+        return;
+      case 'NOT_FOUND':
+        throw ProblemError.from('DEVICE_NOT_FOUND');
+      case 'NOT_SUPPORTED':
+        throw ProblemError.from('CHALLENGE_NOT_SUPPORTED', 'TOTP devices make their own codes: nothing is sent.');
+      case 'METHOD_NOT_ENABLED':
+        throw ProblemError.from('METHOD_NOT_ENABLED', 'sms and email codes are not enabled on this server (no code sender is configured).');
+      case 'DEVICE_DISABLED':
+        throw ProblemError.from('DEVICE_DISABLED');
+    }
+  });
+
+  router.post('/devices/:id/verify', throttle, async (req, res) => {
+    const id = deviceIdOf(req);
+    const body = parseOrThrow(verifyDeviceBody, req.body ?? {});
+    const result = await service.verifyDevice(callerOf(req), id, body.code);
+    switch (result.status) {
+      case 'OK':
+        res.json(dto(result.device));
+        return;
+      case 'NOT_FOUND':
+        throw ProblemError.from('DEVICE_NOT_FOUND');
+      case 'ALREADY_VERIFIED':
+        throw ProblemError.from('DEVICE_ALREADY_VERIFIED');
+      case 'EXPIRED':
+      case 'INVALID_CODE':
+        throw ProblemError.from('INVALID_CODE');
+      case 'LOCKED':
+        throw lockedProblem(result.retryAfterSeconds);
+    }
+  });
+
+  router.patch('/devices/:id', async (req, res) => {
+    const id = deviceIdOf(req);
+    const body = parseOrThrow(updateDeviceBody, req.body ?? {});
+    const result = await service.updateDevice(callerOf(req), id, {
+      ...(body.deviceName !== undefined && { deviceName: body.deviceName }),
+      ...(body.enabled !== undefined && { enabled: body.enabled }),
+    });
+    switch (result.status) {
+      case 'OK':
+        res.json(dto(result.device));
+        return;
+      case 'NOT_FOUND':
+        throw ProblemError.from('DEVICE_NOT_FOUND');
+    }
+  });
+
+  router.delete('/devices/:id', async (req, res) => {
+    const id = deviceIdOf(req);
+    const result = await service.removeDevice(callerOf(req), id);
+    switch (result.status) {
+      case 'OK':
+        res.status(204).end();
+        return;
+      case 'NOT_FOUND':
+        throw ProblemError.from('DEVICE_NOT_FOUND');
+    }
+  });
+}

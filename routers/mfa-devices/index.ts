@@ -1,0 +1,57 @@
+/**
+ * `mfaDevicesRouter(options)`: what an end user does with their second factors, mounted at
+ * `/auth/mfa` (CONTRACT.md §5, seed 003). Bearer JWT (or the host's authenticate), tenant from the
+ * token; verify routes rate-limited and behind the shared lockout; events on `router.events`.
+ */
+import express, { type Router } from 'express';
+import { contextOf } from '../../lib/context.js';
+import type { MfaEvents } from '../../lib/events.js';
+import { jsonBody } from '../../lib/json-body.js';
+import { problemJson } from '../../lib/problem.js';
+import { requestId } from '../../lib/request-id.js';
+import { userAuth } from '../../lib/user-auth.js';
+import { verifyRateLimiter } from '../../lib/verification-throttle.js';
+import { mountDevices } from './devices.js';
+import { parseOptions, type MfaDevicesRouterOptions } from './options.js';
+import { mountRecoveryCodes } from './recovery-codes.js';
+import { mountTrustedDevices } from './trusted-devices.js';
+import { MfaDevicesService } from './service.js';
+import { mountVerify } from './verify.js';
+
+export type { MfaDevicesRouterOptions, MfaUser, TotpOptions, VerifiedContext } from './options.js';
+export type { MfaDeviceDto } from './dto.js';
+export type { LoginVerifyResponse } from './verify.js';
+export type { UserTrustedDeviceDto } from './trusted-devices.js';
+
+/** The router, with the emitter its events go to. */
+export type MfaDevicesRouter = Router & { readonly events: MfaEvents };
+
+export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRouter {
+  const config = parseOptions(options);
+  const service = new MfaDevicesService(config);
+  const router = express.Router();
+  router.use(requestId());
+  router.use((_req, res, next) => {
+    // Answers carry secrets (enrolment) and per-user state: never cached.
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+  router.use(userAuth('mfaDevicesRouter', config.auth));
+  router.use(jsonBody(config.bodyLimit));
+  const throttle = verifyRateLimiter({
+    config: config.rateLimit,
+    redis: config.redis,
+    scope: 'user',
+    key: (req) => {
+      const ctx = contextOf(req);
+      return JSON.stringify([ctx.tenantId, ctx.userId]);
+    },
+    logger: config.logger,
+  });
+  mountDevices(router, config, service, throttle);
+  mountVerify(router, config, service, throttle);
+  mountRecoveryCodes(router, service);
+  mountTrustedDevices(router, service);
+  router.use(problemJson(config.errors));
+  return Object.assign(router, { events: config.events });
+}

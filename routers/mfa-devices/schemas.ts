@@ -1,0 +1,67 @@
+/** Request schemas of `mfaDevicesRouter` (zod): one per body, failures become the Problem's `errors[]`. */
+import { z } from 'zod';
+import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
+import { storableText } from '../../lib/validation.js';
+import { MAX_DEVICE_NAME_LENGTH } from './options.js';
+
+/** A device name: trimmed, 1–100 characters of storable text. */
+export const deviceName = storableText(1, MAX_DEVICE_NAME_LENGTH)
+  .transform((s) => s.trim())
+  .refine((s) => s.length > 0, { message: 'must not be blank', params: { kind: 'format' } });
+
+/** A one-time code: digits, with the spaces or dash authenticator apps show tolerated. */
+export const otpCode = z
+  .string({ error: (iss) => (iss.input === undefined ? 'code is required' : 'code must be a string') })
+  .max(32, { message: 'must be 6 to 8 digits' })
+  .transform((s) => s.replace(/[\s-]/g, ''))
+  .refine((s) => /^\d{6,8}$/.test(s), { message: 'must be 6 to 8 digits', params: { kind: 'format' } });
+
+/** Route parameter `:id`: anything but a UUID cannot name a device (→ 404, not 400). */
+export const deviceIdParam = z.uuid();
+
+export const enrollTotpBody = z.strictObject({ deviceName });
+
+const destinationField = (name: string) =>
+  z.string({ error: (iss) => (iss.input === undefined ? `${name} is required` : `${name} must be a string`) }).max(320, { message: 'is too long' });
+
+/** The format itself is checked (and normalised) by the sms/email channel, naming the same field. */
+export const enrollSmsBody = z.strictObject({ deviceName, phoneNumber: destinationField('phoneNumber') });
+export const enrollEmailBody = z.strictObject({ deviceName, email: destinationField('email') });
+
+export const verifyDeviceBody = z.strictObject({ code: otpCode });
+
+export const updateDeviceBody = z
+  .strictObject({ deviceName: deviceName.optional(), enabled: z.boolean().optional() })
+  .refine((b) => b.deviceName !== undefined || b.enabled !== undefined, { message: 'give deviceName and/or enabled', params: { kind: 'required' } });
+
+const optionalText = (max: number) => storableText(1, max).optional();
+
+export const loginVerifyBody = z
+  .strictObject({
+    code: otpCode.optional(),
+    recoveryCode: storableText(1, 64).optional(),
+    deviceId: z.uuid({ message: 'must be a device id (UUID)' }).optional(),
+    rememberDevice: z.boolean().optional(),
+    device: z
+      .strictObject({
+        fingerprint: storableText(1, MAX_FINGERPRINT_LENGTH),
+        name: optionalText(MAX_TRUSTED_NAME_LENGTH),
+        type: optionalText(MAX_DEVICE_DETAIL_LENGTH),
+        browser: optionalText(MAX_DEVICE_DETAIL_LENGTH),
+        os: optionalText(MAX_DEVICE_DETAIL_LENGTH),
+      })
+      .optional(),
+  })
+  .superRefine((b, ctx) => {
+    if ((b.code === undefined) === (b.recoveryCode === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['code'], message: 'give exactly one of code or recoveryCode', params: { kind: 'required' } });
+    }
+    if (b.recoveryCode !== undefined && b.deviceId !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['deviceId'], message: 'deviceId goes with code, not recoveryCode', params: { kind: 'invalid' } });
+    }
+    if (b.rememberDevice === true && b.device === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['device'], message: 'rememberDevice needs device.fingerprint', params: { kind: 'required' } });
+    }
+  });
+
+export type LoginVerifyBody = z.output<typeof loginVerifyBody>;

@@ -1,0 +1,344 @@
+/**
+ * The data operations behind `mfaDevicesRouter`: enrolment, device management and the login second
+ * factor. Every method returns a status union; only the route handlers turn statuses into HTTP.
+ */
+import { randomUUID } from 'node:crypto';
+import { emitSafely, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
+import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
+import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
+import { acceptTotpCode, deviceAad, type TotpAcceptDeps } from '../../lib/second-factor.js';
+import { createTotp, type Totp } from '../../lib/totp.js';
+import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
+import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
+import type { MfaDevice, Page, TrustedDevice } from '../../storage/types.js';
+import type { MfaDevicesRouterConfig } from './options.js';
+
+/** Who is calling: tenant, user, request id. */
+export type Caller = VerifierContext;
+
+/** Upper bound of one listing (the device limit keeps real lists far below it). */
+const LIST_CAP = 1000;
+/** Upper bound of the trusted-device listing (one row per browser the user ever trusted). */
+export const TRUSTED_LIST_CAP = 1000;
+
+export type EnrollTotpResult =
+  | { status: 'OK'; device: MfaDevice; secret: string; otpauthUrl: string; qrCode: string }
+  | { status: 'DEVICE_LIMIT_REACHED' };
+
+export type EnrollOtpResult = { status: 'OK'; device: MfaDevice; destination: string } | { status: 'DEVICE_LIMIT_REACHED' } | { status: 'METHOD_NOT_ENABLED' };
+
+export type ChallengeResult =
+  | { status: 'OK'; destination: string; purpose: 'enrollment' | 'login' }
+  | { status: 'NOT_FOUND' }
+  | { status: 'NOT_SUPPORTED' }
+  | { status: 'METHOD_NOT_ENABLED' }
+  | { status: 'DEVICE_DISABLED' };
+
+export type VerifyDeviceResult =
+  | { status: 'OK'; device: MfaDevice }
+  | { status: 'NOT_FOUND' }
+  | { status: 'ALREADY_VERIFIED' }
+  | { status: 'EXPIRED' }
+  | { status: 'INVALID_CODE' }
+  | { status: 'LOCKED'; retryAfterSeconds: number };
+
+export type UpdateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'NOT_FOUND' };
+export type RemoveDeviceResult = { status: 'OK' } | { status: 'NOT_FOUND' };
+
+export type LoginMethod = 'totp' | 'sms' | 'email' | 'recovery_code';
+
+export interface LoginVerifyInput {
+  code?: string;
+  recoveryCode?: string;
+  deviceId?: string;
+  /** "Remember this device": trusted (or renewed) once the second factor passed. */
+  remember?: Omit<TrustInput, 'ttlSeconds'>;
+}
+
+export type LoginVerifyResult =
+  | { status: 'OK'; method: LoginMethod; deviceId?: string; trustedDevice?: TrustedDevice }
+  | { status: 'INVALID_CODE' }
+  | { status: 'LOCKED'; retryAfterSeconds: number }
+  | { status: 'NOT_ENROLLED' }
+  | { status: 'DEVICE_NOT_FOUND' }
+  | { status: 'DEVICE_NOT_VERIFIED' }
+  | { status: 'DEVICE_DISABLED' };
+
+/** An unverified device past its enrolment window counts as gone. */
+export const isExpired = (device: MfaDevice, now: Date): boolean => !device.verified && device.expiresAt !== null && device.expiresAt <= now;
+
+const usable = (device: MfaDevice): boolean => device.verified && device.enabled;
+
+export class MfaDevicesService {
+  readonly totp: Totp;
+  readonly lockout: Lockout;
+  readonly recoveryCodes: RecoveryCodes;
+  readonly trustedDevices: TrustedDevices;
+  /** sms/email codes; `undefined` without a sender (those methods are then not enabled). */
+  readonly otp: OtpChannels | undefined;
+  private readonly totpDeps: TotpAcceptDeps;
+
+  constructor(private readonly config: MfaDevicesRouterConfig) {
+    this.totp = createTotp({ now: config.now });
+    this.lockout = new Lockout(config.storage.verificationThrottle, config.lockout, config.events, config.logger);
+    this.totpDeps = { keyRing: config.keyRing, totp: this.totp, events: config.events, logger: config.logger };
+    this.recoveryCodes = createRecoveryCodes({ storage: config.storage, count: config.recoveryCodeCount });
+    this.trustedDevices = createTrustedDevices({ storage: config.storage, cache: config.cache, logger: config.logger, ...config.trustedDevices });
+    this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, codeTtlSeconds: config.codeTtlSeconds, logger: config.logger }) : undefined;
+  }
+
+  /** An sms/email device's destination as it may be shown; `undefined` for TOTP or when it cannot be opened (never fails a listing). */
+  maskedDestination(device: MfaDevice): string | undefined {
+    if (device.method === 'totp') return undefined;
+    try {
+      return maskDestination(device.method, this.config.keyRing.openText(device.secret, deviceAad(device)));
+    } catch {
+      this.config.logger.warn({ tenant_id: device.tenantId, device_id: device.id }, 'mfa device destination could not be decrypted');
+      return undefined;
+    }
+  }
+
+  private emit<K extends MfaEventName>(name: K, payload: MfaEventMap[K][0]): void {
+    emitSafely(this.config.events, this.config.logger, name, payload);
+  }
+
+  private base(caller: Caller) {
+    return { tenantId: caller.tenantId, userId: caller.userId, requestId: caller.requestId, at: new Date() };
+  }
+
+  /** The caller's devices, newest first; abandoned enrolments left out. */
+  async listDevices(caller: Caller): Promise<MfaDevice[]> {
+    const { items } = await this.config.storage.mfaDevices.list(caller.tenantId, caller.userId, {}, { limit: LIST_CAP, offset: 0 });
+    const now = new Date();
+    return items.filter((d) => !isExpired(d, now));
+  }
+
+  /** One device of the caller, or `null` (also for an abandoned enrolment). */
+  async getDevice(caller: Caller, id: string): Promise<MfaDevice | null> {
+    const device = await this.config.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+    return device && !isExpired(device, new Date()) ? device : null;
+  }
+
+  /** Starts a TOTP enrolment: a new secret, sealed at rest, shown this once. */
+  async enrollTotp(caller: Caller, input: { deviceName: string; account: string }): Promise<EnrollTotpResult> {
+    const { config } = this;
+    const id = randomUUID();
+    const secret = this.totp.generateSecret();
+    const sealed = config.keyRing.seal(secret, deviceAad({ tenantId: caller.tenantId, userId: caller.userId, id }));
+    const now = new Date();
+    const created = await config.storage.mfaDevices.create(
+      {
+        id,
+        tenantId: caller.tenantId,
+        userId: caller.userId,
+        method: 'totp',
+        deviceName: input.deviceName,
+        secret: sealed,
+        totp: config.totp,
+        expiresAt: new Date(now.getTime() + config.unverifiedTtlSeconds * 1000),
+      },
+      { maxDevices: config.maxDevices, now },
+    );
+    if (created.status !== 'OK') return created;
+    this.emit('device.enrolled', { ...this.base(caller), deviceId: id, method: 'totp' });
+    const otpauthUrl = this.totp.uri({ issuer: config.issuer, account: input.account, secret, params: config.totp });
+    const qrCode = await this.totp.qrCode(otpauthUrl);
+    return { status: 'OK', device: created.device, secret, otpauthUrl, qrCode };
+  }
+
+  /**
+   * Starts an sms/email enrolment: the destination is checked (a 400 Problem names the field),
+   * sealed at rest, and sent a code. If sending fails the enrolment is withdrawn (the slot freed).
+   */
+  async enrollOtp(caller: Caller, method: 'sms' | 'email', input: { deviceName: string; destination: string }): Promise<EnrollOtpResult> {
+    const { config, otp } = this;
+    if (!otp) return { status: 'METHOD_NOT_ENABLED' };
+    const destination = otp.normalizeDestination(method, input.destination);
+    const id = randomUUID();
+    const now = new Date();
+    const created = await config.storage.mfaDevices.create(
+      {
+        id,
+        tenantId: caller.tenantId,
+        userId: caller.userId,
+        method,
+        deviceName: input.deviceName,
+        secret: config.keyRing.seal(destination, deviceAad({ tenantId: caller.tenantId, userId: caller.userId, id })),
+        totp: null,
+        expiresAt: new Date(now.getTime() + config.unverifiedTtlSeconds * 1000),
+      },
+      { maxDevices: config.maxDevices, now },
+    );
+    if (created.status !== 'OK') return created;
+    try {
+      await otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method, destination, purpose: 'enrollment' });
+    } catch (err) {
+      await config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+      throw err;
+    }
+    this.emit('device.enrolled', { ...this.base(caller), deviceId: id, method });
+    return { status: 'OK', device: created.device, destination: otp.mask(method, destination) };
+  }
+
+  /** Sends a fresh code to an sms/email device: a login code, or the enrolment code again while unverified. */
+  async challenge(caller: Caller, id: string): Promise<ChallengeResult> {
+    const device = await this.getDevice(caller, id);
+    if (!device) return { status: 'NOT_FOUND' };
+    if (device.method === 'totp') return { status: 'NOT_SUPPORTED' };
+    if (!this.otp) return { status: 'METHOD_NOT_ENABLED' };
+    if (device.verified && !device.enabled) return { status: 'DEVICE_DISABLED' };
+    const destination = this.config.keyRing.openText(device.secret, deviceAad(device));
+    const purpose = device.verified ? 'login' : 'enrollment';
+    await this.otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method: device.method, destination, purpose });
+    return { status: 'OK', destination: this.otp.mask(device.method, destination), purpose };
+  }
+
+  /** Confirms an enrolment with a first code (accepted once, like any other). */
+  async verifyDevice(caller: Caller, id: string, code: string): Promise<VerifyDeviceResult> {
+    const { storage } = this.config;
+    const device = await storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+    if (!device) return { status: 'NOT_FOUND' };
+    if (device.verified) return { status: 'ALREADY_VERIFIED' };
+    if (isExpired(device, new Date())) return { status: 'EXPIRED' };
+    const charged = await this.lockout.charge(caller, 'enrollment', id);
+    if (charged.status === 'LOCKED') return charged;
+
+    let verified: MfaDevice | null = null;
+    let replay = false;
+    if (device.method === 'totp') {
+      const result = await acceptTotpCode(this.totpDeps, caller, 'enrollment', device, code, (step) =>
+        storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date() }),
+      );
+      if (result.status === 'OK') verified = result.device;
+      replay = result.status === 'REPLAY';
+    } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, code, purpose: 'enrollment' }))) {
+      verified = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step: null, now: new Date() });
+    }
+    if (!verified) {
+      await this.lockout.failed(caller, 'enrollment', replay ? 'replay' : 'invalid_code', id);
+      return { status: 'INVALID_CODE' };
+    }
+    await this.lockout.succeeded(caller);
+    this.emit('device.verified', { ...this.base(caller), deviceId: id, method: verified.method });
+    this.emit('mfa.succeeded', { ...this.base(caller), deviceId: id, method: verified.method, via: 'enrollment' });
+    return { status: 'OK', device: verified };
+  }
+
+  /** Renames and/or enables/disables a device. */
+  async updateDevice(caller: Caller, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<UpdateDeviceResult> {
+    if (!(await this.getDevice(caller, id))) return { status: 'NOT_FOUND' };
+    const device = await this.config.storage.mfaDevices.update(caller.tenantId, caller.userId, id, patch);
+    if (!device) return { status: 'NOT_FOUND' };
+    this.emit('device.updated', { ...this.base(caller), deviceId: id, method: device.method, enabled: device.enabled });
+    return { status: 'OK', device };
+  }
+
+  /** Removes a device; the last verified one takes the user's trusted devices with it. */
+  async removeDevice(caller: Caller, id: string): Promise<RemoveDeviceResult> {
+    const { removed, verifiedRemaining } = await this.config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+    if (!removed) return { status: 'NOT_FOUND' };
+    this.emit('device.removed', { ...this.base(caller), deviceId: id, method: removed.method });
+    if (verifiedRemaining === 0) await this.revokeTrustOnLastDevice(caller);
+    return { status: 'OK' };
+  }
+
+  /** With no second factor left, "remember this device" must not outlive it. */
+  private async revokeTrustOnLastDevice(caller: Caller): Promise<void> {
+    const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
+    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'last_device_removed' });
+  }
+
+  /** The caller's trusted devices (not expired), newest first. */
+  listTrustedDevices(caller: Caller): Promise<Page<TrustedDevice>> {
+    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, { limit: TRUSTED_LIST_CAP, offset: 0 });
+  }
+
+  /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */
+  async revokeTrustedDevice(caller: Caller, id: string): Promise<boolean> {
+    const revoked = await this.trustedDevices.revoke(caller.tenantId, caller.userId, id);
+    if (revoked) this.emit('trusted_device.revoked', { ...this.base(caller), trustedDeviceId: id, count: 1, reason: 'user' });
+    return revoked;
+  }
+
+  /** Revokes all of the caller's trusted devices; returns how many. */
+  async revokeAllTrustedDevices(caller: Caller): Promise<number> {
+    const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
+    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'user' });
+    return count;
+  }
+
+  /** The login second factor: a code of one of the user's usable devices (or the one named), or a recovery code. */
+  async verifyLogin(caller: Caller, input: LoginVerifyInput): Promise<LoginVerifyResult> {
+    const { storage } = this.config;
+    if (input.recoveryCode !== undefined) {
+      const charged = await this.lockout.charge(caller, 'login');
+      if (charged.status === 'LOCKED') return charged;
+      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, input, 'recovery_code');
+      await this.lockout.failed(caller, 'login', 'invalid_code');
+      return { status: 'INVALID_CODE' };
+    }
+    let candidates: MfaDevice[];
+    if (input.deviceId !== undefined) {
+      const device = await this.getDevice(caller, input.deviceId);
+      if (!device) return { status: 'DEVICE_NOT_FOUND' };
+      if (!device.verified) return { status: 'DEVICE_NOT_VERIFIED' };
+      if (!device.enabled) return { status: 'DEVICE_DISABLED' };
+      candidates = [device];
+    } else {
+      candidates = (await this.listDevices(caller)).filter(usable);
+      if (candidates.length === 0) return { status: 'NOT_ENROLLED' };
+    }
+    const code = input.code ?? '';
+
+    const charged = await this.lockout.charge(caller, 'login', input.deviceId);
+    if (charged.status === 'LOCKED') return charged;
+
+    let replay = false;
+    // TOTP first: it needs no pending challenge and is what most users have.
+    for (const device of candidates.filter((d) => d.method === 'totp')) {
+      const result = await acceptTotpCode(this.totpDeps, caller, 'login', device, code, (step) =>
+        storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
+      );
+      if (result.status === 'OK') return this.loginSucceeded(caller, input, 'totp', device.id);
+      if (result.status === 'REPLAY') {
+        replay = true;
+        break;
+      }
+    }
+    // sms/email: only a device with a pending login code can match (single use, expiry and attempts are the code store's).
+    const otp = this.otp;
+    if (!replay && otp) {
+      for (const device of candidates.filter((d) => d.method !== 'totp')) {
+        if (await otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'login' })) {
+          await storage.mfaDevices.touch(caller.tenantId, caller.userId, device.id);
+          return this.loginSucceeded(caller, input, device.method, device.id);
+        }
+      }
+    }
+    await this.lockout.failed(caller, 'login', replay ? 'replay' : 'invalid_code', input.deviceId);
+    return { status: 'INVALID_CODE' };
+  }
+
+  /** A new set of recovery codes, replacing the old one; shown this once. */
+  async regenerateRecoveryCodes(caller: Caller): Promise<string[]> {
+    const codes = await this.recoveryCodes.regenerate(caller.tenantId, caller.userId);
+    this.emit('recovery_codes.generated', { ...this.base(caller), count: codes.length });
+    return codes;
+  }
+
+  /** How many unused recovery codes the caller has. */
+  recoveryCodesRemaining(caller: Caller): Promise<number> {
+    return this.recoveryCodes.remaining(caller.tenantId, caller.userId);
+  }
+
+  private async loginSucceeded(caller: Caller, input: LoginVerifyInput, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
+    await this.lockout.succeeded(caller);
+    this.emit('mfa.succeeded', { ...this.base(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
+    let trustedDevice: TrustedDevice | undefined;
+    if (input.remember) {
+      trustedDevice = await this.trustedDevices.trust(caller.tenantId, caller.userId, input.remember);
+      this.emit('trusted_device.created', { ...this.base(caller), trustedDeviceId: trustedDevice.id });
+    }
+    return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };
+  }
+}

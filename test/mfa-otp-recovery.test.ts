@@ -1,0 +1,290 @@
+/** `mfaDevicesRouter` sms/email devices and recovery codes over HTTP on real Postgres, with a capturing sender. */
+import { expect } from 'chai';
+import type express from 'express';
+import request from 'supertest';
+import type { MfaCodeMessage, MfaCodeSender, MfaDevicesRouterOptions, MfaEventMap, MfaEventName } from '../index.js';
+import { migratedStorage, type TestDb } from './support/fixtures.js';
+import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
+
+/** A sender that keeps what it was asked to send (or fails, when told to). */
+class CapturingSender implements MfaCodeSender {
+  readonly sent: MfaCodeMessage[] = [];
+  failing = false;
+  send(message: MfaCodeMessage): void {
+    if (this.failing) throw Object.assign(new Error(`gateway refused ${message.destination}`), { code: 'E_GATEWAY' });
+    this.sent.push(message);
+  }
+  last(): MfaCodeMessage {
+    const m = this.sent.at(-1);
+    if (!m) throw new Error('nothing was sent');
+    return m;
+  }
+}
+
+describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
+  let db: TestDb;
+  let clock: TestClock;
+  let sender: CapturingSender;
+  let app: express.Express;
+  const events: Array<{ name: MfaEventName; payload: MfaEventMap[MfaEventName][0] }> = [];
+  let seq = 0;
+  const user = (p: string) => `${p}-${++seq}`;
+
+  const build = (options: Partial<MfaDevicesRouterOptions> = {}, withSender = true) => {
+    const built = mfaApp(db.storage, { now: clock.now, rateLimit: false, ...(withSender && { sender }), lockout: { maxFailures: 3 }, ...options });
+    for (const name of ['device.enrolled', 'device.verified', 'mfa.succeeded', 'mfa.failed', 'lockout', 'recovery_codes.generated'] as const) {
+      built.router.events.on(name, (payload: MfaEventMap[typeof name][0]) => events.push({ name, payload }));
+    }
+    return built.app;
+  };
+
+  before(async () => {
+    db = await migratedStorage();
+    clock = new TestClock();
+    sender = new CapturingSender();
+    app = build();
+  });
+  after(async () => {
+    await db.drop();
+  });
+  beforeEach(() => {
+    events.length = 0;
+    sender.failing = false;
+  });
+
+  const login = (u: string, body: object, tenant = 'acme') => as(request(app).post('/auth/mfa/verify').send(body), u, tenant);
+
+  /** Enrols and confirms an sms device. */
+  async function smsDevice(u: string, phoneNumber = '+44 7700 900123') {
+    const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber }), u);
+    expect(res.status, JSON.stringify(res.body)).to.equal(201);
+    const id = res.body.device.id as string;
+    const ok = await as(request(app).post(`/auth/mfa/devices/${id}/verify`).send({ code: sender.last().code }), u);
+    expect(ok.status, JSON.stringify(ok.body)).to.equal(200);
+    return id;
+  }
+
+  describe('POST /devices/sms and /devices/email', () => {
+    it('201 {device} with the destination masked; the sender gets the normalised destination and an enrolment code', async () => {
+      const u = user('sms');
+      const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+44 7700-900123' }), u);
+      expect(res.status).to.equal(201);
+      expect(res.body).to.have.all.keys('device');
+      expect(res.body.device).to.include({ deviceName: 'Mobile', method: 'sms', verified: false, enabled: true, destination: '+44••••••123' });
+      const message = sender.last();
+      expect(message).to.include({ tenantId: 'acme', userId: u, method: 'sms', destination: '+447700900123', purpose: 'enrollment' });
+      expect(message.code).to.match(/^\d{6}$/);
+      expect(JSON.stringify(res.body)).not.to.contain(message.code);
+      expect(events.map((e) => e.name)).to.deep.equal(['device.enrolled']);
+    });
+
+    it('stores the destination sealed, never in clear', async () => {
+      const u = user('sealed');
+      const res = await as(request(app).post('/auth/mfa/devices/email').send({ deviceName: 'Mail', email: 'Someone.Private@Example.COM' }), u);
+      expect(res.status).to.equal(201);
+      expect(res.body.device).to.include({ method: 'email', destination: 'S•••@example.com' });
+      expect(sender.last().destination).to.equal('Someone.Private@example.com');
+      const row = (await db.knex('mfa_devices').where({ id: res.body.device.id }).first()) as { secret_ciphertext: Buffer; totp_algorithm: string | null };
+      expect(row.secret_ciphertext.toString('latin1')).not.to.contain('Private');
+      expect(row.totp_algorithm).to.equal(null);
+    });
+
+    it('the enrolment code verifies the device (once); the list shows it masked', async () => {
+      const u = user('verify');
+      const res = await as(request(app).post('/auth/mfa/devices/email').send({ deviceName: 'Mail', email: 'user@example.org' }), u);
+      const { code } = sender.last();
+      let v = await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: code === '000000' ? '111111' : '000000' }), u);
+      expect(v.status).to.equal(400);
+      v = await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code }), u);
+      expect(v.status).to.equal(200);
+      expect(v.body).to.include({ verified: true, method: 'email', destination: 'u•••@example.org' });
+      expect(v.body.lastUsedAt).to.be.a('string');
+      const list = await as(request(app).get('/auth/mfa/devices'), u);
+      expect(list.body[0]).to.include({ method: 'email', verified: true, destination: 'u•••@example.org' });
+      expect(events.map((e) => e.name)).to.include.members(['device.verified', 'mfa.succeeded']);
+      expect(JSON.stringify(events)).not.to.contain(code);
+      expect(JSON.stringify(events)).not.to.contain('user@example.org');
+    });
+
+    it('400 naming the field for a bad or missing phone number / email; nothing is sent', async () => {
+      const before = sender.sent.length;
+      for (const [path, body, field] of [
+        ['sms', { deviceName: 'x', phoneNumber: '07700 900123' }, 'phoneNumber'],
+        ['sms', { deviceName: 'x', phoneNumber: '+44 77 letters' }, 'phoneNumber'],
+        ['sms', { deviceName: 'x' }, 'phoneNumber'],
+        ['sms', { deviceName: 'x', phoneNumber: 447700900123 }, 'phoneNumber'],
+        ['email', { deviceName: 'x', email: 'not-an-address' }, 'email'],
+        ['email', { deviceName: 'x', email: 'a@b' }, 'email'],
+        ['email', { deviceName: 'x' }, 'email'],
+        ['email', { email: 'a@example.com' }, 'deviceName'],
+      ] as const) {
+        const res = await as(request(app).post(`/auth/mfa/devices/${path}`).send(body), 'bad-destination');
+        expect(res.status, JSON.stringify(body)).to.equal(400);
+        expect(res.body.errors[0].field, JSON.stringify(body)).to.equal(field);
+      }
+      expect(sender.sent.length).to.equal(before);
+      expect((await as(request(app).get('/auth/mfa/devices'), 'bad-destination')).body).to.deep.equal([]);
+    });
+
+    it('503 when the sender fails, and the enrolment is withdrawn (no leftover device, no leaked number)', async () => {
+      const u = user('undeliverable');
+      sender.failing = true;
+      const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+15555550123' }), u);
+      expect(res.status).to.equal(503);
+      expect(res.headers['retry-after']).to.be.a('string');
+      expect(JSON.stringify(res.body)).not.to.contain('5555550123');
+      expect((await as(request(app).get('/auth/mfa/devices'), u)).body).to.deep.equal([]);
+    });
+
+    it('400 METHOD_NOT_ENABLED without a sender; TOTP still works', async () => {
+      const noSender = build({}, false);
+      const res = await as(request(noSender).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+447700900123' }), 'no-sender');
+      expect(res.status).to.equal(400);
+      expect(res.body.code).to.equal(40000020);
+      expect((await as(request(noSender).post('/auth/mfa/devices/totp').send({ deviceName: 'App' }), 'no-sender')).status).to.equal(201);
+    });
+  });
+
+  describe('POST /devices/:id/challenge and sms/email login', () => {
+    it('202 sends a login code; POST /verify accepts it once; lastUsedAt is set', async () => {
+      const u = user('challenge');
+      const id = await smsDevice(u);
+      const res = await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      expect(res.status).to.equal(202);
+      expect(res.body).to.deep.equal({ sent: true, destination: '+44••••••123', purpose: 'login', expiresIn: 600 });
+      const { code, purpose } = sender.last();
+      expect(purpose).to.equal('login');
+      let v = await login(u, { code });
+      expect(v.status).to.equal(200);
+      expect(v.body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
+      v = await login(u, { code });
+      expect(v.status).to.equal(400);
+      const list = await as(request(app).get('/auth/mfa/devices'), u);
+      expect(list.body[0].lastUsedAt).to.be.a('string');
+    });
+
+    it('with deviceId; an enrolment code is not a login code', async () => {
+      const u = user('named-sms');
+      const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+447700900555' }), u);
+      const enrolmentCode = sender.last().code;
+      expect((await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/challenge`), u)).body.purpose).to.equal('enrollment');
+      const resent = sender.last().code;
+      expect((await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: enrolmentCode }), u)).status, 'replaced by the resend').to.equal(400);
+      expect((await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: resent }), u)).status).to.equal(200);
+      expect((await login(u, { code: resent, deviceId: res.body.device.id })).status).to.equal(400);
+      await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/challenge`), u);
+      expect((await login(u, { code: sender.last().code, deviceId: res.body.device.id })).body).to.deep.equal({ verified: true, method: 'sms', deviceId: res.body.device.id });
+    });
+
+    it('a user with TOTP and sms devices can log in with either', async () => {
+      const u = user('both');
+      const sms = await smsDevice(u);
+      const t = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'App' }), u);
+      await as(request(app).post(`/auth/mfa/devices/${t.body.device.id}/verify`).send({ code: oathtool(t.body.secret as string, clock.ms) }), u);
+      clock.step(1);
+      await as(request(app).post(`/auth/mfa/devices/${sms}/challenge`), u);
+      expect((await login(u, { code: sender.last().code })).body).to.include({ method: 'sms', deviceId: sms });
+      expect((await login(u, { code: oathtool(t.body.secret as string, clock.ms) })).body).to.include({ method: 'totp', deviceId: t.body.device.id });
+    });
+
+    it('400 CHALLENGE_NOT_SUPPORTED for TOTP; 400 DEVICE_DISABLED when disabled; 404 for others’ devices', async () => {
+      const u = user('challenge-rules');
+      const t = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'App' }), u);
+      let res = await as(request(app).post(`/auth/mfa/devices/${t.body.device.id}/challenge`), u);
+      expect(res.status).to.equal(400);
+      expect(res.body.code).to.equal(40000022);
+      const id = await smsDevice(u);
+      await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: false }), u);
+      res = await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      expect(res.status).to.equal(400);
+      expect(res.body.code).to.equal(40000021);
+      await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: true }), u);
+      const sent = sender.sent.length;
+      expect((await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), 'someone-else')).status).to.equal(404);
+      expect((await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u, 'other')).status).to.equal(404);
+      expect((await as(request(app).post('/auth/mfa/devices/xyz/challenge'), u)).status).to.equal(404);
+      expect(sender.sent.length).to.equal(sent);
+    });
+
+    it('wrong sms codes count towards the lockout', async () => {
+      const u = user('sms-lock');
+      const id = await smsDevice(u);
+      await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      const { code } = sender.last();
+      const wrong = code === '000000' ? '111111' : '000000';
+      for (let i = 0; i < 3; i++) expect((await login(u, { code: wrong })).status).to.equal(400);
+      expect((await login(u, { code })).status).to.equal(429);
+      expect(events.map((e) => e.name)).to.include('lockout');
+    });
+  });
+
+  describe('recovery codes', () => {
+    it('GET → 0; POST → 201 with 10 distinct human-friendly codes; GET → 10; events carry the count only', async () => {
+      const u = user('rc');
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 0 });
+      const res = await as(request(app).post('/auth/mfa/recovery-codes'), u);
+      expect(res.status).to.equal(201);
+      expect(res.headers['cache-control']).to.equal('no-store');
+      const codes = res.body.codes as string[];
+      expect(codes).to.have.length(10);
+      expect(new Set(codes).size).to.equal(10);
+      for (const c of codes) expect(c).to.match(/^[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}$/);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
+      expect(events.map((e) => e.name)).to.deep.equal(['recovery_codes.generated']);
+      expect(events[0]!.payload).to.include({ count: 10, userId: u });
+      for (const c of codes) expect(JSON.stringify(events)).not.to.contain(c);
+      const rows = (await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: u })) as Array<{ code_hash: Buffer }>;
+      expect(rows).to.have.length(10);
+      for (const r of rows) for (const c of codes) expect(r.code_hash.toString('latin1')).not.to.contain(c);
+    });
+
+    it('a recovery code passes the second factor once (method recovery_code, no deviceId), upper-case and without dashes too', async () => {
+      const u = user('rc-login');
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      let res = await login(u, { recoveryCode: codes[0] });
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code' });
+      res = await login(u, { recoveryCode: codes[0] });
+      expect(res.status).to.equal(400);
+      res = await login(u, { recoveryCode: codes[1]!.toUpperCase().replaceAll('-', ' ') });
+      expect(res.status).to.equal(200);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 8 });
+      expect(events.filter((e) => e.name === 'mfa.succeeded').at(-1)!.payload).to.include({ method: 'recovery_code', via: 'login' });
+    });
+
+    it('regenerating replaces the set: old codes stop working', async () => {
+      const u = user('rc-regen');
+      const old = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const fresh = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      expect(fresh).not.to.include.members(old.slice(0, 1));
+      expect((await login(u, { recoveryCode: old[2] })).status).to.equal(400);
+      expect((await login(u, { recoveryCode: fresh[2] })).status).to.equal(200);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 9 });
+    });
+
+    it('another user’s or another tenant’s codes do not work and their counts are separate', async () => {
+      const u = user('rc-owner');
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      expect((await login('rc-thief', { recoveryCode: codes[0] })).status).to.equal(400);
+      expect((await login(u, { recoveryCode: codes[0] }, 'other')).status).to.equal(400);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u, 'other')).body).to.deep.equal({ remaining: 0 });
+      expect((await login(u, { recoveryCode: codes[0] })).status).to.equal(200);
+    });
+
+    it('wrong recovery codes count towards the lockout; locked, even a right one gets 429', async () => {
+      const u = user('rc-lock');
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      for (let i = 0; i < 3; i++) expect((await login(u, { recoveryCode: 'aaaa-bbbb-cccc' })).status).to.equal(400);
+      const res = await login(u, { recoveryCode: codes[0] });
+      expect(res.status).to.equal(429);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
+    });
+
+    it('concurrent use of one recovery code: exactly one 200', async () => {
+      const u = user('rc-race');
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const results = await Promise.all([1, 2, 3, 4].map(() => login(u, { recoveryCode: codes[0] })));
+      expect(results.filter((r) => r.status === 200)).to.have.length(1);
+    });
+  });
+});

@@ -1,0 +1,239 @@
+/**
+ * "Remember this device" and the user's trusted-device routes of `mfaDevicesRouter` over HTTP on real
+ * Postgres (and Redis across two instances): what the login verify trusts, the internal check sees.
+ */
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import type express from 'express';
+import { Redis } from 'ioredis';
+import request from 'supertest';
+import { memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName, type TrustedDeviceCache } from '../index.js';
+import { KEY_A, migratedStorage, type TestDb } from './support/fixtures.js';
+import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
+import { redisUrl, requireRedis } from './support/redis.js';
+
+const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+describe('mfaDevicesRouter: remember this device, trusted devices', () => {
+  let db: TestDb;
+  let seq = 0;
+  const user = (p: string) => `${p}-${++seq}`;
+
+  before(async () => {
+    db = await migratedStorage();
+  });
+  after(async () => {
+    await db.drop();
+  });
+
+  function setup(options: Partial<MfaDevicesRouterOptions> = {}, cache: TrustedDeviceCache = memoryCache()) {
+    const clock = new TestClock();
+    const events: Array<{ name: MfaEventName; payload: MfaEventMap[MfaEventName][0] }> = [];
+    const { app, router } = mfaApp(db.storage, { now: clock.now, rateLimit: false, cache, ...options });
+    for (const name of ['mfa.succeeded', 'trusted_device.created', 'trusted_device.revoked', 'device.removed'] as const) {
+      router.events.on(name, (payload: MfaEventMap[typeof name][0]) => events.push({ name, payload }));
+    }
+    return { app, clock, events };
+  }
+
+  async function verifiedDevice(app: express.Express, clock: TestClock, u: string, tenant = 'acme') {
+    const res = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), u, tenant);
+    const ok = await as(request(app).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: oathtool(res.body.secret as string, clock.ms) }), u, tenant);
+    expect(ok.status).to.equal(200);
+    clock.step(1);
+    return { id: res.body.device.id as string, secret: res.body.secret as string };
+  }
+
+  const check = (app: express.Express, u: string, fingerprint: string, tenant = 'acme') =>
+    request(app)
+      .get('/internal/session/trusted-devices/check')
+      .query({ user_id: u, device_fingerprint: fingerprint })
+      .set('X-Internal-API-Key', KEY_A)
+      .set('X-Tenant-ID', tenant);
+
+  const rememberBody = (code: string, fingerprint: string) => ({
+    code,
+    rememberDevice: true,
+    device: { fingerprint, name: 'Firefox on Linux', type: 'desktop', browser: 'Firefox', os: 'Linux' },
+  });
+
+  it('rememberDevice trusts the device: trustedDevice {id, trustedUntil} in the answer, the internal check says trusted', async () => {
+    const { app, clock, events } = setup();
+    const u = user('remember');
+    const d = await verifiedDevice(app, clock, u);
+    const fingerprint = `fp-${randomBytes(8).toString('hex')}`;
+    expect((await check(app, u, fingerprint)).body).to.deep.equal({ trusted: false });
+    events.length = 0;
+    const res = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), fingerprint)), u);
+    expect(res.status).to.equal(200);
+    expect(res.body).to.have.all.keys('verified', 'method', 'deviceId', 'trustedDevice');
+    expect(res.body.trustedDevice).to.have.all.keys('id', 'trustedUntil');
+    expect(res.body.trustedDevice.trustedUntil).to.match(ISO_MS);
+    const days = (Date.parse(res.body.trustedDevice.trustedUntil as string) - Date.now()) / 86_400_000;
+    expect(days).to.be.within(29.9, 30.1);
+    const checked = await check(app, u, fingerprint);
+    expect(checked.body).to.include({ trusted: true, device_id: res.body.trustedDevice.id });
+    expect(events.map((e) => e.name)).to.deep.equal(['mfa.succeeded', 'trusted_device.created']);
+    expect(events[1]!.payload).to.include({ trustedDeviceId: res.body.trustedDevice.id, userId: u, tenantId: 'acme' });
+    expect(JSON.stringify(events)).not.to.contain(fingerprint);
+    // Another user or tenant with the same fingerprint is not trusted.
+    expect((await check(app, 'someone-else', fingerprint)).body).to.deep.equal({ trusted: false });
+    expect((await check(app, u, fingerprint, 'other')).body).to.deep.equal({ trusted: false });
+  });
+
+  it('re-remembering the same fingerprint renews it (same id); a failed verify trusts nothing', async () => {
+    const { app, clock } = setup();
+    const u = user('renew');
+    const d = await verifiedDevice(app, clock, u);
+    const fingerprint = `fp-${randomBytes(8).toString('hex')}`;
+    const first = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), fingerprint)), u);
+    clock.step(1);
+    const second = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), fingerprint)), u);
+    expect(second.body.trustedDevice.id).to.equal(first.body.trustedDevice.id);
+    const other = `fp-${randomBytes(8).toString('hex')}`;
+    const failed = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), other)), u); // replay
+    expect(failed.status).to.equal(400);
+    expect((await check(app, u, other)).body).to.deep.equal({ trusted: false });
+  });
+
+  it('without rememberDevice (or with it false) nothing is trusted; a recovery code can remember too', async () => {
+    const { app, clock } = setup();
+    const u = user('no-remember');
+    const d = await verifiedDevice(app, clock, u);
+    const fingerprint = `fp-${randomBytes(8).toString('hex')}`;
+    const res = await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms), rememberDevice: false, device: { fingerprint } }), u);
+    expect(res.status).to.equal(200);
+    expect(res.body).not.to.have.property('trustedDevice');
+    expect((await check(app, u, fingerprint)).body.trusted).to.equal(false);
+    const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+    const viaRecovery = await as(request(app).post('/auth/mfa/verify').send({ recoveryCode: codes[0], rememberDevice: true, device: { fingerprint } }), u);
+    expect(viaRecovery.body).to.include({ verified: true, method: 'recovery_code' });
+    expect((await check(app, u, fingerprint)).body.trusted).to.equal(true);
+  });
+
+  it('onVerified sees the trusted device', async () => {
+    let seen: unknown;
+    const { app, clock } = setup({
+      onVerified: (ctx) => {
+        seen = ctx.trustedDevice;
+      },
+    });
+    const u = user('hook');
+    const d = await verifiedDevice(app, clock, u);
+    const res = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), 'fp-hook')), u);
+    expect(seen).to.deep.include({ id: res.body.trustedDevice.id });
+    expect((seen as { trustedUntil: Date }).trustedUntil).to.be.instanceOf(Date);
+  });
+
+  describe('GET/DELETE /auth/mfa/trusted-devices', () => {
+    it('lists the caller’s own trusted devices (camelCase, no fingerprint), newest first; others see nothing', async () => {
+      const { app, clock } = setup();
+      const u = user('list');
+      const d = await verifiedDevice(app, clock, u);
+      await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), 'fp-list-1')), u);
+      clock.step(1);
+      await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms), rememberDevice: true, device: { fingerprint: 'fp-list-2' } }), u);
+      const res = await as(request(app).get('/auth/mfa/trusted-devices'), u);
+      expect(res.status).to.equal(200);
+      expect(res.headers['x-total-count']).to.equal('2');
+      expect(res.body).to.have.length(2);
+      expect(res.body[0]).to.have.all.keys('id', 'ip', 'createdAt', 'trustedUntil');
+      expect(res.body[1]).to.include({ deviceName: 'Firefox on Linux', deviceType: 'desktop', browser: 'Firefox', os: 'Linux' });
+      expect(res.body[1].ip).to.match(/127\.0\.0\.1|::1/);
+      expect(res.body[1].createdAt).to.match(ISO_MS);
+      expect(JSON.stringify(res.body)).not.to.contain('fp-list');
+      expect((await as(request(app).get('/auth/mfa/trusted-devices'), 'stranger')).body).to.deep.equal([]);
+      expect((await as(request(app).get('/auth/mfa/trusted-devices'), u, 'other')).body).to.deep.equal([]);
+    });
+
+    it('DELETE one → 204 and the internal check is false at once; again → 404; another user’s → 404', async () => {
+      const { app, clock, events } = setup();
+      const u = user('revoke');
+      const d = await verifiedDevice(app, clock, u);
+      const trusted = (await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), 'fp-revoke')), u)).body.trustedDevice as { id: string };
+      expect((await check(app, u, 'fp-revoke')).body.trusted).to.equal(true);
+      expect((await as(request(app).delete(`/auth/mfa/trusted-devices/${trusted.id}`), 'thief')).status).to.equal(404);
+      expect((await as(request(app).delete(`/auth/mfa/trusted-devices/${trusted.id}`), u, 'other')).status).to.equal(404);
+      expect((await check(app, u, 'fp-revoke')).body.trusted).to.equal(true);
+      const res = await as(request(app).delete(`/auth/mfa/trusted-devices/${trusted.id}`), u);
+      expect(res.status).to.equal(204);
+      expect((await check(app, u, 'fp-revoke')).body).to.deep.equal({ trusted: false });
+      const again = await as(request(app).delete(`/auth/mfa/trusted-devices/${trusted.id}`), u);
+      expect(again.status).to.equal(404);
+      expect(again.body.code).to.equal(40400003);
+      expect((await as(request(app).delete('/auth/mfa/trusted-devices/not-a-uuid'), u)).status).to.equal(404);
+      expect(events.filter((e) => e.name === 'trusted_device.revoked').map((e) => e.payload)).to.have.length(1);
+    });
+
+    it('DELETE all → 200 {revoked: n}; every check false', async () => {
+      const { app, clock } = setup();
+      const u = user('revoke-all');
+      const d = await verifiedDevice(app, clock, u);
+      for (const fp of ['fp-a', 'fp-b', 'fp-c']) {
+        await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), fp)), u);
+        clock.step(1);
+      }
+      const res = await as(request(app).delete('/auth/mfa/trusted-devices'), u);
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ revoked: 3 });
+      for (const fp of ['fp-a', 'fp-b', 'fp-c']) expect((await check(app, u, fp)).body.trusted).to.equal(false);
+      expect((await as(request(app).delete('/auth/mfa/trusted-devices'), u)).body).to.deep.equal({ revoked: 0 });
+    });
+  });
+
+  describe('removing the last verified device', () => {
+    it('revokes the user’s trusted devices; removing one of two does not', async () => {
+      const { app, clock, events } = setup();
+      const u = user('last');
+      const a = await verifiedDevice(app, clock, u);
+      const b = await verifiedDevice(app, clock, u);
+      await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(a.secret, clock.ms), 'fp-last')), u);
+      const pending = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'Pending' }), u);
+      expect((await as(request(app).delete(`/auth/mfa/devices/${a.id}`), u)).status).to.equal(204);
+      expect((await check(app, u, 'fp-last')).body.trusted).to.equal(true);
+      expect((await as(request(app).delete(`/auth/mfa/devices/${b.id}`), u)).status).to.equal(204);
+      // Only an unverified enrolment is left: no second factor, so no remembered device either.
+      expect((await check(app, u, 'fp-last')).body).to.deep.equal({ trusted: false });
+      const revoked = events.filter((e) => e.name === 'trusted_device.revoked');
+      expect(revoked).to.have.length(1);
+      expect(revoked[0]!.payload).to.include({ count: 1, reason: 'last_device_removed' });
+      const left = (await as(request(app).get('/auth/mfa/devices'), u)).body as Array<{ id: string }>;
+      expect(left.map((x) => x.id)).to.deep.equal([pending.body.device.id]);
+    });
+  });
+
+  describe('two instances on Redis', () => {
+    let url: string;
+    const clients: Redis[] = [];
+    before(async function () {
+      const found = await redisUrl();
+      requireRedis(this, found);
+      url = found;
+    });
+    after(() => {
+      for (const c of clients) c.disconnect();
+    });
+
+    it('remembered on one instance → trusted on the other; revoked on the other → refused on the first', async () => {
+      const keyPrefix = `test:${randomBytes(6).toString('hex')}:`;
+      const cacheOn = () => {
+        const client = new Redis(url, REDIS_CACHE_CLIENT_OPTIONS);
+        client.on('error', () => undefined);
+        clients.push(client);
+        return redisCache({ client, keyPrefix, logger: silentLogger });
+      };
+      const one = setup({}, cacheOn());
+      const two = setup({}, cacheOn());
+      const u = user('redis');
+      const d = await verifiedDevice(one.app, one.clock, u);
+      // Warm the second instance's cache with "not trusted" first: the trust must still show at once.
+      expect((await check(two.app, u, 'fp-redis')).body.trusted).to.equal(false);
+      const res = await as(request(one.app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, one.clock.ms), 'fp-redis')), u);
+      expect(res.status).to.equal(200);
+      expect((await check(two.app, u, 'fp-redis')).body).to.include({ trusted: true, device_id: res.body.trustedDevice.id });
+      expect((await check(one.app, u, 'fp-redis')).body.trusted).to.equal(true);
+      expect((await as(request(two.app).delete(`/auth/mfa/trusted-devices/${res.body.trustedDevice.id}`), u)).status).to.equal(204);
+      expect((await check(one.app, u, 'fp-redis')).body).to.deep.equal({ trusted: false });
+    });
+  });
+});
