@@ -3,7 +3,6 @@ import { expect } from 'chai';
 import type { Express } from 'express';
 import { pino } from 'pino';
 import request from 'supertest';
-import type { z } from 'zod';
 import { memoryCache, type MfaCodeSender } from '../index.js';
 import { createExampleApp } from '../examples/app.js';
 import { OPERATIONS, ProblemSchema, openApiDocument, operationPath } from '../lib/openapi.js';
