@@ -50,7 +50,7 @@ describe('auth edge cases', function () {
   before(async () => {
     db = await migratedStorage();
     await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice' });
-    app = createExampleApp({ storage: db.storage, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
+    app = createExampleApp({ storage: db.storage, codeSender: { send() {} }, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     port = (server.address() as AddressInfo).port;
@@ -137,6 +137,23 @@ describe('auth edge cases', function () {
       expectKey401(res, KEY_A, 'Authorization');
       res = await request(app).post('/internal/mfa/totp/devices').set('X-Tenant-ID', 'acme').send({ 'x-internal-api-key': KEY_A, user_id: 'alice' });
       expectKey401(res, KEY_A, 'body');
+    });
+
+    it('the same on every internal route (trusted devices, TOTP verify): wrong, empty-ish, case-changed → 401', async () => {
+      const routes: Array<[method: 'get' | 'post' | 'delete', path: string]> = [
+        ['get', '/internal/session/trusted-devices?user_id=alice'],
+        ['post', '/internal/session/trusted-devices'],
+        ['get', '/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=x'],
+        ['delete', '/internal/session/trusted-devices?user_id=alice'],
+        ['delete', '/internal/session/trusted-devices/00000000-0000-4000-8000-000000000000?user_id=alice'],
+        ['post', '/internal/mfa/totp/verify'],
+      ];
+      for (const [method, path] of routes) {
+        for (const key of [KEY_A.toUpperCase(), KEY_A.slice(1), `${KEY_A}x`, 'x']) {
+          const res = await request(app)[method](path).set('X-Internal-API-Key', key).set('X-Tenant-ID', 'acme').send(method === 'post' ? { user_id: 'alice', code: '123456', device_fingerprint: 'x' } : undefined);
+          expectKey401(res, key, `${method} ${path} with ${key.slice(0, 6)}…`);
+        }
+      }
     });
 
     it('is checked before the tenant: a wrong key with no or a malformed tenant → 401, not 400', async () => {
@@ -270,10 +287,10 @@ describe('auth edge cases', function () {
       expect(res.status, res.text).to.equal(403);
     });
 
-    it('the same refusals on the mounted user router (GET /mfa/devices/sync of the example app)', async () => {
+    it('the same refusals on both mounted user routers of the example app (/mfa/devices/sync, /auth/mfa)', async () => {
       const appClaims = { sub: 'alice', tenant_id: 'acme' };
       const good = hs(appClaims, JWT_SECRET, { expiresIn: 60 });
-      expect((await request(app).get('/mfa/devices/sync').set('Authorization', `Bearer ${good}`)).status).to.equal(200);
+      for (const path of ['/mfa/devices/sync', '/auth/mfa/devices']) expect((await request(app).get(path).set('Authorization', `Bearer ${good}`)).status, path).to.equal(200);
       const [gh, gp, gs] = good.split('.') as [string, string, string];
       const refused: Array<[string, string]> = [
         ['alg none', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(appClaims)}.`],
@@ -289,8 +306,15 @@ describe('auth edge cases', function () {
         ['validly signed JSON null payload', hsRaw(null)],
       ];
       for (const [what, token] of refused) {
-        const res = await request(app).get('/mfa/devices/sync').set('Authorization', `Bearer ${token}`);
-        expect401(res, token, `mounted: ${what}`);
+        for (const [method, path] of [
+          ['get', '/mfa/devices/sync'],
+          ['get', '/auth/mfa/devices'],
+          ['post', '/auth/mfa/verify'],
+          ['post', '/auth/mfa/recovery-codes'],
+        ] as const) {
+          const res = await request(app)[method](path).set('Authorization', `Bearer ${token}`).send(method === 'post' ? { code: '123456' } : undefined);
+          expect401(res, token, `${method} ${path}: ${what}`);
+        }
       }
     });
   });

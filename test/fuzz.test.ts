@@ -139,7 +139,8 @@ function bodyOf(valid: fc.Arbitrary<Record<string, unknown>>, limit: number): fc
 const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 const base32 = (min: number, max: number) => fc.array(fc.constantFrom(...B32), { minLength: min, maxLength: max }).map((a) => a.join(''));
 const plainText = (min: number, max: number) => fc.string({ minLength: min, maxLength: max }).filter((s) => !s.includes('\u0000'));
-const userId = fc.constantFrom('alice', 'bob', 'carol');
+/** Mostly users of a large pool, so per-user rate limits and lockouts do not answer every case. */
+const userId = fc.oneof({ weight: 1, arbitrary: fc.constantFrom('alice', 'bob', 'carol') }, { weight: 3, arbitrary: fc.nat({ max: 3000 }).map((n) => `fz${n}`) });
 const pageParam = fc.oneof(fc.integer({ min: 1, max: 5 }).map(String), fc.constantFrom('0', '-1', '101', '1.5', '1e2'));
 const pageSizeParam = fc.oneof(fc.integer({ min: 1, max: 100 }).map(String), fc.constantFrom('0', '101', '1000', '-5'));
 
@@ -194,6 +195,16 @@ const trustedId = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => existingTrustedIds[0] ?? randomUUID()) },
   { weight: 2, arbitrary: fc.uuid() },
   // Not empty: `/trusted-devices/` (trailing slash) is the revoke-all route, answered 200 — reported, left alone.
+  { weight: 4, arbitrary: rawComponent().filter((id) => id !== '') },
+);
+
+const deviceName = plainText(1, 40);
+/** Six digits now and then (the likely-valid shape), or the spaced/dashed forms apps show, or junk. */
+const otpCode = fc.oneof(fc.integer({ min: 0, max: 999_999 }).map((n) => String(n).padStart(6, '0')), fc.constantFrom('123 456', '123-456', '12345678', '1234567'), plainText(0, 12));
+const existingDeviceIds: string[] = [];
+const deviceId = fc.oneof(
+  { weight: 2, arbitrary: fc.constant(null).map(() => existingDeviceIds[0] ?? randomUUID()) },
+  { weight: 2, arbitrary: fc.uuid() },
   { weight: 4, arbitrary: rawComponent().filter((id) => id !== '') },
 );
 
@@ -289,7 +300,82 @@ const ROUTES: RouteSpec[] = [
     success: [200],
     weight: 1,
   },
-  // ---- issue 4 adds its /auth/mfa/... routes here, one entry each.
+  // ---- issue 4: MFA devices router (seed 003) and internal TOTP verification
+  { name: 'GET /auth/mfa/devices', method: 'GET', path: fc.constant('/auth/mfa/devices'), auth: 'user', query: extraQuery(), success: [200], weight: 1 },
+  { name: 'POST /auth/mfa/devices/totp', method: 'POST', path: fc.constant('/auth/mfa/devices/totp'), auth: 'user', body: bodyOf(fc.record({ deviceName }), INTERNAL_BODY_LIMIT), success: [201], weight: 2 },
+  {
+    name: 'POST /auth/mfa/devices/sms',
+    method: 'POST',
+    path: fc.constant('/auth/mfa/devices/sms'),
+    auth: 'user',
+    body: bodyOf(fc.record({ deviceName, phoneNumber: fc.oneof(fc.constantFrom('+14155550123', '+44 20 7946 0958', '+49 (30) 123456'), plainText(1, 20)) }), INTERNAL_BODY_LIMIT),
+    success: [201],
+    weight: 2,
+  },
+  {
+    name: 'POST /auth/mfa/devices/email',
+    method: 'POST',
+    path: fc.constant('/auth/mfa/devices/email'),
+    auth: 'user',
+    body: bodyOf(fc.record({ deviceName, email: fc.oneof(fc.emailAddress(), plainText(1, 40)) }), INTERNAL_BODY_LIMIT),
+    success: [201],
+    weight: 2,
+  },
+  {
+    name: 'POST /auth/mfa/devices/:id/verify',
+    method: 'POST',
+    path: deviceId.map((id) => `/auth/mfa/devices/${id}/verify`),
+    auth: 'user',
+    body: bodyOf(fc.record({ code: otpCode }), INTERNAL_BODY_LIMIT),
+    success: [200],
+    weight: 2,
+  },
+  { name: 'POST /auth/mfa/devices/:id/challenge', method: 'POST', path: deviceId.map((id) => `/auth/mfa/devices/${id}/challenge`), auth: 'user', success: [202], weight: 1 },
+  {
+    name: 'PATCH /auth/mfa/devices/:id',
+    method: 'PATCH',
+    path: deviceId.map((id) => `/auth/mfa/devices/${id}`),
+    auth: 'user',
+    body: bodyOf(fc.record({ deviceName, enabled: fc.boolean() }, { requiredKeys: [] }), INTERNAL_BODY_LIMIT),
+    success: [200],
+    weight: 2,
+  },
+  { name: 'DELETE /auth/mfa/devices/:id', method: 'DELETE', path: deviceId.map((id) => `/auth/mfa/devices/${id}`), auth: 'user', success: [204], weight: 1 },
+  {
+    name: 'POST /auth/mfa/verify',
+    method: 'POST',
+    path: fc.constant('/auth/mfa/verify'),
+    auth: 'user',
+    body: bodyOf(
+      fc.record(
+        {
+          code: otpCode,
+          recoveryCode: fc.oneof(fc.constantFrom('abcd-efgh-jkmn', '0000-0000-0000'), plainText(1, 20)),
+          deviceId: fc.oneof(fc.uuid(), fc.constant(null).map(() => existingDeviceIds[0] ?? randomUUID())),
+          rememberDevice: fc.boolean(),
+          device: fc.record({ fingerprint, name: plainText(1, 20), type: fc.constantFrom('desktop', 'mobile'), browser: plainText(1, 20), os: plainText(1, 20) }, { requiredKeys: ['fingerprint'] }),
+        },
+        { requiredKeys: [] },
+      ),
+      INTERNAL_BODY_LIMIT,
+    ),
+    success: [200],
+    weight: 4,
+  },
+  { name: 'POST /auth/mfa/recovery-codes', method: 'POST', path: fc.constant('/auth/mfa/recovery-codes'), auth: 'user', success: [201], weight: 1 },
+  { name: 'GET /auth/mfa/recovery-codes', method: 'GET', path: fc.constant('/auth/mfa/recovery-codes'), auth: 'user', query: extraQuery(), success: [200], weight: 1 },
+  { name: 'GET /auth/mfa/trusted-devices', method: 'GET', path: fc.constant('/auth/mfa/trusted-devices'), auth: 'user', query: extraQuery(), success: [200], weight: 1 },
+  { name: 'DELETE /auth/mfa/trusted-devices/:id', method: 'DELETE', path: trustedId.map((id) => `/auth/mfa/trusted-devices/${id}`), auth: 'user', success: [204], weight: 1 },
+  { name: 'DELETE /auth/mfa/trusted-devices', method: 'DELETE', path: fc.constant('/auth/mfa/trusted-devices'), auth: 'user', success: [200], weight: 1 },
+  {
+    name: 'POST /internal/mfa/totp/verify',
+    method: 'POST',
+    path: fc.constant('/internal/mfa/totp/verify'),
+    auth: 'internal',
+    body: bodyOf(fc.record({ user_id: userId, code: otpCode }), INTERNAL_BODY_LIMIT),
+    success: [200],
+    weight: 3,
+  },
 
   // ---- example server
   { name: 'GET /healthz', method: 'GET', path: fc.constant('/healthz'), auth: 'none', query: extraQuery(), success: [200], weight: 1 },
@@ -454,7 +540,7 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
         done();
       },
     });
-    const app = createExampleApp({ storage: db.storage, cache: memoryCache(), internalKeys: [KEY_A], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
+    const app = createExampleApp({ storage: db.storage, cache: memoryCache(), codeSender: { send() {} }, internalKeys: [KEY_A], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'warn' }, sink) });
     server = app.listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -477,6 +563,15 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
     });
     expect(trusted.status, trusted.text).to.equal(201);
     existingTrustedIds.push((JSON.parse(trusted.text) as { id: string }).id);
+    const enrolled = await send(agent, base, {
+      method: 'POST',
+      path: '/auth/mfa/devices/totp',
+      query: [],
+      headers: { Authorization: bearer({ sub: 'alice', tenant_id: 'acme' }) },
+      body: json({ deviceName: 'Seed phone' }),
+    });
+    expect(enrolled.status, enrolled.text).to.equal(201);
+    existingDeviceIds.push((JSON.parse(enrolled.text) as { device: { id: string } }).device.id);
   });
 
   after(async () => {
