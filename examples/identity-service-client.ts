@@ -67,7 +67,8 @@ export function internalApi(options: InternalApiOptions) {
     return { status: res.status, body: (text === '' ? undefined : JSON.parse(text)) as T };
   };
   const fail = (status: number, body: unknown): never => {
-    throw new InternalApiError(status, typeof body === 'object' && body !== null ? (body as InternalApiError['problem']) : undefined);
+    const problem: InternalApiError['problem'] = typeof body === 'object' && body !== null ? body : undefined;
+    throw new InternalApiError(status, problem);
   };
   const q = (params: Record<string, string>) => new URLSearchParams(params).toString();
 
