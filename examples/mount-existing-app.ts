@@ -14,13 +14,17 @@ import passportModule from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
 import {
   deviceSyncRouter,
+  internalAuth,
   internalRouter,
+  jsonBody,
   keyRing,
   mfaDevicesRouter,
   notFound,
   ProblemError,
   problemJson,
   requestId,
+  tenant,
+  tenantFrom,
   type KnexStorage,
   type Logger,
 } from 'express-mfa-kit';
@@ -83,6 +87,19 @@ export function createHostApp(deps: HostAppDeps): Express {
     const { sub, tenant_id } = req.user as HostClaims;
     res.json({ userId: sub, tenantId: tenant_id });
   });
+
+  // #region readme-middleware
+  // The kit's middleware on a service-to-service route of the host's own: same keys, tenant rule and errors.
+  app.post(
+    '/ops/notes',
+    internalAuth({ keys: deps.internalKeys }), // 401 unless X-Internal-API-Key is one of the keys
+    tenant({ from: tenantFrom.header('X-Tenant-ID') }), // 400 when missing or malformed
+    ...jsonBody('10kb'), // 415 not JSON, 413 too large, 400 malformed
+    (req, res) => {
+      res.status(202).json({ tenantId: req.mfa?.tenantId, requestId: req.mfa?.requestId, note: (req.body as { note?: unknown }).note });
+    },
+  );
+  // #endregion
 
   // #region readme-mount
   const ring = keyRing(deps.encryptionKeys);

@@ -1,4 +1,5 @@
 /** The examples a user copies from: a host app with its own passport and `nest` errors, and an identity service's client. */
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { expect } from 'chai';
@@ -8,9 +9,12 @@ import request from 'supertest';
 import { createExampleApp } from '../examples/app.js';
 import { InternalApiError, internalApi, secondFactor, type InternalApi } from '../examples/identity-service-client.js';
 import { createHostApp, issueToken, type HostClaims } from '../examples/mount-existing-app.js';
+import { sharedParts, type SharedParts } from '../examples/several-instances.js';
 import { silentLogger } from '../index.js';
 import { ENCRYPTION_KEYS, KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
-import { JWT_SECRET, oathtool } from './support/mfa.js';
+import { JWT_SECRET, mfaApp, oathtool } from './support/mfa.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+import { redisUrl, requireRedis } from './support/redis.js';
 
 /** A 6-digit code that is none of the codes accepted around now (±2 steps), so it is surely wrong. */
 function wrongCode(secret: string): string {
@@ -54,15 +58,16 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
 
     // Password done, second factor pending: no device management, no vault.
     const pending = token('bob', 'pending');
-    for (const call of [
-      request(app).post('/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' }),
-      request(app).get('/auth/mfa/devices').set('Authorization', pending),
-      request(app).delete(`/auth/mfa/devices/${device.id}`).set('Authorization', pending),
-      request(app).post('/auth/mfa/recovery-codes').set('Authorization', pending),
-      request(app).get('/mfa/devices/sync').set('Authorization', pending),
-    ]) {
-      const res = await call;
-      expect(res.status, `${res.req.method} ${res.req.path}`).to.equal(401);
+    const refused: Array<[string, () => request.Test]> = [
+      ['enrol', () => request(app).post('/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' })],
+      ['list', () => request(app).get('/auth/mfa/devices').set('Authorization', pending)],
+      ['remove', () => request(app).delete(`/auth/mfa/devices/${device.id}`).set('Authorization', pending)],
+      ['recovery codes', () => request(app).post('/auth/mfa/recovery-codes').set('Authorization', pending)],
+      ['vault', () => request(app).get('/mfa/devices/sync').set('Authorization', pending)],
+    ];
+    for (const [what, call] of refused) {
+      const res = await call();
+      expect(res.status, what).to.equal(401);
       expect(res.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Finish the second factor first (POST /auth/mfa/verify).', code: 'UNAUTHENTICATED' });
     }
 
@@ -80,6 +85,20 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     const devices = await request(app).get('/auth/mfa/devices').set('Authorization', `Bearer ${accessToken}`);
     expect(devices.status).to.equal(200);
     expect((devices.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal([device.id]);
+  });
+
+  it("runs the kit's middleware on the host's own service route: key, tenant, JSON body, nest errors", async () => {
+    const ok = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').set('X-Request-ID', 'req-ops-1').send({ note: 'hi' });
+    expect(ok.status).to.equal(202);
+    expect(ok.body).to.deep.equal({ tenantId: 'acme', requestId: 'req-ops-1', note: 'hi' });
+    const noKey = await request(app).post('/ops/notes').set('X-Tenant-ID', 'acme').send({ note: 'hi' });
+    expect(noKey.body).to.deep.include({ statusCode: 401, code: 'INVALID_INTERNAL_KEY' });
+    const noTenant = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).send({ note: 'hi' });
+    expect(noTenant.body).to.deep.include({ statusCode: 400, code: 'VALIDATION_FAILED', message: 'X-Tenant-ID is required' });
+    const text = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').set('Content-Type', 'text/plain').send('hi');
+    expect(text.body).to.deep.include({ statusCode: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
+    const big = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').send({ note: 'x'.repeat(11_000) });
+    expect(big.body).to.deep.include({ statusCode: 413, code: 'PAYLOAD_TOO_LARGE' });
   });
 
   it('answers unknown paths and internal-key failures in the nest format too', async () => {
@@ -158,5 +177,49 @@ describe('examples/identity-service-client.ts against the example app on 127.0.0
     );
     expect((notEnrolled as InternalApiError).status).to.equal(400);
     expect((notEnrolled as InternalApiError).problem).to.include({ code: 40000013 });
+  });
+});
+
+describe('examples/several-instances.ts: two instances on one Postgres and one Redis', () => {
+  let db: FreshDatabase;
+  const parts: SharedParts[] = [];
+
+  before(async function () {
+    const url = await redisUrl();
+    requireRedis(this, url);
+    db = await freshDatabase();
+    for (let i = 0; i < 2; i++) parts.push(sharedParts({ DATABASE_URL: db.url, REDIS_URL: url }, silentLogger));
+    await parts[0]!.storage.migrate(); // the deploy step, once
+  });
+  after(async () => {
+    for (const p of parts) await p.close();
+    await db?.drop();
+  });
+
+  const instance = (p: SharedParts, prefix: string) =>
+    mfaApp(p.storage, { cache: p.cache, ...(p.redis && { redis: p.redis }), rateLimit: { limit: 2, windowMs: 60_000, prefix } }).app;
+
+  it('a device trusted on one instance and revoked on the other is untrusted on both at once', async () => {
+    const [a, b] = [instance(parts[0]!, 'x'), instance(parts[1]!, 'x')];
+    const trust = await request(a).post('/internal/session/trusted-devices').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').send({ user_id: 'erin', device_fingerprint: 'fp-erin' });
+    expect(trust.status).to.equal(201);
+    const check = (app: typeof a) => request(app).get('/internal/session/trusted-devices/check?user_id=erin&device_fingerprint=fp-erin').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+    expect((await check(a)).body).to.include({ trusted: true });
+    expect((await check(b)).body).to.include({ trusted: true });
+    const revoke = await request(b).delete(`/internal/session/trusted-devices/${(trust.body as { id: string }).id}?user_id=erin`).set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+    expect(revoke.status).to.equal(204);
+    expect((await check(a)).body).to.deep.equal({ trusted: false });
+    expect((await check(b)).body).to.deep.equal({ trusted: false });
+  });
+
+  it('the rate limit is counted across both instances through Redis', async () => {
+    const prefix = `mfa-kit:test:${randomUUID()}:`;
+    const [a, b] = [instance(parts[0]!, prefix), instance(parts[1]!, prefix)];
+    const verify = (app: typeof a) => request(app).post('/auth/mfa/verify').set('Authorization', `Bearer ${jwt.sign({ sub: 'frank', tenant_id: 'acme' }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '5m' })}`).send({ code: '123456' });
+    expect((await verify(a)).status).to.equal(400); // no device: not throttled yet
+    expect((await verify(b)).status).to.equal(400);
+    const third = await verify(a);
+    expect(third.status).to.equal(429);
+    expect(third.body).to.include({ code: 42900001 });
   });
 });
