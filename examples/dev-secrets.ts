@@ -49,3 +49,29 @@ export function writeDevSecrets(secrets: DevSecrets, file: string = DEV_SECRETS_
   chmodSync(tmp, 0o600); // the mode above only applies when the file is new
   renameSync(tmp, file);
 }
+
+/**
+ * Development, embedded Postgres (no DATABASE_URL), no MFA_ENCRYPTION_KEYS: sets it to the saved key,
+ * so rows sealed before a restart still open. Call before the env is read.
+ */
+export function reuseDevEncryptionKey(file: string = DEV_SECRETS_FILE): void {
+  if (process.env.DATABASE_URL || process.env.MFA_ENCRYPTION_KEYS?.trim()) return;
+  const saved = readDevSecrets(file).MFA_ENCRYPTION_KEYS;
+  if (saved !== undefined) process.env.MFA_ENCRYPTION_KEYS = saved;
+}
+
+/**
+ * Development: saves the secrets named in `generated` (for `npm run demo`). An encryption key already
+ * saved is never replaced (rows of the embedded Postgres are sealed with it); a generated one is saved
+ * when there is none yet. Does nothing when nothing was generated.
+ */
+export function saveDevSecrets(generated: readonly string[], values: Required<DevSecrets>, file: string = DEV_SECRETS_FILE): void {
+  if (generated.length === 0) return;
+  const savedKey = readDevSecrets(file).MFA_ENCRYPTION_KEYS;
+  const key = savedKey ?? (generated.includes('MFA_ENCRYPTION_KEYS') ? values.MFA_ENCRYPTION_KEYS : undefined);
+  writeDevSecrets({
+    ...(generated.includes('JWT_SECRET') && { JWT_SECRET: values.JWT_SECRET }),
+    ...(generated.includes('INTERNAL_API_KEYS') && { INTERNAL_API_KEYS: values.INTERNAL_API_KEYS }),
+    ...(key !== undefined && { MFA_ENCRYPTION_KEYS: key }),
+  }, file);
+}

@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
-import { DEV_SECRETS_FILE, readDevSecrets, writeDevSecrets } from './dev-secrets.js';
+import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
@@ -31,6 +31,7 @@ interface ServerEnv {
 
 function loadEnv(): ServerEnv {
   const production = process.env.NODE_ENV === 'production';
+  if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
   const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => !process.env[name]?.trim());
   if (production && missing.length > 0) {
     logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
@@ -42,34 +43,22 @@ function loadEnv(): ServerEnv {
     process.exit(1);
   }
   const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  // [7/7] Development: the embedded Postgres keeps its rows across restarts, so its encryption key is kept too.
-  const embedded = !process.env.DATABASE_URL;
-  const saved = production ? {} : readDevSecrets();
-  const env: ServerEnv = {
+  return {
     port,
     host: process.env.HOST ?? '127.0.0.1',
     databaseUrl: process.env.DATABASE_URL || undefined,
     redisUrl: process.env.REDIS_URL || undefined,
     jwtSecret: process.env.JWT_SECRET?.trim() || randomBytes(32).toString('base64url'),
     internalKeys: split(process.env.INTERNAL_API_KEYS).length ? split(process.env.INTERNAL_API_KEYS) : [randomBytes(24).toString('base64url')],
-    encryptionKeys: split(process.env.MFA_ENCRYPTION_KEYS).length ? split(process.env.MFA_ENCRYPTION_KEYS) : [(embedded && saved.MFA_ENCRYPTION_KEYS) || generateKey('dev')],
+    encryptionKeys: split(process.env.MFA_ENCRYPTION_KEYS).length ? split(process.env.MFA_ENCRYPTION_KEYS) : [generateKey('dev')],
     generated: missing,
   };
-  // [7/7] What was generated goes to .data/dev-secrets.json (0600) for `npm run demo`; never in production.
-  if (!production && (missing.length > 0 || Object.keys(saved).length > 0)) {
-    const keep = saved.MFA_ENCRYPTION_KEYS ?? (embedded && missing.includes('MFA_ENCRYPTION_KEYS') ? env.encryptionKeys[0] : undefined);
-    writeDevSecrets({
-      ...(missing.includes('JWT_SECRET') && { JWT_SECRET: env.jwtSecret }),
-      ...(missing.includes('INTERNAL_API_KEYS') && { INTERNAL_API_KEYS: env.internalKeys[0] }),
-      ...(keep !== undefined && { MFA_ENCRYPTION_KEYS: keep }),
-    });
-  }
-  return env;
 }
 
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
+  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
   const cleanups: Array<() => Promise<void>> = [];
 
   let databaseUrl = env.databaseUrl;
@@ -138,11 +127,7 @@ async function main(): Promise<void> {
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') ? `  JWT_SECRET=${env.jwtSecret}` : '',
-      env.generated.includes('MFA_ENCRYPTION_KEYS')
-        ? env.databaseUrl
-          ? '  MFA_ENCRYPTION_KEYS=<random dev key; encrypted rows will not open after a restart unless you set one>'
-          : `  MFA_ENCRYPTION_KEYS=<dev key kept in ${DEV_SECRETS_FILE}, reused after a restart with the embedded Postgres>`
-        : '',
+      env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
       `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
       '',
       'Try:',

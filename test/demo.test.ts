@@ -7,7 +7,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { pino } from 'pino';
 import { createExampleApp } from '../examples/app.js';
-import { readDevSecrets, writeDevSecrets } from '../examples/dev-secrets.js';
+import { readDevSecrets, reuseDevEncryptionKey, saveDevSecrets, writeDevSecrets } from '../examples/dev-secrets.js';
 import { memoryCache } from '../index.js';
 import { DemoError, runDemo } from '../scripts/demo.js';
 import { KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
@@ -64,5 +64,36 @@ describe('npm run demo (scripts/demo.ts) against the example app', () => {
     expect(JSON.parse(readFileSync(file, 'utf8'))).to.not.have.property('INTERNAL_API_KEYS');
     writeFileSync(file, 'not json');
     expect(() => readDevSecrets(file)).to.throw(/not valid JSON: delete it/);
+  });
+
+  it('saves what the server generated, never replaces a saved encryption key, and reuses it only without DATABASE_URL', () => {
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'mfa-kit-secrets-')), 'dev-secrets.json');
+    const all = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'];
+    saveDevSecrets(all, { JWT_SECRET: 'jwt-1', INTERNAL_API_KEYS: 'key-1', MFA_ENCRYPTION_KEYS: 'dev:first' }, file);
+    saveDevSecrets(all, { JWT_SECRET: 'jwt-2', INTERNAL_API_KEYS: 'key-2', MFA_ENCRYPTION_KEYS: 'dev:second' }, file);
+    expect(readDevSecrets(file)).to.deep.equal({ JWT_SECRET: 'jwt-2', INTERNAL_API_KEYS: 'key-2', MFA_ENCRYPTION_KEYS: 'dev:first' });
+    saveDevSecrets(['INTERNAL_API_KEYS'], { JWT_SECRET: 'jwt-3', INTERNAL_API_KEYS: 'key-3', MFA_ENCRYPTION_KEYS: 'dev:third' }, file);
+    expect(readDevSecrets(file)).to.deep.equal({ INTERNAL_API_KEYS: 'key-3', MFA_ENCRYPTION_KEYS: 'dev:first' });
+    saveDevSecrets([], { JWT_SECRET: 'jwt-4', INTERNAL_API_KEYS: 'key-4', MFA_ENCRYPTION_KEYS: 'dev:fourth' }, file);
+    expect(readDevSecrets(file)).to.deep.equal({ INTERNAL_API_KEYS: 'key-3', MFA_ENCRYPTION_KEYS: 'dev:first' });
+
+    const saved = { DATABASE_URL: process.env.DATABASE_URL, MFA_ENCRYPTION_KEYS: process.env.MFA_ENCRYPTION_KEYS };
+    try {
+      delete process.env.MFA_ENCRYPTION_KEYS;
+      process.env.DATABASE_URL = 'postgres://elsewhere/db';
+      reuseDevEncryptionKey(file);
+      expect(process.env.MFA_ENCRYPTION_KEYS).to.equal(undefined);
+      delete process.env.DATABASE_URL;
+      reuseDevEncryptionKey(file);
+      expect(process.env.MFA_ENCRYPTION_KEYS).to.equal('dev:first');
+      process.env.MFA_ENCRYPTION_KEYS = 'k9:set-by-the-user';
+      reuseDevEncryptionKey(file);
+      expect(process.env.MFA_ENCRYPTION_KEYS).to.equal('k9:set-by-the-user');
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
   });
 });
