@@ -8,7 +8,7 @@ import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
 import { openApiDocument } from '../lib/openapi.js';
 import { pinoHttp } from 'pino-http';
-import { pino, type Logger as PinoLogger } from 'pino';
+import type { Logger as PinoLogger } from 'pino';
 import {
   demoSender,
   deviceSyncRouter,
@@ -43,6 +43,22 @@ export interface ExampleAppDeps {
   codeSender?: MfaCodeSender;
   /** Redis client for the verify routes' rate-limit counters, shared by every instance; none: in-process counters. */
   rateLimitRedis?: RateLimitRedisClient;
+}
+
+/** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
+export const READY_PROBE_TIMEOUT_MS = 2000;
+
+/** 'up' / 'down' for a check, 'down' when it fails or has not answered within READY_PROBE_TIMEOUT_MS. */
+async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), READY_PROBE_TIMEOUT_MS);
+  });
+  try {
+    return (await Promise.race([check().catch(() => false), late])) ? 'up' : 'down';
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Every event of the MFA routers, logged as one line each (they never carry a code or secret). */
@@ -84,7 +100,11 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
       serializers: {
         req: (req: { method?: string; originalUrl?: string; url?: string }) => ({ method: req.method, path: (req.originalUrl ?? req.url ?? '').split('?', 1)[0] }),
         res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
-        err: pino.stdSerializers.err,
+        // pino-http makes an Error ("failed with status code 503") for every 5xx: keep its first line, never a stack.
+        err: (err: { name?: unknown; message?: unknown }) => ({
+          type: typeof err.name === 'string' ? err.name : 'Error',
+          message: typeof err.message === 'string' ? err.message.split('\n', 1)[0]!.slice(0, 200) : '',
+        }),
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
     }),
@@ -101,11 +121,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
 
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
-      storage.ping().then(
-        () => 'up' as const,
-        () => 'down' as const,
-      ),
-      deps.cachePing ? deps.cachePing().then((ok) => (ok ? ('up' as const) : ('down' as const))) : Promise.resolve('in-process' as const),
+      probe(() => storage.ping().then(() => true)),
+      deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
     ]);
     // A cache outage degrades speed, not correctness: only the database decides readiness.
     const ready = db === 'up';

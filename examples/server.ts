@@ -9,11 +9,12 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
-import knexFactory from 'knex';
 import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
+import { createKnex, timeoutsFromEnv } from './db.js';
+import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
 import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
@@ -46,6 +47,7 @@ interface ServerEnv {
 
 function loadEnv(): ServerEnv {
   const production = process.env.NODE_ENV === 'production';
+  if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
   const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => !process.env[name]?.trim());
   if (production && missing.length > 0) {
     logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
@@ -73,6 +75,7 @@ function loadEnv(): ServerEnv {
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
+  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
   const cleanups: Array<() => Promise<void>> = [];
 
   let databaseUrl = env.databaseUrl;
@@ -82,12 +85,7 @@ async function main(): Promise<void> {
     databaseUrl = embedded.url;
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
-  const knex = knexFactory({
-    client: 'pg',
-    connection: { connectionString: databaseUrl, statement_timeout: 5000, connectionTimeoutMillis: 3000 },
-    pool: { min: 0, max: Number(process.env.DB_POOL_MAX ?? 10) },
-    acquireConnectionTimeout: 4000,
-  });
+  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), logger });
   cleanups.unshift(() => knex.destroy());
   const storage = knexStorage({ knex });
   // With WORKERS > 1 the primary has migrated already.
@@ -144,7 +142,8 @@ async function main(): Promise<void> {
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') ? `  JWT_SECRET=${env.jwtSecret}` : '',
-      env.generated.includes('MFA_ENCRYPTION_KEYS') ? '  MFA_ENCRYPTION_KEYS=<random dev key; encrypted rows will not open after a restart unless you set one>' : '',
+      env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
+      `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
       '',
       'Try:',
       `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,
@@ -155,6 +154,11 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  // Once stopping, every response closes its connection, so keep-alive clients move off at once and
+  // their next connection is refused, instead of holding the server open until the force timer.
+  server.prependListener('request', (_req, res) => {
+    if (stopping) res.setHeader('Connection', 'close');
+  });
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -200,7 +204,7 @@ async function primary(workers: number): Promise<void> {
     databaseUrl = embedded.url;
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
-  const knex = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 1 } });
+  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), poolMax: 1, logger });
   const applied = await migrate(knex).finally(() => knex.destroy());
   if (applied.length) logger.info({ applied }, 'migrations applied');
 

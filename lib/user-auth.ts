@@ -87,7 +87,9 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   const initialize = passport.initialize();
   return (req, res, next) => {
     initialize(req, res, () => {
+      let decided = false;
       const authenticate = passport.authenticate('mfa-kit-jwt', { session: false }, (err: unknown, user: unknown) => {
+        decided = true;
         if (err) {
           next(err);
           return;
@@ -99,7 +101,13 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
         req.user = user;
         next();
       }) as RequestHandler;
-      void authenticate(req, res, next);
+      try {
+        void authenticate(req, res, next);
+      } catch (err) {
+        // jsonwebtoken throws (instead of reporting) on some signed-but-absurd tokens, e.g. a payload
+        // of JSON `null` (TypeError reading `nbf`): a token the verifier chokes on is a bad token.
+        next(decided ? err : ProblemError.from('UNAUTHENTICATED', { cause: err }));
+      }
     });
   };
 }
