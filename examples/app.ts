@@ -2,6 +2,7 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
+import type { IncomingMessage } from 'node:http';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
@@ -80,16 +81,24 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // A JSON API nobody revalidates: an ETag would cost a SHA-1 of every response body for nothing.
+  app.set('etag', false);
   app.use(helmet());
   app.use(requestId());
+  // Request id and tenant (known only once the router has run) are added to the finished line, not bound
+  // to a child logger: pino-http's `customProps` builds a second child logger per request for that.
+  const withTenant = (req: IncomingMessage, val: object) => ({ ...val, request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId });
   app.use(
     pinoHttp({
       logger,
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
-      // Only method, path (no query string: it may carry ids) and status; never headers.
+      customSuccessObject: (req, _res, val: object) => withTenant(req, val),
+      customErrorObject: (req, _res, _err, val: object) => withTenant(req, val),
+      // Only method, path (no query string: it may carry ids) and status; never headers. Unwrapped: the
+      // wrapped form first copies the whole request (headers included) into an object for every request.
+      wrapSerializers: false,
       serializers: {
-        req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
+        req: (req: { method?: string; originalUrl?: string; url?: string }) => ({ method: req.method, path: (req.originalUrl ?? req.url ?? '').split('?', 1)[0] }),
         res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
         // pino-http makes an Error ("failed with status code 503") for every 5xx: keep its first line, never a stack.
         err: (err: { name?: unknown; message?: unknown }) => ({
