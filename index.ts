@@ -53,3 +53,4 @@ export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/i
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
 export type * from './storage/types.js';
+export { openApiDocument, OPERATIONS, schemaRegistry, type OpenApiOptions } from './lib/openapi.js';

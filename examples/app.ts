@@ -2,6 +2,7 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
+import type { IncomingMessage } from 'node:http';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
@@ -44,6 +45,22 @@ export interface ExampleAppDeps {
   rateLimitRedis?: RateLimitRedisClient;
 }
 
+/** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
+export const READY_PROBE_TIMEOUT_MS = 2000;
+
+/** 'up' / 'down' for a check, 'down' when it fails or has not answered within READY_PROBE_TIMEOUT_MS. */
+async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), READY_PROBE_TIMEOUT_MS);
+  });
+  try {
+    return (await Promise.race([check().catch(() => false), late])) ? 'up' : 'down';
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Every event of the MFA routers, logged as one line each (they never carry a code or secret). */
 const MFA_EVENTS: readonly MfaEventName[] = [
   'device.enrolled',
@@ -64,17 +81,30 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // A JSON API nobody revalidates: an ETag would cost a SHA-1 of every response body for nothing.
+  app.set('etag', false);
   app.use(helmet());
   app.use(requestId());
+  // Request id and tenant (known only once the router has run) are added to the finished line, not bound
+  // to a child logger: pino-http's `customProps` builds a second child logger per request for that.
+  const withTenant = (req: IncomingMessage, val: object) => ({ ...val, request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId });
   app.use(
     pinoHttp({
       logger,
       genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customProps: (req) => ({ tenant_id: (req as express.Request).mfa?.tenantId }),
-      // Only method, path (no query string: it may carry ids) and status; never headers.
+      customSuccessObject: (req, _res, val: object) => withTenant(req, val),
+      customErrorObject: (req, _res, _err, val: object) => withTenant(req, val),
+      // Only method, path (no query string: it may carry ids) and status; never headers. Unwrapped: the
+      // wrapped form first copies the whole request (headers included) into an object for every request.
+      wrapSerializers: false,
       serializers: {
-        req: (req: { method?: string; url?: string }) => ({ method: req.method, path: (req.url ?? '').split('?', 1)[0] }),
+        req: (req: { method?: string; originalUrl?: string; url?: string }) => ({ method: req.method, path: (req.originalUrl ?? req.url ?? '').split('?', 1)[0] }),
         res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
+        // pino-http makes an Error ("failed with status code 503") for every 5xx: keep its first line, never a stack.
+        err: (err: { name?: unknown; message?: unknown }) => ({
+          type: typeof err.name === 'string' ? err.name : 'Error',
+          message: typeof err.message === 'string' ? err.message.split('\n', 1)[0]!.slice(0, 200) : '',
+        }),
       },
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
     }),
@@ -91,11 +121,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
 
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
-      storage.ping().then(
-        () => 'up' as const,
-        () => 'down' as const,
-      ),
-      deps.cachePing ? deps.cachePing().then((ok) => (ok ? ('up' as const) : ('down' as const))) : Promise.resolve('in-process' as const),
+      probe(() => storage.ping().then(() => true)),
+      deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
     ]);
     // A cache outage degrades speed, not correctness: only the database decides readiness.
     const ready = db === 'up';

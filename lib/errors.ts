@@ -110,8 +110,18 @@ export class ProblemError extends Error {
 
 export const isProblemError = (err: unknown): err is ProblemError => err instanceof ProblemError;
 
-const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400', '57014', '3D000']);
+// 57P0x admin/crash shutdown, cannot connect now, idle-session timeout; 53xxx out of resources;
+// 57014 statement timeout; 55P03 lock timeout; 25P03 idle-in-transaction timeout; 3D000 database gone.
+const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000']);
 const NET_UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
+
+/**
+ * Messages of pg / knex errors that carry no code: a dropped or timed-out connection ("Connection
+ * terminated unexpectedly", "… due to connection timeout"), pg's client-side `query_timeout`
+ * ("Query read timeout"), a client or pool already closed (during a restart or shutdown).
+ */
+const STORAGE_DOWN_MESSAGES =
+  /Connection terminated|Connection ended unexpectedly|connection is closed|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|Query read timeout|Unable to acquire a connection/i;
 
 /**
  * Whether an error from the storage layer means "the database is unreachable or overloaded"
@@ -123,7 +133,9 @@ export function isStorageUnavailable(err: unknown): boolean {
   const e = err as { code?: unknown; name?: unknown; message?: unknown; errors?: unknown };
   if (typeof e.code === 'string' && (PG_UNAVAILABLE_CODES.has(e.code) || NET_UNAVAILABLE_CODES.has(e.code) || e.code.startsWith('08'))) return true;
   if (e.name === 'KnexTimeoutError') return true;
-  if (typeof e.message === 'string' && /Connection terminated|connection is closed|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(e.message)) return true;
+  // 55000 is a broad class; only its "ALTER DATABASE … ALLOW_CONNECTIONS false" form means unavailable.
+  if (e.code === '55000' && typeof e.message === 'string' && /not currently accepting connections/i.test(e.message)) return true;
+  if (typeof e.message === 'string' && STORAGE_DOWN_MESSAGES.test(e.message)) return true;
   if (Array.isArray(e.errors)) return e.errors.some(isStorageUnavailable); // AggregateError from dual-stack connects
   return false;
 }

@@ -172,6 +172,84 @@ export const DeviceSyncRequestSchema = component(
   }),
 );
 
+// ---------------------------------------------------------------- MFA devices router
+
+const isoMs = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/).meta({ example: '2024-05-20T12:34:56.000Z' });
+
+export const MfaDeviceSchema = component(
+  'MfaDeviceDto',
+  z.strictObject({
+    id: z.uuid().meta({ example: '4b3c9c9c-9a9d-4d1e-8d9f-123456789abc' }),
+    deviceName: z.string().meta({ example: 'Work laptop' }),
+    method: z.enum(['totp', 'sms', 'email']),
+    verified: z.boolean(),
+    enabled: z.boolean(),
+    lastUsedAt: isoMs.optional(),
+    createdAt: isoMs.optional(),
+    destination: z.string().optional().meta({ description: 'sms/email only: the destination, masked.', example: '+44••••••789' }),
+  }),
+  'Seed 003 MfaDeviceDto, plus enabled and the masked destination of sms/email devices.',
+);
+export const MfaDeviceListSchema = component('MfaDeviceList', z.array(MfaDeviceSchema), 'Seed 003: a bare array.');
+export const EnrollTotpRequestSchema = component('EnrollTotpRequest', z.strictObject({ deviceName: z.string().meta({ example: 'iPhone' }) }));
+export const EnrollTotpResponseSchema = component(
+  'EnrollTotpResponse',
+  z.strictObject({
+    device: MfaDeviceSchema,
+    secret: z.string().regex(/^[A-Z2-7]{32,}$/).meta({ description: 'Base32, 160 bits; shown only here.' }),
+    otpauthUrl: z.string().startsWith('otpauth://totp/'),
+    qrCode: z.string().startsWith('data:image/png;base64,'),
+  }),
+);
+export const EnrollSmsRequestSchema = component('EnrollSmsRequest', z.strictObject({ deviceName: z.string(), phoneNumber: z.string().meta({ example: '+447700900123' }) }));
+export const EnrollEmailRequestSchema = component('EnrollEmailRequest', z.strictObject({ deviceName: z.string(), email: z.string().meta({ example: 'ada@example.com' }) }));
+export const EnrollOtpResponseSchema = component('EnrollOtpResponse', z.strictObject({ device: MfaDeviceSchema }));
+export const CodeRequestSchema = component('CodeRequest', z.strictObject({ code: z.string().meta({ example: '123456' }) }));
+export const ChallengeResponseSchema = component(
+  'ChallengeResponse',
+  z.strictObject({ sent: z.literal(true), destination: z.string(), purpose: z.enum(['enrollment', 'login']), expiresIn: z.number().int() }),
+);
+export const UpdateDeviceRequestSchema = component('UpdateDeviceRequest', z.strictObject({ deviceName: z.string().optional(), enabled: z.boolean().optional() }));
+export const LoginVerifyRequestSchema = component(
+  'MfaVerifyRequest',
+  z.strictObject({
+    code: z.string().optional(),
+    recoveryCode: z.string().optional(),
+    deviceId: z.uuid().optional(),
+    rememberDevice: z.boolean().optional(),
+    device: z
+      .strictObject({ fingerprint: z.string(), name: z.string().optional(), type: z.string().optional(), browser: z.string().optional(), os: z.string().optional() })
+      .optional(),
+  }),
+  'Exactly one of code or recoveryCode.',
+);
+export const LoginVerifyResponseSchema = component(
+  'MfaVerifyResponse',
+  z.looseObject({
+    verified: z.literal(true),
+    method: z.enum(['totp', 'sms', 'email', 'recovery_code']),
+    deviceId: z.uuid().optional(),
+    trustedDevice: z.strictObject({ id: z.string(), trustedUntil: isoMs }).optional(),
+  }),
+  'Members the onVerified hook returns are added (e.g. a session token).',
+);
+export const RecoveryCodesSchema = component('RecoveryCodes', z.strictObject({ codes: z.array(z.string().regex(/^[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}$/).meta({ example: '7k3m-qx9p-2hbd', description: 'Crockford base32, 60 bits; input is case- and dash-insensitive.' })).length(10) }));
+export const RecoveryCodesRemainingSchema = component('RecoveryCodesRemaining', z.strictObject({ remaining: z.number().int().min(0) }));
+export const UserTrustedDeviceSchema = component(
+  'UserTrustedDevice',
+  z.strictObject({
+    id: z.string(),
+    deviceName: z.string().optional(),
+    deviceType: z.string().optional(),
+    browser: z.string().optional(),
+    os: z.string().optional(),
+    ip: z.string().optional(),
+    createdAt: isoMs,
+    trustedUntil: isoMs,
+  }),
+);
+export const UserTrustedDeviceListSchema = component('UserTrustedDeviceList', z.array(UserTrustedDeviceSchema));
+
 // ---------------------------------------------------------------- the document
 
 type JsonObject = Record<string, unknown>;
@@ -208,6 +286,62 @@ const PAGE_PARAMS = [
 
 /** Every operation of the three routers; `operations` drives both the document and the conformance test. */
 export const OPERATIONS: Operation[] = [
+  {
+    router: 'mfaDevices', method: 'get', path: '/devices', tag: 'MFA devices', summary: 'List the caller\'s MFA devices (seed 003, a bare array)',
+    responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/devices/totp', tag: 'MFA devices', summary: 'Enrol a TOTP device: the secret, otpauth URL and QR code are shown only here',
+    body: EnrollTotpRequestSchema, responses: { 201: EnrollTotpResponseSchema }, problems: [400, 403, 409, 413, 415],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/devices/sms', tag: 'MFA devices', summary: 'Enrol an sms device; a code is sent',
+    body: EnrollSmsRequestSchema, responses: { 201: EnrollOtpResponseSchema }, problems: [400, 403, 409, 413, 415, 429],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/devices/email', tag: 'MFA devices', summary: 'Enrol an email device; a code is sent',
+    body: EnrollEmailRequestSchema, responses: { 201: EnrollOtpResponseSchema }, problems: [400, 403, 409, 413, 415, 429],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/devices/{id}/verify', tag: 'MFA devices', summary: 'Verify a new device with a code from it',
+    pathParams: ['id'], body: CodeRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [400, 403, 404, 429],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/devices/{id}/challenge', tag: 'MFA devices', summary: 'Send a fresh code to an sms/email device',
+    pathParams: ['id'], responses: { 202: ChallengeResponseSchema }, problems: [400, 403, 404, 429],
+  },
+  {
+    router: 'mfaDevices', method: 'patch', path: '/devices/{id}', tag: 'MFA devices', summary: 'Rename, enable or disable a device',
+    pathParams: ['id'], body: UpdateDeviceRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [400, 403, 404, 413, 415],
+  },
+  {
+    router: 'mfaDevices', method: 'delete', path: '/devices/{id}', tag: 'MFA devices', summary: 'Remove a device (the last verified one also revokes the caller\'s trusted devices)',
+    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/verify', tag: 'MFA devices', summary: 'Verify the second factor at login (code or recovery code; optionally remember this device)',
+    body: LoginVerifyRequestSchema, responses: { 200: LoginVerifyResponseSchema }, problems: [400, 403, 413, 415, 429],
+  },
+  {
+    router: 'mfaDevices', method: 'post', path: '/recovery-codes', tag: 'MFA devices', summary: 'Generate 10 recovery codes, replacing earlier ones',
+    responses: { 201: RecoveryCodesSchema }, problems: [403],
+  },
+  {
+    router: 'mfaDevices', method: 'get', path: '/recovery-codes', tag: 'MFA devices', summary: 'How many recovery codes remain',
+    responses: { 200: RecoveryCodesRemainingSchema }, problems: [403],
+  },
+  {
+    router: 'mfaDevices', method: 'get', path: '/trusted-devices', tag: 'MFA devices', summary: 'The caller\'s own trusted (remembered) devices',
+    responses: { 200: UserTrustedDeviceListSchema }, problems: [403],
+  },
+  {
+    router: 'mfaDevices', method: 'delete', path: '/trusted-devices/{id}', tag: 'MFA devices', summary: 'Revoke one of the caller\'s trusted devices',
+    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+  },
+  {
+    router: 'mfaDevices', method: 'delete', path: '/trusted-devices', tag: 'MFA devices', summary: 'Revoke all of the caller\'s trusted devices',
+    responses: { 200: RevokedCountSchema }, problems: [403],
+  },
   {
     router: 'internal', method: 'get', path: '/mfa/totp/devices', tag: 'Internal', summary: 'List a user\'s TOTP devices (seed 000)',
     query: [USER_ID_PARAM, ...PAGE_PARAMS], responses: { 200: TotpDeviceListSchema }, problems: [400],

@@ -45,7 +45,7 @@ export function toPageRequest(q: { page: number; page_size: number }): PageReque
 }
 
 /** ISO 8601 UTC without milliseconds, as the seeds print times. */
-export const isoSeconds = (d: Date): string => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+export const isoSeconds = (d: Date): string => d.toISOString().slice(0, -5) + 'Z'; // drops '.sssZ': a list formats dozens per request
 
 export function listEnvelope<T>(items: T[], total: number, page: PageRequest): ListEnvelope<T> {
   const totalPages = Math.ceil(total / page.pageSize);

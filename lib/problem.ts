@@ -108,6 +108,12 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
     default:
       break;
   }
+  // Express's router throws a URIError (status 400, not `expose`d) for a path parameter with broken
+  // percent-encoding (`/sync/%`, `/sync/%zz`): the client's mistake, not ours. Its message echoes the value.
+  if (err instanceof URIError && e.status === 400) {
+    const detail = 'The URL path has malformed percent-encoding.';
+    return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(path)', code: 'format', description: detail }] }), unexpected: false };
+  }
   if (isStorageUnavailable(err)) {
     return { problem: ProblemError.from('STORAGE_UNAVAILABLE', { retryAfter: STORAGE_RETRY_AFTER_SECONDS, cause: err }), unexpected: false };
   }

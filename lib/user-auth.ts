@@ -4,6 +4,7 @@
  * app's own `authenticate` middleware. Either way `req.user` holds the token claims; the user id
  * and tenant are then read from configurable claims, and an `X-Tenant-ID` header that disagrees → 403.
  */
+import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import passportModule from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
@@ -63,9 +64,19 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   if (secret !== undefined && algorithms.some((a) => !HMAC.includes(a))) {
     throw new TypeError(`express-mfa-kit: ${factory}() jwt.secret goes with HS256/HS384/HS512 only; use jwt.publicKey for ${algorithms.join(', ')}`);
   }
+  // A KeyObject made once: given a string or Buffer, jsonwebtoken tries createPublicKey() on it for EVERY
+  // token and, for an HMAC secret, catches the exception that throws — the most expensive step of a request.
+  // Made here, a malformed public key also fails at set-up rather than on the first login.
+  let key: KeyObject;
+  try {
+    key = secret !== undefined ? createSecretKey(typeof secret === 'string' ? Buffer.from(secret, 'utf8') : secret) : createPublicKey(publicKey!);
+  } catch (err) {
+    throw new TypeError(`express-mfa-kit: ${factory}() jwt.${secret !== undefined ? 'secret' : 'publicKey'} is not usable key material (a PEM public key, or a secret): ${err instanceof Error ? err.message : String(err)}`);
+  }
   const strategyOptions: StrategyOptionsWithoutRequest = {
     jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
-    secretOrKey: (secret ?? publicKey)!,
+    // @types/passport-jwt predates KeyObject; passport-jwt hands the value to jsonwebtoken 9, which takes one.
+    secretOrKey: key as unknown as Buffer,
     algorithms: [...algorithms],
     ...(jwt.issuer !== undefined && { issuer: jwt.issuer }),
     ...(jwt.audience !== undefined && { audience: jwt.audience }),
@@ -76,7 +87,9 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   const initialize = passport.initialize();
   return (req, res, next) => {
     initialize(req, res, () => {
+      let decided = false;
       const authenticate = passport.authenticate('mfa-kit-jwt', { session: false }, (err: unknown, user: unknown) => {
+        decided = true;
         if (err) {
           next(err);
           return;
@@ -88,7 +101,13 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
         req.user = user;
         next();
       }) as RequestHandler;
-      void authenticate(req, res, next);
+      try {
+        void authenticate(req, res, next);
+      } catch (err) {
+        // jsonwebtoken throws (instead of reporting) on some signed-but-absurd tokens, e.g. a payload
+        // of JSON `null` (TypeError reading `nbf`): a token the verifier chokes on is a bad token.
+        next(decided ? err : ProblemError.from('UNAUTHENTICATED', { cause: err }));
+      }
     });
   };
 }

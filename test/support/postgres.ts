@@ -17,7 +17,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { knex as createKnex, type Knex } from 'knex';
+// The default export: knex is CommonJS, and Node's ESM loader finds no named `knex` export outside mocha.
+import createKnex, { type Knex } from 'knex';
 import pg from 'pg';
 
 export interface FreshDatabase {

@@ -1,0 +1,321 @@
+/**
+ * Authentication edge cases: the internal API key (length, case, whitespace, repeated header, query
+ * string, …) and user JWTs (alg none, wrong algorithm, key confusion, issuer/audience, expiry,
+ * not-before, tampering, garbage) → 401 Problem, never a 500, never an echo of what was sent.
+ */
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
+import { expect } from 'chai';
+import express from 'express';
+import jwt from 'jsonwebtoken';
+import { pino } from 'pino';
+import request from 'supertest';
+import { problemJson, silentLogger } from '../index.js';
+import { createExampleApp } from '../examples/app.js';
+import { contextOf } from '../lib/context.js';
+import { userAuth, type UserAuthOptions } from '../lib/user-auth.js';
+import { KEY_A, KEY_B, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
+
+const DEVICES = '/internal/mfa/totp/devices?user_id=alice';
+const JWT_SECRET = 'auth-edge-test-jwt-secret-0123456789';
+
+/** Sends raw bytes (for what HTTP clients will not send: a repeated header) and returns status + body. */
+function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let data = '';
+    socket.setTimeout(10_000, () => socket.destroy(new Error('raw request timed out')));
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString('utf8')));
+    socket.once('error', reject);
+    socket.once('end', () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1]);
+      resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4) });
+    });
+    socket.write(head.replaceAll('\n', '\r\n') + '\r\n\r\n');
+  });
+}
+
+const b64url = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+const now = () => Math.floor(Date.now() / 1000);
+
+describe('auth edge cases', function () {
+  this.timeout(60_000);
+  let db: TestDb;
+  let app: express.Express;
+  let server: Server;
+  let port: number;
+
+  before(async () => {
+    db = await migratedStorage();
+    await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice' });
+    app = createExampleApp({ storage: db.storage, codeSender: { send() {} }, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
+    server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => server.once('listening', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+
+  after(async () => {
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await db?.drop();
+  });
+
+  /** A 401 Problem for the internal key that echoes neither the sent value nor a real key. */
+  const expectKey401 = (res: { status: number; headers: Record<string, string>; text: string }, sent: string, what: string): void => {
+    expect(res.status, `${what}: ${res.text}`).to.equal(401);
+    expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
+    const body = JSON.parse(res.text) as Record<string, unknown>;
+    expect(body, what).to.include({ status: 401, code: 40100002 });
+    for (const secret of [KEY_A, KEY_B, ...(sent.length >= 8 ? [sent] : [])]) expect(res.text, what).not.to.contain(secret);
+  };
+
+  describe('internal API key (X-Internal-API-Key)', () => {
+    const variants: Array<[string, string]> = [
+      ['shorter than the real key', KEY_A.slice(0, -1)],
+      ['longer than the real key', `${KEY_A}a`],
+      ['one character changed', `${KEY_A.slice(0, -1)}b`],
+      ['a prefix', KEY_A.slice(0, 16)],
+      ['1 character', 'x'],
+      ['10,000 characters', 'k'.repeat(10_000)],
+      ['upper-cased', KEY_A.toUpperCase()],
+      ['lower-cased (of KEY_A upper-cased)', KEY_A.toUpperCase().toLowerCase().replace('test', 'Test')],
+      ['first letter upper-cased', KEY_A[0]!.toUpperCase() + KEY_A.slice(1)],
+      ['with a space inside', `${KEY_A.slice(0, 10)} ${KEY_A.slice(10)}`],
+      ['two keys joined by a comma', `${KEY_A},${KEY_B}`],
+      ['two keys joined by ", "', `${KEY_A}, ${KEY_B}`],
+      ['quoted', `"${KEY_A}"`],
+      ['as "Bearer <key>"', `Bearer ${KEY_A}`],
+      ['base64 of the key', Buffer.from(KEY_A).toString('base64')],
+      ['percent-encoded', encodeURIComponent(KEY_A).replace(/-/g, '%2D')],
+      ['latin-1 bytes', '\xe9\xff'.repeat(10)],
+      ['the SHA-256 digest of the key', 'b'.repeat(64)],
+    ];
+    for (const [what, key] of variants) {
+      it(`${what} → 401 Problem`, async () => {
+        const res = await request(app).get(DEVICES).set('X-Internal-API-Key', key).set('X-Tenant-ID', 'acme');
+        expectKey401(res, key, what);
+      });
+    }
+
+    it('empty, or only whitespace → 401 Problem', async () => {
+      for (const key of ['', ' ', '\t']) {
+        const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nConnection: close\nX-Tenant-ID: acme\nX-Internal-API-Key: ${key}`);
+        expect(res.status, JSON.stringify(key)).to.equal(401);
+        expect(JSON.parse(res.body)).to.include({ code: 40100002 });
+      }
+    });
+
+    it('surrounding whitespace is not part of an HTTP field value (RFC 9110 §5.5): the parser strips it, so the key is the key', async () => {
+      for (const key of [` ${KEY_A}`, `${KEY_A} `, `\t${KEY_A}\t`]) {
+        const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nConnection: close\nX-Tenant-ID: acme\nX-Internal-API-Key: ${key}`);
+        expect(res.status, JSON.stringify(key)).to.equal(200);
+      }
+    });
+
+    it('the header repeated (even twice the right key) → 401: an ambiguous credential is refused', async () => {
+      for (const [a, b] of [
+        [KEY_A, KEY_A],
+        [KEY_A, KEY_B],
+        ['wrong-wrong-wrong-wrong', KEY_A],
+        [KEY_A, ''],
+      ]) {
+        const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nConnection: close\nX-Tenant-ID: acme\nX-Internal-API-Key: ${a}\nX-Internal-API-Key: ${b}`);
+        expect(res.status, `${a} + ${b}: ${res.body}`).to.equal(401);
+        expect(res.body).not.to.contain(KEY_A);
+      }
+    });
+
+    it('the key only in the query string, a cookie, Authorization or the body → 401; the key is not echoed in `instance`', async () => {
+      for (const q of [`&x-internal-api-key=${KEY_A}`, `&X-Internal-API-Key=${KEY_A}`, `&api_key=${KEY_A}`, `&key=${KEY_A}`, `&internal_api_key=${KEY_A}`]) {
+        const res = await request(app).get(`${DEVICES}${q}`).set('X-Tenant-ID', 'acme');
+        expectKey401(res, KEY_A, q);
+      }
+      let res = await request(app).get(DEVICES).set('X-Tenant-ID', 'acme').set('Cookie', `x-internal-api-key=${KEY_A}`);
+      expectKey401(res, KEY_A, 'cookie');
+      res = await request(app).get(DEVICES).set('X-Tenant-ID', 'acme').set('Authorization', `Bearer ${KEY_A}`);
+      expectKey401(res, KEY_A, 'Authorization');
+      res = await request(app).post('/internal/mfa/totp/devices').set('X-Tenant-ID', 'acme').send({ 'x-internal-api-key': KEY_A, user_id: 'alice' });
+      expectKey401(res, KEY_A, 'body');
+    });
+
+    it('the same on every internal route (trusted devices, TOTP verify): wrong, empty-ish, case-changed → 401', async () => {
+      const routes: Array<[method: 'get' | 'post' | 'delete', path: string]> = [
+        ['get', '/internal/session/trusted-devices?user_id=alice'],
+        ['post', '/internal/session/trusted-devices'],
+        ['get', '/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=x'],
+        ['delete', '/internal/session/trusted-devices?user_id=alice'],
+        ['delete', '/internal/session/trusted-devices/00000000-0000-4000-8000-000000000000?user_id=alice'],
+        ['post', '/internal/mfa/totp/verify'],
+      ];
+      for (const [method, path] of routes) {
+        for (const key of [KEY_A.toUpperCase(), KEY_A.slice(1), `${KEY_A}x`, 'x']) {
+          const res = await request(app)[method](path).set('X-Internal-API-Key', key).set('X-Tenant-ID', 'acme').send(method === 'post' ? { user_id: 'alice', code: '123456', device_fingerprint: 'x' } : undefined);
+          expectKey401(res, key, `${method} ${path} with ${key.slice(0, 6)}…`);
+        }
+      }
+    });
+
+    it('is checked before the tenant: a wrong key with no or a malformed tenant → 401, not 400', async () => {
+      let res = await request(app).get(DEVICES).set('X-Internal-API-Key', 'wrong-wrong-wrong-wrong');
+      expectKey401(res, '', 'no tenant');
+      res = await request(app).get(DEVICES).set('X-Internal-API-Key', 'wrong-wrong-wrong-wrong').set('X-Tenant-ID', 'bad tenant!');
+      expectKey401(res, '', 'bad tenant');
+    });
+
+    it('either configured key works, and the header name is case-insensitive (it is HTTP)', async () => {
+      for (const [name, key] of [
+        ['X-Internal-API-Key', KEY_A],
+        ['x-internal-api-key', KEY_B],
+        ['X-INTERNAL-API-KEY', KEY_A],
+      ] as const) {
+        const res = await request(app).get(DEVICES).set(name, key).set('X-Tenant-ID', 'acme');
+        expect(res.status, name).to.equal(200);
+      }
+    });
+  });
+
+  describe('user JWT', () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const claims = () => ({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit' });
+    const hs = (payload: object, secret: string = JWT_SECRET, options: jwt.SignOptions = {}) => jwt.sign(payload, secret, { algorithm: 'HS256', ...options });
+    /** HS256 by hand, for payloads jsonwebtoken refuses to sign (a non-numeric exp, a bare string). */
+    const hsRaw = (payload: unknown, key: string | Buffer = JWT_SECRET, header: object = { alg: 'HS256', typ: 'JWT' }) => {
+      const input = `${b64url(header)}.${b64url(JSON.stringify(payload))}`;
+      return `${input}.${createHmac('sha256', key).update(input).digest('base64url')}`;
+    };
+
+    /** A tiny app around `userAuth()` alone, configured with `options`. */
+    const tiny = (options: UserAuthOptions) => {
+      const a = express();
+      a.get('/me', ...userAuth('test', options), (req, res) => {
+        const { userId, tenantId } = contextOf(req);
+        res.json({ userId, tenantId });
+      });
+      a.use(problemJson({ logger: silentLogger }));
+      return a;
+    };
+    const hsApp = tiny({ jwt: { secret: JWT_SECRET, issuer: 'https://id.example', audience: 'mfa-kit' } });
+    const rsApp = tiny({ jwt: { publicKey: rsa.publicKey, issuer: 'https://id.example', audience: 'mfa-kit' } });
+
+    const expect401 = (res: { status: number; headers: Record<string, string>; text: string }, token: string, what: string): void => {
+      expect(res.status, `${what}: ${res.text}`).to.equal(401);
+      expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
+      expect(JSON.parse(res.text), what).to.include({ status: 401, code: 40100001 });
+      if (token.length > 10) expect(res.text, what).not.to.contain(token);
+      expect(res.text, what).not.to.contain(JWT_SECRET);
+    };
+
+    it('a valid token passes (HS256 and RS256), so the refusals below are about the token alone', async () => {
+      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs(claims(), JWT_SECRET, { expiresIn: 60 })}`);
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal({ userId: 'alice', tenantId: 'acme' });
+      res = await request(rsApp).get('/me').set('Authorization', `Bearer ${jwt.sign(claims(), rsa.privateKey, { algorithm: 'RS256' })}`);
+      expect(res.status, res.text).to.equal(200);
+    });
+
+    const signed = hs(claims(), JWT_SECRET, { expiresIn: 60 });
+    const [h, p, s] = signed.split('.') as [string, string, string];
+    const cases: Array<[string, string]> = [
+      ['alg none, no signature', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(claims())}.`],
+      ['alg none, with the original signature', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(claims())}.${s}`],
+      ['alg "None"', `${b64url({ alg: 'None', typ: 'JWT' })}.${b64url(claims())}.`],
+      ['alg "NONE"', `${b64url({ alg: 'NONE', typ: 'JWT' })}.${b64url(claims())}.`],
+      ['HS512 with the right secret (only HS256 accepted)', hs(claims(), JWT_SECRET, { algorithm: 'HS512' })],
+      ['HS384 with the right secret', hs(claims(), JWT_SECRET, { algorithm: 'HS384' })],
+      ['RS256 with a key of its own', jwt.sign(claims(), otherRsa.privateKey, { algorithm: 'RS256' })],
+      ['signed with another secret', hs(claims(), 'another-secret-another-secret-0123')],
+      ['wrong issuer', hs({ ...claims(), iss: 'https://evil.example' })],
+      ['no issuer', hs({ sub: 'alice', tenant_id: 'acme', aud: 'mfa-kit' })],
+      ['wrong audience', hs({ ...claims(), aud: 'another-service' })],
+      ['no audience', hs({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example' })],
+      ['expired (exp 1 s ago)', hs({ ...claims(), exp: now() - 1 })],
+      ['expired long ago', hs({ ...claims(), exp: 1 })],
+      ['not yet valid (nbf in 60 s)', hs({ ...claims(), nbf: now() + 60 })],
+      ['exp not a number', hsRaw({ ...claims(), exp: 'tomorrow' })],
+      ['nbf not a number', hsRaw({ ...claims(), nbf: [1] })],
+      ['payload tampered (sub changed), signature kept', `${h}.${b64url({ ...claims(), sub: 'bob' })}.${s}`],
+      ['payload tampered (tenant changed), signature kept', `${h}.${b64url({ ...claims(), tenant_id: 'other' })}.${s}`],
+      ['header tampered (kid added), signature kept', `${b64url({ alg: 'HS256', typ: 'JWT', kid: '../../etc/passwd' })}.${p}.${s}`],
+      ['signature tampered', `${h}.${p}.${s.slice(0, -2)}${s.endsWith('AA') ? 'BB' : 'AA'}`],
+      ['signature removed', `${h}.${p}.`],
+      ['two segments', `${h}.${p}`],
+      ['four segments', `${signed}.${s}`],
+      ['not base64url', `${h}.!!!.${s}`],
+      ['header is not JSON', `${b64url('not json')}.${p}.${s}`],
+      ['payload is a JSON string', hsRaw('just a string')],
+      ['payload is JSON null (regression: was a 500)', hsRaw(null)],
+      ['payload is an array', hsRaw([claims()])],
+      ['header alg missing', hsRaw(claims(), JWT_SECRET, { typ: 'JWT' })],
+      ['header with jku/x5u pointing elsewhere, signed by the attacker', hsRaw(claims(), 'attacker-secret-attacker-secret', { alg: 'HS256', jku: 'https://evil.example/jwks', x5u: 'https://evil.example/x5u' })],
+      ['garbage', 'garbage'],
+      ['8 KB of garbage', 'x'.repeat(8_000)],
+      ['sub missing', hs({ tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit' })],
+      ['sub not a string', hs({ ...claims(), sub: 42 })],
+      ['sub with a control character', hs({ ...claims(), sub: 'ali\u0000ce' })],
+      ['sub empty', hs({ ...claims(), sub: '' })],
+      ['sub of 129 characters', hs({ ...claims(), sub: 'a'.repeat(129) })],
+    ];
+    for (const [what, token] of cases) {
+      it(`${what} → 401 Problem`, async () => {
+        const res = await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`);
+        expect401(res, token, what);
+      });
+    }
+
+    it('key confusion: an HS256 token whose HMAC key is the RS256 public key → 401 on the RS256 app', async () => {
+      const pp = b64url(claims());
+      const token = hsRaw(claims(), rsa.publicKey);
+      expect401(await request(rsApp).get('/me').set('Authorization', `Bearer ${token}`), token, 'HS256 with public key');
+      const none = `${b64url({ alg: 'none' })}.${pp}.`;
+      expect401(await request(rsApp).get('/me').set('Authorization', `Bearer ${none}`), none, 'none on RS256 app');
+    });
+
+    it('no Authorization, another scheme, an empty bearer → 401 Problem', async () => {
+      for (const header of [undefined, '', `Basic ${Buffer.from('alice:pw').toString('base64')}`, 'Bearer', 'Bearer ', `Token ${signed}`, signed, `Bearer${signed}`]) {
+        const req = request(hsApp).get('/me');
+        if (header !== undefined) void req.set('Authorization', header);
+        expect401(await req, signed, String(header));
+      }
+    });
+
+    it('a good token with no tenant claim → 400; with an X-Tenant-ID header that differs → 403', async () => {
+      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs({ sub: 'alice', iss: 'https://id.example', aud: 'mfa-kit' })}`);
+      expect(res.status, res.text).to.equal(400);
+      res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs(claims())}`).set('X-Tenant-ID', 'other');
+      expect(res.status, res.text).to.equal(403);
+    });
+
+    it('the same refusals on both mounted user routers of the example app (/mfa/devices/sync, /auth/mfa)', async () => {
+      const appClaims = { sub: 'alice', tenant_id: 'acme' };
+      const good = hs(appClaims, JWT_SECRET, { expiresIn: 60 });
+      for (const path of ['/mfa/devices/sync', '/auth/mfa/devices']) expect((await request(app).get(path).set('Authorization', `Bearer ${good}`)).status, path).to.equal(200);
+      const [gh, gp, gs] = good.split('.') as [string, string, string];
+      const refused: Array<[string, string]> = [
+        ['alg none', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(appClaims)}.`],
+        ['HS512', hs(appClaims, JWT_SECRET, { algorithm: 'HS512' })],
+        ['RS256', jwt.sign(appClaims, otherRsa.privateKey, { algorithm: 'RS256' })],
+        ['expired', hs({ ...appClaims, exp: now() - 1 })],
+        ['not yet valid', hs({ ...appClaims, nbf: now() + 60 })],
+        ['tampered payload', `${gh}.${b64url({ ...appClaims, sub: 'bob' })}.${gs}`],
+        ['tampered signature', `${gh}.${gp}.${gs.slice(0, -2)}${gs.endsWith('AA') ? 'BB' : 'AA'}`],
+        ['another secret', hs(appClaims, 'another-secret-another-secret-0123')],
+        ['garbage', 'x.y.z'],
+        // Regression: jsonwebtoken threw a TypeError on this one, which was answered 500.
+        ['validly signed JSON null payload', hsRaw(null)],
+      ];
+      for (const [what, token] of refused) {
+        for (const [method, path] of [
+          ['get', '/mfa/devices/sync'],
+          ['get', '/auth/mfa/devices'],
+          ['post', '/auth/mfa/verify'],
+          ['post', '/auth/mfa/recovery-codes'],
+        ] as const) {
+          const res = await request(app)[method](path).set('Authorization', `Bearer ${token}`).send(method === 'post' ? { code: '123456' } : undefined);
+          expect401(res, token, `${method} ${path}: ${what}`);
+        }
+      }
+    });
+  });
+});
