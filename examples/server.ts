@@ -14,6 +14,7 @@ import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, RE
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
+import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
 import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
 
 const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
@@ -46,6 +47,7 @@ interface ServerEnv {
 
 function loadEnv(): ServerEnv {
   const production = process.env.NODE_ENV === 'production';
+  if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
   const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => !process.env[name]?.trim());
   if (production && missing.length > 0) {
     logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
@@ -73,6 +75,7 @@ function loadEnv(): ServerEnv {
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
+  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
   const cleanups: Array<() => Promise<void>> = [];
 
   let databaseUrl = env.databaseUrl;
@@ -139,7 +142,8 @@ async function main(): Promise<void> {
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') ? `  JWT_SECRET=${env.jwtSecret}` : '',
-      env.generated.includes('MFA_ENCRYPTION_KEYS') ? '  MFA_ENCRYPTION_KEYS=<random dev key; encrypted rows will not open after a restart unless you set one>' : '',
+      env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
+      `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
       '',
       'Try:',
       `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,

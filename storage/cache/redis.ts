@@ -10,8 +10,16 @@ import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/optio
 import { errorMessage, throttledWarn } from '../../lib/throttled-log.js';
 import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type TrustedDeviceCache } from './types.js';
 
-/** The part of an ioredis client the adapter uses. */
-export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping' | 'on' | 'off'> & { readonly options?: RedisOptions };
+/**
+ * The part of an ioredis client the adapter uses: a `Redis` (standalone or Sentinel) or a `Cluster`.
+ * `on`/`off` are typed loosely because ioredis types them as returning `Redis` or `Cluster` itself.
+ */
+export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping'> & {
+  on(event: 'error', listener: (err: unknown) => void): unknown;
+  off(event: 'error', listener: (err: unknown) => void): unknown;
+  /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too). */
+  readonly options?: Pick<RedisOptions, 'enableOfflineQueue'>;
+};
 
 export interface RedisCacheOptions {
   /** An ioredis client, ideally created with `REDIS_CACHE_CLIENT_OPTIONS`. The host owns it (connects and quits it). */

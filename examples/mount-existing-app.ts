@@ -1,0 +1,124 @@
+/**
+ * An existing app mounts the kit: it keeps its own passport set-up (passport-jwt on its own Passport
+ * instance) and hands the kit its `authenticate`, and it answers every error, its own included, in the
+ * `nest` format (`{ statusCode, error, message, code }`) its clients already parse.
+ *
+ * The host issues two kinds of token: after the password, a user with MFA gets a "pending" token
+ * (`mfa: 'pending'`) that may call `POST /auth/mfa/verify` and nothing else; that call's `onVerified`
+ * hook returns a full token. A pending token must never enrol or remove devices: whoever knows the
+ * password could otherwise add their own authenticator. test/examples.test.ts mounts `createHostApp`.
+ */
+import express, { type Express, type RequestHandler } from 'express';
+import jwt from 'jsonwebtoken';
+import passportModule from 'passport';
+import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
+import {
+  deviceSyncRouter,
+  internalAuth,
+  internalRouter,
+  jsonBody,
+  keyRing,
+  mfaDevicesRouter,
+  notFound,
+  ProblemError,
+  problemJson,
+  requestId,
+  tenant,
+  tenantFrom,
+  type KnexStorage,
+  type Logger,
+} from 'express-mfa-kit';
+
+export interface HostAppDeps {
+  /** `knexStorage({ knex })` on a database migrated with `migrate(knex)`. */
+  storage: KnexStorage;
+  /** The host's own HS256 key for its user tokens. */
+  jwtSecret: string;
+  /** `MFA_ENCRYPTION_KEYS`: `kid:base64`, first one encrypts. */
+  encryptionKeys: string;
+  /** `INTERNAL_API_KEYS` of the sibling services. */
+  internalKeys: string;
+  /** Where the kit logs (pino-compatible). */
+  logger: Logger;
+}
+
+/** The claims of the host's tokens. */
+export interface HostClaims {
+  sub: string;
+  tenant_id: string;
+  /** `pending`: the password was right, the second factor is still due. */
+  mfa: 'pending' | 'done' | 'not_enrolled';
+}
+
+/** How the host signs its tokens (15 minutes, HS256). */
+export function issueToken(secret: string, claims: HostClaims): string {
+  return jwt.sign(claims, secret, { algorithm: 'HS256', expiresIn: '15m' });
+}
+
+/** The one route a pending token may call: the login second factor. */
+const SECOND_FACTOR_PATH = '/auth/mfa/verify';
+
+/** The host's authentication: its own passport instance and strategy, and the rule for pending tokens. */
+function hostAuthentication(secret: string): RequestHandler {
+  const passport = new passportModule.Passport();
+  passport.use('host-jwt', new JwtStrategy({ jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(), secretOrKey: secret, algorithms: ['HS256'] }, (claims: HostClaims, done: (err: null, user: HostClaims) => void) => done(null, claims)));
+  return (req, res, next) => {
+    const authenticate = passport.authenticate('host-jwt', { session: false }, (err: unknown, claims: HostClaims | false) => {
+      if (err) return next(err);
+      if (!claims) return next(ProblemError.from('UNAUTHENTICATED'));
+      const secondFactor = req.method === 'POST' && req.originalUrl.split('?', 1)[0] === SECOND_FACTOR_PATH;
+      if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', 'Finish the second factor first (POST /auth/mfa/verify).'));
+      req.user = claims;
+      next();
+    }) as RequestHandler;
+    void authenticate(req, res, next);
+  };
+}
+
+/** The host app with the kit mounted. */
+export function createHostApp(deps: HostAppDeps): Express {
+  const { storage, logger } = deps;
+  const app = express();
+  app.use(requestId());
+  const requireLogin = hostAuthentication(deps.jwtSecret);
+
+  // The host's own routes use the same authentication.
+  app.get('/api/me', requireLogin, (req, res) => {
+    const { sub, tenant_id } = req.user as HostClaims;
+    res.json({ userId: sub, tenantId: tenant_id });
+  });
+
+  // #region readme-middleware
+  // The kit's middleware on a service-to-service route of the host's own: same keys, tenant rule and errors.
+  app.post(
+    '/ops/notes',
+    internalAuth({ keys: deps.internalKeys }), // 401 unless X-Internal-API-Key is one of the keys
+    tenant({ from: tenantFrom.header('X-Tenant-ID') }), // 400 when missing or malformed
+    ...jsonBody('10kb'), // 415 not JSON, 413 too large, 400 malformed
+    (req, res) => {
+      res.status(202).json({ tenantId: req.mfa?.tenantId, requestId: req.mfa?.requestId, note: (req.body as { note?: unknown }).note });
+    },
+  );
+  // #endregion
+
+  // #region readme-mount
+  const ring = keyRing(deps.encryptionKeys);
+  const errors = { format: 'nest' } as const; // { statusCode, error, message, code: 'UPPER_SNAKE' }
+  const mfa = mfaDevicesRouter({
+    storage, // knexStorage({ knex }), after migrate(knex)
+    keyRing: ring,
+    authenticate: requireLogin, // your passport set-up: req.user = { sub, tenant_id, … }
+    errors,
+    logger,
+    // The second factor passed: swap the pending token for a full one.
+    onVerified: ({ userId, tenantId }) => ({ accessToken: issueToken(deps.jwtSecret, { sub: userId, tenant_id: tenantId, mfa: 'done' }) }),
+  });
+  mfa.events.on('lockout', (e) => logger.warn({ tenant_id: e.tenantId, user_id: e.userId, request_id: e.requestId }, 'MFA locked'));
+  app.use('/auth/mfa', mfa);
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: ring, authenticate: requireLogin, errors, logger }));
+  app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, keyRing: ring, events: mfa.events, errors, logger }));
+  app.use(notFound()); // unknown paths: 404 in the same format
+  app.use(problemJson({ ...errors, logger })); // the host's own errors too
+  // #endregion
+  return app;
+}

@@ -1,0 +1,225 @@
+/** The examples a user copies from: a host app with its own passport and `nest` errors, and an identity service's client. */
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { expect } from 'chai';
+import jwt from 'jsonwebtoken';
+import { pino } from 'pino';
+import request from 'supertest';
+import { createExampleApp } from '../examples/app.js';
+import { InternalApiError, internalApi, secondFactor, type InternalApi } from '../examples/identity-service-client.js';
+import { createHostApp, issueToken, type HostClaims } from '../examples/mount-existing-app.js';
+import { sharedParts, type SharedParts } from '../examples/several-instances.js';
+import { silentLogger } from '../index.js';
+import { ENCRYPTION_KEYS, KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
+import { JWT_SECRET, mfaApp, oathtool } from './support/mfa.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+import { redisUrl, requireRedis } from './support/redis.js';
+
+/** A 6-digit code that is none of the codes accepted around now (±2 steps), so it is surely wrong. */
+function wrongCode(secret: string): string {
+  const now = Date.now();
+  const taken = new Set([-2, -1, 0, 1, 2].map((s) => oathtool(secret, now + s * 30_000)));
+  for (let n = 0; ; n++) {
+    const candidate = String(n).padStart(6, '0');
+    if (!taken.has(candidate)) return candidate;
+  }
+}
+
+describe('examples/mount-existing-app.ts: host passport, pending tokens, nest errors', () => {
+  let db: TestDb;
+  let app: ReturnType<typeof createHostApp>;
+  const token = (userId: string, mfa: HostClaims['mfa']) => `Bearer ${issueToken(JWT_SECRET, { sub: userId, tenant_id: 'acme', mfa })}`;
+
+  before(async () => {
+    db = await migratedStorage();
+    app = createHostApp({ storage: db.storage, jwtSecret: JWT_SECRET, encryptionKeys: ENCRYPTION_KEYS.join(','), internalKeys: KEY_A, logger: silentLogger });
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  it("serves the host's own route with the host's authentication, and 401 in the nest format without a token", async () => {
+    const me = await request(app).get('/api/me').set('Authorization', token('alice', 'done'));
+    expect(me.status).to.equal(200);
+    expect(me.body).to.deep.equal({ userId: 'alice', tenantId: 'acme' });
+    const anonymous = await request(app).get('/api/me');
+    expect(anonymous.status).to.equal(401);
+    expect(anonymous.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Missing, invalid or expired authentication.', code: 'UNAUTHENTICATED' });
+  });
+
+  it('enrols with a full token; a pending token may only pass the second factor, which returns a full token', async () => {
+    const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', token('bob', 'not_enrolled')).send({ deviceName: 'Phone' });
+    expect(enrol.status).to.equal(201);
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    const confirm = await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', token('bob', 'not_enrolled')).send({ code: oathtool(secret, Date.now()) });
+    expect(confirm.status).to.equal(200);
+    expect(confirm.body).to.include({ verified: true });
+
+    // Password done, second factor pending: no device management, no vault.
+    const pending = token('bob', 'pending');
+    const refused: Array<[string, () => request.Test]> = [
+      ['enrol', () => request(app).post('/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' })],
+      ['list', () => request(app).get('/auth/mfa/devices').set('Authorization', pending)],
+      ['remove', () => request(app).delete(`/auth/mfa/devices/${device.id}`).set('Authorization', pending)],
+      ['recovery codes', () => request(app).post('/auth/mfa/recovery-codes').set('Authorization', pending)],
+      ['vault', () => request(app).get('/mfa/devices/sync').set('Authorization', pending)],
+    ];
+    for (const [what, call] of refused) {
+      const res = await call();
+      expect(res.status, what).to.equal(401);
+      expect(res.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Finish the second factor first (POST /auth/mfa/verify).', code: 'UNAUTHENTICATED' });
+    }
+
+    const wrong = await request(app).post('/auth/mfa/verify').set('Authorization', pending).send({ code: wrongCode(secret) });
+    expect(wrong.status).to.equal(400);
+    expect(wrong.body).to.deep.equal({ statusCode: 400, error: 'Bad Request', message: 'Invalid or expired code.', code: 'INVALID_CODE' });
+
+    // The enrolment used this step's code (codes are single-use): the next step's is inside the ±1 window.
+    const login = await request(app).post('/auth/mfa/verify').set('Authorization', pending).send({ code: oathtool(secret, Date.now() + 30_000) });
+    expect(login.status).to.equal(200);
+    expect(login.body).to.include({ verified: true, method: 'totp', deviceId: device.id });
+    const accessToken = (login.body as { accessToken: string }).accessToken;
+    expect(jwt.verify(accessToken, JWT_SECRET)).to.include({ sub: 'bob', tenant_id: 'acme', mfa: 'done' });
+
+    const devices = await request(app).get('/auth/mfa/devices').set('Authorization', `Bearer ${accessToken}`);
+    expect(devices.status).to.equal(200);
+    expect((devices.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal([device.id]);
+  });
+
+  it("runs the kit's middleware on the host's own service route: key, tenant, JSON body, nest errors", async () => {
+    const ok = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').set('X-Request-ID', 'req-ops-1').send({ note: 'hi' });
+    expect(ok.status).to.equal(202);
+    expect(ok.body).to.deep.equal({ tenantId: 'acme', requestId: 'req-ops-1', note: 'hi' });
+    const noKey = await request(app).post('/ops/notes').set('X-Tenant-ID', 'acme').send({ note: 'hi' });
+    expect(noKey.body).to.deep.include({ statusCode: 401, code: 'INVALID_INTERNAL_KEY' });
+    const noTenant = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).send({ note: 'hi' });
+    expect(noTenant.body).to.deep.include({ statusCode: 400, code: 'VALIDATION_FAILED', message: 'X-Tenant-ID is required' });
+    const text = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').set('Content-Type', 'text/plain').send('hi');
+    expect(text.body).to.deep.include({ statusCode: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
+    const big = await request(app).post('/ops/notes').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').send({ note: 'x'.repeat(11_000) });
+    expect(big.body).to.deep.include({ statusCode: 413, code: 'PAYLOAD_TOO_LARGE' });
+  });
+
+  it('answers unknown paths and internal-key failures in the nest format too', async () => {
+    const missing = await request(app).get('/nowhere');
+    expect(missing.status).to.equal(404);
+    expect(missing.body).to.deep.equal({ statusCode: 404, error: 'Not Found', message: 'No route matches this path.', code: 'NOT_FOUND' });
+    const internal = await request(app).get('/internal/mfa/totp/devices?user_id=bob').set('X-Tenant-ID', 'acme');
+    expect(internal.status).to.equal(401);
+    expect(internal.body).to.include({ statusCode: 401, code: 'INVALID_INTERNAL_KEY' });
+  });
+});
+
+describe('examples/identity-service-client.ts against the example app on 127.0.0.1', () => {
+  let db: TestDb;
+  let server: Server;
+  let api: InternalApi;
+  let base: string;
+
+  before(async () => {
+    db = await migratedStorage();
+    const app = createExampleApp({ storage: db.storage, internalKeys: [KEY_A], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
+    server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => server.once('listening', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    api = internalApi({ baseUrl: `${base}/internal`, apiKey: KEY_A, tenantId: 'acme' });
+  });
+  after(async () => {
+    await new Promise((resolve) => server?.close(resolve));
+    await db?.drop();
+  });
+
+  it('asks for a code, refuses a wrong one, verifies and remembers, then trusts the browser; revoking ends the trust', async () => {
+    const user = 'carol';
+    const bearer = `Bearer ${jwt.sign({ sub: user, tenant_id: 'acme' }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '5m' })}`;
+    const enrol = await request(base).post('/auth/mfa/devices/totp').set('Authorization', bearer).send({ deviceName: 'Phone' });
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    expect((await request(base).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', bearer).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+
+    const laptop = { fingerprint: 'fp-carol-laptop', name: 'Laptop', type: 'desktop', browser: 'Firefox', os: 'Linux', ip: '192.0.2.7' };
+    expect(await secondFactor(api, user, laptop)).to.equal('code_needed');
+    expect(await secondFactor(api, user, laptop, wrongCode(secret), true)).to.equal('invalid_code');
+    const code = oathtool(secret, Date.now() + 30_000);
+    expect(await secondFactor(api, user, laptop, code, true)).to.equal('verified');
+    expect(await api.verifyTotp(user, code)).to.deep.equal({ valid: false }); // accepted once
+    expect(await secondFactor(api, user, laptop)).to.equal('trusted');
+
+    const check = await api.checkDevice(user, laptop.fingerprint);
+    expect(check.trusted).to.equal(true);
+    expect(await api.revokeDevice(user, check.device_id!)).to.equal(true);
+    expect(await api.checkDevice(user, laptop.fingerprint)).to.deep.equal({ trusted: false });
+    expect(await api.revokeDevice(user, check.device_id!)).to.equal(false);
+  });
+
+  it('remembers with details and a TTL, and forgets every browser at once', async () => {
+    const remembered = await api.rememberDevice('dave', { fingerprint: 'fp-dave-1', name: 'Work PC', ip: '2001:db8::1' }, 3600);
+    expect(remembered).to.include({ user_id: 'dave', tenant_id: 'acme', device_fingerprint: 'fp-dave-1', device_name: 'Work PC', ip: '2001:db8::1' });
+    expect(Date.parse(remembered.trusted_until) - Date.now()).to.be.within(3_500_000, 3_700_000);
+    await api.rememberDevice('dave', { fingerprint: 'fp-dave-2' });
+    expect(await api.revokeAllDevices('dave')).to.equal(2);
+    expect((await api.checkDevice('dave', 'fp-dave-1')).trusted).to.equal(false);
+  });
+
+  it('throws InternalApiError with the Problem for a wrong key or a user without TOTP', async () => {
+    const wrongKey = internalApi({ baseUrl: `${base}/internal`, apiKey: 'not-the-key-0123456789', tenantId: 'acme' });
+    const err = await wrongKey.checkDevice('carol', 'fp').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).to.be.instanceOf(InternalApiError);
+    expect((err as InternalApiError).status).to.equal(401);
+    expect((err as InternalApiError).problem).to.include({ code: 40100002 });
+
+    const notEnrolled = await api.verifyTotp('nobody', '123456').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((notEnrolled as InternalApiError).status).to.equal(400);
+    expect((notEnrolled as InternalApiError).problem).to.include({ code: 40000013 });
+  });
+});
+
+describe('examples/several-instances.ts: two instances on one Postgres and one Redis', () => {
+  let db: FreshDatabase;
+  const parts: SharedParts[] = [];
+
+  before(async function () {
+    const url = await redisUrl();
+    requireRedis(this, url);
+    db = await freshDatabase();
+    for (let i = 0; i < 2; i++) parts.push(sharedParts({ DATABASE_URL: db.url, REDIS_URL: url }, silentLogger));
+    await parts[0]!.storage.migrate(); // the deploy step, once
+  });
+  after(async () => {
+    for (const p of parts) await p.close();
+    await db?.drop();
+  });
+
+  const instance = (p: SharedParts, prefix: string) =>
+    mfaApp(p.storage, { cache: p.cache, ...(p.redis && { redis: p.redis }), rateLimit: { limit: 2, windowMs: 60_000, prefix } }).app;
+
+  it('a device trusted on one instance and revoked on the other is untrusted on both at once', async () => {
+    const [a, b] = [instance(parts[0]!, 'x'), instance(parts[1]!, 'x')];
+    const trust = await request(a).post('/internal/session/trusted-devices').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').send({ user_id: 'erin', device_fingerprint: 'fp-erin' });
+    expect(trust.status).to.equal(201);
+    const check = (app: typeof a) => request(app).get('/internal/session/trusted-devices/check?user_id=erin&device_fingerprint=fp-erin').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+    expect((await check(a)).body).to.include({ trusted: true });
+    expect((await check(b)).body).to.include({ trusted: true });
+    const revoke = await request(b).delete(`/internal/session/trusted-devices/${(trust.body as { id: string }).id}?user_id=erin`).set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+    expect(revoke.status).to.equal(204);
+    expect((await check(a)).body).to.deep.equal({ trusted: false });
+    expect((await check(b)).body).to.deep.equal({ trusted: false });
+  });
+
+  it('the rate limit is counted across both instances through Redis', async () => {
+    const prefix = `mfa-kit:test:${randomUUID()}:`;
+    const [a, b] = [instance(parts[0]!, prefix), instance(parts[1]!, prefix)];
+    const verify = (app: typeof a) => request(app).post('/auth/mfa/verify').set('Authorization', `Bearer ${jwt.sign({ sub: 'frank', tenant_id: 'acme' }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '5m' })}`).send({ code: '123456' });
+    expect((await verify(a)).status).to.equal(400); // no device: not throttled yet
+    expect((await verify(b)).status).to.equal(400);
+    const third = await verify(a);
+    expect(third.status).to.equal(429);
+    expect(third.body).to.include({ code: 42900001 });
+  });
+});
