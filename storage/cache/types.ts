@@ -52,7 +52,22 @@ export interface TrustedDeviceCache {
 /** The smallest time a generation is kept, so it outlives any fill still in flight when it was raised. */
 export const GENERATION_MIN_TTL_MS = 3_600_000;
 
-const digest = (value: string): string => createHash('sha256').update(value, 'utf8').digest('base64url').slice(0, 22);
+/**
+ * Digests computed once per value: logins ask about the same users and devices again and again, and these two
+ * hashes were the hot path's only crypto (~7 µs a check, against ~0.3 µs for the lookup). Bounded: emptied when full.
+ */
+const recentDigests = new Map<string, string>();
+const RECENT_DIGESTS_MAX = 4096;
+
+const digest = (value: string): string => {
+  let d = recentDigests.get(value);
+  if (d === undefined) {
+    d = createHash('sha256').update(value, 'utf8').digest('base64url').slice(0, 22);
+    if (recentDigests.size >= RECENT_DIGESTS_MAX) recentDigests.clear();
+    recentDigests.set(value, d);
+  }
+  return d;
+};
 
 /**
  * Key parts shared by the adapters. Tenant + user and the fingerprint are hashed (128 bits): keys have a
