@@ -25,7 +25,7 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
     await migrate(db.knex);
     client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
     await client.connect();
-    cache = redisCache({ client, keyPrefix: `test:${randomBytes(6).toString('hex')}:`, logger: silentLogger });
+    cache = redisCache({ client, keyPrefix: `test:${randomBytes(6).toString('hex')}:`, logger: silentLogger, timeoutMs: 2_000 }); // generous: these tests are about interleavings, not timeouts (the fault suites cover those)
     // A long epoch refresh: no background query can blur the "a hit does no query" assertions.
     a = instance(db.url, cache, { epochRefreshMs: 3_600_000 });
   });
