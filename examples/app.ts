@@ -2,12 +2,10 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
-import type { IncomingMessage } from 'node:http';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
 import { openApiDocument } from '../lib/openapi.js';
-import { pinoHttp } from 'pino-http';
 import type { Logger as PinoLogger } from 'pino';
 import {
   demoSender,
@@ -61,6 +59,36 @@ async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
   }
 }
 
+/**
+ * One JSON line per request, written when the response is done (or the client went away first): method, path
+ * (never the query string: it may carry ids), status, duration, request id and tenant; never a header or a
+ * body. One `close` listener and one log call per request: pino-http's child logger, listeners and wrapped
+ * serializers cost the hot path more than the whole kit does (BENCHMARKS.md).
+ */
+function accessLog(logger: PinoLogger): RequestHandler {
+  return (req, res, next) => {
+    if (!logger.isLevelEnabled('info')) {
+      next();
+      return;
+    }
+    const started = performance.now();
+    res.once('close', () => {
+      const status = res.statusCode;
+      const line = {
+        req: { method: req.method, path: (req.originalUrl || req.url).split('?', 1)[0] },
+        res: { status },
+        responseTime: Math.round(performance.now() - started),
+        request_id: req.mfa?.requestId,
+        tenant_id: req.mfa?.tenantId,
+      };
+      if (!res.writableFinished) logger.warn(line, 'request aborted');
+      else if (status >= 500) logger.error(line, 'request failed');
+      else logger.info(line, 'request completed');
+    });
+    next();
+  };
+}
+
 /** Every event of the MFA routers, logged as one line each (they never carry a code or secret). */
 const MFA_EVENTS: readonly MfaEventName[] = [
   'device.enrolled',
@@ -85,30 +113,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   app.set('etag', false);
   app.use(helmet());
   app.use(requestId());
-  // Request id and tenant (known only once the router has run) are added to the finished line, not bound
-  // to a child logger: pino-http's `customProps` builds a second child logger per request for that.
-  const withTenant = (req: IncomingMessage, val: object) => ({ ...val, request_id: (req as express.Request).mfa?.requestId, tenant_id: (req as express.Request).mfa?.tenantId });
-  app.use(
-    pinoHttp({
-      logger,
-      genReqId: (req) => (req as express.Request).mfa?.requestId ?? '',
-      customSuccessObject: (req, _res, val: object) => withTenant(req, val),
-      customErrorObject: (req, _res, _err, val: object) => withTenant(req, val),
-      // Only method, path (no query string: it may carry ids) and status; never headers. Unwrapped: the
-      // wrapped form first copies the whole request (headers included) into an object for every request.
-      wrapSerializers: false,
-      serializers: {
-        req: (req: { method?: string; originalUrl?: string; url?: string }) => ({ method: req.method, path: (req.originalUrl ?? req.url ?? '').split('?', 1)[0] }),
-        res: (res: { statusCode?: number }) => ({ status: res.statusCode }),
-        // pino-http makes an Error ("failed with status code 503") for every 5xx: keep its first line, never a stack.
-        err: (err: { name?: unknown; message?: unknown }) => ({
-          type: typeof err.name === 'string' ? err.name : 'Error',
-          message: typeof err.message === 'string' ? err.message.split('\n', 1)[0]!.slice(0, 200) : '',
-        }),
-      },
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'info'),
-    }),
-  );
+  app.use(accessLog(logger));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

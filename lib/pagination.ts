@@ -44,8 +44,30 @@ export function toPageRequest(q: { page: number; page_size: number }): PageReque
   return { page: q.page, pageSize: q.page_size, offset: (q.page - 1) * q.page_size };
 }
 
-/** ISO 8601 UTC without milliseconds, as the seeds print times. */
-export const isoSeconds = (d: Date): string => d.toISOString().slice(0, -5) + 'Z'; // drops '.sssZ': a list formats dozens per request
+const DAY_MS = 86_400_000;
+/** Years 0000-9999: the range toISOString() prints with four digits. */
+const MAX_FOUR_DIGIT_YEAR_MS = 253_402_300_800_000;
+const TWO_DIGITS = Array.from({ length: 60 }, (_, i) => String(i).padStart(2, '0'));
+/** `YYYY-MM-DDT` per day number, bounded: the dates of one service cluster around a few days. */
+const dayPrefixes = new Map<number, string>();
+
+/**
+ * ISO 8601 UTC without milliseconds, as the seeds print times (`2026-12-01T19:47:33Z`). A page formats
+ * dozens per request: the date part is made once per day, the time from integer arithmetic.
+ */
+export const isoSeconds = (d: Date): string => {
+  const ms = d.getTime();
+  if (!(ms >= 0 && ms < MAX_FOUR_DIGIT_YEAR_MS)) return d.toISOString().slice(0, -5) + 'Z'; // drops '.sssZ'; throws for an invalid Date, as before
+  const day = Math.floor(ms / DAY_MS);
+  let prefix = dayPrefixes.get(day);
+  if (prefix === undefined) {
+    prefix = new Date(day * DAY_MS).toISOString().slice(0, 11);
+    if (dayPrefixes.size >= 1024) dayPrefixes.clear();
+    dayPrefixes.set(day, prefix);
+  }
+  const seconds = Math.floor((ms - day * DAY_MS) / 1000);
+  return `${prefix}${TWO_DIGITS[Math.floor(seconds / 3600)]!}:${TWO_DIGITS[Math.floor(seconds / 60) % 60]!}:${TWO_DIGITS[seconds % 60]!}Z`;
+};
 
 export function listEnvelope<T>(items: T[], total: number, page: PageRequest): ListEnvelope<T> {
   const totalPages = Math.ceil(total / page.pageSize);

@@ -1,12 +1,11 @@
 /**
  * User authentication for the user-facing routers: a passport-jwt strategy built from options
- * (on a private Passport instance, so the host's own passport set-up is untouched), or the host
+ * (never registered with the host's passport, so its own set-up is untouched), or the host
  * app's own `authenticate` middleware. Either way `req.user` holds the token claims; the user id
  * and tenant are then read from configurable claims, and an `X-Tenant-ID` header that disagrees → 403.
  */
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import passportModule from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
@@ -82,34 +81,44 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     ...(jwt.audience !== undefined && { audience: jwt.audience }),
     jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
   };
-  const passport = new passportModule.Passport();
-  passport.use('mfa-kit-jwt', new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) => done(null, claims)));
-  const initialize = passport.initialize();
-  return (req, res, next) => {
-    initialize(req, res, () => {
-      let decided = false;
-      const authenticate = passport.authenticate('mfa-kit-jwt', { session: false }, (err: unknown, user: unknown) => {
-        decided = true;
-        if (err) {
-          next(err);
-          return;
-        }
-        if (!user) {
-          next(ProblemError.from('UNAUTHENTICATED'));
-          return;
-        }
-        req.user = user;
-        next();
-      }) as RequestHandler;
-      try {
-        void authenticate(req, res, next);
-      } catch (err) {
-        // jsonwebtoken throws (instead of reporting) on some signed-but-absurd tokens, e.g. a payload
-        // of JSON `null` (TypeError reading `nbf`): a token the verifier chokes on is a bad token.
-        next(decided ? err : ProblemError.from('UNAUTHENTICATED', { cause: err }));
-      }
-    });
+  const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) => done(null, claims));
+  // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the
+  // strategy, given success / fail / error), without building passport's middleware and initialize() state on
+  // every request: that bookkeeping cost more CPU than verifying the token.
+  return (req, _res, next) => {
+    let decided = false;
+    const decide = (err?: unknown) => {
+      if (decided) return;
+      decided = true;
+      next(err);
+    };
+    const attempt = Object.create(strategy) as JwtStrategy & StrategyOutcome;
+    attempt.success = (user) => {
+      (req as { user?: unknown }).user = user;
+      decide();
+    };
+    attempt.fail = () => decide(ProblemError.from('UNAUTHENTICATED'));
+    attempt.pass = () => decide(ProblemError.from('UNAUTHENTICATED'));
+    attempt.redirect = () => decide(ProblemError.from('UNAUTHENTICATED'));
+    attempt.error = (err) => decide(err);
+    try {
+      attempt.authenticate(req, {});
+    } catch (err) {
+      // jsonwebtoken throws (instead of reporting) on some signed-but-absurd tokens, e.g. a payload
+      // of JSON `null` (TypeError reading `nbf`): a token the verifier chokes on is a bad token.
+      if (!decided) decide(ProblemError.from('UNAUTHENTICATED', { cause: err }));
+      else throw err;
+    }
   };
+}
+
+/** What passport gives a strategy to report with (passport's `authenticate()` does the same per request). */
+interface StrategyOutcome {
+  success(user: unknown, info?: unknown): void;
+  fail(challenge?: unknown, status?: number): void;
+  pass(): void;
+  redirect(url: string, status?: number): void;
+  error(err: unknown): void;
 }
 
 /**

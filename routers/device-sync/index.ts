@@ -4,6 +4,7 @@
  * host's own authentication); writes use optimistic concurrency on a `sync_token`.
  */
 import express, { type Router } from 'express';
+import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
 import { requestId } from '../../lib/request-id.js';
@@ -17,10 +18,8 @@ export type { DeviceSyncResponse } from './vault.js';
 export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
-  router.use(requestId());
-  // Authenticate before reading a body: an anonymous caller never gets up to 1 MiB parsed.
-  router.use(userAuth('deviceSyncRouter', config.auth));
-  router.use(jsonBody(config.bodyLimit));
+  // One router layer (lib/chain.ts). Authenticate before reading a body: an anonymous caller never gets up to 1 MiB parsed.
+  router.use(chain([requestId(), ...userAuth('deviceSyncRouter', config.auth), ...jsonBody(config.bodyLimit)]));
   mountSyncRecords(router, config);
   router.use(problemJson(config.errors));
   return router;

@@ -4,6 +4,7 @@
  */
 import express, { type Router } from 'express';
 import { internalAuth } from '../../lib/internal-auth.js';
+import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
 import { requestId } from '../../lib/request-id.js';
@@ -18,10 +19,8 @@ export type { InternalRouterOptions } from './options.js';
 export function internalRouter(options: InternalRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
-  router.use(requestId());
-  router.use(internalAuth({ keys: config.internalKeys, header: config.keyHeader }));
-  router.use(tenant({ from: config.tenant }));
-  router.use(jsonBody(config.bodyLimit));
+  // One router layer for the prelude every route shares (lib/chain.ts): request id, key, tenant, body.
+  router.use(chain([requestId(), internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant }), ...jsonBody(config.bodyLimit)]));
   mountTotpDevices(router, config);
   mountTrustedDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets

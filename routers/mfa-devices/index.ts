@@ -3,9 +3,10 @@
  * `/auth/mfa` (CONTRACT.md §5, seed 003). Bearer JWT (or the host's authenticate), tenant from the
  * token; verify routes rate-limited and behind the shared lockout; events on `router.events`.
  */
-import express, { type Router } from 'express';
+import express, { type RequestHandler, type Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import type { MfaEvents } from '../../lib/events.js';
+import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
 import { requestId } from '../../lib/request-id.js';
@@ -30,14 +31,13 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   const config = parseOptions(options);
   const service = new MfaDevicesService(config);
   const router = express.Router();
-  router.use(requestId());
-  router.use((_req, res, next) => {
+  const noStore: RequestHandler = (_req, res, next) => {
     // Answers carry secrets (enrolment) and per-user state: never cached.
     res.setHeader('Cache-Control', 'no-store');
     next();
-  });
-  router.use(userAuth('mfaDevicesRouter', config.auth));
-  router.use(jsonBody(config.bodyLimit));
+  };
+  // One router layer for the prelude every route shares (lib/chain.ts).
+  router.use(chain([requestId(), noStore, ...userAuth('mfaDevicesRouter', config.auth), ...jsonBody(config.bodyLimit)]));
   const throttle = verifyRateLimiter({
     config: config.rateLimit,
     redis: config.redis,

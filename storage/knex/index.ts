@@ -12,6 +12,12 @@ import { KnexTrustedDeviceStore } from './trusted-devices.js';
 export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
   knex: Knex;
+  /**
+   * Named prepared statements for the hot reads: parsed and planned once per connection. Turn off behind a
+   * pooler in transaction mode that does not keep prepared statements (PgBouncer before 1.21, or without
+   * `max_prepared_statements`). @default true
+   */
+  preparedStatements?: boolean;
 }
 
 export interface KnexStorage extends MfaStorage {
@@ -22,17 +28,19 @@ export interface KnexStorage extends MfaStorage {
 
 export function knexStorage(options: KnexStorageOptions): KnexStorage {
   const { knex } = options;
+  const prepared = options.preparedStatements ?? true;
+  if (typeof prepared !== 'boolean') throw new TypeError('express-mfa-kit: knexStorage() option preparedStatements must be a boolean');
   if (typeof knex !== 'function' || typeof (knex as Partial<Knex>).raw !== 'function') {
     throw new TypeError("express-mfa-kit: knexStorage({ knex }) needs a knex instance: knexStorage({ knex: knex({ client: 'pg', connection: process.env.DATABASE_URL }) })");
   }
   return {
     knex,
-    mfaDevices: new KnexMfaDeviceStore(knex),
+    mfaDevices: new KnexMfaDeviceStore(knex, prepared),
     verificationThrottle: new KnexVerificationThrottleStore(knex),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
     syncRecords: new KnexSyncRecordStore(knex),
-    trustedDevices: new KnexTrustedDeviceStore(knex),
+    trustedDevices: new KnexTrustedDeviceStore(knex, prepared),
     async ping() {
       await knex.raw('select 1');
     },

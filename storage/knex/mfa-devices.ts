@@ -1,6 +1,7 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
 import type { CreateDeviceResult, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import { epochMs, fromEpochMs, query, statement } from './statements.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -50,24 +51,45 @@ export function toMfaDevice(row: MfaDeviceRow): MfaDevice {
   };
 }
 
-const LIST_SQL = `select *, count(*) over () as full_count from mfa_devices
-  where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`;
-const LIST_BY_METHOD_SQL = `select *, count(*) over () as full_count from mfa_devices
-  where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`;
+/** A device as the prepared list returns it: timestamps as epoch ms (storage/knex/statements.ts). */
+type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'verified_at' | 'expires_at'> & {
+  created_ms: number;
+  last_used_ms: number | null;
+  verified_ms: number | null;
+  expires_ms: number | null;
+  full_count: string;
+};
+
+const LIST_COLUMNS =
+  'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
+  `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}, ` +
+  'count(*) over () as full_count';
+const LIST = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`);
+const LIST_BY_METHOD = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`);
+
+const fromReadRow = (row: MfaDeviceReadRow): MfaDevice =>
+  toMfaDevice({ ...row, created_at: new Date(row.created_ms), last_used_at: fromEpochMs(row.last_used_ms), verified_at: fromEpochMs(row.verified_ms), expires_at: fromEpochMs(row.expires_ms) });
 
 export class KnexMfaDeviceStore implements MfaDeviceStore {
-  constructor(private readonly knex: Knex) {}
+  /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
+  constructor(
+    private readonly knex: Knex,
+    private readonly prepared = true,
+  ) {}
 
   async list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>> {
-    const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId });
-    if (filter.method) void scoped.andWhere({ method: filter.method });
-    // Constant SQL on the hot paths (device listing, every verification): knex's builder costs about three
-    // times a raw statement in CPU per request. One round trip: the window count rides along with the page.
-    const { rows } = filter.method
-      ? await this.knex.raw<{ rows: Array<MfaDeviceRow & { full_count: string }> }>(LIST_BY_METHOD_SQL, [tenantId, userId, filter.method, page.limit, page.offset])
-      : await this.knex.raw<{ rows: Array<MfaDeviceRow & { full_count: string }> }>(LIST_SQL, [tenantId, userId, page.limit, page.offset]);
-    const total = rows[0] ? Number(rows[0].full_count) : page.offset === 0 ? 0 : Number((await scoped.clone().count({ n: '*' }).first())?.n ?? 0);
-    return { items: rows.map(toMfaDevice), total };
+    // Device listings and every verification. One round trip: the window count rides along with the page.
+    const rows = filter.method
+      ? await query<MfaDeviceReadRow>(this.knex, LIST_BY_METHOD, [tenantId, userId, filter.method, page.limit, page.offset], this.prepared)
+      : await query<MfaDeviceReadRow>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared);
+    let total = rows[0] ? Number(rows[0].full_count) : 0;
+    if (!rows[0] && page.offset > 0) {
+      // A page past the end: the window count has no row to ride on.
+      const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId });
+      if (filter.method) void scoped.andWhere({ method: filter.method });
+      total = Number((await scoped.count({ n: '*' }).first())?.n ?? 0);
+    }
+    return { items: rows.map(fromReadRow), total };
   }
 
   async get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null> {

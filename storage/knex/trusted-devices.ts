@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceWrite } from '../types.js';
+import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
 export interface TrustedDeviceRow {
@@ -51,13 +52,55 @@ async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: s
   return Number(rows[0]!.generation);
 }
 
-const LIST_ALL_SQL = `select *, count(*) over () as full_count from trusted_devices
-  where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`;
-const LIST_ACTIVE_SQL = `select *, count(*) over () as full_count from trusted_devices
-  where tenant_id = ? and user_id = ? and trusted_until > ? order by created_at desc, id desc limit ? offset ?`;
+/** A device as the prepared reads return it: timestamps as epoch ms (storage/knex/statements.ts). */
+interface TrustedDeviceReadRow {
+  tenant_id: string;
+  id: string;
+  user_id: string;
+  fingerprint: string;
+  device_name: string | null;
+  device_type: string | null;
+  browser: string | null;
+  os: string | null;
+  ip: string | null;
+  created_ms: number;
+  until_ms: number;
+}
+
+const columns = (t: string) =>
+  `${t}.tenant_id, ${t}.id, ${t}.user_id, ${t}.fingerprint, ${t}.device_name, ${t}.device_type, ${t}.browser, ${t}.os, ${t}.ip, ` +
+  `${epochMs(`${t}.created_at`, 'created_ms')}, ${epochMs(`${t}.trusted_until`, 'until_ms')}`;
+
+const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => ({
+  id: row.id,
+  tenantId: row.tenant_id,
+  userId: row.user_id,
+  fingerprint: row.fingerprint,
+  deviceName: row.device_name,
+  deviceType: row.device_type,
+  browser: row.browser,
+  os: row.os,
+  ip: row.ip,
+  createdAt: new Date(row.created_ms),
+  trustedUntil: new Date(row.until_ms),
+});
+
+// One statement, so one snapshot: the row and the generation belong together. A revocation
+// commits both at once, so this never pairs a revoked row with the generation after it.
+const FIND = statement(`select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, ${columns('d')}
+  from (values (1)) as one (x)
+  left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`);
+const LIST_ALL = statement(`select ${columns('d')}, count(*) over () as full_count from trusted_devices d
+  where d.tenant_id = ? and d.user_id = ? order by d.created_at desc, d.id desc limit ? offset ?`);
+const LIST_ACTIVE = statement(`select ${columns('d')}, count(*) over () as full_count from trusted_devices d
+  where d.tenant_id = ? and d.user_id = ? and d.trusted_until > ? order by d.created_at desc, d.id desc limit ? offset ?`);
 
 export class KnexTrustedDeviceStore implements TrustedDeviceStore {
-  constructor(private readonly knex: Knex) {}
+  /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
+  constructor(
+    private readonly knex: Knex,
+    private readonly prepared = true,
+  ) {}
 
   async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }> {
     return this.knex.transaction(async (trx) => {
@@ -96,28 +139,23 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }> {
-    // One statement, so one snapshot: the row and the generation belong together. A revocation
-    // commits both at once, so this never pairs a revoked row with the generation after it.
-    const { rows } = await this.knex.raw<{ rows: Array<Partial<TrustedDeviceRow> & { generation: string }> }>(
-      `select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, d.*
-       from (values (1)) as one (x)
-       left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`,
-      [tenantId, userId, tenantId, userId, fingerprint, now],
-    );
-    const row = rows[0]!;
-    return { device: row.id ? toTrustedDevice(row as TrustedDeviceRow) : null, generation: Number(row.generation) };
+    const [row] = await query<Partial<TrustedDeviceReadRow> & { generation: string }>(this.knex, FIND, [tenantId, userId, tenantId, userId, fingerprint, now], this.prepared);
+    return { device: row!.id ? fromReadRow(row as TrustedDeviceReadRow) : null, generation: Number(row!.generation) };
   }
 
   async list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>> {
-    const scoped = this.knex<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId });
-    if (!filter.includeExpired) void scoped.andWhere('trusted_until', '>', filter.now);
-    // Constant SQL (knex's builder costs about three times a raw statement in CPU per request). One round
-    // trip: the window count rides along with the page. Both use trusted_devices_user_idx, whatever the table's size.
-    const { rows } = filter.includeExpired
-      ? await this.knex.raw<{ rows: Array<TrustedDeviceRow & { full_count: string }> }>(LIST_ALL_SQL, [tenantId, userId, page.limit, page.offset])
-      : await this.knex.raw<{ rows: Array<TrustedDeviceRow & { full_count: string }> }>(LIST_ACTIVE_SQL, [tenantId, userId, filter.now, page.limit, page.offset]);
-    const total = rows[0] ? Number(rows[0].full_count) : page.offset === 0 ? 0 : Number((await scoped.clone().count({ n: '*' }).first())?.n ?? 0);
-    return { items: rows.map(toTrustedDevice), total };
+    // One round trip: the window count rides along with the page. Both use trusted_devices_user_idx, whatever the table's size.
+    const rows = filter.includeExpired
+      ? await query<TrustedDeviceReadRow & { full_count: string }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
+      : await query<TrustedDeviceReadRow & { full_count: string }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
+    let total = rows[0] ? Number(rows[0].full_count) : 0;
+    if (!rows[0] && page.offset > 0) {
+      // A page past the end: the window count has no row to ride on.
+      const scoped = this.knex<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId });
+      if (!filter.includeExpired) void scoped.andWhere('trusted_until', '>', filter.now);
+      total = Number((await scoped.count({ n: '*' }).first())?.n ?? 0);
+    }
+    return { items: rows.map(fromReadRow), total };
   }
 
   async revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }> {
