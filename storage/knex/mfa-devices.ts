@@ -29,7 +29,9 @@ export interface MfaDeviceRow {
 /** Skew assumed for TOTP rows that carry none. */
 export const DEFAULT_STORED_SKEW = 1;
 
-export function toMfaDevice(row: MfaDeviceRow): MfaDevice {
+type DeviceDates = Pick<MfaDevice, 'createdAt' | 'lastUsedAt' | 'verifiedAt' | 'expiresAt'>;
+
+function deviceFrom(row: Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'verified_at' | 'expires_at'>, dates: DeviceDates): MfaDevice {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -44,12 +46,12 @@ export function toMfaDevice(row: MfaDeviceRow): MfaDevice {
         ? { algorithm: row.totp_algorithm, digits: row.totp_digits, period: row.totp_period, skew: row.totp_skew ?? DEFAULT_STORED_SKEW }
         : null,
     lastStep: row.last_step === null ? null : Number(row.last_step),
-    createdAt: row.created_at,
-    lastUsedAt: row.last_used_at,
-    verifiedAt: row.verified_at,
-    expiresAt: row.expires_at,
+    ...dates,
   };
 }
+
+export const toMfaDevice = (row: MfaDeviceRow): MfaDevice =>
+  deviceFrom(row, { createdAt: row.created_at, lastUsedAt: row.last_used_at, verifiedAt: row.verified_at, expiresAt: row.expires_at });
 
 /** A device as the prepared list returns it: timestamps as epoch ms (storage/knex/statements.ts). */
 type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'verified_at' | 'expires_at'> & {
@@ -68,7 +70,7 @@ const LIST = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id 
 const LIST_BY_METHOD = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`);
 
 const fromReadRow = (row: MfaDeviceReadRow): MfaDevice =>
-  toMfaDevice({ ...row, created_at: new Date(row.created_ms), last_used_at: fromEpochMs(row.last_used_ms), verified_at: fromEpochMs(row.verified_ms), expires_at: fromEpochMs(row.expires_ms) });
+  deviceFrom(row, { createdAt: new Date(row.created_ms), lastUsedAt: fromEpochMs(row.last_used_ms), verifiedAt: fromEpochMs(row.verified_ms), expiresAt: fromEpochMs(row.expires_ms) });
 
 export class KnexMfaDeviceStore implements MfaDeviceStore {
   /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
