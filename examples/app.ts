@@ -115,26 +115,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   app.use(requestId());
   app.use(accessLog(logger));
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
-  const openapi = openApiDocument();
-  app.get('/openapi.json', (_req, res) => {
-    res.json(openapi);
-  });
-  app.use('/docs', swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API' }));
-
-  app.get('/readyz', async (req, res) => {
-    const [db, cache] = await Promise.all([
-      probe(() => storage.ping().then(() => true)),
-      deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
-    ]);
-    // A cache outage degrades speed, not correctness: only the database decides readiness.
-    const ready = db === 'up';
-    if (!ready) res.setHeader('Retry-After', '5');
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
-  });
-
+  // The routers first: a login's check walks past no other layer (Express tries each in turn).
   // [3/7] MFA devices: one emitter for both routers' events, one Redis for both rate limiters.
   const redis = deps.rateLimitRedis && { redis: deps.rateLimitRedis };
   const mfa = mfaDevicesRouter({
@@ -154,10 +135,30 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
       logger.info({ event: name, tenant_id: tenantId, user_id: userId, request_id, ...rest }, `mfa event ${name}`);
     });
   }
-  app.use('/auth/mfa', mfa);
-
   app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyRing, events: mfa.events, ...redis }));
+  app.use('/auth/mfa', mfa);
   app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt: { secret: deps.jwtSecret }, logger }));
+
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  const openapi = openApiDocument();
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+  app.use('/docs', swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API' }));
+
+  app.get('/readyz', async (req, res) => {
+    const [db, cache] = await Promise.all([
+      probe(() => storage.ping().then(() => true)),
+      deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
+    ]);
+    // A cache outage degrades speed, not correctness: only the database decides readiness.
+    const ready = db === 'up';
+    if (!ready) res.setHeader('Retry-After', '5');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
+  });
 
   app.use(notFound());
   app.use(problemJson({ logger }));

@@ -208,13 +208,23 @@ class EpochGuard {
     this.idleMs = Math.max(60_000, 10 * refreshMs);
   }
 
-  /** The epoch to use for a cache call now, or `undefined` when the cache must be skipped. */
-  async current(): Promise<number | undefined> {
+  /**
+   * The epoch to use for a cache call now when that is known without a read (the common case: no await on
+   * the hot path): a number, `undefined` when the cache must be skipped, or `null` when `current()` must read it.
+   */
+  peek(): number | undefined | null {
     const now = Date.now();
     this.lastUse = now;
     this.ensureTimer();
     if (this.pendingBump || now < this.skipUntil) return undefined;
     if (this.epoch !== undefined && this.readSeq === this.errorSeq && now - this.readAt <= this.maxAgeMs) return this.epoch;
+    return null;
+  }
+
+  /** The epoch to use for a cache call now, or `undefined` when the cache must be skipped. */
+  async current(): Promise<number | undefined> {
+    const known = this.peek();
+    if (known !== null) return known;
     try {
       return await this.read();
     } catch (err) {
@@ -359,7 +369,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     },
 
     async check(tenantId, userId, fingerprint) {
-      let epoch = guard ? await guard.current() : undefined;
+      let epoch = guard ? guard.peek() : undefined;
+      if (epoch === null) epoch = await guard!.current();
       if (cache && guard && epoch !== undefined) {
         try {
           const hit = await cache.get({ epoch, tenantId, userId }, fingerprint);

@@ -21,8 +21,9 @@ export function internalRouter(options: InternalRouterOptions): Router {
   const router = express.Router();
   // One router layer for the prelude every route shares (lib/chain.ts): request id, key, tenant, body.
   router.use(chain([requestId(), internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant }), ...jsonBody(config.bodyLimit)]));
-  mountTotpDevices(router, config);
+  // Trusted devices first: their check is the login hot path.
   mountTrustedDevices(router, config);
+  mountTotpDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets
   if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });
   router.use(problemJson(config.errors));

@@ -70,6 +70,13 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
       .nullish(),
   });
 
+  // First: the login hot path.
+  router.get(`${PATH}/check`, async (req, res) => {
+    const q = parseOrThrow(checkQuery, req.query);
+    const result = await service.check(contextOf(req).tenantId!, q.user_id, q.device_fingerprint);
+    res.json(result.trusted && result.deviceId && result.trustedUntil ? { trusted: true, device_id: result.deviceId, trusted_until: isoSeconds(result.trustedUntil) } : { trusted: false });
+  });
+
   router.get(PATH, async (req, res) => {
     const q = parseOrThrow(listQuery, req.query);
     const page = toPageRequest(q);
@@ -90,12 +97,6 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     };
     const device = await service.trust(contextOf(req).tenantId!, b.user_id, input);
     res.status(201).json(toTrustedDeviceResponse(device));
-  });
-
-  router.get(`${PATH}/check`, async (req, res) => {
-    const q = parseOrThrow(checkQuery, req.query);
-    const result = await service.check(contextOf(req).tenantId!, q.user_id, q.device_fingerprint);
-    res.json(result.trusted && result.deviceId && result.trustedUntil ? { trusted: true, device_id: result.deviceId, trusted_until: isoSeconds(result.trustedUntil) } : { trusted: false });
   });
 
   router.delete(`${PATH}/:id`, async (req, res) => {

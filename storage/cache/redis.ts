@@ -17,8 +17,8 @@ import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type
 export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping'> & {
   on(event: 'error', listener: (err: unknown) => void): unknown;
   off(event: 'error', listener: (err: unknown) => void): unknown;
-  /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too). */
-  readonly options?: Pick<RedisOptions, 'enableOfflineQueue'>;
+  /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too) and `commandTimeout`. */
+  readonly options?: Pick<RedisOptions, 'enableOfflineQueue' | 'commandTimeout'>;
 };
 
 export interface RedisCacheOptions {
@@ -112,6 +112,13 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     logger.warn({}, 'redisCache: the ioredis client queues commands while disconnected; create it with REDIS_CACHE_CLIENT_OPTIONS so no request waits for a reconnect');
   }
 
+  // The hot-path read on a client that fails at once while disconnected and times out each command itself
+  // within timeoutMs (REDIS_CACHE_CLIENT_OPTIONS) needs no second timer; other calls (a script may take two
+  // commands) and other clients get one.
+  const { commandTimeout } = client.options ?? {};
+  const selfBounded = client.options?.enableOfflineQueue === false && typeof commandTimeout === 'number' && commandTimeout > 0 && commandTimeout <= timeoutMs;
+  const bound = <T>(promise: Promise<T>): Promise<T> => (selfBounded ? promise : bounded(promise, timeoutMs));
+
   // ioredis emits 'error' on every failed (re)connect; without a listener it prints to stderr.
   const warn = throttledWarn(logger);
   const onError = (err: unknown) => warn({ error: errorMessage(err) }, 'redis cache: connection error (checks answer from the database meanwhile)');
@@ -129,7 +136,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   return {
     async get(scope, fingerprint) {
       const keys = cacheKeys(scope, fingerprint);
-      const [entry, generation] = await bounded(client.mget(prefix + keys.entry!, prefix + keys.generation), timeoutMs);
+      const [entry, generation] = await bound(client.mget(prefix + keys.entry!, prefix + keys.generation));
       if (entry == null || generation == null) return undefined;
       const decoded = decode(entry);
       if (decoded === undefined || decoded.generation !== Number(generation)) return undefined;
