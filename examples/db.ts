@@ -2,6 +2,7 @@
  * `createKnex(url)`: the example server's knex on PostgreSQL, with every wait bounded so a slow,
  * stopped or frozen database turns into a quick 503 instead of a hanging request.
  */
+import os from 'node:os';
 import knexFactory, { type Knex } from 'knex';
 import type { Logger } from '../lib/logger.js';
 
@@ -17,7 +18,7 @@ export interface DbTimeouts {
    * partition) where `statement_timeout` never fires. @default statementTimeoutMs + 1000
    */
   queryTimeoutMs?: number;
-  /** Largest number of pooled connections. @default 10 */
+  /** Largest number of pooled connections. @default twice the cores, at least 4 (`DEFAULT_POOL_MAX`) */
   poolMax?: number;
 }
 
@@ -61,6 +62,13 @@ export function scrubKnexMessage(message: unknown): string {
   return /\b(select|insert|update|delete|from|where)\b/i.test(text) ? `${label} (message withheld: it held query text)`.trim() : text.slice(0, 200);
 }
 
+/**
+ * Pool size per process: about two connections per core (PostgreSQL's and HikariCP's rule of thumb). More
+ * connections than the database can run at once only queue inside Postgres, with a backend process each to
+ * wake and switch to, on the same cores as the server when both run on one machine.
+ */
+export const DEFAULT_POOL_MAX = Math.max(4, 2 * os.availableParallelism());
+
 /** knex (client `pg`) on `url` with the bounded timeouts above; one helper for the server and the fault tests. */
 export function createKnex(url: string, options: CreateKnexOptions = {}): Knex {
   const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
@@ -80,7 +88,7 @@ export function createKnex(url: string, options: CreateKnexOptions = {}): Knex {
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
     },
-    pool: { min: 0, max: options.poolMax ?? 10 },
+    pool: { min: 0, max: options.poolMax ?? DEFAULT_POOL_MAX },
     acquireConnectionTimeout: options.acquireTimeoutMs ?? 4000,
     log: { warn: log('warn'), error: log('error'), debug: log('debug'), deprecate: log('warn') },
   });
