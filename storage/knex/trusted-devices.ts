@@ -22,7 +22,9 @@ export interface TrustedDeviceRow {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function toTrustedDevice(row: TrustedDeviceRow): TrustedDevice {
+type DeviceFields = Omit<TrustedDeviceRow, 'created_at' | 'updated_at' | 'trusted_until'>;
+
+function deviceFrom(row: DeviceFields, createdAt: Date, trustedUntil: Date): TrustedDevice {
   return {
     id: row.id,
     tenantId: row.tenant_id,
@@ -33,10 +35,12 @@ export function toTrustedDevice(row: TrustedDeviceRow): TrustedDevice {
     browser: row.browser,
     os: row.os,
     ip: row.ip,
-    createdAt: row.created_at,
-    trustedUntil: row.trusted_until,
+    createdAt,
+    trustedUntil,
   };
 }
+
+export const toTrustedDevice = (row: TrustedDeviceRow): TrustedDevice => deviceFrom(row, row.created_at, row.trusted_until);
 
 /**
  * Bumps the user's generation and returns the new value. Every writer calls it FIRST in its
@@ -53,37 +57,13 @@ async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: s
 }
 
 /** A device as the prepared reads return it: timestamps as epoch ms (storage/knex/statements.ts). */
-interface TrustedDeviceReadRow {
-  tenant_id: string;
-  id: string;
-  user_id: string;
-  fingerprint: string;
-  device_name: string | null;
-  device_type: string | null;
-  browser: string | null;
-  os: string | null;
-  ip: string | null;
-  created_ms: number;
-  until_ms: number;
-}
+type TrustedDeviceReadRow = DeviceFields & { created_ms: number; until_ms: number };
 
 const columns = (t: string) =>
   `${t}.tenant_id, ${t}.id, ${t}.user_id, ${t}.fingerprint, ${t}.device_name, ${t}.device_type, ${t}.browser, ${t}.os, ${t}.ip, ` +
   `${epochMs(`${t}.created_at`, 'created_ms')}, ${epochMs(`${t}.trusted_until`, 'until_ms')}`;
 
-const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => ({
-  id: row.id,
-  tenantId: row.tenant_id,
-  userId: row.user_id,
-  fingerprint: row.fingerprint,
-  deviceName: row.device_name,
-  deviceType: row.device_type,
-  browser: row.browser,
-  os: row.os,
-  ip: row.ip,
-  createdAt: new Date(row.created_ms),
-  trustedUntil: new Date(row.until_ms),
-});
+const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row, new Date(row.created_ms), new Date(row.until_ms));
 
 // One statement, so one snapshot: the row and the generation belong together. A revocation
 // commits both at once, so this never pairs a revoked row with the generation after it.

@@ -1,0 +1,141 @@
+/**
+ * The pieces the performance work added (BENCHMARKS.md): `chain()`, `jsonBody()` without a body, the fast
+ * `isoSeconds()`, and the prepared hot reads of `knexStorage()` on a real Postgres, with and without
+ * `preparedStatements`, seen by knex's query events.
+ */
+import { expect } from 'chai';
+import express, { type RequestHandler } from 'express';
+import request from 'supertest';
+import { jsonBody, knexStorage, problemJson, silentLogger } from '../index.js';
+import { chain } from '../lib/chain.js';
+import { isoSeconds } from '../lib/pagination.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+
+describe('hot-path helpers', () => {
+  describe('chain()', () => {
+    const app = (handlers: RequestHandler[]) => {
+      const a = express();
+      a.use(chain(handlers));
+      a.get('/', (req, res) => {
+        res.json({ seen: (req as { seen?: string[] }).seen ?? [] });
+      });
+      a.use(problemJson({ logger: silentLogger }));
+      return a;
+    };
+    const mark =
+      (name: string): RequestHandler =>
+      (req, _res, next) => {
+        const r = req as { seen?: string[] };
+        (r.seen ??= []).push(name);
+        next();
+      };
+
+    it('runs every handler in order, once, then the routes', async () => {
+      const res = await request(app([mark('a'), mark('b'), mark('c')])).get('/');
+      expect(res.status).to.equal(200);
+      expect(res.body.seen).to.deep.equal(['a', 'b', 'c']);
+    });
+
+    it('stops at next(err), a throw, or a rejected promise, and hands the error on', async () => {
+      const boom = new Error('boom');
+      const failing: RequestHandler[] = [
+        (_req, _res, next) => next(boom),
+        () => {
+          throw boom;
+        },
+        async () => {
+          await Promise.resolve();
+          throw boom;
+        },
+      ];
+      for (const fail of failing) {
+        const res = await request(app([mark('a'), fail, mark('never')])).get('/');
+        expect(res.status).to.equal(500);
+        expect(res.body.seen).to.equal(undefined);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+      }
+    });
+  });
+
+  describe('jsonBody()', () => {
+    const app = express();
+    app.use(...jsonBody('1kb'));
+    app.all('/', (req, res) => {
+      res.json({ body: req.body === undefined ? 'none' : req.body });
+    });
+    app.use(problemJson({ logger: silentLogger }));
+
+    it('passes a request without a body straight on, and still parses, refuses and limits bodies', async () => {
+      expect((await request(app).get('/')).body).to.deep.equal({ body: 'none' });
+      expect((await request(app).post('/').send({ a: 1 })).body).to.deep.equal({ body: { a: 1 } });
+      expect((await request(app).post('/').set('Content-Type', 'text/plain').send('a=1')).status).to.equal(415);
+      expect((await request(app).post('/').set('Content-Type', 'application/json').send('{"a":')).status).to.equal(400);
+      expect((await request(app).post('/').send({ a: 'x'.repeat(2000) })).status).to.equal(413);
+    });
+  });
+
+  describe('isoSeconds()', () => {
+    const reference = (d: Date) => d.toISOString().slice(0, -5) + 'Z';
+
+    it('prints what toISOString() prints, without the milliseconds, for any date', () => {
+      const edges = [0, 1, 999, 1000, 59_999, 86_399_999, 86_400_000, 951_782_400_000, 253_402_300_799_999, 253_402_300_800_000, -1, -62_198_755_200_000, 8.64e15];
+      for (const ms of edges) expect(isoSeconds(new Date(ms)), String(ms)).to.equal(reference(new Date(ms)));
+      for (let i = 0; i < 20_000; i++) {
+        const d = new Date(Math.floor(Math.random() * 2.6e14) - 1e13);
+        expect(isoSeconds(d), String(d.getTime())).to.equal(reference(d));
+      }
+    });
+
+    it('throws for an invalid date, as toISOString() does', () => {
+      expect(() => isoSeconds(new Date(Number.NaN))).to.throw(RangeError);
+    });
+  });
+
+  describe('knexStorage() hot reads on Postgres', function () {
+    let db: FreshDatabase;
+    before(async function () {
+      this.timeout(60_000);
+      db = await freshDatabase();
+      await knexStorage({ knex: db.knex }).migrate();
+    });
+    after(async () => {
+      await db?.drop();
+    });
+
+    for (const prepared of [true, false]) {
+      it(`answers the same with preparedStatements: ${prepared}, and knex's query events see each read`, async () => {
+        const storage = knexStorage({ knex: db.knex, preparedStatements: prepared });
+        const user = `u-${String(prepared)}`;
+        const now = new Date();
+        const until = new Date(now.getTime() + 3_600_000);
+        const { device } = await storage.trustedDevices.upsert('acme', user, { fingerprint: 'fp', trustedUntil: until, deviceName: 'laptop' }, now);
+        const seen: Array<{ sql: string; options: { name?: string } }> = [];
+        const onQuery = (q: { sql: string; options: { name?: string } }) => seen.push(q);
+        db.knex.on('query', onQuery);
+        try {
+          const found = await storage.trustedDevices.find('acme', user, 'fp', new Date());
+          expect(found.device).to.deep.equal(device);
+          expect(found.generation).to.equal(1);
+          const page = await storage.trustedDevices.list('acme', user, { includeExpired: false, now: new Date() }, { limit: 20, offset: 0 });
+          expect(page).to.deep.equal({ items: [device], total: 1 });
+          expect(await storage.trustedDevices.list('acme', user, { includeExpired: true, now: new Date() }, { limit: 20, offset: 20 })).to.deep.equal({ items: [], total: 1 });
+          expect((await storage.trustedDevices.find('acme', user, 'other', new Date())).device).to.equal(null);
+          expect(await storage.mfaDevices.list('acme', user, {}, { limit: 20, offset: 0 })).to.deep.equal({ items: [], total: 0 });
+        } finally {
+          db.knex.off('query', onQuery);
+        }
+        // The four prepared reads and the count of a page past the end (a builder query).
+        expect(seen).to.have.length(6);
+        const named = seen.filter((q) => q.options.name !== undefined);
+        expect(named).to.have.length(prepared ? 5 : 0);
+        for (const q of named) expect(q.options.name).to.match(/^mfa_[0-9a-f]{24}$/);
+        // Times keep their millisecond, as pg's date parser gave them.
+        expect(device.trustedUntil.getTime()).to.equal(until.getTime());
+      });
+    }
+
+    it('refuses a preparedStatements that is not a boolean', () => {
+      expect(() => knexStorage({ knex: db.knex, preparedStatements: 'yes' as unknown as boolean })).to.throw(TypeError, /preparedStatements/);
+    });
+  });
+});
