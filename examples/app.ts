@@ -67,7 +67,8 @@ async function probe(check: () => Promise<boolean>): Promise<'up' | 'down'> {
  */
 function accessLog(logger: PinoLogger): RequestHandler {
   return (req, res, next) => {
-    if (!logger.isLevelEnabled('info')) {
+    // Skipped only when not even a 5xx line (`error`) could be written.
+    if (!logger.isLevelEnabled('error')) {
       next();
       return;
     }

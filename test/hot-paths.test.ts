@@ -4,11 +4,16 @@
  * `preparedStatements`, seen by knex's query events.
  */
 import { expect } from 'chai';
+import { Writable } from 'node:stream';
 import express, { type RequestHandler } from 'express';
+import createKnex from 'knex';
+import { pino } from 'pino';
 import request from 'supertest';
+import { createExampleApp } from '../examples/app.js';
 import { jsonBody, knexStorage, problemJson, silentLogger } from '../index.js';
 import { chain } from '../lib/chain.js';
 import { isoSeconds } from '../lib/pagination.js';
+import { KEY_A, ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
 describe('hot-path helpers', () => {
@@ -32,6 +37,12 @@ describe('hot-path helpers', () => {
 
     it('runs every handler in order, once, then the routes', async () => {
       const res = await request(app([mark('a'), mark('b'), mark('c')])).get('/');
+      expect(res.status).to.equal(200);
+      expect(res.body.seen).to.deep.equal(['a', 'b', 'c']);
+    });
+
+    it("goes on after next('route') or a falsy value, as Express does for a use layer", async () => {
+      const res = await request(app([mark('a'), (_req, _res, next) => next('route'), mark('b'), (_req, _res, next) => next(false as unknown as Error), mark('c')])).get('/');
       expect(res.status).to.equal(200);
       expect(res.body.seen).to.deep.equal(['a', 'b', 'c']);
     });
@@ -71,6 +82,57 @@ describe('hot-path helpers', () => {
       expect((await request(app).post('/').set('Content-Type', 'text/plain').send('a=1')).status).to.equal(415);
       expect((await request(app).post('/').set('Content-Type', 'application/json').send('{"a":')).status).to.equal(400);
       expect((await request(app).post('/').send({ a: 'x'.repeat(2000) })).status).to.equal(413);
+    });
+  });
+
+  describe("the example app's request log", () => {
+    it('writes one line per request without the query string, and still logs a 5xx at LOG_LEVEL=error', async () => {
+      for (const level of ['info', 'error'] as const) {
+        const lines: Array<Record<string, unknown>> = [];
+        const sink = new Writable({
+          write(chunk: Buffer, _enc, done) {
+            for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+            done();
+          },
+        });
+        // Storage that cannot connect: /readyz answers 503.
+        const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 }, acquireConnectionTimeout: 500 });
+        try {
+          const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'hot-path-test-jwt-secret-0123456789', logger: pino({ level }, sink) });
+          expect((await request(app).get('/healthz?user_id=secret-looking')).status).to.equal(200);
+          expect((await request(app).get('/readyz')).status).to.equal(503);
+          // The line is written when the server side of the response closes, which may come after the client has it.
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        } finally {
+          await knex.destroy();
+        }
+        const access = lines.filter((l) => l.msg === 'request completed' || l.msg === 'request failed');
+        const expected = level === 'info' ? [['request completed', '/healthz', 200], ['request failed', '/readyz', 503]] : [['request failed', '/readyz', 503]];
+        expect(access.map((l) => [l.msg, (l.req as { path: string }).path, (l.res as { status: number }).status])).to.deep.equal(expected);
+        expect(JSON.stringify(lines)).not.to.contain('secret-looking');
+      }
+    });
+  });
+
+  describe('knexStorage() reads inside a transaction', function () {
+    let db: FreshDatabase;
+    before(async function () {
+      this.timeout(60_000);
+      db = await freshDatabase();
+      await knexStorage({ knex: db.knex }).migrate();
+    });
+    after(async () => {
+      await db?.drop();
+    });
+
+    it('read on the transaction, and refuse once it is done', async () => {
+      const trx = await db.knex.transaction();
+      const inTrx = knexStorage({ knex: trx });
+      expect((await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date())).device).to.equal(null);
+      await trx.commit();
+      let refused: unknown;
+      await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date()).catch((err: unknown) => (refused = err));
+      expect(String(refused)).to.match(/already complete/);
     });
   });
 

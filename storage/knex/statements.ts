@@ -53,6 +53,9 @@ interface QueryEvents {
 
 /** Runs `st` with `bindings` (prepared unless `prepared` is false) on a connection of knex's pool; returns its rows. */
 export async function query<R>(knex: Knex, st: Statement, bindings: readonly Knex.RawBinding[], prepared: boolean): Promise<R[]> {
+  // A transaction's client hands out the transaction's connection: once it is done, that one is back in the pool.
+  const trx = knex as unknown as { isTransaction?: boolean; isCompleted?: () => boolean };
+  if (trx.isTransaction === true && trx.isCompleted?.() === true) throw new Error('Transaction query already complete');
   const client = knex.client as unknown as PooledClient;
   const events = knex as unknown as QueryEvents;
   const observed = events.listenerCount('query') + events.listenerCount('query-response') + events.listenerCount('query-error') > 0;
