@@ -114,28 +114,6 @@ describe('hot-path helpers', () => {
     });
   });
 
-  describe('knexStorage() reads inside a transaction', function () {
-    let db: FreshDatabase;
-    before(async function () {
-      this.timeout(60_000);
-      db = await freshDatabase();
-      await knexStorage({ knex: db.knex }).migrate();
-    });
-    after(async () => {
-      await db?.drop();
-    });
-
-    it('read on the transaction, and refuse once it is done', async () => {
-      const trx = await db.knex.transaction();
-      const inTrx = knexStorage({ knex: trx });
-      expect((await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date())).device).to.equal(null);
-      await trx.commit();
-      let refused: unknown;
-      await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date()).catch((err: unknown) => (refused = err));
-      expect(String(refused)).to.match(/already complete/);
-    });
-  });
-
   describe('isoSeconds()', () => {
     const reference = (d: Date) => d.toISOString().slice(0, -5) + 'Z';
 
@@ -195,6 +173,16 @@ describe('hot-path helpers', () => {
         expect(device.trustedUntil.getTime()).to.equal(until.getTime());
       });
     }
+
+    it('read on the transaction, and refuse once it is done', async () => {
+      const trx = await db.knex.transaction();
+      const inTrx = knexStorage({ knex: trx });
+      expect((await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date())).device).to.equal(null);
+      await trx.commit();
+      let refused: unknown;
+      await inTrx.trustedDevices.find('acme', 'u', 'fp', new Date()).catch((err: unknown) => (refused = err));
+      expect(String(refused)).to.match(/already complete/);
+    });
 
     it('refuses a preparedStatements that is not a boolean', () => {
       expect(() => knexStorage({ knex: db.knex, preparedStatements: 'yes' as unknown as boolean })).to.throw(TypeError, /preparedStatements/);
