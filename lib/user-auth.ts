@@ -97,9 +97,8 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
       (req as { user?: unknown }).user = user;
       decide();
     };
-    attempt.fail = () => decide(ProblemError.from('UNAUTHENTICATED'));
-    attempt.pass = () => decide(ProblemError.from('UNAUTHENTICATED'));
-    attempt.redirect = () => decide(ProblemError.from('UNAUTHENTICATED'));
+    // No token, a bad token, or a strategy that passes on: the same 401.
+    attempt.fail = attempt.pass = attempt.redirect = () => decide(ProblemError.from('UNAUTHENTICATED'));
     attempt.error = (err) => decide(err);
     try {
       attempt.authenticate(req, {});
