@@ -53,11 +53,13 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
 
 /** Parses `input` with `schema` or throws a 400 `VALIDATION_FAILED` Problem listing every violation. */
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, prefix = ''): z.output<S> {
-  // reportInput keeps `issue.input` on the issues, which tells `required` (absent) from `type`
-  // (present but wrong) in violationCode; the input itself is never copied into a description.
-  const result = schema.safeParse(input, { reportInput: true });
+  // Schemas are pure, so a failure is parsed again with reportInput: it keeps `issue.input` on the issues, which
+  // tells `required` (absent) from `type` (present but wrong) in violationCode; the input itself is never copied
+  // into a description. The first parse goes without it: passing parse params costs zod v4 its fast path (~6x).
+  const result = schema.safeParse(input);
   if (result.success) return result.data;
-  const errors = toViolations(result.error, prefix);
+  const failed = schema.safeParse(input, { reportInput: true });
+  const errors = toViolations(failed.success ? result.error : failed.error, prefix);
   throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });
 }
 

@@ -10,9 +10,11 @@ import createKnex from 'knex';
 import { pino } from 'pino';
 import request from 'supertest';
 import { createExampleApp } from '../examples/app.js';
-import { jsonBody, knexStorage, problemJson, silentLogger } from '../index.js';
+import { jsonBody, knexStorage, ProblemError, problemJson, silentLogger } from '../index.js';
 import { chain } from '../lib/chain.js';
 import { isoSeconds } from '../lib/pagination.js';
+import { parseOrThrow, userIdSchema } from '../lib/validation.js';
+import { z } from 'zod';
 import { KEY_A, ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
@@ -111,6 +113,57 @@ describe('hot-path helpers', () => {
         expect(access.map((l) => [l.msg, (l.req as { path: string }).path, (l.res as { status: number }).status])).to.deep.equal(expected);
         expect(JSON.stringify(lines)).not.to.contain('secret-looking');
       }
+    });
+  });
+
+  describe("the example app's security headers", () => {
+    it('sends the JSON set on API answers and errors, and helmet\'s full set on /docs only', async () => {
+      const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 } });
+      try {
+        const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'hot-path-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
+        const apiSet = {
+          'content-security-policy': "default-src 'none';frame-ancestors 'none'",
+          'cross-origin-resource-policy': 'same-origin',
+          'strict-transport-security': 'max-age=31536000; includeSubDomains',
+          'x-content-type-options': 'nosniff',
+          'x-frame-options': 'DENY',
+        };
+        const htmlOnly = ['cross-origin-opener-policy', 'origin-agent-cluster', 'referrer-policy', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection'];
+        for (const res of [await request(app).get('/healthz'), await request(app).get('/internal/session/trusted-devices/check'), await request(app).get('/nowhere')]) {
+          expect(res.headers).to.include(apiSet);
+          for (const h of htmlOnly) expect(res.headers, h).not.to.have.property(h);
+          expect(res.headers).not.to.have.property('x-powered-by');
+          expect(res.headers['x-request-id']).to.match(/^req_/);
+        }
+        const docs = await request(app).get('/docs/');
+        expect(docs.status).to.equal(200);
+        expect(docs.headers['content-type']).to.match(/^text\/html/);
+        expect(docs.headers['content-security-policy']).to.contain("default-src 'self'");
+        for (const h of htmlOnly) expect(docs.headers, h).to.have.property(h);
+      } finally {
+        await knex.destroy();
+      }
+    });
+  });
+
+  describe('parseOrThrow()', () => {
+    it('tells a missing field from a mistyped one although the first parse runs without reportInput', () => {
+      const schema = z.object({ user_id: userIdSchema, n: z.number() });
+      expect(parseOrThrow(schema, { user_id: 'u', n: 1 })).to.deep.equal({ user_id: 'u', n: 1 });
+      const violations = (input: unknown) => {
+        try {
+          parseOrThrow(schema, input);
+        } catch (err) {
+          expect(err).to.be.instanceOf(ProblemError);
+          return ((err as ProblemError).errors ?? []).map(({ field, code }) => ({ field, code }));
+        }
+        throw new Error('expected a ProblemError');
+      };
+      expect(violations({ n: 1 })).to.deep.equal([{ field: 'user_id', code: 'required' }]);
+      expect(violations({ user_id: 5, n: 'x' })).to.deep.equal([
+        { field: 'user_id', code: 'type' },
+        { field: 'n', code: 'type' },
+      ]);
     });
   });
 

@@ -13,7 +13,7 @@ export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
   knex: Knex;
   /**
-   * Named prepared statements for the hot reads: parsed and planned once per connection. Turn off behind a
+   * Named prepared statements for the hot statements (reads, and the writes of every verification): parsed and planned once per connection. Turn off behind a
    * pooler in transaction mode that does not keep prepared statements (PgBouncer before 1.21, or without
    * `max_prepared_statements`). @default true
    */
@@ -36,7 +36,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex, prepared),
-    verificationThrottle: new KnexVerificationThrottleStore(knex),
+    verificationThrottle: new KnexVerificationThrottleStore(knex, prepared),
     recoveryCodes: new KnexRecoveryCodeStore(knex),
     otpCodes: new KnexOtpCodeStore(knex),
     syncRecords: new KnexSyncRecordStore(knex),

@@ -59,15 +59,18 @@ type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'veri
   last_used_ms: number | null;
   verified_ms: number | null;
   expires_ms: number | null;
-  full_count: string;
 };
 
-const LIST_COLUMNS =
+const DEVICE_COLUMNS =
   'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
-  `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}, ` +
-  'count(*) over () as full_count';
+  `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}`;
+const LIST_COLUMNS = `${DEVICE_COLUMNS}, count(*) over () as full_count`;
 const LIST = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`);
 const LIST_BY_METHOD = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`);
+
+const RECORD_TOTP_STEP = statement(`update mfa_devices set last_step = ?, last_used_at = now()
+  where tenant_id = ? and user_id = ? and id = ? and method = 'totp' and verified and enabled and (last_step is null or last_step < ?)
+  returning ${DEVICE_COLUMNS}`);
 
 const fromReadRow = (row: MfaDeviceReadRow): MfaDevice =>
   deviceFrom(row, { createdAt: new Date(row.created_ms), lastUsedAt: fromEpochMs(row.last_used_ms), verifiedAt: fromEpochMs(row.verified_ms), expiresAt: fromEpochMs(row.expires_ms) });
@@ -82,8 +85,8 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
   async list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>> {
     // Device listings and every verification. One round trip: the window count rides along with the page.
     const rows = filter.method
-      ? await query<MfaDeviceReadRow>(this.knex, LIST_BY_METHOD, [tenantId, userId, filter.method, page.limit, page.offset], this.prepared)
-      : await query<MfaDeviceReadRow>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared);
+      ? await query<MfaDeviceReadRow & { full_count: string }>(this.knex, LIST_BY_METHOD, [tenantId, userId, filter.method, page.limit, page.offset], this.prepared)
+      : await query<MfaDeviceReadRow & { full_count: string }>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared);
     let total = rows[0] ? Number(rows[0].full_count) : 0;
     if (!rows[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.
@@ -162,12 +165,9 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
   async recordTotpStep(tenantId: string, userId: string, id: string, step: number): Promise<MfaDevice | null> {
     // The whole replay decision is this one statement: of two racers with the same step, the
     // second re-evaluates the WHERE on the committed row and matches nothing.
-    const [row] = await this.knex<MfaDeviceRow>('mfa_devices')
-      .where({ tenant_id: tenantId, user_id: userId, id, method: 'totp', verified: true, enabled: true })
-      .andWhere((q) => void q.whereNull('last_step').orWhere('last_step', '<', step))
-      .update({ last_step: String(step), last_used_at: this.knex.fn.now() })
-      .returning('*');
-    return row ? toMfaDevice(row) : null;
+    // Prepared, like the reads: it runs on every accepted code.
+    const [row] = await query<MfaDeviceReadRow>(this.knex, RECORD_TOTP_STEP, [String(step), tenantId, userId, id, String(step)], this.prepared);
+    return row ? fromReadRow(row) : null;
   }
 
   async touch(tenantId: string, userId: string, id: string): Promise<void> {

@@ -1,6 +1,6 @@
 /**
- * The hot reads (trusted-device check on a cache miss, the trusted-device list, device listings, every
- * verification) as named prepared statements: Postgres parses and plans each once per connection instead of
+ * The hot statements (trusted-device check on a cache miss, the trusted-device list, device listings, and each
+ * verification's device list, lockout charge, replay guard and lockout reset) as named prepared statements: Postgres parses and plans each once per connection instead of
  * on every request, and pg sends Bind/Execute only. Timestamps are read as epoch milliseconds (`float8`),
  * which pg hands over through `parseFloat`, instead of text that its date parser takes apart per value
  * (40 dates a page). Columns are named, never `*`: a prepared `select *` fails once a migration adds a column.

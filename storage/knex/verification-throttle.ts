@@ -1,6 +1,7 @@
 /** The verification lockout counter on Postgres: one row per tenant + user, every decision one atomic statement on the database clock. */
 import type { Knex } from 'knex';
 import type { ChargeResult, FailureRecord, LockoutPolicy, VerificationThrottleStore } from '../types.js';
+import { query, statement } from './statements.js';
 
 interface StateRow {
   failures: number;
@@ -11,17 +12,10 @@ interface StateRow {
 
 const TABLE = 'mfa_verification_failures';
 
-export class KnexVerificationThrottleStore implements VerificationThrottleStore {
-  constructor(private readonly knex: Knex) {}
-
-  async charge(tenantId: string, userId: string, policy: LockoutPolicy): Promise<ChargeResult> {
-    const cool = policy.cooldownSeconds;
-    const max = policy.maxFailures;
-    // Branches, in order: a running lock refuses as is; an ended lock or a counter untouched for a
-    // whole cool-down starts over; a full counter locks now (attempts still in flight filled it);
-    // otherwise the attempt is counted. SET expressions all see the row as it was.
-    const { rows } = await this.knex.raw<{ rows: StateRow[] }>(
-      `INSERT INTO ${TABLE} AS f (tenant_id, user_id, failures, updated_at) VALUES (?, ?, 1, now())
+// Branches, in order: a running lock refuses as is; an ended lock or a counter untouched for a whole cool-down
+// starts over; a full counter locks now (attempts still in flight filled it); otherwise the attempt is counted.
+// SET expressions all see the row as it was.
+const CHARGE = statement(`INSERT INTO ${TABLE} AS f (tenant_id, user_id, failures, updated_at) VALUES (?, ?, 1, now())
        ON CONFLICT (tenant_id, user_id) DO UPDATE SET
          failures = CASE
            WHEN f.locked_until > now() THEN f.failures
@@ -42,9 +36,21 @@ export class KnexVerificationThrottleStore implements VerificationThrottleStore 
        RETURNING failures,
          coalesce(locked_until > now(), false) AS locked,
          coalesce(locked_at = now(), false) AS newly_locked,
-         greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`,
-      [tenantId, userId, cool, max, cool, max, cool, max, cool],
-    );
+         greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`);
+const RESET = statement(`DELETE FROM ${TABLE} WHERE tenant_id = ? AND user_id = ?`);
+
+export class KnexVerificationThrottleStore implements VerificationThrottleStore {
+  /** @param prepared named prepared statements for the statements of every verification (storage/knex/statements.ts) */
+  constructor(
+    private readonly knex: Knex,
+    private readonly prepared = true,
+  ) {}
+
+  async charge(tenantId: string, userId: string, policy: LockoutPolicy): Promise<ChargeResult> {
+    const cool = policy.cooldownSeconds;
+    const max = policy.maxFailures;
+    // CHARGE's branches are above. Prepared (storage/knex/statements.ts): every verification runs it.
+    const rows = await query<StateRow>(this.knex, CHARGE, [tenantId, userId, cool, max, cool, max, cool, max, cool], this.prepared);
     const row = rows[0]!;
     if (!row.locked) return { status: 'OK' };
     return { status: 'LOCKED', retryAfterSeconds: row.retry_after ?? cool, newlyLocked: row.newly_locked };
@@ -70,6 +76,6 @@ export class KnexVerificationThrottleStore implements VerificationThrottleStore 
   }
 
   async reset(tenantId: string, userId: string): Promise<void> {
-    await this.knex(TABLE).where({ tenant_id: tenantId, user_id: userId }).delete();
+    await query(this.knex, RESET, [tenantId, userId], this.prepared);
   }
 }
