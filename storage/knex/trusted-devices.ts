@@ -70,10 +70,34 @@ const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row
 const FIND = statement(`select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, ${columns('d')}
   from (values (1)) as one (x)
   left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`);
-const LIST_ALL = statement(`select ${columns('d')}, count(*) over () as full_count from trusted_devices d
-  where d.tenant_id = ? and d.user_id = ? order by d.created_at desc, d.id desc limit ? offset ?`);
-const LIST_ACTIVE = statement(`select ${columns('d')}, count(*) over () as full_count from trusted_devices d
-  where d.tenant_id = ? and d.user_id = ? and d.trusted_until > ? order by d.created_at desc, d.id desc limit ? offset ?`);
+/**
+ * A page as ONE json value that Postgres builds: a tuple per device (the order of PAGE_FIELDS), newest first,
+ * each carrying the window count. pg then parses one field with JSON.parse instead of a dozen text fields per row,
+ * and the tenant and user come from the query: a page costs about half the CPU it did as rows.
+ */
+type PageTuple = [id: string, fingerprint: string, deviceName: string | null, deviceType: string | null, browser: string | null, os: string | null, ip: string | null, createdMs: number, untilMs: number, fullCount: number];
+const PAGE_FIELDS = 'p.id, p.fingerprint, p.device_name, p.device_type, p.browser, p.os, p.ip, p.created_ms, p.until_ms, p.full_count';
+const listPage = (where: string) =>
+  statement(`select coalesce(json_agg(json_build_array(${PAGE_FIELDS}) order by p.created_at desc, p.id desc), '[]') as page from (
+    select d.id, d.fingerprint, d.device_name, d.device_type, d.browser, d.os, d.ip, d.created_at, ${epochMs('d.created_at', 'created_ms')}, ${epochMs('d.trusted_until', 'until_ms')},
+      count(*) over () as full_count
+    from trusted_devices d where ${where} order by d.created_at desc, d.id desc limit ? offset ?) p`);
+const LIST_ALL = listPage('d.tenant_id = ? and d.user_id = ?');
+const LIST_ACTIVE = listPage('d.tenant_id = ? and d.user_id = ? and d.trusted_until > ?');
+
+const fromTuple = (tenantId: string, userId: string, t: PageTuple): TrustedDevice => ({
+  id: t[0],
+  tenantId,
+  userId,
+  fingerprint: t[1],
+  deviceName: t[2],
+  deviceType: t[3],
+  browser: t[4],
+  os: t[5],
+  ip: t[6],
+  createdAt: new Date(t[7]),
+  trustedUntil: new Date(t[8]),
+});
 
 export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
@@ -125,17 +149,18 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
 
   async list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>> {
     // One round trip: the window count rides along with the page. Both use trusted_devices_user_idx, whatever the table's size.
-    const rows = filter.includeExpired
-      ? await query<TrustedDeviceReadRow & { full_count: string }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
-      : await query<TrustedDeviceReadRow & { full_count: string }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
-    let total = rows[0] ? Number(rows[0].full_count) : 0;
-    if (!rows[0] && page.offset > 0) {
+    const [row] = filter.includeExpired
+      ? await query<{ page: PageTuple[] }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
+      : await query<{ page: PageTuple[] }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
+    const tuples = row!.page;
+    let total = tuples[0] ? Number(tuples[0][9]) : 0;
+    if (!tuples[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.
       const scoped = this.knex<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId });
       if (!filter.includeExpired) void scoped.andWhere('trusted_until', '>', filter.now);
       total = Number((await scoped.count({ n: '*' }).first())?.n ?? 0);
     }
-    return { items: rows.map(fromReadRow), total };
+    return { items: tuples.map((t) => fromTuple(tenantId, userId, t)), total };
   }
 
   async revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }> {
