@@ -55,7 +55,7 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, prefix = ''): z.output<S> {
   // Schemas are pure, so a failure is parsed again with reportInput: it keeps `issue.input` on the issues, which
   // tells `required` (absent) from `type` (present but wrong) in violationCode; the input itself is never copied
-  // into a description. The first parse goes without it: passing parse params costs zod v4 its fast path (~6x).
+  // into a description. The first parse goes without it: a parse given params measured ~6× slower here (zod 4).
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   const failed = schema.safeParse(input, { reportInput: true });

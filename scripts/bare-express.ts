@@ -4,14 +4,16 @@
  * process, exactly like the example server, and reports every scenario as a ratio to it.
  *
  * Env: `PORT`, `HOST` (default 127.0.0.1), `BENCH_ROUTES` (a JSON file: [{ method, path, status, body }]),
- * `BARE_MIDDLEWARE` (optional, comma-separated `helmet`, `pino`: the example server's helmet and per-request
- * pino-http line, to measure what they cost on their own; the log goes to stdout at level info).
+ * `BARE_MIDDLEWARE` (optional, comma-separated `helmet`, `pino`: the example server's API security headers
+ * (examples/security-headers.ts: helmet configured for JSON) and a pino-http line per request (the example
+ * server's request log before it wrote its own), to measure what they cost on their own; the log goes to
+ * stdout at level info).
  */
 import { readFileSync } from 'node:fs';
 import express, { type RequestHandler } from 'express';
-import helmet from 'helmet';
 import { pino } from 'pino';
 import { pinoHttp } from 'pino-http';
+import { apiSecurityHeaders } from '../examples/security-headers.js';
 
 /** One canned answer, as `scripts/bench.ts` writes them. */
 export interface BareRoute {
@@ -28,7 +30,7 @@ const middleware = new Set((process.env.BARE_MIDDLEWARE ?? '').split(',').filter
 
 const app = express();
 app.disable('x-powered-by');
-if (middleware.has('helmet')) app.use(helmet());
+if (middleware.has('helmet')) app.use(apiSecurityHeaders());
 if (middleware.has('pino')) {
   // Configured as in examples/app.ts, so the line costs the same.
   app.use(

@@ -234,7 +234,7 @@ async function main(): Promise<void> {
       const targets = [kit, bare];
       if (wanted('variants')) {
         targets.push(await start('kit LOG_LEVEL=warn', 'examples/server.ts', serverEnv({ LOG_LEVEL: 'warn' })));
-        // What the example app's helmet and request log cost on their own, on the bare reference.
+        // On the bare reference: what the example app's API security headers cost on their own, and pino-http (its former request log).
         for (const [name, middleware] of [
           ['bare + helmet', 'helmet'],
           ['bare + pino-http', 'pino'],

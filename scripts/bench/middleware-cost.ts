@@ -1,7 +1,7 @@
 /**
  * `npx tsx scripts/bench/middleware-cost.ts`: CPU time per request of the hot-path check, in process and
  * without a network (requests are injected into the apps on a socket that discards what it is sent), for
- * bare Express, bare Express + helmet / + pino-http, and the example app. The minimum over interleaved
+ * bare Express, bare Express + helmet (defaults, or the example app's API set) / + pino-http, and the example app. The minimum over interleaved
  * rounds is reported: it stays put when other work competes for the machine, where req/s does not.
  * Needs Postgres (DATABASE_URL or the embedded one) and Redis (REDIS_URL or redis-server on PATH).
  */
@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { createExampleApp } from '../../examples/app.js';
+import { apiSecurityHeaders } from '../../examples/security-headers.js';
 import { generateKey, keyRing, knexStorage, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS } from '../../index.js';
 import { freshDatabase, stopPostgres } from '../../test/support/postgres.js';
 import { redisUrl, stopRedisServers } from '../../test/support/redis.js';
@@ -80,6 +81,7 @@ try {
   const apps: Array<[string, App, Record<string, string>]> = [
     ['bare Express', bare([]), {}],
     ['bare + helmet', bare([helmet()]), {}],
+    ['bare + API security headers', bare([apiSecurityHeaders()]), {}],
     ['bare + pino-http', bare([requestLog()]), {}],
     ['bare + helmet + pino-http', bare([helmet(), requestLog()]), {}],
     ['example app, memory cache, LOG_LEVEL=warn', kit('memory', 'warn'), internal],

@@ -53,7 +53,7 @@ function deviceFrom(row: Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'ver
 export const toMfaDevice = (row: MfaDeviceRow): MfaDevice =>
   deviceFrom(row, { createdAt: row.created_at, lastUsedAt: row.last_used_at, verifiedAt: row.verified_at, expiresAt: row.expires_at });
 
-/** A device as the prepared list returns it: timestamps as epoch ms (storage/knex/statements.ts). */
+/** A device as the prepared list and replay guard return it: timestamps as epoch ms (storage/knex/statements.ts). */
 type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'verified_at' | 'expires_at'> & {
   created_ms: number;
   last_used_ms: number | null;
@@ -76,7 +76,7 @@ const fromReadRow = (row: MfaDeviceReadRow): MfaDevice =>
   deviceFrom(row, { createdAt: new Date(row.created_ms), lastUsedAt: fromEpochMs(row.last_used_ms), verifiedAt: fromEpochMs(row.verified_ms), expiresAt: fromEpochMs(row.expires_ms) });
 
 export class KnexMfaDeviceStore implements MfaDeviceStore {
-  /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
+  /** @param prepared named prepared statements for the list and the replay guard (storage/knex/statements.ts) */
   constructor(
     private readonly knex: Knex,
     private readonly prepared = true,

@@ -150,9 +150,11 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   async list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>> {
     // One round trip: the window count rides along with the page. Both use trusted_devices_user_idx, whatever the table's size.
     const [row] = filter.includeExpired
-      ? await query<{ page: PageTuple[] }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
-      : await query<{ page: PageTuple[] }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
-    const tuples = row!.page;
+      ? await query<{ page: unknown }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
+      : await query<{ page: unknown }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
+    // pg parses json with JSON.parse unless the app told it otherwise (pg.types.setTypeParser(114, …)).
+    const raw: unknown = row!.page;
+    const tuples = (typeof raw === 'string' ? JSON.parse(raw) : raw) as PageTuple[];
     let total = tuples[0] ? Number(tuples[0][9]) : 0;
     if (!tuples[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.
