@@ -141,7 +141,6 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   app.use('/auth/mfa', mfa);
   app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt: { secret: deps.jwtSecret }, logger }));
 
-
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });

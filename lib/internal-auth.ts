@@ -1,6 +1,5 @@
 /** `internalAuth()`: service-to-service API keys, several at once for rotation, compared in constant time. */
 import * as crypto from 'node:crypto';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
 
@@ -16,7 +15,7 @@ export const MIN_INTERNAL_KEY_LENGTH = 16;
 
 /** SHA-256; `crypto.hash()` (Node ≥ 20.12) where there is one: no Hash object per request. */
 const digest: (value: string) => Buffer =
-  typeof crypto.hash === 'function' ? (value) => crypto.hash('sha256', value, 'buffer') : (value) => createHash('sha256').update(value, 'utf8').digest();
+  typeof crypto.hash === 'function' ? (value) => crypto.hash('sha256', value, 'buffer') : (value) => crypto.createHash('sha256').update(value, 'utf8').digest();
 
 /** Splits `'a,b'` or a list into trimmed keys, refusing short or empty ones at set-up. */
 export function parseInternalKeys(keys: string | readonly string[]): string[] {
@@ -49,7 +48,7 @@ export function internalAuth(options: InternalAuthOptions): RequestHandler {
     }
     const candidate = digest(presented);
     let ok = false;
-    for (const d of digests) ok = timingSafeEqual(candidate, d) || ok;
+    for (const d of digests) ok = crypto.timingSafeEqual(candidate, d) || ok;
     if (!ok) {
       next(ProblemError.from('INVALID_INTERNAL_KEY'));
       return;

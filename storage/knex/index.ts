@@ -13,9 +13,9 @@ export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
   knex: Knex;
   /**
-   * Named prepared statements for the hot statements (reads, and the writes of every verification): parsed and planned once per connection. Turn off behind a
-   * pooler in transaction mode that does not keep prepared statements (PgBouncer before 1.21, or without
-   * `max_prepared_statements`). @default true
+   * Named prepared statements for the hot statements (the hot reads, and the writes of every verification):
+   * parsed and planned once per connection. Turn off behind a pooler in transaction mode that does not keep
+   * prepared statements (PgBouncer before 1.21, or without `max_prepared_statements`). @default true
    */
   preparedStatements?: boolean;
 }
