@@ -1,6 +1,7 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
 import type { CreateDeviceResult, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import { coalesce } from './coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
 
 /** A `mfa_devices` row as pg returns it. */
@@ -61,12 +62,23 @@ type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'veri
   expires_ms: number | null;
 };
 
+const RAW_COLUMNS =
+  'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, created_at, last_used_at, verified_at, expires_at';
 const DEVICE_COLUMNS =
   'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
   `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}`;
 const LIST_COLUMNS = `${DEVICE_COLUMNS}, count(*) over () as full_count`;
 const LIST = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`);
 const LIST_BY_METHOD = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`);
+/** The same page for several users of one tenant (storage/knex/coalesce.ts): the page and the count per user. */
+const listMany = (byMethod: boolean) =>
+  statement(`select ${DEVICE_COLUMNS}, full_count from (
+    select ${RAW_COLUMNS}, count(*) over (partition by user_id) as full_count,
+      row_number() over (partition by user_id order by created_at desc, id desc) as n
+    from mfa_devices where tenant_id = ? and user_id = any(?::text[])${byMethod ? ' and method = ?' : ''}
+  ) page where n > ? and n <= ? order by user_id, n`);
+const LIST_MANY = listMany(false);
+const LIST_MANY_BY_METHOD = listMany(true);
 
 const RECORD_TOTP_STEP = statement(`update mfa_devices set last_step = ?, last_used_at = now()
   where tenant_id = ? and user_id = ? and id = ? and method = 'totp' and verified and enabled and (last_step is null or last_step < ?)
@@ -75,18 +87,51 @@ const RECORD_TOTP_STEP = statement(`update mfa_devices set last_step = ?, last_u
 const fromReadRow = (row: MfaDeviceReadRow): MfaDevice =>
   deviceFrom(row, { createdAt: new Date(row.created_ms), lastUsedAt: fromEpochMs(row.last_used_ms), verifiedAt: fromEpochMs(row.verified_ms), expiresAt: fromEpochMs(row.expires_ms) });
 
+type ListRow = MfaDeviceReadRow & { full_count: string };
+
+/** One read of a device page, as the coalescer groups them. */
+interface ListRead {
+  tenantId: string;
+  userId: string;
+  method: MfaMethod | undefined;
+  page: PageQuery;
+}
+
 export class KnexMfaDeviceStore implements MfaDeviceStore {
+  /** Device listings and every verification's device list: the reads of one round of the event loop in one statement. */
+  private readonly readPage: (read: ListRead) => Promise<ListRow[]>;
+
   /** @param prepared named prepared statements for the list and the replay guard (storage/knex/statements.ts) */
   constructor(
     private readonly knex: Knex,
     private readonly prepared = true,
-  ) {}
+  ) {
+    this.readPage = coalesce<ListRead, ListRow[]>({
+      group: (r) => JSON.stringify([r.tenantId, r.method ?? null, r.page.limit, r.page.offset]),
+      one: ({ tenantId, userId, method, page }) =>
+        method
+          ? query<ListRow>(this.knex, LIST_BY_METHOD, [tenantId, userId, method, page.limit, page.offset], this.prepared)
+          : query<ListRow>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared),
+      many: async (reads) => {
+        const { tenantId, method, page } = reads[0]!;
+        const users = [...new Set(reads.map((r) => r.userId))];
+        const rows = method
+          ? await query<ListRow>(this.knex, LIST_MANY_BY_METHOD, [tenantId, users, method, page.offset, page.offset + page.limit], this.prepared)
+          : await query<ListRow>(this.knex, LIST_MANY, [tenantId, users, page.offset, page.offset + page.limit], this.prepared);
+        const byUser = new Map<string, ListRow[]>();
+        for (const row of rows) {
+          const list = byUser.get(row.user_id);
+          if (list) list.push(row);
+          else byUser.set(row.user_id, [row]);
+        }
+        return reads.map((r) => byUser.get(r.userId) ?? []);
+      },
+    });
+  }
 
   async list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>> {
-    // Device listings and every verification. One round trip: the window count rides along with the page.
-    const rows = filter.method
-      ? await query<MfaDeviceReadRow & { full_count: string }>(this.knex, LIST_BY_METHOD, [tenantId, userId, filter.method, page.limit, page.offset], this.prepared)
-      : await query<MfaDeviceReadRow & { full_count: string }>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared);
+    // One round trip (shared with the other reads of this moment): the window count rides along with the page.
+    const rows = await this.readPage({ tenantId, userId, method: filter.method, page });
     let total = rows[0] ? Number(rows[0].full_count) : 0;
     if (!rows[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.

@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceWrite } from '../types.js';
+import { coalesce } from './coalesce.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -70,6 +71,11 @@ const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row
 const FIND = statement(`select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, ${columns('d')}
   from (values (1)) as one (x)
   left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`);
+/** FIND for several (user, fingerprint) pairs of one tenant (storage/knex/coalesce.ts): still one statement, one snapshot. */
+const FIND_MANY = statement(`select u.user_id as asked_user, u.fingerprint as asked_fingerprint,
+    coalesce((select generation from trusted_device_generations g where g.tenant_id = ? and g.user_id = u.user_id), 0) as generation, ${columns('d')}
+  from unnest(?::text[], ?::text[]) as u (user_id, fingerprint)
+  left join trusted_devices d on d.tenant_id = ? and d.user_id = u.user_id and d.fingerprint = u.fingerprint and d.trusted_until > ?`);
 /**
  * A page as ONE json value that Postgres builds: a tuple per device (PAGE_COLUMNS, then the times), newest first,
  * each carrying the window count. pg then parses one field with JSON.parse instead of a dozen text fields per row,
@@ -79,13 +85,16 @@ type PageTuple = [id: string, fingerprint: string, deviceName: string | null, de
 /** The columns of a tuple, in PageTuple's order; the timestamps and the count follow them. */
 const PAGE_COLUMNS = ['id', 'fingerprint', 'device_name', 'device_type', 'browser', 'os', 'ip'] as const;
 const PAGE_FIELDS = [...PAGE_COLUMNS, 'created_ms', 'until_ms', 'full_count'].map((c) => `p.${c}`).join(', ');
-const listPage = (where: string) =>
-  statement(`select coalesce(json_agg(json_build_array(${PAGE_FIELDS}) order by p.created_at desc, p.id desc), '[]') as page from (
+const pageOf = (where: string, alias = '') =>
+  `select coalesce(json_agg(json_build_array(${PAGE_FIELDS}) order by p.created_at desc, p.id desc), '[]')${alias} from (
     select ${PAGE_COLUMNS.map((c) => `d.${c}`).join(', ')}, d.created_at, ${epochMs('d.created_at', 'created_ms')}, ${epochMs('d.trusted_until', 'until_ms')},
       count(*) over () as full_count
-    from trusted_devices d where ${where} order by d.created_at desc, d.id desc limit ? offset ?) p`);
-const LIST_ALL = listPage('d.tenant_id = ? and d.user_id = ?');
-const LIST_ACTIVE = listPage('d.tenant_id = ? and d.user_id = ? and d.trusted_until > ?');
+    from trusted_devices d where ${where} order by d.created_at desc, d.id desc limit ? offset ?) p`;
+const LIST_ALL = statement(pageOf('d.tenant_id = ? and d.user_id = ?', ' as page'));
+const LIST_ACTIVE = statement(pageOf('d.tenant_id = ? and d.user_id = ? and d.trusted_until > ?', ' as page'));
+/** The same page for several users of one tenant (storage/knex/coalesce.ts): the single-user page, once per user. */
+const LIST_ALL_MANY = statement(`select u.user_id, (${pageOf('d.tenant_id = ? and d.user_id = u.user_id')}) as page from unnest(?::text[]) as u (user_id)`);
+const LIST_ACTIVE_MANY = statement(`select u.user_id, (${pageOf('d.tenant_id = ? and d.user_id = u.user_id and d.trusted_until > ?')}) as page from unnest(?::text[]) as u (user_id)`);
 
 const fromTuple = (tenantId: string, userId: string, t: PageTuple): TrustedDevice => ({
   id: t[0],
@@ -101,12 +110,63 @@ const fromTuple = (tenantId: string, userId: string, t: PageTuple): TrustedDevic
   trustedUntil: new Date(t[8]),
 });
 
+type FoundRow = Partial<TrustedDeviceReadRow> & { generation: string };
+type AskedRow = FoundRow & { asked_user: string; asked_fingerprint: string };
+interface FindRead {
+  tenantId: string;
+  userId: string;
+  fingerprint: string;
+  now: Date;
+}
+interface PageRead {
+  tenantId: string;
+  userId: string;
+  filter: { includeExpired: boolean; now: Date };
+  page: PageQuery;
+}
+/** A batch reads "now" once: at the latest of its reads' clocks (each read still happens after its request asked). */
+const latest = (reads: ReadonlyArray<{ now: Date }>): Date => new Date(Math.max(...reads.map((r) => r.now.getTime())));
+const pair = (userId: string, fingerprint: string): string => JSON.stringify([userId, fingerprint]);
+
 export class KnexTrustedDeviceStore implements TrustedDeviceStore {
+  /** The cache-miss reads and the page reads of one round of the event loop, one statement each (storage/knex/coalesce.ts). */
+  private readonly readFind: (read: FindRead) => Promise<FoundRow>;
+  private readonly readPage: (read: PageRead) => Promise<unknown>;
+
   /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
   constructor(
     private readonly knex: Knex,
     private readonly prepared = true,
-  ) {}
+  ) {
+    this.readFind = coalesce<FindRead, FoundRow>({
+      group: (r) => r.tenantId,
+      one: async ({ tenantId, userId, fingerprint, now }) => (await query<FoundRow>(this.knex, FIND, [tenantId, userId, tenantId, userId, fingerprint, now], this.prepared))[0]!,
+      many: async (reads) => {
+        const { tenantId } = reads[0]!;
+        const rows = await query<AskedRow>(this.knex, FIND_MANY, [tenantId, reads.map((r) => r.userId), reads.map((r) => r.fingerprint), tenantId, latest(reads)], this.prepared);
+        const byPair = new Map(rows.map((row) => [pair(row.asked_user, row.asked_fingerprint), row]));
+        return reads.map((r) => byPair.get(pair(r.userId, r.fingerprint))!);
+      },
+    });
+    this.readPage = coalesce<PageRead, unknown>({
+      group: (r) => JSON.stringify([r.tenantId, r.filter.includeExpired, r.page.limit, r.page.offset]),
+      one: async ({ tenantId, userId, filter, page }) => {
+        const [row] = filter.includeExpired
+          ? await query<{ page: unknown }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
+          : await query<{ page: unknown }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
+        return row!.page;
+      },
+      many: async (reads) => {
+        const { tenantId, filter, page } = reads[0]!;
+        const users = [...new Set(reads.map((r) => r.userId))];
+        const rows = filter.includeExpired
+          ? await query<{ user_id: string; page: unknown }>(this.knex, LIST_ALL_MANY, [tenantId, page.limit, page.offset, users], this.prepared)
+          : await query<{ user_id: string; page: unknown }>(this.knex, LIST_ACTIVE_MANY, [tenantId, latest(reads.map((r) => r.filter)), page.limit, page.offset, users], this.prepared);
+        const byUser = new Map(rows.map((row) => [row.user_id, row.page]));
+        return reads.map((r) => byUser.get(r.userId));
+      },
+    });
+  }
 
   async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }> {
     return this.knex.transaction(async (trx) => {
@@ -145,17 +205,15 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }> {
-    const [row] = await query<Partial<TrustedDeviceReadRow> & { generation: string }>(this.knex, FIND, [tenantId, userId, tenantId, userId, fingerprint, now], this.prepared);
-    return { device: row!.id ? fromReadRow(row as TrustedDeviceReadRow) : null, generation: Number(row!.generation) };
+    const row = await this.readFind({ tenantId, userId, fingerprint, now });
+    return { device: row.id ? fromReadRow(row as TrustedDeviceReadRow) : null, generation: Number(row.generation) };
   }
 
   async list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>> {
-    // One round trip: the window count rides along with the page. Both use trusted_devices_user_idx, whatever the table's size.
-    const [row] = filter.includeExpired
-      ? await query<{ page: unknown }>(this.knex, LIST_ALL, [tenantId, userId, page.limit, page.offset], this.prepared)
-      : await query<{ page: unknown }>(this.knex, LIST_ACTIVE, [tenantId, userId, filter.now, page.limit, page.offset], this.prepared);
+    // One round trip (shared with the other reads of this moment): the window count rides along with the page.
+    // Every form uses trusted_devices_user_idx, whatever the table's size.
     // pg parses json with JSON.parse unless the app told it otherwise (pg.types.setTypeParser(114, …)).
-    const raw: unknown = row!.page;
+    const raw = await this.readPage({ tenantId, userId, filter, page });
     const tuples = (typeof raw === 'string' ? JSON.parse(raw) : raw) as PageTuple[];
     let total = tuples[0] ? Number(tuples[0][9]) : 0;
     if (!tuples[0] && page.offset > 0) {
