@@ -117,6 +117,33 @@ describe('hot-path helpers', () => {
         expect(JSON.stringify(lines)).not.to.contain('secret-looking');
       }
     });
+
+    it("follows the logger's level when it is changed at run time, and still redacts the logger's other lines", async () => {
+      const lines: Array<Record<string, unknown>> = [];
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+          done();
+        },
+      });
+      const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 } });
+      try {
+        const logger = pino({ level: 'info', redact: ['req.headers.authorization'] }, sink);
+        const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'hot-path-test-jwt-secret-0123456789', logger });
+        await request(app).get('/healthz');
+        logger.level = 'warn';
+        await request(app).get('/healthz');
+        logger.level = 'info';
+        await request(app).get('/openapi.json');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        logger.info({ req: { headers: { authorization: 'Bearer not-for-logs' } } }, 'other line');
+      } finally {
+        await knex.destroy();
+      }
+      const access = lines.filter((l) => l.msg === 'request completed').map((l) => (l.req as { path: string }).path);
+      expect(access).to.deep.equal(['/healthz', '/openapi.json']);
+      expect(JSON.stringify(lines)).not.to.contain('not-for-logs');
+    });
   });
 
   describe("the example app's security headers", () => {
