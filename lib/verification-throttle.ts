@@ -44,6 +44,22 @@ export interface RateLimitOptions {
 /** The one Redis command the shared rate-limit store sends (ioredis' `call`). */
 export interface RateLimitRedisClient {
   call(command: string, ...args: string[]): Promise<unknown>;
+  /** ioredis `Cluster`: its masters (the limiter's scripts are loaded on each of them). */
+  nodes?(role: 'master'): ReadonlyArray<{ call(command: string, ...args: string[]): Promise<unknown> }>;
+}
+
+/**
+ * The limiter's `sendCommand`. `SCRIPT LOAD` names no key, so a Redis Cluster client sends it to one node,
+ * and the `EVALSHA` of a key that lives on another master fails (NOSCRIPT) — a limiter that lets every
+ * request through for those users. On a cluster the scripts are loaded on every master instead.
+ */
+export function rateLimitCommand(redis: RateLimitRedisClient): (command: string, ...args: string[]) => Promise<RedisReply> {
+  return async (command, ...args) => {
+    const masters = command.toUpperCase() === 'SCRIPT' ? (redis.nodes?.('master') ?? []) : [];
+    if (masters.length === 0) return (await redis.call(command, ...args)) as RedisReply;
+    const [first] = await Promise.all(masters.map((node) => node.call(command, ...args)));
+    return first as RedisReply;
+  };
 }
 
 /** Checks lockout options at set-up. */
@@ -91,7 +107,7 @@ export function verifyRateLimiter(args: {
   if (redis) {
     store = new RecoveringRedisStore({
       prefix: `${config.prefix}${args.scope}:`,
-      sendCommand: (command: string, ...rest: string[]) => redis.call(command, ...rest) as Promise<RedisReply>,
+      sendCommand: rateLimitCommand(redis),
     });
   }
   return rateLimit({

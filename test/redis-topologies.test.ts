@@ -11,11 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Express } from 'express';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import jwt from 'jsonwebtoken';
 import request from 'supertest';
 import { sharedParts, type SharedEnv, type SharedParts } from '../examples/several-instances.js';
 import { silentLogger } from '../index.js';
+import { rateLimitCommand } from '../lib/verification-throttle.js';
 import { KEY_A } from './support/fixtures.js';
 import { JWT_SECRET, mfaApp } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -66,8 +67,11 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** Two instances built from `env` on one fresh database: revocations and the rate limit are shared. */
-function sharedBehaviour(env: () => SharedEnv) {
+/**
+ * Two instances built from `env` on one fresh database: revocations and the rate limit are shared.
+ * `forgetScripts` empties every node's script cache before the limiters are made, so they must load their own.
+ */
+function sharedBehaviour(env: () => SharedEnv, forgetScripts?: () => Promise<void>) {
   let db: FreshDatabase;
   const parts: SharedParts[] = [];
   before(async () => {
@@ -105,6 +109,7 @@ function sharedBehaviour(env: () => SharedEnv) {
 
   it('the rate limit counts requests of both instances, for users whose keys fall in any slot', async () => {
     const prefix = `mfa-kit:test:${randomUUID()}:`;
+    await forgetScripts?.();
     const [a, b] = parts.map((p) => mfaApp(p.storage, { cache: p.cache, ...(p.redis && { redis: p.redis }), rateLimit: { limit: 3, windowMs: 60_000, prefix } }).app) as [Express, Express];
     for (let u = 0; u < 8; u++) {
       const bearer = `Bearer ${jwt.sign({ sub: `hank-${u}`, tenant_id: 'acme' }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '5m' })}`;
@@ -159,7 +164,40 @@ describe('Redis topologies through ioredis (examples/several-instances.ts)', fun
         for (const r of admin) r.disconnect();
       }
     });
-    sharedBehaviour(() => ({ DATABASE_URL: '', REDIS_CLUSTER_NODES: ports.map((p) => `127.0.0.1:${p}`).join(',') }));
+    // SCRIPT LOAD names no key: a cluster client sends it to one master, and the limiter must still work on the others.
+    const forgetScripts = async () => {
+      for (const port of ports) {
+        const node = new Redis({ port, host: '127.0.0.1' });
+        try {
+          await node.call('SCRIPT', 'FLUSH');
+        } finally {
+          node.disconnect();
+        }
+      }
+    };
+    sharedBehaviour(() => ({ DATABASE_URL: '', REDIS_CLUSTER_NODES: ports.map((p) => `127.0.0.1:${p}`).join(',') }), forgetScripts);
+
+    it("loads the limiter's scripts on every master, not on the one node a keyless command goes to", async () => {
+      const cluster = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
+      try {
+        await forgetScripts();
+        const sha = await rateLimitCommand(cluster)('SCRIPT', 'LOAD', `return '${randomUUID()}'`);
+        expect(sha).to.match(/^[0-9a-f]{40}$/);
+        const loaded = await Promise.all(
+          ports.map(async (port) => {
+            const node = new Redis({ port, host: '127.0.0.1' });
+            try {
+              return ((await node.call('SCRIPT', 'EXISTS', String(sha))) as number[])[0];
+            } finally {
+              node.disconnect();
+            }
+          }),
+        );
+        expect(loaded).to.deep.equal([1, 1, 1]);
+      } finally {
+        cluster.disconnect();
+      }
+    });
 
     it('(the rate-limit counters above did land on more than one master)', async () => {
       const counts = await Promise.all(
