@@ -62,21 +62,18 @@ type MfaDeviceReadRow = Omit<MfaDeviceRow, 'created_at' | 'last_used_at' | 'veri
   expires_ms: number | null;
 };
 
-const RAW_COLUMNS =
-  'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, created_at, last_used_at, verified_at, expires_at';
 const DEVICE_COLUMNS =
   'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
   `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}`;
 const LIST_COLUMNS = `${DEVICE_COLUMNS}, count(*) over () as full_count`;
-const LIST = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? order by created_at desc, id desc limit ? offset ?`);
-const LIST_BY_METHOD = statement(`select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ? and method = ? order by created_at desc, id desc limit ? offset ?`);
-/** The same page for several users of one tenant (storage/knex/coalesce.ts): the page and the count per user. */
+const pageOf = (user: string, byMethod: boolean) =>
+  `select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ${user}${byMethod ? ' and method = ?' : ''} order by created_at desc, id desc limit ? offset ?`;
+const LIST = statement(pageOf('?', false));
+const LIST_BY_METHOD = statement(pageOf('?', true));
+/** The same page for several users of one tenant (storage/knex/coalesce.ts): the single-user page, once per user. */
 const listMany = (byMethod: boolean) =>
-  statement(`select ${DEVICE_COLUMNS}, full_count from (
-    select ${RAW_COLUMNS}, count(*) over (partition by user_id) as full_count,
-      row_number() over (partition by user_id order by created_at desc, id desc) as n
-    from mfa_devices where tenant_id = ? and user_id = any(?::text[])${byMethod ? ' and method = ?' : ''}
-  ) page where n > ? and n <= ? order by user_id, n`);
+  statement(`select d.* from unnest(?::text[]) with ordinality as u (user_id, n)
+    cross join lateral (${pageOf('u.user_id', byMethod)}) d order by u.n, d.created_ms desc, d.id desc`);
 const LIST_MANY = listMany(false);
 const LIST_MANY_BY_METHOD = listMany(true);
 
@@ -116,8 +113,8 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
         const { tenantId, method, page } = reads[0]!;
         const users = [...new Set(reads.map((r) => r.userId))];
         const rows = method
-          ? await query<ListRow>(this.knex, LIST_MANY_BY_METHOD, [tenantId, users, method, page.offset, page.offset + page.limit], this.prepared)
-          : await query<ListRow>(this.knex, LIST_MANY, [tenantId, users, page.offset, page.offset + page.limit], this.prepared);
+          ? await query<ListRow>(this.knex, LIST_MANY_BY_METHOD, [users, tenantId, method, page.limit, page.offset], this.prepared)
+          : await query<ListRow>(this.knex, LIST_MANY, [users, tenantId, page.limit, page.offset], this.prepared);
         const byUser = new Map<string, ListRow[]>();
         for (const row of rows) {
           const list = byUser.get(row.user_id);
