@@ -6,13 +6,13 @@
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { knexStorage } from '../index.js';
-import { coalesce } from '../storage/knex/coalesce.js';
+import { DEFAULT_MAX_BATCH, coalesce } from '../storage/knex/coalesce.js';
 import type { MfaDevice } from '../storage/types.js';
 import { ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
 describe('coalesce()', () => {
-  const recorder = (fail?: Error) => {
+  const recorder = (fail?: Error, maxBatch: number | null = 3) => {
     const calls: Array<{ kind: 'one' | 'many'; reads: string[] }> = [];
     const read = coalesce<string, string>({
       group: (r) => r.split(':')[0]!,
@@ -24,7 +24,7 @@ describe('coalesce()', () => {
         calls.push({ kind: 'many', reads: [...reads] });
         return fail ? Promise.reject(fail) : Promise.resolve(reads.map((r) => `answer ${r}`));
       },
-      maxBatch: 3,
+      ...(maxBatch !== null && { maxBatch }),
     });
     return { calls, read };
   };
@@ -57,6 +57,14 @@ describe('coalesce()', () => {
       { kind: 'many', reads: ['a:1', 'a:2', 'a:3'] },
       { kind: 'one', reads: ['a:4'] },
     ]);
+  });
+
+  it(`bounds a batch at ${DEFAULT_MAX_BATCH} reads by default, so Postgres starts on a statement while the server reads the rest`, async () => {
+    const { calls, read } = recorder(undefined, null);
+    const asked = Array.from({ length: 2 * DEFAULT_MAX_BATCH + 1 }, (_, i) => `a:${i}`);
+    expect(await Promise.all(asked.map(read))).to.deep.equal(asked.map((r) => `answer ${r}`));
+    expect(calls.map((c) => c.reads.length)).to.deep.equal([DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH, 1]);
+    expect(DEFAULT_MAX_BATCH).to.equal(16);
   });
 
   it('fails every read of a batch with the error of its call, and only those', async () => {

@@ -8,7 +8,16 @@
  * is sent early when it reaches `maxBatch`. A batch is one statement, so its reads see one snapshot; each
  * read still starts after its request asked for it, so a change committed before that is seen. When the
  * statement fails, every read of the batch fails with its error.
+ *
+ * Why the bound is small (16): with no bound, under load every request in flight lands in one batch, and the
+ * server and Postgres take turns (Postgres builds 30 pages while Node waits, then Node answers 30 requests while
+ * Postgres waits). A group sent as soon as it holds 16 reads reaches Postgres while Node still reads the
+ * rest of the round's requests, and its answers come back while the next statement runs, so the two work
+ * side by side (BENCHMARKS.md, fifth round: the trusted-device page +15 % at 16; at 8 the cheap cache-miss
+ * lookup lost more to the extra statements than it gained).
  */
+
+export const DEFAULT_MAX_BATCH = 16;
 
 export interface CoalesceOptions<A, R> {
   /** Reads with the same group key can be answered by one statement. */
@@ -17,7 +26,7 @@ export interface CoalesceOptions<A, R> {
   one(args: A): Promise<R>;
   /** Answers a batch of two or more reads of one group: one result per read, in order. */
   many(batch: readonly A[]): Promise<readonly R[]>;
-  /** Most reads in one statement. @default 64 */
+  /** Most reads in one statement (see the module comment for why it is small). @default 16 */
   maxBatch?: number;
 }
 
@@ -28,7 +37,7 @@ interface Batch<A, R> {
 
 /** A function that answers reads like `one`, coalescing those asked for in the same round of the event loop. */
 export function coalesce<A, R>(options: CoalesceOptions<A, R>): (args: A) => Promise<R> {
-  const maxBatch = options.maxBatch ?? 64;
+  const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
   let open = new Map<string, Batch<A, R>>();
   let scheduled = false;
 
