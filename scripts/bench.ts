@@ -10,7 +10,7 @@
  * end; unset → an embedded Postgres), REDIS_URL (unset → a private redis-server when one is on PATH),
  * BENCH_QUICK=1 (a short run), BENCH_DURATION (seconds per measurement), BENCH_ROUNDS, BENCH_CONNECTIONS,
  * BENCH_ROWS (rows of the growth phase), BENCH_ONLY (comma-separated scenario ids / groups to run),
- * BENCH_NODE_FLAGS (Node flags of every server; default '--max-semi-space-size=8'), BENCH_TOOL=autocannon (ignore wrk on PATH), BENCH_TSX=1 (run the servers under tsx instead of compiled), BENCH_PROFILE=1 (run the servers with --cpu-prof; profiles in
+ * BENCH_NODE_FLAGS (Node flags of every server; default '--max-semi-space-size=8 --heap-growing-percent=100'), BENCH_TOOL=autocannon (ignore wrk on PATH), BENCH_TSX=1 (run the servers under tsx instead of compiled), BENCH_PROFILE=1 (run the servers with --cpu-prof; profiles in
  * .data/bench/profiles, summarised by `tsx scripts/bench/cpu-summary.ts <file>`).
  */
 import { randomBytes } from 'node:crypto';
@@ -48,7 +48,7 @@ const config = {
    */
   verifyUsers: int('BENCH_VERIFY_USERS', QUICK ? 50_000 : 100_000),
   only: new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean)),
-  nodeFlags: (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=8').split(' ').filter(Boolean),
+  nodeFlags: (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=8 --heap-growing-percent=100').split(' ').filter(Boolean),
 };
 const wanted = (id: string) => config.only.size === 0 || config.only.has(id);
 
@@ -137,8 +137,9 @@ async function main(): Promise<void> {
       ...extra,
     });
     const profileDir = path.resolve('.data', 'bench', 'profiles');
-    // The same Node flags for every server, kit and reference alike (BENCHMARKS.md: a young generation of 8 MiB
-    // semi-spaces keeps a server's resident memory under load ~40 MiB lower at no measurable cost).
+    // The same Node flags for every server, kit and reference alike, the ones the README recommends (BENCHMARKS.md:
+    // 8 MiB semi-spaces, and an old generation let grow to twice its live set between major GCs instead of ~4×,
+    // keep a server's resident memory under load ~40 and ~50 MiB lower at little cost).
     const nodeArgs = [...config.nodeFlags, ...(process.env.BENCH_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
     log(process.env.BENCH_TSX === '1' ? 'servers run under tsx' : 'compiling the servers (tsc, incremental)');
     const command = prepareScripts(process.env.BENCH_TSX === '1');
