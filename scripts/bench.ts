@@ -317,13 +317,17 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
     lines.push(
       `### ${title}`,
       '',
-      '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare | server CPU µs/req |',
+      '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare (round by round) | server CPU µs/req |',
       '|---|---|---:|---:|---:|---:|---:|---:|',
     );
     for (const r of inGroup) {
       const s = summarise(r.results);
       const bare = bareOf(group, r.scenario);
-      const ratio = bare && r.target !== 'bare' ? fmt(s.rps / summarise(bare.results).rps, 2) : '';
+      // The ratio of the means, and the range of the ratios round by round (a server against the reference measured
+      // in the same round): how far the machine's drift moved it in this run.
+      const paired = bare && r.target !== 'bare' ? r.results.map((x, i) => x.rps / (bare.results[i]?.rps ?? NaN)).filter(Number.isFinite) : [];
+      const spread = paired.length > 1 ? ` (${fmt(Math.min(...paired), 2)}–${fmt(Math.max(...paired), 2)})` : '';
+      const ratio = bare && r.target !== 'bare' ? fmt(s.rps / summarise(bare.results).rps, 2) + spread : '';
       const failures = s.failures ? `${s.failures} (${Object.entries(s.statuses).filter(([k]) => !k.startsWith('2')).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '0';
       // A scenario whose requests are made when sent runs on autocannon even when wrk is the tool: say so.
       const tools = new Set(r.results.map((x) => x.tool));
