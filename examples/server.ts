@@ -74,6 +74,23 @@ function loadEnv(): ServerEnv {
   };
 }
 
+/** How long start-up waits for Redis before going on without it. */
+const REDIS_CONNECT_WAIT_MS = 1000;
+
+/** Resolves once `redis` is ready, or after `ms` (whichever comes first); never rejects. */
+function connected(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+  });
+}
+
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
@@ -102,8 +119,11 @@ async function main(): Promise<void> {
   // [3/7] The same client keeps the verify routes' rate-limit counters, shared by every instance.
   let rateLimitRedis: Redis | undefined;
   if (env.redisUrl) {
-    // Not awaited: the server starts (and answers from Postgres) while Redis is unreachable, and ioredis keeps reconnecting.
     const redis = new Redis(env.redisUrl, REDIS_CACHE_CLIENT_OPTIONS);
+    // A moment for the connection, so the rate limiters load their scripts now rather than at their first
+    // request; not longer: the server starts (and answers from Postgres) while Redis is unreachable, and
+    // ioredis keeps reconnecting.
+    await connected(redis, REDIS_CONNECT_WAIT_MS);
     const redisBacked = redisCache({ client: redis, logger });
     rateLimitRedis = redis;
     cache = redisBacked;

@@ -133,12 +133,26 @@ export function verifyRateLimiter(args: {
 }
 
 /**
- * rate-limit-redis loads its Lua scripts once, at start-up; if Redis is unreachable then, the
- * rejected load would stick and the limiter stay open after Redis comes back. This reloads the
- * scripts after any failure, so the limit resumes with Redis.
+ * rate-limit-redis loads its Lua scripts once, when the limiter is made: on a client that refuses commands
+ * until it is connected (`enableOfflineQueue: false`, as the example server's), that load fails at start-up,
+ * and so it does while Redis is unreachable. A failed load would stick and the limiter stay open. This store
+ * remembers that a load failed and loads the scripts again before the next count, so the first request
+ * after start-up (or after Redis came back) is counted, not waved through; should a count fail anyway, the
+ * scripts are reloaded for the next one.
  */
 class RecoveringRedisStore extends RedisStore {
+  private scriptsLost = false;
+
+  override loadIncrementScript(key?: string): Promise<string> {
+    return this.watched(super.loadIncrementScript(key));
+  }
+
+  override loadGetScript(key?: string): Promise<string> {
+    return this.watched(super.loadGetScript(key));
+  }
+
   override async increment(key: string): ReturnType<RedisStore['increment']> {
+    if (this.scriptsLost) this.reloadScripts();
     try {
       return await super.increment(key);
     } catch (err) {
@@ -148,6 +162,7 @@ class RecoveringRedisStore extends RedisStore {
   }
 
   override async get(key: string): ReturnType<RedisStore['get']> {
+    if (this.scriptsLost) this.reloadScripts();
     try {
       return await super.get(key);
     } catch (err) {
@@ -156,13 +171,18 @@ class RecoveringRedisStore extends RedisStore {
     }
   }
 
+  /** Marks the scripts lost when `load` fails; the rejection itself is awaited (and reported) by the call that uses it. */
+  private watched(load: Promise<string>): Promise<string> {
+    load.catch(() => {
+      this.scriptsLost = true;
+    });
+    return load;
+  }
+
   private reloadScripts(): void {
-    const quiet = <T>(p: Promise<T>): Promise<T> => {
-      p.catch(() => undefined); // awaited (and reported) by the next call, not unhandled meanwhile
-      return p;
-    };
-    this.incrementScriptSha = quiet(this.loadIncrementScript());
-    this.getScriptSha = quiet(this.loadGetScript());
+    this.scriptsLost = false;
+    this.incrementScriptSha = this.loadIncrementScript();
+    this.getScriptSha = this.loadGetScript();
   }
 }
 
