@@ -70,7 +70,22 @@ const PRESETS: Record<'problem' | 'simple' | 'nest', ProblemFormatter> = {
   }),
 };
 
-const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+/** W3C Trace Context `traceparent`: version, trace-id, parent-id, flags; a later version may append fields. */
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$/;
+const ZEROS = /^0+$/;
+
+/**
+ * The trace and parent ids of a valid `traceparent`, else undefined. As W3C Trace Context says, a header
+ * with version `ff`, an all-zero trace-id or parent-id, or (version 00) anything after the flags is invalid
+ * and treated as absent.
+ */
+function traceOf(header: unknown): { traceId: string; spanId: string } | undefined {
+  const m = typeof header === 'string' ? TRACEPARENT.exec(header.trim()) : null;
+  if (!m) return undefined;
+  const [, version, traceId, spanId, more] = m as unknown as [string, string, string, string, string | undefined];
+  if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
+  return { traceId, spanId };
+}
 const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 
 /** The request path and query, with values of secret-looking parameters replaced, bounded in length. */
@@ -141,11 +156,10 @@ export function buildProblem(problem: ProblemError, req: Request, options: { ser
     request_id: contextOf(req).requestId,
     service: options.service,
   };
-  const traceparent = req.headers.traceparent;
-  const trace = typeof traceparent === 'string' ? TRACEPARENT.exec(traceparent.trim()) : null;
-  if (trace?.[1] && trace[2]) {
-    body.trace_id = trace[1];
-    body.span_id = trace[2];
+  const trace = traceOf(req.headers.traceparent);
+  if (trace) {
+    body.trace_id = trace.traceId;
+    body.span_id = trace.spanId;
   }
   if (problem.errors?.length) body.errors = problem.errors;
   if (problem.retryAfter !== undefined) body.retry_after = problem.retryAfter;

@@ -44,6 +44,26 @@ describe('problemJson()', () => {
     expect(res.body.instance).to.equal('/boom?user_id=u1&api_key=%5Bredacted%5D');
   });
 
+  it('takes the trace id only from a valid traceparent (W3C Trace Context)', async () => {
+    const traceOf = async (header: string) => (await request(appWith('problem')).get('/boom').set('traceparent', header)).body as { trace_id?: string; span_id?: string };
+    const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const PARENT = '00f067aa0ba902b7';
+    // A later version may append fields; its ids are still read.
+    expect(await traceOf(`01-${TRACE}-${PARENT}-01-extra`)).to.include({ trace_id: TRACE, span_id: PARENT });
+    for (const invalid of [
+      `00-${'0'.repeat(32)}-${PARENT}-01`, // all-zero trace-id
+      `00-${TRACE}-${'0'.repeat(16)}-01`, // all-zero parent-id
+      `ff-${TRACE}-${PARENT}-01`, // version ff
+      `00-${TRACE}-${PARENT}-01-extra`, // version 00 has exactly four fields
+      `00-${TRACE.toUpperCase()}-${PARENT}-01`, // upper-case hex
+      'garbage',
+    ]) {
+      const body = await traceOf(invalid);
+      expect(body, invalid).to.not.have.property('trace_id');
+      expect(body, invalid).to.not.have.property('span_id');
+    }
+  });
+
   it('does not echo a request id with unsafe characters', async () => {
     const res = await request(appWith('problem')).get('/boom').set('X-Request-ID', 'a b\tc');
     expect(res.body.request_id).to.match(/^req_[0-9a-f-]{36}$/);
