@@ -38,14 +38,14 @@ export const tenantFrom = {
 export interface TenantOptions {
   /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
   from?: TenantExtractor;
-  /** A second source that, when present, must agree with the first (→ 403 otherwise). */
+  /** A second source that, when present, must be well-formed (→ 400) and agree with the first (→ 403). */
   mustMatch?: TenantExtractor;
 }
 
 const invalid = (field: string, detail: string, code: 'required' | 'format') =>
   ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field, code, description: detail }] });
 
-/** Sets `req.mfa.tenantId`: 400 when missing or malformed, 403 when the two sources disagree. */
+/** Sets `req.mfa.tenantId`: 400 when missing or malformed (either source), 403 when the two sources disagree. */
 export function tenant(options: TenantOptions = {}): RequestHandler {
   const from = options.from ?? tenantFrom.header();
   const { mustMatch } = options;
@@ -61,6 +61,11 @@ export function tenant(options: TenantOptions = {}): RequestHandler {
     }
     if (mustMatch) {
       const other = mustMatch(req);
+      if (other !== undefined && (typeof other !== 'string' || !TENANT_ID.test(other))) {
+        // Malformed is a bad request whatever it would have been compared with.
+        next(invalid(mustMatch.label, `${mustMatch.label} must be 1-64 characters of A-Z a-z 0-9 _ . -`, 'format'));
+        return;
+      }
       if (other !== undefined && other !== value) {
         next(ProblemError.from('TENANT_MISMATCH'));
         return;

@@ -122,7 +122,7 @@ interface StrategyOutcome {
 
 /**
  * Builds the authentication chain for a user router: authenticate, then set `req.mfa.userId`
- * and `req.mfa.tenantId` from the claims (401 without a usable user id, 400 / 403 for the tenant).
+ * and `req.mfa.tenantId` from the claims (401 without a user id claim, 400 for a malformed one, 400 / 403 for the tenant).
  */
 export function userAuth(factory: string, options: UserAuthOptions): RequestHandler[] {
   if (options.authenticate === undefined && options.jwt === undefined) {
@@ -136,8 +136,14 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
   const setUser: RequestHandler = (req: Request, _res, next) => {
     const user = (req as { user?: unknown }).user;
     const id = typeof user === 'object' && user !== null ? (user as Record<string, unknown>)[userClaim] : undefined;
-    if (typeof id !== 'string' || !USER_ID.test(id) || !id.isWellFormed()) {
+    if (typeof id !== 'string') {
       next(ProblemError.from('UNAUTHENTICATED', `The token has no usable '${userClaim}' claim.`));
+      return;
+    }
+    // A valid token whose user id the kit cannot store: a field violation, as for the tenant claim (CONTRACT.md §1).
+    if (!USER_ID.test(id) || !id.isWellFormed()) {
+      const detail = `${userClaim} must be 1-128 characters without control characters`;
+      next(ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: userClaim, code: 'format', description: detail }] }));
       return;
     }
     contextOf(req).userId = id;
