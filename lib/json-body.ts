@@ -1,10 +1,16 @@
-/** JSON body parsing for the routers: 415 for a body that is not JSON, 413 over the limit, 400 when malformed. */
+/** JSON body parsing for the routers: 415 for a body that is not UTF-8 JSON, 413 over the limit, 400 when malformed. */
 import express, { type RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
 
 export const DEFAULT_BODY_LIMIT = '100kb';
 
 const isJsonType = (type: string): boolean => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type);
+const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
+/** Whether the type names a charset other than UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8). */
+const otherCharset = (type: string): boolean => {
+  const m = CHARSET.exec(type);
+  return m !== null && (m[1] ?? m[2] ?? '').toLowerCase() !== 'utf-8';
+};
 
 /**
  * Parses `application/json` (and `*+json`) bodies; a body of any other type → 415 Problem. One handler in an
@@ -20,8 +26,13 @@ export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT): RequestHa
       return;
     }
     const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
-    if (hasBody && !isJsonType(req.headers['content-type'] ?? '')) {
+    const type = req.headers['content-type'] ?? '';
+    if (hasBody && !isJsonType(type)) {
       next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
+      return;
+    }
+    if (hasBody && otherCharset(type)) {
+      next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'The request body must be UTF-8 application/json.'));
       return;
     }
     parse(req, res, next);

@@ -102,6 +102,19 @@ interface BodyParserError {
   type?: unknown;
   status?: unknown;
   expose?: unknown;
+  /** The body text that failed to parse (body-parser attaches it). */
+  body?: unknown;
+}
+
+/** Whether `text` is JSON after all: a scalar (`null`, `5`, `"x"`), which the strict parser refuses like a syntax error. */
+function isJsonScalar(text: unknown): boolean {
+  if (typeof text !== 'string') return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Maps anything thrown to a `ProblemError`; returns whether it was unexpected (to be logged as an error). */
@@ -110,6 +123,10 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   const e = (typeof err === 'object' && err !== null ? err : {}) as BodyParserError;
   switch (e.type) {
     case 'entity.parse.failed':
+      if (isJsonScalar(e.body)) {
+        const detail = '(body) must be a JSON object';
+        return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'type', description: detail }] }), unexpected: false };
+      }
       return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };
     case 'entity.too.large':
       return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };

@@ -46,7 +46,8 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
     const path = fieldPath(issue.path);
     const field = prefix && path ? `${prefix}.${path}` : prefix || path || '(body)';
     const code = violationCode(issue);
-    const description = code === 'required' ? `${field} is required` : `${field}: ${issue.message}`;
+    // A refinement's own message says what is missing better than "is required" ("give code or recoveryCode").
+    const description = code === 'required' && issue.code !== 'custom' ? `${field} is required` : `${field}: ${issue.message}`;
     return { field, code, description };
   });
 }

@@ -107,6 +107,29 @@ describe('problemJson()', () => {
     expect(res.status).to.equal(200);
     expect(res.body).to.deep.equal({ got: { a: 1 } });
   });
+
+  it('a JSON scalar body is a 400 field violation that says so, not "malformed JSON"', async () => {
+    const app = appWith('problem');
+    for (const body of ['null', '5', '"x"', 'true', ' null ']) {
+      const res = await request(app).post('/echo').set('Content-Type', 'application/json').send(body);
+      expect(res.status, body).to.equal(400);
+      expect(res.body, body).to.include({ code: 40000001, detail: '(body) must be a JSON object' });
+      expect(res.body.errors, body).to.deep.equal([{ field: '(body)', code: 'type', description: '(body) must be a JSON object' }]);
+    }
+  });
+
+  it('only UTF-8: a body declared in another charset → 415, as the detail says (RFC 8259 §8.1)', async () => {
+    const app = appWith('problem');
+    for (const charset of ['utf-16', 'UTF-16LE', 'latin1', 'utf8', '"iso-8859-1"']) {
+      const res = await request(app).post('/echo').set('Content-Type', `application/json; charset=${charset}`).send(Buffer.from('{"a":1}', charset === 'utf-16' || charset === 'UTF-16LE' ? 'utf16le' : 'latin1'));
+      expect(res.status, charset).to.equal(415);
+      expect(res.body.detail, charset).to.equal('The request body must be UTF-8 application/json.');
+    }
+    for (const charset of ['utf-8', 'UTF-8', '"utf-8"']) {
+      const res = await request(app).post('/echo').set('Content-Type', `application/json; charset=${charset}`).send('{"a":1}');
+      expect(res.status, charset).to.equal(200);
+    }
+  });
 });
 
 describe('tenant()', () => {

@@ -252,6 +252,18 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(events.filter((e) => e.name === 'mfa.succeeded').at(-1)!.payload).to.include({ method: 'recovery_code', via: 'login' });
     });
 
+    it('a code and a recovery code together, or neither → 400 that says which (nothing is used up)', async () => {
+      const u = user('rc-both');
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      let res = await login(u, { code: '123456', recoveryCode: codes[0] });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.deep.equal([{ field: 'recoveryCode', code: 'invalid', description: 'recoveryCode: give code or recoveryCode, not both' }]);
+      res = await login(u, {});
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.deep.equal([{ field: 'code', code: 'required', description: 'code: give code or recoveryCode' }]);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
+    });
+
     it('regenerating replaces the set: old codes stop working', async () => {
       const u = user('rc-regen');
       const old = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];

@@ -53,8 +53,10 @@ export const loginVerifyBody = z
       .optional(),
   })
   .superRefine((b, ctx) => {
-    if ((b.code === undefined) === (b.recoveryCode === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['code'], message: 'give exactly one of code or recoveryCode', params: { kind: 'required' } });
+    if (b.code === undefined && b.recoveryCode === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['code'], message: 'give code or recoveryCode', params: { kind: 'required' } });
+    } else if (b.code !== undefined && b.recoveryCode !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['recoveryCode'], message: 'give code or recoveryCode, not both', params: { kind: 'invalid' } });
     }
     if (b.recoveryCode !== undefined && b.deviceId !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['deviceId'], message: 'deviceId goes with code, not recoveryCode', params: { kind: 'invalid' } });
