@@ -2,7 +2,7 @@
 import type { Request, RequestHandler } from 'express';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
-import { TENANT_ID } from './validation.js';
+import { TENANT_ID, TENANT_ID_RULE } from './validation.js';
 
 /** Reads a tenant id candidate from a request; `undefined` when the source has none. */
 export type TenantExtractor = ((req: Request) => unknown) & { readonly label: string };
@@ -44,6 +44,8 @@ export interface TenantOptions {
 
 const invalid = (field: string, detail: string, code: 'required' | 'format') =>
   ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field, code, description: detail }] });
+const malformed = (field: string) => invalid(field, `${field} ${TENANT_ID_RULE}`, 'format');
+const wellFormed = (value: unknown): value is string => typeof value === 'string' && TENANT_ID.test(value);
 
 /** Sets `req.mfa.tenantId`: 400 when missing or malformed (either source), 403 when the two sources disagree. */
 export function tenant(options: TenantOptions = {}): RequestHandler {
@@ -55,15 +57,15 @@ export function tenant(options: TenantOptions = {}): RequestHandler {
       next(invalid(from.label, `${from.label} is required`, 'required'));
       return;
     }
-    if (typeof value !== 'string' || !TENANT_ID.test(value)) {
-      next(invalid(from.label, `${from.label} must be 1-64 characters of A-Z a-z 0-9 _ . -`, 'format'));
+    if (!wellFormed(value)) {
+      next(malformed(from.label));
       return;
     }
     if (mustMatch) {
       const other = mustMatch(req);
-      if (other !== undefined && (typeof other !== 'string' || !TENANT_ID.test(other))) {
+      if (other !== undefined && !wellFormed(other)) {
         // Malformed is a bad request whatever it would have been compared with.
-        next(invalid(mustMatch.label, `${mustMatch.label} must be 1-64 characters of A-Z a-z 0-9 _ . -`, 'format'));
+        next(malformed(mustMatch.label));
         return;
       }
       if (other !== undefined && other !== value) {

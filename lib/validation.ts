@@ -112,10 +112,14 @@ export function boolQuery(name: string, fallback: boolean) {
 
 /** User id: 1–128 characters, no control characters (CONTRACT.md §1). */
 export const USER_ID = /^[^\p{Cc}]{1,128}$/u;
+/** What a malformed user id is told. */
+export const USER_ID_RULE = 'must be 1-128 characters without control characters';
 /** Tenant id: 1–64 characters of `[A-Za-z0-9_.-]` (CONTRACT.md §1). */
 export const TENANT_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+/** What a malformed tenant id is told. */
+export const TENANT_ID_RULE = 'must be 1-64 characters of A-Z a-z 0-9 _ . -';
 
 export const userIdSchema = z
   .string({ error: (iss) => (iss.input === undefined ? 'user_id is required' : 'user_id must be a string') })
   .min(1, { message: 'must not be empty' })
-  .refine((s) => USER_ID.test(s) && s.isWellFormed(), { message: 'must be 1-128 characters without control characters', params: { kind: 'format' } });
+  .refine((s) => USER_ID.test(s) && s.isWellFormed(), { message: USER_ID_RULE, params: { kind: 'format' } });
