@@ -284,11 +284,17 @@ const PAGE_PARAMS = [
   { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 }, description: 'Items per page.' },
 ];
 
+/** The same parameters on seed 003's bare-array lists: optional, and without either one the whole list. */
+const BARE_LIST_PAGE_PARAMS = [
+  { name: 'page', schema: { type: 'integer', minimum: 1 }, description: 'Page number, 1-based (page_size 20 unless given). Without page and page_size: the whole list.' },
+  { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100 }, description: 'Items per page (page 1 unless given). The list\'s length is in X-Total-Count.' },
+];
+
 /** Every operation of the three routers; `operations` drives both the document and the conformance test. */
 export const OPERATIONS: Operation[] = [
   {
     router: 'mfaDevices', method: 'get', path: '/devices', tag: 'MFA devices', summary: 'List the caller\'s MFA devices (seed 003, a bare array)',
-    responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
+    query: BARE_LIST_PAGE_PARAMS, responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/totp', tag: 'MFA devices', summary: 'Enrol a TOTP device: the secret, otpauth URL and QR code are shown only here',
@@ -332,7 +338,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'mfaDevices', method: 'get', path: '/trusted-devices', tag: 'MFA devices', summary: 'The caller\'s own trusted (remembered) devices',
-    responses: { 200: UserTrustedDeviceListSchema }, problems: [403],
+    query: BARE_LIST_PAGE_PARAMS, responses: { 200: UserTrustedDeviceListSchema }, problems: [400, 403],
   },
   {
     router: 'mfaDevices', method: 'delete', path: '/trusted-devices/{id}', tag: 'MFA devices', summary: 'Revoke one of the caller\'s trusted devices',

@@ -111,6 +111,26 @@ describe('mfaDevicesRouter: devices', () => {
       expect(a!.id).to.match(UUID);
     });
 
+    it('page and page_size (CONTRACT.md §3) page the bare array; X-Total-Count is the whole list; bad values → 400', async () => {
+      const ids = [];
+      for (const name of ['One', 'Two', 'Three']) ids.unshift((await enrol('pager', name)).device.id);
+      const list = async (query: string) => as(request(app).get(`/auth/mfa/devices${query}`), 'pager');
+      let res = await list('');
+      expect(res.headers['x-total-count']).to.equal('3');
+      expect((res.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal(ids);
+      res = await list('?page_size=2');
+      expect((res.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal(ids.slice(0, 2));
+      res = await list('?page=2&page_size=2');
+      expect((res.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal(ids.slice(2));
+      expect(res.headers['x-total-count']).to.equal('3');
+      expect((await list('?page=9')).body).to.deep.equal([]);
+      for (const bad of ['?page=abc', '?page=0', '?page_size=101', '?page_size=0', '?page=1&page=2', '?page_size=1.5']) {
+        res = await list(bad);
+        expect(res.status, bad).to.equal(400);
+        expect(res.body.errors[0].field, bad).to.match(/^page(_size)?$/);
+      }
+    });
+
     it('shows another user or another tenant nothing', async () => {
       await enrol('owner-x');
       expect((await as(request(app).get('/auth/mfa/devices'), 'intruder')).body).to.deep.equal([]);

@@ -146,6 +146,29 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       expect((await as(request(app).get('/auth/mfa/trusted-devices'), u, 'other')).body).to.deep.equal([]);
     });
 
+    it('page and page_size page the list (newest first), X-Total-Count the whole; bad values → 400', async () => {
+      const { app, clock } = setup();
+      const u = user('pages');
+      const d = await verifiedDevice(app, clock, u);
+      const ids: string[] = [];
+      for (const fp of ['fp-p-1', 'fp-p-2', 'fp-p-3']) {
+        const res = await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms), rememberDevice: true, device: { fingerprint: fp } }), u);
+        ids.unshift(res.body.trustedDevice.id as string);
+        clock.step(1);
+      }
+      const list = async (query: string) => as(request(app).get(`/auth/mfa/trusted-devices${query}`), u);
+      const idsOf = (body: unknown) => (body as Array<{ id: string }>).map((t) => t.id);
+      expect(idsOf((await list('')).body)).to.deep.equal(ids);
+      let res = await list('?page=2&page_size=2');
+      expect(res.status).to.equal(200);
+      expect(idsOf(res.body)).to.deep.equal(ids.slice(2));
+      expect(res.headers['x-total-count']).to.equal('3');
+      res = await list('?page=3&page_size=2');
+      expect(res.body).to.deep.equal([]);
+      expect(res.headers['x-total-count']).to.equal('3');
+      for (const bad of ['?page=abc', '?page=0', '?page_size=1000']) expect((await list(bad)).status, bad).to.equal(400);
+    });
+
     it('DELETE one → 204 and the internal check is false at once; again → 404; another user’s → 404', async () => {
       const { app, clock, events } = setup();
       const u = user('revoke');

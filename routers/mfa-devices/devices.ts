@@ -3,10 +3,11 @@ import type { Request, RequestHandler, Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
+import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import type { MfaDevicesRouterConfig } from './options.js';
-import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, updateDeviceBody, verifyDeviceBody } from './schemas.js';
+import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, pageQuery, updateDeviceBody, verifyDeviceBody } from './schemas.js';
 import type { Caller, MfaDevicesService } from './service.js';
 import type { MfaDevice } from '../../storage/types.js';
 
@@ -14,6 +15,16 @@ import type { MfaDevice } from '../../storage/types.js';
 export const callerOf = (req: Request): Caller => {
   const ctx = contextOf(req);
   return { tenantId: ctx.tenantId!, userId: ctx.userId!, requestId: ctx.requestId };
+};
+
+/**
+ * The page a bare-array list was asked for: `page` and `page_size` as on every list (CONTRACT.md §3: integers
+ * in range, else 400), but seed 003's lists carry no paging metadata, so without either parameter the answer
+ * is the whole list, as before; `X-Total-Count` gives its length either way.
+ */
+export const requestedPage = (req: Request): PageRequest | undefined => {
+  const { page, page_size } = req.query;
+  return page === undefined && page_size === undefined ? undefined : toPageRequest(parseOrThrow(pageQuery, req.query));
 };
 
 /** The token claims (or the host's user object) as a record. */
@@ -33,8 +44,10 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
   const dto = (device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device));
 
   router.get('/devices', async (req, res) => {
+    const page = requestedPage(req);
     const devices = await service.listDevices(callerOf(req));
-    res.json(devices.map(dto));
+    res.setHeader('X-Total-Count', String(devices.length));
+    res.json((page ? devices.slice(page.offset, page.offset + page.pageSize) : devices).map(dto));
   });
 
   router.post('/devices/totp', async (req, res) => {

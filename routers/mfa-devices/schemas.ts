@@ -1,6 +1,7 @@
 /** Request schemas of `mfaDevicesRouter` (zod): one per body, failures become the Problem's `errors[]`. */
 import { z } from 'zod';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
+import { paginationShape } from '../../lib/pagination.js';
 import { storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
@@ -67,3 +68,6 @@ export const loginVerifyBody = z
   });
 
 export type LoginVerifyBody = z.output<typeof loginVerifyBody>;
+
+/** `page` / `page_size` of the bare-array lists (CONTRACT.md §3), read only when one of them is given. */
+export const pageQuery = z.object(paginationShape());

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { emitSafely, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
+import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
 import { acceptTotpCode, deviceAad, type TotpAcceptDeps } from '../../lib/second-factor.js';
@@ -249,8 +250,10 @@ export class MfaDevicesService {
   }
 
   /** The caller's trusted devices (not expired), newest first. */
-  listTrustedDevices(caller: Caller): Promise<Page<TrustedDevice>> {
-    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, { limit: TRUSTED_LIST_CAP, offset: 0 });
+  /** The caller's active trusted devices, newest first: one page, or (no page) the first TRUSTED_LIST_CAP. */
+  listTrustedDevices(caller: Caller, page?: PageRequest): Promise<Page<TrustedDevice>> {
+    const window = page ? { limit: page.pageSize, offset: page.offset } : { limit: TRUSTED_LIST_CAP, offset: 0 };
+    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, window);
   }
 
   /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */

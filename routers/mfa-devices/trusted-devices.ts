@@ -2,7 +2,7 @@
 import type { Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
 import type { TrustedDevice } from '../../storage/types.js';
-import { callerOf } from './devices.js';
+import { callerOf, requestedPage } from './devices.js';
 import type { MfaDevicesService } from './service.js';
 
 /** A trusted device as its user sees it (camelCase like seed 003; the fingerprint stays server-side). */
@@ -30,7 +30,8 @@ export const toUserTrustedDeviceDto = (d: TrustedDevice): UserTrustedDeviceDto =
 
 export function mountTrustedDevices(router: Router, service: MfaDevicesService): void {
   router.get('/trusted-devices', async (req, res) => {
-    const { items, total } = await service.listTrustedDevices(callerOf(req));
+    const page = requestedPage(req);
+    const { items, total } = await service.listTrustedDevices(callerOf(req), page);
     res.setHeader('X-Total-Count', String(total));
     res.json(items.map(toUserTrustedDeviceDto));
   });
