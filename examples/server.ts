@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, problemClientError, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
@@ -148,6 +148,8 @@ async function main(): Promise<void> {
   });
 
   const server: Server = app.listen(env.port, env.host);
+  // What Node's HTTP parser refuses (oversized headers, not HTTP) is a Problem too, not a bare status line.
+  server.on('clientError', problemClientError());
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

@@ -29,6 +29,7 @@ const spec = (status: number, code: number, slug: string, title: string, detail:
 export const ERROR_CATALOGUE = {
   VALIDATION_FAILED: spec(400, 40000001, 'invalid-request', 'Invalid Request Parameters', 'The request has invalid parameters.'),
   MALFORMED_JSON: spec(400, 40000002, 'malformed-json', 'Malformed JSON', 'The request body is not valid JSON.'),
+  BAD_HTTP_REQUEST: spec(400, 40000003, 'bad-http-request', 'Bad Request', 'The request is not valid HTTP.'),
   INVALID_CODE: spec(400, 40000010, 'invalid-code', 'Invalid Code', 'Invalid or expired code.'),
   DEVICE_NOT_VERIFIED: spec(400, 40000011, 'device-not-verified', 'Device Not Verified', 'The device has not been verified yet.'),
   DEVICE_ALREADY_VERIFIED: spec(400, 40000012, 'device-already-verified', 'Device Already Verified', 'The device is already verified.'),
@@ -45,6 +46,7 @@ export const ERROR_CATALOGUE = {
   TRUSTED_DEVICE_NOT_FOUND: spec(404, 40400003, 'trusted-device-not-found', 'Trusted Device Not Found', 'The trusted device does not exist.'),
   SYNC_RECORD_NOT_FOUND: spec(404, 40400004, 'sync-record-not-found', 'Sync Record Not Found', 'The sync record does not exist.'),
   METHOD_NOT_ALLOWED: spec(405, 40500001, 'method-not-allowed', 'Method Not Allowed', 'The method is not allowed on this resource.'),
+  REQUEST_TIMEOUT: spec(408, 40800001, 'request-timeout', 'Request Timeout', 'The request was not received in time.'),
   CONFLICT: spec(409, 40900001, 'conflict', 'Conflict', 'The request conflicts with the current state.'),
   DEVICE_LIMIT_REACHED: spec(409, 40900002, 'device-limit-reached', 'Device Limit Reached', 'The user has reached the maximum number of devices.'),
   SYNC_CONFLICT: spec(409, 40900003, 'sync-conflict', 'Sync Conflict', 'The sync_token is stale: fetch the record and retry with its current sync_token.'),
@@ -52,6 +54,7 @@ export const ERROR_CATALOGUE = {
   UNSUPPORTED_MEDIA_TYPE: spec(415, 41500001, 'unsupported-media-type', 'Unsupported Media Type', 'The request body must be application/json.'),
   TOO_MANY_REQUESTS: spec(429, 42900001, 'too-many-requests', 'Too Many Requests', 'Too many requests: retry later.'),
   MFA_LOCKED: spec(429, 42900002, 'mfa-locked', 'Too Many Failed Attempts', 'Too many failed attempts: verification is locked for a while.'),
+  HEADERS_TOO_LARGE: spec(431, 43100001, 'request-header-fields-too-large', 'Request Header Fields Too Large', 'The request line or headers are larger than allowed.'),
   INTERNAL: spec(500, 50000001, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   DECRYPTION_FAILED: spec(500, 50000002, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   STORAGE_UNAVAILABLE: spec(503, 50300001, 'storage-unavailable', 'Service Unavailable', 'Storage is temporarily unavailable: retry later.'),

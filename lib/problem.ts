@@ -2,7 +2,9 @@
  * `problemJson()`: the single error formatter. Turns anything passed to `next(err)` into an
  * RFC 9457 Problem (or the `simple` / `nest` shapes of the seeds), masking what it does not know.
  */
+import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
 import { ERROR_CATALOGUE, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
@@ -62,7 +64,8 @@ const STANDARD_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'instance
 const extensionsOf = (problem: ProblemDetails): Record<string, unknown> =>
   Object.fromEntries(Object.entries(problem).filter(([name]) => !STANDARD_MEMBERS.has(name)));
 
-const PRESETS: Record<'problem' | 'simple' | 'nest', ProblemFormatter> = {
+/** The presets need no request (so the parser-error answer below can use them). */
+const PRESETS: Record<'problem' | 'simple' | 'nest', (problem: ProblemDetails, key: ErrorKey) => FormattedProblem> = {
   problem: (problem) => ({ body: problem, contentType: 'application/problem+json; charset=utf-8' }),
   simple: (problem) => ({ body: { code: problem.code, message: problem.message, timestamp: problem.timestamp, ...extensionsOf(problem) } }),
   nest: (problem, key) => ({
@@ -189,7 +192,7 @@ export function buildProblem(problem: ProblemError, req: Request, options: { ser
 /** Writes one problem to the response in the chosen format. */
 export function sendProblem(res: Response, req: Request, problem: ProblemError, options: Required<Omit<ProblemJsonOptions, 'logger'>>): void {
   const details = buildProblem(problem, req, options);
-  const formatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
+  const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
   res.status(problem.status);
@@ -251,6 +254,56 @@ function describeCause(err: unknown): string {
   const e = err as { code?: unknown; name?: unknown };
   if (typeof e.code === 'string') return e.code;
   return typeof e.name === 'string' ? e.name : 'unknown';
+}
+
+/** Node's HTTP parser errors (`clientError`), by `err.code`, as catalogue problems; any other one is a 400. */
+const CLIENT_ERRORS: Partial<Record<string, ErrorKey>> = {
+  HPE_HEADER_OVERFLOW: 'HEADERS_TOO_LARGE',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: 'PAYLOAD_TOO_LARGE',
+  ERR_HTTP_REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
+};
+
+/**
+ * A `clientError` listener for the http server: what Node's HTTP parser refuses before Express sees a request
+ * (a request line and headers over `--max-http-header-size`, bytes that are not HTTP, a request not received in
+ * time) is answered as a Problem too, in a preset format, instead of Node's bare status line; then the
+ * connection is closed. `server.on('clientError', problemClientError())`.
+ */
+export function problemClientError(options: { format?: 'problem' | 'simple' | 'nest'; service?: string; typeBaseUri?: string } = {}): (err: Error, socket: Duplex) => void {
+  const resolved = resolveProblemOptions(options); // checks the preset's name
+  const format = options.format ?? 'problem';
+  return (err, socket) => {
+    const code = (err as { code?: unknown }).code;
+    // As Node itself: no answer once the client has gone or a response has begun on this connection.
+    const inFlight = (socket as { _httpMessage?: { _headerSent?: boolean } | null })._httpMessage;
+    if (code === 'ECONNRESET' || !socket.writable || inFlight?._headerSent === true) {
+      socket.destroy();
+      return;
+    }
+    const problem = ProblemError.from((typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
+    const { spec } = problem;
+    const details: ProblemDetails = {
+      type: resolved.typeBaseUri === 'about:blank' ? 'about:blank' : `${resolved.typeBaseUri}${spec.slug}`,
+      title: spec.title,
+      status: spec.status,
+      detail: problem.detail,
+      instance: '',
+      code: spec.code,
+      i18n_key: spec.i18nKey,
+      message: problem.detail,
+      timestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      request_id: `req_${randomUUID()}`,
+      service: resolved.service,
+    };
+    const { body, contentType } = PRESETS[format](details, problem.key);
+    // No request was read, so there is no instance to name (JSON.stringify leaves the member out).
+    const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
+    socket.end(
+      `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? 'application/json; charset=utf-8'}\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${text}`,
+      () => socket.destroy(),
+    );
+  };
 }
 
 /** A final handler for paths nobody served: 404 as a Problem. */

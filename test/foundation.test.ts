@@ -2,7 +2,9 @@
 import { expect } from 'chai';
 import express, { type Express } from 'express';
 import request from 'supertest';
-import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 
@@ -129,6 +131,56 @@ describe('problemJson()', () => {
       const res = await request(app).post('/echo').set('Content-Type', `application/json; charset=${charset}`).send('{"a":1}');
       expect(res.status, charset).to.equal(200);
     }
+  });
+});
+
+describe('problemClientError()', () => {
+  /** Sends raw bytes to a server with the listener and returns what came back before the server closed. */
+  async function raw(format: 'problem' | 'nest' | undefined, bytes: string): Promise<{ head: string; body: string }> {
+    const app = express();
+    app.get('/', (_req, res) => {
+      res.json({ ok: true });
+    });
+    const server: Server = createServer(app);
+    server.on('clientError', problemClientError(format ? { format } : {}));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+        let got = '';
+        socket.on('data', (d: Buffer) => (got += d.toString()));
+        socket.on('close', () => resolve(got));
+        socket.on('error', reject);
+        socket.write(bytes);
+      });
+      const [head = '', body = ''] = answer.split('\r\n\r\n');
+      return { head, body };
+    } finally {
+      server.close();
+    }
+  }
+
+  it('answers headers over the limit 431 and bytes that are not HTTP 400, as Problems, then closes', async () => {
+    let res = await raw(undefined, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(res.head).to.match(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(res.head).to.match(/\r\nContent-Type: application\/problem\+json; charset=utf-8\r\n/i);
+    expect(res.head).to.match(/\r\nConnection: close/i);
+    const big = JSON.parse(res.body) as Record<string, unknown>;
+    expect(big).to.include({ status: 431, code: 43100001, title: 'Request Header Fields Too Large', type: 'https://express-mfa-kit.dev/errors/request-header-fields-too-large', service: 'mfa-kit' });
+    expect(big.request_id).to.match(/^req_[0-9a-f-]{36}$/);
+    expect(big).to.not.have.property('instance');
+    expect(res.body).not.to.contain('aaaa');
+    res = await raw(undefined, 'NOT HTTP AT ALL\r\n\r\n');
+    expect(res.head).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(JSON.parse(res.body)).to.include({ status: 400, code: 40000003, detail: 'The request is not valid HTTP.' });
+  });
+
+  it('speaks the chosen preset (nest), and a well-formed request is untouched', async () => {
+    const res = await raw('nest', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(JSON.parse(res.body)).to.deep.equal({ statusCode: 431, error: 'Request Header Fields Too Large', message: 'The request line or headers are larger than allowed.', code: 'HEADERS_TOO_LARGE' });
+    const ok = await raw(undefined, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(ok.head).to.match(/^HTTP\/1\.1 200 OK/);
+    expect(ok.body).to.equal('{"ok":true}');
   });
 });
 
