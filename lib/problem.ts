@@ -160,22 +160,29 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   return { problem: ProblemError.from('INTERNAL', { cause: err }), unexpected: true };
 }
 
-/** Builds the full RFC 9457 body for a problem on a request. */
-export function buildProblem(problem: ProblemError, req: Request, options: { service: string; typeBaseUri: string }): ProblemDetails {
+type BodyOptions = { service: string; typeBaseUri: string };
+
+/** The members every problem has, from the catalogue entry and what is known of the request. */
+function problemBody(problem: ProblemError, options: BodyOptions, instance: string, requestId: string): ProblemDetails {
   const { spec } = problem;
-  const body: ProblemDetails = {
+  return {
     type: options.typeBaseUri === 'about:blank' ? 'about:blank' : `${options.typeBaseUri}${spec.slug}`,
     title: spec.title,
     status: spec.status,
     detail: problem.detail,
-    instance: instanceOf(req),
+    instance,
     code: spec.code,
     i18n_key: spec.i18nKey,
     message: problem.detail,
     timestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    request_id: contextOf(req).requestId,
+    request_id: requestId,
     service: options.service,
   };
+}
+
+/** Builds the full RFC 9457 body for a problem on a request. */
+export function buildProblem(problem: ProblemError, req: Request, options: BodyOptions): ProblemDetails {
+  const body = problemBody(problem, options, instanceOf(req), contextOf(req).requestId);
   const trace = traceOf(req.headers.traceparent);
   if (trace) {
     body.trace_id = trace.traceId;
@@ -282,19 +289,7 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
     }
     const problem = ProblemError.from((typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
     const { spec } = problem;
-    const details: ProblemDetails = {
-      type: resolved.typeBaseUri === 'about:blank' ? 'about:blank' : `${resolved.typeBaseUri}${spec.slug}`,
-      title: spec.title,
-      status: spec.status,
-      detail: problem.detail,
-      instance: '',
-      code: spec.code,
-      i18n_key: spec.i18nKey,
-      message: problem.detail,
-      timestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-      request_id: `req_${randomUUID()}`,
-      service: resolved.service,
-    };
+    const details = problemBody(problem, resolved, '', `req_${randomUUID()}`);
     const { body, contentType } = PRESETS[format](details, problem.key);
     // No request was read, so there is no instance to name (JSON.stringify leaves the member out).
     const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
