@@ -1,15 +1,24 @@
 /** JSON body parsing for the routers: 415 for a body that is not UTF-8 JSON, 413 over the limit, 400 when malformed. */
+import { parse as parseContentType } from 'content-type';
 import express, { type RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
 
 export const DEFAULT_BODY_LIMIT = '100kb';
 
 const isJsonType = (type: string): boolean => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type);
-const CHARSET = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i;
-/** Whether the type names a charset other than UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8). */
+/**
+ * Whether the type names a charset other than UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8); body-parser
+ * refuses any that does not start with `utf-` itself but decodes UTF-16 and UTF-32. Read with the parser
+ * body-parser uses; a header it cannot parse is left to body-parser.
+ */
 const otherCharset = (type: string): boolean => {
-  const m = CHARSET.exec(type);
-  return m !== null && (m[1] ?? m[2] ?? '').toLowerCase() !== 'utf-8';
+  let charset: string | undefined;
+  try {
+    charset = parseContentType(type).parameters.charset;
+  } catch {
+    return false;
+  }
+  return charset !== undefined && charset !== '' && charset.toLowerCase() !== 'utf-8';
 };
 
 /**

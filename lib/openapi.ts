@@ -270,7 +270,11 @@ interface Operation {
   responses: Record<number, z.ZodType | null>;
   /** Error statuses this operation can answer besides 401/500, as Problems. */
   problems: number[];
+  /** Integer headers of the success answer (name → description): a bare list's `X-Total-Count`. */
+  headers?: Record<string, string>;
 }
+
+const TOTAL_COUNT = { 'X-Total-Count': 'How many items the whole list holds (the answer is one page of them).' };
 
 const ref = (schema: z.ZodType): JsonObject => {
   const id = schemaRegistry.get(schema)?.id;
@@ -284,17 +288,12 @@ const PAGE_PARAMS = [
   { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 }, description: 'Items per page.' },
 ];
 
-/** The same parameters on seed 003's bare-array lists: optional, and without either one the whole list. */
-const BARE_LIST_PAGE_PARAMS = [
-  { name: 'page', schema: { type: 'integer', minimum: 1 }, description: 'Page number, 1-based (page_size 20 unless given). Without page and page_size: the whole list.' },
-  { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100 }, description: 'Items per page (page 1 unless given). The list\'s length is in X-Total-Count.' },
-];
 
 /** Every operation of the three routers; `operations` drives both the document and the conformance test. */
 export const OPERATIONS: Operation[] = [
   {
     router: 'mfaDevices', method: 'get', path: '/devices', tag: 'MFA devices', summary: 'List the caller\'s MFA devices (seed 003, a bare array)',
-    query: BARE_LIST_PAGE_PARAMS, responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
+    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/totp', tag: 'MFA devices', summary: 'Enrol a TOTP device: the secret, otpauth URL and QR code are shown only here',
@@ -338,7 +337,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'mfaDevices', method: 'get', path: '/trusted-devices', tag: 'MFA devices', summary: 'The caller\'s own trusted (remembered) devices',
-    query: BARE_LIST_PAGE_PARAMS, responses: { 200: UserTrustedDeviceListSchema }, problems: [400, 403],
+    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: UserTrustedDeviceListSchema }, problems: [400, 403],
   },
   {
     router: 'mfaDevices', method: 'delete', path: '/trusted-devices/{id}', tag: 'MFA devices', summary: 'Revoke one of the caller\'s trusted devices',
@@ -439,7 +438,12 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
     const path = operationPath(op, mounts);
     const responses: Record<string, JsonObject> = {};
     for (const [status, schema] of Object.entries(op.responses)) {
-      responses[status] = schema === null ? { description: STATUS_TEXT[Number(status)] ?? '' } : { description: STATUS_TEXT[Number(status)] ?? '', content: { 'application/json': { schema: ref(schema) } } };
+      const headers = op.headers && { headers: Object.fromEntries(Object.entries(op.headers).map(([name, description]) => [name, { description, schema: { type: 'integer' } }])) };
+      responses[status] = {
+        description: STATUS_TEXT[Number(status)] ?? '',
+        ...headers,
+        ...(schema !== null && { content: { 'application/json': { schema: ref(schema) } } }),
+      };
     }
     for (const status of [...op.problems, 401, 500, 503]) responses[String(status)] = problemResponse(status);
     const parameters = [

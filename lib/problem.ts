@@ -74,7 +74,7 @@ const PRESETS: Record<'problem' | 'simple' | 'nest', (problem: ProblemDetails, k
 };
 
 /** W3C Trace Context `traceparent`: version, trace-id, parent-id, flags; a later version may append fields. */
-const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?$/;
+const TRACEPARENT = /^(?<version>[0-9a-f]{2})-(?<traceId>[0-9a-f]{32})-(?<spanId>[0-9a-f]{16})-[0-9a-f]{2}(?<more>-.*)?$/;
 const ZEROS = /^0+$/;
 
 /**
@@ -83,9 +83,8 @@ const ZEROS = /^0+$/;
  * and treated as absent.
  */
 function traceOf(header: unknown): { traceId: string; spanId: string } | undefined {
-  const m = typeof header === 'string' ? TRACEPARENT.exec(header.trim()) : null;
-  if (!m) return undefined;
-  const [, version, traceId, spanId, more] = m as unknown as [string, string, string, string, string | undefined];
+  const { version, traceId, spanId, more } = (typeof header === 'string' ? TRACEPARENT.exec(header.trim())?.groups : undefined) ?? {};
+  if (traceId === undefined || spanId === undefined) return undefined;
   if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
   return { traceId, spanId };
 }
@@ -281,7 +280,8 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
   const format = options.format ?? 'problem';
   return (err, socket) => {
     const code = (err as { code?: unknown }).code;
-    // As Node itself: no answer once the client has gone or a response has begun on this connection.
+    // As Node's own handler (socketOnError in lib/_http_server.js): no answer once the client has gone or a
+    // response on this connection has begun to be written.
     const inFlight = (socket as { _httpMessage?: { _headerSent?: boolean } | null })._httpMessage;
     if (code === 'ECONNRESET' || !socket.writable || inFlight?._headerSent === true) {
       socket.destroy();

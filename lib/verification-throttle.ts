@@ -136,9 +136,9 @@ export function verifyRateLimiter(args: {
  * rate-limit-redis loads its Lua scripts once, when the limiter is made: on a client that refuses commands
  * until it is connected (`enableOfflineQueue: false`, as the example server's), that load fails at start-up,
  * and so it does while Redis is unreachable. A failed load would stick and the limiter stay open. This store
- * remembers that a load failed and loads the scripts again before the next count, so the first request
- * after start-up (or after Redis came back) is counted, not waved through; should a count fail anyway, the
- * scripts are reloaded for the next one.
+ * remembers that a load (or a count) failed and loads the scripts again before the next count, once, so the
+ * first request after start-up (or after Redis came back) is counted, not waved through. A load that fails
+ * after a newer one succeeded only costs one more reload.
  */
 class RecoveringRedisStore extends RedisStore {
   private scriptsLost = false;
@@ -156,7 +156,7 @@ class RecoveringRedisStore extends RedisStore {
     try {
       return await super.increment(key);
     } catch (err) {
-      this.reloadScripts();
+      this.scriptsLost = true;
       throw err;
     }
   }
@@ -166,7 +166,7 @@ class RecoveringRedisStore extends RedisStore {
     try {
       return await super.get(key);
     } catch (err) {
-      this.reloadScripts();
+      this.scriptsLost = true;
       throw err;
     }
   }

@@ -320,6 +320,9 @@ describe('mfaDevicesRouter: devices', () => {
         expect(res.status, JSON.stringify(body)).to.equal(400);
         expect(res.body.errors).to.be.an('array').that.is.not.empty;
       }
+      // A refinement says what it wants, not "(body) is required".
+      const empty = await as(request(app).patch(`/auth/mfa/devices/${e.device.id}`).send({}), 'patch-bad');
+      expect(empty.body.errors).to.deep.equal([{ field: '(body)', code: 'required', description: '(body): give deviceName and/or enabled' }]);
     });
 
     it('404 for another user, another tenant, unknown ids', async () => {

@@ -146,7 +146,7 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       expect((await as(request(app).get('/auth/mfa/trusted-devices'), u, 'other')).body).to.deep.equal([]);
     });
 
-    it('page and page_size page the list (newest first), X-Total-Count the whole; bad values → 400', async () => {
+    it('page and page_size page the list (newest first, 20 by default), X-Total-Count the whole; bad values → 400', async () => {
       const { app, clock } = setup();
       const u = user('pages');
       const d = await verifiedDevice(app, clock, u);
@@ -167,6 +167,13 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       expect(res.body).to.deep.equal([]);
       expect(res.headers['x-total-count']).to.equal('3');
       for (const bad of ['?page=abc', '?page=0', '?page_size=1000']) expect((await list(bad)).status, bad).to.equal(400);
+      // page_size defaults to 20, as on every list (CONTRACT.md §3).
+      const now = new Date(clock.ms);
+      for (let i = 0; i < 20; i++) await db.storage.trustedDevices.upsert('acme', u, { fingerprint: `fp-bulk-${i}`, trustedUntil: new Date(clock.ms + 86_400_000) }, now);
+      res = await list('');
+      expect(res.body).to.have.length(20);
+      expect(res.headers['x-total-count']).to.equal('23');
+      expect((await list('?page=2')).body).to.have.length(3);
     });
 
     it('DELETE one → 204 and the internal check is false at once; again → 404; another user’s → 404', async () => {

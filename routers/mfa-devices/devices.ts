@@ -18,14 +18,11 @@ export const callerOf = (req: Request): Caller => {
 };
 
 /**
- * The page a bare-array list was asked for: `page` and `page_size` as on every list (CONTRACT.md §3: integers
- * in range, else 400), but seed 003's lists carry no paging metadata, so without either parameter the answer
- * is the whole list, as before; `X-Total-Count` gives its length either way.
+ * The page a list was asked for: `page` (default 1) and `page_size` (default 20, at most 100) as on every list
+ * (CONTRACT.md §3; out of range → 400). Seed 003's lists are bare arrays, so the list's length goes in
+ * `X-Total-Count`.
  */
-export const requestedPage = (req: Request): PageRequest | undefined => {
-  const { page, page_size } = req.query;
-  return page === undefined && page_size === undefined ? undefined : toPageRequest(parseOrThrow(pageQuery, req.query));
-};
+export const requestedPage = (req: Request): PageRequest => toPageRequest(parseOrThrow(pageQuery, req.query));
 
 /** The token claims (or the host's user object) as a record. */
 export const claimsOf = (req: Request): Record<string, unknown> => {
@@ -47,7 +44,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const page = requestedPage(req);
     const devices = await service.listDevices(callerOf(req));
     res.setHeader('X-Total-Count', String(devices.length));
-    res.json((page ? devices.slice(page.offset, page.offset + page.pageSize) : devices).map(dto));
+    res.json(devices.slice(page.offset, page.offset + page.pageSize).map(dto));
   });
 
   router.post('/devices/totp', async (req, res) => {

@@ -69,5 +69,5 @@ export const loginVerifyBody = z
 
 export type LoginVerifyBody = z.output<typeof loginVerifyBody>;
 
-/** `page` / `page_size` of the bare-array lists (CONTRACT.md §3), read only when one of them is given. */
+/** `page` / `page_size` of the bare-array lists (CONTRACT.md §3). */
 export const pageQuery = z.object(paginationShape());

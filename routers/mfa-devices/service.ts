@@ -19,8 +19,6 @@ export type Caller = VerifierContext;
 
 /** Upper bound of one listing (the device limit keeps real lists far below it). */
 const LIST_CAP = 1000;
-/** Upper bound of the trusted-device listing (one row per browser the user ever trusted). */
-export const TRUSTED_LIST_CAP = 1000;
 
 export type EnrollTotpResult =
   | { status: 'OK'; device: MfaDevice; secret: string; otpauthUrl: string; qrCode: string }
@@ -249,11 +247,9 @@ export class MfaDevicesService {
     if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'last_device_removed' });
   }
 
-  /** The caller's trusted devices (not expired), newest first. */
-  /** The caller's active trusted devices, newest first: one page, or (no page) the first TRUSTED_LIST_CAP. */
-  listTrustedDevices(caller: Caller, page?: PageRequest): Promise<Page<TrustedDevice>> {
-    const window = page ? { limit: page.pageSize, offset: page.offset } : { limit: TRUSTED_LIST_CAP, offset: 0 };
-    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, window);
+  /** One page of the caller's trusted devices (not expired), newest first, with their total. */
+  listTrustedDevices(caller: Caller, page: PageRequest): Promise<Page<TrustedDevice>> {
+    return this.trustedDevices.list(caller.tenantId, caller.userId, { includeExpired: false }, { limit: page.pageSize, offset: page.offset });
   }
 
   /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */
