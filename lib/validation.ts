@@ -46,8 +46,10 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
     const path = fieldPath(issue.path);
     const field = prefix && path ? `${prefix}.${path}` : prefix || path || '(body)';
     const code = violationCode(issue);
-    // A refinement's own message says what is missing better than "is required" ("give code or recoveryCode").
-    const description = code === 'required' && issue.code !== 'custom' ? `${field} is required` : `${field}: ${issue.message}`;
+    // A refinement's own message says what is missing better than "is required" ("give code or recoveryCode"),
+    // and a message that names its field already ("page must be an integer") is not prefixed with it again.
+    const description =
+      code === 'required' && issue.code !== 'custom' ? `${field} is required` : issue.message.startsWith(`${field} `) ? issue.message : `${field}: ${issue.message}`;
     return { field, code, description };
   });
 }
