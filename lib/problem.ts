@@ -9,6 +9,7 @@ import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'exp
 import { contextOf } from './context.js';
 import { ERROR_CATALOGUE, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
+import { isoSeconds } from './pagination.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
 export interface ProblemDetails {
@@ -55,6 +56,8 @@ export interface ProblemJsonOptions {
 
 export const DEFAULT_TYPE_BASE_URI = 'https://express-mfa-kit.dev/errors/';
 export const DEFAULT_SERVICE = 'mfa-kit';
+/** The content type of a format that names none (`simple`, `nest`, most functions). */
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 /** Seconds a client is told to wait when storage is unavailable. */
 export const STORAGE_RETRY_AFTER_SECONDS = 5;
 
@@ -173,7 +176,7 @@ function problemBody(problem: ProblemError, options: BodyOptions, instance: stri
     code: spec.code,
     i18n_key: spec.i18nKey,
     message: problem.detail,
-    timestamp: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    timestamp: isoSeconds(new Date()),
     request_id: requestId,
     service: options.service,
   };
@@ -202,7 +205,7 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
   res.status(problem.status);
-  res.setHeader('Content-Type', contentType ?? 'application/json; charset=utf-8');
+  res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);
   res.setHeader('Cache-Control', 'no-store');
   res.send(JSON.stringify(body));
 }
@@ -294,7 +297,7 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
     // No request was read, so there is no instance to name (JSON.stringify leaves the member out).
     const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
     socket.end(
-      `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? 'application/json; charset=utf-8'}\r\n` +
+      `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? JSON_CONTENT_TYPE}\r\n` +
         `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${text}`,
       () => socket.destroy(),
     );

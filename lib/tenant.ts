@@ -63,13 +63,9 @@ export function tenant(options: TenantOptions = {}): RequestHandler {
     }
     if (mustMatch) {
       const other = mustMatch(req);
-      if (other !== undefined && !wellFormed(other)) {
-        // Malformed is a bad request whatever it would have been compared with.
-        next(malformed(mustMatch.label));
-        return;
-      }
+      // Malformed is a bad request whatever it would have been compared with.
       if (other !== undefined && other !== value) {
-        next(ProblemError.from('TENANT_MISMATCH'));
+        next(wellFormed(other) ? ProblemError.from('TENANT_MISMATCH') : malformed(mustMatch.label));
         return;
       }
     }
