@@ -21,6 +21,7 @@ export type { LockoutOptions, RateLimitOptions, RateLimitRedisClient } from './l
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
 export { problemJson, problemClientError, notFound, buildProblem, type ErrorFormat, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
 export { requestId, type RequestIdOptions } from './lib/request-id.js';
+export { noStore } from './lib/no-store.js';
 export { tenant, tenantFrom, type TenantExtractor, type TenantOptions } from './lib/tenant.js';
 export { internalAuth, type InternalAuthOptions } from './lib/internal-auth.js';
 export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from './lib/pagination.js';

@@ -74,6 +74,17 @@ export const storableText = (min: number, max: number) =>
     .max(max)
     .refine((s) => s.isWellFormed() && !s.includes('\u0000'), { message: 'must be well-formed text without NUL', params: { kind: 'format' } });
 
+/**
+ * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1):
+ * a line break, tab or escape sequence in a name would forge lines in a device list, a log viewer or a terminal.
+ */
+export const displayText = (min: number, max: number) =>
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .refine((s) => s.isWellFormed() && !/\p{Cc}/u.test(s), { message: 'must be well-formed text without control characters', params: { kind: 'format' } });
+
 /** An integer query parameter (a decimal string), with a default when absent. */
 export function intQuery(name: string, bounds: { min: number; max: number; default: number }) {
   return z

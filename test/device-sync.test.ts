@@ -510,6 +510,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         [{ ...valid(), device_fingerprint: '' }, ['device_fingerprint:range']],
         [{ ...valid(), device_fingerprint: 'x'.repeat(257) }, ['device_fingerprint:range']],
         [{ ...valid(), device_name: 'a\u0000b' }, ['device_name:format']],
+        [{ ...valid(), device_name: 'Pixel\n8' }, ['device_name:format']],
         [{ ...valid(), sync_token: 42 }, ['sync_token:type']],
         [{ ...valid(), sync_token: '' }, ['sync_token:range']],
         [[1, 2], ['(body):type']],

@@ -1,6 +1,7 @@
 /** Seed 002 over HTTP on real Postgres and real Redis: the trusted-device routes of `internalRouter`. */
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
+import request from 'supertest';
 import { Redis } from 'ioredis';
 import { migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -101,6 +102,10 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         [{ user_id: user, device_fingerprint: 'fp', ip: '999.1.1.1' }, 'ip'],
         [{ user_id: user, device_fingerprint: 'fp', ip: 'localhost' }, 'ip'],
         [{ user_id: user, device_fingerprint: 'fp', device_name: 'x'.repeat(256) }, 'device_name'],
+        [{ user_id: user, device_fingerprint: 'fp', device_name: 'Work laptop\nTrusted: all' }, 'device_name'],
+        [{ user_id: user, device_fingerprint: 'fp', browser: 'Firefox\u001b[2J' }, 'browser'],
+        [{ user_id: user, device_fingerprint: 'fp', os: 'Linux\u0085' }, 'os'],
+        [{ user_id: user, device_fingerprint: 'fp', device_type: 'desk\ttop' }, 'device_type'],
         [{ user_id: user, device_fingerprint: 'fp', ttl: 60 }, '(body)'],
       ];
       for (const [body, field] of cases) {
@@ -205,6 +210,22 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       const res = await check(a.app, user, 'yes');
       expect(res.status).to.equal(200);
       expect(res.body).to.deep.equal({ trusted: true, device_id: t.body.id, trusted_until: t.body.trusted_until });
+    });
+
+    it('no answer may be kept by a cache between the caller and the kit: Cache-Control no-store on every route, errors too', async () => {
+      const user = uid();
+      const trusted = await post(a.app, { user_id: user, device_fingerprint: 'kept' });
+      const answers = [
+        trusted,
+        await check(a.app, user, 'kept'),
+        await check(a.app, user, 'kept'),
+        await get(a.app, `${TD}?user_id=${user}`),
+        await del(a.app, `${TD}/${String(trusted.body.id)}?user_id=${user}`),
+        await check(a.app, user, ''),
+        await request(a.app).get(`${TD}/check?user_id=${user}&device_fingerprint=kept`),
+      ];
+      expect(answers.map((r) => r.status)).to.deep.equal([201, 200, 200, 200, 204, 400, 401]);
+      for (const res of answers) expect(res.headers['cache-control'], `${res.status}`).to.equal('no-store');
     });
 
     it('a hit costs no database query; a miss does (the counter works)', async () => {

@@ -178,8 +178,8 @@ describe('mfaDevicesRouter: devices', () => {
       expect(JSON.stringify(events)).not.to.contain(e.secret);
     });
 
-    it('400 with errors[] for a missing, blank, too long, NUL-carrying or non-string deviceName, and unknown fields', async () => {
-      for (const body of [{}, { deviceName: '   ' }, { deviceName: 'x'.repeat(101) }, { deviceName: 'a\u0000b' }, { deviceName: 42 }, { deviceName: 'ok', secret: 'MINE' }]) {
+    it('400 with errors[] for a missing, blank, too long, NUL- or control-carrying or non-string deviceName, and unknown fields', async () => {
+      for (const body of [{}, { deviceName: '   ' }, { deviceName: 'x'.repeat(101) }, { deviceName: 'a\u0000b' }, { deviceName: 'Phone\r\nAdmin' }, { deviceName: 'a\u007fb' }, { deviceName: 42 }, { deviceName: 'ok', secret: 'MINE' }]) {
         const res = await as(request(app).post('/auth/mfa/devices/totp').send(body), 'validator');
         expect(res.status, JSON.stringify(body)).to.equal(400);
         expect(res.body.errors, JSON.stringify(body)).to.be.an('array').that.is.not.empty;

@@ -96,6 +96,23 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
     expect((await check(app, u, other)).body).to.deep.equal({ trusted: false });
   });
 
+  it('a device detail with a control character is a 400 naming it, and loses nothing: the code still verifies', async () => {
+    const { app, clock } = setup();
+    const u = user('control');
+    const d = await verifiedDevice(app, clock, u);
+    clock.step(1);
+    const code = oathtool(d.secret, clock.ms);
+    const fingerprint = `fp-${randomBytes(8).toString('hex')}`;
+    const body = rememberBody(code, fingerprint);
+    const bad = await as(request(app).post('/auth/mfa/verify').send({ ...body, device: { ...body.device, name: 'Firefox\nTrusted by admin' } }), u);
+    expect(bad.status).to.equal(400);
+    expect(bad.body.errors[0]).to.deep.include({ field: 'device.name', code: 'format' });
+    expect((await check(app, u, fingerprint)).body).to.deep.equal({ trusted: false });
+    const good = await as(request(app).post('/auth/mfa/verify').send(body), u);
+    expect(good.status).to.equal(200);
+    expect((await check(app, u, fingerprint)).body.trusted).to.equal(true);
+  });
+
   it('without rememberDevice (or with it false) nothing is trusted; a recovery code can remember too', async () => {
     const { app, clock } = setup();
     const u = user('no-remember');

@@ -1,5 +1,5 @@
 /** The routes of CONTRACT.md §6: list, create/update by device fingerprint, get one, delete. */
-import type { Request, Response, Router } from 'express';
+import type { Request, Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
@@ -16,11 +16,6 @@ function caller(req: Request): { tenantId: string; userId: string } {
   return { tenantId, userId };
 }
 
-/** Decrypted vaults must not be kept by a browser or a shared cache. */
-const noStore = (res: Response): void => {
-  res.setHeader('Cache-Control', 'no-store');
-};
-
 const notFound = () => ProblemError.from('SYNC_RECORD_NOT_FOUND');
 
 export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig): void {
@@ -32,7 +27,6 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     const { tenantId, userId } = caller(req);
     const page = toPageRequest(parseOrThrow(listQuery, req.query));
     const { items, total } = await service.list(tenantId, userId, { limit: page.pageSize, offset: page.offset });
-    noStore(res);
     res.json(listEnvelope(items, total, page));
   });
 
@@ -50,12 +44,10 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
           extensions: { sync_token: outcome.current?.syncToken ?? null, ...(outcome.current && { id: outcome.current.id }) },
         });
       case 'created':
-        noStore(res);
         res.setHeader('Location', `${req.baseUrl}/${outcome.record.id}`);
         res.status(201).json(outcome.record);
         return;
       case 'updated':
-        noStore(res);
         res.status(200).json(outcome.record);
         return;
     }
@@ -68,7 +60,6 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
     const record = await service.get(tenantId, userId, id);
     if (!record) throw notFound();
-    noStore(res);
     res.json(record);
   });
 

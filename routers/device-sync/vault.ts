@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
-import { storableText } from '../../lib/validation.js';
+import { displayText, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
 
@@ -73,7 +73,7 @@ export function writeBodySchema(maxEntries: number) {
   return z.object(
     {
       device_fingerprint: storableText(1, 256),
-      device_name: storableText(1, 128),
+      device_name: displayText(1, 128),
       totp_devices: z.preprocess(
         jsonStringToValue,
         z

@@ -6,7 +6,7 @@ import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, type TrustInput } from '../../lib/trusted-devices.js';
-import { boolQuery, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
+import { boolQuery, displayText, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -48,7 +48,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
   const userQuery = z.object({ user_id: userIdSchema });
   const listQuery = z.object({ user_id: userIdSchema, ...paginationShape(config.maxPageSize), include_expired: boolQuery('include_expired', false) });
   const checkQuery = z.object({ user_id: userIdSchema, device_fingerprint: fingerprint });
-  const detail = (max: number) => storableText(1, max).nullish();
+  const detail = (max: number) => displayText(1, max).nullish();
   // Strict: a misspelt member (`ttl` for `ttl_seconds`) is a 400, not silently a 30-day trust.
   const trustBody = z.strictObject({
     user_id: userIdSchema,

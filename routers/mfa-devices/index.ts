@@ -3,12 +3,13 @@
  * `/auth/mfa` (CONTRACT.md §5, seed 003). Bearer JWT (or the host's authenticate), tenant from the
  * token; verify routes rate-limited and behind the shared lockout; events on `router.events`.
  */
-import express, { type RequestHandler, type Router } from 'express';
+import express, { type Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import type { MfaEvents } from '../../lib/events.js';
 import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
+import { noStore } from '../../lib/no-store.js';
 import { requestId } from '../../lib/request-id.js';
 import { userAuth } from '../../lib/user-auth.js';
 import { verifyRateLimiter } from '../../lib/verification-throttle.js';
@@ -31,13 +32,8 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   const config = parseOptions(options);
   const service = new MfaDevicesService(config);
   const router = express.Router();
-  const noStore: RequestHandler = (_req, res, next) => {
-    // Answers carry secrets (enrolment) and per-user state: never cached.
-    res.setHeader('Cache-Control', 'no-store');
-    next();
-  };
   // One router layer for the prelude every route shares (lib/chain.ts).
-  router.use(chain([requestId(), noStore, ...userAuth('mfaDevicesRouter', config.auth), ...jsonBody(config.bodyLimit)]));
+  router.use(chain([requestId(), noStore(), ...userAuth('mfaDevicesRouter', config.auth), ...jsonBody(config.bodyLimit)]));
   const throttle = verifyRateLimiter({
     config: config.rateLimit,
     redis: config.redis,

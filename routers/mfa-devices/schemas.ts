@@ -2,11 +2,11 @@
 import { z } from 'zod';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
 import { paginationShape } from '../../lib/pagination.js';
-import { storableText } from '../../lib/validation.js';
+import { displayText, storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
-/** A device name: trimmed, 1–100 characters of storable text. */
-export const deviceName = storableText(1, MAX_DEVICE_NAME_LENGTH)
+/** A device name: trimmed, 1–100 characters of display text. */
+export const deviceName = displayText(1, MAX_DEVICE_NAME_LENGTH)
   .transform((s) => s.trim())
   .refine((s) => s.length > 0, { message: 'must not be blank', params: { kind: 'format' } });
 
@@ -35,7 +35,7 @@ export const updateDeviceBody = z
   .strictObject({ deviceName: deviceName.optional(), enabled: z.boolean().optional() })
   .refine((b) => b.deviceName !== undefined || b.enabled !== undefined, { message: 'give deviceName and/or enabled', params: { kind: 'required' } });
 
-const optionalText = (max: number) => storableText(1, max).optional();
+const optionalText = (max: number) => displayText(1, max).optional();
 
 export const loginVerifyBody = z
   .strictObject({
