@@ -66,24 +66,31 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, pre
   throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });
 }
 
-/** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
-export const storableText = (min: number, max: number) =>
+/** `min`–`max` characters of well-formed text (no lone surrogate) that `allowed` accepts; else a `format` violation. */
+const text = (min: number, max: number, allowed: (s: string) => boolean, message: string) =>
   z
     .string()
     .min(min)
     .max(max)
-    .refine((s) => s.isWellFormed() && !s.includes('\u0000'), { message: 'must be well-formed text without NUL', params: { kind: 'format' } });
+    .refine((s) => s.isWellFormed() && allowed(s), { message, params: { kind: 'format' } });
+
+/** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
+export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), 'must be well-formed text without NUL');
+
+const CONTROL_CHARACTER = /\p{Cc}/u;
 
 /**
  * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1):
  * a line break, tab or escape sequence in a name would forge lines in a device list, a log viewer or a terminal.
  */
-export const displayText = (min: number, max: number) =>
-  z
-    .string()
-    .min(min)
-    .max(max)
-    .refine((s) => s.isWellFormed() && !/\p{Cc}/u.test(s), { message: 'must be well-formed text without control characters', params: { kind: 'format' } });
+export const displayText = (min: number, max: number) => text(min, max, (s) => !CONTROL_CHARACTER.test(s), 'must be well-formed text without control characters');
+
+/** A one-time code: 6 to 8 digits, with the spaces or dash authenticator apps show tolerated (and removed). */
+export const otpCode = z
+  .string({ error: (iss) => (iss.input === undefined ? 'code is required' : 'code must be a string') })
+  .max(32, { message: 'must be 6 to 8 digits' })
+  .transform((s) => s.replace(/[\s-]/g, ''))
+  .refine((s) => /^\d{6,8}$/.test(s), { message: 'must be 6 to 8 digits', params: { kind: 'format' } });
 
 /** An integer query parameter (a decimal string), with a default when absent. */
 export function intQuery(name: string, bounds: { min: number; max: number; default: number }) {

@@ -7,7 +7,7 @@ import { emitSafely } from '../../lib/events.js';
 import type { KeyRing } from '../../lib/keyring.js';
 import { acceptTotpCode } from '../../lib/second-factor.js';
 import { createTotp } from '../../lib/totp.js';
-import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { otpCode, parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import { Lockout, lockedProblem, verifyRateLimiter } from '../../lib/verification-throttle.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -20,14 +20,7 @@ export interface TotpVerifyResponse {
 /** TOTP devices a user may have (the device limit keeps it far lower). */
 const DEVICE_CAP = 100;
 
-const body = z.object({
-  user_id: userIdSchema,
-  code: z
-    .string({ error: (iss) => (iss.input === undefined ? 'code is required' : 'code must be a string') })
-    .max(32, { message: 'must be 6 to 8 digits' })
-    .transform((s) => s.replace(/[\s-]/g, ''))
-    .refine((s) => /^\d{6,8}$/.test(s), { message: 'must be 6 to 8 digits', params: { kind: 'format' } }),
-});
+const body = z.object({ user_id: userIdSchema, code: otpCode });
 
 export function mountTotpVerify(router: Router, config: InternalRouterConfig & { keyRing: KeyRing }): void {
   const totp = createTotp({ now: config.now });

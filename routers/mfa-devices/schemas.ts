@@ -2,20 +2,13 @@
 import { z } from 'zod';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
 import { paginationShape } from '../../lib/pagination.js';
-import { displayText, storableText } from '../../lib/validation.js';
+import { displayText, otpCode, storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
 /** A device name: trimmed, 1–100 characters of display text. */
 export const deviceName = displayText(1, MAX_DEVICE_NAME_LENGTH)
   .transform((s) => s.trim())
   .refine((s) => s.length > 0, { message: 'must not be blank', params: { kind: 'format' } });
-
-/** A one-time code: digits, with the spaces or dash authenticator apps show tolerated. */
-export const otpCode = z
-  .string({ error: (iss) => (iss.input === undefined ? 'code is required' : 'code must be a string') })
-  .max(32, { message: 'must be 6 to 8 digits' })
-  .transform((s) => s.replace(/[\s-]/g, ''))
-  .refine((s) => /^\d{6,8}$/.test(s), { message: 'must be 6 to 8 digits', params: { kind: 'format' } });
 
 /** Route parameter `:id`: anything but a UUID cannot name a device (→ 404, not 400). */
 export const deviceIdParam = z.uuid();
