@@ -199,6 +199,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       let res = await del(rec.id!);
       expect(res.status).to.equal(204);
       expect(res.text).to.equal('');
+      expect(res.headers['cache-control']).to.equal('no-store');
       res = await getOne(rec.id!);
       expect(res.status).to.equal(404);
       expect(res.body).to.include({ status: 404, code: 40400004 });

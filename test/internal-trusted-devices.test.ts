@@ -212,7 +212,7 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(res.body).to.deep.equal({ trusted: true, device_id: t.body.id, trusted_until: t.body.trusted_until });
     });
 
-    it('no answer may be kept by a cache between the caller and the kit: Cache-Control no-store on every route, errors too', async () => {
+    it('no answer may be kept by a cache between the caller and the kit: Cache-Control no-store on the trusted-device and TOTP routes, errors too', async () => {
       const user = uid();
       const trusted = await post(a.app, { user_id: user, device_fingerprint: 'kept' });
       const answers = [
@@ -223,8 +223,9 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         await del(a.app, `${TD}/${String(trusted.body.id)}?user_id=${user}`),
         await check(a.app, user, ''),
         await request(a.app).get(`${TD}/check?user_id=${user}&device_fingerprint=kept`),
+        await get(a.app, `/internal/mfa/totp/devices?user_id=${user}`),
       ];
-      expect(answers.map((r) => r.status)).to.deep.equal([201, 200, 200, 200, 204, 400, 401]);
+      expect(answers.map((r) => r.status)).to.deep.equal([201, 200, 200, 200, 204, 400, 401, 200]);
       for (const res of answers) expect(res.headers['cache-control'], `${res.status}`).to.equal('no-store');
     });
 

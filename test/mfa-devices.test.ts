@@ -186,6 +186,16 @@ describe('mfaDevicesRouter: devices', () => {
       }
       const res = await as(request(app).post('/auth/mfa/devices/totp').send({}), 'validator');
       expect(res.body.errors[0]).to.deep.include({ field: 'deviceName', code: 'required' });
+      for (const deviceName of ['Phone\r\nAdmin', 'a\u007fb', 'Ph\u001b[2Jone', 'a\u0085b']) {
+        const bad = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName }), 'validator');
+        expect(bad.body.errors[0], JSON.stringify(deviceName)).to.deep.include({ field: 'deviceName', code: 'format' });
+      }
+    });
+
+    it('trims a device name before checking it: a pasted "Phone\\n" is stored as "Phone"', async () => {
+      const res = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: '\tWork phone \n' }), 'trimmer');
+      expect(res.status).to.equal(201);
+      expect(res.body.device.deviceName).to.equal('Work phone');
     });
 
     it('415 for a non-JSON body, 400 for malformed JSON', async () => {

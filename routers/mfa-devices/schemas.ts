@@ -5,10 +5,11 @@ import { paginationShape } from '../../lib/pagination.js';
 import { displayText, otpCode, storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
-/** A device name: trimmed, 1–100 characters of display text. */
-export const deviceName = displayText(1, MAX_DEVICE_NAME_LENGTH)
-  .transform((s) => s.trim())
-  .refine((s) => s.length > 0, { message: 'must not be blank', params: { kind: 'format' } });
+/** A device name: trimmed first (a pasted "Phone\n" is "Phone"), then 1–100 characters of display text. */
+export const deviceName = z.preprocess(
+  (v) => (typeof v === 'string' ? v.trim() : v),
+  displayText(0, MAX_DEVICE_NAME_LENGTH).refine((s) => s.length > 0, { message: 'must not be blank', params: { kind: 'format' } }),
+);
 
 /** Route parameter `:id`: anything but a UUID cannot name a device (→ 404, not 400). */
 export const deviceIdParam = z.uuid();
