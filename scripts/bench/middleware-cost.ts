@@ -36,7 +36,10 @@ function inject(app: App, url: string, headers: Record<string, string>): Promise
   const res = new ServerResponse(req);
   res.assignSocket(socket);
   return new Promise((resolve) => {
-    res.on('finish', () => resolve(res.statusCode));
+    // As node:http's server does once a response has finished (resOnFinish): 'close' on the next tick. Without
+    // it, whatever waits for 'close' (the example app's request log line) would never run and go unmeasured.
+    res.on('finish', () => process.nextTick(() => res.emit('close')));
+    res.on('close', () => resolve(res.statusCode));
     app(req, res);
   });
 }
