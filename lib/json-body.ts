@@ -1,4 +1,5 @@
 /** JSON body parsing for the routers: 415 for a body that is not UTF-8 JSON, 413 over the limit, 400 when malformed. */
+import { isUtf8 } from 'node:buffer';
 import { parse as parseContentType } from 'content-type';
 import express, { type RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
@@ -21,13 +22,21 @@ const otherCharset = (type: string): boolean => {
   return charset !== undefined && charset !== '' && charset.toLowerCase() !== 'utf-8';
 };
 
+/** The `type` of the error the body check throws (body-parser keeps it), for `problemJson`. */
+export const INVALID_UTF8 = 'entity.utf8.invalid';
+
+/** body-parser decodes what is not UTF-8 into U+FFFD without a word: a body that is not UTF-8 is malformed JSON instead. */
+const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
+  if (!isUtf8(body)) throw Object.assign(new Error('The request body is not UTF-8.'), { type: INVALID_UTF8 });
+};
+
 /**
  * Parses `application/json` (and `*+json`) bodies; a body of any other type → 415 Problem. One handler in an
  * array (spread it): a request without a body (no Content-Length, no Transfer-Encoding: every GET) passes
  * straight on, without the parser's stream set-up.
  */
 export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT): RequestHandler[] {
-  const parse = express.json({ limit, strict: true, type: (req) => isJsonType(req.headers['content-type'] ?? '') });
+  const parse = express.json({ limit, strict: true, type: (req) => isJsonType(req.headers['content-type'] ?? ''), verify: utf8Only });
   const handler: RequestHandler = (req, res, next) => {
     const length = req.headers['content-length'];
     if (length === undefined && req.headers['transfer-encoding'] === undefined) {

@@ -8,6 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
 import { ERROR_CATALOGUE, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
+import { INVALID_UTF8 } from './json-body.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 
@@ -133,6 +134,8 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
         return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'type', description: detail }] }), unexpected: false };
       }
       return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };
+    case INVALID_UTF8:
+      return { problem: ProblemError.from('MALFORMED_JSON', 'The request body is not valid UTF-8.'), unexpected: false };
     case 'entity.too.large':
       return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };
     case 'charset.unsupported':

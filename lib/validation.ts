@@ -40,6 +40,22 @@ function violationCode(issue: z.core.$ZodIssue): string {
   }
 }
 
+/** Longest part of an unknown member's name, and most names, that a description repeats: the client chose them. */
+const NAMED_KEY_CHARS = 40;
+const NAMED_KEYS = 5;
+
+/** `"a", "b", … and 3 more`: unknown member names as a description quotes them, each cut short, a few at most. */
+export function namedKeys(keys: readonly string[]): string {
+  const named = keys.slice(0, NAMED_KEYS).map((k) => JSON.stringify(k.length > NAMED_KEY_CHARS ? `${k.slice(0, NAMED_KEY_CHARS)}…` : k));
+  return keys.length > NAMED_KEYS ? `${named.join(', ')} and ${keys.length - NAMED_KEYS} more` : named.join(', ');
+}
+
+/** zod's own message for unknown members quotes every name in full; a strict schema's is rebuilt with `namedKeys`. */
+const issueMessage = (issue: z.core.$ZodIssue): string =>
+  issue.code === 'unrecognized_keys' && issue.message.startsWith('Unrecognized key')
+    ? `Unrecognized key${issue.keys.length > 1 ? 's' : ''}: ${namedKeys(issue.keys)}`
+    : issue.message;
+
 /** Turns zod issues into field violations with a readable description that never echoes the value. */
 export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
   return error.issues.map((issue) => {
@@ -48,8 +64,8 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
     const code = violationCode(issue);
     // A refinement's own message says what is missing better than "is required" ("give code or recoveryCode"),
     // and a message that names its field already ("page must be an integer") is not prefixed with it again.
-    const description =
-      code === 'required' && issue.code !== 'custom' ? `${field} is required` : issue.message.startsWith(`${field} `) ? issue.message : `${field}: ${issue.message}`;
+    const message = issueMessage(issue);
+    const description = code === 'required' && issue.code !== 'custom' ? `${field} is required` : message.startsWith(`${field} `) ? message : `${field}: ${message}`;
     return { field, code, description };
   });
 }
@@ -77,13 +93,22 @@ const text = (min: number, max: number, allowed: (s: string) => boolean, message
 /** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
 export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), 'must be well-formed text without NUL');
 
-const CONTROL_CHARACTER = /\p{Cc}/u;
+/** Control characters (C0, DEL, C1), the line and paragraph separators, and the bidirectional embeddings, overrides and isolates. */
+const NOT_DISPLAYABLE = /[\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]/u;
 
 /**
- * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1):
- * a line break, tab or escape sequence in a name would forge lines in a device list, a log viewer or a terminal.
+ * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1),
+ * line separators or bidirectional overrides: a line break, tab or escape sequence in a name would forge lines
+ * in a device list, a log viewer or a terminal, and an override (U+202E) shows "Phone\u202Eenod" as "Phoneoden".
+ * Joiners (emoji sequences) and the left-to-right / right-to-left marks stay allowed.
  */
-export const displayText = (min: number, max: number) => text(min, max, (s) => !CONTROL_CHARACTER.test(s), 'must be well-formed text without control characters');
+export const displayText = (min: number, max: number) =>
+  text(min, max, (s) => !NOT_DISPLAYABLE.test(s), 'must be well-formed text without control characters, line separators or bidirectional overrides');
+
+const INVISIBLE_ONLY = /^[\s\p{Cf}]*$/u;
+
+/** Whether `s` shows nothing: empty, or only white space and invisible format characters (U+200B, U+2060, U+FEFF…). */
+export const isBlank = (s: string): boolean => INVISIBLE_ONLY.test(s);
 
 /** A one-time code: 6 to 8 digits, with the spaces or dash authenticator apps show tolerated (and removed). */
 export const otpCode = z

@@ -1,12 +1,15 @@
 /** Seed 002 over HTTP on real Postgres and real Redis: the trusted-device routes of `internalRouter`. */
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import request from 'supertest';
 import { Redis } from 'ioredis';
 import { migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
-import { TD, check, del, get, insertTrusted, instance, post, sleep, type Instance } from './support/trusted.js';
+import { TD, check, del, get, headers, insertTrusted, instance, post, sleep, type Instance } from './support/trusted.js';
 
 const ISO_SECONDS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -106,6 +109,9 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         [{ user_id: user, device_fingerprint: 'fp', browser: 'Firefox\u001b[2J' }, 'browser'],
         [{ user_id: user, device_fingerprint: 'fp', os: 'Linux\u0085' }, 'os'],
         [{ user_id: user, device_fingerprint: 'fp', device_type: 'desk\ttop' }, 'device_type'],
+        [{ user_id: user, device_fingerprint: 'fp', device_name: 'Work laptop\u2028Trusted: all' }, 'device_name'],
+        [{ user_id: user, device_fingerprint: 'fp', device_name: 'Phone\u202Eenod' }, 'device_name'],
+        [{ user_id: user, device_fingerprint: 'fp', browser: 'Firefox\u2066x' }, 'browser'],
         [{ user_id: user, device_fingerprint: 'fp', ttl: 60 }, '(body)'],
       ];
       for (const [body, field] of cases) {
@@ -116,6 +122,41 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         expect(res.body.errors[0].field, JSON.stringify(body).slice(0, 80)).to.equal(field);
       }
       expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(0);
+    });
+
+    it('answers 400 for a body that is not UTF-8, instead of storing U+FFFD in its place, and stores nothing', async () => {
+      // The bytes as given: superagent would serialise a Buffer as JSON ({"type":"Buffer",…}).
+      const postBytes = (body: Buffer) =>
+        request(a.app)
+          .post(TD)
+          .set(headers())
+          .set('Content-Type', 'application/json')
+          .serialize(() => body as unknown as string)
+          .send(body);
+      const user = uid();
+      for (const bytes of [[0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xe0, 0xa4]]) {
+        const body = Buffer.concat([Buffer.from(`{"user_id":"${user}","device_fingerprint":"fp`), Buffer.from(bytes), Buffer.from('"}')]);
+        const res = await postBytes(body);
+        expect(res.status, String(bytes)).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body.detail).to.equal('The request body is not valid UTF-8.');
+      }
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(0);
+      // A BOM and any well-formed UTF-8 still pass.
+      const ok = await postBytes(Buffer.from(`\uFEFF{"user_id":"${user}","device_fingerprint":"fp-ü-😀"}`, 'utf8'));
+      expect(ok.status).to.equal(201);
+      expect(ok.body.device_fingerprint).to.equal('fp-ü-😀');
+    });
+
+    it('names at most five unknown members, each cut to 40 characters, so the answer stays small whatever the body held', async () => {
+      const long = 'K'.repeat(90_000);
+      let res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp', [long]: 1 });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.deep.equal([{ field: '(body)', code: 'unknown', description: `(body): Unrecognized key: "${'K'.repeat(40)}…"` }]);
+      expect(res.text.length).to.be.below(2_000);
+      const many = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`x${i}`, i]));
+      res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp', ...many });
+      expect(res.body.errors[0].description).to.equal('(body): Unrecognized keys: "x0", "x1", "x2", "x3", "x4" and 2 more');
     });
 
     it('answers 415 for a body that is not JSON and 400 for malformed JSON', async () => {
@@ -203,6 +244,44 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
   });
 
   describe('GET /check (the hot path)', () => {
+    it('answers 400 for a query string that is not percent-encoded UTF-8, on every route that reads one, and changes nothing', async () => {
+      const user = uid();
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'fp-ü' });
+      expect(t.status).to.equal(201);
+      // Before, each of these decoded to U+FFFD or stayed as typed, so different ids named the same row.
+      for (const bad of ['%ZZ', '%E0%A4', '%ED%A0%80', '%C0%AF', '%FF', '%']) {
+        for (const [method, path] of [
+          ['get', `${TD}/check?user_id=${user}&device_fingerprint=${bad}`],
+          ['get', `${TD}?user_id=${user}${bad}`],
+          ['delete', `${TD}/${t.body.id}?user_id=${user}${bad}`],
+          ['delete', `${TD}?user_id=${user}${bad}`],
+        ] as const) {
+          const res = await (method === 'get' ? get(a.app, path) : del(a.app, path));
+          expect(res.status, `${method} ${path}`).to.equal(400);
+          expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+          expect(res.body.errors, path).to.deep.equal([{ field: '(query)', code: 'format', description: 'The query string has malformed percent-encoding or is not UTF-8.' }]);
+        }
+      }
+      // A raw byte outside ASCII (Node hands it on as Latin-1: 0xFC became "ü"), sent as is, which HTTP clients do not.
+      const server = a.app.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      try {
+        const { port } = server.address() as AddressInfo;
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.get({ host: '127.0.0.1', port, path: `${TD}/check?user_id=${user}&device_fingerprint=fp-\u00fc`, headers: headers() }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.once('error', reject);
+        });
+        expect(status).to.equal(400);
+      } finally {
+        server.close();
+      }
+      expect((await check(a.app, user, 'fp-ü')).body).to.include({ trusted: true, device_id: t.body.id });
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(1);
+    });
+
     it('answers false for an unknown fingerprint and true with device_id and trusted_until for a trusted one', async () => {
       const user = uid();
       expect((await check(a.app, user, 'nope')).body).to.deep.equal({ trusted: false });

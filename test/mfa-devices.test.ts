@@ -186,9 +186,27 @@ describe('mfaDevicesRouter: devices', () => {
       }
       const res = await as(request(app).post('/auth/mfa/devices/totp').send({}), 'validator');
       expect(res.body.errors[0]).to.deep.include({ field: 'deviceName', code: 'required' });
-      for (const deviceName of ['Phone\r\nAdmin', 'a\u007fb', 'Ph\u001b[2Jone', 'a\u0085b']) {
+      for (const deviceName of ['Phone\r\nAdmin', 'a\u007fb', 'Ph\u001b[2Jone', 'a\u0085b', 'Phone\u2028Admin', 'a\u2029b', 'Phone\u202Eenod', 'a\u2067b', '\u200B', ' \u2060\uFEFF ']) {
         const bad = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName }), 'validator');
+        expect(bad.status, JSON.stringify(deviceName)).to.equal(400);
         expect(bad.body.errors[0], JSON.stringify(deviceName)).to.deep.include({ field: 'deviceName', code: 'format' });
+      }
+      expect((await as(request(app).get('/auth/mfa/devices'), 'validator')).body).to.deep.equal([]);
+    });
+
+    it('keeps names with joiners and direction marks (emoji sequences, right-to-left text)', async () => {
+      for (const deviceName of ['👩‍💻 laptop', 'هاتف\u200F 2', 'Pixel\u00A08']) {
+        const res = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName }), 'scripts');
+        expect(res.status, JSON.stringify(deviceName)).to.equal(201);
+        expect(res.body.device.deviceName).to.equal(deviceName);
+      }
+    });
+
+    it('400 for a query string that is not percent-encoded UTF-8', async () => {
+      for (const q of ['page=%ZZ', 'page=1%FF', 'page_size=%E0%A4']) {
+        const res = await as(request(app).get(`/auth/mfa/devices?${q}`), 'validator');
+        expect(res.status, q).to.equal(400);
+        expect(res.body.errors, q).to.deep.equal([{ field: '(query)', code: 'format', description: 'The query string has malformed percent-encoding or is not UTF-8.' }]);
       }
     });
 

@@ -7,6 +7,7 @@ import express, { type Router } from 'express';
 import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
+import { wellFormedQuery } from '../../lib/query-string.js';
 import { noStore } from '../../lib/no-store.js';
 import { requestId } from '../../lib/request-id.js';
 import { userAuth } from '../../lib/user-auth.js';
@@ -20,7 +21,7 @@ export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
   // One router layer (lib/chain.ts). Authenticate before reading a body: an anonymous caller never gets up to 1 MiB parsed.
-  router.use(chain([requestId(), noStore(), ...userAuth('deviceSyncRouter', config.auth), ...jsonBody(config.bodyLimit)]));
+  router.use(chain([requestId(), noStore(), ...userAuth('deviceSyncRouter', config.auth), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
   mountSyncRecords(router, config);
   router.use(problemJson(config.errors));
   return router;

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
-import { displayText, storableText } from '../../lib/validation.js';
+import { displayText, namedKeys, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
 
@@ -47,8 +47,7 @@ export const vaultEntrySchema = z.strictObject(
   {
     error: (iss) => {
       if (iss.code === 'unrecognized_keys') {
-        const names = iss.keys.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 40)));
-        return `unknown entry field ${names.join(', ')}${iss.keys.length > 5 ? ', …' : ''}: allowed are secret, issuer, account, digits, period, algorithm`;
+        return `unknown entry field ${namedKeys(iss.keys)}: allowed are secret, issuer, account, digits, period, algorithm`;
       }
       return iss.input === undefined ? undefined : 'must be an object {secret, issuer?, account?, digits?, period?, algorithm?}';
     },

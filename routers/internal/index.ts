@@ -7,6 +7,7 @@ import { internalAuth } from '../../lib/internal-auth.js';
 import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
+import { wellFormedQuery } from '../../lib/query-string.js';
 import { noStore } from '../../lib/no-store.js';
 import { requestId } from '../../lib/request-id.js';
 import { tenant } from '../../lib/tenant.js';
@@ -22,7 +23,7 @@ export function internalRouter(options: InternalRouterOptions): Router {
   const router = express.Router();
   // One router layer for the prelude every route shares (lib/chain.ts): request id, no-store (a cached "trusted"
   // would outlive its revocation), key, tenant, body.
-  router.use(chain([requestId(), noStore(), internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant }), ...jsonBody(config.bodyLimit)]));
+  router.use(chain([requestId(), noStore(), internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant }), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
   // Trusted devices first: their check is the login hot path.
   mountTrustedDevices(router, config);
   mountTotpDevices(router, config);

@@ -9,6 +9,7 @@ import type { MfaEvents } from '../../lib/events.js';
 import { chain } from '../../lib/chain.js';
 import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
+import { wellFormedQuery } from '../../lib/query-string.js';
 import { noStore } from '../../lib/no-store.js';
 import { requestId } from '../../lib/request-id.js';
 import { userAuth } from '../../lib/user-auth.js';
@@ -33,7 +34,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   const service = new MfaDevicesService(config);
   const router = express.Router();
   // One router layer for the prelude every route shares (lib/chain.ts).
-  router.use(chain([requestId(), noStore(), ...userAuth('mfaDevicesRouter', config.auth), ...jsonBody(config.bodyLimit)]));
+  router.use(chain([requestId(), noStore(), ...userAuth('mfaDevicesRouter', config.auth), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
   const throttle = verifyRateLimiter({
     config: config.rateLimit,
     redis: config.redis,
