@@ -2,6 +2,7 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
+import { createServer, type Server } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
@@ -13,6 +14,8 @@ import {
   internalRouter,
   mfaDevicesRouter,
   notFound,
+  ProblemError,
+  problemClientError,
   problemJson,
   requestId,
   type KeyRing,
@@ -97,6 +100,24 @@ function accessLog(logger: PinoLogger): RequestHandler {
   };
 }
 
+/**
+ * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
+ * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
+ */
+const hostRequired: RequestHandler = (req, _res, next) => {
+  next(req.httpVersion === '1.1' && req.headers.host === undefined ? ProblemError.from('BAD_HTTP_REQUEST', 'An HTTP/1.1 request needs a Host header.') : undefined);
+};
+
+/**
+ * The example app's http server: what Node's HTTP parser refuses before Express runs (oversized headers, bytes
+ * that are not HTTP) is answered as a Problem (`problemClientError`), and so is a request without `Host`.
+ */
+export function createExampleServer(app: Express): Server {
+  const server = createServer({ requireHostHeader: false }, app);
+  server.on('clientError', problemClientError());
+  return server;
+}
+
 /** Every event of the MFA routers, logged as one line each (they never carry a code or secret). */
 const MFA_EVENTS: readonly MfaEventName[] = [
   'device.enrolled',
@@ -120,7 +141,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   // A JSON API nobody revalidates: an ETag would cost a SHA-1 of every response body for nothing.
   app.set('etag', false);
   // One layer for what every request gets first: security headers, request id, the log line.
-  app.use(chain([apiSecurityHeaders(), requestId(), accessLog(logger)]));
+  app.use(chain([apiSecurityHeaders(), requestId(), accessLog(logger), hostRequired]));
 
   // The routers first: a login's check walks past no other layer (Express tries each in turn).
   // [3/7] MFA devices: one emitter for both routers' events, one Redis for both rate limiters.

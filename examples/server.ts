@@ -10,9 +10,9 @@ import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage, memoryCache, migrate, problemClientError, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
 import { REDACT_PATHS } from '../lib/logger.js';
-import { createExampleApp } from './app.js';
+import { createExampleApp, createExampleServer } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
 import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
 import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
@@ -147,9 +147,7 @@ async function main(): Promise<void> {
     ...(rateLimitRedis && { rateLimitRedis }),
   });
 
-  const server: Server = app.listen(env.port, env.host);
-  // What Node's HTTP parser refuses (oversized headers, not HTTP) is a Problem too, not a bare status line.
-  server.on('clientError', problemClientError());
+  const server: Server = createExampleServer(app).listen(env.port, env.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

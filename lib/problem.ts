@@ -295,13 +295,14 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
     }
     const problem = ProblemError.from((typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
     const { spec } = problem;
-    const details = problemBody(problem, resolved, '', `req_${randomUUID()}`);
+    const requestId = `req_${randomUUID()}`;
+    const details = problemBody(problem, resolved, '', requestId);
     const { body, contentType } = PRESETS[format](details, problem.key);
     // No request was read, so there is no instance to name (JSON.stringify leaves the member out).
     const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
     socket.end(
       `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? JSON_CONTENT_TYPE}\r\n` +
-        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${text}`,
+        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`,
       () => socket.destroy(),
     );
   };

@@ -13,7 +13,7 @@ import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import request from 'supertest';
 import { problemJson, silentLogger } from '../index.js';
-import { createExampleApp } from '../examples/app.js';
+import { createExampleApp, createExampleServer } from '../examples/app.js';
 import { contextOf } from '../lib/context.js';
 import { userAuth, type UserAuthOptions } from '../lib/user-auth.js';
 import { KEY_A, KEY_B, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
@@ -22,7 +22,7 @@ const DEVICES = '/internal/mfa/totp/devices?user_id=alice';
 const JWT_SECRET = 'auth-edge-test-jwt-secret-0123456789';
 
 /** Sends raw bytes (for what HTTP clients will not send: a repeated header) and returns status + body. */
-function rawRequest(port: number, head: string): Promise<{ status: number; body: string }> {
+function rawRequest(port: number, head: string): Promise<{ status: number; head: string; body: string }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     let data = '';
@@ -31,7 +31,8 @@ function rawRequest(port: number, head: string): Promise<{ status: number; body:
     socket.once('error', reject);
     socket.once('end', () => {
       const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1]);
-      resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4) });
+      const end = data.indexOf('\r\n\r\n');
+      resolve({ status, head: data.slice(0, end), body: data.slice(end + 4) });
     });
     socket.write(head.replaceAll('\n', '\r\n') + '\r\n\r\n');
   });
@@ -51,7 +52,7 @@ describe('auth edge cases', function () {
     db = await migratedStorage();
     await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice' });
     app = createExampleApp({ storage: db.storage, codeSender: { send() {} }, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }) });
-    server = app.listen(0, '127.0.0.1');
+    server = createExampleServer(app).listen(0, '127.0.0.1');
     await new Promise<void>((resolve) => server.once('listening', resolve));
     port = (server.address() as AddressInfo).port;
   });
@@ -69,6 +70,19 @@ describe('auth edge cases', function () {
     expect(body, what).to.include({ status: 401, code: 40100002 });
     for (const secret of [KEY_A, KEY_B, ...(sent.length >= 8 ? [sent] : [])]) expect(res.text, what).not.to.contain(secret);
   };
+
+  describe('HTTP framing (the example server)', () => {
+    it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {
+      const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nConnection: close\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
+      expect(res.status).to.equal(400);
+      expect(res.head).to.match(/\r\ncontent-type: application\/problem\+json; charset=utf-8\r\n/i);
+      const problem = JSON.parse(res.body) as Record<string, unknown>;
+      expect(problem).to.include({ status: 400, code: 40000003, detail: 'An HTTP/1.1 request needs a Host header.' });
+      expect(res.head).to.contain(`\r\nx-request-id: ${String(problem.request_id)}\r\n`);
+      const old = await rawRequest(port, `GET ${DEVICES} HTTP/1.0\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
+      expect(old.status).to.equal(200);
+    });
+  });
 
   describe('internal API key (X-Internal-API-Key)', () => {
     const variants: Array<[string, string]> = [

@@ -175,6 +175,7 @@ describe('problemClientError()', () => {
     const big = JSON.parse(res.body) as Record<string, unknown>;
     expect(big).to.include({ status: 431, code: 43100001, title: 'Request Header Fields Too Large', type: 'https://express-mfa-kit.dev/errors/request-header-fields-too-large', service: 'mfa-kit' });
     expect(big.request_id).to.match(/^req_[0-9a-f-]{36}$/);
+    expect(res.head).to.contain(`\r\nX-Request-ID: ${String(big.request_id)}\r\n`);
     expect(big).to.not.have.property('instance');
     expect(res.body).not.to.contain('aaaa');
     res = await raw(undefined, 'NOT HTTP AT ALL\r\n\r\n');
