@@ -104,13 +104,20 @@ function accessLog(logger: PinoLogger): RequestHandler {
  * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
  * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
  */
-const hostRequired: RequestHandler = (req, _res, next) => {
-  next(req.httpVersion === '1.1' && req.headers.host === undefined ? ProblemError.from('BAD_HTTP_REQUEST', 'An HTTP/1.1 request needs a Host header.') : undefined);
+const hostRequired: RequestHandler = (req, res, next) => {
+  if (req.httpVersion !== '1.1' || req.headers.host !== undefined) {
+    next();
+    return;
+  }
+  // As Node's own refusal: the connection ends with the answer.
+  res.setHeader('Connection', 'close');
+  next(ProblemError.from('BAD_HTTP_REQUEST', 'An HTTP/1.1 request needs a Host header.'));
 };
 
 /**
  * The example app's http server: what Node's HTTP parser refuses before Express runs (oversized headers, bytes
- * that are not HTTP) is answered as a Problem (`problemClientError`), and so is a request without `Host`.
+ * that are not HTTP) is answered as a Problem (`problemClientError`), and a request without `Host` is left to the
+ * app (`createExampleApp`'s, which refuses it): give it no other.
  */
 export function createExampleServer(app: Express): Server {
   const server = createServer({ requireHostHeader: false }, app);

@@ -113,6 +113,9 @@ export class ProblemError extends Error {
 
 export const isProblemError = (err: unknown): err is ProblemError => err instanceof ProblemError;
 
+/** The `type` of the error `jsonBody()` throws for a body that is not UTF-8 (body-parser keeps it), for `problemJson`. */
+export const INVALID_UTF8 = 'entity.utf8.invalid';
+
 // 57P0x admin/crash shutdown, cannot connect now, idle-session timeout; 53xxx out of resources;
 // 57014 statement timeout; 55P03 lock timeout; 25P03 idle-in-transaction timeout; 3D000 database gone.
 const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000']);

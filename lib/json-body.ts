@@ -2,7 +2,7 @@
 import { isUtf8 } from 'node:buffer';
 import { parse as parseContentType } from 'content-type';
 import express, { type RequestHandler } from 'express';
-import { ProblemError } from './errors.js';
+import { INVALID_UTF8, ProblemError } from './errors.js';
 
 export const DEFAULT_BODY_LIMIT = '100kb';
 
@@ -21,9 +21,6 @@ const otherCharset = (type: string): boolean => {
   }
   return charset !== undefined && charset !== '' && charset.toLowerCase() !== 'utf-8';
 };
-
-/** The `type` of the error the body check throws (body-parser keeps it), for `problemJson`. */
-export const INVALID_UTF8 = 'entity.utf8.invalid';
 
 /** body-parser decodes what is not UTF-8 into U+FFFD without a word: a body that is not UTF-8 is malformed JSON instead. */
 const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {

@@ -7,10 +7,10 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
-import { ERROR_CATALOGUE, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
-import { INVALID_UTF8 } from './json-body.js';
+import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
+import { isWellFormedQuery } from './query-string.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
 export interface ProblemDetails {
@@ -98,7 +98,8 @@ const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 function instanceOf(req: Request): string {
   const url = req.originalUrl || req.url;
   const q = url.indexOf('?');
-  if (q === -1) return url.slice(0, 512);
+  // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
+  if (q === -1 || !isWellFormedQuery(url)) return url.slice(0, q === -1 ? 512 : Math.min(q, 512));
   const params = new URLSearchParams(url.slice(q + 1));
   for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
   return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);

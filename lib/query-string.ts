@@ -24,6 +24,10 @@ export function isWellFormedQuery(url: string): boolean {
   }
 }
 
+/**
+ * The check as middleware, for a router's prelude: it runs for every request the router sees, matched by one of its
+ * routes or not, and answers 400 `VALIDATION_FAILED` (`(query)`, `format`) before anything reads `req.query`.
+ */
 export function wellFormedQuery(): RequestHandler {
   return (req, _res, next) => {
     if (isWellFormedQuery(req.url)) {

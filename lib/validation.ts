@@ -40,13 +40,23 @@ function violationCode(issue: z.core.$ZodIssue): string {
   }
 }
 
+/** Control characters (C0, DEL, C1), the line and paragraph separators, and the bidirectional embeddings, overrides and isolates. */
+const NOT_DISPLAYABLE = /[\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]/u;
+const NOT_DISPLAYABLE_ALL = new RegExp(NOT_DISPLAYABLE.source, 'gu');
+
 /** Longest part of an unknown member's name, and most names, that a description repeats: the client chose them. */
 const NAMED_KEY_CHARS = 40;
 const NAMED_KEYS = 5;
 
-/** `"a", "b", … and 3 more`: unknown member names as a description quotes them, each cut short, a few at most. */
+/** The name as JSON quotes it, but with what display text refuses (a line separator, a bidi override) escaped too. */
+const quoteKey = (key: string): string => JSON.stringify(key).replace(NOT_DISPLAYABLE_ALL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+/** `"a", "b", … and 3 more`: unknown member names as a description quotes them, each cut short (by code point), a few at most. */
 export function namedKeys(keys: readonly string[]): string {
-  const named = keys.slice(0, NAMED_KEYS).map((k) => JSON.stringify(k.length > NAMED_KEY_CHARS ? `${k.slice(0, NAMED_KEY_CHARS)}…` : k));
+  const named = keys.slice(0, NAMED_KEYS).map((k) => {
+    const points = Array.from(k);
+    return quoteKey(points.length > NAMED_KEY_CHARS ? `${points.slice(0, NAMED_KEY_CHARS).join('')}…` : k);
+  });
   return keys.length > NAMED_KEYS ? `${named.join(', ')} and ${keys.length - NAMED_KEYS} more` : named.join(', ');
 }
 
@@ -93,8 +103,6 @@ const text = (min: number, max: number, allowed: (s: string) => boolean, message
 /** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
 export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), 'must be well-formed text without NUL');
 
-/** Control characters (C0, DEL, C1), the line and paragraph separators, and the bidirectional embeddings, overrides and isolates. */
-const NOT_DISPLAYABLE = /[\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]/u;
 
 /**
  * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1),

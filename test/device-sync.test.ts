@@ -527,6 +527,27 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(ok.status).to.equal(201);
     });
 
+    it('names at most five unknown entry fields, cut short and with a bidi override escaped', async function () {
+      const extra = { ['k\u202E'.repeat(30)]: 1, a: 1, b: 2, c: 3, d: 4, e: 5 };
+      const res = await post(app, { ...valid(), totp_devices: [{ secret: newSecret(), ...extra }] });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors[0]).to.deep.equal({
+        field: 'totp_devices[0]',
+        code: 'unknown',
+        description: `totp_devices[0]: unknown entry field "${'k\\u202e'.repeat(20)}…", "a", "b", "c", "d" and 1 more: allowed are secret, issuer, account, digits, period, algorithm`,
+      });
+    });
+
+    it('answers 400 for a list query that is not percent-encoded UTF-8, and a page for a well-formed one', async function () {
+      for (const query of ['?page=%ZZ', '?page=1%FF', '?page_size=%ED%A0%80']) {
+        const res = await getList('alice', 'acme', query);
+        expect(res.status, query).to.equal(400);
+        expect(res.body.errors, query).to.deep.equal([{ field: '(query)', code: 'format', description: 'The query string has malformed percent-encoding or is not UTF-8.' }]);
+        expect(res.body.instance, query).to.equal(BASE);
+      }
+      expect((await getList('alice', 'acme', '?page=%31&page_size=2%30')).status).to.equal(200);
+    });
+
     it('honours a configured maxEntries', async function () {
       const small = makeApp(storage, { maxEntries: 2 });
       const three = [{ secret: newSecret() }, { secret: newSecret() }, { secret: newSecret() }];

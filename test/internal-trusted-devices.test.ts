@@ -154,6 +154,8 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(res.status).to.equal(400);
       expect(res.body.errors).to.deep.equal([{ field: '(body)', code: 'unknown', description: `(body): Unrecognized key: "${'K'.repeat(40)}…"` }]);
       expect(res.text.length).to.be.below(2_000);
+      res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp', ['x'.repeat(39) + '😀tail']: 1, 'a\u202Eb\u2028c\u0085': 2 });
+      expect(res.body.errors[0].description).to.equal(`(body): Unrecognized keys: "${'x'.repeat(39)}😀…", "a\\u202eb\\u2028c\\u0085"`);
       const many = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`x${i}`, i]));
       res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp', ...many });
       expect(res.body.errors[0].description).to.equal('(body): Unrecognized keys: "x0", "x1", "x2", "x3", "x4" and 2 more');
@@ -260,8 +262,17 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
           expect(res.status, `${method} ${path}`).to.equal(400);
           expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
           expect(res.body.errors, path).to.deep.equal([{ field: '(query)', code: 'format', description: 'The query string has malformed percent-encoding or is not UTF-8.' }]);
+          // Not the query rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
+          expect(res.body.instance, path).to.equal(path.split('?', 1)[0]);
         }
       }
+      // What real clients send stays accepted: `+`, escaped `+` / `%`, `?` and `|` and brackets in a value, empty values.
+      const fp = 'a+b %2B%25?|[]';
+      const odd = await post(a.app, { user_id: user, device_fingerprint: decodeURIComponent(fp.replace(/\+/g, ' ')) });
+      expect(odd.status).to.equal(201);
+      const ok = await get(a.app, `${TD}/check?user_id=${user}&device_fingerprint=${fp}&ids[]=&x=`);
+      expect(ok.status).to.equal(200);
+      expect(ok.body).to.include({ trusted: true, device_id: odd.body.id });
       // A raw byte outside ASCII (Node hands it on as Latin-1: 0xFC became "ü"), sent as is, which HTTP clients do not.
       const server = a.app.listen(0, '127.0.0.1');
       await once(server, 'listening');
@@ -279,7 +290,7 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         server.close();
       }
       expect((await check(a.app, user, 'fp-ü')).body).to.include({ trusted: true, device_id: t.body.id });
-      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(1);
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(2);
     });
 
     it('answers false for an unknown fingerprint and true with device_id and trusted_until for a trusted one', async () => {
