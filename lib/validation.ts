@@ -103,11 +103,10 @@ const text = (min: number, max: number, allowed: (s: string) => boolean, message
 /** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
 export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), 'must be well-formed text without NUL');
 
-
 /**
  * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1),
  * line separators or bidirectional overrides: a line break, tab or escape sequence in a name would forge lines
- * in a device list, a log viewer or a terminal, and an override (U+202E) shows "Phone\u202Eenod" as "Phoneoden".
+ * in a device list, a log viewer or a terminal, and an override (U+202E) shows "Phone\u202Eenod" as "Phonedone".
  * Joiners (emoji sequences) and the left-to-right / right-to-left marks stay allowed.
  */
 export const displayText = (min: number, max: number) =>
