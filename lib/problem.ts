@@ -98,8 +98,9 @@ const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 function instanceOf(req: Request): string {
   const url = req.originalUrl || req.url;
   const q = url.indexOf('?');
+  if (q === -1) return url.slice(0, 512);
   // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
-  if (q === -1 || !isWellFormedQuery(url)) return url.slice(0, q === -1 ? 512 : Math.min(q, 512));
+  if (!isWellFormedQuery(url)) return url.slice(0, Math.min(q, 512));
   const params = new URLSearchParams(url.slice(q + 1));
   for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
   return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);

@@ -4,12 +4,8 @@
  * host's own authentication); writes use optimistic concurrency on a `sync_token`.
  */
 import express, { type Router } from 'express';
-import { chain } from '../../lib/chain.js';
-import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
-import { wellFormedQuery } from '../../lib/query-string.js';
-import { noStore } from '../../lib/no-store.js';
-import { requestId } from '../../lib/request-id.js';
+import { routerPrelude } from '../../lib/prelude.js';
 import { userAuth } from '../../lib/user-auth.js';
 import { parseOptions, type DeviceSyncRouterOptions } from './options.js';
 import { mountSyncRecords } from './routes.js';
@@ -20,8 +16,8 @@ export type { DeviceSyncResponse } from './vault.js';
 export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
-  // One router layer (lib/chain.ts). Authenticate before reading a body: an anonymous caller never gets up to 1 MiB parsed.
-  router.use(chain([requestId(), noStore(), ...userAuth('deviceSyncRouter', config.auth), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
+  // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed.
+  router.use(routerPrelude(userAuth('deviceSyncRouter', config.auth), config.bodyLimit));
   mountSyncRecords(router, config);
   router.use(problemJson(config.errors));
   return router;

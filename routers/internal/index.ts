@@ -4,12 +4,8 @@
  */
 import express, { type Router } from 'express';
 import { internalAuth } from '../../lib/internal-auth.js';
-import { chain } from '../../lib/chain.js';
-import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
-import { wellFormedQuery } from '../../lib/query-string.js';
-import { noStore } from '../../lib/no-store.js';
-import { requestId } from '../../lib/request-id.js';
+import { routerPrelude } from '../../lib/prelude.js';
 import { tenant } from '../../lib/tenant.js';
 import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
@@ -21,9 +17,9 @@ export type { InternalRouterOptions } from './options.js';
 export function internalRouter(options: InternalRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
-  // One router layer for the prelude every route shares (lib/chain.ts): request id, no-store (a cached "trusted"
-  // would outlive its revocation), key, tenant, body.
-  router.use(chain([requestId(), noStore(), internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant }), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
+  // The prelude every route shares (lib/prelude.ts); no-store matters most here: a cached "trusted" would outlive
+  // its revocation. Key first, then tenant.
+  router.use(routerPrelude([internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant })], config.bodyLimit));
   // Trusted devices first: their check is the login hot path.
   mountTrustedDevices(router, config);
   mountTotpDevices(router, config);

@@ -6,12 +6,8 @@
 import express, { type Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import type { MfaEvents } from '../../lib/events.js';
-import { chain } from '../../lib/chain.js';
-import { jsonBody } from '../../lib/json-body.js';
 import { problemJson } from '../../lib/problem.js';
-import { wellFormedQuery } from '../../lib/query-string.js';
-import { noStore } from '../../lib/no-store.js';
-import { requestId } from '../../lib/request-id.js';
+import { routerPrelude } from '../../lib/prelude.js';
 import { userAuth } from '../../lib/user-auth.js';
 import { verifyRateLimiter } from '../../lib/verification-throttle.js';
 import { mountDevices } from './devices.js';
@@ -33,8 +29,8 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   const config = parseOptions(options);
   const service = new MfaDevicesService(config);
   const router = express.Router();
-  // One router layer for the prelude every route shares (lib/chain.ts).
-  router.use(chain([requestId(), noStore(), ...userAuth('mfaDevicesRouter', config.auth), wellFormedQuery(), ...jsonBody(config.bodyLimit)]));
+  // The prelude every route shares (lib/prelude.ts).
+  router.use(routerPrelude(userAuth('mfaDevicesRouter', config.auth), config.bodyLimit));
   const throttle = verifyRateLimiter({
     config: config.rateLimit,
     redis: config.redis,
