@@ -1,17 +1,55 @@
 /**
- * `routerPrelude(authentication, bodyLimit)`: what every route of each of the kit's routers gets first, as ONE
- * router layer (lib/chain.ts), in this order: a request id; `Cache-Control: no-store` (answers are per user and
- * per moment, lib/no-store.ts); the router's own authentication (and tenant), before anything is read; a query
+ * `routerPrelude(authentication, bodyLimit, hotRoute?)`: what every route of each of the kit's routers gets first,
+ * as ONE router layer (lib/chain.ts), in this order: a request id; `Cache-Control: no-store` (answers are per user
+ * and per moment, lib/no-store.ts); the router's own authentication (and tenant), before anything is read; a query
  * string that is percent-encoded UTF-8 (lib/query-string.ts); the JSON body (lib/json-body.ts), parsed only for an
  * authenticated caller.
  */
-import type { RequestHandler } from 'express';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { chain } from './chain.js';
 import { jsonBody } from './json-body.js';
 import { noStore } from './no-store.js';
 import { wellFormedQuery } from './query-string.js';
 import { requestId } from './request-id.js';
 
-export function routerPrelude(authentication: readonly RequestHandler[], bodyLimit: string | number): RequestHandler {
-  return chain([requestId(), noStore(), ...authentication, wellFormedQuery(), ...jsonBody(bodyLimit)]);
+/** A `GET` (and `HEAD`) route answered by the prelude's own layer; see `routerPrelude`. */
+export interface HotRoute {
+  /** The path as the router sees it (after its mount path), e.g. `/session/trusted-devices/check`. */
+  path: string;
+  /** The route's handler, also registered as the router's route of that path. */
+  handler: (req: Request, res: Response) => Promise<void>;
+}
+
+/**
+ * With a `hotRoute`, a `GET`/`HEAD` of exactly that path (or with one trailing slash) is answered right after the
+ * prelude, from the same layer: the router walks no route layers, and Express's route dispatch is skipped. That is
+ * most of what an Express router adds to a request its handler answers from a cache (BENCHMARKS.md, tenth round).
+ * The route is still registered as usual: a spelling Express also matches (another letter case) takes that way,
+ * and answers the same.
+ */
+export function routerPrelude(authentication: readonly RequestHandler[], bodyLimit: string | number, hotRoute?: HotRoute): RequestHandler {
+  const prelude = chain([requestId(), noStore(), ...authentication, wellFormedQuery(), ...jsonBody(bodyLimit)]);
+  if (!hotRoute) return prelude;
+  const { path, handler } = hotRoute;
+  const withSlash = `${path}/`;
+  return (req: Request, res: Response, next: NextFunction) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      prelude(req, res, next);
+      return;
+    }
+    const at = req.url.indexOf('?');
+    const pathname = at === -1 ? req.url : req.url.slice(0, at);
+    if (pathname !== path && pathname !== withSlash) {
+      prelude(req, res, next);
+      return;
+    }
+    prelude(req, res, (err?: unknown) => {
+      // As the router would: an error skips the route; 'route' and 'router' leave the route to the router.
+      if (err) {
+        next(err);
+        return;
+      }
+      handler(req, res).then(undefined, next);
+    });
+  };
 }

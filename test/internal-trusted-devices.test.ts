@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
+import { checkQuery, isCheckQuery } from '../routers/internal/trusted-devices.js';
 import { TD, check, del, get, headers, insertTrusted, instance, post, sleep, type Instance } from './support/trusted.js';
 
 const ISO_SECONDS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
@@ -372,6 +373,60 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         expect(res.status, q).to.equal(400);
         expect(res.body.errors[0].field, q).to.be.oneOf(['user_id', 'device_fingerprint']);
       }
+    });
+
+    it("answers the same by the prelude's layer (the exact path, one trailing slash) and by the route (another letter case), and to HEAD", async () => {
+      const user = uid();
+      const t = await post(a.app, { user_id: user, device_fingerprint: 'spelt' });
+      const query = `?user_id=${user}&device_fingerprint=spelt`;
+      const want = { trusted: true, device_id: t.body.id, trusted_until: t.body.trusted_until };
+      for (const path of [`${TD}/check`, `${TD}/check/`, `${TD}/CHECK`, '/internal/Session/Trusted-Devices/Check/']) {
+        const res = await get(a.app, path + query);
+        expect(res.status, path).to.equal(200);
+        expect(res.body, path).to.deep.equal(want);
+        expect(res.headers['content-type'], path).to.equal('application/json; charset=utf-8');
+        expect(res.headers['content-length'], path).to.equal(String(Buffer.byteLength(JSON.stringify(want))));
+        expect(res.headers['cache-control'], path).to.equal('no-store');
+        expect(res.headers['x-request-id'], path).to.match(/^req_/);
+        const head = await request(a.app).head(path + query).set(headers());
+        expect(head.status, path).to.equal(200);
+        expect(head.headers['content-length'], path).to.equal(res.headers['content-length']);
+        expect(head.text ?? '', path).to.equal('');
+        // Errors on either way are the router's Problems.
+        const bad = await get(a.app, `${path}?user_id=${user}`);
+        expect([bad.status, bad.headers['content-type'], bad.body.errors?.[0]?.field], path).to.deep.equal([400, 'application/problem+json; charset=utf-8', 'device_fingerprint']);
+        const unauthenticated = await request(a.app).get(path + query).set('X-Tenant-ID', 'acme');
+        expect(unauthenticated.status, path).to.equal(401);
+      }
+      // Other methods on the path are not the check.
+      expect((await request(a.app).post(`${TD}/check${query}`).set(headers())).status).to.equal(404);
+    });
+
+    it('an answer no cache may keep carries no ETag, so If-None-Match never turns it into a 304 (the app has ETags on)', async () => {
+      const user = uid();
+      await post(a.app, { user_id: user, device_fingerprint: 'tagged' });
+      const path = `${TD}/check?user_id=${user}&device_fingerprint=tagged`;
+      const first = await get(a.app, path);
+      expect(first.headers.etag).to.equal(undefined);
+      const again = await get(a.app, path).set('If-None-Match', '*');
+      expect([again.status, again.body.trusted]).to.deep.equal([200, true]);
+    });
+
+    it("the check's fast query test accepts exactly what its schema accepts (else the schema answers)", () => {
+      const values: unknown[] = ['u', 'user-1', 'ü', '😀', 'a'.repeat(128), 'a'.repeat(129), '😀'.repeat(128), '😀'.repeat(129), '', '\u0000', 'a\u0000b', 'a\tb', '\u007f', '\u0085', '\ud800', 'x\udc00', '\u202e', ' ', 'x'.repeat(512), 'x'.repeat(513), ['a', 'b'], [], 1, undefined, null, { a: 'b' }];
+      let accepted = 0;
+      for (const user of values) {
+        for (const fp of values) {
+          const q: Record<string, unknown> = { user_id: user, device_fingerprint: fp, other: 'ignored' };
+          const schema = checkQuery.safeParse(q);
+          expect(isCheckQuery(q), JSON.stringify([user, fp])).to.equal(schema.success);
+          if (schema.success) {
+            accepted++;
+            expect(schema.data).to.deep.equal({ user_id: user, device_fingerprint: fp });
+          }
+        }
+      }
+      expect(accepted).to.be.greaterThan(20);
     });
   });
 

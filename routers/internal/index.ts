@@ -10,7 +10,7 @@ import { tenant } from '../../lib/tenant.js';
 import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
 import { mountTotpVerify } from './totp-verify.js';
-import { mountTrustedDevices } from './trusted-devices.js';
+import { mountTrustedDevices, trustedDeviceCheck } from './trusted-devices.js';
 
 export type { InternalRouterOptions } from './options.js';
 
@@ -18,10 +18,11 @@ export function internalRouter(options: InternalRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
   // The prelude every route shares (lib/prelude.ts); no-store matters most here: a cached "trusted" would outlive
-  // its revocation. Key first, then tenant.
-  router.use(routerPrelude([internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant })], config.bodyLimit));
-  // Trusted devices first: their check is the login hot path.
-  mountTrustedDevices(router, config);
+  // its revocation. Key first, then tenant. The trusted-device check, the login hot path, is answered from the
+  // prelude's own layer.
+  const check = trustedDeviceCheck(config);
+  router.use(routerPrelude([internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant })], config.bodyLimit, check));
+  mountTrustedDevices(router, config, check);
   mountTotpDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets
   if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });

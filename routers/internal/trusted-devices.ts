@@ -1,12 +1,14 @@
 /** `/session/trusted-devices` (seed 002): the identity service's trusted-device API; the check is the login hot path. */
 import { isIP } from 'node:net';
-import type { Router } from 'express';
+import type { Request, Response, Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
+import type { HotRoute } from '../../lib/prelude.js';
+import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, type TrustInput } from '../../lib/trusted-devices.js';
-import { boolQuery, displayText, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
+import { boolQuery, displayText, parseOrThrow, storableText, USER_ID, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -43,11 +45,48 @@ const PATH = '/session/trusted-devices';
 
 const fingerprint = storableText(1, MAX_FINGERPRINT_LENGTH);
 
-export function mountTrustedDevices(router: Router, config: InternalRouterConfig): void {
+export const checkQuery = z.object({ user_id: userIdSchema, device_fingerprint: fingerprint });
+type CheckQuery = z.output<typeof checkQuery>;
+
+/**
+ * What `checkQuery` accepts, tested without building zod's result: the same rules (`userIdSchema`, `storableText`).
+ * Whenever this says no, the schema decides, and its Problem is the answer.
+ */
+export const isCheckQuery = (q: Record<string, unknown>): q is CheckQuery => {
+  const { user_id: user, device_fingerprint: fp } = q;
+  return (
+    typeof user === 'string' &&
+    USER_ID.test(user) &&
+    user.isWellFormed() &&
+    typeof fp === 'string' &&
+    fp.length >= 1 &&
+    fp.length <= MAX_FINGERPRINT_LENGTH &&
+    fp.isWellFormed() &&
+    !fp.includes('\u0000')
+  );
+};
+
+/**
+ * `GET /session/trusted-devices/check`, the login hot path: answered by the router's first layer, right after the
+ * prelude (lib/prelude.ts `HotRoute`), and registered as the route as well.
+ */
+export function trustedDeviceCheck(config: InternalRouterConfig): HotRoute {
+  const service = config.trustedDevices;
+  return {
+    path: `${PATH}/check`,
+    async handler(req: Request, res: Response) {
+      const query = req.query as Record<string, unknown>;
+      const q = isCheckQuery(query) ? query : parseOrThrow(checkQuery, query);
+      const result = await service.check(contextOf(req).tenantId!, q.user_id, q.device_fingerprint);
+      sendJson(req, res, result.trusted && result.deviceId && result.trustedUntil ? { trusted: true, device_id: result.deviceId, trusted_until: isoSeconds(result.trustedUntil) } : { trusted: false });
+    },
+  };
+}
+
+export function mountTrustedDevices(router: Router, config: InternalRouterConfig, check: HotRoute): void {
   const service = config.trustedDevices;
   const userQuery = z.object({ user_id: userIdSchema });
   const listQuery = z.object({ user_id: userIdSchema, ...paginationShape(config.maxPageSize), include_expired: boolQuery('include_expired', false) });
-  const checkQuery = z.object({ user_id: userIdSchema, device_fingerprint: fingerprint });
   const detail = (max: number) => displayText(1, max).nullish();
   // Strict: a misspelt member (`ttl` for `ttl_seconds`) is a 400, not silently a 30-day trust.
   const trustBody = z.strictObject({
@@ -70,12 +109,8 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
       .nullish(),
   });
 
-  // First: the login hot path.
-  router.get(`${PATH}/check`, async (req, res) => {
-    const q = parseOrThrow(checkQuery, req.query);
-    const result = await service.check(contextOf(req).tenantId!, q.user_id, q.device_fingerprint);
-    res.json(result.trusted && result.deviceId && result.trustedUntil ? { trusted: true, device_id: result.deviceId, trusted_until: isoSeconds(result.trustedUntil) } : { trusted: false });
-  });
+  // First: the login hot path (most checks never reach it: the prelude's layer answers them).
+  router.get(check.path, check.handler);
 
   router.get(PATH, async (req, res) => {
     const q = parseOrThrow(listQuery, req.query);
