@@ -44,7 +44,7 @@ export function routerPrelude(authentication: readonly RequestHandler[], bodyLim
       return;
     }
     prelude(req, res, (err?: unknown) => {
-      // As the router would: an error skips the route; 'route' and 'router' leave the route to the router.
+      // An error (or 'route', 'router') goes to the router as it is: it skips to the error handlers, or on.
       if (err) {
         next(err);
         return;
