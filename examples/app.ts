@@ -46,6 +46,12 @@ export interface ExampleAppDeps {
   codeSender?: MfaCodeSender;
   /** Redis client for the verify routes' rate-limit counters, shared by every instance; none: in-process counters. */
   rateLimitRedis?: RateLimitRedisClient;
+  /**
+   * One line per request (`accessLog`). `false` when a proxy in front logs requests: 5xx errors (problemJson) and
+   * MFA events are logged all the same. On the bench's hot path the line is ~0.1 of the ratio (BENCHMARKS.md).
+   * @default true
+   */
+  requestLog?: boolean;
 }
 
 /** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
@@ -148,7 +154,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   // A JSON API nobody revalidates: an ETag would cost a SHA-1 of every response body for nothing.
   app.set('etag', false);
   // One layer for what every request gets first: security headers, request id, the log line.
-  app.use(chain([apiSecurityHeaders(), requestId(), accessLog(logger), hostRequired]));
+  app.use(chain([apiSecurityHeaders(), requestId(), ...(deps.requestLog === false ? [] : [accessLog(logger)]), hostRequired]));
 
   // The routers first: a login's check walks past no other layer (Express tries each in turn).
   // [3/7] MFA devices: one emitter for both routers' events, one Redis for both rate limiters.

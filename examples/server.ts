@@ -45,6 +45,8 @@ interface ServerEnv {
   encryptionKeys: string[];
   /** Names of the secrets generated for this run (development only). */
   generated: string[];
+  /** `REQUEST_LOG=off`: no line per request (a proxy in front logs them); errors and MFA events still are. */
+  requestLog: boolean;
 }
 
 function loadEnv(): ServerEnv {
@@ -60,9 +62,15 @@ function loadEnv(): ServerEnv {
     logger.fatal({ port: process.env.PORT }, 'PORT must be an integer from 0 to 65535');
     process.exit(1);
   }
+  const requestLog = process.env.REQUEST_LOG?.trim() || 'on';
+  if (requestLog !== 'on' && requestLog !== 'off') {
+    logger.fatal({ requestLog: process.env.REQUEST_LOG }, 'REQUEST_LOG must be on or off');
+    process.exit(1);
+  }
   const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   return {
     port,
+    requestLog: requestLog === 'on',
     host: process.env.HOST ?? '127.0.0.1',
     databaseUrl: process.env.DATABASE_URL || undefined,
     redisUrl: process.env.REDIS_URL || undefined,
@@ -144,6 +152,7 @@ async function main(): Promise<void> {
     keyRing: ring,
     jwtSecret: env.jwtSecret,
     logger,
+    requestLog: env.requestLog,
     ...(rateLimitRedis && { rateLimitRedis }),
   });
 

@@ -235,6 +235,7 @@ async function main(): Promise<void> {
       const targets = [kit, bare];
       if (wanted('variants')) {
         targets.push(await start('kit LOG_LEVEL=warn', 'examples/server.ts', serverEnv({ LOG_LEVEL: 'warn' })));
+        targets.push(await start('kit REQUEST_LOG=off', 'examples/server.ts', serverEnv({ REQUEST_LOG: 'off' })));
         // What the Redis read costs: the same server on its in-process cache (warmed by the first requests).
         if (redis) targets.push(await start('kit, in-process cache', 'examples/server.ts', serverEnv({ REDIS_URL: '' })));
         // On the bare reference: what the example app's API security headers cost on their own, and pino-http (its former request log).

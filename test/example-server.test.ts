@@ -39,4 +39,10 @@ describe('example server start-up', () => {
     expect(code).to.equal(1);
     expect(output).to.match(/16 bytes; AES-256-GCM needs exactly 32 bytes/);
   });
+
+  it('refuses a REQUEST_LOG that is neither on nor off', async () => {
+    const { code, output } = await runServer({ REQUEST_LOG: 'no', PORT: '0' });
+    expect(code).to.equal(1);
+    expect(output).to.match(/REQUEST_LOG must be on or off/);
+  });
 });

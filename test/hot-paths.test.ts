@@ -118,6 +118,30 @@ describe('hot-path helpers', () => {
       }
     });
 
+    it('requestLog: false (REQUEST_LOG=off) writes no line per request, but still logs what the routers log (storage unavailable)', async () => {
+      const lines: Array<Record<string, unknown>> = [];
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+          done();
+        },
+      });
+      // knex's own warning of each failed connection attempt is not what this test reads.
+      const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
+      const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 }, acquireConnectionTimeout: 500, log: quiet });
+      try {
+        const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'hot-path-test-jwt-secret-0123456789', logger: pino({ level: 'info' }, sink), requestLog: false });
+        expect((await request(app).get('/healthz')).status).to.equal(200);
+        const failed = await request(app).get('/internal/session/trusted-devices?user_id=u1').set({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' });
+        expect(failed.status).to.equal(503);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        await knex.destroy();
+      }
+      expect(lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('request '))).to.deep.equal([]);
+      expect(lines.map((l) => l.msg)).to.include('storage unavailable');
+    });
+
     it("follows the logger's level when it is changed at run time, and still redacts the logger's other lines", async () => {
       const lines: Array<Record<string, unknown>> = [];
       const sink = new Writable({
