@@ -48,7 +48,7 @@ export interface ExampleAppDeps {
   rateLimitRedis?: RateLimitRedisClient;
   /**
    * One line per request (`accessLog`). `false` when a proxy in front logs requests: 5xx errors (problemJson) and
-   * MFA events are logged all the same. On the bench's hot path the line is ~0.1 of the ratio (BENCHMARKS.md).
+   * MFA events are logged all the same.
    * @default true
    */
   requestLog?: boolean;
