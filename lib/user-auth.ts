@@ -82,10 +82,19 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
   };
   const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) => done(null, claims));
+  const bearer = ExtractJwt.fromAuthHeaderAsBearerToken();
+  const verified = verifiedTokens(jwt.clockToleranceSeconds ?? 0);
   // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the
   // strategy, given success / fail / error), without building passport's middleware and initialize() state on
   // every request: that bookkeeping cost more CPU than verifying the token.
   return (req, _res, next) => {
+    const token = bearer(req);
+    const known = token ? verified.get(token) : undefined;
+    if (known) {
+      (req as { user?: unknown }).user = known;
+      next();
+      return;
+    }
     let decided = false;
     const decide = (err?: unknown) => {
       if (decided) return;
@@ -95,6 +104,7 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     const attempt = Object.create(strategy) as JwtStrategy & StrategyOutcome;
     attempt.success = (user) => {
       (req as { user?: unknown }).user = user;
+      if (token) verified.remember(token, user);
       decide();
     };
     // No token, a bad token, or a strategy that passes on: the same 401.
@@ -108,6 +118,39 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
       if (!decided) decide(ProblemError.from('UNAUTHENTICATED', { cause: err }));
       else throw err;
     }
+  };
+}
+
+/** Longest a verified token is taken as verified without checking its signature again. */
+const VERIFIED_TOKEN_TTL_MS = 30_000;
+/** Most tokens remembered at once (emptied when full). */
+const VERIFIED_TOKENS_MAX = 4096;
+
+/**
+ * Tokens this middleware verified, by their exact text (signature included), with their claims, as Envoy's
+ * `jwt_authn` keeps a cache of verified JWTs: a user's requests carry the same token again and again, and its
+ * HMAC or signature check, with jsonwebtoken's parsing around it, is the costliest step of authenticating one.
+ * Only a token that passed every check (signature, algorithm, issuer, audience, `exp`, `nbf`) is remembered, for
+ * at most VERIFIED_TOKEN_TTL_MS and never past its `exp` (with the clock tolerance, as jsonwebtoken reads it); any
+ * other text, a single character changed, is verified in full. Each request gets its own copy of the claims.
+ */
+function verifiedTokens(clockToleranceSeconds: number) {
+  const entries = new Map<string, { claims: unknown; until: number }>();
+  return {
+    get(token: string): unknown {
+      const entry = entries.get(token);
+      if (entry === undefined) return undefined;
+      if (Date.now() < entry.until) return structuredClone(entry.claims);
+      entries.delete(token);
+      return undefined;
+    },
+    remember(token: string, claims: unknown): void {
+      if (typeof claims !== 'object' || claims === null) return;
+      const exp = (claims as { exp?: unknown }).exp;
+      const until = Math.min(Date.now() + VERIFIED_TOKEN_TTL_MS, typeof exp === 'number' ? (exp + clockToleranceSeconds) * 1000 : Infinity);
+      if (entries.size >= VERIFIED_TOKENS_MAX) entries.clear();
+      entries.set(token, { claims: structuredClone(claims), until });
+    },
   };
 }
 

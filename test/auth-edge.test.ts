@@ -231,6 +231,45 @@ describe('auth edge cases', function () {
       expect(res.status, res.text).to.equal(200);
     });
 
+    describe('verified tokens remembered (for up to 30 s)', () => {
+      it('a token that passed stops passing at its exp, with the clock tolerance, as a token checked in full does', async () => {
+        for (const tolerance of [0, 1]) {
+          const app = tiny({ jwt: { secret: JWT_SECRET, clockToleranceSeconds: tolerance } });
+          const exp = Math.floor(Date.now() / 1000) + 1;
+          const token = hs({ sub: 'alice', tenant_id: 'acme', exp });
+          for (let i = 0; i < 2; i++) expect((await request(app).get('/me').set('Authorization', `Bearer ${token}`)).status, `tolerance ${tolerance}`).to.equal(200);
+          await new Promise((resolve) => setTimeout(resolve, (exp + tolerance) * 1000 - Date.now() + 20));
+          expect401(await request(app).get('/me').set('Authorization', `Bearer ${token}`), token, `expired, tolerance ${tolerance}`);
+        }
+      });
+
+      it('any other text than the one verified is verified in full: one signature character changed → 401', async () => {
+        const token = hs(claims(), JWT_SECRET, { expiresIn: 60 });
+        expect((await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`)).status).to.equal(200);
+        // A character inside the signature (the last one may only carry padding bits).
+        const at = token.length - 5;
+        const forged = `${token.slice(0, at)}${token[at] === 'A' ? 'B' : 'A'}${token.slice(at + 1)}`;
+        expect401(await request(hsApp).get('/me').set('Authorization', `Bearer ${forged}`), forged, 'signature changed');
+        expect((await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`)).status).to.equal(200);
+      });
+
+      it("each request gets its own claims: what one handler changes in req.user is not the next request's", async () => {
+        const a = express();
+        a.get('/me', ...userAuth('test', { jwt: { secret: JWT_SECRET } }), (req, res) => {
+          const user = (req as unknown as { user: { sub: string; roles: string[] } }).user;
+          res.json({ userId: contextOf(req).userId, roles: [...user.roles] });
+          user.sub = 'mallory';
+          user.roles.push('admin');
+        });
+        a.use(problemJson({ logger: silentLogger }));
+        const token = hs({ sub: 'alice', tenant_id: 'acme', roles: ['user'] }, JWT_SECRET, { expiresIn: 60 });
+        for (let i = 0; i < 3; i++) {
+          const res = await request(a).get('/me').set('Authorization', `Bearer ${token}`);
+          expect(res.body, `request ${i}`).to.deep.equal({ userId: 'alice', roles: ['user'] });
+        }
+      });
+    });
+
     const signed = hs(claims(), JWT_SECRET, { expiresIn: 60 });
     const [h, p, s] = signed.split('.') as [string, string, string];
     const cases: Array<[string, string]> = [
