@@ -21,6 +21,18 @@ import { z } from 'zod';
 import { KEY_A, ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
+/** A stream a pino logger writes to, and the JSON lines it received. */
+function jsonLines(): { lines: Array<Record<string, unknown>>; sink: Writable } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { lines, sink };
+}
+
 describe('hot-path helpers', () => {
   describe('chain()', () => {
     const app = (handlers: RequestHandler[]) => {
@@ -93,13 +105,7 @@ describe('hot-path helpers', () => {
   describe("the example app's request log", () => {
     it('writes one line per request without the query string, and still logs a 5xx at LOG_LEVEL=error', async () => {
       for (const level of ['info', 'error'] as const) {
-        const lines: Array<Record<string, unknown>> = [];
-        const sink = new Writable({
-          write(chunk: Buffer, _enc, done) {
-            for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-            done();
-          },
-        });
+        const { lines, sink } = jsonLines();
         // Storage that cannot connect: /readyz answers 503.
         const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 }, acquireConnectionTimeout: 500 });
         try {
@@ -119,13 +125,7 @@ describe('hot-path helpers', () => {
     });
 
     it('requestLog: false (REQUEST_LOG=off) writes no line per request, but still logs what the routers log (storage unavailable)', async () => {
-      const lines: Array<Record<string, unknown>> = [];
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, done) {
-          for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-          done();
-        },
-      });
+      const { lines, sink } = jsonLines();
       // knex's own warning of each failed connection attempt is not what this test reads.
       const quiet = { warn() {}, error() {}, debug() {}, deprecate() {} };
       const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 }, acquireConnectionTimeout: 500, log: quiet });
@@ -143,13 +143,7 @@ describe('hot-path helpers', () => {
     });
 
     it("follows the logger's level when it is changed at run time, and still redacts the logger's other lines", async () => {
-      const lines: Array<Record<string, unknown>> = [];
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, done) {
-          for (const l of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-          done();
-        },
-      });
+      const { lines, sink } = jsonLines();
       const knex = createKnex({ client: 'pg', connection: 'postgres://nobody@127.0.0.1:1/none', pool: { min: 0, max: 1 } });
       try {
         const logger = pino({ level: 'info', redact: ['req.headers.authorization'] }, sink);
