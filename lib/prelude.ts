@@ -33,13 +33,8 @@ export function routerPrelude(authentication: readonly RequestHandler[], bodyLim
   const { path, handler } = hotRoute;
   const withSlash = `${path}/`;
   return (req: Request, res: Response, next: NextFunction) => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      prelude(req, res, next);
-      return;
-    }
-    const at = req.url.indexOf('?');
-    const pathname = at === -1 ? req.url : req.url.slice(0, at);
-    if (pathname !== path && pathname !== withSlash) {
+    // req.path: the router has parsed the URL already (parseurl keeps it on the request).
+    if ((req.method !== 'GET' && req.method !== 'HEAD') || (req.path !== path && req.path !== withSlash)) {
       prelude(req, res, next);
       return;
     }
