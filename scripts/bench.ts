@@ -23,7 +23,7 @@ import { freshDatabase, stopPostgres } from '../test/support/postgres.js';
 import { redisUrl, stopRedisServers } from '../test/support/redis.js';
 import type { BareRoute } from './bare-express.js';
 import { drive, pickTool, type LoadResult, type LoadSpec, type LoadTool } from './bench/load.js';
-import { cpuSeconds, freePort, memoryOf, prepareScripts, startServer, type ServerProcess } from './bench/processes.js';
+import { cpuSeconds, freePort, machineCpuBetween, memoryOf, sampleMachine, prepareScripts, startServer, type ServerProcess } from './bench/processes.js';
 import { SCENARIOS, type BenchData, type Scenario } from './bench/scenarios.js';
 import { VerifyCodes, bulkTrustedDevices, insertTotpUsers, trustThroughApi } from './bench/seed.js';
 
@@ -59,9 +59,12 @@ const DEVICE_USERS = 1000;
 
 const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
-/** A load result and the server's CPU time per request in it. */
+/** A load result and, per request in it, the server's CPU time, the local Postgres's and Redis's, and the machine's idle time. */
 interface Measured extends LoadResult {
   cpuUsPerRequest: number;
+  postgresUsPerRequest: number;
+  redisUsPerRequest: number;
+  idleUsPerRequest: number;
 }
 
 interface Row {
@@ -76,6 +79,9 @@ function summarise(results: Measured[]) {
   return {
     rps: mean((r) => r.rps),
     cpuUs: mean((r) => r.cpuUsPerRequest),
+    postgresUs: mean((r) => r.postgresUsPerRequest),
+    redisUs: mean((r) => r.redisUsPerRequest),
+    idleUs: mean((r) => r.idleUsPerRequest),
     p50: mean((r) => r.p50),
     p99: Math.max(...results.map((r) => r.p99)),
     failures: results.reduce((s, r) => s + r.errors + r.non2xx, 0),
@@ -96,6 +102,7 @@ async function main(): Promise<void> {
   const encryptionKey = generateKey('bench');
   const ring = keyRing([encryptionKey]);
   const loadBefore = os.loadavg()[0]!;
+  const machineAtStart = sampleMachine();
   log(`${tool}, ${config.connections} connections, ${config.durationSec} s × ${config.rounds} rounds per server${QUICK ? ' (BENCH_QUICK)' : ''}`);
 
   const cleanups: Array<() => Promise<void>> = [];
@@ -216,8 +223,17 @@ async function main(): Promise<void> {
       for (let round = 0; round < config.rounds && !interrupted; round++) {
         for (const t of targets) {
           const cpuBefore = cpuSeconds(t.child.pid!);
+          const machineBefore = sampleMachine();
           const result = await drive(tool, t.url, scenario.load(data), { connections: config.connections, durationSec: config.durationSec });
-          byTarget.get(t)!.push({ ...result, cpuUsPerRequest: ((cpuSeconds(t.child.pid!) - cpuBefore) * 1e6) / Math.max(1, result.total) });
+          const machine = machineCpuBetween(machineBefore, sampleMachine());
+          const perRequest = (seconds: number) => (seconds * 1e6) / Math.max(1, result.total);
+          byTarget.get(t)!.push({
+            ...result,
+            cpuUsPerRequest: perRequest(cpuSeconds(t.child.pid!) - cpuBefore),
+            postgresUsPerRequest: perRequest(machine.postgres),
+            redisUsPerRequest: perRequest(machine.redis),
+            idleUsPerRequest: perRequest(machine.idle),
+          });
         }
       }
       for (const [t, results] of byTarget) if (results.length) rows.push({ group, scenario: scenario.id, target: t.name, results });
@@ -266,7 +282,7 @@ async function main(): Promise<void> {
     // ---------------------------------------------------------------- report
     const memory = memoryOf(kit.child.pid!);
     if (data.verify.exhausted > 0) skipped.push(`${data.verify.exhausted} verify requests found no user with an unused code (sent anyway; raise BENCH_VERIFY_USERS)`);
-    const report = render(rows, { tool, memory, skipped, seconds: (Date.now() - started) / 1000, load: [loadBefore, os.loadavg()[0]!] });
+    const report = render(rows, { tool, memory, skipped, seconds: (Date.now() - started) / 1000, load: [loadBefore, os.loadavg()[0]!], stealSeconds: sampleMachine().steal - machineAtStart.steal });
     process.stdout.write(report);
     const out = path.join(workDir, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     writeFileSync(out, JSON.stringify({ config: { ...config, only: [...config.only] }, tool, memory, rows }, null, 2));
@@ -300,7 +316,7 @@ function isRouteNotFound(body: unknown): boolean {
 
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
 
-function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof memoryOf>; skipped: string[]; seconds: number; load: [number, number] }): string {
+function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof memoryOf>; skipped: string[]; seconds: number; load: [number, number]; stealSeconds: number }): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const lines: string[] = [
     '',
@@ -308,7 +324,7 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
     '',
     `${os.cpus().length} cores (${cpu}), Node ${process.version}, ${info.tool}, ${config.connections} connections, ` +
       `${config.rounds} × ${config.durationSec} s per server (after ${config.warmupSec} s warm-up), alternating; node flags: ${config.nodeFlags.join(' ') || 'none'}; whole run ${fmt(info.seconds)} s.`,
-    `Load average (1 min) before / after: ${fmt(info.load[0], 2)} / ${fmt(info.load[1], 2)}.`,
+    `Load average (1 min) before / after: ${fmt(info.load[0], 2)} / ${fmt(info.load[1], 2)}. CPU time the hypervisor gave to others (steal, all cores): ${fmt(info.stealSeconds, 1)} s.`,
     '',
   ];
   // The bench itself keeps the machine busy; a high load before it started means other work competed.
@@ -320,8 +336,8 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
     lines.push(
       `### ${title}`,
       '',
-      '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare (round by round) | server CPU µs/req |',
-      '|---|---|---:|---:|---:|---:|---:|---:|',
+      '| scenario | server | req/s | p50 ms | p99 ms | errors / non-2xx | ratio to bare (round by round) | server CPU µs/req | Postgres / Redis CPU µs/req | machine idle µs/req |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
     );
     for (const r of inGroup) {
       const s = summarise(r.results);
@@ -335,7 +351,7 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
       // A scenario whose requests are made when sent runs on autocannon even when wrk is the tool: say so.
       const tools = new Set(r.results.map((x) => x.tool));
       const title = (SCENARIOS.find((x) => x.id === r.scenario)?.title ?? r.scenario) + (tools.has(info.tool) ? '' : ` (${[...tools].join(', ')})`);
-      lines.push(`| ${title} | ${r.target} | ${fmt(s.rps)} | ${fmt(s.p50, 2)} | ${fmt(s.p99, 2)} | ${failures} | ${ratio} | ${fmt(s.cpuUs)} |`);
+      lines.push(`| ${title} | ${r.target} | ${fmt(s.rps)} | ${fmt(s.p50, 2)} | ${fmt(s.p99, 2)} | ${failures} | ${ratio} | ${fmt(s.cpuUs)} | ${fmt(s.postgresUs)} / ${fmt(s.redisUs)} | ${fmt(s.idleUs)} |`);
     }
     lines.push('');
   };

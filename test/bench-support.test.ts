@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import { parseWrk, percentile } from '../scripts/bench/load.js';
 import { VerifyCodes, base32, currentStep, hotp, type TotpUser } from '../scripts/bench/seed.js';
 import { cycle } from '../scripts/bench/scenarios.js';
+import { coresIdle, cpuSeconds, machineCpuBetween, processCpu, type MachineSample } from '../scripts/bench/processes.js';
 
 describe('bench support', () => {
   it('base32 encodes as RFC 4648 (unpadded)', () => {
@@ -69,5 +70,45 @@ Transfer/sec:      1.12MB
     const next = cycle(['a', 'b']);
     expect([next(), next(), next()]).to.deep.equal(['a', 'b', 'a']);
     expect(() => cycle([])).to.throw(/seed produced no data/);
+  });
+
+  it('processCpu() reads the name and user + system seconds of a /proc/<pid>/stat line, spaces and ")" in the name included', () => {
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime …
+    const line = '4242 (postgres: bench (x) idle) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 7 8 20 0 1 0 100 0 0';
+    expect(processCpu(line)).to.deep.equal({ name: 'postgres: bench (x) idle', seconds: 18 });
+    expect(processCpu('')).to.equal(undefined);
+    expect(processCpu('12 (x) S 1')).to.equal(undefined);
+  });
+
+  it('coresIdle() takes idle + iowait and steal from /proc/stat', () => {
+    expect(coresIdle('cpu  1024038 0 249457 7847371 4911 0 70350 50408 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n')).to.deep.equal({ idle: 78522.82, steal: 504.08 });
+    const unreadable = coresIdle('');
+    expect(unreadable.idle).to.be.NaN;
+  });
+
+  it('cpuSeconds() of this process grows by the CPU time it spends', function () {
+    if (process.platform !== 'linux') this.skip();
+    const before = cpuSeconds(process.pid);
+    const start = process.cpuUsage();
+    let spent = 0;
+    while (spent < 150_000) {
+      for (let i = 0; i < 1e5; i++) Math.sqrt(i);
+      const used = process.cpuUsage(start);
+      spent = used.user + used.system;
+    }
+    const grown = cpuSeconds(process.pid) - before;
+    expect(grown).to.be.at.least(0.1).and.below(5);
+  });
+
+  it('machineCpuBetween() adds what each Postgres / Redis process spent, never less than zero', () => {
+    const sample = (idle: number, processes: Array<[string, 'postgres' | 'redis', number]>): MachineSample => ({
+      processes: new Map(processes.map(([pid, kind, seconds]) => [pid, { kind, seconds }])),
+      idle,
+      steal: 1,
+    });
+    const before = sample(100, [['10', 'postgres', 5], ['11', 'postgres', 2], ['12', 'redis', 1], ['13', 'postgres', 9]]);
+    // 10 spent 1.5; 11 ended (not seen); 12 spent 0.25; 13 is a new process with the pid of an old one; 14 started.
+    const after = sample(103, [['10', 'postgres', 6.5], ['12', 'redis', 1.25], ['13', 'postgres', 0.5], ['14', 'postgres', 0.25]]);
+    expect(machineCpuBetween(before, after)).to.deep.equal({ postgres: 2.25, redis: 0.25, idle: 3, steal: 0 });
   });
 });

@@ -1,6 +1,6 @@
 /** Child processes of the benchmark: compile and start a server script, wait until it answers, read its memory, stop it. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -123,17 +123,85 @@ const TICKS_PER_SECOND = 100;
  * /proc/<pid>/stat. Per request, it tells what a server costs even on a machine busy with other work.
  */
 export function cpuSeconds(pid: number): number {
-  let ticks = 0;
-  for (const p of [pid, ...childPids(pid)]) {
-    try {
-      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ').pop()!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // gone
-    }
+  let seconds = 0;
+  for (const p of [pid, ...childPids(pid)]) seconds += processCpu(readOr(`/proc/${p}/stat`))?.seconds ?? 0;
+  return seconds;
+}
+
+/** CPU seconds of the local Postgres and Redis processes, and the machine's idle and stolen seconds (all cores). */
+export interface MachineCpu {
+  postgres: number;
+  redis: number;
+  idle: number;
+  steal: number;
+}
+
+/** A snapshot for machineCpuBetween(): the Postgres and Redis processes by pid, and the cores' idle and steal. */
+export interface MachineSample {
+  processes: Map<string, { kind: 'postgres' | 'redis'; seconds: number }>;
+  idle: number;
+  steal: number;
+}
+
+/**
+ * What the machine has spent besides the server, from /proc: the CPU time of every local process named `postgres…`
+ * (postmaster and backends) and `redis-server…`, and from /proc/stat the idle (+ iowait) and steal time of all
+ * cores. Postgres or Redis on another machine counts 0.
+ */
+export function sampleMachine(): MachineSample {
+  const processes: MachineSample['processes'] = new Map();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc').filter((entry) => /^\d+$/.test(entry));
+  } catch {
+    // not Linux
   }
-  return ticks / TICKS_PER_SECOND;
+  for (const pid of entries) {
+    const stat = processCpu(readOr(`/proc/${pid}/stat`));
+    const kind = stat?.name.startsWith('postgres') ? 'postgres' : stat?.name.startsWith('redis-server') ? 'redis' : undefined;
+    if (stat && kind) processes.set(pid, { kind, seconds: stat.seconds });
+  }
+  return { processes, ...coresIdle(readOr('/proc/stat')) };
+}
+
+/**
+ * The CPU spent between two samples. Per process that is still there at the end: a backend started in between
+ * counts whole, one that ended in between is not seen (its time went to its parent's children's time).
+ */
+export function machineCpuBetween(before: MachineSample, after: MachineSample): MachineCpu {
+  const cpu: MachineCpu = { postgres: 0, redis: 0, idle: after.idle - before.idle, steal: after.steal - before.steal };
+  for (const [pid, { kind, seconds }] of after.processes) {
+    const earlier = before.processes.get(pid);
+    // A pid used again by another process counts from its start.
+    cpu[kind] += earlier && earlier.kind === kind && earlier.seconds <= seconds ? seconds - earlier.seconds : seconds;
+  }
+  return cpu;
+}
+
+const readOr = (file: string): string => {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return ''; // gone, or not Linux
+  }
+};
+
+/** A /proc/<pid>/stat line's command name and user + system CPU seconds; the name may hold spaces and ')'. */
+export function processCpu(stat: string): { name: string; seconds: number } | undefined {
+  const open = stat.indexOf(' (');
+  const close = stat.lastIndexOf(') ');
+  if (open < 0 || close < open) return undefined;
+  // After the name: state, ppid, …; utime and stime are the 12th and 13th of these.
+  const fields = stat.slice(close + 2).split(' ');
+  const seconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  return Number.isFinite(seconds) ? { name: stat.slice(open + 2, close), seconds } : undefined;
+}
+
+/** Idle (+ iowait) and steal seconds of all cores, from /proc/stat's first line (`cpu  user nice system idle iowait irq softirq steal …`). */
+export function coresIdle(procStat: string): { idle: number; steal: number } {
+  const ticks = (procStat.split('\n', 1)[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  if (ticks.length < 5 || ticks.some((t) => !Number.isFinite(t))) return { idle: NaN, steal: NaN };
+  return { idle: (ticks[3]! + ticks[4]!) / TICKS_PER_SECOND, steal: (ticks[7] ?? 0) / TICKS_PER_SECOND };
 }
 
 /** A free TCP port on 127.0.0.1 (not examples/embedded-postgres.ts's: importing that module hooks the process's signals). */
