@@ -7,6 +7,8 @@ import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { knexStorage } from '../index.js';
 import { DEFAULT_MAX_BATCH, coalesce } from '../storage/knex/coalesce.js';
+import { query } from '../storage/knex/statements.js';
+import { FIND_MANY } from '../storage/knex/trusted-devices.js';
 import type { MfaDevice } from '../storage/types.js';
 import { ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -223,6 +225,51 @@ describe('knexStorage() coalesced reads on Postgres', function () {
         // Groups: acme all 0, other all 0, acme totp 0, acme sms 0, acme all 2; plus the one count.
         expect(statements).to.equal(6);
       });
+    });
+  }
+});
+
+describe('the batched cache-miss lookup on Postgres (FIND_MANY)', function () {
+  let db: FreshDatabase;
+  before(async function () {
+    this.timeout(60_000);
+    db = await freshDatabase();
+    await knexStorage({ knex: db.knex }).migrate();
+    // One tenant's 1,000 trusted devices (40 users × 25): a table small enough that a plain join hashed all of it.
+    await db.knex.raw(`insert into trusted_devices (tenant_id, id, user_id, fingerprint, created_at, updated_at, trusted_until)
+      select 'acme', gen_random_uuid(), 'u' || (i / 25), 'fp-' || i, now(), now(), now() + interval '1 day' from generate_series(0, 999) i`);
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  interface PlanNode {
+    'Node Type': string;
+    'Relation Name'?: string;
+    Plans?: PlanNode[];
+  }
+  const nodes = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(nodes)];
+
+  /** The plan Postgres picks for 16 asked pairs, as the custom plan of one execution and as the generic plan of a prepared statement. */
+  const plans = (): Promise<PlanNode[][]> =>
+    db.knex.transaction(async (trx) => {
+      const users = Array.from({ length: 16 }, (_, i) => `u${i % 40}`);
+      const bindings = ['acme', users, users.map((_, i) => `fp-${i * 25}`), 'acme', new Date()];
+      const explain = { name: 'explain-find-many', text: `explain (format json) ${FIND_MANY.text}` };
+      const planOf = async () => nodes((await query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(trx, explain, bindings, false))[0]!['QUERY PLAN'][0]!.Plan);
+      const custom = await planOf();
+      await trx.raw('set local plan_cache_mode = force_generic_plan');
+      return [custom, await planOf()];
+    });
+
+  for (const analyzed of [false, true]) {
+    it(`looks each pair up by index, never reading the tenant's devices whole (${analyzed ? 'after' : 'before'} ANALYZE)`, async () => {
+      if (analyzed) await db.knex.raw('analyze trusted_devices');
+      for (const plan of await plans()) {
+        const scans = plan.filter((n) => n['Relation Name'] === 'trusted_devices');
+        expect(scans.map((n) => n['Node Type'])).to.deep.equal(['Index Scan']);
+        expect(plan.map((n) => n['Node Type'])).to.not.include.members(['Hash Join', 'Hash']);
+      }
     });
   }
 });

@@ -64,6 +64,9 @@ const columns = (t: string) =>
   `${t}.tenant_id, ${t}.id, ${t}.user_id, ${t}.fingerprint, ${t}.device_name, ${t}.device_type, ${t}.browser, ${t}.os, ${t}.ip, ` +
   `${epochMs(`${t}.created_at`, 'created_ms')}, ${epochMs(`${t}.trusted_until`, 'until_ms')}`;
 
+/** The stored columns `columns()` reads, for a subquery that feeds it. */
+const ROW_COLUMNS = 'd.tenant_id, d.id, d.user_id, d.fingerprint, d.device_name, d.device_type, d.browser, d.os, d.ip, d.created_at, d.trusted_until';
+
 const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row, new Date(row.created_ms), new Date(row.until_ms));
 
 // One statement, so one snapshot: the row and the generation belong together. A revocation
@@ -71,11 +74,18 @@ const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row
 const FIND = statement(`select coalesce((select generation from trusted_device_generations where tenant_id = ? and user_id = ?), 0) as generation, ${columns('d')}
   from (values (1)) as one (x)
   left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`);
-/** FIND for several (user, fingerprint) pairs of one tenant (storage/knex/coalesce.ts): still one statement, one snapshot. */
-const FIND_MANY = statement(`select u.user_id as asked_user, u.fingerprint as asked_fingerprint,
+/**
+ * FIND for several (user, fingerprint) pairs of one tenant (storage/knex/coalesce.ts): still one statement, one snapshot.
+ * Each pair is looked up on its own (`lateral … limit 1`: a nested loop over the unique index), whatever the table's
+ * size. As a plain join, a small table (a thousand rows) was read whole into a hash for every batch: Postgres spent
+ * 101–149 µs of CPU a cache miss at 1k rows, 17 at 1M; 19 at 1k this way (BENCHMARKS.md, eleventh round).
+ */
+export const FIND_MANY = statement(`select u.user_id as asked_user, u.fingerprint as asked_fingerprint,
     coalesce((select generation from trusted_device_generations g where g.tenant_id = ? and g.user_id = u.user_id), 0) as generation, ${columns('d')}
   from unnest(?::text[], ?::text[]) as u (user_id, fingerprint)
-  left join trusted_devices d on d.tenant_id = ? and d.user_id = u.user_id and d.fingerprint = u.fingerprint and d.trusted_until > ?`);
+  left join lateral (
+    select ${ROW_COLUMNS} from trusted_devices d
+    where d.tenant_id = ? and d.user_id = u.user_id and d.fingerprint = u.fingerprint and d.trusted_until > ? limit 1) d on true`);
 /**
  * A page as ONE json value that Postgres builds: a tuple per device (PAGE_COLUMNS, then the times), newest first,
  * each carrying the window count. pg then parses one field with JSON.parse instead of a dozen text fields per row,
