@@ -167,7 +167,9 @@ async function main(): Promise<void> {
   logger.info({ url: base, cache: env.redisUrl ? 'redis' : 'in-process' }, 'express-mfa-kit example server listening');
 
   if (env.generated.length > 0) {
-    // Development only: print what was generated so the server can be called right away.
+    // Development only: print what was generated so the server can be called right away. A key the operator set
+    // is theirs: never printed, the examples name it instead.
+    const internalKey = env.generated.includes('INTERNAL_API_KEYS') ? env.internalKeys[0]! : '<one of your INTERNAL_API_KEYS>';
     const lines = [
       '',
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
@@ -177,8 +179,8 @@ async function main(): Promise<void> {
       `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
       '',
       'Try:',
-      `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,
-      `  curl -s -H 'X-Internal-API-Key: ${env.internalKeys[0]}' -H 'X-Tenant-ID: acme' '${base}/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=fp1'`,
+      `  curl -s -H 'X-Internal-API-Key: ${internalKey}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,
+      `  curl -s -H 'X-Internal-API-Key: ${internalKey}' -H 'X-Tenant-ID: acme' '${base}/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=fp1'`,
       '',
     ].filter((l, i, all) => l !== '' || all[i - 1] !== '');
     process.stdout.write(lines.join('\n') + '\n');

@@ -1,6 +1,41 @@
-/** The example server as a user starts it: production refuses to start without its secrets. */
+/** The example server as a user starts it: production refuses to start without its secrets; development prints only what it generated. */
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { expect } from 'chai';
+import { freshDatabase } from './support/postgres.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** tsx's loader by absolute URL, so the server can run from another working directory. */
+const TSX = pathToFileURL(createRequire(path.join(ROOT, 'package.json')).resolve('tsx')).href;
+
+/** Starts the server in `cwd` and stops it once its output matches `until`; resolves with that output. */
+function outputUntil(env: Record<string, string>, cwd: string, until: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'examples', 'server.ts')], {
+      cwd,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      if (until.test(output)) child.kill('SIGTERM');
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('error', reject);
+    child.on('exit', () => {
+      clearTimeout(timer);
+      if (until.test(output)) resolve(output);
+      else reject(new Error(`the server's output never matched ${String(until)}:\n${output}`));
+    });
+  });
+}
 
 function runServer(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
@@ -44,5 +79,22 @@ describe('example server start-up', () => {
     const { code, output } = await runServer({ REQUEST_LOG: 'no', PORT: '0' });
     expect(code).to.equal(1);
     expect(output).to.match(/REQUEST_LOG must be on or off/);
+  });
+
+  it('in development prints the secrets it generated, never a key the operator set (not even in its curl examples)', async function () {
+    this.timeout(40_000);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
+    try {
+      const operatorKey = 'operator-internal-key-0123456789abcdef';
+      const output = await outputUntil({ DATABASE_URL: db.url, INTERNAL_API_KEYS: operatorKey, PORT: '0' }, cwd, /trusted-devices\/check\?user_id=alice&device_fingerprint=fp1'\n/);
+      expect(output).to.match(/Generated for this run \(set them to keep them\): JWT_SECRET, MFA_ENCRYPTION_KEYS\n/);
+      expect(output).to.match(/\n {2}JWT_SECRET=\S{20,}\n/);
+      expect(output).not.to.contain(operatorKey);
+      expect(output).to.contain("-H 'X-Internal-API-Key: <one of your INTERNAL_API_KEYS>'");
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
+    }
   });
 });
