@@ -1,21 +1,16 @@
 /** The example server as a user starts it: production refuses to start without its secrets; development prints only what it generated. */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { expect } from 'chai';
+import { EXAMPLE_SERVER_ARGS } from './support/example-process.js';
 import { freshDatabase } from './support/postgres.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** tsx's loader by absolute URL, so the server can run from another working directory. */
-const TSX = pathToFileURL(createRequire(path.join(ROOT, 'package.json')).resolve('tsx')).href;
 
 /** Starts the server in `cwd` and stops it once its output matches `until`; resolves with that output. */
 function outputUntil(env: Record<string, string>, cwd: string, until: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'examples', 'server.ts')], {
+    const child = spawn(process.execPath, EXAMPLE_SERVER_ARGS, {
       cwd,
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -39,7 +34,7 @@ function outputUntil(env: Record<string, string>, cwd: string, until: RegExp): P
 
 function runServer(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
+    const child = spawn(process.execPath, EXAMPLE_SERVER_ARGS, {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

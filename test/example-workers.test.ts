@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { expect } from 'chai';
+import { EXAMPLE_SERVER_ARGS } from './support/example-process.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
@@ -20,7 +21,7 @@ function freePort(): Promise<number> {
 }
 
 function start(env: Record<string, string>): { child: ChildProcess & { stdout: Readable; stderr: Readable }; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'examples/server.ts'], {
+  const child = spawn(process.execPath, EXAMPLE_SERVER_ARGS, {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -9,17 +9,13 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { expect } from 'chai';
 import { knexStorage } from '../index.js';
 import { ENCRYPTION_KEYS, KEY_A, insertDevice } from './support/fixtures.js';
+import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** tsx's loader by absolute URL, so the server can run from any working directory. */
-const TSX = pathToFileURL(createRequire(path.join(ROOT, 'package.json')).resolve('tsx')).href;
 const EXIT_WITHIN_MS = 10_000;
 const WORKERS = 16;
 /** Bounds the load loop whatever happens. */
@@ -41,7 +37,7 @@ interface Spawned {
 
 /** Starts `examples/server.ts` on a kernel-chosen port and resolves once it logs its URL. */
 async function spawnServer(env: NodeJS.ProcessEnv, cwd: string): Promise<Spawned> {
-  const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'examples', 'server.ts')], {
+  const child = spawn(process.execPath, EXAMPLE_SERVER_ARGS, {
     cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
