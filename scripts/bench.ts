@@ -23,7 +23,7 @@ import { freshDatabase, stopPostgres } from '../test/support/postgres.js';
 import { redisUrl, stopRedisServers } from '../test/support/redis.js';
 import type { BareRoute } from './bare-express.js';
 import { drive, pickTool, type LoadResult, type LoadSpec, type LoadTool } from './bench/load.js';
-import { cpuSeconds, freePort, machineCpuBetween, memoryOf, sampleMachine, prepareScripts, startServer, type ServerProcess } from './bench/processes.js';
+import { cpuSeconds, freePort, machineCpuBetween, memoryOf, prepareScripts, sampleMachine, startServer, type ServerProcess } from './bench/processes.js';
 import { SCENARIOS, type BenchData, type Scenario } from './bench/scenarios.js';
 import { VerifyCodes, bulkTrustedDevices, insertTotpUsers, trustThroughApi } from './bench/seed.js';
 
