@@ -44,6 +44,7 @@ import { isIP } from 'node:net';
 import { ProblemError, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from './options.js';
+import { DISPLAYABLE_RULE, isDisplayable, isStorable, STORABLE_RULE } from './validation.js';
 import { errorMessage, throttledWarn } from './throttled-log.js';
 import type { CachedTrust, TrustScope, TrustedDeviceCache } from '../storage/cache/types.js';
 import type { MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
@@ -151,23 +152,26 @@ export function resolveTrustedDeviceSettings(factory: string, settings: TrustedD
   return resolved;
 }
 
-const wellFormed = (s: string): boolean => s.isWellFormed() && !s.includes('\u0000');
 
 /** Checks a trust input the way the routes do, for callers that are not routes; throws a 400 Problem. */
 function validateInput(input: TrustInput, maxTtlSeconds: number): void {
   const errors: FieldViolation[] = [];
-  const text = (field: string, value: unknown, max: number, required: boolean) => {
+  // The rules of the routes' schemas (lib/validation.ts): a fingerprint is storable text, the details people read
+  // are displayable text, so a host calling trust() directly cannot store what the routes refuse.
+  const text = (field: string, value: unknown, max: number, rule: 'storable' | 'displayable', required = false) => {
     if (value === undefined) {
       if (required) errors.push({ field, code: 'required', description: `${field} is required` });
     } else if (typeof value !== 'string') errors.push({ field, code: 'type', description: `${field}: must be a string` });
     else if (value.length < 1 || value.length > max) errors.push({ field, code: 'range', description: `${field}: must be 1-${max} characters` });
-    else if (!wellFormed(value)) errors.push({ field, code: 'format', description: `${field}: must be well-formed text without NUL` });
+    else if (rule === 'storable' ? !isStorable(value) : !isDisplayable(value)) {
+      errors.push({ field, code: 'format', description: `${field}: ${rule === 'storable' ? STORABLE_RULE : DISPLAYABLE_RULE}` });
+    }
   };
-  text('device_fingerprint', input.fingerprint, MAX_FINGERPRINT_LENGTH, true);
-  text('device_name', input.deviceName, MAX_DEVICE_NAME_LENGTH, false);
-  text('device_type', input.deviceType, MAX_DEVICE_DETAIL_LENGTH, false);
-  text('browser', input.browser, MAX_DEVICE_DETAIL_LENGTH, false);
-  text('os', input.os, MAX_DEVICE_DETAIL_LENGTH, false);
+  text('device_fingerprint', input.fingerprint, MAX_FINGERPRINT_LENGTH, 'storable', true);
+  text('device_name', input.deviceName, MAX_DEVICE_NAME_LENGTH, 'displayable');
+  text('device_type', input.deviceType, MAX_DEVICE_DETAIL_LENGTH, 'displayable');
+  text('browser', input.browser, MAX_DEVICE_DETAIL_LENGTH, 'displayable');
+  text('os', input.os, MAX_DEVICE_DETAIL_LENGTH, 'displayable');
   if (input.ip !== undefined && (typeof input.ip !== 'string' || isIP(input.ip) === 0)) {
     errors.push({ field: 'ip', code: 'format', description: 'ip: must be an IPv4 or IPv6 address' });
   }

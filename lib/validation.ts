@@ -100,8 +100,11 @@ const text = (min: number, max: number, allowed: (s: string) => boolean, message
     .max(max)
     .refine((s) => s.isWellFormed() && allowed(s), { message, params: { kind: 'format' } });
 
+export const STORABLE_RULE = 'must be well-formed text without NUL';
+/** Text Postgres can store faithfully: well-formed (no lone surrogate) and without NUL. */
+export const isStorable = (s: string): boolean => s.isWellFormed() && !s.includes('\u0000');
 /** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
-export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), 'must be well-formed text without NUL');
+export const storableText = (min: number, max: number) => text(min, max, (s) => !s.includes('\u0000'), STORABLE_RULE);
 
 /**
  * Text people read (device names, type, browser, os): storable, and without control characters (C0, DEL, C1),
@@ -109,8 +112,11 @@ export const storableText = (min: number, max: number) => text(min, max, (s) => 
  * in a device list, a log viewer or a terminal, and an override (U+202E) shows "Phone\u202Eenod" as "Phonedone".
  * Joiners (emoji sequences) and the left-to-right / right-to-left marks stay allowed.
  */
-export const displayText = (min: number, max: number) =>
-  text(min, max, (s) => !NOT_DISPLAYABLE.test(s), 'must be well-formed text without control characters, line separators or bidirectional overrides');
+export const displayText = (min: number, max: number) => text(min, max, (s) => !NOT_DISPLAYABLE.test(s), DISPLAYABLE_RULE);
+
+export const DISPLAYABLE_RULE = 'must be well-formed text without control characters, line separators or bidirectional overrides';
+/** What `displayText` accepts, as a predicate (length aside). */
+export const isDisplayable = (s: string): boolean => s.isWellFormed() && !NOT_DISPLAYABLE.test(s);
 
 const INVISIBLE_ONLY = /^[\s\p{Cf}]*$/u;
 

@@ -54,6 +54,13 @@ describe('createTrustedDevices()', () => {
       [{ fingerprint: 'f', ttlSeconds: 0.5 }, 'ttl_seconds'],
       [{ fingerprint: 'f', ip: '1.2.3' }, 'ip'],
       [{ fingerprint: 'f', deviceName: 'x'.repeat(256) }, 'device_name'],
+      [{ fingerprint: 'f\u0000' }, 'device_fingerprint'],
+      [{ fingerprint: 'f\ud800' }, 'device_fingerprint'],
+      // What the routes refuse in text people read (lib/validation.ts displayText), trust() refuses as well.
+      [{ fingerprint: 'f', deviceName: 'Phone\nAdmin: yes' }, 'device_name'],
+      [{ fingerprint: 'f', deviceType: 'mobile\u001b[2J' }, 'device_type'],
+      [{ fingerprint: 'f', browser: 'Firefox\u202Exodnif' }, 'browser'],
+      [{ fingerprint: 'f', os: 'Linux\u2028' }, 'os'],
     ] as const) {
       const err = await service.trust('acme', 'svc', input).then(
         () => undefined,
@@ -64,6 +71,10 @@ describe('createTrustedDevices()', () => {
       expect(err.status).to.equal(400);
       expect(err.errors?.[0]?.field).to.equal(field);
     }
+    // A fingerprint is opaque: only storable, so a tab or a line break in it is kept as given.
+    const opaque = await service.trust('acme', 'svc-opaque', { fingerprint: 'f\tg\nh', deviceName: 'Pixel 8 \u{1F4F1} \u200D' });
+    expect(opaque.fingerprint).to.equal('f\tg\nh');
+    expect((await service.check('acme', 'svc-opaque', 'f\tg\nh')).trusted).to.equal(true);
   });
 
   it('fails at set-up with the fix in the message', () => {
