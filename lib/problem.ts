@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
 import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
@@ -106,9 +107,14 @@ function instanceOf(req: Request): string {
   return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);
 }
 
+/** The Content-Encodings body-parser decodes on this Node (zstd only where zlib has it). */
+const BODY_ENCODINGS = `identity, gzip, deflate${'createZstdDecompress' in zlib ? ', br or zstd' : ' or br'}`;
+
 interface BodyParserError {
   type?: unknown;
   status?: unknown;
+  /** A zlib error's code (`Z_DATA_ERROR`, `ERR_BROTLI_…`), when decoding the body failed. */
+  code?: unknown;
   expose?: unknown;
   /** The body text that failed to parse (body-parser attaches it). */
   body?: unknown;
@@ -141,8 +147,17 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
     case 'entity.too.large':
       return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };
     case 'charset.unsupported':
-    case 'encoding.unsupported':
       return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'The request body must be UTF-8 application/json.'), unexpected: false };
+    case 'encoding.unsupported':
+      // RFC 9110 §15.5.16: a Content-Encoding the server cannot decode is a 415 too; the value is not echoed.
+      return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', `The request's Content-Encoding is not supported: send the body as ${BODY_ENCODINGS}.`), unexpected: false };
+    case undefined:
+      // A body that is not what its Content-Encoding says (zlib's error, made a 400 by body-parser).
+      // Codes: zlib's Z_DATA_ERROR, Z_BUF_ERROR (cut short)…; brotli's ERR__ERROR_FORMAT_…; zstd's ZSTD_error_….
+      if (e.status === 400 && typeof e.code === 'string' && /^(Z_|ERR__ERROR_|ZSTD_)/.test(e.code)) {
+        return { problem: ProblemError.from('VALIDATION_FAILED', 'The request body could not be decoded: it is not what its Content-Encoding says.'), unexpected: false };
+      }
+      break;
     case 'request.aborted':
     case 'request.size.invalid':
     case 'stream.encoding.set':

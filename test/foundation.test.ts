@@ -7,6 +7,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 /** An app whose one route throws what the test asks for, formatted by problemJson(format). */
 function appWith(format: ErrorFormat, thrower: () => unknown = () => ProblemError.from('DEVICE_NOT_FOUND')): Express {
@@ -117,6 +118,35 @@ describe('problemJson()', () => {
       expect(res.status, body).to.equal(400);
       expect(res.body, body).to.include({ code: 40000001, detail: '(body) must be a JSON object' });
       expect(res.body.errors, body).to.deep.equal([{ field: '(body)', code: 'type', description: '(body) must be a JSON object' }]);
+    }
+  });
+
+  it('a Content-Encoding it cannot decode → 415 saying which it takes; a body that is not what its encoding says → 400 saying so', async () => {
+    const app = appWith('problem');
+    const json = Buffer.from('{"a":1}');
+    // The bytes as given (superagent would serialise a Buffer under a JSON type as JSON).
+    const post = (coding: string, bytes: Buffer) =>
+      request(app).post('/echo').set('Content-Type', 'application/json').set('Content-Encoding', coding).serialize((b: string) => b).send(bytes as unknown as string);
+    let res = await post('gzip', gzipSync(json));
+    expect(res.status).to.equal(200);
+    expect(res.body).to.deep.equal({ got: { a: 1 } });
+    res = await post('br', brotliCompressSync(json));
+    expect(res.status).to.equal(200);
+    for (const coding of ['compress', 'x-secret-coding', 'gzip, identity']) {
+      res = await post(coding, json);
+      expect(res.status, coding).to.equal(415);
+      expect(res.body.detail, coding).to.match(/^The request's Content-Encoding is not supported: send the body as identity, gzip, deflate/);
+      expect(res.text, coding).not.to.contain('secret');
+    }
+    for (const [coding, bytes] of [
+      ['gzip', Buffer.from('not compressed at all')],
+      ['deflate', Buffer.from('not compressed at all')],
+      ['br', Buffer.from('not compressed at all')],
+      ['gzip', gzipSync(json).subarray(0, 12)],
+    ] as const) {
+      res = await post(coding, bytes);
+      expect(res.status, coding).to.equal(400);
+      expect(res.body, coding).to.include({ code: 40000001, detail: 'The request body could not be decoded: it is not what its Content-Encoding says.' });
     }
   });
 
