@@ -113,7 +113,7 @@ const BODY_ENCODINGS = `identity, gzip, deflate${'createZstdDecompress' in zlib 
 interface BodyParserError {
   type?: unknown;
   status?: unknown;
-  /** A zlib error's code (`Z_DATA_ERROR`, `ERR_BROTLI_…`), when decoding the body failed. */
+  /** A zlib error's code (`Z_DATA_ERROR`, brotli's `ERR__ERROR_FORMAT_…`), when decoding the body failed. */
   code?: unknown;
   expose?: unknown;
   /** The body text that failed to parse (body-parser attaches it). */

@@ -152,7 +152,6 @@ export function resolveTrustedDeviceSettings(factory: string, settings: TrustedD
   return resolved;
 }
 
-
 /** Checks a trust input the way the routes do, for callers that are not routes; throws a 400 Problem. */
 function validateInput(input: TrustInput, maxTtlSeconds: number): void {
   const errors: FieldViolation[] = [];

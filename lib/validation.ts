@@ -100,7 +100,9 @@ const text = (min: number, max: number, allowed: (s: string) => boolean, message
     .max(max)
     .refine((s) => s.isWellFormed() && allowed(s), { message, params: { kind: 'format' } });
 
+/** The violation messages of `storableText` and `displayText`, for checks made without zod (lib/trusted-devices.ts). */
 export const STORABLE_RULE = 'must be well-formed text without NUL';
+export const DISPLAYABLE_RULE = 'must be well-formed text without control characters, line separators or bidirectional overrides';
 /** Text Postgres can store faithfully: well-formed (no lone surrogate) and without NUL. */
 export const isStorable = (s: string): boolean => s.isWellFormed() && !s.includes('\u0000');
 /** Rejects strings JSON can carry but Postgres text cannot store faithfully: NUL and lone surrogates. */
@@ -113,8 +115,6 @@ export const storableText = (min: number, max: number) => text(min, max, (s) => 
  * Joiners (emoji sequences) and the left-to-right / right-to-left marks stay allowed.
  */
 export const displayText = (min: number, max: number) => text(min, max, (s) => !NOT_DISPLAYABLE.test(s), DISPLAYABLE_RULE);
-
-export const DISPLAYABLE_RULE = 'must be well-formed text without control characters, line separators or bidirectional overrides';
 /** What `displayText` accepts, as a predicate (length aside). */
 export const isDisplayable = (s: string): boolean => s.isWellFormed() && !NOT_DISPLAYABLE.test(s);
 
