@@ -121,12 +121,38 @@ const hostRequired: RequestHandler = (req, res, next) => {
 };
 
 /**
- * The example app's http server: what Node's HTTP parser refuses before Express runs (oversized headers, bytes
- * that are not HTTP) is answered as a Problem (`problemClientError`), and a request without `Host` is left to the
- * app (`createExampleApp`'s, which refuses it): give it no other.
+ * Longest a client may take to send a whole request (headers and body; Node's default is 300 s): a JSON request
+ * of at most a megabyte arrives well within it, and a client that sends less than its Content-Length no longer
+ * holds a connection for five minutes. Node checks every `connectionsCheckingInterval` (30 s by default), so a
+ * request is cut off between this and this plus the interval.
  */
-export function createExampleServer(app: Express): Server {
-  const server = createServer({ requireHostHeader: false }, app);
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+export interface ExampleServerOptions {
+  /** @default REQUEST_TIMEOUT_MS */
+  requestTimeoutMs?: number;
+  /** How often Node looks for requests past their time (node:http `connectionsCheckingInterval`). @default 30000 */
+  connectionsCheckingIntervalMs?: number;
+}
+
+/**
+ * The example app's http server: what Node's HTTP parser refuses before Express runs (oversized headers, bytes
+ * that are not HTTP, a request not received within `requestTimeoutMs`: 408) is answered as a Problem
+ * (`problemClientError`), and a request without `Host` is left to the app (`createExampleApp`'s, which refuses
+ * it): give it no other.
+ */
+export function createExampleServer(app: Express, options: ExampleServerOptions = {}): Server {
+  const requestTimeout = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const server = createServer(
+    {
+      requireHostHeader: false,
+      requestTimeout,
+      // Node refuses a headers timeout longer than the request's (its default is 60 s).
+      headersTimeout: Math.min(60_000, requestTimeout),
+      ...(options.connectionsCheckingIntervalMs !== undefined && { connectionsCheckingInterval: options.connectionsCheckingIntervalMs }),
+    },
+    app,
+  );
   server.on('clientError', problemClientError());
   return server;
 }

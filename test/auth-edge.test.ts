@@ -13,7 +13,7 @@ import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import request from 'supertest';
 import { problemJson, silentLogger } from '../index.js';
-import { createExampleApp, createExampleServer } from '../examples/app.js';
+import { createExampleApp, createExampleServer, REQUEST_TIMEOUT_MS } from '../examples/app.js';
 import { contextOf } from '../lib/context.js';
 import { userAuth, type UserAuthOptions } from '../lib/user-auth.js';
 import { KEY_A, KEY_B, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
@@ -21,8 +21,8 @@ import { KEY_A, KEY_B, insertDevice, migratedStorage, ring, type TestDb } from '
 const DEVICES = '/internal/mfa/totp/devices?user_id=alice';
 const JWT_SECRET = 'auth-edge-test-jwt-secret-0123456789';
 
-/** Sends raw bytes (for what HTTP clients will not send: a repeated header) and returns status + body. */
-function rawRequest(port: number, head: string): Promise<{ status: number; head: string; body: string }> {
+/** Sends raw bytes (for what HTTP clients will not send: a repeated header, a body shorter than its length) and returns status + body. */
+function rawRequest(port: number, head: string, body = ''): Promise<{ status: number; head: string; body: string }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     let data = '';
@@ -34,7 +34,7 @@ function rawRequest(port: number, head: string): Promise<{ status: number; head:
       const end = data.indexOf('\r\n\r\n');
       resolve({ status, head: data.slice(0, end), body: data.slice(end + 4) });
     });
-    socket.write(head.replaceAll('\n', '\r\n') + '\r\n\r\n');
+    socket.write(head.replaceAll('\n', '\r\n') + '\r\n\r\n' + body);
   });
 }
 
@@ -72,6 +72,31 @@ describe('auth edge cases', function () {
   };
 
   describe('HTTP framing (the example server)', () => {
+    it('a request not received in time (a body shorter than its Content-Length) → 408 Problem, and the connection ends', async () => {
+      const slow = createExampleServer(app, { requestTimeoutMs: 300, connectionsCheckingIntervalMs: 50 }).listen(0, '127.0.0.1');
+      await new Promise<void>((resolve) => slow.once('listening', resolve));
+      try {
+        const started = performance.now();
+        const head = `POST /internal/session/trusted-devices HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nContent-Type: application/json\nContent-Length: 100`;
+        const res = await rawRequest((slow.address() as AddressInfo).port, head, '{"user_id":"alice",');
+        expect(res.status, res.head).to.equal(408);
+        expect(res.head).to.match(/\r\nContent-Type: application\/problem\+json/i);
+        expect(JSON.parse(res.body)).to.include({ status: 408, code: 40800001, detail: 'The request was not received in time.' });
+        expect(performance.now() - started).to.be.below(5_000);
+      } finally {
+        await new Promise<void>((resolve) => slow.close(() => resolve()));
+      }
+      // Nothing was stored from the half-sent body.
+      expect(await db.knex('trusted_devices').where({ tenant_id: 'acme' }).count({ n: '*' }).first()).to.deep.equal({ n: '0' });
+    });
+
+    it('the example server waits at most REQUEST_TIMEOUT_MS for a request (Node: 300 s), headers included', () => {
+      const server = createExampleServer(app);
+      expect(server.requestTimeout).to.equal(REQUEST_TIMEOUT_MS);
+      expect(server.headersTimeout).to.be.at.most(REQUEST_TIMEOUT_MS);
+      expect(REQUEST_TIMEOUT_MS).to.be.at.most(60_000);
+    });
+
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {
       // No `Connection: close` asked for: the answer closes the connection (rawRequest waits for the end), as Node's did.
       const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
