@@ -129,7 +129,7 @@ const hostRequired: RequestHandler = (req, res, next) => {
 export const REQUEST_TIMEOUT_MS = 30_000;
 
 export interface ExampleServerOptions {
-  /** @default REQUEST_TIMEOUT_MS */
+  /** Longest a client may take to send a request; 0: no limit (Node's headers timeout still applies). @default REQUEST_TIMEOUT_MS */
   requestTimeoutMs?: number;
   /** How often Node looks for requests past their time (node:http `connectionsCheckingInterval`). @default 30000 */
   connectionsCheckingIntervalMs?: number;
@@ -147,8 +147,8 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
     {
       requireHostHeader: false,
       requestTimeout,
-      // Node refuses a headers timeout longer than the request's (its default is 60 s).
-      headersTimeout: Math.min(60_000, requestTimeout),
+      // Node refuses a headers timeout longer than the request's (its default is 60 s); 0 turns the request's off only.
+      headersTimeout: requestTimeout > 0 ? Math.min(60_000, requestTimeout) : 60_000,
       ...(options.connectionsCheckingIntervalMs !== undefined && { connectionsCheckingInterval: options.connectionsCheckingIntervalMs }),
     },
     app,

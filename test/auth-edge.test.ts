@@ -95,6 +95,9 @@ describe('auth edge cases', function () {
       expect(server.requestTimeout).to.equal(REQUEST_TIMEOUT_MS);
       expect(server.headersTimeout).to.be.at.most(REQUEST_TIMEOUT_MS);
       expect(REQUEST_TIMEOUT_MS).to.be.at.most(60_000);
+      // 0 turns the request timeout off, not the headers timeout.
+      const unlimited = createExampleServer(app, { requestTimeoutMs: 0 });
+      expect([unlimited.requestTimeout, unlimited.headersTimeout]).to.deep.equal([0, 60_000]);
     });
 
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {
