@@ -151,19 +151,17 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
     case 'encoding.unsupported':
       // RFC 9110 §15.5.16: a Content-Encoding the server cannot decode is a 415 too; the value is not echoed.
       return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', `The request's Content-Encoding is not supported: send the body as ${BODY_ENCODINGS}.`), unexpected: false };
-    case undefined:
-      // A body that is not what its Content-Encoding says (zlib's error, made a 400 by body-parser).
-      // Codes: zlib's Z_DATA_ERROR, Z_BUF_ERROR (cut short)…; brotli's ERR__ERROR_FORMAT_…; zstd's ZSTD_error_….
-      if (e.status === 400 && typeof e.code === 'string' && /^(Z_|ERR__ERROR_|ZSTD_)/.test(e.code)) {
-        return { problem: ProblemError.from('VALIDATION_FAILED', 'The request body could not be decoded: it is not what its Content-Encoding says.'), unexpected: false };
-      }
-      break;
     case 'request.aborted':
     case 'request.size.invalid':
     case 'stream.encoding.set':
       return { problem: ProblemError.from('VALIDATION_FAILED', 'The request body could not be read.'), unexpected: false };
     default:
       break;
+  }
+  // A body that is not what its Content-Encoding says: zlib's error, made a 400 by body-parser (no `type`). Codes:
+  // zlib's Z_DATA_ERROR, Z_BUF_ERROR (cut short)…; brotli's ERR__ERROR_FORMAT_…; zstd's ZSTD_error_….
+  if (e.type === undefined && e.status === 400 && typeof e.code === 'string' && /^(Z_|ERR__ERROR_|ZSTD_)/.test(e.code)) {
+    return { problem: ProblemError.from('VALIDATION_FAILED', 'The request body could not be decoded: it is not what its Content-Encoding says.'), unexpected: false };
   }
   // Express's router throws a URIError (status 400, not `expose`d) for a path parameter with broken
   // percent-encoding (`/sync/%`, `/sync/%zz`): the client's mistake, not ours. Its message echoes the value.

@@ -10,7 +10,7 @@ import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
 import { tenant, tenantFrom } from './tenant.js';
-import { USER_ID, USER_ID_RULE } from './validation.js';
+import { isUserId, USER_ID_RULE } from './validation.js';
 
 /** JWS algorithms a token may be signed with (`none` is never accepted). */
 export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512' | 'ES256' | 'ES384' | 'ES512' | 'PS256' | 'PS384' | 'PS512';
@@ -184,7 +184,7 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
       return;
     }
     // A valid token whose user id the kit cannot store: a field violation, as for the tenant claim (CONTRACT.md §1).
-    if (!USER_ID.test(id) || !id.isWellFormed()) {
+    if (!isUserId(id)) {
       const detail = `${userClaim} ${USER_ID_RULE}`;
       next(ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: userClaim, code: 'format', description: detail }] }));
       return;

@@ -170,6 +170,8 @@ export function boolQuery(name: string, fallback: boolean) {
 
 /** User id: 1–128 characters, no control characters (CONTRACT.md §1). */
 export const USER_ID = /^[^\p{Cc}]{1,128}$/u;
+/** A well-formed user id (USER_ID, no lone surrogate): the schema's rule as a predicate. */
+export const isUserId = (s: string): boolean => USER_ID.test(s) && s.isWellFormed();
 /** What a malformed user id is told. */
 export const USER_ID_RULE = 'must be 1-128 characters without control characters';
 /** Tenant id: 1–64 characters of `[A-Za-z0-9_.-]` (CONTRACT.md §1). */
@@ -180,4 +182,4 @@ export const TENANT_ID_RULE = 'must be 1-64 characters of A-Z a-z 0-9 _ . -';
 export const userIdSchema = z
   .string({ error: (iss) => (iss.input === undefined ? 'user_id is required' : 'user_id must be a string') })
   .min(1, { message: 'must not be empty' })
-  .refine((s) => USER_ID.test(s) && s.isWellFormed(), { message: USER_ID_RULE, params: { kind: 'format' } });
+  .refine(isUserId, { message: USER_ID_RULE, params: { kind: 'format' } });

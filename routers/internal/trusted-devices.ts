@@ -8,7 +8,7 @@ import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, type TrustInput } from '../../lib/trusted-devices.js';
-import { boolQuery, displayText, isStorable, parseOrThrow, storableText, USER_ID, userIdSchema } from '../../lib/validation.js';
+import { boolQuery, displayText, isStorable, isUserId, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -56,8 +56,7 @@ export const isCheckQuery = (q: Record<string, unknown>): q is CheckQuery => {
   const { user_id: user, device_fingerprint: fp } = q;
   return (
     typeof user === 'string' &&
-    USER_ID.test(user) &&
-    user.isWellFormed() &&
+    isUserId(user) &&
     typeof fp === 'string' &&
     fp.length >= 1 &&
     fp.length <= MAX_FINGERPRINT_LENGTH &&

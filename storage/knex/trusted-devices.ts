@@ -60,12 +60,13 @@ async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: s
 /** A device as the prepared reads return it: timestamps as epoch ms (storage/knex/statements.ts). */
 type TrustedDeviceReadRow = DeviceFields & { created_ms: number; until_ms: number };
 
+/** The columns read as they are stored; the two timestamps follow as epoch ms. */
+const PLAIN_COLUMNS = ['tenant_id', 'id', 'user_id', 'fingerprint', 'device_name', 'device_type', 'browser', 'os', 'ip'] as const;
 const columns = (t: string) =>
-  `${t}.tenant_id, ${t}.id, ${t}.user_id, ${t}.fingerprint, ${t}.device_name, ${t}.device_type, ${t}.browser, ${t}.os, ${t}.ip, ` +
-  `${epochMs(`${t}.created_at`, 'created_ms')}, ${epochMs(`${t}.trusted_until`, 'until_ms')}`;
+  `${PLAIN_COLUMNS.map((c) => `${t}.${c}`).join(', ')}, ${epochMs(`${t}.created_at`, 'created_ms')}, ${epochMs(`${t}.trusted_until`, 'until_ms')}`;
 
 /** The stored columns `columns()` reads, for a subquery that feeds it. */
-const ROW_COLUMNS = 'd.tenant_id, d.id, d.user_id, d.fingerprint, d.device_name, d.device_type, d.browser, d.os, d.ip, d.created_at, d.trusted_until';
+const ROW_COLUMNS = [...PLAIN_COLUMNS, 'created_at', 'trusted_until'].map((c) => `d.${c}`).join(', ');
 
 const fromReadRow = (row: TrustedDeviceReadRow): TrustedDevice => deviceFrom(row, new Date(row.created_ms), new Date(row.until_ms));
 
