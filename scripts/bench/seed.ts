@@ -178,3 +178,15 @@ export async function bulkTrustedDevices(knex: Knex, tenantId: string, rows: num
   }
   await knex.raw('ANALYZE');
 }
+
+/**
+ * Copies every trusted device and user generation of `from` into `to` (a freshly migrated database), for the growth
+ * phase's second database; returns the number of devices copied.
+ */
+export async function copyTrustedDevices(from: Knex, to: Knex): Promise<number> {
+  const devices = (await from('trusted_devices').select('*')) as Array<Record<string, unknown>>;
+  const generations = (await from('trusted_device_generations').select('*')) as Array<Record<string, unknown>>;
+  if (devices.length) await to.batchInsert('trusted_devices', devices, 500);
+  if (generations.length) await to.batchInsert('trusted_device_generations', generations, 500);
+  return devices.length;
+}
