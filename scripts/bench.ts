@@ -55,6 +55,7 @@ const wanted = (id: string) => config.only.size === 0 || config.only.has(id);
 /** 40 users × 25 trusted devices = the 1k rows of the base data set. */
 const LIST_USERS = 40;
 const DEVICES_PER_LIST_USER = 25;
+const SMALL_ROWS = (LIST_USERS * DEVICES_PER_LIST_USER).toLocaleString('en');
 /** The growth phase's second kit, on the big table. */
 const BIG_KIT = `kit, ${config.bigRows.toLocaleString('en')} rows`;
 const DEVICE_USERS = 1000;
@@ -328,6 +329,16 @@ function isRouteNotFound(body: unknown): boolean {
 
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : '–');
 
+/**
+ * req/s of `a` over `b` (of the means), then the lowest and highest ratio of a single round (the two measured in the
+ * same round): how far the machine's drift moved it in this run.
+ */
+function ratioOf(a: readonly Measured[], b: readonly Measured[]): string {
+  const paired = a.map((x, i) => x.rps / (b[i]?.rps ?? NaN)).filter(Number.isFinite);
+  const spread = paired.length > 1 ? ` (${fmt(Math.min(...paired), 2)}–${fmt(Math.max(...paired), 2)})` : '';
+  return fmt(summarise(a).rps / summarise(b).rps, 2) + spread;
+}
+
 function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof memoryOf>; skipped: string[]; seconds: number; load: [number, number]; stealSeconds: number }): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const lines: string[] = [
@@ -354,11 +365,7 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
     for (const r of inGroup) {
       const s = summarise(r.results);
       const bare = bareOf(group, r.scenario);
-      // The ratio of the means, and the range of the ratios round by round (a server against the reference measured
-      // in the same round): how far the machine's drift moved it in this run.
-      const paired = bare && r.target !== 'bare' ? r.results.map((x, i) => x.rps / (bare.results[i]?.rps ?? NaN)).filter(Number.isFinite) : [];
-      const spread = paired.length > 1 ? ` (${fmt(Math.min(...paired), 2)}–${fmt(Math.max(...paired), 2)})` : '';
-      const ratio = bare && r.target !== 'bare' ? fmt(s.rps / summarise(bare.results).rps, 2) + spread : '';
+      const ratio = bare && r.target !== 'bare' ? ratioOf(r.results, bare.results) : '';
       const failures = s.failures ? `${s.failures} (${Object.entries(s.statuses).filter(([k]) => !k.startsWith('2')).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '0';
       // A scenario whose requests are made when sent runs on autocannon even when wrk is the tool: say so.
       const tools = new Set(r.results.map((x) => x.tool));
@@ -372,12 +379,12 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
   const one = rows.find((r) => r.group === 'hot path' && r.target === 'kit');
   const two = rows.find((r) => r.group === 'hot path' && r.target === 'kit WORKERS=2');
   if (one && two) lines.push(`Hot path 1 → 2 workers: ×${fmt(summarise(two.results).rps / summarise(one.results).rps, 2)}`, '');
-  table('growth', `Growth: ${(LIST_USERS * DEVICES_PER_LIST_USER).toLocaleString('en')} and ${config.bigRows.toLocaleString('en')} trusted-device rows, side by side`);
+  table('growth', `Growth: ${SMALL_ROWS} and ${config.bigRows.toLocaleString('en')} trusted-device rows, side by side`);
   const growthRows = rows.filter((r) => r.group === 'growth' && r.target === 'kit');
   if (growthRows.length) {
     // Both sizes measured in the same rounds: the ratio of the means, then the lowest and highest of a single round.
     lines.push(
-      `| scenario | req/s at ${(LIST_USERS * DEVICES_PER_LIST_USER).toLocaleString('en')} | req/s at ${config.bigRows.toLocaleString('en')} | cost ratio (goal ≤ 1.3; round by round) | p50 ratio |`,
+      `| scenario | req/s at ${SMALL_ROWS} | req/s at ${config.bigRows.toLocaleString('en')} | cost ratio (goal ≤ 1.3; round by round) | p50 ratio |`,
       '|---|---:|---:|---:|---:|',
     );
     for (const small of growthRows) {
@@ -385,9 +392,7 @@ function render(rows: Row[], info: { tool: LoadTool; memory: ReturnType<typeof m
       if (!bigRow) continue;
       const a = summarise(small.results);
       const b = summarise(bigRow.results);
-      const paired = small.results.map((x, i) => x.rps / (bigRow.results[i]?.rps ?? NaN)).filter(Number.isFinite);
-      const spread = paired.length > 1 ? ` (${fmt(Math.min(...paired), 2)}–${fmt(Math.max(...paired), 2)})` : '';
-      lines.push(`| ${SCENARIOS.find((x) => x.id === small.scenario)?.title ?? small.scenario} | ${fmt(a.rps)} | ${fmt(b.rps)} | ${fmt(a.rps / b.rps, 2)}${spread} | ${fmt(b.p50 / a.p50, 2)} |`);
+      lines.push(`| ${SCENARIOS.find((x) => x.id === small.scenario)?.title ?? small.scenario} | ${fmt(a.rps)} | ${fmt(b.rps)} | ${ratioOf(small.results, bigRow.results)} | ${fmt(b.p50 / a.p50, 2)} |`);
     }
     lines.push('');
   }
