@@ -333,7 +333,7 @@ const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) :
  * req/s of `a` over `b` (of the means), then the lowest and highest ratio of a single round (the two measured in the
  * same round): how far the machine's drift moved it in this run.
  */
-function ratioOf(a: readonly Measured[], b: readonly Measured[]): string {
+function ratioOf(a: Measured[], b: Measured[]): string {
   const paired = a.map((x, i) => x.rps / (b[i]?.rps ?? NaN)).filter(Number.isFinite);
   const spread = paired.length > 1 ? ` (${fmt(Math.min(...paired), 2)}–${fmt(Math.max(...paired), 2)})` : '';
   return fmt(summarise(a).rps / summarise(b).rps, 2) + spread;
