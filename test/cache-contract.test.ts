@@ -236,6 +236,74 @@ describe('redisCache: Redis specifics', function () {
     }
   });
 
+  /** The real client, with its MGETs counted (the keys of each call kept). */
+  const counting = (isCluster: boolean | undefined) => {
+    const calls: string[][] = [];
+    const counted = Object.create(client) as Redis & { isCluster: boolean | undefined };
+    Object.defineProperty(counted, 'isCluster', { value: isCluster });
+    counted.mget = ((...args: Array<string | string[]>) => {
+      const keys = args.flat();
+      calls.push(keys);
+      return client.mget(keys);
+    }) as Redis['mget'];
+    return { counted, calls };
+  };
+
+  it('reads of one round of the event loop share one MGET, and each gets its own answer', async () => {
+    const { counted, calls } = counting(false);
+    const cache = redisCache({ client: counted, keyPrefix: `${prefix}batch:`, logger: silentLogger });
+    const [a, b, c, d] = [scope(), scope(), scope(), scope({ tenantId: 'other' })];
+    await cache.fill(a, 'fp-a', 3, yes('dev-a'), 30_000);
+    await cache.fill(b, 'fp-b', 5, no, 30_000);
+    await cache.fill(c, 'fp-c', 2, yes('dev-c'), 30_000);
+    // c's generation raised by a change: its entry (generation 2) is stale.
+    await cache.invalidate(c, 3);
+    await cache.fill(d, 'fp-d', 1, yes('dev-d'), 30_000);
+    calls.length = 0;
+    const answers = await Promise.all([
+      cache.get(a, 'fp-a'),
+      cache.get(b, 'fp-b'),
+      cache.get(c, 'fp-c'),
+      cache.get(a, 'fp-unknown'),
+      cache.get(scope(), 'fp-a'),
+      cache.get(d, 'fp-d'),
+      cache.get(scope({ ...d, tenantId: 'acme' }), 'fp-d'),
+    ]);
+    expect(answers).to.deep.equal([yes('dev-a', answers[0]!.trusted ? answers[0]!.trustedUntil : 0), no, undefined, undefined, undefined, yes('dev-d', answers[5]!.trusted ? answers[5]!.trustedUntil : 0), undefined]);
+    expect(calls.map((keys) => keys.length)).to.deep.equal([14]);
+    // Alone, a read is the two keys of its check, sent at once.
+    calls.length = 0;
+    expect(await cache.get(b, 'fp-b')).to.deep.equal(no);
+    expect(calls.map((keys) => keys.length)).to.deep.equal([2]);
+  });
+
+  it('a Cluster client, or one that does not say it is standalone, sends one MGET per read: other users, other slots', async () => {
+    for (const isCluster of [true, undefined]) {
+      const { counted, calls } = counting(isCluster);
+      const cache = redisCache({ client: counted, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
+      // Filled through the client itself: ioredis routes its own commands by `isCluster` too.
+      const filler = redisCache({ client, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
+      const users = [scope(), scope(), scope()];
+      await Promise.all(users.map((u) => Promise.resolve(filler.fill(u, 'fp', 1, yes(), 30_000))));
+      const answers = await Promise.all(users.map((u) => Promise.resolve(cache.get(u, 'fp'))));
+      expect(answers.every((v) => v?.trusted === true), String(isCluster)).to.equal(true);
+      expect(calls.map((keys) => keys.length), String(isCluster)).to.deep.equal([2, 2, 2]);
+    }
+  });
+
+  it('when the shared MGET fails, every read of it fails (each check then answers from the database)', async () => {
+    const dead = new Redis('redis://127.0.0.1:1', { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    const cache = redisCache({ client: dead, keyPrefix: prefix, logger: silentLogger, timeoutMs: 300 });
+    try {
+      expect(dead.isCluster).to.equal(false);
+      const outcomes = await Promise.allSettled([cache.get(scope(), 'a'), cache.get(scope(), 'b'), cache.get(scope(), 'c')]);
+      expect(outcomes.map((o) => o.status)).to.deep.equal(['rejected', 'rejected', 'rejected']);
+    } finally {
+      await cache.close?.();
+      dead.disconnect();
+    }
+  });
+
   it('refuses bad options at set-up with the fix in the message', () => {
     expect(() => redisCache({} as never)).to.throw(TypeError, /client/);
     expect(() => redisCache({ client, keyPrefix: 'a{b}' })).to.throw(TypeError, /keyPrefix/);

@@ -1,12 +1,12 @@
 /**
- * Read coalescing (storage/knex/coalesce.ts): the logic on its own, then the coalesced hot reads of
+ * Read coalescing (storage/coalesce.ts): the logic on its own, then the coalesced hot reads of
  * `knexStorage()` on a real Postgres — reads asked for at once answer exactly what each would answer alone,
  * per tenant, in one statement, with and without prepared statements.
  */
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
 import { knexStorage } from '../index.js';
-import { DEFAULT_MAX_BATCH, coalesce } from '../storage/knex/coalesce.js';
+import { DEFAULT_MAX_BATCH, coalesce } from '../storage/coalesce.js';
 import { query } from '../storage/knex/statements.js';
 import { FIND_MANY } from '../storage/knex/trusted-devices.js';
 import type { MfaDevice } from '../storage/types.js';

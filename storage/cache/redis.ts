@@ -2,12 +2,19 @@
  * `redisCache({ client, keyPrefix })`: the trusted-device cache on Redis (ioredis 5), shared by every
  * instance. `get` is one MGET; `fill` and `invalidate` are one Lua script each (atomic).
  * Every call is bounded by `timeoutMs` even when the client would wait (offline queue, reconnects).
+ *
+ * Under load the reads of one round of the event loop share one MGET (storage/coalesce.ts): one command, one
+ * write and one reply for the checks of concurrent logins instead of one each. ioredis's auto-pipelining puts the
+ * commands of one tick in one write, but a tick is one socket's data, so it seldom holds two checks. A Redis
+ * Cluster client (or any client that does not say it is a standalone one) keeps one MGET per check: the keys
+ * of different users live in different slots.
  */
 import { createHash } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { errorMessage, throttledWarn } from '../../lib/throttled-log.js';
+import { coalesce } from '../coalesce.js';
 import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type TrustedDeviceCache } from './types.js';
 
 /**
@@ -19,6 +26,8 @@ export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping'>
   off(event: 'error', listener: (err: unknown) => void): unknown;
   /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too) and `commandTimeout`. */
   readonly options?: Pick<RedisOptions, 'enableOfflineQueue' | 'commandTimeout'>;
+  /** `false` on an ioredis `Redis` (standalone or Sentinel), `true` on a `Cluster`: only the first has its reads batched. */
+  readonly isCluster?: boolean;
 };
 
 export interface RedisCacheOptions {
@@ -133,10 +142,26 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     }
   };
 
+  // A check's two keys, [entry, generation], read in one MGET with those of the other checks of the same round:
+  // MGET is atomic, so each pair is still read at one moment, after its request asked for it.
+  type Pair = readonly [entry: string, generation: string];
+  const readPair = (pair: Pair): Promise<Array<string | null>> => client.mget(pair[0], pair[1]);
+  const read =
+    client.isCluster === false
+      ? coalesce<Pair, Array<string | null>>({
+          group: () => '',
+          one: readPair,
+          async many(pairs) {
+            const values = await client.mget(pairs.flat());
+            return pairs.map((_, i) => [values[2 * i] ?? null, values[2 * i + 1] ?? null]);
+          },
+        })
+      : readPair;
+
   return {
     async get(scope, fingerprint) {
       const keys = cacheKeys(scope, fingerprint);
-      const [entry, generation] = await bound(client.mget(prefix + keys.entry!, prefix + keys.generation));
+      const [entry, generation] = await bound(read([prefix + keys.entry!, prefix + keys.generation]));
       if (entry == null || generation == null) return undefined;
       const decoded = decode(entry);
       if (decoded === undefined || decoded.generation !== Number(generation)) return undefined;

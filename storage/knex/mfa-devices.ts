@@ -1,7 +1,7 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
 import type { CreateDeviceResult, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
-import { coalesce } from './coalesce.js';
+import { coalesce } from '../coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
 
 /** A `mfa_devices` row as pg returns it. */
@@ -70,7 +70,7 @@ const pageOf = (user: string, byMethod: boolean) =>
   `select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ${user}${byMethod ? ' and method = ?' : ''} order by created_at desc, id desc limit ? offset ?`;
 const LIST = statement(pageOf('?', false));
 const LIST_BY_METHOD = statement(pageOf('?', true));
-/** The same page for several users of one tenant (storage/knex/coalesce.ts): the single-user page, once per user. */
+/** The same page for several users of one tenant (storage/coalesce.ts): the single-user page, once per user. */
 const listMany = (byMethod: boolean) =>
   statement(`select d.* from unnest(?::text[]) with ordinality as u (user_id, n)
     cross join lateral (${pageOf('u.user_id', byMethod)}) d order by u.n, d.created_ms desc, d.id desc`);

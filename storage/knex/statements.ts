@@ -8,7 +8,7 @@
  * knex's query runner, whose placeholder rewriting and bookkeeping cost about a third of the query's CPU.
  * knex's `query`, `query-response` and `query-error` events still see them (emitted only when listened to).
  *
- * Under load the hot reads also share statements: storage/knex/coalesce.ts.
+ * Under load the hot reads also share statements: storage/coalesce.ts.
  *
  * `preparedStatements: false` in `knexStorage()` sends the same SQL unnamed (a pooler in transaction mode
  * that does not track prepared statements, e.g. PgBouncer before 1.21).

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceWrite } from '../types.js';
-import { coalesce } from './coalesce.js';
+import { coalesce } from '../coalesce.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -76,7 +76,7 @@ const FIND = statement(`select coalesce((select generation from trusted_device_g
   from (values (1)) as one (x)
   left join trusted_devices d on d.tenant_id = ? and d.user_id = ? and d.fingerprint = ? and d.trusted_until > ?`);
 /**
- * FIND for several (user, fingerprint) pairs of one tenant (storage/knex/coalesce.ts): still one statement, one snapshot.
+ * FIND for several (user, fingerprint) pairs of one tenant (storage/coalesce.ts): still one statement, one snapshot.
  * Each pair is looked up on its own (`lateral … limit 1`: a nested loop over the unique index), whatever the table's
  * size. As a plain join, a small table (a thousand rows) was read whole into a hash for every batch: Postgres spent
  * 101–149 µs of CPU a cache miss at 1k rows, 17 at 1M; 19 at 1k this way (BENCHMARKS.md, eleventh round).
@@ -103,7 +103,7 @@ const pageOf = (where: string, alias = '') =>
     from trusted_devices d where ${where} order by d.created_at desc, d.id desc limit ? offset ?) p`;
 const LIST_ALL = statement(pageOf('d.tenant_id = ? and d.user_id = ?', ' as page'));
 const LIST_ACTIVE = statement(pageOf('d.tenant_id = ? and d.user_id = ? and d.trusted_until > ?', ' as page'));
-/** The same page for several users of one tenant (storage/knex/coalesce.ts): the single-user page, once per user. */
+/** The same page for several users of one tenant (storage/coalesce.ts): the single-user page, once per user. */
 const LIST_ALL_MANY = statement(`select u.user_id, (${pageOf('d.tenant_id = ? and d.user_id = u.user_id')}) as page from unnest(?::text[]) as u (user_id)`);
 const LIST_ACTIVE_MANY = statement(`select u.user_id, (${pageOf('d.tenant_id = ? and d.user_id = u.user_id and d.trusted_until > ?')}) as page from unnest(?::text[]) as u (user_id)`);
 
@@ -140,7 +140,7 @@ const latest = (reads: ReadonlyArray<{ now: Date }>): Date => new Date(Math.max(
 const pair = (userId: string, fingerprint: string): string => JSON.stringify([userId, fingerprint]);
 
 export class KnexTrustedDeviceStore implements TrustedDeviceStore {
-  /** The cache-miss reads and the page reads of one round of the event loop, one statement each (storage/knex/coalesce.ts). */
+  /** The cache-miss reads and the page reads of one round of the event loop, one statement each (storage/coalesce.ts). */
   private readonly readFind: (read: FindRead) => Promise<FoundRow>;
   private readonly readPage: (read: PageRead) => Promise<unknown>;
 
