@@ -89,7 +89,9 @@ function accessLog(logger: PinoLogger): RequestHandler {
       return;
     }
     const started = performance.now();
-    res.once('close', () => {
+    // `on`, not `once`: node:http emits a response's 'close' once, and `once` would wrap the listener in a bound
+    // function and remove it again (an object change per request) for nothing (BENCHMARKS.md, thirteenth round).
+    res.on('close', () => {
       const status = res.statusCode;
       const line = {
         req: { method: req.method, path: (req.originalUrl || req.url).split('?', 1)[0] },

@@ -7,12 +7,14 @@
  */
 import { expect } from 'chai';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import express, { type RequestHandler } from 'express';
 import createKnex from 'knex';
 import { pino } from 'pino';
 import request from 'supertest';
-import { createExampleApp } from '../examples/app.js';
+import { createExampleApp, createExampleServer } from '../examples/app.js';
 import { jsonBody, knexStorage, ProblemError, problemJson, silentLogger } from '../index.js';
 import { chain } from '../lib/chain.js';
 import { isoSeconds } from '../lib/pagination.js';
@@ -140,6 +142,41 @@ describe('hot-path helpers', () => {
       }
       expect(lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('request '))).to.deep.equal([]);
       expect(lines.map((l) => l.msg)).to.include('storage unavailable');
+    });
+
+    it('logs a request the client gave up on once, as "request aborted" (warn), and every other request once', async () => {
+      const { lines, sink } = jsonLines();
+      // A database that accepts connections and never answers: /readyz waits for it (up to its probe timeout).
+      const held: Socket[] = [];
+      const silent = createNetServer((s) => held.push(s)).listen(0, '127.0.0.1');
+      await once(silent, 'listening');
+      const dbPort = (silent.address() as AddressInfo).port;
+      const knex = createKnex({ client: 'pg', connection: `postgres://nobody@127.0.0.1:${dbPort}/none`, pool: { min: 0, max: 1 } });
+      const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'hot-path-test-jwt-secret-0123456789', logger: pino({ level: 'info' }, sink) });
+      const server = createExampleServer(app).listen(0, '127.0.0.1');
+      try {
+        await once(server, 'listening');
+        for (let i = 0; i < 3; i++) expect((await request(server).get('/healthz')).status).to.equal(200);
+        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+        await once(socket, 'connect');
+        socket.write('GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        socket.destroy();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        server.close();
+        server.closeAllConnections();
+        silent.close();
+        for (const s of held) s.destroy();
+        await knex.destroy();
+      }
+      const access = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('request '));
+      expect(access.map((l) => [l.msg, l.level, (l.req as { path: string }).path])).to.deep.equal([
+        ['request completed', 30, '/healthz'],
+        ['request completed', 30, '/healthz'],
+        ['request completed', 30, '/healthz'],
+        ['request aborted', 40, '/readyz'],
+      ]);
     });
 
     it("follows the logger's level when it is changed at run time, and still redacts the logger's other lines", async () => {
