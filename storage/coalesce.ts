@@ -2,7 +2,8 @@
  * Read coalescing (DataLoader's idea, for a hot read): the reads asked for while the event loop handles one
  * round of I/O are sent as ONE statement when that round is over (`setImmediate`), not one each. Under load
  * a round holds several requests, and each statement saved is a pool checkout, a write and a read on the
- * Postgres socket, and a parse in the driver; an idle server sends a lone read at once, as before.
+ * Postgres socket, and a parse in the driver; an idle server sends a lone read at once, as before. The Redis
+ * cache's reads use it too (storage/cache/redis.ts: one MGET for the checks of a round).
  *
  * Reads are grouped by what must be equal for one statement to answer them (tenant, filter, page); a group
  * is sent early when it reaches `maxBatch`. A batch is one statement, so its reads see one snapshot; each
