@@ -7,6 +7,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
+import { sendJson } from '../lib/send-json.js';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 /** An app whose one route throws what the test asks for, formatted by problemJson(format). */
@@ -301,5 +302,51 @@ describe('router set-up checks', () => {
     });
     await request(app).get('/internal/x');
     expect(errors[0]).to.match(/mounted without being called: use app\.use\(path, internalRouter\(/);
+  });
+});
+
+describe('sendJson (the routers\' answer writer) against res.json()', () => {
+  const body = { name: 'a <b> & c', list: [1, 2], nested: { at: '2026-12-06T09:00:00Z', none: null } };
+  /** One app answering `body` both ways, with the JSON settings given. */
+  const appWithSettings = (settings: Record<string, unknown>): Express => {
+    const app = express();
+    for (const [name, value] of Object.entries(settings)) app.set(name, value);
+    app.get('/express', (_req, res) => {
+      res.json(body);
+    });
+    app.get('/kit', (req, res) => {
+      sendJson(req, res, body);
+    });
+    return app;
+  };
+  const replacer = (key: string, value: unknown) => (key === 'none' ? 'was null' : value);
+
+  for (const [label, settings] of [
+    ['no settings', {}],
+    ['json spaces 2', { 'json spaces': 2 }],
+    ['json escape', { 'json escape': true }],
+    ['json replacer', { 'json replacer': replacer }],
+    ['all three', { 'json spaces': '\t', 'json escape': true, 'json replacer': replacer }],
+  ] as Array<[string, Record<string, unknown>]>) {
+    it(`writes the same bytes, Content-Type and Content-Length as res.json() (${label})`, async () => {
+      const app = appWithSettings(settings);
+      // `.text`: the body as written, not as parsed.
+      const [ours, theirs] = await Promise.all([request(app).get('/kit'), request(app).get('/express')]);
+      expect(ours.status).to.equal(200);
+      expect(ours.text).to.be.a('string').and.equal(theirs.text);
+      expect(ours.headers['content-type']).to.equal(theirs.headers['content-type']);
+      expect(ours.headers['content-length']).to.equal(theirs.headers['content-length']);
+      if (settings['json escape']) expect(ours.text).to.include('\\u003cb\\u003e \\u0026 c').and.not.include('<');
+      if (settings['json spaces']) expect(ours.text).to.include('\n');
+    });
+  }
+
+  it('answers HEAD with the headers and no body', async () => {
+    const app = appWithSettings({});
+    const [ours, theirs] = await Promise.all([request(app).head('/kit'), request(app).head('/express')]);
+    expect(ours.status).to.equal(200);
+    expect(ours.text ?? '').to.equal('');
+    expect(ours.headers['content-length']).to.equal(theirs.headers['content-length']);
+    expect(ours.headers['content-type']).to.equal('application/json; charset=utf-8');
   });
 });

@@ -193,6 +193,22 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       await insertTrusted(db.knex, { tenantId: 'globex', userId: user, deviceName: 'Other tenant' });
     });
 
+    it("writes the page with the host app's JSON settings, as res.json() would (json spaces, json escape)", async () => {
+      a.app.set('json spaces', 2);
+      a.app.set('json escape', true);
+      try {
+        const res = await get(a.app, `${TD}?user_id=${user}&page_size=1`);
+        expect(res.status).to.equal(200);
+        expect(res.text).to.match(/^\{\n {2}"code": 0,\n/);
+        expect(JSON.parse(res.text)).to.deep.equal(res.body);
+        expect(res.body.items[0]).to.include({ id: ids[24] });
+      } finally {
+        a.app.set('json spaces', undefined);
+        a.app.set('json escape', undefined);
+      }
+      expect((await get(a.app, `${TD}?user_id=${user}&page_size=1`)).text).to.match(/^\{"code":0,/);
+    });
+
     it('returns the seed 002 envelope with every field, newest first, without expired devices', async () => {
       const res = await get(a.app, `${TD}?user_id=${user}`);
       expect(res.status).to.equal(200);

@@ -3,6 +3,7 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { listEnvelope, paginationShape, toPageRequest, isoSeconds } from '../../lib/pagination.js';
+import { sendJson } from '../../lib/send-json.js';
 import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import type { MfaDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
@@ -35,6 +36,6 @@ export function mountTotpDevices(router: Router, config: InternalRouterConfig): 
     const page = toPageRequest(q);
     const tenantId = contextOf(req).tenantId!;
     const { items, total } = await config.storage.mfaDevices.list(tenantId, q.user_id, { method: 'totp' }, { limit: page.pageSize, offset: page.offset });
-    res.json(listEnvelope(items.map(toTotpDeviceItem), total, page));
+    sendJson(req, res, listEnvelope(items.map(toTotpDeviceItem), total, page));
   });
 }

@@ -114,7 +114,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     const q = parseOrThrow(listQuery, req.query);
     const page = toPageRequest(q);
     const { items, total } = await service.list(contextOf(req).tenantId!, q.user_id, { includeExpired: q.include_expired }, { limit: page.pageSize, offset: page.offset });
-    res.json(listEnvelope(items.map(toTrustedDeviceResponse), total, page));
+    sendJson(req, res, listEnvelope(items.map(toTrustedDeviceResponse), total, page));
   });
 
   router.post(PATH, async (req, res) => {

@@ -4,6 +4,7 @@ import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
 import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
+import { sendJson } from '../../lib/send-json.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import type { MfaDevicesRouterConfig } from './options.js';
@@ -44,7 +45,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const page = requestedPage(req);
     const devices = await service.listDevices(callerOf(req));
     res.setHeader('X-Total-Count', String(devices.length));
-    res.json(devices.slice(page.offset, page.offset + page.pageSize).map(dto));
+    sendJson(req, res, devices.slice(page.offset, page.offset + page.pageSize).map(dto));
   });
 
   router.post('/devices/totp', async (req, res) => {
