@@ -3,7 +3,8 @@
  * (a Content-Type lookup, an ETag of the body when the app has them on, a freshness check against
  * `If-None-Match`). For answers sent `no-store` (every router's, lib/no-store.ts) none of that applies: nothing
  * keeps the body to revalidate it. The host app's `json replacer`, `json spaces` and `json escape` settings apply
- * as they do to `res.json()`. `HEAD` gets the headers without the body, as from `res.json()`.
+ * as they do to `res.json()`. `HEAD` gets the headers without the body, as from `res.json()`. A response whose
+ * Content-Type the app has set already is `res.json()`'s to answer.
  */
 import type { Request, Response } from 'express';
 
@@ -22,6 +23,11 @@ function stringify(req: Request, body: unknown): string {
 }
 
 export function sendJson(req: Request, res: Response, body: unknown): void {
+  // A Content-Type the host set already is kept by res.json(), with its charset made utf-8: leave that to Express.
+  if (res.hasHeader('Content-Type')) {
+    res.json(body);
+    return;
+  }
   const text = stringify(req, body);
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));

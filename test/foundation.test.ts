@@ -341,6 +341,23 @@ describe('sendJson (the routers\' answer writer) against res.json()', () => {
     });
   }
 
+  it('keeps a Content-Type the app set before, as res.json() does', async () => {
+    const app = express();
+    app.use((_req, res, next) => {
+      res.setHeader('Content-Type', 'application/vnd.example+json');
+      next();
+    });
+    app.get('/express', (_req, res) => {
+      res.json(body);
+    });
+    app.get('/kit', (req, res) => {
+      sendJson(req, res, body);
+    });
+    const [ours, theirs] = await Promise.all([request(app).get('/kit'), request(app).get('/express')]);
+    expect(ours.headers['content-type']).to.equal('application/vnd.example+json; charset=utf-8').and.equal(theirs.headers['content-type']);
+    expect(ours.text).to.equal(theirs.text);
+  });
+
   it('answers HEAD with the headers and no body', async () => {
     const app = appWithSettings({});
     const [ours, theirs] = await Promise.all([request(app).head('/kit'), request(app).head('/express')]);
