@@ -358,12 +358,58 @@ describe('sendJson (the routers\' answer writer) against res.json()', () => {
     expect(ours.text).to.equal(theirs.text);
   });
 
-  it('answers HEAD with the headers and no body', async () => {
+  it('answers HEAD with the Content-Type and Content-Length of the GET', async () => {
     const app = appWithSettings({});
-    const [ours, theirs] = await Promise.all([request(app).head('/kit'), request(app).head('/express')]);
+    const [head, get] = await Promise.all([request(app).head('/kit'), request(app).get('/kit')]);
+    expect(head.status).to.equal(200);
+    expect(head.headers['content-length']).to.equal(String(Buffer.byteLength(get.text))).and.equal(get.headers['content-length']);
+    expect(head.headers['content-type']).to.equal('application/json; charset=utf-8');
+  });
+
+  it('sends no ETag (and never a 304) even when the app has ETags on: the answers are no-store', async () => {
+    const app = appWithSettings({ etag: 'weak' });
+    const theirs = await request(app).get('/express');
+    expect(theirs.headers.etag, "Express's own answer has one").to.be.a('string');
+    const ours = await request(app).get('/kit').set('If-None-Match', theirs.headers.etag as string);
     expect(ours.status).to.equal(200);
-    expect(ours.text ?? '').to.equal('');
-    expect(ours.headers['content-length']).to.equal(theirs.headers['content-length']);
-    expect(ours.headers['content-type']).to.equal('application/json; charset=utf-8');
+    expect(ours.headers).not.to.have.property('etag');
+    expect(ours.text).to.equal(theirs.text);
+  });
+
+  it('leaves what JSON has no text for to res.json(): undefined, or a replacer that drops the whole body', async () => {
+    const dropAll = (key: string, value: unknown) => (key === '' ? undefined : value);
+    for (const [settings, answer] of [
+      [{}, undefined],
+      [{ 'json replacer': dropAll }, body],
+    ] as Array<[Record<string, unknown>, unknown]>) {
+      const app = express();
+      for (const [name, value] of Object.entries(settings)) app.set(name, value);
+      app.get('/express', (_req, res) => {
+        res.json(answer);
+      });
+      app.get('/kit', (req, res) => {
+        sendJson(req, res, answer);
+      });
+      const [ours, theirs] = await Promise.all([request(app).get('/kit'), request(app).get('/express')]);
+      expect(theirs.status).to.equal(200);
+      expect(ours.status).to.equal(200);
+      expect(ours.text).to.equal(theirs.text);
+      expect(ours.headers['content-type']).to.equal(theirs.headers['content-type']);
+    }
+  });
+
+  it('leaves a response with a Transfer-Encoding set to res.json() (no Content-Length beside it)', async () => {
+    const app = express();
+    app.use((_req, res, next) => {
+      res.setHeader('Transfer-Encoding', 'chunked');
+      next();
+    });
+    app.get('/kit', (req, res) => {
+      sendJson(req, res, body);
+    });
+    const ours = await request(app).get('/kit');
+    expect(ours.status).to.equal(200);
+    expect(ours.headers).not.to.have.property('content-length');
+    expect(JSON.parse(ours.text)).to.deep.equal(body);
   });
 });

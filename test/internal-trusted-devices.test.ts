@@ -194,19 +194,22 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
     });
 
     it("writes the page with the host app's JSON settings, as res.json() would (json spaces, json escape)", async () => {
+      const marked = `${user}-marked`;
+      const id = await insertTrusted(db.knex, { tenantId: 'acme', userId: marked, deviceName: 'a<b>&c' });
       a.app.set('json spaces', 2);
       a.app.set('json escape', true);
       try {
-        const res = await get(a.app, `${TD}?user_id=${user}&page_size=1`);
+        const res = await get(a.app, `${TD}?user_id=${marked}`);
         expect(res.status).to.equal(200);
         expect(res.text).to.match(/^\{\n {2}"code": 0,\n/);
-        expect(JSON.parse(res.text)).to.deep.equal(res.body);
-        expect(res.body.items[0]).to.include({ id: ids[24] });
+        expect(res.text).to.include('"device_name": "a\\u003cb\\u003e\\u0026c"').and.not.match(/[<>&]/);
+        expect(res.body.items[0]).to.include({ id, device_name: 'a<b>&c' });
       } finally {
         a.app.set('json spaces', undefined);
         a.app.set('json escape', undefined);
       }
-      expect((await get(a.app, `${TD}?user_id=${user}&page_size=1`)).text).to.match(/^\{"code":0,/);
+      const plain = await get(a.app, `${TD}?user_id=${marked}`);
+      expect(plain.text).to.match(/^\{"code":0,/).and.include('"device_name":"a<b>&c"');
     });
 
     it('returns the seed 002 envelope with every field, newest first, without expired devices', async () => {
