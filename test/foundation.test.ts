@@ -1,6 +1,6 @@
 /** The foundation's middleware and helpers: Problem formats, body errors, request ids, key ring, set-up checks. */
 import { expect } from 'chai';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
@@ -307,15 +307,16 @@ describe('router set-up checks', () => {
 
 describe('sendJson (the routers\' answer writer) against res.json()', () => {
   const body = { name: 'a <b> & c', list: [1, 2], nested: { at: '2026-12-06T09:00:00Z', none: null } };
-  /** One app answering `body` both ways, with the JSON settings given. */
-  const appWithSettings = (settings: Record<string, unknown>): Express => {
+  /** One app answering `answer` both ways, with the JSON settings given, behind `first` when there is one. */
+  const appWithSettings = (settings: Record<string, unknown>, answer: unknown = body, first?: RequestHandler): Express => {
     const app = express();
     for (const [name, value] of Object.entries(settings)) app.set(name, value);
+    if (first) app.use(first);
     app.get('/express', (_req, res) => {
-      res.json(body);
+      res.json(answer);
     });
     app.get('/kit', (req, res) => {
-      sendJson(req, res, body);
+      sendJson(req, res, answer);
     });
     return app;
   };
@@ -342,16 +343,9 @@ describe('sendJson (the routers\' answer writer) against res.json()', () => {
   }
 
   it('keeps a Content-Type the app set before, as res.json() does', async () => {
-    const app = express();
-    app.use((_req, res, next) => {
+    const app = appWithSettings({}, body, (_req, res, next) => {
       res.setHeader('Content-Type', 'application/vnd.example+json');
       next();
-    });
-    app.get('/express', (_req, res) => {
-      res.json(body);
-    });
-    app.get('/kit', (req, res) => {
-      sendJson(req, res, body);
     });
     const [ours, theirs] = await Promise.all([request(app).get('/kit'), request(app).get('/express')]);
     expect(ours.headers['content-type']).to.equal('application/vnd.example+json; charset=utf-8').and.equal(theirs.headers['content-type']);
@@ -382,14 +376,7 @@ describe('sendJson (the routers\' answer writer) against res.json()', () => {
       [{}, undefined],
       [{ 'json replacer': dropAll }, body],
     ] as Array<[Record<string, unknown>, unknown]>) {
-      const app = express();
-      for (const [name, value] of Object.entries(settings)) app.set(name, value);
-      app.get('/express', (_req, res) => {
-        res.json(answer);
-      });
-      app.get('/kit', (req, res) => {
-        sendJson(req, res, answer);
-      });
+      const app = appWithSettings(settings, answer);
       const [ours, theirs] = await Promise.all([request(app).get('/kit'), request(app).get('/express')]);
       expect(theirs.status).to.equal(200);
       expect(ours.status).to.equal(200);
@@ -399,13 +386,9 @@ describe('sendJson (the routers\' answer writer) against res.json()', () => {
   });
 
   it('leaves a response with a Transfer-Encoding set to res.json() (no Content-Length beside it)', async () => {
-    const app = express();
-    app.use((_req, res, next) => {
+    const app = appWithSettings({}, body, (_req, res, next) => {
       res.setHeader('Transfer-Encoding', 'chunked');
       next();
-    });
-    app.get('/kit', (req, res) => {
-      sendJson(req, res, body);
     });
     const ours = await request(app).get('/kit');
     expect(ours.status).to.equal(200);
