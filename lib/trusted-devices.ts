@@ -66,6 +66,15 @@ export const MAX_DEVICE_NAME_LENGTH = 255;
 /** Longest device type, browser and os accepted, in characters. */
 export const MAX_DEVICE_DETAIL_LENGTH = 128;
 
+/**
+ * For the revoke-all routes (`DELETE …/trusted-devices`, both routers): Express's default routing (not strict) lets
+ * `DELETE …/trusted-devices/` match them too, and that is what a client sends to revoke ONE device whose id came
+ * out empty. It names no device: 404, as an unknown id, and nothing is revoked. `path`: the route's `req.path`.
+ */
+export function refuseEmptyDeviceId(path: string): void {
+  if (path.endsWith('/')) throw ProblemError.from('TRUSTED_DEVICE_NOT_FOUND');
+}
+
 /** What the caller knows about the device it trusts. Details left out keep their stored value on a renew. */
 export interface TrustInput {
   fingerprint: string;

@@ -503,6 +503,19 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect((await del(a.app, `${TD}?user_id=${user}`)).body).to.deep.equal({ revoked: 0 });
       expect((await del(a.app, TD)).status).to.equal(400);
     });
+
+    it('an empty id (`…/trusted-devices/`, a trailing slash) is a 404 and revokes nothing; the query is checked first', async () => {
+      const user = uid();
+      for (const fp of ['a', 'b']) await post(a.app, { user_id: user, device_fingerprint: fp });
+      const res = await del(a.app, `${TD}/?user_id=${user}`);
+      expect(res.status).to.equal(404);
+      expect(res.body).to.include({ status: 404, code: 40400003 });
+      for (const fp of ['a', 'b']) expect((await check(a.app, user, fp)).body.trusted, fp).to.equal(true);
+      expect((await get(a.app, `${TD}?user_id=${user}`)).body.total).to.equal(2);
+      const noUser = await del(a.app, `${TD}/`);
+      expect(noUser.status).to.equal(400);
+      expect(noUser.body.errors[0].field).to.equal('user_id');
+    });
   });
 
   describe('two instances (separate pools, one Redis)', () => {

@@ -212,7 +212,7 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       expect(events.filter((e) => e.name === 'trusted_device.revoked').map((e) => e.payload)).to.have.length(1);
     });
 
-    it('DELETE all → 200 {revoked: n}; every check false', async () => {
+    it('DELETE all → 200 {revoked: n}; every check false; DELETE …/trusted-devices/ (empty id) → 404, nothing revoked', async () => {
       const { app, clock } = setup();
       const u = user('revoke-all');
       const d = await verifiedDevice(app, clock, u);
@@ -220,6 +220,11 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
         await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), fp)), u);
         clock.step(1);
       }
+      // An empty id (a trailing slash) names no device: 404, and nothing is revoked.
+      const empty = await as(request(app).delete('/auth/mfa/trusted-devices/'), u);
+      expect(empty.status).to.equal(404);
+      expect(empty.body.code).to.equal(40400003);
+      for (const fp of ['fp-a', 'fp-b', 'fp-c']) expect((await check(app, u, fp)).body.trusted, fp).to.equal(true);
       const res = await as(request(app).delete('/auth/mfa/trusted-devices'), u);
       expect(res.status).to.equal(200);
       expect(res.body).to.deep.equal({ revoked: 3 });

@@ -7,7 +7,7 @@ import { ProblemError } from '../../lib/errors.js';
 import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
-import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, type TrustInput } from '../../lib/trusted-devices.js';
+import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, refuseEmptyDeviceId, type TrustInput } from '../../lib/trusted-devices.js';
 import { boolQuery, displayText, isStorable, isUserId, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
@@ -142,6 +142,8 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
 
   router.delete(PATH, async (req, res) => {
     const q = parseOrThrow(userQuery, req.query);
+    // As the revoke of one unknown id: the query is checked first.
+    refuseEmptyDeviceId(req.path);
     const revoked = await service.revokeAll(contextOf(req).tenantId!, q.user_id);
     res.json({ revoked });
   });

@@ -1,6 +1,7 @@
 /** `/trusted-devices`: the caller's own remembered browsers and devices; revoke one or all. */
 import type { Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
+import { refuseEmptyDeviceId } from '../../lib/trusted-devices.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import { callerOf, requestedPage } from './devices.js';
 import type { MfaDevicesService } from './service.js';
@@ -43,6 +44,7 @@ export function mountTrustedDevices(router: Router, service: MfaDevicesService):
   });
 
   router.delete('/trusted-devices', async (req, res) => {
+    refuseEmptyDeviceId(req.path);
     res.json({ revoked: await service.revokeAllTrustedDevices(callerOf(req)) });
   });
 }
