@@ -28,6 +28,12 @@ export interface JwtOptions {
   audience?: string;
   /** Seconds of clock skew tolerated on `exp` / `nbf`. @default 0 */
   clockToleranceSeconds?: number;
+  /**
+   * A token without a numeric `exp` claim is refused (401): it would never expire, and a bearer token that manages a
+   * user's second factors should not outlive its session. `false` accepts one (an `exp` present is always checked).
+   * @default true
+   */
+  requireExpiry?: boolean;
 }
 
 export interface UserAuthOptions {
@@ -81,7 +87,11 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     ...(jwt.audience !== undefined && { audience: jwt.audience }),
     jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
   };
-  const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) => done(null, claims));
+  const requireExpiry = jwt.requireExpiry ?? true;
+  // jsonwebtoken checks an `exp` that is there, but lets a token without one through; `false` here is passport's "fail".
+  const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) =>
+    done(null, requireExpiry && typeof (claims as { exp?: unknown } | null)?.exp !== 'number' ? false : claims),
+  );
   const bearer = ExtractJwt.fromAuthHeaderAsBearerToken();
   const verified = verifiedTokens(jwt.clockToleranceSeconds ?? 0);
   // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the

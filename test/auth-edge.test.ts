@@ -222,7 +222,8 @@ describe('auth edge cases', function () {
   describe('user JWT', () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
     const otherRsa = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-    const claims = () => ({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit' });
+    // An `exp` in every token that is not about its expiry: a token without one is refused on that alone (`requireExpiry`).
+    const claims = () => ({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit', exp: now() + 300 });
     const hs = (payload: object, secret: string = JWT_SECRET, options: jwt.SignOptions = {}) => jwt.sign(payload, secret, { algorithm: 'HS256', ...options });
     /** HS256 by hand, for payloads jsonwebtoken refuses to sign (a non-numeric exp, a bare string). */
     const hsRaw = (payload: unknown, key: string | Buffer = JWT_SECRET, header: object = { alg: 'HS256', typ: 'JWT' }) => {
@@ -252,11 +253,24 @@ describe('auth edge cases', function () {
     };
 
     it('a valid token passes (HS256 and RS256), so the refusals below are about the token alone', async () => {
-      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs(claims(), JWT_SECRET, { expiresIn: 60 })}`);
+      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs(claims())}`);
       expect(res.status, res.text).to.equal(200);
       expect(res.body).to.deep.equal({ userId: 'alice', tenantId: 'acme' });
       res = await request(rsApp).get('/me').set('Authorization', `Bearer ${jwt.sign(claims(), rsa.privateKey, { algorithm: 'RS256' })}`);
       expect(res.status, res.text).to.equal(200);
+    });
+
+    it('requireExpiry: false takes a token without exp (and one with exp is still checked); the default refuses it', async () => {
+      const noExp = hs({ sub: 'alice', tenant_id: 'acme' });
+      expect401(await request(tiny({ jwt: { secret: JWT_SECRET } })).get('/me').set('Authorization', `Bearer ${noExp}`), noExp, 'default');
+      const lax = tiny({ jwt: { secret: JWT_SECRET, requireExpiry: false } });
+      const res = await request(lax).get('/me').set('Authorization', `Bearer ${noExp}`);
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal({ userId: 'alice', tenantId: 'acme' });
+      const expired = hs({ sub: 'alice', tenant_id: 'acme', exp: now() - 1 });
+      expect401(await request(lax).get('/me').set('Authorization', `Bearer ${expired}`), expired, 'expired, requireExpiry false');
+      const badExp = hsRaw({ sub: 'alice', tenant_id: 'acme', exp: 'tomorrow' });
+      expect401(await request(lax).get('/me').set('Authorization', `Bearer ${badExp}`), badExp, 'exp not a number, requireExpiry false');
     });
 
     describe('verified tokens remembered (for up to 30 s)', () => {
@@ -272,7 +286,7 @@ describe('auth edge cases', function () {
       });
 
       it('any other text than the one verified is verified in full: one signature character changed → 401', async () => {
-        const token = hs(claims(), JWT_SECRET, { expiresIn: 60 });
+        const token = hs(claims());
         expect((await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`)).status).to.equal(200);
         // A character inside the signature (the last one may only carry padding bits).
         const at = token.length - 5;
@@ -298,7 +312,7 @@ describe('auth edge cases', function () {
       });
     });
 
-    const signed = hs(claims(), JWT_SECRET, { expiresIn: 60 });
+    const signed = hs(claims());
     const [h, p, s] = signed.split('.') as [string, string, string];
     const cases: Array<[string, string]> = [
       ['alg none, no signature', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url(claims())}.`],
@@ -310,9 +324,11 @@ describe('auth edge cases', function () {
       ['RS256 with a key of its own', jwt.sign(claims(), otherRsa.privateKey, { algorithm: 'RS256' })],
       ['signed with another secret', hs(claims(), 'another-secret-another-secret-0123')],
       ['wrong issuer', hs({ ...claims(), iss: 'https://evil.example' })],
-      ['no issuer', hs({ sub: 'alice', tenant_id: 'acme', aud: 'mfa-kit' })],
+      ['no issuer', hs({ sub: 'alice', tenant_id: 'acme', aud: 'mfa-kit', exp: now() + 300 })],
       ['wrong audience', hs({ ...claims(), aud: 'another-service' })],
-      ['no audience', hs({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example' })],
+      ['no audience', hs({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example', exp: now() + 300 })],
+      ['no exp (it would never expire)', hs({ sub: 'alice', tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit' })],
+      ['exp null', hsRaw({ ...claims(), exp: null })],
       ['expired (exp 1 s ago)', hs({ ...claims(), exp: now() - 1 })],
       ['expired long ago', hs({ ...claims(), exp: 1 })],
       ['not yet valid (nbf in 60 s)', hs({ ...claims(), nbf: now() + 60 })],
@@ -334,7 +350,7 @@ describe('auth edge cases', function () {
       ['header with jku/x5u pointing elsewhere, signed by the attacker', hsRaw(claims(), 'attacker-secret-attacker-secret', { alg: 'HS256', jku: 'https://evil.example/jwks', x5u: 'https://evil.example/x5u' })],
       ['garbage', 'garbage'],
       ['8 KB of garbage', 'x'.repeat(8_000)],
-      ['sub missing', hs({ tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit' })],
+      ['sub missing', hs({ tenant_id: 'acme', iss: 'https://id.example', aud: 'mfa-kit', exp: now() + 300 })],
       ['sub not a string', hs({ ...claims(), sub: 42 })],
     ];
     for (const [what, token] of cases) {
@@ -361,7 +377,7 @@ describe('auth edge cases', function () {
     });
 
     it('a good token with no tenant claim → 400; with an X-Tenant-ID header that differs → 403, that is malformed → 400', async () => {
-      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs({ sub: 'alice', iss: 'https://id.example', aud: 'mfa-kit' })}`);
+      let res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs({ sub: 'alice', iss: 'https://id.example', aud: 'mfa-kit', exp: now() + 300 })}`);
       expect(res.status, res.text).to.equal(400);
       res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs(claims())}`).set('X-Tenant-ID', 'other');
       expect(res.status, res.text).to.equal(403);
@@ -387,8 +403,8 @@ describe('auth edge cases', function () {
     });
 
     it('the same refusals on both mounted user routers of the example app (/mfa/devices/sync, /auth/mfa)', async () => {
-      const appClaims = { sub: 'alice', tenant_id: 'acme' };
-      const good = hs(appClaims, JWT_SECRET, { expiresIn: 60 });
+      const appClaims = { sub: 'alice', tenant_id: 'acme', exp: now() + 300 };
+      const good = hs(appClaims);
       for (const path of ['/mfa/devices/sync', '/auth/mfa/devices']) expect((await request(app).get(path).set('Authorization', `Bearer ${good}`)).status, path).to.equal(200);
       const [gh, gp, gs] = good.split('.') as [string, string, string];
       const refused: Array<[string, string]> = [
@@ -397,6 +413,7 @@ describe('auth edge cases', function () {
         ['RS256', jwt.sign(appClaims, otherRsa.privateKey, { algorithm: 'RS256' })],
         ['expired', hs({ ...appClaims, exp: now() - 1 })],
         ['not yet valid', hs({ ...appClaims, nbf: now() + 60 })],
+        ['no exp', hs({ sub: 'alice', tenant_id: 'acme' })],
         ['tampered payload', `${gh}.${b64url({ ...appClaims, sub: 'bob' })}.${gs}`],
         ['tampered signature', `${gh}.${gp}.${gs.slice(0, -2)}${gs.endsWith('AA') ? 'BB' : 'AA'}`],
         ['another secret', hs(appClaims, 'another-secret-another-secret-0123')],
