@@ -4,6 +4,7 @@
  * host's own authentication); writes use optimistic concurrency on a `sync_token`.
  */
 import express, { type Router } from 'express';
+import { methodNotAllowed } from '../../lib/method-not-allowed.js';
 import { problemJson } from '../../lib/problem.js';
 import { routerPrelude } from '../../lib/prelude.js';
 import { userAuth } from '../../lib/user-auth.js';
@@ -19,6 +20,8 @@ export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed.
   router.use(routerPrelude(userAuth('deviceSyncRouter', config.auth), config.bodyLimit));
   mountSyncRecords(router, config);
+  // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
+  router.use(methodNotAllowed(router));
   router.use(problemJson(config.errors));
   return router;
 }

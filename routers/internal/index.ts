@@ -4,6 +4,7 @@
  */
 import express, { type Router } from 'express';
 import { internalAuth } from '../../lib/internal-auth.js';
+import { methodNotAllowed } from '../../lib/method-not-allowed.js';
 import { problemJson } from '../../lib/problem.js';
 import { routerPrelude } from '../../lib/prelude.js';
 import { tenant } from '../../lib/tenant.js';
@@ -26,6 +27,8 @@ export function internalRouter(options: InternalRouterOptions): Router {
   mountTotpDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets
   if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });
+  // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
+  router.use(methodNotAllowed(router));
   router.use(problemJson(config.errors));
   return router;
 }

@@ -6,6 +6,7 @@
 import express, { type Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import type { MfaEvents } from '../../lib/events.js';
+import { methodNotAllowed } from '../../lib/method-not-allowed.js';
 import { problemJson } from '../../lib/problem.js';
 import { routerPrelude } from '../../lib/prelude.js';
 import { userAuth } from '../../lib/user-auth.js';
@@ -45,6 +46,8 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   mountVerify(router, config, service, throttle);
   mountRecoveryCodes(router, service);
   mountTrustedDevices(router, service);
+  // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
+  router.use(methodNotAllowed(router));
   router.use(problemJson(config.errors));
   return Object.assign(router, { events: config.events });
 }
