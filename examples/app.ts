@@ -172,6 +172,7 @@ const MFA_EVENTS: readonly MfaEventName[] = [
   'trusted_device.created',
   'trusted_device.revoked',
   'recovery_codes.generated',
+  'recovery_codes.revoked',
 ];
 
 export function createExampleApp(deps: ExampleAppDeps): Express {

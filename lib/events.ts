@@ -56,7 +56,10 @@ export interface TrustedDeviceEvent extends MfaEventBase {
 }
 
 export interface RecoveryCodesEvent extends MfaEventBase {
+  /** Codes made (generated), or unused codes that stopped working (revoked). */
   count: number;
+  /** Revocations only: why. */
+  reason?: 'last_device_removed';
 }
 
 /** Event name → payload. */
@@ -72,6 +75,7 @@ export interface MfaEventMap {
   'trusted_device.created': [TrustedDeviceEvent];
   'trusted_device.revoked': [TrustedDeviceEvent];
   'recovery_codes.generated': [RecoveryCodesEvent];
+  'recovery_codes.revoked': [RecoveryCodesEvent];
 }
 
 export type MfaEventName = keyof MfaEventMap;

@@ -11,6 +11,8 @@ export interface RecoveryCodes {
   consume(tenantId: string, userId: string, code: string): Promise<boolean>;
   /** How many unused codes the user has. */
   remaining(tenantId: string, userId: string): Promise<number>;
+  /** Removes the user's whole set; returns how many of its codes were unused. */
+  revokeAll(tenantId: string, userId: string): Promise<number>;
 }
 
 /** Options of `createRecoveryCodes()`. */
@@ -91,5 +93,10 @@ export function createRecoveryCodes(options: RecoveryCodesOptions): RecoveryCode
       return store.consume(tenantId, userId, hashCode(tenantId, userId, normalized));
     },
     remaining: (tenantId, userId) => store.countRemaining(tenantId, userId),
+    async revokeAll(tenantId, userId) {
+      const unused = await store.countRemaining(tenantId, userId);
+      await store.replace(tenantId, userId, []);
+      return unused;
+    },
   };
 }

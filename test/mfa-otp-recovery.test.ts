@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import type express from 'express';
 import request from 'supertest';
-import type { MfaCodeMessage, MfaCodeSender, MfaDevicesRouterOptions, MfaEventMap, MfaEventName } from '../index.js';
+import { createRecoveryCodes, type MfaCodeMessage, type MfaCodeSender, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName } from '../index.js';
 import { migratedStorage, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
 
@@ -32,7 +32,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
   const build = (options: Partial<MfaDevicesRouterOptions> = {}, withSender = true) => {
     const built = mfaApp(db.storage, { now: clock.now, rateLimit: false, ...(withSender && { sender }), lockout: { maxFailures: 3 }, ...options });
-    for (const name of ['device.enrolled', 'device.verified', 'mfa.succeeded', 'mfa.failed', 'lockout', 'recovery_codes.generated'] as const) {
+    for (const name of ['device.enrolled', 'device.verified', 'mfa.succeeded', 'mfa.failed', 'lockout', 'recovery_codes.generated', 'recovery_codes.revoked'] as const) {
       built.router.events.on(name, (payload: MfaEventMap[typeof name][0]) => events.push({ name, payload }));
     }
     return built.app;
@@ -55,11 +55,11 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
   const login = (u: string, body: object, tenant = 'acme') => as(request(app).post('/auth/mfa/verify').send(body), u, tenant);
 
   /** Enrols and confirms an sms device. */
-  async function smsDevice(u: string, phoneNumber = '+44 7700 900123') {
-    const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber }), u);
+  async function smsDevice(u: string, phoneNumber = '+44 7700 900123', tenant = 'acme') {
+    const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber }), u, tenant);
     expect(res.status, JSON.stringify(res.body)).to.equal(201);
     const id = res.body.device.id as string;
-    const ok = await as(request(app).post(`/auth/mfa/devices/${id}/verify`).send({ code: sender.last().code }), u);
+    const ok = await as(request(app).post(`/auth/mfa/devices/${id}/verify`).send({ code: sender.last().code }), u, tenant);
     expect(ok.status, JSON.stringify(ok.body)).to.equal(200);
     return id;
   }
@@ -219,8 +219,18 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
   });
 
   describe('recovery codes', () => {
+    /** Recovery codes back up a second factor: `u` gets a verified sms device, then a set. */
+    async function codesFor(u: string, tenant = 'acme'): Promise<string[]> {
+      await smsDevice(u, undefined, tenant);
+      const res = await as(request(app).post('/auth/mfa/recovery-codes'), u, tenant);
+      expect(res.status, JSON.stringify(res.body)).to.equal(201);
+      return res.body.codes as string[];
+    }
+
     it('GET → 0; POST → 201 with 10 distinct human-friendly codes; GET → 10; events carry the count only', async () => {
       const u = user('rc');
+      await smsDevice(u);
+      events.length = 0;
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 0 });
       const res = await as(request(app).post('/auth/mfa/recovery-codes'), u);
       expect(res.status).to.equal(201);
@@ -240,7 +250,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
     it('a recovery code passes the second factor once (method recovery_code, no deviceId), upper-case and without dashes too', async () => {
       const u = user('rc-login');
-      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const codes = await codesFor(u);
       let res = await login(u, { recoveryCode: codes[0] });
       expect(res.status).to.equal(200);
       expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code' });
@@ -254,7 +264,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
     it('a code and a recovery code together, or neither → 400 that says which (nothing is used up)', async () => {
       const u = user('rc-both');
-      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const codes = await codesFor(u);
       let res = await login(u, { code: '123456', recoveryCode: codes[0] });
       expect(res.status).to.equal(400);
       expect(res.body.errors).to.deep.equal([{ field: 'recoveryCode', code: 'invalid', description: 'recoveryCode: give code or recoveryCode, not both' }]);
@@ -266,7 +276,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
     it('regenerating replaces the set: old codes stop working', async () => {
       const u = user('rc-regen');
-      const old = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const old = await codesFor(u);
       const fresh = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
       expect(fresh).not.to.include.members(old.slice(0, 1));
       expect((await login(u, { recoveryCode: old[2] })).status).to.equal(400);
@@ -276,16 +286,22 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
     it('another user’s or another tenant’s codes do not work and their counts are separate', async () => {
       const u = user('rc-owner');
-      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
-      expect((await login('rc-thief', { recoveryCode: codes[0] })).status).to.equal(400);
-      expect((await login(u, { recoveryCode: codes[0] }, 'other')).status).to.equal(400);
+      const codes = await codesFor(u);
+      // Each has a device of their own, so the 400s are about the code.
+      const thief = user('rc-thief');
+      await smsDevice(thief);
+      await smsDevice(u, undefined, 'other');
+      for (const [who, tenant] of [[thief, 'acme'], [u, 'other']] as const) {
+        const res = await login(who, { recoveryCode: codes[0] }, tenant);
+        expect([res.status, res.body.code], `${who} ${tenant}`).to.deep.equal([400, 40000010]);
+      }
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), u, 'other')).body).to.deep.equal({ remaining: 0 });
       expect((await login(u, { recoveryCode: codes[0] })).status).to.equal(200);
     });
 
     it('wrong recovery codes count towards the lockout; locked, even a right one gets 429', async () => {
       const u = user('rc-lock');
-      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const codes = await codesFor(u);
       for (let i = 0; i < 3; i++) expect((await login(u, { recoveryCode: 'aaaa-bbbb-cccc' })).status).to.equal(400);
       const res = await login(u, { recoveryCode: codes[0] });
       expect(res.status).to.equal(429);
@@ -294,9 +310,59 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
 
     it('concurrent use of one recovery code: exactly one 200', async () => {
       const u = user('rc-race');
-      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      const codes = await codesFor(u);
       const results = await Promise.all([1, 2, 3, 4].map(() => login(u, { recoveryCode: codes[0] })));
       expect(results.filter((r) => r.status === 200)).to.have.length(1);
+    });
+
+    it('no verified device (none, or an enrolment not confirmed) → POST is a 400 mfa-not-enrolled and stores nothing', async () => {
+      const u = user('rc-none');
+      const refused = async () => {
+        const res = await as(request(app).post('/auth/mfa/recovery-codes'), u);
+        expect(res.status, res.text).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body).to.include({ code: 40000013, detail: 'Recovery codes are the fallback of a second factor: verify a device first.' });
+      };
+      await refused();
+      expect((await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+44 7700 900123' }), u)).status).to.equal(201);
+      await refused();
+      expect(await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: u })).to.have.length(0);
+      expect(events.map((e) => e.name)).not.to.include('recovery_codes.generated');
+    });
+
+    it('removing the last verified device removes the codes (event recovery_codes.revoked); they do not come back with the next device', async () => {
+      const u = user('rc-last');
+      const codes = await codesFor(u);
+      const second = await smsDevice(u, '+44 7700 900456');
+      await login(u, { recoveryCode: codes[0] });
+      const ids = ((await as(request(app).get('/auth/mfa/devices'), u)).body as Array<{ id: string }>).map((d) => d.id);
+      expect(ids).to.have.length(2);
+      // One of two: the codes stay.
+      expect((await as(request(app).delete(`/auth/mfa/devices/${second}`), u)).status).to.equal(204);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 9 });
+      events.length = 0;
+      const first = ids.find((id) => id !== second)!;
+      expect((await as(request(app).delete(`/auth/mfa/devices/${first}`), u)).status).to.equal(204);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 0 });
+      expect(await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: u })).to.have.length(0);
+      const revoked = events.filter((e) => e.name === 'recovery_codes.revoked');
+      expect(revoked).to.have.length(1);
+      expect(revoked[0]!.payload).to.include({ userId: u, count: 9, reason: 'last_device_removed' });
+      // Without a device, a code is not a second factor; with a new one, the old codes are gone.
+      let res = await login(u, { recoveryCode: codes[1] });
+      expect([res.status, res.body.code]).to.deep.equal([400, 40000013]);
+      await smsDevice(u);
+      res = await login(u, { recoveryCode: codes[1] });
+      expect([res.status, res.body.code]).to.deep.equal([400, 40000010]);
+    });
+
+    it('codes left without a device (stored before this rule) do not pass the second factor and are not used up', async () => {
+      const u = user('rc-left');
+      const codes = await createRecoveryCodes({ storage: db.storage }).regenerate('acme', u);
+      const res = await login(u, { recoveryCode: codes[0] });
+      expect([res.status, res.body.code]).to.deep.equal([400, 40000013]);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
+      expect(events.map((e) => e.name)).not.to.include('mfa.succeeded');
     });
   });
 });

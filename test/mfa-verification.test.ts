@@ -28,6 +28,7 @@ const ALL_EVENTS: MfaEventName[] = [
   'trusted_device.created',
   'trusted_device.revoked',
   'recovery_codes.generated',
+  'recovery_codes.revoked',
 ];
 
 /** A wrong code for `secret` at any time near `atMs` (differs from the codes of steps −3…+3). */

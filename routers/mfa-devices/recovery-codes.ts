@@ -1,12 +1,14 @@
 /** `/recovery-codes`: a new set of one-time fallback codes (replacing the old), and how many remain. */
 import type { Router } from 'express';
+import { ProblemError } from '../../lib/errors.js';
 import { callerOf } from './devices.js';
 import type { MfaDevicesService } from './service.js';
 
 export function mountRecoveryCodes(router: Router, service: MfaDevicesService): void {
   router.post('/recovery-codes', async (req, res) => {
-    const codes = await service.regenerateRecoveryCodes(callerOf(req));
-    res.status(201).json({ codes });
+    const result = await service.regenerateRecoveryCodes(callerOf(req));
+    if (result.status === 'NOT_ENROLLED') throw ProblemError.from('MFA_NOT_ENROLLED', 'Recovery codes are the fallback of a second factor: verify a device first.');
+    res.status(201).json({ codes: result.codes });
   });
 
   router.get('/recovery-codes', async (req, res) => {

@@ -44,6 +44,8 @@ export type VerifyDeviceResult =
 export type UpdateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'NOT_FOUND' };
 export type RemoveDeviceResult = { status: 'OK' } | { status: 'NOT_FOUND' };
 
+export type RegenerateRecoveryCodesResult = { status: 'OK'; codes: string[] } | { status: 'NOT_ENROLLED' };
+
 export type LoginMethod = 'totp' | 'sms' | 'email' | 'recovery_code';
 
 export interface LoginVerifyInput {
@@ -237,14 +239,24 @@ export class MfaDevicesService {
     const { removed, verifiedRemaining } = await this.config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
     if (!removed) return { status: 'NOT_FOUND' };
     this.emit('device.removed', { ...this.base(caller), deviceId: id, method: removed.method });
-    if (verifiedRemaining === 0) await this.revokeTrustOnLastDevice(caller);
+    if (verifiedRemaining === 0) await this.revokeOnLastDevice(caller);
     return { status: 'OK' };
   }
 
-  /** With no second factor left, "remember this device" must not outlive it. */
-  private async revokeTrustOnLastDevice(caller: Caller): Promise<void> {
+  /**
+   * With no second factor left, neither "remember this device" nor the recovery codes that stood in for it outlive it:
+   * codes printed for an earlier enrolment do not come back to life with the next one (GitHub, too, makes new ones).
+   */
+  private async revokeOnLastDevice(caller: Caller): Promise<void> {
     const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
     if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'last_device_removed' });
+    const codes = await this.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
+    if (codes > 0) this.emit('recovery_codes.revoked', { ...this.base(caller), count: codes, reason: 'last_device_removed' });
+  }
+
+  /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of. */
+  private async hasVerifiedDevice(caller: Caller): Promise<boolean> {
+    return (await this.listDevices(caller)).some((d) => d.verified);
   }
 
   /** One page of the caller's trusted devices (not expired), newest first, with their total. */
@@ -270,6 +282,8 @@ export class MfaDevicesService {
   async verifyLogin(caller: Caller, input: LoginVerifyInput): Promise<LoginVerifyResult> {
     const { storage } = this.config;
     if (input.recoveryCode !== undefined) {
+      // Codes are removed with the last device; this also covers a set left from before that was so.
+      if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
       const charged = await this.lockout.charge(caller, 'login');
       if (charged.status === 'LOCKED') return charged;
       if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, input, 'recovery_code');
@@ -318,11 +332,12 @@ export class MfaDevicesService {
     return { status: 'INVALID_CODE' };
   }
 
-  /** A new set of recovery codes, replacing the old one; shown this once. */
-  async regenerateRecoveryCodes(caller: Caller): Promise<string[]> {
+  /** A new set of recovery codes, replacing the old one; shown this once. Only as the fallback of a verified device. */
+  async regenerateRecoveryCodes(caller: Caller): Promise<RegenerateRecoveryCodesResult> {
+    if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
     const codes = await this.recoveryCodes.regenerate(caller.tenantId, caller.userId);
     this.emit('recovery_codes.generated', { ...this.base(caller), count: codes.length });
-    return codes;
+    return { status: 'OK', codes };
   }
 
   /** How many unused recovery codes the caller has. */
