@@ -53,5 +53,6 @@ export { memoryCache, type MemoryCacheOptions } from './storage/cache/memory.js'
 export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/internal/trusted-devices.js';
 
 export { knexStorage, migrate, rollbackAll, type KnexStorage, type KnexStorageOptions } from './storage/knex/index.js';
+export { cleanupExpired, CLEANUP_TABLES, DEFAULT_CLEANUP_BATCH_SIZE, type CleanupOptions, type CleanupResult } from './storage/knex/cleanup.js';
 export type * from './storage/types.js';
 export { openApiDocument, OPERATIONS, schemaRegistry, type OpenApiOptions } from './lib/openapi.js';

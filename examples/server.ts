@@ -14,6 +14,8 @@ import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, RE
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp, createExampleServer } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
+import { startRetentionSweep } from './retention.js';
+import { MAX_KEEP_LAST_SECONDS, parseDurationSeconds } from '../storage/knex/cleanup.js';
 import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
 import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded-postgres.js';
 
@@ -47,6 +49,20 @@ interface ServerEnv {
   generated: string[];
   /** `REQUEST_LOG=off`: no line per request (a proxy in front logs them); errors and MFA events still are. */
   requestLog: boolean;
+  /** `CLEANUP_EVERY` / `CLEANUP_KEEP_LAST`: the retention sweep's interval (off when unset) and how long expired rows are kept, in seconds. */
+  cleanup: { everySeconds: number; keepLastSeconds: number } | undefined;
+}
+
+/** A duration from the environment (`30d`, `12h`, `90m`, `45s`, seconds); exits naming the variable when it is not one. */
+function durationFromEnv(name: string, min: number, max: number): number | undefined {
+  const text = process.env[name]?.trim();
+  if (!text) return undefined;
+  const seconds = parseDurationSeconds(text);
+  if (seconds === null || seconds < min || seconds > max) {
+    logger.fatal({ [name]: text }, `${name} must be a duration from ${min} to ${max} s: 30d, 12h, 90m, 45s or seconds`);
+    process.exit(1);
+  }
+  return seconds;
 }
 
 function loadEnv(): ServerEnv {
@@ -67,10 +83,14 @@ function loadEnv(): ServerEnv {
     logger.fatal({ requestLog: process.env.REQUEST_LOG }, 'REQUEST_LOG must be on or off');
     process.exit(1);
   }
+  // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
+  const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
+  const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS) ?? 0;
   const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   return {
     port,
     requestLog: requestLog === 'on',
+    cleanup: cleanupEvery === undefined ? undefined : { everySeconds: cleanupEvery, keepLastSeconds },
     host: process.env.HOST ?? '127.0.0.1',
     databaseUrl: process.env.DATABASE_URL || undefined,
     redisUrl: process.env.REDIS_URL || undefined,
@@ -119,6 +139,10 @@ async function main(): Promise<void> {
   if (cluster.isPrimary) {
     const applied = await storage.migrate();
     if (applied.length) logger.info({ applied }, 'migrations applied');
+  }
+  // One process sweeps: this one, or with WORKERS > 1 the first worker.
+  if (env.cleanup && (cluster.isPrimary || process.env.MFA_KIT_CLEANUP === '1')) {
+    cleanups.unshift(startRetentionSweep({ knex, ...env.cleanup, logger }));
   }
 
   // [2/7] The trusted-device cache: Redis when REDIS_URL is set (shared by every instance), else in-process.
@@ -242,7 +266,7 @@ async function primary(workers: number): Promise<void> {
   if (applied.length) logger.info({ applied }, 'migrations applied');
 
   const shared = { DATABASE_URL: databaseUrl, JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };
-  for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '' });
+  for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '', MFA_KIT_CLEANUP: i === 0 ? '1' : '' });
   logger.info({ workers }, 'started the workers');
 
   let stopping = false;

@@ -358,7 +358,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'internal', method: 'get', path: '/session/trusted-devices', tag: 'Internal', summary: 'List a user\'s trusted devices (seed 002)',
-    query: [USER_ID_PARAM, ...PAGE_PARAMS, { name: 'include_expired', schema: { type: 'boolean', default: false } }],
+    query: [USER_ID_PARAM, ...PAGE_PARAMS, { name: 'include_expired', schema: { type: 'boolean', default: false }, description: 'Also list devices past trusted_until, until a retention sweep (cleanupExpired, npm run cleanup) deletes them.' }],
     responses: { 200: TrustedDeviceListSchema }, problems: [400],
   },
   {

@@ -18,6 +18,8 @@ export const DEFAULT_MAX_FAILURES = 5;
 export const MAX_MAX_FAILURES = 100;
 /** 15 minutes. */
 export const DEFAULT_COOLDOWN_SECONDS = 900;
+/** The longest `cooldownSeconds` accepted (7 days): a counter untouched for longer decides nothing, whatever the configuration. */
+export const MAX_COOLDOWN_SECONDS = 7 * 24 * 3600;
 export const DEFAULT_RATE_LIMIT_WINDOW_MS = 60_000;
 /** Verify requests per user (and tenant) per window. */
 export const DEFAULT_RATE_LIMIT = 10;
@@ -67,7 +69,7 @@ export function resolveLockout(factory: string, options: LockoutOptions | undefi
   return {
     maxFailures: options?.maxFailures === undefined ? DEFAULT_MAX_FAILURES : checkInteger(factory, 'lockout.maxFailures', options.maxFailures, 1, MAX_MAX_FAILURES),
     cooldownSeconds:
-      options?.cooldownSeconds === undefined ? DEFAULT_COOLDOWN_SECONDS : checkInteger(factory, 'lockout.cooldownSeconds', options.cooldownSeconds, 1, 7 * 24 * 3600),
+      options?.cooldownSeconds === undefined ? DEFAULT_COOLDOWN_SECONDS : checkInteger(factory, 'lockout.cooldownSeconds', options.cooldownSeconds, 1, MAX_COOLDOWN_SECONDS),
   };
 }
 

@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { EXAMPLE_SERVER_ARGS } from './support/example-process.js';
+import { knexStorage } from '../index.js';
 import { freshDatabase } from './support/postgres.js';
+import { insertTrusted } from './support/trusted.js';
 
 /** Starts the server in `cwd` and stops it once its output matches `until`; resolves with that output. */
 function outputUntil(env: Record<string, string>, cwd: string, until: RegExp): Promise<string> {
@@ -32,7 +34,7 @@ function outputUntil(env: Record<string, string>, cwd: string, until: RegExp): P
   });
 }
 
-function runServer(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+function runServer(env: Record<string, string>): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, EXAMPLE_SERVER_ARGS, {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
@@ -43,9 +45,9 @@ function runServer(env: Record<string, string>): Promise<{ code: number | null; 
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     child.on('error', reject);
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, output });
+      resolve({ code, signal, output });
     });
   });
 }
@@ -74,6 +76,39 @@ describe('example server start-up', () => {
     const { code, output } = await runServer({ REQUEST_LOG: 'no', PORT: '0' });
     expect(code).to.equal(1);
     expect(output).to.match(/REQUEST_LOG must be on or off/);
+  });
+
+  it('refuses a CLEANUP_EVERY or CLEANUP_KEEP_LAST that is not a duration', async () => {
+    let res = await runServer({ CLEANUP_EVERY: '0s', PORT: '0' });
+    expect(res.code, `${res.signal ?? ''} ${res.output}`).to.equal(1);
+    expect(res.output).to.match(/CLEANUP_EVERY must be a duration from 1 to 604800 s/);
+    // Past setInterval's limit (24.8 days) Node would fire every millisecond.
+    res = await runServer({ CLEANUP_EVERY: '30d', PORT: '0' });
+    expect(res.code, `${res.signal ?? ''} ${res.output}`).to.equal(1);
+    res = await runServer({ CLEANUP_EVERY: '1h', CLEANUP_KEEP_LAST: 'a month', PORT: '0' });
+    expect(res.code, `${res.signal ?? ''} ${res.output}`).to.equal(1);
+    expect(res.output).to.match(/CLEANUP_KEEP_LAST must be a duration/);
+  });
+
+  it('CLEANUP_EVERY: sweeps at start-up (and then on that interval), keeping CLEANUP_KEEP_LAST, and logs the counts', async function () {
+    this.timeout(40_000);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
+    try {
+      await knexStorage({ knex: db.knex }).migrate();
+      const day = 86_400_000;
+      const old = await insertTrusted(db.knex, { tenantId: 'acme', userId: 'u', trustedUntil: new Date(Date.now() - 3 * day) });
+      const recent = await insertTrusted(db.knex, { tenantId: 'acme', userId: 'u', trustedUntil: new Date(Date.now() - 3_600_000) });
+      const live = await insertTrusted(db.knex, { tenantId: 'acme', userId: 'u' });
+      const output = await outputUntil({ DATABASE_URL: db.url, PORT: '0', CLEANUP_EVERY: '1h', CLEANUP_KEEP_LAST: '1d' }, cwd, /retention sweep: deleted what expired/);
+      const line = output.split('\n').find((l) => l.includes('retention sweep'))!;
+      expect(JSON.parse(line)).to.deep.include({ deleted: { trusted_devices: 1, mfa_devices: 0, mfa_otp_codes: 0, mfa_verification_failures: 0 }, keep_last_seconds: 86_400 });
+      const left = await db.knex<{ id: string }>('trusted_devices').select('id');
+      expect(left.map((r) => r.id)).to.have.members([recent, live]).and.not.include(old);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
+    }
   });
 
   it('in development prints the secrets it generated, never a key the operator set (not even in its curl examples)', async function () {

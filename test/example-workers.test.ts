@@ -110,9 +110,9 @@ describe('example server: WORKERS', function () {
       }
     });
 
-    it('migrates once, serves from 2 workers on one port, and stops them all on SIGTERM', async () => {
+    it('migrates once, serves from 2 workers on one port, sweeps from one of them, and stops them all on SIGTERM', async () => {
       const port = await freePort();
-      const server = start(productionEnv(port, 2));
+      const server = start({ ...productionEnv(port, 2), CLEANUP_EVERY: '1h', LOG_LEVEL: 'info' });
       try {
         const base = `http://127.0.0.1:${port}`;
         await waitFor('both workers', () => Promise.resolve(workerPids(server.child.pid!).length === 2 ? true : undefined));
@@ -127,6 +127,10 @@ describe('example server: WORKERS', function () {
           expect(res.status).to.equal(200);
           expect(await res.json()).to.deep.equal({ trusted: false });
         }
+        // CLEANUP_EVERY: the first worker sweeps at start-up, the second does not.
+        await waitFor('the retention sweep', () => Promise.resolve(server.output().includes('retention sweep') ? true : undefined));
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        expect(server.output().match(/retention sweep: deleted what expired/g), server.output()).to.have.length(1);
         const workers = workerPids(server.child.pid!);
         server.child.kill('SIGTERM');
         expect(await server.exited, server.output()).to.equal(0);
