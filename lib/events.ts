@@ -62,6 +62,14 @@ export interface RecoveryCodesEvent extends MfaEventBase {
   reason?: 'last_device_removed';
 }
 
+export interface UserErasedEvent extends MfaEventBase {
+  /** What was deleted, per kind of record. */
+  mfaDevices: number;
+  recoveryCodes: number;
+  trustedDevices: number;
+  syncRecords: number;
+}
+
 /** Event name → payload. */
 export interface MfaEventMap {
   'device.enrolled': [DeviceEvent];
@@ -76,6 +84,7 @@ export interface MfaEventMap {
   'trusted_device.revoked': [TrustedDeviceEvent];
   'recovery_codes.generated': [RecoveryCodesEvent];
   'recovery_codes.revoked': [RecoveryCodesEvent];
+  'user.erased': [UserErasedEvent];
 }
 
 export type MfaEventName = keyof MfaEventMap;

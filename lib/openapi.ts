@@ -116,6 +116,12 @@ export const TrustedDeviceCheckSchema = component(
   z.strictObject({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
 );
 export const RevokedCountSchema = component('RevokedCount', z.strictObject({ revoked: z.number().int().min(0) }));
+const count = z.number().int().min(0);
+export const ErasedUserDataSchema = component(
+  'ErasedUserData',
+  z.strictObject({ erased: z.strictObject({ mfa_devices: count, recovery_codes: count, trusted_devices: count, sync_records: count }) }),
+  'What was deleted, per kind of record; all 0 for a user the kit keeps nothing about.',
+);
 
 export const TrustDeviceRequestSchema = component(
   'TrustDeviceRequest',
@@ -377,6 +383,11 @@ export const OPERATIONS: Operation[] = [
   {
     router: 'internal', method: 'delete', path: '/session/trusted-devices', tag: 'Internal', summary: 'Revoke all of a user\'s trusted devices',
     query: [USER_ID_PARAM], responses: { 200: RevokedCountSchema }, problems: [400],
+  },
+  {
+    router: 'internal', method: 'delete', path: '/mfa/user-data', tag: 'Internal', summary: 'Erase everything kept about a user (account deletion)',
+    description: 'In one transaction: MFA devices (and pending codes), recovery codes, trusted devices (the next check answers false on every instance), synced vaults and the lockout counter. Re-runnable.',
+    query: [USER_ID_PARAM], responses: { 200: ErasedUserDataSchema }, problems: [400],
   },
   {
     router: 'deviceSync', method: 'get', path: '/', tag: 'Device sync', summary: 'List the caller\'s synced vaults, decrypted (seed 001)',

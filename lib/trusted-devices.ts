@@ -106,6 +106,11 @@ export interface TrustedDevices {
   revoke(tenantId: string, userId: string, id: string): Promise<boolean>;
   /** Revokes all of a user's devices (e.g. on a password change); returns how many. */
   revokeAll(tenantId: string, userId: string): Promise<number>;
+  /**
+   * Tells the cache about a change of the user's devices committed by another writer with this `generation` (the
+   * user's erasure, `storage.users.erase`), as this service's own changes do: the next check reads the new state.
+   */
+  changed(tenantId: string, userId: string, generation: number): Promise<void>;
   /** Stops the epoch timer (it is unref'd, so this is only needed for a clean shutdown). */
   close(): void;
 }
@@ -425,6 +430,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
       if (revoked > 0) emit('revoked', { tenantId, userId, count: revoked });
       return revoked;
     },
+
+    changed: (tenantId, userId, generation) => propagate(tenantId, userId, generation),
 
     close() {
       guard?.close();

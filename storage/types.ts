@@ -306,6 +306,28 @@ export interface SyncRecordStore {
 // ---------------------------------------------------------------- the whole
 
 /** Everything the three routers use; each router checks only the parts it calls. */
+// ---------------------------------------------------------------- erasure
+
+/** What erasing a user removed, per kind of record. */
+export interface ErasedUserData {
+  mfaDevices: number;
+  recoveryCodes: number;
+  trustedDevices: number;
+  syncRecords: number;
+}
+
+/** A user's data as a whole: the right to erasure (GDPR art. 17) when the host deletes an account. */
+export interface UserDataStore {
+  /**
+   * Deletes everything kept about one user of a tenant, in ONE transaction: MFA devices (and their pending codes),
+   * recovery codes, trusted devices, vault sync records and the lockout counter. Serialised with the user's
+   * enrolments, device removals and recovery-code replacements. The user's trusted-device generation is kept and
+   * bumped in the same transaction (the cache relies on it only growing); `trustedGeneration` is the new one, `null`
+   * when the user never had one (then no cache entry can say "trusted"). Erasing a user with no data changes nothing.
+   */
+  erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number | null }>;
+}
+
 export interface MfaStorage {
   mfaDevices: MfaDeviceStore;
   /** The verification lockout counter ([3/7]). */
@@ -315,6 +337,8 @@ export interface MfaStorage {
   /** Authenticator vaults synced across a user's devices ([4/7]). */
   syncRecords: SyncRecordStore;
   trustedDevices: TrustedDeviceStore;
+  /** Erasure of all of a user's data. */
+  users: UserDataStore;
   /** Resolves when the database answers a trivial query; rejects otherwise (readiness). */
   ping(): Promise<void>;
 }

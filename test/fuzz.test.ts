@@ -300,6 +300,15 @@ const ROUTES: RouteSpec[] = [
     success: [200],
     weight: 1,
   },
+  {
+    name: 'DELETE /internal/mfa/user-data',
+    method: 'DELETE',
+    path: fc.constant('/internal/mfa/user-data'),
+    auth: 'internal',
+    query: queryOf({ user_id: { valid: userId, required: true } }),
+    success: [200],
+    weight: 1,
+  },
   // ---- issue 4: MFA devices router (seed 003) and internal TOTP verification
   { name: 'GET /auth/mfa/devices', method: 'GET', path: fc.constant('/auth/mfa/devices'), auth: 'user', query: extraQuery(), success: [200], weight: 1 },
   { name: 'POST /auth/mfa/devices/totp', method: 'POST', path: fc.constant('/auth/mfa/devices/totp'), auth: 'user', body: bodyOf(fc.record({ deviceName }), INTERNAL_BODY_LIMIT), success: [201], weight: 2 },

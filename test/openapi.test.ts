@@ -115,6 +115,10 @@ describe('OpenAPI document', () => {
     res = await request(app).delete('/internal/session/trusted-devices?user_id=oas-bob').set(internal);
     conforms('internal', 'delete', '/session/trusted-devices', res);
     conforms('internal', 'get', '/mfa/totp/devices', await request(app).get('/internal/mfa/totp/devices').set(internal));
+    res = await request(app).delete('/internal/mfa/user-data?user_id=oas-bob').set(internal);
+    conforms('internal', 'delete', '/mfa/user-data', res);
+    expect(res.body).to.deep.include({ erased: { mfa_devices: 1, recovery_codes: 0, trusted_devices: 0, sync_records: 0 } });
+    conforms('internal', 'delete', '/mfa/user-data', await request(app).delete('/internal/mfa/user-data').set(internal));
   });
 
   it('deviceSyncRouter: every route answers what the document says', async () => {

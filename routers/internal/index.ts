@@ -12,6 +12,7 @@ import { parseOptions, type InternalRouterOptions } from './options.js';
 import { mountTotpDevices } from './totp-devices.js';
 import { mountTotpVerify } from './totp-verify.js';
 import { mountTrustedDevices, trustedDeviceCheck } from './trusted-devices.js';
+import { mountUserData } from './user-data.js';
 
 export type { InternalRouterOptions } from './options.js';
 
@@ -27,6 +28,7 @@ export function internalRouter(options: InternalRouterOptions): Router {
   mountTotpDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets
   if (config.keyRing) mountTotpVerify(router, { ...config, keyRing: config.keyRing });
+  mountUserData(router, config);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));
   router.use(problemJson(config.errors));

@@ -8,6 +8,7 @@ import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
 import { KnexTrustedDeviceStore } from './trusted-devices.js';
+import { KnexUserDataStore } from './users.js';
 
 export interface KnexStorageOptions {
   /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
@@ -41,6 +42,7 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     otpCodes: new KnexOtpCodeStore(knex),
     syncRecords: new KnexSyncRecordStore(knex),
     trustedDevices: new KnexTrustedDeviceStore(knex, prepared),
+    users: new KnexUserDataStore(knex),
     async ping() {
       await knex.raw('select 1');
     },

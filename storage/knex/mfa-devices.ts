@@ -231,6 +231,6 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
 }
 
 /** A transaction-scoped advisory lock on one user's devices (enrolment limit, last-device removal). */
-async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
   await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
 }

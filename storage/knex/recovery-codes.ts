@@ -5,6 +5,11 @@ import type { RecoveryCodeStore } from '../types.js';
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
 
+/** A transaction-scoped advisory lock on one user's set of recovery codes (replacements take turns). */
+export async function lockRecoveryCodes(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+  await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
+}
+
 /** `RecoveryCodeStore` on the `mfa_recovery_codes` table. */
 export class KnexRecoveryCodeStore implements RecoveryCodeStore {
   constructor(private readonly knex: Knex) {}
@@ -14,7 +19,7 @@ export class KnexRecoveryCodeStore implements RecoveryCodeStore {
       // Two concurrent replacements would otherwise each delete only the rows they can see and
       // both insert, leaving two sets; the per-user lock makes them take turns. A hash collision of
       // two users' keys only makes them wait for each other briefly.
-      await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
+      await lockRecoveryCodes(trx, tenantId, userId);
       await trx('mfa_recovery_codes').where({ tenant_id: tenantId, user_id: userId }).delete();
       if (codeHashes.length > 0) {
         await trx('mfa_recovery_codes').insert(codeHashes.map((h) => ({ tenant_id: tenantId, user_id: userId, code_hash: h })));

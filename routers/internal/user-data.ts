@@ -1,0 +1,30 @@
+/** `DELETE /mfa/user-data`: the identity service erases everything the kit keeps about a user (account deletion). */
+import type { Router } from 'express';
+import { z } from 'zod';
+import { contextOf } from '../../lib/context.js';
+import { emitSafely } from '../../lib/events.js';
+import { sendJson } from '../../lib/send-json.js';
+import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import type { InternalRouterConfig } from './options.js';
+
+/** The answer: what was deleted, per kind of record (all 0 for a user the kit knows nothing about). */
+export interface ErasedUserDataResponse {
+  erased: { mfa_devices: number; recovery_codes: number; trusted_devices: number; sync_records: number };
+}
+
+export function mountUserData(router: Router, config: InternalRouterConfig): void {
+  const query = z.object({ user_id: userIdSchema });
+
+  router.delete('/mfa/user-data', async (req, res) => {
+    const q = parseOrThrow(query, req.query);
+    const { tenantId, requestId } = contextOf(req);
+    const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id);
+    // As after a revocation: the next check, on every instance, answers from the erased state.
+    if (trustedGeneration !== null) await config.trustedDevices.changed(tenantId!, q.user_id, trustedGeneration);
+    emitSafely(config.events, config.logger, 'user.erased', { tenantId: tenantId!, userId: q.user_id, requestId, at: new Date(), ...erased });
+    const body: ErasedUserDataResponse = {
+      erased: { mfa_devices: erased.mfaDevices, recovery_codes: erased.recoveryCodes, trusted_devices: erased.trustedDevices, sync_records: erased.syncRecords },
+    };
+    sendJson(req, res, body);
+  });
+}
