@@ -114,6 +114,13 @@ export function internalApi(options: InternalApiOptions) {
       const { status, body } = await call<{ revoked: number }>('DELETE', `/session/trusted-devices?${q({ user_id: userId })}`);
       return status === 200 ? body.revoked : fail(status, body);
     },
+
+    /** `DELETE /mfa/user-data`: the account is being deleted, so erase what the MFA service keeps about the user (safe to retry). */
+    async eraseUser(userId: string): Promise<{ mfa_devices: number; recovery_codes: number; trusted_devices: number; sync_records: number }> {
+      type Erased = { erased: { mfa_devices: number; recovery_codes: number; trusted_devices: number; sync_records: number } };
+      const { status, body } = await call<Erased>('DELETE', `/mfa/user-data?${q({ user_id: userId })}`);
+      return status === 200 ? body.erased : fail(status, body);
+    },
   };
 }
 

@@ -161,6 +161,14 @@ describe('examples/identity-service-client.ts against the example app on 127.0.0
     expect((await api.checkDevice('dave', 'fp-dave-1')).trusted).to.equal(false);
   });
 
+  it('erases a user whose account is deleted: the remembered browser is forgotten, a retry finds nothing', async () => {
+    await api.rememberDevice('erin', { fingerprint: 'fp-erin' });
+    expect((await api.checkDevice('erin', 'fp-erin')).trusted).to.equal(true);
+    expect(await api.eraseUser('erin')).to.deep.equal({ mfa_devices: 0, recovery_codes: 0, trusted_devices: 1, sync_records: 0 });
+    expect((await api.checkDevice('erin', 'fp-erin')).trusted).to.equal(false);
+    expect(await api.eraseUser('erin')).to.deep.equal({ mfa_devices: 0, recovery_codes: 0, trusted_devices: 0, sync_records: 0 });
+  });
+
   it('throws InternalApiError with the Problem for a wrong key or a user without TOTP', async () => {
     const wrongKey = internalApi({ baseUrl: `${base}/internal`, apiKey: 'not-the-key-0123456789', tenantId: 'acme' });
     const err = await wrongKey.checkDevice('carol', 'fp').then(
