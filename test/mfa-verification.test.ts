@@ -436,6 +436,21 @@ describe('mfa code verification', () => {
         expect(res.body.errors, JSON.stringify(body)).to.be.an('array').that.is.not.empty;
       }
     });
+
+    it('400 naming a member it does not read (device_id), without using the code or counting a failure', async () => {
+      const { app, clock, names } = setup();
+      const user = newUser('internal-strict');
+      const d = await verifiedDevice(app, clock, user);
+      const code = oathtool(d.secret, clock.ms);
+      let res = await internalVerify(app, { user_id: user, code, device_id: d.id });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.deep.equal([{ field: '(body)', code: 'unknown', description: '(body): Unrecognized key: "device_id"' }]);
+      expect(names()).not.to.include('mfa.failed');
+      // The same code still works once, without the extra member.
+      res = await internalVerify(app, { user_id: user, code });
+      expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ valid: true, device_id: d.id });
+    });
   });
 
   describe('two instances racing on one code', () => {

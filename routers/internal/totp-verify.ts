@@ -20,7 +20,9 @@ export interface TotpVerifyResponse {
 /** TOTP devices a user may have (the device limit keeps it far lower). */
 const DEVICE_CAP = 100;
 
-const body = z.object({ user_id: userIdSchema, code: otpCode });
+// Strict, as every other write body but the vault push: a member this route does not read (`device_id`, hoping to
+// pin the device) is a 400 naming it, not silently a check against every device of the user.
+const body = z.strictObject({ user_id: userIdSchema, code: otpCode });
 
 export function mountTotpVerify(router: Router, config: InternalRouterConfig & { keyRing: KeyRing }): void {
   const totp = createTotp({ now: config.now });
