@@ -168,12 +168,17 @@ export function boolQuery(name: string, fallback: boolean) {
     });
 }
 
-/** User id: 1–128 characters, no control characters (CONTRACT.md §1). */
-export const USER_ID = /^[^\p{Cc}]{1,128}$/u;
+/**
+ * User id: 1–128 characters, no control characters (CONTRACT.md §1), and, as in text people read, no line or
+ * paragraph separator and no bidirectional control: a user id is written into every log line and event of the user,
+ * and shown beside their devices, where U+2028 would start a forged line and U+202E ("admin\u202Enimda") would show
+ * another name.
+ */
+export const USER_ID = /^[^\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]{1,128}$/u;
 /** A well-formed user id (USER_ID, no lone surrogate): the schema's rule as a predicate. */
 export const isUserId = (s: string): boolean => USER_ID.test(s) && s.isWellFormed();
 /** What a malformed user id is told. */
-export const USER_ID_RULE = 'must be 1-128 characters without control characters';
+export const USER_ID_RULE = 'must be 1-128 characters without control characters, line separators or bidirectional controls';
 /** Tenant id: 1–64 characters of `[A-Za-z0-9_.-]` (CONTRACT.md §1). */
 export const TENANT_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 /** What a malformed tenant id is told. */

@@ -394,11 +394,15 @@ describe('auth edge cases', function () {
         ['empty', ''],
         ['129 characters', 'a'.repeat(129)],
         ['a lone surrogate', 'ali\ud800ce'],
+        ['a line separator', 'alice\u2028Trusted: all'],
+        ['a paragraph separator', 'alice\u2029'],
+        ['a right-to-left override', 'admin\u202Enimda'],
+        ['a right-to-left isolate', 'a\u2067b'],
       ] as const) {
         const res = await request(hsApp).get('/me').set('Authorization', `Bearer ${hs({ ...claims(), sub })}`);
         expect(res.status, what).to.equal(400);
         expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
-        expect(res.body.errors, what).to.deep.equal([{ field: 'sub', code: 'format', description: 'sub must be 1-128 characters without control characters' }]);
+        expect(res.body.errors, what).to.deep.equal([{ field: 'sub', code: 'format', description: 'sub must be 1-128 characters without control characters, line separators or bidirectional controls' }]);
       }
     });
 

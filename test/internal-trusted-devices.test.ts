@@ -114,6 +114,9 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         [{ user_id: user, device_fingerprint: 'fp', device_name: 'Phone\u202Eenod' }, 'device_name'],
         [{ user_id: user, device_fingerprint: 'fp', browser: 'Firefox\u2066x' }, 'browser'],
         [{ user_id: user, device_fingerprint: 'fp', ttl: 60 }, '(body)'],
+        [{ user_id: `${user}\u2028Trusted: all`, device_fingerprint: 'fp' }, 'user_id'],
+        [{ user_id: `admin\u202Enimda`, device_fingerprint: 'fp' }, 'user_id'],
+        [{ user_id: `${user}\u2069`, device_fingerprint: 'fp' }, 'user_id'],
       ];
       for (const [body, field] of cases) {
         const res = await post(a.app, body);

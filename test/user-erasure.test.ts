@@ -179,6 +179,8 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
       [request(one.app).delete(ERASE).query({ user_id: '' }).set(internal()), 400],
       [request(one.app).delete(`${ERASE}?user_id=${encodeURIComponent(u)}&user_id=x`).set(internal()), 400],
       [request(one.app).delete(`${ERASE}?user_id=%01${encodeURIComponent(u)}`).set(internal()), 400],
+      [request(one.app).delete(ERASE).query({ user_id: `${u}\u2028` }).set(internal()), 400],
+      [request(one.app).delete(ERASE).query({ user_id: `\u202E${u}` }).set(internal()), 400],
       [request(one.app).delete(ERASE).query({ user_id: 'x'.repeat(129) }).set(internal()), 400],
       [request(one.app).delete(ERASE).query({ user_id: u }).set({ 'X-Tenant-ID': 'acme' }), 401],
       [request(one.app).delete(ERASE).query({ user_id: u }).set({ 'X-Internal-API-Key': KEY_A }), 400],
