@@ -20,6 +20,8 @@ export type MfaEventMethod = 'totp' | 'sms' | 'email' | 'recovery_code';
 export interface DeviceEvent extends MfaEventBase {
   deviceId: string;
   method: 'totp' | 'sms' | 'email';
+  /** `device.removed` only: by the user (`DELETE /auth/mfa/devices/:id`) or by a sibling service on the internal routes. */
+  via?: 'user' | 'internal';
 }
 
 export interface MfaSucceededEvent extends MfaEventBase {

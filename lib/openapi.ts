@@ -116,6 +116,7 @@ export const TrustedDeviceCheckSchema = component(
   z.strictObject({ trusted: z.boolean(), device_id: z.string().optional(), trusted_until: isoTime.optional() }),
 );
 export const RevokedCountSchema = component('RevokedCount', z.strictObject({ revoked: z.number().int().min(0) }));
+export const RemovedCountSchema = component('RemovedCount', z.strictObject({ removed: z.number().int().min(0) }));
 const count = z.number().int().min(0);
 export const ErasedUserDataSchema = component(
   'ErasedUserData',
@@ -357,6 +358,16 @@ export const OPERATIONS: Operation[] = [
   {
     router: 'internal', method: 'get', path: '/mfa/totp/devices', tag: 'Internal', summary: 'List a user\'s TOTP devices (seed 000)',
     query: [USER_ID_PARAM, ...PAGE_PARAMS], responses: { 200: TotpDeviceListSchema }, problems: [400],
+  },
+  {
+    router: 'internal', method: 'delete', path: '/mfa/totp/devices/{id}', tag: 'Internal', summary: 'Remove one of a user\'s TOTP devices (a lost phone)',
+    description: 'As the user\'s own removal: the last verified device takes the user\'s trusted devices and recovery codes with it. 404 for a device of another method, user or tenant.',
+    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [400, 404],
+  },
+  {
+    router: 'internal', method: 'delete', path: '/mfa/devices', tag: 'Internal', summary: 'Remove every MFA device of a user (a reset by support)',
+    description: 'All methods (totp, sms, email), and so the user\'s trusted devices and recovery codes; the user enrols again.',
+    query: [USER_ID_PARAM], responses: { 200: RemovedCountSchema }, problems: [400],
   },
   {
     router: 'internal', method: 'post', path: '/mfa/totp/verify', tag: 'Internal', summary: 'Verify a TOTP code for a user (replay-safe, throttled)',

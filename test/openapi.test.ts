@@ -115,9 +115,17 @@ describe('OpenAPI document', () => {
     res = await request(app).delete('/internal/session/trusted-devices?user_id=oas-bob').set(internal);
     conforms('internal', 'delete', '/session/trusted-devices', res);
     conforms('internal', 'get', '/mfa/totp/devices', await request(app).get('/internal/mfa/totp/devices').set(internal));
+    // A second device, removed by id; then the reset removes the first.
+    const second = await request(app).post('/auth/mfa/devices/totp').set(H).send({ deviceName: 'Tablet' });
+    res = await request(app).delete(`/internal/mfa/totp/devices/${(second.body as { device: { id: string } }).device.id}?user_id=oas-bob`).set(internal);
+    conforms('internal', 'delete', '/mfa/totp/devices/{id}', res);
+    conforms('internal', 'delete', '/mfa/totp/devices/{id}', await request(app).delete(`/internal/mfa/totp/devices/${device.id}?user_id=someone-else`).set(internal));
+    res = await request(app).delete('/internal/mfa/devices?user_id=oas-bob').set(internal);
+    conforms('internal', 'delete', '/mfa/devices', res);
+    expect(res.body).to.deep.equal({ removed: 1 });
     res = await request(app).delete('/internal/mfa/user-data?user_id=oas-bob').set(internal);
     conforms('internal', 'delete', '/mfa/user-data', res);
-    expect(res.body).to.deep.include({ erased: { mfa_devices: 1, recovery_codes: 0, trusted_devices: 0, sync_records: 0 } });
+    expect(res.body).to.deep.include({ erased: { mfa_devices: 0, recovery_codes: 0, trusted_devices: 0, sync_records: 0 } });
     conforms('internal', 'delete', '/mfa/user-data', await request(app).delete('/internal/mfa/user-data').set(internal));
   });
 

@@ -3,6 +3,7 @@
  * factor. Every method returns a status union; only the route handlers turn statuses into HTTP.
  */
 import { randomUUID } from 'node:crypto';
+import { removeDevice, type DeviceRemovalDeps } from '../../lib/device-removal.js';
 import { emitSafely, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
@@ -236,22 +237,13 @@ export class MfaDevicesService {
 
   /** Removes a device; the last verified one takes the user's trusted devices with it. */
   async removeDevice(caller: Caller, id: string): Promise<RemoveDeviceResult> {
-    const { removed, verifiedRemaining } = await this.config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
-    if (!removed) return { status: 'NOT_FOUND' };
-    this.emit('device.removed', { ...this.base(caller), deviceId: id, method: removed.method });
-    if (verifiedRemaining === 0) await this.revokeOnLastDevice(caller);
-    return { status: 'OK' };
+    const removed = await removeDevice(this.removalDeps(), caller, id, 'user');
+    return removed ? { status: 'OK' } : { status: 'NOT_FOUND' };
   }
 
-  /**
-   * With no second factor left, neither "remember this device" nor the recovery codes that stood in for it outlive it:
-   * codes printed for an earlier enrolment do not come back to life with the next one (GitHub, too, makes new ones).
-   */
-  private async revokeOnLastDevice(caller: Caller): Promise<void> {
-    const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'last_device_removed' });
-    const codes = await this.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
-    if (codes > 0) this.emit('recovery_codes.revoked', { ...this.base(caller), count: codes, reason: 'last_device_removed' });
+  private removalDeps(): DeviceRemovalDeps {
+    const { storage, events, logger } = this.config;
+    return { storage, trustedDevices: this.trustedDevices, recoveryCodes: this.recoveryCodes, events, logger };
   }
 
   /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of. */

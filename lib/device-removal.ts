@@ -1,0 +1,62 @@
+/**
+ * Removing a user's MFA device, as the user does it (`DELETE /auth/mfa/devices/:id`) and as the identity service
+ * does it for them (`DELETE /internal/mfa/totp/devices/:id`, `DELETE /internal/mfa/devices`: a lost phone, a reset
+ * by support): the same rule either way, so no route leaves a trusted device or a recovery code behind a second
+ * factor that is gone.
+ */
+import { emitSafely, type MfaEvents } from './events.js';
+import type { Logger } from './logger.js';
+import type { RecoveryCodes } from './recovery-codes.js';
+import type { TrustedDevices } from './trusted-devices.js';
+import type { VerifierContext } from './verification-throttle.js';
+import type { MfaDevice, MfaMethod, MfaStorage } from '../storage/types.js';
+
+export interface DeviceRemovalDeps {
+  storage: Pick<MfaStorage, 'mfaDevices'>;
+  trustedDevices: TrustedDevices;
+  recoveryCodes: RecoveryCodes;
+  events: MfaEvents;
+  logger: Logger;
+}
+
+/** Who removed it: the user on their own route, or a sibling service on the internal one. */
+export type RemovedVia = 'user' | 'internal';
+
+/** Upper bound of the devices one reset removes (the device limit keeps real lists far below it). */
+const RESET_CAP = 1000;
+
+const base = (caller: VerifierContext) => ({ tenantId: caller.tenantId, userId: caller.userId, requestId: caller.requestId, at: new Date() });
+
+/**
+ * Removes one device of the user (of `method` only, when given); `null` when the user has no such device. When it
+ * was the user's last verified device, the trusted devices and recovery codes that stood in for it go too: codes
+ * printed for an earlier enrolment do not come back to life with the next one (GitHub, too, makes new ones).
+ */
+export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierContext, id: string, via: RemovedVia, method?: MfaMethod): Promise<MfaDevice | null> {
+  if (method) {
+    // Only a device of that method: another one of the user's is "no such device" on this route.
+    const device = await deps.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+    if (!device || device.method !== method) return null;
+  }
+  const { removed, verifiedRemaining } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+  if (!removed) return null;
+  emitSafely(deps.events, deps.logger, 'device.removed', { ...base(caller), deviceId: id, method: removed.method, via });
+  if (verifiedRemaining === 0) await revokeOnLastDevice(deps, caller);
+  return removed;
+}
+
+/** Removes every device of the user (all methods), and so their trusted devices and recovery codes; returns how many devices went. */
+export async function removeAllDevices(deps: DeviceRemovalDeps, caller: VerifierContext, via: RemovedVia): Promise<number> {
+  const { items } = await deps.storage.mfaDevices.list(caller.tenantId, caller.userId, {}, { limit: RESET_CAP, offset: 0 });
+  let removed = 0;
+  // Each removal that leaves no verified device takes the trusted devices and recovery codes (idempotent).
+  for (const device of items) if (await removeDevice(deps, caller, device.id, via)) removed++;
+  return removed;
+}
+
+async function revokeOnLastDevice(deps: DeviceRemovalDeps, caller: VerifierContext): Promise<void> {
+  const count = await deps.trustedDevices.revokeAll(caller.tenantId, caller.userId);
+  if (count > 0) emitSafely(deps.events, deps.logger, 'trusted_device.revoked', { ...base(caller), count, reason: 'last_device_removed' });
+  const codes = await deps.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
+  if (codes > 0) emitSafely(deps.events, deps.logger, 'recovery_codes.revoked', { ...base(caller), count: codes, reason: 'last_device_removed' });
+}
