@@ -280,7 +280,7 @@ describe('keyRing()', () => {
 describe('router set-up checks', () => {
   const none = () => Promise.resolve(null);
   const trustedDevices = { upsert: none, find: none, list: none, revoke: none, revokeAll: none, cacheEpoch: none, bumpCacheEpoch: none };
-  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: none }, trustedDevices, users: { erase: none } } as unknown as KnexStorage;
+  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: none, get: none, remove: none }, trustedDevices, users: { erase: none } } as unknown as KnexStorage;
 
   it('names a misspelt option and suggests the right one', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, maxPagesize: 10 } as never)).to.throw(TypeError, /unknown option 'maxPagesize'.*Did you mean 'maxPageSize'/);

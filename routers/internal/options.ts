@@ -111,7 +111,7 @@ const EXAMPLE = '{ storage: knexStorage({ knex }), internalKeys: process.env.INT
 
 export function parseOptions(options: InternalRouterOptions): InternalRouterConfig {
   checkOptionsObject('internalRouter', options, KNOWN, EXAMPLE);
-  checkInjected('internalRouter', 'storage', options.storage, ['ping', 'mfaDevices.list', 'trustedDevices.find', 'trustedDevices.upsert', 'users.erase'], 'pass storage: knexStorage({ knex })');
+  checkInjected('internalRouter', 'storage', options.storage, ['ping', 'mfaDevices.list', 'mfaDevices.get', 'mfaDevices.remove', 'trustedDevices.find', 'trustedDevices.upsert', 'users.erase'], 'pass storage: knexStorage({ knex })');
   if (options.internalKeys === undefined) {
     throw new TypeError(`express-mfa-kit: internalRouter() needs 'internalKeys', e.g. internalRouter(${EXAMPLE})`);
   }
