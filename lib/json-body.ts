@@ -2,6 +2,7 @@
 import { isUtf8 } from 'node:buffer';
 import { parse as parseContentType } from 'content-type';
 import express, { type RequestHandler } from 'express';
+import { DUPLICATE_MEMBER, firstDuplicateMember } from './duplicate-members.js';
 import { INVALID_UTF8, ProblemError } from './errors.js';
 
 export const DEFAULT_BODY_LIMIT = '100kb';
@@ -22,9 +23,15 @@ const otherCharset = (type: string): boolean => {
   return charset !== undefined && charset !== '' && charset.toLowerCase() !== 'utf-8';
 };
 
-/** body-parser decodes what is not UTF-8 into U+FFFD without a word: a body that is not UTF-8 is malformed JSON instead. */
+/**
+ * Before the parse: body-parser decodes what is not UTF-8 into U+FFFD without a word, so a body that is not UTF-8 is
+ * malformed JSON instead; and a member named twice in one object is refused (lib/duplicate-members.ts), where
+ * `JSON.parse` would keep the last one without a word.
+ */
 const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
   if (!isUtf8(body)) throw Object.assign(new Error('The request body is not UTF-8.'), { type: INVALID_UTF8 });
+  const member = firstDuplicateMember(body.toString('utf8'));
+  if (member !== undefined) throw Object.assign(new Error('The request body names a member twice.'), { type: DUPLICATE_MEMBER, member });
 };
 
 /**

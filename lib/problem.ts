@@ -8,10 +8,12 @@ import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
+import { DUPLICATE_MEMBER } from './duplicate-members.js';
 import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
+import { namedKeys } from './validation.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
 export interface ProblemDetails {
@@ -116,6 +118,8 @@ interface BodyParserError {
   /** A zlib error's code (`Z_DATA_ERROR`, brotli's `ERR__ERROR_FORMAT_…`), when decoding the body failed. */
   code?: unknown;
   expose?: unknown;
+  /** The repeated member name (`DUPLICATE_MEMBER`). */
+  member?: unknown;
   /** The body text that failed to parse (body-parser attaches it). */
   body?: unknown;
 }
@@ -144,6 +148,11 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
       return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };
     case INVALID_UTF8:
       return { problem: ProblemError.from('MALFORMED_JSON', 'The request body is not valid UTF-8.'), unexpected: false };
+    case DUPLICATE_MEMBER: {
+      // I-JSON (RFC 7493 §2.3): which of the two would count depends on the parser; neither does.
+      const detail = `(body): the member ${namedKeys([String(e.member)])} is given more than once in one object`;
+      return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'duplicate', description: detail }] }), unexpected: false };
+    }
     case 'entity.too.large':
       return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };
     case 'charset.unsupported':
