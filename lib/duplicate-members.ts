@@ -20,7 +20,8 @@ export function firstDuplicateMember(text: string): string | undefined {
   // One entry per open container: the names seen so far for an object, `null` for an array.
   const open: Array<Set<string> | null> = [];
   let expectName = false;
-  let i = 0;
+  // body-parser drops a leading byte order mark before JSON.parse: so does the scan (else it reads it as a literal).
+  let i = text.startsWith('\uFEFF') ? 1 : 0;
   while (i < text.length) {
     const c = text[i]!;
     if (WHITESPACE.has(c) || c === ':') {

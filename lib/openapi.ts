@@ -138,7 +138,7 @@ export const TrustDeviceRequestSchema = component(
   }),
 );
 
-export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.looseObject({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
+export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.strictObject({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
 export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.strictObject({ valid: z.literal(true), device_id: z.string() }));
 
 // ---------------------------------------------------------------- device sync router
@@ -366,7 +366,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'internal', method: 'delete', path: '/mfa/devices', tag: 'Internal', summary: 'Remove every MFA device of a user (a reset by support)',
-    description: 'All methods (totp, sms, email), and so the user\'s trusted devices and recovery codes; the user enrols again.',
+    description: 'All methods (totp, sms, email); removing the last verified one takes the user\'s trusted devices and recovery codes with it. The user enrols again.',
     query: [USER_ID_PARAM], responses: { 200: RemovedCountSchema }, problems: [400],
   },
   {

@@ -170,7 +170,8 @@ export function boolQuery(name: string, fallback: boolean) {
 
 /**
  * User id: 1–128 characters, no control characters (CONTRACT.md §1), and, as in text people read, no line or
- * paragraph separator and no bidirectional control: a user id is written into every log line and event of the user,
+ * paragraph separator and no bidirectional embedding, override or isolate (the marks U+200E, U+200F and U+061C stay
+ * allowed, as in device names): a user id is written into every log line and event of the user,
  * and shown beside their devices, where U+2028 would start a forged line and U+202E ("admin\u202Enimda") would show
  * another name.
  */

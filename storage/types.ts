@@ -321,11 +321,11 @@ export interface UserDataStore {
   /**
    * Deletes everything kept about one user of a tenant, in ONE transaction: MFA devices (and their pending codes),
    * recovery codes, trusted devices, vault sync records and the lockout counter. Serialised with the user's
-   * enrolments, device removals and recovery-code replacements. The user's trusted-device generation is kept and
-   * bumped in the same transaction (the cache relies on it only growing); `trustedGeneration` is the new one, `null`
-   * when the user never had one (then no cache entry can say "trusted"). Erasing a user with no data changes nothing.
+   * enrolments, device removals, recovery-code replacements and trusted-device writes (a first trust still in flight
+   * included). The user's trusted-device generation is kept and bumped in the same transaction, made if the user had
+   * none (the cache relies on it only growing); `trustedGeneration` is the new one, for the cache.
    */
-  erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number | null }>;
+  erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number }>;
 }
 
 export interface MfaStorage {

@@ -17,6 +17,8 @@ describe('duplicate member names (I-JSON)', () => {
       expect(firstDuplicateMember('{"\\u0061":1,"a":2}')).to.equal('a');
       expect(firstDuplicateMember('{"a\\"b":1,"a\\u0022b":2}')).to.equal('a"b');
       expect(firstDuplicateMember(' { "k" : 1 ,\n\t"k" : 2 } ')).to.equal('k');
+      // body-parser drops a leading byte order mark before the parse: the scan must not read it as a value.
+      expect(firstDuplicateMember('\uFEFF{"a":1,"a":2}')).to.equal('a');
     });
 
     it('does not mistake values, strings holding braces or quotes, or the same name in sibling objects for repeats', () => {
@@ -97,6 +99,8 @@ describe('duplicate member names (I-JSON)', () => {
     it('trusting a device with a repeated member stores nothing; a vault entry with a repeated field stores nothing', async () => {
       const res = await request(app).post('/internal/session/trusted-devices').set(internal).send('{"user_id":"dup-bob","device_fingerprint":"fp","ttl_seconds":60,"ttl_seconds":2592000}');
       expectDuplicate(res, 'ttl_seconds');
+      const withBom = await request(app).post('/internal/session/trusted-devices').set(internal).send('\uFEFF{"user_id":"dup-bob","device_fingerprint":"fp","ttl_seconds":60,"ttl_seconds":2592000}');
+      expectDuplicate(withBom, 'ttl_seconds');
       expect((await request(app).get('/internal/session/trusted-devices?user_id=dup-bob&include_expired=true').set(internal)).body.total).to.equal(0);
 
       const push = await as(

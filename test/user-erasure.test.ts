@@ -130,10 +130,35 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
     const again = await request(one.app).delete(ERASE).query({ user_id: u }).set(internal());
     expect(again.status).to.equal(200);
     expect(again.body).to.deep.equal({ erased: { mfa_devices: 0, recovery_codes: 0, trusted_devices: 0, sync_records: 0 } });
-    // A user the kit never saw: all 0, and no row is made for them.
+    // A user the kit never saw: all 0.
     const stranger = user('never-seen');
     expect((await request(one.app).delete(ERASE).query({ user_id: stranger }).set(internal())).body.erased).to.deep.equal({ mfa_devices: 0, recovery_codes: 0, trusted_devices: 0, sync_records: 0 });
-    expect(await db.knex('trusted_device_generations').where({ user_id: stranger }).first()).to.equal(undefined);
+  });
+
+  it('a first trust still in flight when the erasure starts: the erasure waits for it and deletes it, and the cache does not keep it', async () => {
+    const keyPrefix = `test:${randomBytes(6).toString('hex')}:`;
+    const clock = new TestClock();
+    const one = instance(redisOn(keyPrefix), clock);
+    const u = user('in-flight');
+    // What a first trust() writes, in its order (the generation row first), not yet committed.
+    const trust = await db.knex.transaction();
+    try {
+      await trust.raw('insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)', ['acme', u]);
+      await trust('trusted_devices').insert({ tenant_id: 'acme', id: '00000000-0000-4000-8000-00000000f117', user_id: u, fingerprint: 'fp-laptop', trusted_until: new Date(Date.now() + 86_400_000) });
+      const erasing = request(one.app).delete(ERASE).query({ user_id: u }).set(internal()).then((r) => r);
+      let settled = false;
+      void erasing.then(() => (settled = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(settled, 'the erasure went on without waiting for the trust in flight').to.equal(false);
+      await trust.commit();
+      const res = await erasing;
+      expect(res.status).to.equal(200);
+      expect(res.body.erased).to.include({ trusted_devices: 1 });
+    } finally {
+      if (!trust.isCompleted()) await trust.rollback();
+    }
+    expect(await db.knex('trusted_devices').where({ user_id: u }).first()).to.equal(undefined);
+    expect((await check(one.app, u, 'fp-laptop')).body).to.deep.equal({ trusted: false });
   });
 
   it('after the erasure the user can start over (enrol, remember a device) like a new user', async () => {

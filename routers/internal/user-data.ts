@@ -20,7 +20,7 @@ export function mountUserData(router: Router, config: InternalRouterConfig): voi
     const { tenantId, requestId } = contextOf(req);
     const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id);
     // As after a revocation: the next check, on every instance, answers from the erased state.
-    if (trustedGeneration !== null) await config.trustedDevices.changed(tenantId!, q.user_id, trustedGeneration);
+    await config.trustedDevices.changed(tenantId!, q.user_id, trustedGeneration);
     emitSafely(config.events, config.logger, 'user.erased', { tenantId: tenantId!, userId: q.user_id, requestId, at: new Date(), ...erased });
     const body: ErasedUserDataResponse = {
       erased: { mfa_devices: erased.mfaDevices, recovery_codes: erased.recoveryCodes, trusted_devices: erased.trustedDevices, sync_records: erased.syncRecords },

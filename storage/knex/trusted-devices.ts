@@ -47,7 +47,7 @@ export const toTrustedDevice = (row: TrustedDeviceRow): TrustedDevice => deviceF
  * Bumps the user's generation and returns the new value. Every writer calls it FIRST in its
  * transaction, so all writers of one user lock the generation row before any device row: no deadlocks.
  */
-async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: string): Promise<number> {
+export async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: string): Promise<number> {
   const { rows } = await trx.raw<{ rows: Array<{ generation: string }> }>(
     `insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)
      on conflict (tenant_id, user_id) do update set generation = trusted_device_generations.generation + 1

@@ -3,23 +3,22 @@ import type { Knex } from 'knex';
 import type { ErasedUserData, UserDataStore } from '../types.js';
 import { lockUser } from './mfa-devices.js';
 import { lockRecoveryCodes } from './recovery-codes.js';
+import { bumpGeneration } from './trusted-devices.js';
 import { SYNC_RECORDS_TABLE } from './sync-records.js';
 
 export class KnexUserDataStore implements UserDataStore {
   constructor(private readonly knex: Knex) {}
 
-  async erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number | null }> {
+  async erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number }> {
     return this.knex.transaction(async (trx) => {
       // The locks the user's other writers take, in a fixed order; each of those takes only one of them, so no cycle:
       // enrolment and removal (devices), replacement (recovery codes), then the trusted-device generation row, which
       // every trusted-device writer locks first (storage/knex/trusted-devices.ts).
       await lockUser(trx, tenantId, userId);
       await lockRecoveryCodes(trx, tenantId, userId);
-      // No insert: a user without a generation row never had a trusted device, so no cache entry says "trusted".
-      const { rows } = await trx.raw<{ rows: Array<{ generation: string }> }>(
-        'update trusted_device_generations set generation = generation + 1 where tenant_id = ? and user_id = ? returning generation',
-        [tenantId, userId],
-      );
+      // An upsert, as every trusted-device writer bumps (not a plain UPDATE): it waits for a first trust still in
+      // flight, whose row an UPDATE would not see, and whose "trusted" the cache would then keep after the erasure.
+      const trustedGeneration = await bumpGeneration(trx, tenantId, userId);
       const mine = { tenant_id: tenantId, user_id: userId };
       // Pending sms/email codes go with their devices (foreign key, on delete cascade).
       const mfaDevices = await trx('mfa_devices').where(mine).delete();
@@ -27,7 +26,7 @@ export class KnexUserDataStore implements UserDataStore {
       const trustedDevices = await trx('trusted_devices').where(mine).delete();
       const syncRecords = await trx(SYNC_RECORDS_TABLE).where(mine).delete();
       await trx('mfa_verification_failures').where(mine).delete();
-      return { erased: { mfaDevices, recoveryCodes, trustedDevices, syncRecords }, trustedGeneration: rows[0] ? Number(rows[0].generation) : null };
+      return { erased: { mfaDevices, recoveryCodes, trustedDevices, syncRecords }, trustedGeneration };
     });
   }
 }

@@ -7,22 +7,16 @@ import type { Knex } from 'knex';
 export const name = '0006_retention';
 
 export async function up(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('trusted_devices', (t) => {
-    t.index(['trusted_until'], 'trusted_devices_expiry_idx');
-  });
+  // IF NOT EXISTS: on a large table, create them beforehand with CREATE INDEX CONCURRENTLY (same names) so that
+  // this migration does not hold trusted-device writes while it builds them; it then finds them there.
+  await knex.raw('CREATE INDEX IF NOT EXISTS trusted_devices_expiry_idx ON trusted_devices (trusted_until)');
   // Only unverified devices expire; the index holds just those (a handful at any time).
-  await knex.raw('CREATE INDEX mfa_devices_unverified_expiry_idx ON mfa_devices (expires_at) WHERE NOT verified');
-  await knex.schema.alterTable('mfa_otp_codes', (t) => {
-    t.index(['expires_at'], 'mfa_otp_codes_expiry_idx');
-  });
+  await knex.raw('CREATE INDEX IF NOT EXISTS mfa_devices_unverified_expiry_idx ON mfa_devices (expires_at) WHERE NOT verified');
+  await knex.raw('CREATE INDEX IF NOT EXISTS mfa_otp_codes_expiry_idx ON mfa_otp_codes (expires_at)');
 }
 
 export async function down(knex: Knex): Promise<void> {
-  await knex.schema.alterTable('mfa_otp_codes', (t) => {
-    t.dropIndex([], 'mfa_otp_codes_expiry_idx');
-  });
-  await knex.raw('DROP INDEX mfa_devices_unverified_expiry_idx');
-  await knex.schema.alterTable('trusted_devices', (t) => {
-    t.dropIndex([], 'trusted_devices_expiry_idx');
-  });
+  await knex.raw('DROP INDEX IF EXISTS mfa_otp_codes_expiry_idx');
+  await knex.raw('DROP INDEX IF EXISTS mfa_devices_unverified_expiry_idx');
+  await knex.raw('DROP INDEX IF EXISTS trusted_devices_expiry_idx');
 }
