@@ -7,60 +7,75 @@
 /** The `type` of the error `jsonBody()` throws for a body with a repeated member (body-parser keeps it), for `problemJson`. */
 export const DUPLICATE_MEMBER = 'entity.member.duplicate';
 
-const WHITESPACE = new Set([' ', '\t', '\n', '\r']);
-/** Where a number, `true`, `false` or `null` ends. */
-const LITERAL_END = new Set([',', ']', '}', ':', ' ', '\t', '\n', '\r']);
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Where a number, `true`, `false` or `null` ends: `,` `]` `}` `:` or white space. */
+const endsLiteral = (c: number): boolean => c === 0x2c || c === 0x5d || c === 0x7d || c === 0x3a || c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 
 /**
  * The first member name that an object of `text` repeats (names compared after unescaping, as `JSON.parse` does),
- * or `undefined`. One pass, no recursion. Text that is not JSON is not judged here: the scan stops and the parser
- * reports it.
+ * or `undefined`. One pass, no recursion; strings are crossed with `indexOf`, so it costs less than `JSON.parse`
+ * of the same text. Text that is not JSON is not judged here: the scan stops and the parser reports it.
  */
 export function firstDuplicateMember(text: string): string | undefined {
   // One entry per open container: the names seen so far for an object, `null` for an array.
   const open: Array<Set<string> | null> = [];
   let expectName = false;
   // body-parser drops a leading byte order mark before JSON.parse: so does the scan (else it reads it as a literal).
-  let i = text.startsWith('\uFEFF') ? 1 : 0;
-  while (i < text.length) {
-    const c = text[i]!;
-    if (WHITESPACE.has(c) || c === ':') {
-      i++;
-    } else if (c === '{') {
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  const length = text.length;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b) {
+      // {
       open.push(new Set());
       expectName = true;
       i++;
-    } else if (c === '[') {
+    } else if (c === 0x5b) {
+      // [
       open.push(null);
       expectName = false;
       i++;
-    } else if (c === '}' || c === ']') {
+    } else if (c === 0x7d || c === 0x5d) {
+      // } ]
       open.pop();
       expectName = false;
       i++;
-    } else if (c === ',') {
+    } else if (c === 0x2c) {
+      // ,
       expectName = open.at(-1) instanceof Set;
       i++;
-    } else if (c === '"') {
-      let end = i + 1;
-      let escaped = false;
-      while (end < text.length && text[end] !== '"') end += text[end] === '\\' ? ((escaped = true), 2) : 1;
-      if (end >= text.length) return undefined; // unterminated: the parser says so
+    } else if (c === QUOTE) {
+      let end = text.indexOf('"', i + 1);
+      // A quote after an odd run of backslashes is part of the string.
+      while (end !== -1 && text.charCodeAt(end - 1) === BACKSLASH) {
+        let run = 1;
+        while (text.charCodeAt(end - 1 - run) === BACKSLASH) run++;
+        if (run % 2 === 0) break;
+        end = text.indexOf('"', end + 1);
+      }
+      if (end === -1) return undefined; // unterminated: the parser says so
       const names = open.at(-1);
       if (expectName && names) {
-        let name: string;
-        try {
-          name = escaped ? (JSON.parse(text.slice(i, end + 1)) as string) : text.slice(i + 1, end);
-        } catch {
-          return undefined;
+        let name = text.slice(i + 1, end);
+        if (name.includes('\\')) {
+          try {
+            name = JSON.parse(text.slice(i, end + 1)) as string;
+          } catch {
+            return undefined;
+          }
         }
         if (names.has(name)) return name;
         names.add(name);
         expectName = false;
       }
       i = end + 1;
+    } else if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d || c === 0x3a) {
+      i++;
     } else {
-      while (i < text.length && !LITERAL_END.has(text[i]!)) i++;
+      i++;
+      while (i < length && !endsLiteral(text.charCodeAt(i))) i++;
     }
   }
   return undefined;
