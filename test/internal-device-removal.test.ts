@@ -6,47 +6,28 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type express from 'express';
-import { Redis } from 'ioredis';
 import request from 'supertest';
-import { redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaEventMap, type TrustedDeviceCache } from '../index.js';
-import { KEY_A, migratedStorage, type TestDb } from './support/fixtures.js';
+import type { MfaEventMap } from '../index.js';
+import { KEY_A } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
-import { redisUrl, requireRedis } from './support/redis.js';
+import { databaseAndRedis } from './support/suite.js';
 
 const internal = (tenant = 'acme') => ({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': tenant });
 const ONE = '/internal/mfa/totp/devices';
 const ALL = '/internal/mfa/devices';
 
 describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/totp/devices/:id, /internal/mfa/devices)', () => {
-  let db: TestDb;
-  let url: string;
-  const clients: Redis[] = [];
+  const suite = databaseAndRedis();
   let seq = 0;
   const user = (p: string) => `${p}-${++seq}`;
-
-  before(async function () {
-    const found = await redisUrl();
-    requireRedis(this, found);
-    url = found;
-    db = await migratedStorage();
-  });
-  after(async () => {
-    for (const c of clients) c.disconnect();
-    await db?.drop();
-  });
 
   /** Two instances on one Redis cache (the second only checks), with the first one's removal events recorded. */
   function setup() {
     const keyPrefix = `test:${randomBytes(6).toString('hex')}:`;
-    const cacheOn = (): TrustedDeviceCache => {
-      const client = new Redis(url, REDIS_CACHE_CLIENT_OPTIONS);
-      client.on('error', () => undefined);
-      clients.push(client);
-      return redisCache({ client, keyPrefix, logger: silentLogger });
-    };
+    const cacheOn = () => suite.cacheOn(keyPrefix);
     const clock = new TestClock();
-    const one = mfaApp(db.storage, { now: clock.now, rateLimit: false, cache: cacheOn(), sender: { send: () => undefined } });
-    const two = mfaApp(db.storage, { now: clock.now, rateLimit: false, cache: cacheOn() });
+    const one = mfaApp(suite.db.storage, { now: clock.now, rateLimit: false, cache: cacheOn(), sender: { send: () => undefined } });
+    const two = mfaApp(suite.db.storage, { now: clock.now, rateLimit: false, cache: cacheOn() });
     const removed: Array<MfaEventMap['device.removed'][0]> = [];
     one.router.events.on('device.removed', (e) => removed.push(e));
     const revoked: string[] = [];

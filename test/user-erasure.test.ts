@@ -5,48 +5,29 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type express from 'express';
-import { Redis } from 'ioredis';
 import request from 'supertest';
-import { deviceSyncRouter, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaEventMap, type TrustedDeviceCache } from '../index.js';
-import { KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
+import { deviceSyncRouter, silentLogger, type MfaEventMap, type TrustedDeviceCache } from '../index.js';
+import { KEY_A, ring } from './support/fixtures.js';
 import { as, JWT_SECRET, mfaApp, oathtool, TestClock } from './support/mfa.js';
-import { redisUrl, requireRedis } from './support/redis.js';
+import { databaseAndRedis } from './support/suite.js';
 
 const ERASE = '/internal/mfa/user-data';
 const internal = (tenant = 'acme') => ({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': tenant });
 
 describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
-  let db: TestDb;
-  let url: string;
-  const clients: Redis[] = [];
+  const suite = databaseAndRedis();
   let seq = 0;
   const user = (p: string) => `${p}-${++seq}`;
 
-  before(async function () {
-    const found = await redisUrl();
-    requireRedis(this, found);
-    url = found;
-    db = await migratedStorage();
-  });
-  after(async () => {
-    for (const c of clients) c.disconnect();
-    await db?.drop();
-  });
-
   /** One instance: the MFA and internal routers on the shared storage and a Redis cache, and the sync router. */
   function instance(cache: TrustedDeviceCache, clock: TestClock) {
-    const { app, router } = mfaApp(db.storage, { now: clock.now, rateLimit: false, cache, sender: { send: () => undefined } });
-    app.use('/mfa/devices/sync', deviceSyncRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: silentLogger }));
+    const { app, router } = mfaApp(suite.db.storage, { now: clock.now, rateLimit: false, cache, sender: { send: () => undefined } });
+    app.use('/mfa/devices/sync', deviceSyncRouter({ storage: suite.db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: silentLogger }));
     const erased: Array<MfaEventMap['user.erased'][0]> = [];
     router.events.on('user.erased', (e) => erased.push(e));
     return { app, erased };
   }
-  function redisOn(keyPrefix: string): TrustedDeviceCache {
-    const client = new Redis(url, REDIS_CACHE_CLIENT_OPTIONS);
-    client.on('error', () => undefined);
-    clients.push(client);
-    return redisCache({ client, keyPrefix, logger: silentLogger });
-  }
+  const redisOn = (keyPrefix: string) => suite.cacheOn(keyPrefix);
 
   /** Gives `u` of `tenant` one of everything: a verified TOTP device, an sms device, recovery codes, a trusted device (checked, so cached), a synced vault, a failed attempt. */
   async function everything(app: express.Express, clock: TestClock, u: string, tenant = 'acme') {
@@ -84,7 +65,7 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
   async function rows(u: string): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const table of ['mfa_devices', 'mfa_otp_codes', 'mfa_recovery_codes', 'trusted_devices', 'sync_records', 'mfa_verification_failures']) {
-      const row = await db.knex(table).where({ user_id: u }).count({ n: '*' }).first();
+      const row = await suite.db.knex(table).where({ user_id: u }).count({ n: '*' }).first();
       out[table] = Number(row?.n ?? 0);
     }
     return out;
@@ -141,7 +122,7 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
     const one = instance(redisOn(keyPrefix), clock);
     const u = user('in-flight');
     // What a first trust() writes, in its order (the generation row first), not yet committed.
-    const trust = await db.knex.transaction();
+    const trust = await suite.db.knex.transaction();
     try {
       await trust.raw('insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)', ['acme', u]);
       await trust('trusted_devices').insert({ tenant_id: 'acme', id: '00000000-0000-4000-8000-00000000f117', user_id: u, fingerprint: 'fp-laptop', trusted_until: new Date(Date.now() + 86_400_000) });
@@ -157,7 +138,7 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
     } finally {
       if (!trust.isCompleted()) await trust.rollback();
     }
-    expect(await db.knex('trusted_devices').where({ user_id: u }).first()).to.equal(undefined);
+    expect(await suite.db.knex('trusted_devices').where({ user_id: u }).first()).to.equal(undefined);
     expect((await check(one.app, u, 'fp-laptop')).body).to.deep.equal({ trusted: false });
   });
 
@@ -177,7 +158,7 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
     const one = instance(redisOn(`test:${randomBytes(6).toString('hex')}:`), clock);
     const u = user('racer');
     await everything(one.app, clock, u);
-    const before = await db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: u }).pluck('id');
+    const before = await suite.db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: u }).pluck('id');
     const statuses = await Promise.all([
       request(one.app).delete(ERASE).query({ user_id: u }).set(internal()),
       as(request(one.app).post('/auth/mfa/devices/totp').send({ deviceName: 'Tablet' }), u),
@@ -189,7 +170,7 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
     expect(statuses[0]).to.equal(200);
     expect(statuses[4]).to.equal(200);
     for (const s of statuses) expect(s).to.be.below(500);
-    const left = await db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: u }).pluck('id');
+    const left = await suite.db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: u }).pluck('id');
     for (const id of before) expect(left).not.to.include(id);
   });
 
