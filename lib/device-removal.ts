@@ -4,7 +4,7 @@
  * by support): the same rule either way, so no route leaves a trusted device or a recovery code behind a second
  * factor that is gone.
  */
-import { emitSafely, type MfaEvents } from './events.js';
+import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import type { Logger } from './logger.js';
 import type { RecoveryCodes } from './recovery-codes.js';
 import type { TrustedDevices } from './trusted-devices.js';
@@ -25,8 +25,6 @@ export type RemovedVia = 'user' | 'internal';
 /** Upper bound of the devices one reset removes (the device limit keeps real lists far below it). */
 const RESET_CAP = 1000;
 
-const base = (caller: VerifierContext) => ({ tenantId: caller.tenantId, userId: caller.userId, requestId: caller.requestId, at: new Date() });
-
 /**
  * Removes one device of the user (of `method` only, when given); `null` when the user has no such device. When it
  * was the user's last verified device, the trusted devices and recovery codes that stood in for it go too: codes
@@ -40,7 +38,7 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
   }
   const { removed, verifiedRemaining } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
   if (!removed) return null;
-  emitSafely(deps.events, deps.logger, 'device.removed', { ...base(caller), deviceId: id, method: removed.method, via });
+  emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });
   if (verifiedRemaining === 0) await revokeOnLastDevice(deps, caller);
   return removed;
 }
@@ -56,7 +54,7 @@ export async function removeAllDevices(deps: DeviceRemovalDeps, caller: Verifier
 
 async function revokeOnLastDevice(deps: DeviceRemovalDeps, caller: VerifierContext): Promise<void> {
   const count = await deps.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-  if (count > 0) emitSafely(deps.events, deps.logger, 'trusted_device.revoked', { ...base(caller), count, reason: 'last_device_removed' });
+  if (count > 0) emitSafely(deps.events, deps.logger, 'trusted_device.revoked', { ...eventBase(caller), count, reason: 'last_device_removed' });
   const codes = await deps.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
-  if (codes > 0) emitSafely(deps.events, deps.logger, 'recovery_codes.revoked', { ...base(caller), count: codes, reason: 'last_device_removed' });
+  if (codes > 0) emitSafely(deps.events, deps.logger, 'recovery_codes.revoked', { ...eventBase(caller), count: codes, reason: 'last_device_removed' });
 }

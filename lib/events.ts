@@ -15,6 +15,14 @@ export interface MfaEventBase {
   at: Date;
 }
 
+/** The base of an event caused by `ctx`'s request, at this instant. */
+export const eventBase = (ctx: { tenantId: string; userId: string; requestId: string }): MfaEventBase => ({
+  tenantId: ctx.tenantId,
+  userId: ctx.userId,
+  requestId: ctx.requestId,
+  at: new Date(),
+});
+
 export type MfaEventMethod = 'totp' | 'sms' | 'email' | 'recovery_code';
 
 export interface DeviceEvent extends MfaEventBase {

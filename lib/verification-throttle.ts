@@ -6,7 +6,7 @@
 import type { RequestHandler } from 'express';
 import { rateLimit, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
-import { emitSafely, type MfaEvents } from './events.js';
+import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import { ProblemError } from './errors.js';
 import type { Logger } from './logger.js';
 import { checkInteger } from './options.js';
@@ -211,14 +211,14 @@ export class Lockout {
     const result = await this.store.charge(ctx.tenantId, ctx.userId, this.policy);
     if (result.status === 'OK') return result;
     if (result.newlyLocked) this.emitLockout(ctx, result.retryAfterSeconds);
-    emitSafely(this.events, this.logger, 'mfa.failed', { ...base(ctx), via, reason: 'locked', ...(deviceId !== undefined && { deviceId }) });
+    emitSafely(this.events, this.logger, 'mfa.failed', { ...eventBase(ctx), via, reason: 'locked', ...(deviceId !== undefined && { deviceId }) });
     return { status: 'LOCKED', retryAfterSeconds: result.retryAfterSeconds };
   }
 
   /** The attempt failed (wrong or replayed code). */
   async failed(ctx: VerifierContext, via: Via, reason: 'invalid_code' | 'replay', deviceId?: string): Promise<void> {
     const record = await this.store.recordFailure(ctx.tenantId, ctx.userId, this.policy);
-    emitSafely(this.events, this.logger, 'mfa.failed', { ...base(ctx), via, reason, ...(deviceId !== undefined && { deviceId }) });
+    emitSafely(this.events, this.logger, 'mfa.failed', { ...eventBase(ctx), via, reason, ...(deviceId !== undefined && { deviceId }) });
     if (record.newlyLocked) this.emitLockout(ctx, record.retryAfterSeconds);
   }
 
@@ -229,11 +229,9 @@ export class Lockout {
 
   private emitLockout(ctx: VerifierContext, retryAfterSeconds: number): void {
     this.logger.warn({ request_id: ctx.requestId, tenant_id: ctx.tenantId, retry_after: retryAfterSeconds }, 'mfa verification locked after repeated failures');
-    emitSafely(this.events, this.logger, 'lockout', { ...base(ctx), retryAfterSeconds });
+    emitSafely(this.events, this.logger, 'lockout', { ...eventBase(ctx), retryAfterSeconds });
   }
 }
-
-const base = (ctx: VerifierContext) => ({ tenantId: ctx.tenantId, userId: ctx.userId, requestId: ctx.requestId, at: new Date() });
 
 /** The 429 answered while verification is locked. */
 export const lockedProblem = (retryAfterSeconds: number): ProblemError =>

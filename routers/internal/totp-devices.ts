@@ -10,7 +10,7 @@ import { ProblemError } from '../../lib/errors.js';
 import { createRecoveryCodes } from '../../lib/recovery-codes.js';
 import { listEnvelope, paginationShape, toPageRequest, isoSeconds } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
-import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { deviceIdParam, parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import type { MfaDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -55,12 +55,15 @@ export function mountTotpDevices(router: Router, config: InternalRouterConfig): 
     logger: config.logger,
   };
   const userQuery = z.object({ user_id: userIdSchema });
-  const callerOf = (req: Request, userId: string) => ({ tenantId: contextOf(req).tenantId!, userId, requestId: contextOf(req).requestId });
+  const callerOf = (req: Request, userId: string) => {
+    const { tenantId, requestId } = contextOf(req);
+    return { tenantId: tenantId!, userId, requestId };
+  };
 
   router.delete('/mfa/totp/devices/:id', async (req, res) => {
     const q = parseOrThrow(userQuery, req.query);
     // A malformed id cannot name a device, and a device of another method is not one of this list's: both 404.
-    const id = z.uuid().safeParse(req.params.id);
+    const id = deviceIdParam.safeParse(req.params.id);
     const removed = id.success && (await removeDevice(removal, callerOf(req, q.user_id), id.data, 'internal', 'totp'));
     if (!removed) throw ProblemError.from('DEVICE_NOT_FOUND');
     res.status(204).end();

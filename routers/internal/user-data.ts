@@ -2,7 +2,7 @@
 import type { Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
-import { emitSafely } from '../../lib/events.js';
+import { emitSafely, eventBase } from '../../lib/events.js';
 import { sendJson } from '../../lib/send-json.js';
 import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import type { InternalRouterConfig } from './options.js';
@@ -21,7 +21,7 @@ export function mountUserData(router: Router, config: InternalRouterConfig): voi
     const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id);
     // As after a revocation: the next check, on every instance, answers from the erased state.
     await config.trustedDevices.changed(tenantId!, q.user_id, trustedGeneration);
-    emitSafely(config.events, config.logger, 'user.erased', { tenantId: tenantId!, userId: q.user_id, requestId, at: new Date(), ...erased });
+    emitSafely(config.events, config.logger, 'user.erased', { ...eventBase({ tenantId: tenantId!, userId: q.user_id, requestId }), ...erased });
     const body: ErasedUserDataResponse = {
       erased: { mfa_devices: erased.mfaDevices, recovery_codes: erased.recoveryCodes, trusted_devices: erased.trustedDevices, sync_records: erased.syncRecords },
     };

@@ -11,8 +11,7 @@ export const deviceName = z.preprocess(
   displayText(0, MAX_DEVICE_NAME_LENGTH).refine((s) => !isBlank(s), { message: 'must not be blank', params: { kind: 'format' } }),
 );
 
-/** Route parameter `:id`: anything but a UUID cannot name a device (→ 404, not 400). */
-export const deviceIdParam = z.uuid();
+export { deviceIdParam } from '../../lib/validation.js';
 
 export const enrollTotpBody = z.strictObject({ deviceName });
 

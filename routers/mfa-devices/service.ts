@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { removeDevice, type DeviceRemovalDeps } from '../../lib/device-removal.js';
-import { emitSafely, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
+import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
@@ -79,6 +79,8 @@ export class MfaDevicesService {
   /** sms/email codes; `undefined` without a sender (those methods are then not enabled). */
   readonly otp: OtpChannels | undefined;
   private readonly totpDeps: TotpAcceptDeps;
+  /** What removing a device needs (lib/device-removal.ts, shared with the internal router). */
+  private readonly removal: DeviceRemovalDeps;
 
   constructor(private readonly config: MfaDevicesRouterConfig) {
     this.totp = createTotp({ now: config.now });
@@ -86,6 +88,7 @@ export class MfaDevicesService {
     this.totpDeps = { keyRing: config.keyRing, totp: this.totp, events: config.events, logger: config.logger };
     this.recoveryCodes = createRecoveryCodes({ storage: config.storage, count: config.recoveryCodeCount });
     this.trustedDevices = createTrustedDevices({ storage: config.storage, cache: config.cache, logger: config.logger, ...config.trustedDevices });
+    this.removal = { storage: config.storage, trustedDevices: this.trustedDevices, recoveryCodes: this.recoveryCodes, events: config.events, logger: config.logger };
     this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, codeTtlSeconds: config.codeTtlSeconds, logger: config.logger }) : undefined;
   }
 
@@ -104,9 +107,6 @@ export class MfaDevicesService {
     emitSafely(this.config.events, this.config.logger, name, payload);
   }
 
-  private base(caller: Caller) {
-    return { tenantId: caller.tenantId, userId: caller.userId, requestId: caller.requestId, at: new Date() };
-  }
 
   /** The caller's devices, newest first; abandoned enrolments left out. */
   async listDevices(caller: Caller): Promise<MfaDevice[]> {
@@ -142,7 +142,7 @@ export class MfaDevicesService {
       { maxDevices: config.maxDevices, now },
     );
     if (created.status !== 'OK') return created;
-    this.emit('device.enrolled', { ...this.base(caller), deviceId: id, method: 'totp' });
+    this.emit('device.enrolled', { ...eventBase(caller), deviceId: id, method: 'totp' });
     const otpauthUrl = this.totp.uri({ issuer: config.issuer, account: input.account, secret, params: config.totp });
     const qrCode = await this.totp.qrCode(otpauthUrl);
     return { status: 'OK', device: created.device, secret, otpauthUrl, qrCode };
@@ -178,7 +178,7 @@ export class MfaDevicesService {
       await config.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
       throw err;
     }
-    this.emit('device.enrolled', { ...this.base(caller), deviceId: id, method });
+    this.emit('device.enrolled', { ...eventBase(caller), deviceId: id, method });
     return { status: 'OK', device: created.device, destination: otp.mask(method, destination) };
   }
 
@@ -221,8 +221,8 @@ export class MfaDevicesService {
       return { status: 'INVALID_CODE' };
     }
     await this.lockout.succeeded(caller);
-    this.emit('device.verified', { ...this.base(caller), deviceId: id, method: verified.method });
-    this.emit('mfa.succeeded', { ...this.base(caller), deviceId: id, method: verified.method, via: 'enrollment' });
+    this.emit('device.verified', { ...eventBase(caller), deviceId: id, method: verified.method });
+    this.emit('mfa.succeeded', { ...eventBase(caller), deviceId: id, method: verified.method, via: 'enrollment' });
     return { status: 'OK', device: verified };
   }
 
@@ -231,19 +231,14 @@ export class MfaDevicesService {
     if (!(await this.getDevice(caller, id))) return { status: 'NOT_FOUND' };
     const device = await this.config.storage.mfaDevices.update(caller.tenantId, caller.userId, id, patch);
     if (!device) return { status: 'NOT_FOUND' };
-    this.emit('device.updated', { ...this.base(caller), deviceId: id, method: device.method, enabled: device.enabled });
+    this.emit('device.updated', { ...eventBase(caller), deviceId: id, method: device.method, enabled: device.enabled });
     return { status: 'OK', device };
   }
 
   /** Removes a device; the last verified one takes the user's trusted devices with it. */
   async removeDevice(caller: Caller, id: string): Promise<RemoveDeviceResult> {
-    const removed = await removeDevice(this.removalDeps(), caller, id, 'user');
+    const removed = await removeDevice(this.removal, caller, id, 'user');
     return removed ? { status: 'OK' } : { status: 'NOT_FOUND' };
-  }
-
-  private removalDeps(): DeviceRemovalDeps {
-    const { storage, events, logger } = this.config;
-    return { storage, trustedDevices: this.trustedDevices, recoveryCodes: this.recoveryCodes, events, logger };
   }
 
   /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of. */
@@ -259,14 +254,14 @@ export class MfaDevicesService {
   /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */
   async revokeTrustedDevice(caller: Caller, id: string): Promise<boolean> {
     const revoked = await this.trustedDevices.revoke(caller.tenantId, caller.userId, id);
-    if (revoked) this.emit('trusted_device.revoked', { ...this.base(caller), trustedDeviceId: id, count: 1, reason: 'user' });
+    if (revoked) this.emit('trusted_device.revoked', { ...eventBase(caller), trustedDeviceId: id, count: 1, reason: 'user' });
     return revoked;
   }
 
   /** Revokes all of the caller's trusted devices; returns how many. */
   async revokeAllTrustedDevices(caller: Caller): Promise<number> {
     const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-    if (count > 0) this.emit('trusted_device.revoked', { ...this.base(caller), count, reason: 'user' });
+    if (count > 0) this.emit('trusted_device.revoked', { ...eventBase(caller), count, reason: 'user' });
     return count;
   }
 
@@ -328,7 +323,7 @@ export class MfaDevicesService {
   async regenerateRecoveryCodes(caller: Caller): Promise<RegenerateRecoveryCodesResult> {
     if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
     const codes = await this.recoveryCodes.regenerate(caller.tenantId, caller.userId);
-    this.emit('recovery_codes.generated', { ...this.base(caller), count: codes.length });
+    this.emit('recovery_codes.generated', { ...eventBase(caller), count: codes.length });
     return { status: 'OK', codes };
   }
 
@@ -339,11 +334,11 @@ export class MfaDevicesService {
 
   private async loginSucceeded(caller: Caller, input: LoginVerifyInput, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
     await this.lockout.succeeded(caller);
-    this.emit('mfa.succeeded', { ...this.base(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
+    this.emit('mfa.succeeded', { ...eventBase(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
     let trustedDevice: TrustedDevice | undefined;
     if (input.remember) {
       trustedDevice = await this.trustedDevices.trust(caller.tenantId, caller.userId, input.remember);
-      this.emit('trusted_device.created', { ...this.base(caller), trustedDeviceId: trustedDevice.id });
+      this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id });
     }
     return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };
   }
