@@ -79,6 +79,12 @@ export interface ProblemInit {
   retryAfter?: number;
   /** Extension members added to the body (e.g. `sync_token`). Never put secrets here. */
   extensions?: Record<string, unknown>;
+  /**
+   * The `WWW-Authenticate` challenge of a 401 (RFC 9110 §11.6.1: a 401 carries at least one), e.g.
+   * `Bearer error="invalid_token"` (RFC 6750 §3). Without it a 401 gets its key's default (`Bearer` for
+   * `UNAUTHENTICATED`, `ApiKey` for `INVALID_INTERNAL_KEY`).
+   */
+  challenge?: string;
   cause?: unknown;
 }
 
@@ -91,6 +97,7 @@ export class ProblemError extends Error {
   readonly errors: FieldViolation[] | undefined;
   readonly retryAfter: number | undefined;
   readonly extensions: Record<string, unknown> | undefined;
+  readonly challenge: string | undefined;
 
   constructor(key: ErrorKey, init: ProblemInit = {}) {
     const entry = ERROR_CATALOGUE[key];
@@ -104,6 +111,7 @@ export class ProblemError extends Error {
     this.errors = init.errors;
     this.retryAfter = init.retryAfter;
     this.extensions = init.extensions;
+    this.challenge = init.challenge;
   }
 
   static from(key: ErrorKey, init?: ProblemInit | string): ProblemError {

@@ -13,6 +13,9 @@ export interface InternalAuthOptions {
 export const DEFAULT_INTERNAL_KEY_HEADER = 'x-internal-api-key';
 export const MIN_INTERNAL_KEY_LENGTH = 16;
 
+/** An HTTP header name (RFC 9110 §5.1 `token`). */
+const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
 /** SHA-256; `crypto.hash()` (Node ≥ 20.12) where there is one: no Hash object per request. */
 const digest: (value: string) => Buffer =
   typeof crypto.hash === 'function' ? (value) => crypto.hash('sha256', value, 'buffer') : (value) => crypto.createHash('sha256').update(value, 'utf8').digest();
@@ -40,17 +43,22 @@ export function parseInternalKeys(keys: string | readonly string[]): string[] {
 export function internalAuth(options: InternalAuthOptions): RequestHandler {
   const digests = parseInternalKeys(options.keys).map(digest);
   const header = (options.header ?? DEFAULT_INTERNAL_KEY_HEADER).toLowerCase();
+  if (!HTTP_TOKEN.test(header)) {
+    throw new TypeError(`express-mfa-kit: internal key header '${header}' is not a valid HTTP header name: use letters, digits and '-', e.g. 'x-internal-api-key'`);
+  }
+  // No registered scheme fits a key in a header of its own; the challenge names the header to send it in.
+  const refused = () => ProblemError.from('INVALID_INTERNAL_KEY', { challenge: `ApiKey header="${header}"` });
   return (req, _res, next) => {
     const presented = req.headers[header];
     if (typeof presented !== 'string' || presented === '') {
-      next(ProblemError.from('INVALID_INTERNAL_KEY'));
+      next(refused());
       return;
     }
     const candidate = digest(presented);
     let ok = false;
     for (const d of digests) ok = crypto.timingSafeEqual(candidate, d) || ok;
     if (!ok) {
-      next(ProblemError.from('INVALID_INTERNAL_KEY'));
+      next(refused());
       return;
     }
     next();

@@ -435,8 +435,16 @@ const STATUS_TEXT: Record<number, string> = {
   429: 'Throttled or locked (Retry-After)', 500: 'Internal error (no detail)', 503: 'Storage unavailable (Retry-After)',
 };
 
-const problemResponse = (status: number): JsonObject => ({
+/** The challenge every 401 carries (RFC 9110 §15.5.2), by who is refused. */
+const CHALLENGES: Record<Router, string> = {
+  mfaDevices: '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1).',
+  deviceSync: '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1).',
+  internal: '`ApiKey header="x-internal-api-key"`: the header the key goes in.',
+};
+
+const problemResponse = (status: number, router: Router): JsonObject => ({
   description: STATUS_TEXT[status] ?? 'Error',
+  ...(status === 401 && { headers: { 'WWW-Authenticate': { description: CHALLENGES[router], schema: { type: 'string' } } } }),
   content: { 'application/problem+json': { schema: ref(ProblemSchema) } },
 });
 
@@ -468,7 +476,7 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
         ...(schema !== null && { content: { 'application/json': { schema: ref(schema) } } }),
       };
     }
-    for (const status of [...op.problems, 401, 500, 503]) responses[String(status)] = problemResponse(status);
+    for (const status of [...op.problems, 401, 500, 503]) responses[String(status)] = problemResponse(status, op.router);
     const parameters = [
       ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
       ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),

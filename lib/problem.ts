@@ -65,6 +65,12 @@ const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
 /** Seconds a client is told to wait when storage is unavailable. */
 export const STORAGE_RETRY_AFTER_SECONDS = 5;
 
+/** A 401's challenge when its thrower named none (RFC 9110 §15.5.2: a 401 carries `WWW-Authenticate`). */
+const DEFAULT_CHALLENGES: Partial<Record<ErrorKey, string>> = {
+  UNAUTHENTICATED: 'Bearer',
+  INVALID_INTERNAL_KEY: 'ApiKey',
+};
+
 const STANDARD_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'instance', 'code', 'i18n_key', 'message', 'timestamp', 'request_id', 'trace_id', 'span_id', 'service', 'errors', 'retry_after']);
 
 /** Members a thrower added (e.g. a 409's current `sync_token`): every format carries them. */
@@ -231,6 +237,7 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
+  if (problem.status === 401) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);
   res.setHeader('Cache-Control', 'no-store');

@@ -117,19 +117,25 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
       if (token) verified.remember(token, user);
       decide();
     };
-    // No token, a bad token, or a strategy that passes on: the same 401.
-    attempt.fail = attempt.pass = attempt.redirect = () => decide(ProblemError.from('UNAUTHENTICATED'));
+    // No token, a bad token, or a strategy that passes on: the same 401, whose challenge says which (RFC 6750 §3.1).
+    attempt.fail = attempt.pass = attempt.redirect = () => decide(ProblemError.from('UNAUTHENTICATED', token ? { challenge: INVALID_TOKEN_CHALLENGE } : undefined));
     attempt.error = (err) => decide(err);
     try {
       attempt.authenticate(req, {});
     } catch (err) {
       // jsonwebtoken throws (instead of reporting) on some signed-but-absurd tokens, e.g. a payload
       // of JSON `null` (TypeError reading `nbf`): a token the verifier chokes on is a bad token.
-      if (!decided) decide(ProblemError.from('UNAUTHENTICATED', { cause: err }));
+      if (!decided) decide(ProblemError.from('UNAUTHENTICATED', { challenge: INVALID_TOKEN_CHALLENGE, cause: err }));
       else throw err;
     }
   };
 }
+
+/**
+ * The challenge of a 401 for a token that was sent but is not accepted (RFC 6750 §3.1 `invalid_token`): expired,
+ * malformed, badly signed, or for another issuer or audience. Without a token the challenge is a bare `Bearer`.
+ */
+export const INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token", error_description="The access token is invalid or expired"';
 
 /** Longest a verified token is taken as verified without checking its signature again. */
 const VERIFIED_TOKEN_TTL_MS = 30_000;
@@ -190,7 +196,9 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
     const user = (req as { user?: unknown }).user;
     const id = typeof user === 'object' && user !== null ? (user as Record<string, unknown>)[userClaim] : undefined;
     if (typeof id !== 'string') {
-      next(ProblemError.from('UNAUTHENTICATED', `The token has no usable '${userClaim}' claim.`));
+      // A host's `authenticate` that let the request on without a user: no credentials, as for a missing token.
+      const challenge = user === undefined || user === null || user === false ? undefined : INVALID_TOKEN_CHALLENGE;
+      next(ProblemError.from('UNAUTHENTICATED', { detail: `The token has no usable '${userClaim}' claim.`, ...(challenge && { challenge }) }));
       return;
     }
     // A valid token whose user id the kit cannot store: a field violation, as for the tenant claim (CONTRACT.md §1).

@@ -15,7 +15,7 @@ import request from 'supertest';
 import { problemJson, silentLogger } from '../index.js';
 import { createExampleApp, createExampleServer, REQUEST_TIMEOUT_MS } from '../examples/app.js';
 import { contextOf } from '../lib/context.js';
-import { userAuth, type UserAuthOptions } from '../lib/user-auth.js';
+import { INVALID_TOKEN_CHALLENGE, userAuth, type UserAuthOptions } from '../lib/user-auth.js';
 import { KEY_A, KEY_B, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 
 const DEVICES = '/internal/mfa/totp/devices?user_id=alice';
@@ -68,6 +68,8 @@ describe('auth edge cases', function () {
     expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
     const body = JSON.parse(res.text) as Record<string, unknown>;
     expect(body, what).to.include({ status: 401, code: 40100002 });
+    // RFC 9110 §15.5.2: a 401 carries a challenge; this one names the header the key goes in.
+    expect(res.headers['www-authenticate'], what).to.equal('ApiKey header="x-internal-api-key"');
     for (const secret of [KEY_A, KEY_B, ...(sent.length >= 8 ? [sent] : [])]) expect(res.text, what).not.to.contain(secret);
   };
 
@@ -244,8 +246,10 @@ describe('auth edge cases', function () {
     const hsApp = tiny({ jwt: { secret: JWT_SECRET, issuer: 'https://id.example', audience: 'mfa-kit' } });
     const rsApp = tiny({ jwt: { publicKey: rsa.publicKey, issuer: 'https://id.example', audience: 'mfa-kit' } });
 
-    const expect401 = (res: { status: number; headers: Record<string, string>; text: string }, token: string, what: string): void => {
+    /** A 401 for a token sent but not accepted carries RFC 6750's `invalid_token` challenge; without a token, a bare `Bearer`. */
+    const expect401 = (res: { status: number; headers: Record<string, string>; text: string }, token: string, what: string, challenge = INVALID_TOKEN_CHALLENGE): void => {
       expect(res.status, `${what}: ${res.text}`).to.equal(401);
+      expect(res.headers['www-authenticate'], what).to.equal(challenge);
       expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
       expect(JSON.parse(res.text), what).to.include({ status: 401, code: 40100001 });
       if (token.length > 10) expect(res.text, what).not.to.contain(token);
@@ -372,7 +376,7 @@ describe('auth edge cases', function () {
       for (const header of [undefined, '', `Basic ${Buffer.from('alice:pw').toString('base64')}`, 'Bearer', 'Bearer ', `Token ${signed}`, signed, `Bearer${signed}`]) {
         const req = request(hsApp).get('/me');
         if (header !== undefined) void req.set('Authorization', header);
-        expect401(await req, signed, String(header));
+        expect401(await req, signed, String(header), 'Bearer');
       }
     });
 

@@ -83,6 +83,20 @@ describe('problemJson()', () => {
     expect(res.body).to.deep.equal({ oops: 'DEVICE_NOT_FOUND', s: 404 });
   });
 
+  it('a 401 carries WWW-Authenticate in every format (RFC 9110 §15.5.2): the thrower\'s challenge, else its key\'s default', async () => {
+    for (const format of ['problem', 'simple', 'nest'] as const) {
+      let res = await request(appWith(format, () => ProblemError.from('UNAUTHENTICATED'))).get('/boom');
+      expect(res.status, format).to.equal(401);
+      expect(res.headers['www-authenticate'], format).to.equal('Bearer');
+      res = await request(appWith(format, () => ProblemError.from('INVALID_INTERNAL_KEY'))).get('/boom');
+      expect(res.headers['www-authenticate'], format).to.equal('ApiKey');
+      res = await request(appWith(format, () => ProblemError.from('UNAUTHENTICATED', { challenge: 'Bearer error="invalid_token"' }))).get('/boom');
+      expect(res.headers['www-authenticate'], format).to.equal('Bearer error="invalid_token"');
+    }
+    // Only a 401 has one.
+    expect((await request(appWith('problem')).get('/boom')).headers['www-authenticate']).to.equal(undefined);
+  });
+
   it('masks unknown errors as a generic 500 with no stack, SQL or message', async () => {
     const res = await request(appWith('problem', () => new Error('select secret from keys - relation "keys" does not exist'))).get('/boom');
     expect(res.status).to.equal(500);
@@ -280,7 +294,7 @@ describe('keyRing()', () => {
 describe('router set-up checks', () => {
   const none = () => Promise.resolve(null);
   const trustedDevices = { upsert: none, find: none, list: none, revoke: none, revokeAll: none, cacheEpoch: none, bumpCacheEpoch: none };
-  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: none, get: none, remove: none }, trustedDevices, users: { erase: none } } as unknown as KnexStorage;
+  const storage = { ping: () => Promise.resolve(), mfaDevices: { list: none, get: none, remove: none }, recoveryCodes: { replace: none, consume: none, countRemaining: none }, trustedDevices, users: { erase: none } } as unknown as KnexStorage;
 
   it('names a misspelt option and suggests the right one', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, maxPagesize: 10 } as never)).to.throw(TypeError, /unknown option 'maxPagesize'.*Did you mean 'maxPageSize'/);
@@ -290,6 +304,19 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ internalKeys: KEY_A } as never)).to.throw(TypeError, /needs 'storage'.*knexStorage/);
     expect(() => internalRouter({ storage } as never)).to.throw(TypeError, /internalKeys/);
     expect(() => internalRouter({ storage, internalKeys: 'short' })).to.throw(TypeError, /shorter than 16/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, keyHeader: 'x-api key' })).to.throw(TypeError, /not a valid HTTP header name/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, keyHeader: 'x-"api"' })).to.throw(TypeError, /not a valid HTTP header name/);
+  });
+
+  it('the 401 of a missing or wrong key names the configured key header in its challenge', async () => {
+    const app = express();
+    app.use('/internal', internalRouter({ storage, internalKeys: KEY_A, keyHeader: 'X-Service-Key', logger: silentLogger }));
+    for (const key of [undefined, 'wrong-wrong-wrong-wrong']) {
+      const req = request(app).get('/internal/mfa/totp/devices?user_id=u').set('X-Tenant-ID', 't');
+      const res = await (key === undefined ? req : req.set('X-Service-Key', key));
+      expect(res.status).to.equal(401);
+      expect(res.headers['www-authenticate']).to.equal('ApiKey header="x-service-key"');
+    }
   });
 
   it('explains app.use(internalRouter) without ()', async () => {

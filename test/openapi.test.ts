@@ -150,6 +150,21 @@ describe('OpenAPI document', () => {
     expect(missing).to.deep.equal([]);
   });
 
+  it('every operation answers 401 without credentials with the WWW-Authenticate challenge its document names', async () => {
+    const doc = openApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, { headers?: Record<string, { description: string }> }> }>> };
+    for (const op of OPERATIONS) {
+      const path = operationPath(op);
+      const challenge = doc.paths[path]![op.method]!.responses['401']!.headers?.['WWW-Authenticate']?.description;
+      expect(challenge, `${op.method} ${path}`).to.be.a('string');
+      const url = path.replaceAll(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
+      const res = await request(app)[op.method](url).set('X-Tenant-ID', 'acme');
+      expect(res.status, `${op.method} ${path}`).to.equal(401);
+      const sent = res.headers['www-authenticate'] as string;
+      expect(sent, `${op.method} ${path}`).to.equal(op.router === 'internal' ? 'ApiKey header="x-internal-api-key"' : 'Bearer');
+      expect(challenge, `${op.method} ${path}`).to.contain(`\`${sent}`);
+    }
+  });
+
   it('is served at /openapi.json as OpenAPI 3.1 whose references all resolve, and /docs renders a page', async () => {
     const res = await request(app).get('/openapi.json');
     expect(res.status).to.equal(200);
