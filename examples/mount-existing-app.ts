@@ -51,10 +51,17 @@ export interface HostClaims {
   mfa: 'pending' | 'done' | 'not_enrolled';
 }
 
-/** How the host signs its tokens (15 minutes, HS256). */
+/**
+ * How the host signs its tokens (15 minutes, HS256), with what the login proved (RFC 8176 `amr`: the password, and
+ * `mfa` once the second factor passed) and when (`auth_time`): the kit's `stepUp` reads them.
+ */
 export function issueToken(secret: string, claims: HostClaims): string {
-  return jwt.sign(claims, secret, { algorithm: 'HS256', expiresIn: '15m' });
+  const amr = claims.mfa === 'done' ? ['pwd', 'mfa'] : ['pwd'];
+  return jwt.sign({ ...claims, amr, auth_time: Math.floor(Date.now() / 1000) }, secret, { algorithm: 'HS256', expiresIn: '15m' });
 }
+
+/** The refusal of a pending token: RFC 9470's challenge, as the kit's own step-up answers. */
+const SECOND_FACTOR_DUE = 'Bearer error="insufficient_user_authentication", error_description="Finish the second factor first"';
 
 /** The one route a pending token may call: the login second factor. */
 const SECOND_FACTOR_PATH = '/auth/mfa/verify';
@@ -72,7 +79,7 @@ function hostAuthentication(secret: string): RequestHandler {
       if (err) return next(err);
       if (!claims) return next(ProblemError.from('UNAUTHENTICATED'));
       const secondFactor = req.method === 'POST' && req.originalUrl.split('?', 1)[0] === SECOND_FACTOR_PATH;
-      if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', 'Finish the second factor first (POST /auth/mfa/verify).'));
+      if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first (POST /auth/mfa/verify).', challenge: SECOND_FACTOR_DUE }));
       req.user = claims;
       next();
     }) as RequestHandler;
@@ -115,6 +122,9 @@ export function createHostApp(deps: HostAppDeps): Express {
     authenticate: requireLogin, // your passport set-up: req.user = { sub, tenant_id, … }
     errors,
     logger,
+    // Adding, removing or turning off a factor, or new recovery codes, once the user has one: only with a token
+    // from a second factor in the last 15 minutes (a password-only token, e.g. `not_enrolled`, gets 401).
+    stepUp: { amr: ['mfa'], maxAgeSeconds: 900 },
     // The second factor passed: swap the pending token for a full one.
     onVerified: ({ userId, tenantId }) => ({ accessToken: issueToken(deps.jwtSecret, { sub: userId, tenant_id: tenantId, mfa: 'done' }) }),
   });

@@ -56,6 +56,12 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     expect(confirm.status).to.equal(200);
     expect(confirm.body).to.include({ verified: true });
 
+    // Bob has a second factor now: his password-only token adds no other (the kit's stepUp, RFC 9470).
+    const another = await request(app).post('/auth/mfa/devices/totp').set('Authorization', token('bob', 'not_enrolled')).send({ deviceName: 'Second' });
+    expect(another.status).to.equal(401);
+    expect(another.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'This change needs a recent second factor: verify one, then retry with the token that gives you.', code: 'STEP_UP_REQUIRED' });
+    expect(another.headers['www-authenticate']).to.equal('Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change", max_age=900');
+
     // Password done, second factor pending: no device management, no vault.
     const pending = token('bob', 'pending');
     const refused: Array<[string, () => request.Test]> = [
@@ -69,6 +75,7 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
       const res = await call();
       expect(res.status, what).to.equal(401);
       expect(res.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Finish the second factor first (POST /auth/mfa/verify).', code: 'UNAUTHENTICATED' });
+      expect(res.headers['www-authenticate'], what).to.match(/^Bearer error="insufficient_user_authentication"/);
     }
 
     const wrong = await request(app).post('/auth/mfa/verify').set('Authorization', pending).send({ code: wrongCode(secret) });
@@ -85,6 +92,9 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     const devices = await request(app).get('/auth/mfa/devices').set('Authorization', `Bearer ${accessToken}`);
     expect(devices.status).to.equal(200);
     expect((devices.body as Array<{ id: string }>).map((d) => d.id)).to.deep.equal([device.id]);
+    // The token from the second factor shows it (amr, auth_time): the change the password-only token could not make.
+    const codes = await request(app).post('/auth/mfa/recovery-codes').set('Authorization', `Bearer ${accessToken}`);
+    expect(codes.status, codes.text).to.equal(201);
   });
 
   it("runs the kit's middleware on the host's own service route: key, tenant, JSON body, nest errors", async () => {

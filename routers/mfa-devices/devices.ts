@@ -5,6 +5,7 @@ import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
 import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
+import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import type { MfaDevicesRouterConfig } from './options.js';
@@ -38,7 +39,30 @@ export const deviceIdOf = (req: Request): string => {
   return parsed.data;
 };
 
+/**
+ * The step-up check (`stepUp`, RFC 9470) of a route that changes the caller's second factors, for the requests
+ * `applies` picks; nothing when the router has no `stepUp`. A user with no usable second factor yet (the first
+ * enrolment, or every device turned off) has nothing to step up with and passes on their password.
+ */
+export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesService, applies: (req: Request) => boolean = () => true): RequestHandler[] {
+  const policy = config.stepUp;
+  if (policy === undefined) return [];
+  return [
+    async (req, _res, next) => {
+      if (!applies(req) || showsSecondFactor(claimsOf(req), policy, config.now()) || !(await service.hasUsableDevice(callerOf(req)))) {
+        next();
+        return;
+      }
+      next(stepUpRequired(policy));
+    },
+  ];
+}
+
+/** A PATCH that turns a device on or off (a rename alone changes no factor). */
+const switchesDevice = (req: Request): boolean => typeof req.body === 'object' && req.body !== null && 'enabled' in req.body;
+
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
+  const stepUp = stepUpGuard(config, service);
   const dto = (device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device));
 
   router.get('/devices', async (req, res) => {
@@ -48,7 +72,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     sendJson(req, res, devices.slice(page.offset, page.offset + page.pageSize).map(dto));
   });
 
-  router.post('/devices/totp', async (req, res) => {
+  router.post('/devices/totp', ...stepUp, async (req, res) => {
     const body = parseOrThrow(enrollTotpBody, req.body ?? {});
     const caller = callerOf(req);
     const account = config.accountName({ tenantId: caller.tenantId, userId: caller.userId, claims: claimsOf(req) });
@@ -66,7 +90,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
 
   // Sending a code costs money and reaches a person: the same per-user rate limit as verifying.
   for (const method of ['sms', 'email'] as const) {
-    router.post(`/devices/${method}`, throttle, async (req, res) => {
+    router.post(`/devices/${method}`, ...stepUp, throttle, async (req, res) => {
       const body = method === 'sms' ? parseOrThrow(enrollSmsBody, req.body ?? {}) : parseOrThrow(enrollEmailBody, req.body ?? {});
       const destination = 'phoneNumber' in body ? body.phoneNumber : body.email;
       const result = await service.enrollOtp(callerOf(req), method, { deviceName: body.deviceName, destination });
@@ -120,7 +144,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  router.patch('/devices/:id', async (req, res) => {
+  router.patch('/devices/:id', ...stepUpGuard(config, service, switchesDevice), async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(updateDeviceBody, req.body ?? {});
     const result = await service.updateDevice(callerOf(req), id, {
@@ -136,7 +160,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  router.delete('/devices/:id', async (req, res) => {
+  router.delete('/devices/:id', ...stepUp, async (req, res) => {
     const id = deviceIdOf(req);
     const result = await service.removeDevice(callerOf(req), id);
     switch (result.status) {

@@ -11,7 +11,7 @@ import { problemJson } from '../../lib/problem.js';
 import { routerPrelude } from '../../lib/prelude.js';
 import { userAuth } from '../../lib/user-auth.js';
 import { verifyRateLimiter } from '../../lib/verification-throttle.js';
-import { mountDevices } from './devices.js';
+import { mountDevices, stepUpGuard } from './devices.js';
 import { parseOptions, type MfaDevicesRouterOptions } from './options.js';
 import { mountRecoveryCodes } from './recovery-codes.js';
 import { mountTrustedDevices } from './trusted-devices.js';
@@ -44,7 +44,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   });
   mountDevices(router, config, service, throttle);
   mountVerify(router, config, service, throttle);
-  mountRecoveryCodes(router, service);
+  mountRecoveryCodes(router, service, stepUpGuard(config, service));
   mountTrustedDevices(router, service);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));

@@ -17,6 +17,7 @@ import {
   DEFAULT_TOTP_SKEW,
   MAX_TOTP_SKEW,
 } from '../../lib/totp.js';
+import { resolveStepUp, type StepUpOptions, type StepUpPolicy } from '../../lib/step-up.js';
 import type { JwtOptions } from '../../lib/user-auth.js';
 import {
   resolveLockout,
@@ -120,6 +121,15 @@ export interface MfaDevicesRouterOptions {
    * Returned fields are added to the JSON answer; a throw goes to the error handler.
    */
   onVerified?: (ctx: VerifiedContext) => void | Record<string, unknown> | Promise<void | Record<string, unknown>>;
+  /**
+   * Step-up (RFC 9470) for changes to a user's second factors: enrolling a device, removing one, turning one on or
+   * off, making new recovery codes. Once the user has a usable second factor (a verified, enabled device), these
+   * need a token that shows one: its `amr` holds one of `amr`, or its `acr` is one of `acr`, and, with
+   * `maxAgeSeconds`, its `auth_time` is that recent; otherwise 401 `STEP_UP_REQUIRED` with `WWW-Authenticate:
+   * Bearer error="insufficient_user_authentication"`. Issue such a token in `onVerified`. @default none: any
+   * authenticated token may (keep half-finished logins off these routes in your `authenticate`)
+   */
+  stepUp?: StepUpOptions;
   /** Where events are emitted (also exposed as `router.events`). @default a new EventEmitter */
   events?: MfaEvents;
   /** The TOTP clock in milliseconds (tests). @default Date.now */
@@ -151,6 +161,7 @@ export interface MfaDevicesRouterConfig {
   rateLimit: ResolvedRateLimit | false;
   redis: RateLimitRedisClient | undefined;
   onVerified: MfaDevicesRouterOptions['onVerified'];
+  stepUp: StepUpPolicy | undefined;
   events: MfaEvents;
   now: () => number;
   errors: Required<ProblemJsonOptions>;
@@ -181,6 +192,7 @@ const KNOWN = [
   'rateLimit',
   'redis',
   'onVerified',
+  'stepUp',
   'events',
   'now',
   'errors',
@@ -262,6 +274,7 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     rateLimit: resolveRateLimit(FACTORY, options.rateLimit),
     redis: options.redis,
     onVerified: options.onVerified,
+    stepUp: resolveStepUp(FACTORY, options.stepUp),
     events: options.events ?? createMfaEvents(),
     now: options.now ?? Date.now,
     errors: resolveProblemOptions({ ...options.errors, logger }),

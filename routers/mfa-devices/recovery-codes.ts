@@ -1,11 +1,12 @@
 /** `/recovery-codes`: a new set of one-time fallback codes (replacing the old), and how many remain. */
-import type { Router } from 'express';
+import type { RequestHandler, Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
 import { callerOf } from './devices.js';
 import type { MfaDevicesService } from './service.js';
 
-export function mountRecoveryCodes(router: Router, service: MfaDevicesService): void {
-  router.post('/recovery-codes', async (req, res) => {
+/** `stepUp`: the router's step-up check (a new set replaces the codes that are a second factor). */
+export function mountRecoveryCodes(router: Router, service: MfaDevicesService, stepUp: RequestHandler[]): void {
+  router.post('/recovery-codes', ...stepUp, async (req, res) => {
     const result = await service.regenerateRecoveryCodes(callerOf(req));
     if (result.status === 'NOT_ENROLLED') throw ProblemError.from('MFA_NOT_ENROLLED', 'Recovery codes are the fallback of a second factor: verify a device first.');
     res.status(201).json({ codes: result.codes });

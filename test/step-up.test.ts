@@ -1,0 +1,170 @@
+/**
+ * `stepUp` (RFC 9470) on mfaDevicesRouter: once a user has a usable second factor, changing their factors needs a
+ * token that shows one (`amr` / `acr`, recent `auth_time`); a password-only token gets 401 with the
+ * `insufficient_user_authentication` challenge and changes nothing. Real Postgres; codes from oathtool.
+ */
+import { expect } from 'chai';
+import type express from 'express';
+import request from 'supertest';
+import { resolveStepUp, showsSecondFactor } from '../lib/step-up.js';
+import { migratedStorage, type TestDb } from './support/fixtures.js';
+import { mfaApp, oathtool, token } from './support/mfa.js';
+
+const POLICY = { amr: ['mfa', 'hwk'], acr: ['urn:example:mfa'], maxAgeSeconds: 600 } as const;
+const CHALLENGE =
+  'Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change", acr_values="urn:example:mfa", max_age=600';
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+describe('stepUp: a second factor to change second factors (RFC 9470)', function () {
+  this.timeout(30_000);
+
+  describe('the policy', () => {
+    it('is checked at set-up, with the fix in the message', () => {
+      expect(() => resolveStepUp('f', {})).to.throw(TypeError, /needs the 'amr' or 'acr' values.*amr: \['mfa'\]/);
+      expect(() => resolveStepUp('f', { amr: [] })).to.throw(TypeError, /needs the 'amr' or 'acr'/);
+      expect(() => resolveStepUp('f', { amr: ['m fa'] })).to.throw(TypeError, /stepUp.amr' must be a list of claim values without spaces or quotes/);
+      expect(() => resolveStepUp('f', { acr: ['a"b'] })).to.throw(TypeError, /stepUp.acr'/);
+      expect(() => resolveStepUp('f', { amr: 'mfa' } as never)).to.throw(TypeError, /stepUp.amr'/);
+      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAgeSeconds: 0 })).to.throw(TypeError, /stepUp.maxAgeSeconds' must be an integer from 1/);
+      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAge: 60 } as never)).to.throw(TypeError, /unknown option 'maxAge'.*Known options: amr, acr, maxAgeSeconds/);
+      expect(resolveStepUp('f', undefined)).to.equal(undefined);
+      expect(resolveStepUp('f', POLICY)!.challenge).to.equal(CHALLENGE);
+      expect(resolveStepUp('f', { amr: ['mfa'] })!.challenge).to.equal('Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change"');
+    });
+
+    it('takes an amr value or the acr, recent enough when maxAgeSeconds is set', () => {
+      const policy = resolveStepUp('f', POLICY)!;
+      const now = Date.UTC(2026, 11, 6, 12);
+      const at = now / 1000;
+      const cases: Array<[Record<string, unknown>, boolean]> = [
+        [{ amr: ['pwd', 'mfa'], auth_time: at }, true],
+        [{ amr: ['hwk'], auth_time: at - 600 }, true],
+        [{ acr: 'urn:example:mfa', auth_time: at - 10 }, true],
+        [{ amr: ['pwd'], auth_time: at }, false],
+        [{ amr: 'mfa', auth_time: at }, false], // amr is a list (RFC 8176)
+        [{ acr: ['urn:example:mfa'], auth_time: at }, false],
+        [{ amr: ['MFA'], auth_time: at }, false],
+        [{ amr: ['mfa'], auth_time: at - 601 }, false],
+        [{ amr: ['mfa'] }, false],
+        [{ amr: ['mfa'], auth_time: String(at) }, false],
+        [{ amr: ['mfa'], auth_time: Number.NaN }, false],
+        [{}, false],
+      ];
+      for (const [claims, expected] of cases) expect(showsSecondFactor(claims, policy, now), JSON.stringify(claims)).to.equal(expected);
+      expect(showsSecondFactor({ amr: ['mfa'] }, resolveStepUp('f', { amr: ['mfa'] })!, now), 'no maxAgeSeconds: no auth_time needed').to.equal(true);
+    });
+  });
+
+  describe('over HTTP, on Postgres', () => {
+    let db: TestDb;
+    let app: express.Express;
+    before(async () => {
+      db = await migratedStorage();
+      ({ app } = mfaApp(db.storage, { stepUp: POLICY, rateLimit: false, sender: { send() {} } }));
+    });
+    after(async () => {
+      await db?.drop();
+    });
+
+    const password = (user: string) => `Bearer ${token(user, 'acme', { amr: ['pwd'], auth_time: nowSeconds() })}`;
+    const stepped = (user: string) => `Bearer ${token(user, 'acme', { amr: ['pwd', 'mfa'], auth_time: nowSeconds() })}`;
+
+    /** Enrols and confirms a TOTP device with a password-only token (the first one needs no step-up). */
+    async function firstDevice(user: string): Promise<{ id: string; secret: string }> {
+      const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password(user)).send({ deviceName: 'Phone' });
+      expect(enrol.status, enrol.text).to.equal(201);
+      const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+      const confirm = await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', password(user)).send({ code: oathtool(secret, Date.now()) });
+      expect(confirm.status, confirm.text).to.equal(200);
+      return { id: device.id, secret };
+    }
+
+    const expectStepUp = (res: request.Response, what: string) => {
+      expect(res.status, `${what}: ${res.text}`).to.equal(401);
+      expect(res.headers['www-authenticate'], what).to.equal(CHALLENGE);
+      expect(res.headers['content-type'], what).to.match(/^application\/problem\+json/);
+      expect(res.body, what).to.include({ status: 401, code: 40100003, title: 'Second Factor Required' });
+    };
+
+    it('a password-only token changes no factor once the user has one: 401 with the challenge, nothing written', async () => {
+      const { id } = await firstDevice('alice');
+      const auth = password('alice');
+      const changes: Array<[string, () => request.Test]> = [
+        ['enrol TOTP', () => request(app).post('/auth/mfa/devices/totp').set('Authorization', auth).send({ deviceName: 'Attacker' })],
+        ['enrol sms', () => request(app).post('/auth/mfa/devices/sms').set('Authorization', auth).send({ deviceName: 'Attacker', phoneNumber: '+15555550100' })],
+        ['enrol email, a body that would be a 400', () => request(app).post('/auth/mfa/devices/email').set('Authorization', auth).send({ email: 42 })],
+        ['remove', () => request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', auth)],
+        ['turn off', () => request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', auth).send({ enabled: false })],
+        ['turn off and rename', () => request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', auth).send({ deviceName: 'x', enabled: false })],
+        ['new recovery codes', () => request(app).post('/auth/mfa/recovery-codes').set('Authorization', auth)],
+      ];
+      for (const [what, call] of changes) expectStepUp(await call(), what);
+      // An old second factor counts no more than none; an unknown amr value neither.
+      const stale = `Bearer ${token('alice', 'acme', { amr: ['mfa'], auth_time: nowSeconds() - 601 })}`;
+      expectStepUp(await request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', stale), 'stale');
+      const noTime = `Bearer ${token('alice', 'acme', { amr: ['mfa'] })}`;
+      expectStepUp(await request(app).post('/auth/mfa/recovery-codes').set('Authorization', noTime), 'no auth_time');
+
+      const devices = await request(app).get('/auth/mfa/devices').set('Authorization', stepped('alice'));
+      expect(devices.body).to.deep.equal([{ ...devices.body[0], id, deviceName: 'Phone', method: 'totp', verified: true }]);
+      expect(devices.body).to.have.length(1);
+      const row = (await db.knex('mfa_devices').where({ id }).first()) as { enabled: boolean };
+      expect(row.enabled).to.equal(true);
+      expect((await request(app).get('/auth/mfa/recovery-codes').set('Authorization', auth)).body).to.deep.equal({ remaining: 0 });
+    });
+
+    it('what changes no factor still works with the password-only token: list, rename, counts, trusted devices, the login second factor', async () => {
+      const { id, secret } = await firstDevice('bob');
+      const auth = password('bob');
+      expect((await request(app).get('/auth/mfa/devices').set('Authorization', auth)).status).to.equal(200);
+      const rename = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', auth).send({ deviceName: 'Work phone' });
+      expect(rename.status, rename.text).to.equal(200);
+      expect(rename.body).to.include({ deviceName: 'Work phone' });
+      expect((await request(app).get('/auth/mfa/recovery-codes').set('Authorization', auth)).status).to.equal(200);
+      expect((await request(app).get('/auth/mfa/trusted-devices').set('Authorization', auth)).status).to.equal(200);
+      expect((await request(app).delete('/auth/mfa/trusted-devices').set('Authorization', auth)).body).to.deep.equal({ revoked: 0 });
+      // The step up itself: the enrolment used this step's code, the next step's is in the window.
+      const login = await request(app).post('/auth/mfa/verify').set('Authorization', auth).send({ code: oathtool(secret, Date.now() + 30_000) });
+      expect(login.status, login.text).to.equal(200);
+    });
+
+    it('a token that shows a second factor (amr or acr, recent) makes every change', async () => {
+      const { id } = await firstDevice('carol');
+      const acr = `Bearer ${token('carol', 'acme', { acr: 'urn:example:mfa', auth_time: nowSeconds() - 599 })}`;
+      const codes = await request(app).post('/auth/mfa/recovery-codes').set('Authorization', acr);
+      expect(codes.status, codes.text).to.equal(201);
+      expect(codes.body.codes).to.have.length(10);
+      const second = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('carol')).send({ deviceName: 'Tablet' });
+      expect(second.status, second.text).to.equal(201);
+      const off = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('carol')).send({ enabled: false });
+      expect(off.status, off.text).to.equal(200);
+      expect(off.body).to.include({ id });
+      const removed = await request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', stepped('carol'));
+      expect(removed.status, removed.text).to.equal(204);
+    });
+
+    it('nothing to step up with passes on the password: no device yet, an unconfirmed one, every device turned off', async () => {
+      // No device, then one not yet confirmed: both enrol with the password alone.
+      const first = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'A' });
+      expect(first.status, first.text).to.equal(201);
+      const again = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'B' });
+      expect(again.status, again.text).to.equal(201);
+      // Every verified device turned off (with a step-up): the password is all the user has again.
+      const { id } = await firstDevice('erin');
+      expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('erin')).send({ enabled: false })).status).to.equal(200);
+      const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('erin')).send({ deviceName: 'New phone' });
+      expect(enrol.status, enrol.text).to.equal(201);
+      const on = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: true });
+      expect(on.status, on.text).to.equal(200);
+      // On again: the step-up applies again.
+      expectStepUp(await request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')), 'after turning it back on');
+    });
+
+    it("another user's usable device does not count: the gate reads the caller's own devices, in the caller's tenant", async () => {
+      await firstDevice('frank');
+      const other = `Bearer ${token('frank', 'globex', { amr: ['pwd'], auth_time: nowSeconds() })}`;
+      const res = await request(app).post('/auth/mfa/devices/totp').set('Authorization', other).send({ deviceName: 'Phone' });
+      expect(res.status, res.text).to.equal(201);
+    });
+  });
+});
