@@ -7,6 +7,12 @@ import type { MfaStorage } from '../storage/types.js';
 export interface RecoveryCodes {
   /** Makes `count` new codes, replacing the user's earlier set (used or not) atomically; returns them formatted for display. The only time they are seen. */
   regenerate(tenantId: string, userId: string): Promise<string[]>;
+  /**
+   * `regenerate()`, but only while the user has a verified MFA device (checked in the replacement's transaction,
+   * under the lock a removal's revocation takes too); `null` (nothing written) when they have none: codes made
+   * while the user's last device is being removed do not outlive it.
+   */
+  regenerateWhileEnrolled(tenantId: string, userId: string): Promise<string[] | null>;
   /** Uses a code once: `true` for the one call that consumed an unused code of this user; `false` otherwise. Tolerates case, spaces and dashes. */
   consume(tenantId: string, userId: string, code: string): Promise<boolean>;
   /** How many unused codes the user has. */
@@ -78,15 +84,20 @@ export function createRecoveryCodes(options: RecoveryCodesOptions): RecoveryCode
   const count = checkInteger('createRecoveryCodes', 'count', options.count ?? DEFAULT_RECOVERY_CODE_COUNT, 1, 100);
   const store = options.storage.recoveryCodes;
 
+  /** A new set replacing the old one; `null` when `requireVerifiedMfaDevice` and the store wrote nothing. */
+  const replaceSet = async (tenantId: string, userId: string, requireVerifiedMfaDevice: boolean): Promise<string[] | null> => {
+    // Distinct within the set by construction (a 60-bit collision is all but impossible, but cheap to rule out).
+    const codes = new Set<string>();
+    while (codes.size < count) codes.add(generateCode());
+    const list = [...codes];
+    const hashes = list.map((c) => hashCode(tenantId, userId, normalizeRecoveryCode(c)!));
+    const written = await store.replace(tenantId, userId, hashes, requireVerifiedMfaDevice ? { requireVerifiedMfaDevice } : undefined);
+    return written === false ? null : list;
+  };
+
   return {
-    async regenerate(tenantId, userId) {
-      // Distinct within the set by construction (a 60-bit collision is all but impossible, but cheap to rule out).
-      const codes = new Set<string>();
-      while (codes.size < count) codes.add(generateCode());
-      const list = [...codes];
-      await store.replace(tenantId, userId, list.map((c) => hashCode(tenantId, userId, normalizeRecoveryCode(c)!)));
-      return list;
-    },
+    regenerate: async (tenantId, userId) => (await replaceSet(tenantId, userId, false))!,
+    regenerateWhileEnrolled: (tenantId, userId) => replaceSet(tenantId, userId, true),
     async consume(tenantId, userId, code) {
       const normalized = normalizeRecoveryCode(code);
       if (normalized === null) return false;

@@ -21,10 +21,12 @@
  *    epoch on a timer (`epochRefreshMs`, unref'd) and refuses to use an epoch read more than
  *    2 × `epochRefreshMs` ago; after any cache error it stops using the cache for `cacheRetryMs` and
  *    re-reads the epoch before the next use.
- *    The bound: once a revocation has returned, an instance can answer from a stale entry only if Redis
- *    missed the raise AND that instance can still read Redis AND it has not re-read the epoch since the
- *    bump, i.e. for at most 2 × `epochRefreshMs` (default 2 s). Without that short window every hit would
- *    need a database query, which is what the cache exists to avoid. When Redis is down for longer than
+ *    The bound: after the bump an instance can answer from a stale entry only if Redis missed the raise AND
+ *    that instance can still read Redis AND it has not re-read the epoch since the bump, i.e. for at most
+ *    2 × `epochRefreshMs` (default 2 s); a revocation whose raise failed therefore answers its caller only
+ *    once that time has passed since its bump landed, so when it returns no instance serves the revoked
+ *    entry (a revocation during a Redis fault takes that much longer). Without that short window every hit
+ *    would need a database query, which is what the cache exists to avoid. When Redis is down for longer than
  *    that, no instance ever sees the old entries again. If Postgres refuses the bump too (both down right
  *    after the commit), the instance keeps away from the cache and retries the bump on its timer; the
  *    others are covered once it lands. An idle instance (no call for a minute) stops its timer and
@@ -98,6 +100,12 @@ export interface TrustCheck {
 export interface TrustedDevices {
   /** Trusts the fingerprint, or renews it (same id, new details and `trustedUntil`): one row per tenant + user + fingerprint. */
   trust(tenantId: string, userId: string, input: TrustInput): Promise<TrustedDevice>;
+  /**
+   * "Remember this device" after a login second factor: `trust()`, but only while the user still has a verified
+   * MFA device, in the write's transaction; `null` (nothing written) when a removal of their last device or their
+   * erasure committed first. A removal that commits after it revokes it with the rest.
+   */
+  rememberAfterSecondFactor(tenantId: string, userId: string, input: TrustInput): Promise<TrustedDevice | null>;
   /** Whether the fingerprint is trusted now; served from the cache when it can be. */
   check(tenantId: string, userId: string, fingerprint: string): Promise<TrustCheck>;
   /** A user's devices, newest first; expired ones only when asked for. */
@@ -211,7 +219,8 @@ class EpochGuard {
   private inflight: { seq: number; promise: Promise<number> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastUse = 0;
-  private readonly maxAgeMs: number;
+  /** The oldest epoch read any instance still uses (2 × `epochRefreshMs`): a bump is seen everywhere this long after it landed. */
+  readonly maxAgeMs: number;
   private readonly idleMs: number;
 
   constructor(
@@ -257,18 +266,20 @@ class EpochGuard {
     this.warn({ error: errorMessage(err) }, 'trusted devices: cache call failed; answering from the database');
   }
 
-  /** A change could not be written to the cache: orphan every key written so far. */
-  async bump(): Promise<void> {
+  /** A change could not be written to the cache: orphan every key written so far. `true` once the bump landed. */
+  async bump(): Promise<boolean> {
     const seq = this.errorSeq;
     const startedAt = Date.now();
     try {
       const epoch = await this.store.bumpCacheEpoch();
       this.accept(epoch, startedAt, seq);
       this.pendingBump = false;
+      return true;
     } catch (err) {
       // Until the bump lands this instance keeps away from the cache, and the timer retries it.
       this.pendingBump = true;
       this.logger.error({ error: errorMessage(err) }, 'trusted devices: could not bump the cache epoch after a change the cache missed; retrying');
+      return false;
     }
   }
 
@@ -350,40 +361,55 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         guard.failed(err);
       }
     }
-    await guard.bump();
+    // A revocation the cache missed: another instance may still read Redis with the epoch it read before the bump,
+    // for up to maxAgeMs. Answering after that long makes "false at once, on every instance" hold for the caller.
+    // (A trust the cache missed needs no wait: another instance answers "not trusted" a moment longer.)
+    if ((await guard.bump()) && entry === undefined) await new Promise((resolve) => setTimeout(resolve, guard.maxAgeMs));
   };
 
   const answer = (device: TrustedDevice | null): TrustCheck => (device ? { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil } : { trusted: false });
 
+  /** `trust()` and `rememberAfterSecondFactor()`: the write, then the cache told, then the hook. */
+  const write = async (tenantId: string, userId: string, input: TrustInput, requireVerifiedMfaDevice: boolean): Promise<TrustedDevice | null> => {
+    validateInput(input, settings.maxTtlSeconds);
+    const now = new Date();
+    const ttlSeconds = input.ttlSeconds ?? settings.defaultTtlSeconds;
+    const written = await store.upsert(
+      tenantId,
+      userId,
+      {
+        fingerprint: input.fingerprint,
+        deviceName: input.deviceName,
+        deviceType: input.deviceType,
+        browser: input.browser,
+        os: input.os,
+        ip: input.ip,
+        trustedUntil: new Date(now.getTime() + ttlSeconds * 1000),
+        ...(requireVerifiedMfaDevice && { requireVerifiedMfaDevice }),
+      },
+      now,
+    );
+    if (written === null) return null;
+    const { device, created, generation } = written;
+    // Write-through: the new generation ends any negative (or older positive) entry, and the next check is a hit.
+    const ttlMs = Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
+    await propagate(tenantId, userId, generation, {
+      fingerprint: device.fingerprint,
+      value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },
+      ttlMs,
+    });
+    emit('trusted', { device, renewed: !created });
+    return device;
+  };
+
   return {
     async trust(tenantId, userId, input) {
-      validateInput(input, settings.maxTtlSeconds);
-      const now = new Date();
-      const ttlSeconds = input.ttlSeconds ?? settings.defaultTtlSeconds;
-      const { device, created, generation } = await store.upsert(
-        tenantId,
-        userId,
-        {
-          fingerprint: input.fingerprint,
-          deviceName: input.deviceName,
-          deviceType: input.deviceType,
-          browser: input.browser,
-          os: input.os,
-          ip: input.ip,
-          trustedUntil: new Date(now.getTime() + ttlSeconds * 1000),
-        },
-        now,
-      );
-      // Write-through: the new generation ends any negative (or older positive) entry, and the next check is a hit.
-      const ttlMs = Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
-      await propagate(tenantId, userId, generation, {
-        fingerprint: device.fingerprint,
-        value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },
-        ttlMs,
-      });
-      emit('trusted', { device, renewed: !created });
+      const device = await write(tenantId, userId, input, false);
+      if (device === null) throw new Error('trustedDevices.upsert answered null for an unconditional write');
       return device;
     },
+
+    rememberAfterSecondFactor: (tenantId, userId, input) => write(tenantId, userId, input, true),
 
     async check(tenantId, userId, fingerprint) {
       let epoch = guard ? guard.peek() : undefined;

@@ -164,8 +164,14 @@ function verifiedTokens(clockToleranceSeconds: number) {
       if (typeof claims !== 'object' || claims === null) return;
       const exp = (claims as { exp?: unknown }).exp;
       const until = Math.min(Date.now() + VERIFIED_TOKEN_TTL_MS, typeof exp === 'number' ? (exp + clockToleranceSeconds) * 1000 : Infinity);
+      let copy: unknown;
+      try {
+        copy = structuredClone(claims);
+      } catch {
+        return; // claims nested too deep to copy (a signed token may hold anything): verified in full each time
+      }
       if (entries.size >= VERIFIED_TOKENS_MAX) entries.clear();
-      entries.set(token, { claims: structuredClone(claims), until });
+      entries.set(token, { claims: copy, until });
     },
   };
 }

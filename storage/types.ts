@@ -131,6 +131,19 @@ export interface TrustedDeviceWrite {
   os?: string | undefined;
   ip?: string | undefined;
   trustedUntil: Date;
+  /**
+   * Write only while the user has a verified MFA device, checked in the write's transaction after the generation
+   * lock: "remember this device" after a second factor must not outlive a removal of the user's last device (or
+   * their erasure) that commits while the login is still answering. Without one, nothing is written.
+   */
+  requireVerifiedMfaDevice?: boolean;
+}
+
+/** What an upsert wrote. */
+export interface TrustedDeviceUpsert {
+  device: TrustedDevice;
+  created: boolean;
+  generation: number;
 }
 
 /**
@@ -139,8 +152,11 @@ export interface TrustedDeviceWrite {
  * Generations and epochs are positive integers that only grow.
  */
 export interface TrustedDeviceStore {
-  /** Creates the row or renews the one with that fingerprint (same id); bumps the user's generation. */
-  upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }>;
+  /**
+   * Creates the row or renews the one with that fingerprint (same id); bumps the user's generation. `null` only
+   * with `write.requireVerifiedMfaDevice` when the user has no verified MFA device (nothing written).
+   */
+  upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<TrustedDeviceUpsert | null>;
   /**
    * The device with that fingerprint if it is trusted at `now` (else `null`), and the user's generation,
    * both from ONE snapshot: the generation is the one the answer is true for (0 when the user never had a change).
@@ -203,8 +219,13 @@ export type OtpPurpose = 'enrollment' | 'login';
  * One set per tenant+user; each hash is used at most once.
  */
 export interface RecoveryCodeStore {
-  /** Replaces the user's whole set (used and unused) with these hashes, atomically: no reader ever sees a mix or an empty gap, and concurrent replacements leave exactly one set. */
-  replace(tenantId: string, userId: string, codeHashes: readonly Buffer[]): Promise<void>;
+  /**
+   * Replaces the user's whole set (used and unused) with these hashes, atomically: no reader ever sees a mix or an
+   * empty gap, and concurrent replacements leave exactly one set. With `requireVerifiedMfaDevice`, only while the
+   * user has a verified MFA device, read in the replacement's transaction after its lock: `false` and nothing
+   * written when they have none. `true` otherwise.
+   */
+  replace(tenantId: string, userId: string, codeHashes: readonly Buffer[], options?: { requireVerifiedMfaDevice?: boolean }): Promise<boolean>;
   /** Marks the unused code with this hash used; `true` only for the one call that did (concurrent calls with the same code: exactly one `true`). */
   consume(tenantId: string, userId: string, codeHash: Buffer): Promise<boolean>;
   /** How many of the user's codes are still unused. */

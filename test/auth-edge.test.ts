@@ -372,6 +372,18 @@ describe('auth edge cases', function () {
       expect401(await request(rsApp).get('/me').set('Authorization', `Bearer ${none}`), none, 'none on RS256 app');
     });
 
+    it('a validly signed token whose claims nest 5,000 levels deep is taken (not a 500): too deep to remember, verified in full each time', async () => {
+      // The payload's text by hand: JSON.stringify (and so jsonwebtoken's sign) overflows the stack on it too.
+      const text = `${JSON.stringify(claims()).slice(0, -1)},"x":${'['.repeat(5000)}"leaf"${']'.repeat(5000)}}`;
+      const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(text)}`;
+      const token = `${input}.${createHmac('sha256', JWT_SECRET).update(input).digest('base64url')}`;
+      for (let i = 0; i < 2; i++) {
+        const res = await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`);
+        expect(res.status, res.text.slice(0, 200)).to.equal(200);
+        expect(res.body).to.deep.equal({ userId: 'alice', tenantId: 'acme' });
+      }
+    });
+
     it('no Authorization, another scheme, an empty bearer → 401 Problem', async () => {
       for (const header of [undefined, '', `Basic ${Buffer.from('alice:pw').toString('base64')}`, 'Bearer', 'Bearer ', `Token ${signed}`, signed, `Bearer${signed}`]) {
         const req = request(hsApp).get('/me');

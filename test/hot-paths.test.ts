@@ -286,7 +286,7 @@ describe('hot-path helpers', () => {
         const user = `u-${String(prepared)}`;
         const now = new Date();
         const until = new Date(now.getTime() + 3_600_000);
-        const { device } = await storage.trustedDevices.upsert('acme', user, { fingerprint: 'fp', trustedUntil: until, deviceName: 'laptop' }, now);
+        const { device } = (await storage.trustedDevices.upsert('acme', user, { fingerprint: 'fp', trustedUntil: until, deviceName: 'laptop' }, now))!;
         const seen: Array<{ sql: string; options: { name?: string } }> = [];
         const onQuery = (q: { sql: string; options: { name?: string } }) => seen.push(q);
         db.knex.on('query', onQuery);
@@ -364,7 +364,7 @@ describe('hot-path helpers', () => {
       // Five devices trusted at one instant, then two later.
       for (let i = 0; i < 7; i++) {
         const when = i < 5 ? at : new Date(at.getTime() + i * 1000);
-        ids.push((await storage.trustedDevices.upsert('acme', user, { fingerprint: `fp-${i}`, trustedUntil: until, deviceName: `Device ${i}`, ip: '2001:db8::1', os: 'Łódź OS ✓' }, when)).device.id);
+        ids.push((await storage.trustedDevices.upsert('acme', user, { fingerprint: `fp-${i}`, trustedUntil: until, deviceName: `Device ${i}`, ip: '2001:db8::1', os: 'Łódź OS ✓' }, when))!.device.id);
       }
       const expected = [ids[6]!, ids[5]!, ...ids.slice(0, 5).sort().reverse()];
       const seenIds: string[] = [];

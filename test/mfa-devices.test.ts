@@ -159,6 +159,28 @@ describe('mfaDevicesRouter: devices', () => {
       expect(events[0]!.payload).to.include({ tenantId: 'acme', userId: 'enroller', deviceId: res.body.device.id });
     });
 
+    it('an email claim no authenticator app can show (a lone surrogate, NUL, a bidi override, 255+ characters) labels the account with the user id: 201, not a 500, and one device', async () => {
+      for (const [n, email] of ['a\ud800@example.com', 'a\u0000b@example.com', 'admin\u202e@example.com', `${'a'.repeat(2400)}@example.com`, 42].entries()) {
+        const user = `odd-email-${n}`;
+        const res = await request(app).post('/auth/mfa/devices/totp').set('Authorization', `Bearer ${token(user, 'acme', { email })}`).send({ deviceName: 'Phone' });
+        expect(res.status, `${n}: ${res.text.slice(0, 200)}`).to.equal(201);
+        expect(decodeURIComponent(new URL(res.body.otpauthUrl as string).pathname), String(n)).to.equal(`/ACME:${user}`);
+        expect((await as(request(app).get('/auth/mfa/devices'), user)).body, String(n)).to.have.length(1);
+      }
+    });
+
+    it("a host's accountName that answers no usable label: the user id, and a warning without the label", async () => {
+      const lines: unknown[] = [];
+      const logger = { ...silentLogger, warn: (...args: unknown[]) => void lines.push(args), child: () => logger };
+      const { app: custom } = mfaApp(db.storage, { rateLimit: false, accountName: () => 'x'.repeat(300), logger: logger as typeof silentLogger });
+      const res = await as(request(custom).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), 'custom-label');
+      expect(res.status, res.text).to.equal(201);
+      expect(decodeURIComponent(new URL(res.body.otpauthUrl as string).pathname)).to.equal('/express-mfa-kit:custom-label');
+      expect(JSON.stringify(lines)).to.contain('accountName answered no usable label').and.not.contain('xxxx');
+      expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, issuer: 'A'.repeat(101) })).to.throw(TypeError, /'issuer' must be 1-100 characters/);
+      expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, issuer: 'Bad\u202eIssuer' })).to.throw(TypeError, /'issuer'/);
+    });
+
     it('stores the secret sealed with the key ring, bound to tenant, user and device', async () => {
       const e = await enrol('sealed');
       const row = (await db.knex('mfa_devices').where({ tenant_id: 'acme', id: e.device.id }).first()) as { secret_key_id: string; secret_ciphertext: Buffer; totp_skew: number };

@@ -8,7 +8,7 @@ import { sendJson } from '../../lib/send-json.js';
 import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
-import type { MfaDevicesRouterConfig } from './options.js';
+import { MAX_ACCOUNT_LABEL_LENGTH, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
 import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, pageQuery, updateDeviceBody, verifyDeviceBody } from './schemas.js';
 import type { Caller, MfaDevicesService } from './service.js';
 import type { MfaDevice } from '../../storage/types.js';
@@ -75,7 +75,10 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
   router.post('/devices/totp', ...stepUp, async (req, res) => {
     const body = parseOrThrow(enrollTotpBody, req.body ?? {});
     const caller = callerOf(req);
-    const account = config.accountName({ tenantId: caller.tenantId, userId: caller.userId, claims: claimsOf(req) });
+    const label = config.accountName({ tenantId: caller.tenantId, userId: caller.userId, claims: claimsOf(req) });
+    // A host's accountName that answers no usable label (too long for a QR code, not displayable): the user id.
+    if (!isAccountLabel(label)) config.logger.warn({ request_id: caller.requestId }, `accountName answered no usable label (1-${MAX_ACCOUNT_LABEL_LENGTH} displayable characters): the user id is used`);
+    const account = isAccountLabel(label) ? label : caller.userId;
     const result = await service.enrollTotp(caller, { deviceName: body.deviceName, account });
     switch (result.status) {
       case 'OK':

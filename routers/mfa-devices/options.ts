@@ -9,6 +9,7 @@ import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type Truste
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
+import { isDisplayable } from '../../lib/validation.js';
 import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
 import {
   DEFAULT_TOTP_ALGORITHM,
@@ -35,6 +36,8 @@ export const DEFAULT_ISSUER = 'express-mfa-kit';
 export const DEFAULT_MAX_DEVICES = 10;
 /** How long an enrolment may stay unverified: 15 minutes. */
 export const DEFAULT_UNVERIFIED_TTL_SECONDS = 900;
+/** Longest `issuer` (the name authenticator apps show). */
+export const MAX_ISSUER_LENGTH = 100;
 /** Longest device name accepted. */
 export const MAX_DEVICE_NAME_LENGTH = 100;
 
@@ -202,9 +205,16 @@ const KNOWN = [
 const EXAMPLE = '{ storage: knexStorage({ knex }), keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
 const ALGORITHMS: readonly TotpAlgorithm[] = ['SHA1', 'SHA256', 'SHA512'];
 
+/** Longest account label put in an `otpauth://` URI (an email address is at most 254 characters, RFC 5321). */
+export const MAX_ACCOUNT_LABEL_LENGTH = 254;
+
+/** Whether a label can go in an `otpauth://` URI and be shown by an authenticator app as it is. */
+export const isAccountLabel = (label: unknown): label is string => typeof label === 'string' && label.length >= 1 && label.length <= MAX_ACCOUNT_LABEL_LENGTH && isDisplayable(label);
+
+/** The `email` claim when it is a label an authenticator app can show (the user chose it: checked), else the user id. */
 const defaultAccountName = (user: MfaUser): string => {
   const email = user.claims.email;
-  return typeof email === 'string' && email !== '' ? email : user.userId;
+  return isAccountLabel(email) ? email : user.userId;
 };
 
 function parseTotp(options: TotpOptions | undefined): TotpParams {
@@ -245,8 +255,8 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
   checkFunction('accountName', options.accountName);
   checkFunction('onVerified', options.onVerified);
   checkFunction('now', options.now);
-  if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer.trim() === '' || options.issuer.includes(':'))) {
-    throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'issuer' must be a non-empty string without ':' (it prefixes the account label)`);
+  if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer.trim() === '' || options.issuer.includes(':') || options.issuer.length > MAX_ISSUER_LENGTH || !isDisplayable(options.issuer))) {
+    throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'issuer' must be 1-${MAX_ISSUER_LENGTH} characters of displayable text without ':' (it prefixes the account label)`);
   }
   const logger = options.logger ?? getDefaultLogger();
   return {

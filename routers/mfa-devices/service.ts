@@ -127,6 +127,9 @@ export class MfaDevicesService {
     const id = randomUUID();
     const secret = this.totp.generateSecret();
     const sealed = config.keyRing.seal(secret, deviceAad({ tenantId: caller.tenantId, userId: caller.userId, id }));
+    // Built before the row: what fails here leaves no enrolment behind holding a device slot.
+    const otpauthUrl = this.totp.uri({ issuer: config.issuer, account: input.account, secret, params: config.totp });
+    const qrCode = await this.totp.qrCode(otpauthUrl);
     const now = new Date();
     const created = await config.storage.mfaDevices.create(
       {
@@ -143,8 +146,6 @@ export class MfaDevicesService {
     );
     if (created.status !== 'OK') return created;
     this.emit('device.enrolled', { ...eventBase(caller), deviceId: id, method: 'totp' });
-    const otpauthUrl = this.totp.uri({ issuer: config.issuer, account: input.account, secret, params: config.totp });
-    const qrCode = await this.totp.qrCode(otpauthUrl);
     return { status: 'OK', device: created.device, secret, otpauthUrl, qrCode };
   }
 
@@ -327,7 +328,9 @@ export class MfaDevicesService {
   /** A new set of recovery codes, replacing the old one; shown this once. Only as the fallback of a verified device. */
   async regenerateRecoveryCodes(caller: Caller): Promise<RegenerateRecoveryCodesResult> {
     if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
-    const codes = await this.recoveryCodes.regenerate(caller.tenantId, caller.userId);
+    // The check above answers fast; this one, in the write, is what holds when the last device is being removed.
+    const codes = await this.recoveryCodes.regenerateWhileEnrolled(caller.tenantId, caller.userId);
+    if (codes === null) return { status: 'NOT_ENROLLED' };
     this.emit('recovery_codes.generated', { ...eventBase(caller), count: codes.length });
     return { status: 'OK', codes };
   }
@@ -342,8 +345,10 @@ export class MfaDevicesService {
     this.emit('mfa.succeeded', { ...eventBase(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
     let trustedDevice: TrustedDevice | undefined;
     if (input.remember) {
-      trustedDevice = await this.trustedDevices.trust(caller.tenantId, caller.userId, input.remember);
-      this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id });
+      // null: the user's last device went (or the user was erased) while this login was answering: the code was
+      // right, but there is no second factor left for the browser to stand in for.
+      trustedDevice = (await this.trustedDevices.rememberAfterSecondFactor(caller.tenantId, caller.userId, input.remember)) ?? undefined;
+      if (trustedDevice) this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id });
     }
     return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };
   }

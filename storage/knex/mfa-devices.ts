@@ -234,3 +234,9 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
 export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
   await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
 }
+
+/** Whether the user has a verified MFA device (enabled or not), read in the caller's transaction. */
+export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: string, userId: string): Promise<boolean> {
+  const { rows } = await trx.raw<{ rows: Array<{ found: boolean }> }>('select exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as found', [tenantId, userId]);
+  return rows[0]!.found;
+}

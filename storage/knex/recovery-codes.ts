@@ -1,6 +1,7 @@
 /** Recovery codes on Postgres: hashes only; consumed by one conditional UPDATE so a code works once. */
 import type { Knex } from 'knex';
 import type { RecoveryCodeStore } from '../types.js';
+import { hasVerifiedMfaDevice } from './mfa-devices.js';
 
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
@@ -14,16 +15,20 @@ export async function lockRecoveryCodes(trx: Knex.Transaction, tenantId: string,
 export class KnexRecoveryCodeStore implements RecoveryCodeStore {
   constructor(private readonly knex: Knex) {}
 
-  async replace(tenantId: string, userId: string, codeHashes: readonly Buffer[]): Promise<void> {
-    await this.knex.transaction(async (trx) => {
+  async replace(tenantId: string, userId: string, codeHashes: readonly Buffer[], options: { requireVerifiedMfaDevice?: boolean } = {}): Promise<boolean> {
+    return this.knex.transaction(async (trx) => {
       // Two concurrent replacements would otherwise each delete only the rows they can see and
       // both insert, leaving two sets; the per-user lock makes them take turns. A hash collision of
       // two users' keys only makes them wait for each other briefly.
       await lockRecoveryCodes(trx, tenantId, userId);
+      // After the lock, which the revocation on a removal of the last device takes too: that removal either
+      // committed before this read (nothing is written) or revokes after this commit, deleting this set.
+      if (options.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) return false;
       await trx('mfa_recovery_codes').where({ tenant_id: tenantId, user_id: userId }).delete();
       if (codeHashes.length > 0) {
         await trx('mfa_recovery_codes').insert(codeHashes.map((h) => ({ tenant_id: tenantId, user_id: userId, code_hash: h })));
       }
+      return true;
     });
   }
 

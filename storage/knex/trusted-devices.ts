@@ -1,8 +1,9 @@
 /** Trusted devices on Postgres, with the per-user generation and the global cache epoch the cache relies on. */
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceWrite } from '../types.js';
+import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
 import { coalesce } from '../coalesce.js';
+import { hasVerifiedMfaDevice } from './mfa-devices.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -179,9 +180,17 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     });
   }
 
-  async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<{ device: TrustedDevice; created: boolean; generation: number }> {
-    return this.knex.transaction(async (trx) => {
+  async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<TrustedDeviceUpsert | null> {
+    const trx = await this.knex.transaction();
+    try {
       const generation = await bumpGeneration(trx, tenantId, userId);
+      // After the generation lock, so a removal of the last device either commits before this read (nothing is
+      // written, the bump rolled back) or revokes after this commit: its revokeAll bumps the generation first,
+      // waiting for this transaction, then deletes in a snapshot that holds this row. An erasure does the same.
+      if (write.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) {
+        await trx.rollback();
+        return null;
+      }
       // A renew keeps the id and created_at; details not given keep their stored value.
       const { rows } = await trx.raw<{ rows: Array<TrustedDeviceRow & { created: boolean }> }>(
         `insert into trusted_devices (tenant_id, id, user_id, fingerprint, device_name, device_type, browser, os, ip, created_at, updated_at, trusted_until)
@@ -210,9 +219,13 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
           write.trustedUntil,
         ],
       );
+      await trx.commit();
       const row = rows[0]!;
       return { device: toTrustedDevice(row), created: row.created, generation };
-    });
+    } catch (err) {
+      if (!trx.isCompleted()) await trx.rollback().catch(() => undefined);
+      throw err;
+    }
   }
 
   async find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }> {
