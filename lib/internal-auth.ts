@@ -34,11 +34,33 @@ export function parseInternalKeys(keys: string | readonly string[]): string[] {
   return list;
 }
 
+/** Parameter names a key goes by in a URL (besides the key header's own name), compared without case. */
+const KEY_PARAMS = /^(?:api[-_]?key|key|internal[-_]?api[-_]?key|access[-_]?key)$/;
+
+/** Whether the query string has a parameter named like an API key (names percent-decoded, any case). */
+export function keyInQuery(query: string, header: string): boolean {
+  if (!/key/i.test(query)) return false; // the common case: one test, no split
+  for (const pair of query.split('&')) {
+    const eq = pair.indexOf('=');
+    let name = (eq === -1 ? pair : pair.slice(0, eq)).replaceAll('+', ' ');
+    try {
+      name = decodeURIComponent(name);
+    } catch {
+      // not percent-encoded UTF-8: the router's query check answers it
+    }
+    name = name.trim().toLowerCase();
+    if (name === header || KEY_PARAMS.test(name)) return true;
+  }
+  return false;
+}
+
 /**
  * Checks the key header before anything else (401 otherwise). Keys are hashed once at set-up and the
  * presented key's SHA-256 is compared with each of them by `timingSafeEqual` (equal-length digests,
  * every key compared, no early exit), so neither content nor length leaks through timing. A key in
- * the query string is never looked at.
+ * the query string is never looked at, and refused: a request whose query has a parameter named like a
+ * key (`x-internal-api-key`, `api_key`, `key`, …) gets 401 even beside a right header, since a URL ends up
+ * in proxy and access logs (the caller should rotate that key).
  */
 export function internalAuth(options: InternalAuthOptions): RequestHandler {
   const digests = parseInternalKeys(options.keys).map(digest);
@@ -47,8 +69,14 @@ export function internalAuth(options: InternalAuthOptions): RequestHandler {
     throw new TypeError(`express-mfa-kit: internal key header '${header}' is not a valid HTTP header name: use letters, digits and '-', e.g. 'x-internal-api-key'`);
   }
   // No registered scheme fits a key in a header of its own; the challenge names the header to send it in.
-  const refused = () => ProblemError.from('INVALID_INTERNAL_KEY', { challenge: `ApiKey header="${header}"` });
+  const refused = (detail?: string) => ProblemError.from('INVALID_INTERNAL_KEY', { challenge: `ApiKey header="${header}"`, ...(detail !== undefined && { detail }) });
+  const inUrl = `An API key in the URL is refused (URLs are logged): send it in the ${header} header only, and rotate the key that was sent.`;
   return (req, _res, next) => {
+    const question = req.url.indexOf('?');
+    if (question !== -1 && keyInQuery(req.url.slice(question + 1), header)) {
+      next(refused(inUrl));
+      return;
+    }
     const presented = req.headers[header];
     if (typeof presented !== 'string' || presented === '') {
       next(refused());

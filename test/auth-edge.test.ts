@@ -185,6 +185,19 @@ describe('auth edge cases', function () {
       expectKey401(res, KEY_A, 'body');
     });
 
+    it('a key in the query string is refused even beside the right header (CONTRACT.md §1): 401 that says why, any spelling of the name', async () => {
+      for (const q of [`&x-internal-api-key=${KEY_A}`, `&X-Internal-API-Key=${KEY_A}`, `&api_key=${KEY_A}`, `&apiKey=${KEY_A}`, `&API-KEY=x`, `&key=${KEY_A}`, `&%6Bey=${KEY_A}`, '&internal_api_key', `&access_key=${KEY_A}`]) {
+        const res = await request(app).get(`${DEVICES}${q}`).set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+        expectKey401(res, KEY_A, q);
+        expect(res.body.detail, q).to.equal('An API key in the URL is refused (URLs are logged): send it in the x-internal-api-key header only, and rotate the key that was sent.');
+      }
+      // Names that merely contain "key" are not a key: the request passes.
+      for (const q of ['&monkey=1', '&keyboard=1']) {
+        const res = await request(app).get(`/internal/session/trusted-devices/check?user_id=alice&device_fingerprint=key${q}`).set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme');
+        expect(res.status, q).to.not.equal(401);
+      }
+    });
+
     it('the same on every internal route (trusted devices, TOTP verify): wrong, empty-ish, case-changed → 401', async () => {
       const routes: Array<[method: 'get' | 'post' | 'delete', path: string]> = [
         ['get', '/internal/session/trusted-devices?user_id=alice'],
