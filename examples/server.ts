@@ -68,7 +68,9 @@ function durationFromEnv(name: string, min: number, max: number): number | undef
 function loadEnv(): ServerEnv {
   const production = process.env.NODE_ENV === 'production';
   if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
-  const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => !process.env[name]?.trim());
+  const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  // A list of nothing (",", " , ") is unset too: production must not fall back to a random key.
+  const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => (name === 'JWT_SECRET' ? !process.env[name]?.trim() : split(process.env[name]).length === 0));
   if (production && missing.length > 0) {
     logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
     process.exit(1);
@@ -86,7 +88,6 @@ function loadEnv(): ServerEnv {
   // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
   const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
   const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS) ?? 0;
-  const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   return {
     port,
     requestLog: requestLog === 'on',

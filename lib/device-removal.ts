@@ -37,9 +37,11 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
     if (!device || device.method !== method) return null;
   }
   const { removed, verifiedRemaining } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
-  if (!removed) return null;
+  // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
+  if (!removed || (!removed.verified && removed.expiresAt !== null && removed.expiresAt <= new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });
-  if (verifiedRemaining === 0) await revokeOnLastDevice(deps, caller);
+  // Only a verified device stood for a second factor: an enrolment withdrawn leaves what the user had as it was.
+  if (removed.verified && verifiedRemaining === 0) await revokeOnLastDevice(deps, caller);
   return removed;
 }
 

@@ -86,6 +86,11 @@ export interface ProblemInit {
    * `UNAUTHENTICATED`, `ApiKey` for `INVALID_INTERNAL_KEY`).
    */
   challenge?: string;
+  /**
+   * Fields the log line of an unexpected (5xx) problem carries, beside its request id; never sent to the client.
+   * Ids and names only: nothing of a secret or of the content.
+   */
+  logFields?: Readonly<Record<string, string | number>>;
   cause?: unknown;
 }
 
@@ -99,6 +104,7 @@ export class ProblemError extends Error {
   readonly retryAfter: number | undefined;
   readonly extensions: Record<string, unknown> | undefined;
   readonly challenge: string | undefined;
+  readonly logFields: Readonly<Record<string, string | number>> | undefined;
 
   constructor(key: ErrorKey, init: ProblemInit = {}) {
     const entry = ERROR_CATALOGUE[key];
@@ -113,6 +119,7 @@ export class ProblemError extends Error {
     this.retryAfter = init.retryAfter;
     this.extensions = init.extensions;
     this.challenge = init.challenge;
+    this.logFields = init.logFields;
   }
 
   static from(key: ErrorKey, init?: ProblemInit | string): ProblemError {
@@ -126,8 +133,9 @@ export const isProblemError = (err: unknown): err is ProblemError => err instanc
 export const INVALID_UTF8 = 'entity.utf8.invalid';
 
 // 57P0x admin/crash shutdown, cannot connect now, idle-session timeout; 53xxx out of resources;
-// 57014 statement timeout; 55P03 lock timeout; 25P03 idle-in-transaction timeout; 3D000 database gone.
-const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000']);
+// 57014 statement timeout; 55P03 lock timeout; 25P03 idle-in-transaction timeout; 3D000 database gone;
+// 25006 a write on a server that takes none (a standby during a fail-over).
+const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000', '25006']);
 const NET_UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
 
 /**

@@ -272,13 +272,16 @@ export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandl
     const { problem, unexpected } = toProblemError(err);
     const requestId = contextOf(req).requestId;
     if (unexpected) {
-      logger.error({ request_id: requestId, error: summarizeError(err) }, 'unhandled error');
+      logger.error({ ...problem.logFields, request_id: requestId, error: summarizeError(err) }, 'unhandled error');
     } else if (problem.key === 'STORAGE_UNAVAILABLE') {
       logger.warn({ request_id: requestId, reason: describeCause(err) }, 'storage unavailable');
     }
     sendProblem(res, req, problem, resolved);
   };
 }
+
+/** Text that starts like an SQL statement. */
+const SQL_TEXT = /^\s*\(?\s*(?:select|insert|update|delete|with|create|alter|drop|truncate|copy|begin|commit|rollback|set|lock)\b/i;
 
 /**
  * What of an unknown error may be logged: its name, code and first message line, with the SQL
@@ -287,9 +290,11 @@ export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandl
 export function summarizeError(err: unknown): { name: string; code?: string; message: string } {
   if (!(err instanceof Error)) return { name: typeof err, message: 'non-error thrown' };
   const code = (err as { code?: unknown }).code;
-  const firstLine = err.message.split('\n', 1)[0] ?? '';
-  const cut = firstLine.lastIndexOf(' - ');
-  const message = (cut === -1 ? firstLine : firstLine.slice(cut + 3)).slice(0, 200);
+  // knex puts the statement before the driver's message (`insert into … - <message>`), on as many lines as the SQL
+  // has: the message is what follows the last ' - '. Whatever still reads like SQL is left out.
+  const cut = err.message.lastIndexOf(' - ');
+  const tail = (cut === -1 ? err.message : err.message.slice(cut + 3)).split('\n', 1)[0] ?? '';
+  const message = SQL_TEXT.test(tail) ? '(SQL left out)' : tail.slice(0, 200);
   return typeof code === 'string' ? { name: err.name, code, message } : { name: err.name, message };
 }
 

@@ -71,7 +71,7 @@ export interface NewMfaDevice {
 export type CreateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'DEVICE_LIMIT_REACHED' };
 
 export interface MfaDeviceStore {
-  /** A user's devices, newest first (ties by id), optionally of one method. */
+  /** A user's devices, newest first (ties by id), optionally of one method; abandoned enrolments (never verified, past `expiresAt`) left out. */
   list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>>;
   /** One device of the user (expired unverified ones included: the caller decides), or `null`. */
   get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null>;
@@ -360,6 +360,6 @@ export interface MfaStorage {
   trustedDevices: TrustedDeviceStore;
   /** Erasure of all of a user's data. */
   users: UserDataStore;
-  /** Resolves when the database answers a trivial query; rejects otherwise (readiness). */
+  /** Resolves when the database answers a trivial query and takes writes; rejects otherwise (readiness). */
   ping(): Promise<void>;
 }

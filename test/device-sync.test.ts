@@ -594,6 +594,9 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
         expect(res.body).to.include({ status: 500, code: 50000002 });
         expect(res.text).not.to.contain(secret);
+        // One log line has the cause (which row, which key) and the request id the client got, as CONTRACT.md §2 asks.
+        const line = logLines.map((l) => (JSON.parse(l) as [Record<string, unknown>, string])[0]).find((l) => l.reason === 'sync record vault did not decrypt' && l.record_id === rec.id);
+        expect(line, 'the cause line').to.include({ request_id: res.body.request_id, tenant_id: 'acme' });
         res = await getList('thief');
         expect(res.status).to.equal(500);
         expect(res.text).not.to.contain(secret);

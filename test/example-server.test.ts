@@ -60,6 +60,12 @@ describe('example server start-up', () => {
     expect(output).not.to.contain('prod-jwt-secret-value');
   });
 
+  it('a list of nothing (",") is unset too: production refuses it rather than falling back to a random key', async () => {
+    const { code, output } = await runServer({ NODE_ENV: 'production', JWT_SECRET: 'prod-jwt-secret-value-0123456789', INTERNAL_API_KEYS: ' , ', MFA_ENCRYPTION_KEYS: ',', PORT: '0' });
+    expect(code).to.equal(1);
+    expect(output).to.match(/refusing to start while INTERNAL_API_KEYS, MFA_ENCRYPTION_KEYS are unset/);
+  });
+
   it('refuses a malformed encryption key at start-up with the fix in the message', async () => {
     const { code, output } = await runServer({
       NODE_ENV: 'production',

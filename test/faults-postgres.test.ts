@@ -13,12 +13,14 @@ import { expect } from 'chai';
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { pino } from 'pino';
+import request from 'supertest';
 import { knexStorage } from '../index.js';
 import { isStorageUnavailable } from '../lib/errors.js';
 import { createExampleApp } from '../examples/app.js';
 import { createKnex, scrubKnexMessage } from '../examples/db.js';
 import type { EmbeddedPostgresServer } from '../examples/embedded-postgres.js';
 import { KEY_A, insertDevice, ring } from './support/fixtures.js';
+import { freshDatabase } from './support/postgres.js';
 
 const DATABASE = 'mfa_faults';
 /** The example server's default statement timeout (examples/db.ts). */
@@ -84,6 +86,36 @@ describe('scrubKnexMessage(): knex warnings without SQL (regression: a fault run
     expect(scrubKnexMessage('Connection Error: Error: Connection terminated unexpectedly')).to.equal('Connection Error: Error: Connection terminated unexpectedly');
     expect(scrubKnexMessage('Connection Error: select 1 from x')).to.equal('Connection Error: (message withheld: it held query text)');
     expect(scrubKnexMessage({ sql: 'select 1' })).to.equal('knex message');
+  });
+});
+
+describe('a database that takes no writes (default_transaction_read_only: a standby after a fail-over)', function () {
+  this.timeout(30_000);
+  it('/readyz 503; a write is a 503 to retry (not a 500); reads keep working', async () => {
+    const db = await freshDatabase();
+    let knex: Knex | undefined;
+    try {
+      await knexStorage({ knex: db.knex }).migrate();
+      await db.knex.raw(`alter database "${db.name}" set default_transaction_read_only = on`);
+      knex = createKnex(db.url); // new connections take the database's setting
+      const storage = knexStorage({ knex });
+      let refused: unknown;
+      await storage.ping().catch((err: unknown) => (refused = err));
+      expect(refused, 'ping rejects').to.be.instanceOf(Error);
+      const app = createExampleApp({ storage, internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'read-only-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
+      const ready = await request(app).get('/readyz');
+      expect(ready.status).to.equal(503);
+      const headers = { 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' };
+      const write = await request(app).post('/internal/session/trusted-devices').set(headers).send({ user_id: 'ro', device_fingerprint: 'fp' });
+      expect(write.status, write.text).to.equal(503);
+      expect(write.headers['retry-after']).to.equal('5');
+      const read = await request(app).get('/internal/session/trusted-devices/check').query({ user_id: 'ro', device_fingerprint: 'fp' }).set(headers);
+      expect(read.status, read.text).to.equal(200);
+      expect(read.body).to.deep.equal({ trusted: false });
+    } finally {
+      await knex?.destroy();
+      await db.drop();
+    }
   });
 });
 

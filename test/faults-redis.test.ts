@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { migrate } from '../index.js';
+import { DEFAULT_EPOCH_REFRESH_MS } from '../lib/trusted-devices.js';
 import { bearer, enrolTotp, exampleInstance, internalHeaders, type AppInstance } from './support/cluster.js';
 import { oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -31,12 +32,12 @@ describe('Redis faults under the example app (two instances, private redis-serve
   let prefix: string;
   let answered = 0;
 
-  /** Runs a request and checks it answered within WITHIN_MS. */
-  const timed = async <T extends { status: number }>(what: string, run: () => Promise<T>): Promise<T> => {
+  /** Runs a request and checks it answered within `within` ms. */
+  const timed = async <T extends { status: number }>(what: string, run: () => Promise<T>, within = WITHIN_MS): Promise<T> => {
     const t0 = performance.now();
     const res = await run();
     const ms = performance.now() - t0;
-    expect(ms, `${what}: answered in ${Math.round(ms)} ms`).to.be.below(WITHIN_MS);
+    expect(ms, `${what}: answered in ${Math.round(ms)} ms`).to.be.below(within);
     expect(res.status, what).to.be.below(500);
     answered++;
     return res;
@@ -64,8 +65,10 @@ describe('Redis faults under the example app (two instances, private redis-serve
       expect((await check(inst, u.user, 'kept')).body).to.deep.include({ trusted: true, device_id: u.kept.id });
       expect((await check(inst, u.user, 'never-seen')).body).to.deep.equal({ trusted: false });
     }
-    // Revocations succeed, and are honoured on both instances at once.
-    expect((await timed('revoke', () => request(a.app).delete(`${TD}/${u.revoked.id}?user_id=${u.user}`).set(internalHeaders()))).status).to.equal(204);
+    // Revocations succeed, and are honoured on both instances at once: a revocation the cache missed answers once
+    // no instance can use an epoch read before its bump (2 × epochRefreshMs, lib/trusted-devices.ts point 4).
+    const revoke = () => request(a.app).delete(`${TD}/${u.revoked.id}?user_id=${u.user}`).set(internalHeaders());
+    expect((await timed('revoke', revoke, WITHIN_MS + 2 * DEFAULT_EPOCH_REFRESH_MS)).status).to.equal(204);
     for (const inst of [a, b]) expect((await check(inst, u.user, 'revoked')).body).to.deep.equal({ trusted: false });
     // A new trust is seen by the other instance.
     expect((await trust(b, u.user, 'added')).status).to.equal(201);
@@ -129,10 +132,10 @@ describe('Redis faults under the example app (two instances, private redis-serve
     raw?.disconnect();
     await redis?.stop();
     await db?.drop();
-    console.log(`      [faults-redis] ${answered} requests answered within ${WITHIN_MS} ms, none failed`);
+    console.log(`      [faults-redis] ${answered} requests answered within ${WITHIN_MS} ms (revocations ${WITHIN_MS + 2 * DEFAULT_EPOCH_REFRESH_MS} ms), none failed`);
   });
 
-  it('Redis paused (CLIENT PAUSE): checks, revocations, trusts and verifications answer from Postgres within 1.5 s; no stale positive afterwards', async () => {
+  it('Redis paused (CLIENT PAUSE): checks, trusts and verifications answer from Postgres within 1.5 s (revocations 2 s later); no stale positive afterwards', async () => {
     const u = await setUp();
     // The positive entry of the device about to be revoked, and the generation it is valid under.
     const keys = await raw.keys(`${prefix}*`);

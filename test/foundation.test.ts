@@ -8,6 +8,7 @@ import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, prob
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { sendJson } from '../lib/send-json.js';
+import { summarizeError } from '../lib/problem.js';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 /** An app whose one route throws what the test asks for, formatted by problemJson(format). */
@@ -102,6 +103,21 @@ describe('problemJson()', () => {
     expect(res.status).to.equal(500);
     expect(res.body.detail).to.equal('An unexpected error occurred.');
     expect(res.text).not.to.match(/select|relation|at \w+ \(|stack/i);
+  });
+
+  it('logs no SQL: knex\'s "<statement> - <reason>" keeps the reason only, however many lines the statement has', () => {
+    const knexError = (sql: string, reason: string) => Object.assign(new Error(`${sql} - ${reason}`), { code: '25006' });
+    const multi = knexError('insert into trusted_device_generations (tenant_id, user_id, generation) values ($1, $2, 1)\n     on conflict (tenant_id, user_id) do update set generation = 2', 'cannot execute INSERT in a read-only transaction');
+    expect(summarizeError(multi)).to.deep.equal({ name: 'Error', code: '25006', message: 'cannot execute INSERT in a read-only transaction' });
+    expect(summarizeError(new Error('insert into trusted_devices (tenant_id, id)\nvalues ($1, $2)'))).to.deep.equal({ name: 'Error', message: '(SQL left out)' });
+    expect(summarizeError(new Error('select secret from keys'))).to.deep.equal({ name: 'Error', message: '(SQL left out)' });
+    expect(summarizeError(new Error('connect ECONNREFUSED 127.0.0.1:5432'))).to.deep.equal({ name: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:5432' });
+  });
+
+  it('a write refused by a read-only database (25006: a standby during a fail-over) is a 503 to retry, not a 500', async () => {
+    const res = await request(appWith('problem', () => Object.assign(new Error('insert into x - cannot execute INSERT in a read-only transaction'), { code: '25006' }))).get('/boom');
+    expect(res.status).to.equal(503);
+    expect(res.headers['retry-after']).to.equal('5');
   });
 
   it('answers 503 with Retry-After for an unreachable database', async () => {

@@ -145,6 +145,39 @@ describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/t
     expect(await remaining(s.app, neighbour)).to.equal(10);
   });
 
+  it('an enrolment withdrawn (never verified) takes nothing with it: a user without a verified device keeps their trusted devices', async () => {
+    const s = setup();
+    const u = user('withdrawn');
+    const trust = await request(s.app).post('/internal/session/trusted-devices').set(internal()).send({ user_id: u, device_fingerprint: 'fp-laptop' });
+    expect(trust.status).to.equal(201);
+    // Two enrolments left pending: one withdrawn by the user, one by the identity service's reset.
+    for (const via of ['user', 'reset'] as const) {
+      const enrol = await as(request(s.app).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), u);
+      expect(enrol.status).to.equal(201);
+      if (via === 'user') expect((await as(request(s.app).delete(`/auth/mfa/devices/${enrol.body.device.id}`), u)).status).to.equal(204);
+      else expect((await request(s.app).delete(ALL).query({ user_id: u }).set(internal())).body).to.deep.equal({ removed: 1 });
+      for (const app of [s.app, s.other]) expect((await check(app, u)).body.trusted, via).to.equal(true);
+    }
+    expect(s.revoked).to.deep.equal([]);
+  });
+
+  it('an abandoned enrolment (past its window) is gone here too: not listed, and removing it is a 404 that revokes nothing', async () => {
+    const s = setup();
+    const u = user('abandoned');
+    const kept = await totpDevice(s.app, s.clock, u);
+    const enrol = await as(request(s.app).post('/auth/mfa/devices/totp').send({ deviceName: 'Tablet' }), u);
+    const pending = enrol.body.device.id as string;
+    expect((await request(s.app).get(ONE).query({ user_id: u }).set(internal())).body.total).to.equal(2);
+    await suite.db.knex('mfa_devices').where({ id: pending }).update({ expires_at: new Date(Date.now() - 1000) });
+    const list = await request(s.app).get(ONE).query({ user_id: u }).set(internal());
+    expect(list.body.total).to.equal(1);
+    expect((list.body.items as Array<{ device_id: string }>).map((d) => d.device_id)).to.deep.equal([kept]);
+    expect((await request(s.app).get(ONE).query({ user_id: u, page: 2, page_size: 1 }).set(internal())).body.total, 'the count past the last page').to.equal(1);
+    expect((await request(s.app).delete(`${ONE}/${pending}`).query({ user_id: u }).set(internal())).status).to.equal(404);
+    expect((await as(request(s.app).delete(`/auth/mfa/devices/${pending}`), u)).status).to.equal(404);
+    expect(s.removed).to.deep.equal([]);
+  });
+
   it('bad input: 401 before anything, 400 for the user id, 405 for another method; nothing removed', async () => {
     const s = setup();
     const u = user('bad-input');

@@ -172,7 +172,7 @@ describe('mfaDevicesRouter: devices', () => {
     it("a host's accountName that answers no usable label: the user id, and a warning without the label", async () => {
       const lines: unknown[] = [];
       const logger = { ...silentLogger, warn: (...args: unknown[]) => void lines.push(args), child: () => logger };
-      const { app: custom } = mfaApp(db.storage, { rateLimit: false, accountName: () => 'x'.repeat(300), logger: logger as typeof silentLogger });
+      const { app: custom } = mfaApp(db.storage, { rateLimit: false, accountName: () => 'x'.repeat(300), logger: logger });
       const res = await as(request(custom).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), 'custom-label');
       expect(res.status, res.text).to.equal(201);
       expect(decodeURIComponent(new URL(res.body.otpauthUrl as string).pathname)).to.equal('/express-mfa-kit:custom-label');

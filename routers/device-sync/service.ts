@@ -2,7 +2,7 @@
  * The device-sync use cases over storage and the key ring, returning status unions; only the
  * route handlers turn them into HTTP. Plaintext vaults live here only in memory, never in a log.
  */
-import { isProblemError } from '../../lib/errors.js';
+import { isProblemError, ProblemError } from '../../lib/errors.js';
 import type { PageQuery, SyncRecord, SyncWriteResult } from '../../storage/types.js';
 import type { DeviceSyncRouterConfig } from './options.js';
 import { newSyncRecordId, newSyncToken, openVault, sealVault, toDeviceSyncResponse, type DeviceSyncResponse, type WriteBody } from './vault.js';
@@ -23,7 +23,7 @@ export interface SyncService {
 }
 
 export function syncService(config: DeviceSyncRouterConfig): SyncService {
-  const { keyRing, logger } = config;
+  const { keyRing } = config;
   const store = config.storage.syncRecords;
 
   const present = (record: SyncRecord): DeviceSyncResponse => {
@@ -31,9 +31,9 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
     try {
       vault = openVault(keyRing, record);
     } catch (err) {
-      // Ids and key id only: enough to find the row, nothing of its content.
-      if (isProblemError(err)) logger.error({ tenant_id: record.tenantId, record_id: record.id, key_id: record.vault.keyId }, 'sync record vault did not decrypt');
-      throw err;
+      // Ids and key id only: enough to find the row, nothing of its content; logged with the request id by the error handler.
+      if (!isProblemError(err)) throw err;
+      throw ProblemError.from(err.key, { logFields: { reason: 'sync record vault did not decrypt', tenant_id: record.tenantId, record_id: record.id, key_id: record.vault.keyId } });
     }
     return toDeviceSyncResponse(record, vault);
   };

@@ -44,7 +44,10 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
     trustedDevices: new KnexTrustedDeviceStore(knex, prepared),
     users: new KnexUserDataStore(knex),
     async ping() {
-      await knex.raw('select 1');
+      // A server that takes no writes (a standby after a fail-over, `default_transaction_read_only`) is not ready:
+      // every trust, verification and enrolment would fail on it.
+      const { rows } = await knex.raw<{ rows: Array<{ read_only: string }> }>("select current_setting('transaction_read_only') as read_only");
+      if (rows[0]?.read_only === 'on') throw Object.assign(new Error('the database takes no writes (read-only)'), { code: '25006' });
     },
     migrate: () => migrate(knex),
   };

@@ -66,8 +66,10 @@ const DEVICE_COLUMNS =
   'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
   `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}`;
 const LIST_COLUMNS = `${DEVICE_COLUMNS}, count(*) over () as full_count`;
+/** Not an abandoned enrolment (never verified, past its window): those are gone for every reader, swept or not. */
+const LIVE = '(verified or expires_at is null or expires_at > now())';
 const pageOf = (user: string, byMethod: boolean) =>
-  `select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ${user}${byMethod ? ' and method = ?' : ''} order by created_at desc, id desc limit ? offset ?`;
+  `select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ${user}${byMethod ? ' and method = ?' : ''} and ${LIVE} order by created_at desc, id desc limit ? offset ?`;
 const LIST = statement(pageOf('?', false));
 const LIST_BY_METHOD = statement(pageOf('?', true));
 /** The same page for several users of one tenant (storage/coalesce.ts): the single-user page, once per user. */
@@ -132,7 +134,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     let total = rows[0] ? Number(rows[0].full_count) : 0;
     if (!rows[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.
-      const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId });
+      const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId }).andWhereRaw(LIVE);
       if (filter.method) void scoped.andWhere({ method: filter.method });
       total = Number((await scoped.count({ n: '*' }).first())?.n ?? 0);
     }
