@@ -47,7 +47,8 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
 
 /** Removes every device of the user (all methods), and so their trusted devices and recovery codes; returns how many devices went. */
 export async function removeAllDevices(deps: DeviceRemovalDeps, caller: VerifierContext, via: RemovedVia): Promise<number> {
-  const { items } = await deps.storage.mfaDevices.list(caller.tenantId, caller.userId, {}, { limit: RESET_CAP, offset: 0 });
+  // Abandoned enrolments too: gone for every reader already, but their rows (a sealed secret, a destination) go now.
+  const { items } = await deps.storage.mfaDevices.list(caller.tenantId, caller.userId, { includeAbandoned: true }, { limit: RESET_CAP, offset: 0 });
   let removed = 0;
   // Each removal that leaves no verified device takes the trusted devices and recovery codes (idempotent).
   for (const device of items) if (await removeDevice(deps, caller, device.id, via)) removed++;

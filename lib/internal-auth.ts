@@ -34,24 +34,35 @@ export function parseInternalKeys(keys: string | readonly string[]): string[] {
   return list;
 }
 
-/** Parameter names a key goes by in a URL (besides the key header's own name), compared without case. */
-const KEY_PARAMS = /^(?:api[-_]?key|key|internal[-_]?api[-_]?key|access[-_]?key)$/;
+/** A query parameter's name as compared: lower-cased, without `-`, `_`, spaces and a trailing `[…]` (`api_key[]`). */
+const bareName = (name: string): string => name.toLowerCase().replace(/\[.*\]$/, '').replaceAll(/[-_\s]/g, '');
 
-/** Whether the query string has a parameter named like an API key (names percent-decoded, any case). */
-export function keyInQuery(query: string, header: string): boolean {
-  if (!/key/i.test(query)) return false; // the common case: one test, no split
-  for (const pair of query.split('&')) {
-    const eq = pair.indexOf('=');
-    let name = (eq === -1 ? pair : pair.slice(0, eq)).replaceAll('+', ' ');
-    try {
-      name = decodeURIComponent(name);
-    } catch {
-      // not percent-encoded UTF-8: the router's query check answers it
+/** Names a key goes by in a URL, as `bareName()` leaves them (`api_key`, `API-KEY`, `x_internal_api_key` …). */
+const KEY_NAMES = ['key', 'apikey', 'accesskey', 'internalapikey', 'xapikey', 'xinternalapikey'];
+
+/**
+ * `keyInQuery(query)`: whether a query string has a parameter named like an API key or like `header` (names
+ * percent-decoded, any case and separators). A query with no `key`, no `%` and nothing like the header's name is
+ * answered by one regex test (the hot path's query), without splitting it.
+ */
+export function keyInQueryFor(header: string): (query: string) => boolean {
+  const names = new Set([...KEY_NAMES, bareName(header)]);
+  const loose = [...bareName(header)].map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[-_\\s+]*');
+  const maybe = new RegExp(`key|%|${loose}`, 'i');
+  return (query) => {
+    if (!maybe.test(query)) return false;
+    for (const pair of query.split('&')) {
+      const eq = pair.indexOf('=');
+      let name = (eq === -1 ? pair : pair.slice(0, eq)).replaceAll('+', ' ');
+      try {
+        name = decodeURIComponent(name);
+      } catch {
+        // not percent-encoded UTF-8: the router's query check answers it
+      }
+      if (names.has(bareName(name))) return true;
     }
-    name = name.trim().toLowerCase();
-    if (name === header || KEY_PARAMS.test(name)) return true;
-  }
-  return false;
+    return false;
+  };
 }
 
 /**
@@ -71,9 +82,10 @@ export function internalAuth(options: InternalAuthOptions): RequestHandler {
   // No registered scheme fits a key in a header of its own; the challenge names the header to send it in.
   const refused = (detail?: string) => ProblemError.from('INVALID_INTERNAL_KEY', { challenge: `ApiKey header="${header}"`, ...(detail !== undefined && { detail }) });
   const inUrl = `An API key in the URL is refused (URLs are logged): send it in the ${header} header only, and rotate the key that was sent.`;
+  const keyInQuery = keyInQueryFor(header);
   return (req, _res, next) => {
     const question = req.url.indexOf('?');
-    if (question !== -1 && keyInQuery(req.url.slice(question + 1), header)) {
+    if (question !== -1 && keyInQuery(req.url.slice(question + 1))) {
       next(refused(inUrl));
       return;
     }

@@ -293,8 +293,12 @@ export function summarizeError(err: unknown): { name: string; code?: string; mes
   // knex puts the statement before the driver's message (`insert into … - <message>`), on as many lines as the SQL
   // has: the message is what follows the last ' - '. Whatever still reads like SQL is left out.
   const cut = err.message.lastIndexOf(' - ');
-  const tail = (cut === -1 ? err.message : err.message.slice(cut + 3)).split('\n', 1)[0] ?? '';
-  const message = SQL_TEXT.test(tail) ? '(SQL left out)' : tail.slice(0, 200);
+  let tail = (cut === -1 ? err.message : err.message.slice(cut + 3)).split('\n', 1)[0] ?? '';
+  // knex's compile errors end with the statement: "Undefined binding(s) detected … query: select …".
+  const query = tail.indexOf(' query: ');
+  if (query !== -1) tail = tail.slice(0, query);
+  // Postgres's data exceptions (class 22) quote the value they refused ("invalid input syntax for type uuid: …").
+  const message = typeof code === 'string' && code.startsWith('22') ? '(data exception: the value is left out)' : SQL_TEXT.test(tail) ? '(SQL left out)' : tail.slice(0, 200);
   return typeof code === 'string' ? { name: err.name, code, message } : { name: err.name, message };
 }
 

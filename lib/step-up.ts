@@ -25,6 +25,9 @@ export interface StepUpPolicy {
   readonly challenge: string;
 }
 
+/** How far ahead of this clock an `auth_time` may be (the issuer's clock may run ahead). */
+export const AUTH_TIME_SKEW_SECONDS = 60;
+
 /** Longest `maxAgeSeconds` accepted: 30 days. */
 export const MAX_STEP_UP_AGE_SECONDS = 30 * 86_400;
 
@@ -65,7 +68,10 @@ export function showsSecondFactor(claims: Readonly<Record<string, unknown>>, pol
   if (!shown) return false;
   if (policy.maxAgeSeconds === undefined) return true;
   const authTime = claims.auth_time;
-  return typeof authTime === 'number' && Number.isFinite(authTime) && nowMs / 1000 - authTime <= policy.maxAgeSeconds;
+  if (typeof authTime !== 'number' || !Number.isFinite(authTime)) return false;
+  const age = nowMs / 1000 - authTime;
+  // An authentication in the future would count as recent for the token's whole life: a minute of skew, no more.
+  return age <= policy.maxAgeSeconds && age >= -AUTH_TIME_SKEW_SECONDS;
 }
 
 /** The refusal: 401 `STEP_UP_REQUIRED` with RFC 9470's challenge. */

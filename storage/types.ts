@@ -71,8 +71,11 @@ export interface NewMfaDevice {
 export type CreateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'DEVICE_LIMIT_REACHED' };
 
 export interface MfaDeviceStore {
-  /** A user's devices, newest first (ties by id), optionally of one method; abandoned enrolments (never verified, past `expiresAt`) left out. */
-  list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>>;
+  /**
+   * A user's devices, newest first (ties by id), optionally of one method; abandoned enrolments (never verified, past
+   * `expiresAt`) left out unless `includeAbandoned` (a reset that must delete every row).
+   */
+  list(tenantId: string, userId: string, filter: { method?: MfaMethod; includeAbandoned?: boolean }, page: PageQuery): Promise<Page<MfaDevice>>;
   /** One device of the user (expired unverified ones included: the caller decides), or `null`. */
   get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null>;
   /**

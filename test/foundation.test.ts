@@ -9,6 +9,7 @@ import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { sendJson } from '../lib/send-json.js';
 import { summarizeError } from '../lib/problem.js';
+import { keyInQueryFor } from '../lib/internal-auth.js';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 
 /** An app whose one route throws what the test asks for, formatted by problemJson(format). */
@@ -112,6 +113,10 @@ describe('problemJson()', () => {
     expect(summarizeError(new Error('insert into trusted_devices (tenant_id, id)\nvalues ($1, $2)'))).to.deep.equal({ name: 'Error', message: '(SQL left out)' });
     expect(summarizeError(new Error('select secret from keys'))).to.deep.equal({ name: 'Error', message: '(SQL left out)' });
     expect(summarizeError(new Error('connect ECONNREFUSED 127.0.0.1:5432'))).to.deep.equal({ name: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:5432' });
+    const compile = new Error('Undefined binding(s) detected when compiling SELECT. Undefined column(s): [id] query: select * from "mfa_devices" where "id" = ?');
+    expect(summarizeError(compile)).to.deep.equal({ name: 'Error', message: 'Undefined binding(s) detected when compiling SELECT. Undefined column(s): [id]' });
+    const data = knexError('select 1 from mfa_devices where id = $1', 'invalid input syntax for type uuid: "alice@example.com"');
+    expect(summarizeError(Object.assign(data, { code: '22P02' }))).to.deep.equal({ name: 'Error', code: '22P02', message: '(data exception: the value is left out)' });
   });
 
   it('a write refused by a read-only database (25006: a standby during a fail-over) is a 503 to retry, not a 500', async () => {
@@ -333,6 +338,12 @@ describe('router set-up checks', () => {
       expect(res.status).to.equal(401);
       expect(res.headers['www-authenticate']).to.equal('ApiKey header="x-service-key"');
     }
+  });
+
+  it('keyInQueryFor(header): a parameter named like a key or like the configured header, however spelt; nothing else', () => {
+    const inQuery = keyInQueryFor('x-service-token');
+    for (const q of ['x-service-token=abc', 'a=1&X_Service_Token=abc', 'xservicetoken=1', 'x%2Dservice%2Dtoken=1', 'x+service+token=1', 'api_key=1', 'KEY', 'a=1&%6B%65%79=2']) expect(inQuery(q), q).to.equal(true);
+    for (const q of ['user_id=alice&device_fingerprint=fp', 'user_id=monkey&device_fingerprint=keyboard', 'token=1', 'service=1', 'user_id=%E2%82%AC', 'user_id=%zz', 'keys=1']) expect(inQuery(q), q).to.equal(false);
   });
 
   it('explains app.use(internalRouter) without ()', async () => {

@@ -176,6 +176,11 @@ describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/t
     expect((await request(s.app).delete(`${ONE}/${pending}`).query({ user_id: u }).set(internal())).status).to.equal(404);
     expect((await as(request(s.app).delete(`/auth/mfa/devices/${pending}`), u)).status).to.equal(404);
     expect(s.removed).to.deep.equal([]);
+    // The reset deletes every row, abandoned ones too (their sealed secrets with them), and counts the live ones.
+    const another = await as(request(s.app).post('/auth/mfa/devices/sms').send({ deviceName: 'Old phone', phoneNumber: '+14155550199' }), u);
+    await suite.db.knex('mfa_devices').where({ id: another.body.device.id as string }).update({ expires_at: new Date(Date.now() - 1000) });
+    expect((await request(s.app).delete(ALL).query({ user_id: u }).set(internal())).body).to.deep.equal({ removed: 1 });
+    expect(await suite.db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: u }).count({ n: '*' }).first()).to.deep.equal({ n: '0' });
   });
 
   it('bad input: 401 before anything, 400 for the user id, 405 for another method; nothing removed', async () => {

@@ -48,6 +48,8 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         [{ amr: ['mfa'] }, false],
         [{ amr: ['mfa'], auth_time: String(at) }, false],
         [{ amr: ['mfa'], auth_time: Number.NaN }, false],
+        [{ amr: ['mfa'], auth_time: at + 60 }, true], // a minute of the issuer's clock running ahead
+        [{ amr: ['mfa'], auth_time: at + 61 }, false], // "recent" for the token's whole life: no
         [{}, false],
       ];
       for (const [claims, expected] of cases) expect(showsSecondFactor(claims, policy, now), JSON.stringify(claims)).to.equal(expected);
@@ -143,21 +145,28 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       expect(removed.status, removed.text).to.equal(204);
     });
 
-    it('nothing to step up with passes on the password: no device yet, an unconfirmed one, every device turned off', async () => {
-      // No device, then one not yet confirmed: both enrol with the password alone.
+    it('nothing to step up with passes on the password: no device yet, an unconfirmed one', async () => {
       const first = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'A' });
       expect(first.status, first.text).to.equal(201);
       const again = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'B' });
       expect(again.status, again.text).to.equal(201);
-      // Every verified device turned off (with a step-up): the password is all the user has again.
+    });
+
+    it('every device turned off still asks for a step-up (the recovery codes are a second factor); turning one back on does not', async () => {
       const { id } = await firstDevice('erin');
+      const codes = await request(app).post('/auth/mfa/recovery-codes').set('Authorization', stepped('erin'));
+      expect(codes.status, codes.text).to.equal(201);
       expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('erin')).send({ enabled: false })).status).to.equal(200);
-      const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('erin')).send({ deviceName: 'New phone' });
-      expect(enrol.status, enrol.text).to.equal(201);
+      // A second review's take-over: with every device off, a password-only token made new codes and logged in with them.
+      expectStepUp(await request(app).post('/auth/mfa/recovery-codes').set('Authorization', password('erin')), 'new codes, devices off');
+      expectStepUp(await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('erin')).send({ deviceName: 'Attacker' }), 'enrol, devices off');
+      // The user steps up with a recovery code, as the login takes one while a verified device exists.
+      const login = await request(app).post('/auth/mfa/verify').set('Authorization', password('erin')).send({ recoveryCode: (codes.body.codes as string[])[0] });
+      expect(login.status, login.text).to.equal(200);
+      // Turning a device back on needs none: it gives nobody a factor they do not hold, and without codes it is the way back.
       const on = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: true });
       expect(on.status, on.text).to.equal(200);
-      // On again: the step-up applies again.
-      expectStepUp(await request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')), 'after turning it back on');
+      expectStepUp(await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: false }), 'off again');
     });
 
     it("another user's usable device does not count: the gate reads the caller's own devices, in the caller's tenant", async () => {

@@ -41,15 +41,16 @@ export const deviceIdOf = (req: Request): string => {
 
 /**
  * The step-up check (`stepUp`, RFC 9470) of a route that changes the caller's second factors, for the requests
- * `applies` picks; nothing when the router has no `stepUp`. A user with no usable second factor yet (the first
- * enrolment, or every device turned off) has nothing to step up with and passes on their password.
+ * `applies` picks; nothing when the router has no `stepUp`. It applies once the user has a verified device, turned
+ * on or off: with one, the login takes their recovery codes, so they have a second factor. A user without one (the
+ * first enrolment, a pending one) has nothing to step up with and passes on their password.
  */
 export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesService, applies: (req: Request) => boolean = () => true): RequestHandler[] {
   const policy = config.stepUp;
   if (policy === undefined) return [];
   return [
     async (req, _res, next) => {
-      if (!applies(req) || showsSecondFactor(claimsOf(req), policy, config.now()) || !(await service.hasUsableDevice(callerOf(req)))) {
+      if (!applies(req) || showsSecondFactor(claimsOf(req), policy, config.now()) || !(await service.hasVerifiedDevice(callerOf(req)))) {
         next();
         return;
       }
@@ -58,8 +59,12 @@ export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesS
   ];
 }
 
-/** A PATCH that turns a device on or off (a rename alone changes no factor). */
-const switchesDevice = (req: Request): boolean => typeof req.body === 'object' && req.body !== null && 'enabled' in req.body;
+/**
+ * A PATCH that turns a device off (`enabled: false`). A rename changes no factor; turning a device back on gives
+ * nobody a factor they do not hold, and is how a user whose devices are all off (and who has no recovery code)
+ * gets one to step up with.
+ */
+const switchesDeviceOff = (req: Request): boolean => typeof req.body === 'object' && req.body !== null && (req.body as { enabled?: unknown }).enabled !== true && 'enabled' in req.body;
 
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
   const stepUp = stepUpGuard(config, service);
@@ -147,7 +152,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  router.patch('/devices/:id', ...stepUpGuard(config, service, switchesDevice), async (req, res) => {
+  router.patch('/devices/:id', ...stepUpGuard(config, service, switchesDeviceOff), async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(updateDeviceBody, req.body ?? {});
     const result = await service.updateDevice(callerOf(req), id, {

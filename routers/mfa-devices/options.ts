@@ -125,8 +125,8 @@ export interface MfaDevicesRouterOptions {
    */
   onVerified?: (ctx: VerifiedContext) => void | Record<string, unknown> | Promise<void | Record<string, unknown>>;
   /**
-   * Step-up (RFC 9470) for changes to a user's second factors: enrolling a device, removing one, turning one on or
-   * off, making new recovery codes. Once the user has a usable second factor (a verified, enabled device), these
+   * Step-up (RFC 9470) for changes to a user's second factors: enrolling a device, removing one, turning one off,
+   * making new recovery codes. Once the user has a verified device (on or off: the login takes recovery codes), these
    * need a token that shows one: its `amr` holds one of `amr`, or its `acr` is one of `acr`, and, with
    * `maxAgeSeconds`, its `auth_time` is that recent; otherwise 401 `STEP_UP_REQUIRED` with `WWW-Authenticate:
    * Bearer error="insufficient_user_authentication"`. Issue such a token in `onVerified`. @default none: any

@@ -242,13 +242,8 @@ export class MfaDevicesService {
     return removed ? { status: 'OK' } : { status: 'NOT_FOUND' };
   }
 
-  /** Whether the caller has a usable second factor (a verified, enabled device): one to step up with. */
-  async hasUsableDevice(caller: Caller): Promise<boolean> {
-    return (await this.listDevices(caller)).some(usable);
-  }
-
-  /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of. */
-  private async hasVerifiedDevice(caller: Caller): Promise<boolean> {
+  /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of, and what step-up asks for. */
+  async hasVerifiedDevice(caller: Caller): Promise<boolean> {
     return (await this.listDevices(caller)).some((d) => d.verified);
   }
 

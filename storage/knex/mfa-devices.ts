@@ -128,7 +128,17 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     });
   }
 
-  async list(tenantId: string, userId: string, filter: { method?: MfaMethod }, page: PageQuery): Promise<Page<MfaDevice>> {
+  async list(tenantId: string, userId: string, filter: { method?: MfaMethod; includeAbandoned?: boolean }, page: PageQuery): Promise<Page<MfaDevice>> {
+    if (filter.includeAbandoned) {
+      // A reset's read, not a hot one: the query builder, every row of the user.
+      const scoped = () => {
+        const q = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId });
+        return filter.method ? q.andWhere({ method: filter.method }) : q;
+      };
+      const rows = (await scoped().select('*').orderBy([{ column: 'created_at', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(page.limit).offset(page.offset));
+      const total = Number((await scoped().count({ n: '*' }).first())?.n ?? 0);
+      return { items: rows.map(toMfaDevice), total };
+    }
     // One round trip (shared with the other reads of this moment): the window count rides along with the page.
     const rows = await this.readPage({ tenantId, userId, method: filter.method, page });
     let total = rows[0] ? Number(rows[0].full_count) : 0;
