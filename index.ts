@@ -25,6 +25,7 @@ export { noStore } from './lib/no-store.js';
 export { tenant, tenantFrom, type TenantExtractor, type TenantOptions } from './lib/tenant.js';
 export { internalAuth, type InternalAuthOptions } from './lib/internal-auth.js';
 export type { StepUpOptions } from './lib/step-up.js';
+export type { JwtOptions } from './lib/user-auth.js';
 export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from './lib/pagination.js';
 export { keyRing, generateKey, aad, type KeyRing, type Sealed } from './lib/keyring.js';
 export { jsonBody } from './lib/json-body.js';

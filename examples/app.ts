@@ -18,6 +18,7 @@ import {
   problemClientError,
   problemJson,
   requestId,
+  type JwtOptions,
   type KeyRing,
   type KnexStorage,
   type MfaCodeSender,
@@ -38,8 +39,10 @@ export interface ExampleAppDeps {
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
   keyRing: KeyRing;
-  /** HS256 key of user JWTs (claims `sub`, `tenant_id`). */
-  jwtSecret: string;
+  /** HS256 key of user JWTs (claims `sub`, `tenant_id`). One of `jwtSecret` and `jwtPublicKey`. */
+  jwtSecret?: string;
+  /** Or the PEM public key of RS256 / ES256 user JWTs (`JWT_PUBLIC_KEY`): the identity provider keeps the private one. */
+  jwtPublicKey?: string;
   logger: PinoLogger;
   // [3/7] MFA devices
   /** Delivers sms/email codes. @default demoSender(logger): writes the code to stdout, sends nothing */
@@ -52,6 +55,14 @@ export interface ExampleAppDeps {
    * @default true
    */
   requestLog?: boolean;
+}
+
+/** How the user routers verify tokens: HS256 with the secret, or RS256 / ES256 with the public key. */
+function userTokens(deps: Pick<ExampleAppDeps, 'jwtSecret' | 'jwtPublicKey'>): JwtOptions {
+  if ((deps.jwtSecret === undefined) === (deps.jwtPublicKey === undefined)) {
+    throw new TypeError('createExampleApp() needs one of jwtSecret (HS256) and jwtPublicKey (RS256 / ES256), not both');
+  }
+  return deps.jwtPublicKey !== undefined ? { publicKey: deps.jwtPublicKey } : { secret: deps.jwtSecret! };
 }
 
 /** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */
@@ -189,10 +200,11 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   // The routers first: a login's check walks past no other layer (Express tries each in turn).
   // [3/7] MFA devices: one emitter for both routers' events, one Redis for both rate limiters.
   const redis = deps.rateLimitRedis && { redis: deps.rateLimitRedis };
+  const jwt = userTokens(deps);
   const mfa = mfaDevicesRouter({
     storage,
     keyRing: deps.keyRing,
-    jwt: { secret: deps.jwtSecret },
+    jwt,
     issuer: 'express-mfa-kit example',
     sender: deps.codeSender ?? demoSender(logger),
     // The same cache as the internal router: a device remembered here is trusted there at once.
@@ -208,7 +220,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   }
   app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyRing, events: mfa.events, ...redis }));
   app.use('/auth/mfa', mfa);
-  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt: { secret: deps.jwtSecret }, logger }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt, logger }));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

@@ -42,7 +42,8 @@ interface ServerEnv {
   host: string;
   databaseUrl: string | undefined;
   redisUrl: string | undefined;
-  jwtSecret: string;
+  /** `JWT_SECRET` (HS256), or `JWT_PUBLIC_KEY` (PEM, RS256 / ES256). */
+  jwt: { jwtSecret: string } | { jwtPublicKey: string };
   internalKeys: string[];
   encryptionKeys: string[];
   /** Names of the secrets generated for this run (development only). */
@@ -69,8 +70,16 @@ function loadEnv(): ServerEnv {
   const production = process.env.NODE_ENV === 'production';
   if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
   const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  // A PEM in one line of env has its line breaks as `\n`.
+  const jwtPublicKey = process.env.JWT_PUBLIC_KEY?.trim().replaceAll('\\n', '\n') || undefined;
+  if (jwtPublicKey !== undefined && process.env.JWT_SECRET?.trim()) {
+    logger.fatal('set JWT_SECRET (HS256 tokens) or JWT_PUBLIC_KEY (RS256 / ES256 tokens), not both');
+    process.exit(1);
+  }
   // A list of nothing (",", " , ") is unset too: production must not fall back to a random key.
-  const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) => (name === 'JWT_SECRET' ? !process.env[name]?.trim() : split(process.env[name]).length === 0));
+  const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) =>
+    name === 'JWT_SECRET' ? !process.env[name]?.trim() && jwtPublicKey === undefined : split(process.env[name]).length === 0,
+  );
   if (production && missing.length > 0) {
     logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
     process.exit(1);
@@ -95,7 +104,7 @@ function loadEnv(): ServerEnv {
     host: process.env.HOST ?? '127.0.0.1',
     databaseUrl: process.env.DATABASE_URL || undefined,
     redisUrl: process.env.REDIS_URL || undefined,
-    jwtSecret: process.env.JWT_SECRET?.trim() || randomBytes(32).toString('base64url'),
+    jwt: jwtPublicKey !== undefined ? { jwtPublicKey } : { jwtSecret: process.env.JWT_SECRET?.trim() || randomBytes(32).toString('base64url') },
     internalKeys: split(process.env.INTERNAL_API_KEYS).length ? split(process.env.INTERNAL_API_KEYS) : [randomBytes(24).toString('base64url')],
     encryptionKeys: split(process.env.MFA_ENCRYPTION_KEYS).length ? split(process.env.MFA_ENCRYPTION_KEYS) : [generateKey('dev')],
     // A cluster worker gets the primary's generated secrets in its env; the first one prints them.
@@ -123,7 +132,7 @@ function connected(redis: Redis, ms: number): Promise<void> {
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
-  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
+  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: 'jwtSecret' in env.jwt ? env.jwt.jwtSecret : '', INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
   const cleanups: Array<() => Promise<void>> = [];
 
   let databaseUrl = env.databaseUrl;
@@ -175,7 +184,7 @@ async function main(): Promise<void> {
     ...(cachePing && { cachePing }),
     internalKeys: env.internalKeys,
     keyRing: ring,
-    jwtSecret: env.jwtSecret,
+    ...env.jwt,
     logger,
     requestLog: env.requestLog,
     ...(rateLimitRedis && { rateLimitRedis }),
@@ -199,7 +208,7 @@ async function main(): Promise<void> {
       '',
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
-      env.generated.includes('JWT_SECRET') ? `  JWT_SECRET=${env.jwtSecret}` : '',
+      env.generated.includes('JWT_SECRET') && 'jwtSecret' in env.jwt ? `  JWT_SECRET=${env.jwt.jwtSecret}` : '',
       env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
       `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
       '',
@@ -266,7 +275,8 @@ async function primary(workers: number): Promise<void> {
   const applied = await migrate(knex).finally(() => knex.destroy());
   if (applied.length) logger.info({ applied }, 'migrations applied');
 
-  const shared = { DATABASE_URL: databaseUrl, JWT_SECRET: env.jwtSecret, INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };
+  // The workers inherit JWT_PUBLIC_KEY with the rest of the environment; a secret (maybe generated) goes to them as JWT_SECRET.
+  const shared = { DATABASE_URL: databaseUrl, ...('jwtSecret' in env.jwt && { JWT_SECRET: env.jwt.jwtSecret }), INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };
   for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '', MFA_KIT_CLEANUP: i === 0 ? '1' : '' });
   logger.info({ workers }, 'started the workers');
 

@@ -378,6 +378,19 @@ describe('auth edge cases', function () {
       });
     }
 
+    it('the example app with jwtPublicKey (JWT_PUBLIC_KEY): RS256 tokens on both user routers; HS256 and key-confusion tokens → 401', async () => {
+      const rsExample = createExampleApp({ storage: db.storage, codeSender: { send() {} }, internalKeys: [KEY_A], keyRing: ring, jwtPublicKey: rsa.publicKey, logger: pino({ level: 'silent' }) });
+      const appClaims = { sub: 'alice', tenant_id: 'acme', exp: now() + 300 };
+      for (const path of ['/auth/mfa/devices', '/mfa/devices/sync']) {
+        const ok = await request(rsExample).get(path).set('Authorization', `Bearer ${jwt.sign(appClaims, rsa.privateKey, { algorithm: 'RS256' })}`);
+        expect(ok.status, `${path}: ${ok.text}`).to.equal(200);
+        for (const [what, token] of [['HS256 with the app secret', hs(appClaims)], ['HS256 keyed with the public key', hsRaw(appClaims, rsa.publicKey)], ['another RS256 key', jwt.sign(appClaims, otherRsa.privateKey, { algorithm: 'RS256' })]] as const) {
+          expect401(await request(rsExample).get(path).set('Authorization', `Bearer ${token}`), token, `${path}: ${what}`);
+        }
+      }
+      expect(() => createExampleApp({ storage: db.storage, internalKeys: [KEY_A], keyRing: ring, jwtSecret: JWT_SECRET, jwtPublicKey: rsa.publicKey, logger: pino({ level: 'silent' }) })).to.throw(TypeError, /one of jwtSecret .* and jwtPublicKey/);
+    });
+
     it('key confusion: an HS256 token whose HMAC key is the RS256 public key → 401 on the RS256 app', async () => {
       const pp = b64url(claims());
       const token = hsRaw(claims(), rsa.publicKey);

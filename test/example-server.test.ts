@@ -1,5 +1,6 @@
 /** The example server as a user starts it: production refuses to start without its secrets; development prints only what it generated. */
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -64,6 +65,26 @@ describe('example server start-up', () => {
     const { code, output } = await runServer({ NODE_ENV: 'production', JWT_SECRET: 'prod-jwt-secret-value-0123456789', INTERNAL_API_KEYS: ' , ', MFA_ENCRYPTION_KEYS: ',', PORT: '0' });
     expect(code).to.equal(1);
     expect(output).to.match(/refusing to start while INTERNAL_API_KEYS, MFA_ENCRYPTION_KEYS are unset/);
+  });
+
+  it('JWT_PUBLIC_KEY instead of JWT_SECRET: production starts with it (a one-line PEM with \\n); both at once, or one that is no key, refuse to start', async function () {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const secrets = { NODE_ENV: 'production', INTERNAL_API_KEYS: 'prod-internal-key-0123456789', MFA_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}`, PORT: '0' };
+    let run = await runServer({ ...secrets, JWT_SECRET: 'prod-jwt-secret-value-0123456789', JWT_PUBLIC_KEY: publicKey });
+    expect(run.code).to.equal(1);
+    expect(run.output).to.match(/set JWT_SECRET \(HS256 tokens\) or JWT_PUBLIC_KEY \(RS256 \/ ES256 tokens\), not both/);
+    run = await runServer({ ...secrets, JWT_PUBLIC_KEY: 'not-a-key-at-all' });
+    expect(run.code).to.equal(1);
+    expect(run.output).to.match(/jwt.publicKey is not usable key material/);
+    const db = await freshDatabase();
+    try {
+      const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-pem-'));
+      const output = await outputUntil({ ...secrets, DATABASE_URL: db.url, JWT_PUBLIC_KEY: publicKey.trim().replaceAll('\n', '\\n') }, cwd, /server listening/);
+      expect(output).not.to.match(/refusing to start|Generated for this run/);
+      await rm(cwd, { recursive: true, force: true });
+    } finally {
+      await db.drop();
+    }
   });
 
   it('refuses a malformed encryption key at start-up with the fix in the message', async () => {
