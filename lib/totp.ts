@@ -12,6 +12,9 @@ export const TOTP_SECRET_BYTES = 20;
 export const DEFAULT_TOTP_ALGORITHM: TotpAlgorithm = 'SHA1';
 export const DEFAULT_TOTP_DIGITS = 6;
 export const DEFAULT_TOTP_PERIOD = 30;
+/** The TOTP periods the kit takes, in seconds: for its own devices and for the entries of a synced vault alike. */
+export const MIN_TOTP_PERIOD = 15;
+export const MAX_TOTP_PERIOD = 300;
 /** Steps accepted either side of the current one. */
 export const DEFAULT_TOTP_SKEW = 1;
 export const MAX_TOTP_SKEW = 10;

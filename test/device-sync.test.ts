@@ -456,6 +456,14 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
   describe('validation', function () {
     const valid = () => ({ device_fingerprint: fingerprint(), device_name: 'Phone', totp_devices: [{ secret: newSecret() }] as unknown });
 
+    it('takes the periods the kit\'s own devices take (15 to 300 s): a URI the kit hands out always fits', async function () {
+      const ok = await post(app, { ...valid(), totp_devices: [{ secret: newSecret(), period: 15 }, { secret: newSecret(), period: 300 }] });
+      expect(ok.status, ok.text).to.equal(201);
+      const res = await post(app, { ...valid(), totp_devices: [{ secret: newSecret(), period: 301 }] });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.deep.equal([{ field: 'totp_devices[0].period', code: 'range', description: 'totp_devices[0].period: must be an integer from 15 to 300' }]);
+    });
+
     it('points errors[] at the entry and field, as an array or as a JSON string, without echoing values', async function () {
       const leaked = newSecret(10); // too short: must not come back in the error
       const entries = [

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
+import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
 import { displayText, namedKeys, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
@@ -30,6 +31,12 @@ export const newSyncToken = (): string => randomBytes(16).toString('hex');
 
 const BASE32 = /^[A-Za-z2-7]+=*$/;
 
+/** An integer within bounds, every failure told the same way. */
+const intFrom = (min: number, max: number) => {
+  const message = `must be an integer from ${min} to ${max}`;
+  return z.number({ error: message }).int({ message }).min(min, { message }).max(max, { message });
+};
+
 /** One TOTP entry of a vault. Unknown members are refused rather than dropped: nothing a client sends is lost silently. */
 export const vaultEntrySchema = z.strictObject(
   {
@@ -40,8 +47,9 @@ export const vaultEntrySchema = z.strictObject(
       .regex(BASE32, { message: 'must be base32 (A-Z, 2-7, optional = padding)' }),
     issuer: storableText(0, 255).optional(),
     account: storableText(0, 255).optional(),
-    digits: z.number({ error: 'must be an integer from 6 to 8' }).int({ message: 'must be an integer from 6 to 8' }).min(6, { message: 'must be an integer from 6 to 8' }).max(8, { message: 'must be an integer from 6 to 8' }).optional(),
-    period: z.number({ error: 'must be an integer from 15 to 120' }).int({ message: 'must be an integer from 15 to 120' }).min(15, { message: 'must be an integer from 15 to 120' }).max(120, { message: 'must be an integer from 15 to 120' }).optional(),
+    digits: intFrom(6, 8).optional(),
+    // The periods the kit's own devices take: a URI the kit hands out always fits the vault.
+    period: intFrom(MIN_TOTP_PERIOD, MAX_TOTP_PERIOD).optional(),
     algorithm: z.enum(['SHA1', 'SHA256', 'SHA512'], { error: 'must be SHA1, SHA256 or SHA512' }).optional(),
   },
   {

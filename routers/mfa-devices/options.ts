@@ -16,7 +16,9 @@ import {
   DEFAULT_TOTP_DIGITS,
   DEFAULT_TOTP_PERIOD,
   DEFAULT_TOTP_SKEW,
+  MAX_TOTP_PERIOD,
   MAX_TOTP_SKEW,
+  MIN_TOTP_PERIOD,
 } from '../../lib/totp.js';
 import { resolveStepUp, type StepUpOptions, type StepUpPolicy } from '../../lib/step-up.js';
 import type { JwtOptions } from '../../lib/user-auth.js';
@@ -225,7 +227,7 @@ function parseTotp(options: TotpOptions | undefined): TotpParams {
   return {
     algorithm,
     digits: options?.digits === undefined ? DEFAULT_TOTP_DIGITS : checkInteger(FACTORY, 'totp.digits', options.digits, 6, 8),
-    period: options?.period === undefined ? DEFAULT_TOTP_PERIOD : checkInteger(FACTORY, 'totp.period', options.period, 15, 300),
+    period: options?.period === undefined ? DEFAULT_TOTP_PERIOD : checkInteger(FACTORY, 'totp.period', options.period, MIN_TOTP_PERIOD, MAX_TOTP_PERIOD),
     skew: options?.skew === undefined ? DEFAULT_TOTP_SKEW : checkInteger(FACTORY, 'totp.skew', options.skew, 0, MAX_TOTP_SKEW),
   };
 }
