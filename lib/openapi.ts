@@ -4,6 +4,7 @@
  * real responses of every route against the same schemas.
  */
 import { z } from 'zod';
+import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
 
 /** Schemas by component name; `openApiDocument()` turns each into `#/components/schemas/<name>`. */
 export const schemaRegistry = z.registry<{ id: string; description?: string }>();
@@ -165,7 +166,7 @@ export const TotpEntrySchema = component(
     issuer: z.string().optional(),
     account: z.string().optional(),
     digits: z.number().int().min(6).max(8).optional(),
-    period: z.number().int().min(15).max(120).optional(),
+    period: z.number().int().min(MIN_TOTP_PERIOD).max(MAX_TOTP_PERIOD).optional(),
     algorithm: z.enum(['SHA1', 'SHA256', 'SHA512']).optional(),
   }),
 );
