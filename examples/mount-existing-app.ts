@@ -125,7 +125,7 @@ export function createHostApp(deps: HostAppDeps): Express {
     // Adding, removing or turning off a factor, or new recovery codes, once the user has one: only with a token
     // from a second factor in the last 15 minutes (a password-only token, e.g. `not_enrolled`, gets 401).
     stepUp: { amr: ['mfa'], maxAgeSeconds: 900 },
-    // The second factor passed: swap the pending token for a full one.
+    // The second factor passed: a full token, with the `amr: ['pwd', 'mfa']` and `auth_time` that stepUp reads.
     onVerified: ({ userId, tenantId }) => ({ accessToken: issueToken(deps.jwtSecret, { sub: userId, tenant_id: tenantId, mfa: 'done' }) }),
   });
   mfa.events.on('lockout', (e) => logger.warn({ tenant_id: e.tenantId, user_id: e.userId, request_id: e.requestId }, 'MFA locked'));

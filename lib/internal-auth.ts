@@ -5,7 +5,7 @@ import { ProblemError } from './errors.js';
 
 export interface InternalAuthOptions {
   /** Accepted keys; the first is not special: any of them passes. At least one, each ≥ 16 characters. */
-  keys: string | readonly string[];
+  keys: string | readonly string[] | undefined;
   /** Header carrying the key. @default 'x-internal-api-key' */
   header?: string;
 }
@@ -21,10 +21,14 @@ const digest: (value: string) => Buffer =
   typeof crypto.hash === 'function' ? (value) => crypto.hash('sha256', value, 'buffer') : (value) => crypto.createHash('sha256').update(value, 'utf8').digest();
 
 /** Splits `'a,b'` or a list into trimmed keys, refusing short or empty ones at set-up. */
-export function parseInternalKeys(keys: string | readonly string[]): string[] {
-  const list = (typeof keys === 'string' ? keys.split(',') : [...keys]).map((k) => k.trim()).filter((k) => k !== '');
+export function parseInternalKeys(keys: string | readonly string[] | undefined): string[] {
+  const given: unknown = keys ?? [];
+  if (typeof given !== 'string' && !(Array.isArray(given) && given.every((k) => typeof k === 'string'))) {
+    throw new TypeError('express-mfa-kit: internal API keys must be a comma-separated string or a list of strings, e.g. process.env.INTERNAL_API_KEYS');
+  }
+  const list = (typeof given === 'string' ? given.split(',') : (given)).map((k) => k.trim()).filter((k) => k !== '');
   if (list.length === 0) {
-    throw new TypeError('express-mfa-kit: internalKeys is empty: pass at least one key, e.g. internalKeys: process.env.INTERNAL_API_KEYS');
+    throw new TypeError('express-mfa-kit: no internal API key (is INTERNAL_API_KEYS set?): pass at least one, e.g. internalKeys: process.env.INTERNAL_API_KEYS');
   }
   for (const key of list) {
     if (key.length < MIN_INTERNAL_KEY_LENGTH) {

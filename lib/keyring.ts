@@ -32,8 +32,13 @@ const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/;
 export const aad = (...parts: readonly string[]): string => JSON.stringify(parts);
 
 /** Parses `'k1:base64,k0:base64'` or a list of such entries. Throws a TypeError saying how to fix a bad one. */
-export function parseKeys(keys: string | readonly string[]): Array<{ id: string; key: Buffer }> {
-  const entries = (typeof keys === 'string' ? keys.split(',') : [...keys]).map((k) => k.trim()).filter((k) => k !== '');
+export function parseKeys(keys: string | readonly string[] | undefined): Array<{ id: string; key: Buffer }> {
+  // `undefined` (an unset MFA_ENCRYPTION_KEYS) takes the same path as an empty list: the message says what to set.
+  const list: unknown = keys ?? [];
+  if (typeof list !== 'string' && !(Array.isArray(list) && list.every((k) => typeof k === 'string'))) {
+    throw new TypeError('express-mfa-kit: keyRing() takes a string `kid:base64,…` or a list of them, e.g. keyRing(process.env.MFA_ENCRYPTION_KEYS)');
+  }
+  const entries = (typeof list === 'string' ? list.split(',') : (list)).map((k) => k.trim()).filter((k) => k !== '');
   if (entries.length === 0) {
     throw new TypeError('express-mfa-kit: no encryption key: set MFA_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> (`openssl rand -base64 32`)');
   }
@@ -42,7 +47,7 @@ export function parseKeys(keys: string | readonly string[]): Array<{ id: string;
     const colon = entry.indexOf(':');
     const id = colon === -1 ? '' : entry.slice(0, colon);
     if (!KEY_ID.test(id)) {
-      throw new TypeError('express-mfa-kit: an encryption key is not of the form kid:base64 (kid of A-Z a-z 0-9 _ -, at most 32 characters)');
+      throw new TypeError('express-mfa-kit: an encryption key is not of the form kid:base64 (kid of A-Z a-z 0-9 _ -, at most 32 characters), e.g. k1:$(openssl rand -base64 32)');
     }
     if (seen.has(id)) throw new TypeError(`express-mfa-kit: encryption key id '${id}' appears twice`);
     seen.add(id);
@@ -58,7 +63,7 @@ export function parseKeys(keys: string | readonly string[]): Array<{ id: string;
 /** A fresh `kid:base64` key, for development and for rotation. */
 export const generateKey = (id = `k${Date.now().toString(36)}`): string => `${id}:${randomBytes(32).toString('base64')}`;
 
-export function keyRing(keys: string | readonly string[]): KeyRing {
+export function keyRing(keys: string | readonly string[] | undefined): KeyRing {
   const parsed = parseKeys(keys);
   const byId = new Map(parsed.map((k) => [k.id, k.key]));
   const active = parsed[0]!;

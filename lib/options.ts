@@ -27,12 +27,29 @@ export function checkOptionsObject(factory: string, options: unknown, known: rea
   if (looksLikeRequest(options)) {
     throw new TypeError(`express-mfa-kit: ${factory} was mounted without being called: use app.use(path, ${factory}(${example})), not app.use(path, ${factory})`);
   }
+  checkKnownKeys(`${factory}() got`, options, known);
+}
+
+/**
+ * Checks that a (nested) options object names only known members, with a "did you mean" hint: a misspelt
+ * `lockout: { maxAttempts: 3 }` would otherwise leave the default in force without a word.
+ */
+function checkKnownKeys(where: string, options: object, known: readonly string[]): void {
   for (const key of Object.keys(options)) {
     if (known.includes(key)) continue;
     const best = known.map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d)[0];
     const hint = best && best.d <= Math.max(2, Math.floor(key.length / 3)) ? ` Did you mean '${best.k}'?` : ` Known options: ${known.join(', ')}.`;
-    throw new TypeError(`express-mfa-kit: ${factory}() got an unknown option '${key}'.${hint}`);
+    throw new TypeError(`express-mfa-kit: ${where} an unknown option '${key}'.${hint}`);
   }
+}
+
+/** Checks that a nested option is an object of known members (`name`: its path, e.g. `lockout`). */
+export function checkNestedOptions(factory: string, name: string, value: unknown, known: readonly string[], example: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option '${name}' must be an object, e.g. ${name}: ${example}`);
+  }
+  checkKnownKeys(`${factory}() option '${name}' has`, value, known);
 }
 
 /** Checks that an injected part has the methods the router calls. */

@@ -13,6 +13,7 @@ import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
+import { checkNestedOptions } from './options.js';
 import { namedKeys } from './validation.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
@@ -246,8 +247,15 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
 
 const FORMATS = new Set(['problem', 'simple', 'nest']);
 
+/** Checks a router's `errors` option at set-up: an object of the formatter's options (not `'nest'` alone, no misspelt member). */
+export function checkErrorsOption(factory: string, errors: unknown): void {
+  checkNestedOptions(factory, 'errors', errors, ['format', 'service', 'typeBaseUri'], "{ format: 'nest' }");
+}
+
 /** Resolves formatter options to a complete set, failing at set-up on an unknown preset name. */
 export function resolveProblemOptions(options: ProblemJsonOptions = {}): Required<ProblemJsonOptions> {
+  // A misspelt member would leave the default format without a word: refused at set-up.
+  checkNestedOptions('problemJson', 'options', options, ['format', 'service', 'typeBaseUri', 'logger'], "{ format: 'nest' }");
   const format = options.format ?? 'problem';
   if (typeof format !== 'function' && !FORMATS.has(format)) {
     throw new TypeError(`express-mfa-kit: unknown error format '${String(format)}': use 'problem', 'simple', 'nest' or a function (problem, key, req) => ({ body })`);
@@ -260,8 +268,20 @@ export function resolveProblemOptions(options: ProblemJsonOptions = {}): Require
   };
 }
 
+/**
+ * `app.use(notFound)` instead of `app.use(notFound())`: Express would call the factory with the request, which
+ * returns a handler and answers nothing, and every such request would hang. Thrown from inside Express, this goes
+ * to the app's error handler (or Express's own page) with the fix in the message.
+ */
+function mountedWithoutCall(factory: string, first: unknown): void {
+  if (typeof first === 'object' && first !== null && 'method' in first && 'headers' in first && ('socket' in first || 'url' in first)) {
+    throw new TypeError(`express-mfa-kit: ${factory} was mounted without being called: use app.use(${factory}()), not app.use(${factory})`);
+  }
+}
+
 /** The error handler every router ends with; mount it app-wide too, to format your own errors the same way. */
 export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandler {
+  mountedWithoutCall('problemJson', options);
   const resolved = resolveProblemOptions(options);
   const { logger } = resolved;
   return (err: unknown, req, res, next) => {
@@ -349,7 +369,8 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
 }
 
 /** A final handler for paths nobody served: 404 as a Problem. */
-export function notFound(): RequestHandler {
+export function notFound(...misuse: unknown[]): RequestHandler {
+  mountedWithoutCall('notFound', misuse[0]);
   return (_req, _res, next) => {
     next(ProblemError.from('NOT_FOUND', 'No route matches this path.'));
   };

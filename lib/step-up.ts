@@ -6,7 +6,7 @@
  * `insufficient_user_authentication`, whose challenge tells the client what to get.
  */
 import { ProblemError } from './errors.js';
-import { checkInteger, checkOptionsObject } from './options.js';
+import { checkInteger, checkNestedOptions } from './options.js';
 
 export interface StepUpOptions {
   /** `amr` values (RFC 8176) any one of which shows a second factor, e.g. `['mfa', 'otp']`. */
@@ -45,7 +45,7 @@ function checkValues(factory: string, name: string, values: unknown): Set<string
 /** Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). */
 export function resolveStepUp(factory: string, options: StepUpOptions | undefined): StepUpPolicy | undefined {
   if (options === undefined) return undefined;
-  checkOptionsObject(`${factory} stepUp`, options, ['amr', 'acr', 'maxAgeSeconds'], "{ amr: ['mfa'], maxAgeSeconds: 900 }");
+  checkNestedOptions(factory, 'stepUp', options, ['amr', 'acr', 'maxAgeSeconds'], "{ amr: ['mfa'], maxAgeSeconds: 900 }");
   const amr = checkValues(factory, 'amr', options.amr);
   const acr = checkValues(factory, 'acr', options.acr);
   if (amr.size === 0 && acr.size === 0) {

@@ -16,10 +16,13 @@ import { isUserId, USER_ID_RULE } from './validation.js';
 export type JwtAlgorithm = 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512' | 'ES256' | 'ES384' | 'ES512' | 'PS256' | 'PS384' | 'PS512';
 
 export interface JwtOptions {
-  /** HMAC secret (HS256/384/512). One of `secret` or `publicKey` is required. */
-  secret?: string | Buffer;
+  /**
+   * HMAC secret (HS256/384/512). Exactly one of `secret` or `publicKey` is required; `undefined` (an unset
+   * `JWT_SECRET`) type-checks and fails at set-up saying so.
+   */
+  secret?: string | Buffer | undefined;
   /** PEM public key (RS256/ES256/…). */
-  publicKey?: string | Buffer;
+  publicKey?: string | Buffer | undefined;
   /** Accepted algorithms. @default ['HS256'] with `secret`, ['RS256', 'ES256'] with `publicKey` */
   algorithms?: JwtAlgorithm[];
   /** Required `iss`, when set. */
@@ -57,7 +60,7 @@ const HMAC: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512'];
 function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   const { secret, publicKey } = jwt;
   if ((secret === undefined) === (publicKey === undefined)) {
-    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' needs exactly one of 'secret' or 'publicKey', e.g. jwt: { secret: process.env.JWT_SECRET }`);
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' needs exactly one of 'secret' or 'publicKey' (is JWT_SECRET set?), e.g. jwt: { secret: process.env.JWT_SECRET }`);
   }
   if (typeof secret === 'string' && secret.length < 16) {
     throw new TypeError(`express-mfa-kit: ${factory}() jwt.secret is shorter than 16 characters: use a random secret (\`openssl rand -base64 32\`)`);
@@ -192,6 +195,9 @@ interface StrategyOutcome {
 export function userAuth(factory: string, options: UserAuthOptions): RequestHandler[] {
   if (options.authenticate === undefined && options.jwt === undefined) {
     throw new TypeError(`express-mfa-kit: ${factory}() needs 'jwt' (e.g. jwt: { secret: process.env.JWT_SECRET }) or your own 'authenticate' middleware`);
+  }
+  if (options.authenticate !== undefined && options.jwt !== undefined) {
+    throw new TypeError(`express-mfa-kit: ${factory}() takes 'jwt' or 'authenticate', not both: with your own authenticate, the kit verifies no token itself`);
   }
   if (options.authenticate !== undefined && typeof options.authenticate !== 'function') {
     throw new TypeError(`express-mfa-kit: ${factory}() option 'authenticate' must be an Express middleware (req, res, next)`);

@@ -9,7 +9,7 @@ import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import { ProblemError } from './errors.js';
 import type { Logger } from './logger.js';
-import { checkInteger } from './options.js';
+import { checkInteger, checkNestedOptions } from './options.js';
 import type { LockoutPolicy, VerificationThrottleStore } from '../storage/types.js';
 
 /** Failures that lock verification. */
@@ -66,6 +66,8 @@ export function rateLimitCommand(redis: RateLimitRedisClient): (command: string,
 
 /** Checks lockout options at set-up. */
 export function resolveLockout(factory: string, options: LockoutOptions | undefined): LockoutPolicy {
+  // A misspelt member (`maxAttempts`) would leave the lockout at its default without a word: refused at set-up.
+  checkNestedOptions(factory, 'lockout', options, ['maxFailures', 'cooldownSeconds'], '{ maxFailures: 5, cooldownSeconds: 900 }');
   return {
     maxFailures: options?.maxFailures === undefined ? DEFAULT_MAX_FAILURES : checkInteger(factory, 'lockout.maxFailures', options.maxFailures, 1, MAX_MAX_FAILURES),
     cooldownSeconds:
@@ -82,6 +84,10 @@ export interface ResolvedRateLimit {
 /** Checks rate-limit options at set-up; `false` turns the limit off (the lockout still applies). */
 export function resolveRateLimit(factory: string, options: RateLimitOptions | false | undefined): ResolvedRateLimit | false {
   if (options === false) return false;
+  checkNestedOptions(factory, 'rateLimit', options, ['windowMs', 'limit', 'prefix'], '{ windowMs: 60000, limit: 10 } or false');
+  if (options?.prefix !== undefined && (typeof options.prefix !== 'string' || options.prefix === '')) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'rateLimit.prefix' must be a non-empty string, e.g. 'mfa-kit:rl:'`);
+  }
   return {
     windowMs: options?.windowMs === undefined ? DEFAULT_RATE_LIMIT_WINDOW_MS : checkInteger(factory, 'rateLimit.windowMs', options.windowMs, 1000, 24 * 3600 * 1000),
     limit: options?.limit === undefined ? DEFAULT_RATE_LIMIT : checkInteger(factory, 'rateLimit.limit', options.limit, 1, 100_000),
@@ -123,7 +129,13 @@ export function verifyRateLimiter(args: {
     // Keys are not IPs, so the IP-related checks do not apply.
     validate: { trustProxy: false, xForwardedForHeader: false, ip: false, keyGeneratorIpFallback: false },
     logger: {
-      error: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter problem'),
+      error: (...parts: unknown[]) => {
+        const detail = String(parts[0] instanceof Error ? parts[0].message : parts[0]);
+        // A client not connected yet (`enableOfflineQueue: false` at start-up): the store loads its scripts again
+        // before its first count (RecoveringRedisStore), so this is no problem worth a warning at every boot.
+        if (NOT_CONNECTED.test(detail)) logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; its scripts load at the first count');
+        else logger.warn({ source: 'express-rate-limit', detail }, 'rate limiter problem');
+      },
       warn: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter warning'),
     },
     handler: (req, _res, next) => {
@@ -133,6 +145,9 @@ export function verifyRateLimiter(args: {
     },
   });
 }
+
+/** ioredis's refusals of a command sent before its connection is up. */
+const NOT_CONNECTED = /enableOfflineQueue|Stream isn't writeable|Connection is closed/;
 
 /**
  * rate-limit-redis loads its Lua scripts once, when the limiter is made: on a client that refuses commands

@@ -59,7 +59,7 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     // Bob has a second factor now: his password-only token adds no other (the kit's stepUp, RFC 9470).
     const another = await request(app).post('/auth/mfa/devices/totp').set('Authorization', token('bob', 'not_enrolled')).send({ deviceName: 'Second' });
     expect(another.status).to.equal(401);
-    expect(another.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'This change needs a recent second factor: verify one, then retry with the token that gives you.', code: 'STEP_UP_REQUIRED' });
+    expect(another.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'This change needs a recent second factor: pass one (POST /verify) and retry with the token your sign-in issues for it.', code: 'STEP_UP_REQUIRED' });
     expect(another.headers['www-authenticate']).to.equal('Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change", max_age=900');
 
     // Password done, second factor pending: no device management, no vault.

@@ -4,7 +4,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
+import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { sendJson } from '../lib/send-json.js';
@@ -356,6 +356,56 @@ describe('router set-up checks', () => {
     });
     await request(app).get('/internal/x');
     expect(errors[0]).to.match(/mounted without being called: use app\.use\(path, internalRouter\(/);
+  });
+
+  it('notFound and problemJson mounted without () answer with the fix instead of leaving the request hanging', async () => {
+    for (const [name, misuse] of [
+      ['notFound', notFound],
+      ['problemJson', problemJson],
+    ] as const) {
+      const app = express();
+      const errors: string[] = [];
+      app.use(misuse as unknown as express.RequestHandler);
+      app.use((err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        errors.push(err.message);
+        res.status(500).end();
+      });
+      const res = await request(app).get('/anything').timeout(5000);
+      expect(res.status, name).to.equal(500);
+      expect(errors[0], name).to.equal(`express-mfa-kit: ${name} was mounted without being called: use app.use(${name}()), not app.use(${name})`);
+    }
+  });
+
+  it('nested options are checked too: a misspelt member would otherwise leave a default (the lockout!) in force', () => {
+    const none = () => Promise.resolve(null);
+    const mfaStorage = {
+      ...storage,
+      mfaDevices: { list: none, get: none, create: none, recordTotpStep: none, remove: none },
+      verificationThrottle: { charge: none },
+      otpCodes: { put: none },
+    } as unknown as KnexStorage;
+    const base = { storage: mfaStorage, keyRing: keyRing(`k1:${Buffer.alloc(32, 1).toString('base64')}`), jwt: { secret: 'nested-options-secret-0123456789' } };
+    const refused: Array<[object, RegExp]> = [
+      [{ lockout: { maxAttempts: 3 } }, /mfaDevicesRouter\(\) option 'lockout' has an unknown option 'maxAttempts'\. Known options: maxFailures, cooldownSeconds\./],
+      [{ rateLimit: { max: 5 } }, /option 'rateLimit' has an unknown option 'max'/],
+      [{ rateLimit: 10 }, /option 'rateLimit' must be an object/],
+      [{ totp: { digit: 8 } }, /option 'totp' has an unknown option 'digit'\. Did you mean 'digits'\?/],
+      [{ errors: 'nest' }, /option 'errors' must be an object, e\.g\. errors: \{ format: 'nest' \}/],
+      [{ errors: { fromat: 'nest' } }, /option 'errors' has an unknown option 'fromat'\. Did you mean 'format'\?/],
+      [{ stepUp: { amr: ['mfa'], maxAge: 60 } }, /option 'stepUp' has an unknown option 'maxAge'/],
+      [{ trustedDevices: { defaultTtl: 60 } }, /option 'trustedDevices' has an unknown option 'defaultTtl'/],
+      [{ authenticate: (_req: unknown, _res: unknown, next: () => void) => next() }, /takes 'jwt' or 'authenticate', not both/],
+      [{ jwt: { secret: undefined } }, /needs exactly one of 'secret' or 'publicKey' \(is JWT_SECRET set\?\)/],
+    ];
+    for (const [extra, message] of refused) expect(() => mfaDevicesRouter({ ...base, ...extra }), JSON.stringify(extra)).to.throw(TypeError, message);
+    expect(() => problemJson({ fromat: 'nest' } as never)).to.throw(TypeError, /unknown option 'fromat'\. Did you mean 'format'\?/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, lockout: { cooldown: 5 } } as never)).to.throw(TypeError, /internalRouter\(\) option 'lockout' has an unknown option 'cooldown'/);
+  });
+
+  it('an unset environment variable passed as it is (undefined) type-checks and fails at set-up naming it', () => {
+    expect(() => keyRing(process.env.MFA_KIT_UNSET_VARIABLE)).to.throw(TypeError, /no encryption key: set MFA_ENCRYPTION_KEYS=k1:/);
+    expect(() => keyRing('nokid')).to.throw(TypeError, /e\.g\. k1:\$\(openssl rand -base64 32\)/);
+    expect(() => internalRouter({ storage, internalKeys: process.env.MFA_KIT_UNSET_VARIABLE })).to.throw(TypeError, /needs 'internalKeys' \(is INTERNAL_API_KEYS set\?\)/);
   });
 });
 

@@ -3,7 +3,7 @@ import type { KeyRing } from '../../lib/keyring.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
-import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
 import type { JwtOptions, UserAuthOptions } from '../../lib/user-auth.js';
 import type { MfaStorage } from '../../storage/types.js';
 
@@ -61,6 +61,7 @@ export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouter
   if (options.bodyLimit !== undefined && typeof options.bodyLimit !== 'string' && typeof options.bodyLimit !== 'number') {
     throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'bodyLimit' must be a number of bytes or a string such as '1mb'`);
   }
+  checkErrorsOption(FACTORY, options.errors);
   const logger = options.logger ?? getDefaultLogger();
   // Only the keys that were given: user-auth tells "jwt or authenticate" apart by presence.
   const auth: UserAuthOptions = {

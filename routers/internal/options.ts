@@ -1,9 +1,9 @@
 /** `internalRouter` options: the public shape, its defaults, and the parser that fills a complete config. */
 import type { Logger } from '../../lib/logger.js';
 import { getDefaultLogger } from '../../lib/logger.js';
-import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
+import { checkInjected, checkInteger, checkNestedOptions, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
-import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
 import { DEFAULT_INTERNAL_KEY_HEADER, parseInternalKeys } from '../../lib/internal-auth.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import { tenantFrom, type TenantExtractor } from '../../lib/tenant.js';
@@ -25,8 +25,11 @@ import {
 export interface InternalRouterOptions {
   /** Storage, e.g. `knexStorage({ knex })`. Required. */
   storage: MfaStorage;
-  /** Accepted internal API keys (comma-separated string or list); several at once for rotation. Required. */
-  internalKeys: string | readonly string[];
+  /**
+   * Accepted internal API keys (comma-separated string or list); several at once for rotation. Required: `undefined`
+   * (an unset `INTERNAL_API_KEYS`) type-checks, and fails at set-up saying so.
+   */
+  internalKeys: string | readonly string[] | undefined;
   /** Header carrying the internal key. @default 'x-internal-api-key' */
   keyHeader?: string;
   /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
@@ -113,11 +116,12 @@ export function parseOptions(options: InternalRouterOptions): InternalRouterConf
   checkOptionsObject('internalRouter', options, KNOWN, EXAMPLE);
   checkInjected('internalRouter', 'storage', options.storage, ['ping', 'mfaDevices.list', 'mfaDevices.get', 'mfaDevices.remove', 'trustedDevices.find', 'trustedDevices.upsert', 'users.erase'], 'pass storage: knexStorage({ knex })');
   if (options.internalKeys === undefined) {
-    throw new TypeError(`express-mfa-kit: internalRouter() needs 'internalKeys', e.g. internalRouter(${EXAMPLE})`);
+    throw new TypeError(`express-mfa-kit: internalRouter() needs 'internalKeys' (is INTERNAL_API_KEYS set?), e.g. internalRouter(${EXAMPLE})`);
   }
   const internalKeys = parseInternalKeys(options.internalKeys);
+  checkErrorsOption('internalRouter', options.errors);
   const logger = options.logger ?? getDefaultLogger();
-  if (options.trustedDevices !== undefined) checkOptionsObject('internalRouter trustedDevices', options.trustedDevices, TRUSTED_DEVICE_SETTING_NAMES, '{ maxTtlSeconds: 2592000 }');
+  checkNestedOptions('internalRouter', 'trustedDevices', options.trustedDevices, TRUSTED_DEVICE_SETTING_NAMES, '{ maxTtlSeconds: 2592000 }');
   const trustSettings = resolveTrustedDeviceSettings('internalRouter', options.trustedDevices);
   const trustedDevices = createTrustedDevices({ storage: options.storage, cache: options.cache, logger, ...trustSettings });
   return {

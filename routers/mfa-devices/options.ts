@@ -8,9 +8,9 @@ import { DEFAULT_RECOVERY_CODE_COUNT } from '../../lib/recovery-codes.js';
 import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type TrustedDeviceSettings } from '../../lib/trusted-devices.js';
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
-import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
+import { checkInjected, checkInteger, checkNestedOptions, checkOptionsObject } from '../../lib/options.js';
 import { isDisplayable } from '../../lib/validation.js';
-import { resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
 import {
   DEFAULT_TOTP_ALGORITHM,
   DEFAULT_TOTP_DIGITS,
@@ -220,6 +220,7 @@ const defaultAccountName = (user: MfaUser): string => {
 };
 
 function parseTotp(options: TotpOptions | undefined): TotpParams {
+  checkNestedOptions(FACTORY, 'totp', options, ['algorithm', 'digits', 'period', 'skew'], "{ algorithm: 'SHA1', digits: 6, period: 30, skew: 1 }");
   const algorithm = options?.algorithm ?? DEFAULT_TOTP_ALGORITHM;
   if (!ALGORITHMS.includes(algorithm)) {
     throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'totp.algorithm' must be one of ${ALGORITHMS.join(', ')}`);
@@ -253,13 +254,14 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
   checkInjected(FACTORY, 'keyRing', options.keyRing, ['seal', 'openText'], 'pass keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   if (options.redis !== undefined) checkInjected(FACTORY, 'redis', options.redis, ['call'], 'pass an ioredis client: redis: new Redis(process.env.REDIS_URL)');
   if (options.events !== undefined) checkInjected(FACTORY, 'events', options.events, ['emit', 'on'], 'pass an EventEmitter, e.g. events: createMfaEvents()');
-  if (options.trustedDevices !== undefined) checkOptionsObject(`${FACTORY} trustedDevices`, options.trustedDevices, TRUSTED_DEVICE_SETTING_NAMES, '{ defaultTtlSeconds: 2592000 }');
+  checkNestedOptions(FACTORY, 'trustedDevices', options.trustedDevices, TRUSTED_DEVICE_SETTING_NAMES, '{ defaultTtlSeconds: 2592000 }');
   checkFunction('accountName', options.accountName);
   checkFunction('onVerified', options.onVerified);
   checkFunction('now', options.now);
   if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer.trim() === '' || options.issuer.includes(':') || options.issuer.length > MAX_ISSUER_LENGTH || !isDisplayable(options.issuer))) {
     throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'issuer' must be 1-${MAX_ISSUER_LENGTH} characters of displayable text without ':' (it prefixes the account label)`);
   }
+  checkErrorsOption(FACTORY, options.errors);
   const logger = options.logger ?? getDefaultLogger();
   return {
     storage: options.storage,
