@@ -30,7 +30,14 @@ import { chain } from '../lib/chain.js';
 import { apiSecurityHeaders } from './security-headers.js';
 import { contextOf } from '../lib/context.js';
 
-export interface ExampleAppDeps {
+/** How user tokens are verified: exactly one of the two. */
+export type UserTokenKey =
+  | { /** HS256 key of user JWTs (claims `sub`, `tenant_id`). */ jwtSecret: string; jwtPublicKey?: never }
+  | { /** The PEM public key of RS256 / ES256 user JWTs (`JWT_PUBLIC_KEY`): the identity provider keeps the private one. */ jwtPublicKey: string; jwtSecret?: never };
+
+export type ExampleAppDeps = ExampleAppOptions & UserTokenKey;
+
+export interface ExampleAppOptions {
   storage: KnexStorage;
   /** Reports whether the cache answers; `undefined` when the in-process cache is used. */
   cachePing?: () => Promise<boolean>;
@@ -39,10 +46,6 @@ export interface ExampleAppDeps {
   internalKeys: string[];
   /** Seals secrets at rest (device-sync vaults, …). */
   keyRing: KeyRing;
-  /** HS256 key of user JWTs (claims `sub`, `tenant_id`). One of `jwtSecret` and `jwtPublicKey`. */
-  jwtSecret?: string;
-  /** Or the PEM public key of RS256 / ES256 user JWTs (`JWT_PUBLIC_KEY`): the identity provider keeps the private one. */
-  jwtPublicKey?: string;
   logger: PinoLogger;
   // [3/7] MFA devices
   /** Delivers sms/email codes. @default demoSender(logger): writes the code to stdout, sends nothing */
@@ -58,11 +61,11 @@ export interface ExampleAppDeps {
 }
 
 /** How the user routers verify tokens: HS256 with the secret, or RS256 / ES256 with the public key. */
-function userTokens(deps: Pick<ExampleAppDeps, 'jwtSecret' | 'jwtPublicKey'>): JwtOptions {
+function userTokens(deps: UserTokenKey): JwtOptions {
   if ((deps.jwtSecret === undefined) === (deps.jwtPublicKey === undefined)) {
     throw new TypeError('createExampleApp() needs one of jwtSecret (HS256) and jwtPublicKey (RS256 / ES256), not both');
   }
-  return deps.jwtPublicKey !== undefined ? { publicKey: deps.jwtPublicKey } : { secret: deps.jwtSecret! };
+  return deps.jwtPublicKey !== undefined ? { publicKey: deps.jwtPublicKey } : { secret: deps.jwtSecret };
 }
 
 /** A readiness probe must answer fast even when a dependency hangs (frozen host): give up after this. */

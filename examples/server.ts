@@ -210,7 +210,7 @@ async function main(): Promise<void> {
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') && 'jwtSecret' in env.jwt ? `  JWT_SECRET=${env.jwt.jwtSecret}` : '',
       env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
-      `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)`,
+      'jwtSecret' in env.jwt ? `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)` : `  (saved to ${DEV_SECRETS_FILE}; \`npm run demo\` signs HS256 tokens: it needs a server on JWT_SECRET)`,
       '',
       'Try:',
       `  curl -s -H 'X-Internal-API-Key: ${internalKey}' -H 'X-Tenant-ID: acme' '${base}/internal/mfa/totp/devices?user_id=alice'`,

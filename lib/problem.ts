@@ -249,7 +249,8 @@ const FORMATS = new Set(['problem', 'simple', 'nest']);
 
 /** Checks a router's `errors` option at set-up: an object of the formatter's options (not `'nest'` alone, no misspelt member). */
 export function checkErrorsOption(factory: string, errors: unknown): void {
-  checkNestedOptions(factory, 'errors', errors, ['format', 'service', 'typeBaseUri'], "{ format: 'nest' }");
+  // `logger` too: one object may serve `problemJson()` and the routers (whose own `logger` wins).
+  checkNestedOptions(factory, 'errors', errors, ['format', 'service', 'typeBaseUri', 'logger'], "{ format: 'nest' }");
 }
 
 /** Resolves formatter options to a complete set, failing at set-up on an unknown preset name. */
@@ -369,6 +370,7 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
 }
 
 /** A final handler for paths nobody served: 404 as a Problem. */
+export function notFound(): RequestHandler;
 export function notFound(...misuse: unknown[]): RequestHandler {
   mountedWithoutCall('notFound', misuse[0]);
   return (_req, _res, next) => {

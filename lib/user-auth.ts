@@ -9,6 +9,7 @@ import type { Request, RequestHandler } from 'express';
 import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
+import { checkNestedOptions } from './options.js';
 import { tenant, tenantFrom } from './tenant.js';
 import { isUserId, USER_ID_RULE } from './validation.js';
 
@@ -56,11 +57,17 @@ export const DEFAULT_USER_CLAIM = 'sub';
 export const DEFAULT_TENANT_CLAIM = 'tenant_id';
 
 const HMAC: readonly JwtAlgorithm[] = ['HS256', 'HS384', 'HS512'];
+const JWT_OPTION_NAMES = ['secret', 'publicKey', 'algorithms', 'issuer', 'audience', 'clockToleranceSeconds', 'requireExpiry'] satisfies ReadonlyArray<keyof JwtOptions>;
 
 function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
+  // A misspelt `audiance` or `isuer` would leave the token's audience or issuer unchecked: refused at set-up.
+  checkNestedOptions(factory, 'jwt', jwt, JWT_OPTION_NAMES, '{ secret: process.env.JWT_SECRET }');
   const { secret, publicKey } = jwt;
-  if ((secret === undefined) === (publicKey === undefined)) {
-    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' needs exactly one of 'secret' or 'publicKey' (is JWT_SECRET set?), e.g. jwt: { secret: process.env.JWT_SECRET }`);
+  if (secret !== undefined && publicKey !== undefined) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' takes 'secret' (HS256) or 'publicKey' (RS256 / ES256), not both`);
+  }
+  if (secret === undefined && publicKey === undefined) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'jwt' needs 'secret' or 'publicKey' (is JWT_SECRET set?), e.g. jwt: { secret: process.env.JWT_SECRET }`);
   }
   if (typeof secret === 'string' && secret.length < 16) {
     throw new TypeError(`express-mfa-kit: ${factory}() jwt.secret is shorter than 16 characters: use a random secret (\`openssl rand -base64 32\`)`);

@@ -85,8 +85,8 @@ export interface ResolvedRateLimit {
 export function resolveRateLimit(factory: string, options: RateLimitOptions | false | undefined): ResolvedRateLimit | false {
   if (options === false) return false;
   checkNestedOptions(factory, 'rateLimit', options, ['windowMs', 'limit', 'prefix'], '{ windowMs: 60000, limit: 10 } or false');
-  if (options?.prefix !== undefined && (typeof options.prefix !== 'string' || options.prefix === '')) {
-    throw new TypeError(`express-mfa-kit: ${factory}() option 'rateLimit.prefix' must be a non-empty string, e.g. 'mfa-kit:rl:'`);
+  if (options?.prefix !== undefined && typeof options.prefix !== 'string') {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'rateLimit.prefix' must be a string, e.g. 'mfa-kit:rl:'`);
   }
   return {
     windowMs: options?.windowMs === undefined ? DEFAULT_RATE_LIMIT_WINDOW_MS : checkInteger(factory, 'rateLimit.windowMs', options.windowMs, 1000, 24 * 3600 * 1000),
@@ -131,10 +131,13 @@ export function verifyRateLimiter(args: {
     logger: {
       error: (...parts: unknown[]) => {
         const detail = String(parts[0] instanceof Error ? parts[0].message : parts[0]);
-        // A client not connected yet (`enableOfflineQueue: false` at start-up): the store loads its scripts again
-        // before its first count (RecoveringRedisStore), so this is no problem worth a warning at every boot.
-        if (NOT_CONNECTED.test(detail)) logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; its scripts load at the first count');
-        else logger.warn({ source: 'express-rate-limit', detail }, 'rate limiter problem');
+        const context = typeof parts[1] === 'string' ? parts[1] : '';
+        // The store's set-up on a client not connected yet (`enableOfflineQueue: false` at start-up): it loads its
+        // scripts again before its first count (RecoveringRedisStore), so this is no problem worth a warning at
+        // every boot. The same refusal on a count (Redis gone later: requests pass unlimited) stays a warning.
+        if (context.includes('store initialization') && NOT_CONNECTED.test(detail)) {
+          logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; its scripts load at the first count');
+        } else logger.warn({ source: 'express-rate-limit', detail, ...(context && { context }) }, 'rate limiter problem');
       },
       warn: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter warning'),
     },

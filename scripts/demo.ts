@@ -180,7 +180,8 @@ function demoSecrets(): { internalKey: string; jwtSecret: string } {
   const jwtSecret = process.env.JWT_SECRET?.trim() || saved.JWT_SECRET || '';
   const missing = [internalKey ? '' : 'INTERNAL_API_KEYS', jwtSecret ? '' : 'JWT_SECRET'].filter(Boolean);
   if (missing.length > 0) {
-    throw new DemoError(`${missing.join(' and ')} unknown: start the server first (npm start writes ${DEV_SECRETS_FILE} when it generates them), or set ${missing.join(' and ')} as the server has them`);
+    const tokens = jwtSecret ? '' : ' (the demo signs HS256 user tokens: a server on JWT_PUBLIC_KEY cannot take them)';
+    throw new DemoError(`${missing.join(' and ')} unknown: start the server first (npm start writes ${DEV_SECRETS_FILE} when it generates them), or set ${missing.join(' and ')} as the server has them${tokens}`);
   }
   return { internalKey, jwtSecret };
 }

@@ -395,10 +395,19 @@ describe('router set-up checks', () => {
       [{ stepUp: { amr: ['mfa'], maxAge: 60 } }, /option 'stepUp' has an unknown option 'maxAge'/],
       [{ trustedDevices: { defaultTtl: 60 } }, /option 'trustedDevices' has an unknown option 'defaultTtl'/],
       [{ authenticate: (_req: unknown, _res: unknown, next: () => void) => next() }, /takes 'jwt' or 'authenticate', not both/],
-      [{ jwt: { secret: undefined } }, /needs exactly one of 'secret' or 'publicKey' \(is JWT_SECRET set\?\)/],
+      [{ jwt: { secret: undefined } }, /option 'jwt' needs 'secret' or 'publicKey' \(is JWT_SECRET set\?\)/],
+      [{ jwt: { secret: 'nested-options-secret-0123456789', publicKey: 'x' } }, /option 'jwt' takes 'secret' \(HS256\) or 'publicKey' \(RS256 \/ ES256\), not both/],
+      // A misspelt audience or issuer would leave the token's aud / iss unchecked.
+      [{ jwt: { secret: 'nested-options-secret-0123456789', audiance: 'mfa-kit' } }, /option 'jwt' has an unknown option 'audiance'\. Did you mean 'audience'\?/],
+      [{ jwt: { secret: 'nested-options-secret-0123456789', isuer: 'https://idp' } }, /option 'jwt' has an unknown option 'isuer'\. Did you mean 'issuer'\?/],
     ];
     for (const [extra, message] of refused) expect(() => mfaDevicesRouter({ ...base, ...extra }), JSON.stringify(extra)).to.throw(TypeError, message);
     expect(() => problemJson({ fromat: 'nest' } as never)).to.throw(TypeError, /unknown option 'fromat'\. Did you mean 'format'\?/);
+    // What was taken before still is: one errors object shared with problemJson() (with its logger), an empty prefix.
+    const shared = { format: 'nest' as const, logger: silentLogger };
+    expect(() => problemJson(shared)).not.to.throw();
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, errors: shared, logger: silentLogger })).not.to.throw();
+    expect(() => mfaDevicesRouter({ ...base, rateLimit: { prefix: '' }, logger: silentLogger })).not.to.throw();
     expect(() => internalRouter({ storage, internalKeys: KEY_A, lockout: { cooldown: 5 } } as never)).to.throw(TypeError, /internalRouter\(\) option 'lockout' has an unknown option 'cooldown'/);
   });
 
