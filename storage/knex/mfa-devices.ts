@@ -66,8 +66,11 @@ const DEVICE_COLUMNS =
   'tenant_id, id, user_id, method, device_name, enabled, verified, secret_key_id, secret_ciphertext, totp_algorithm, totp_digits, totp_period, totp_skew, last_step, ' +
   `${epochMs('created_at', 'created_ms')}, ${epochMs('last_used_at', 'last_used_ms')}, ${epochMs('verified_at', 'verified_ms')}, ${epochMs('expires_at', 'expires_ms')}`;
 const LIST_COLUMNS = `${DEVICE_COLUMNS}, count(*) over () as full_count`;
-/** Not an abandoned enrolment (never verified, past its window): those are gone for every reader, swept or not. */
-const LIVE = '(verified or expires_at is null or expires_at > now())';
+/**
+ * Not an abandoned enrolment (never verified, past its window): those are gone for every reader, swept or not. The
+ * moment is the application's clock (bound), as for the removal and the verification that judge the same rows.
+ */
+const LIVE = '(verified or expires_at is null or expires_at > ?)';
 const pageOf = (user: string, byMethod: boolean) =>
   `select ${LIST_COLUMNS} from mfa_devices where tenant_id = ? and user_id = ${user}${byMethod ? ' and method = ?' : ''} and ${LIVE} order by created_at desc, id desc limit ? offset ?`;
 const LIST = statement(pageOf('?', false));
@@ -94,6 +97,8 @@ interface ListRead {
   userId: string;
   method: MfaMethod | undefined;
   page: PageQuery;
+  /** What "abandoned" is judged against. */
+  now: Date;
 }
 
 export class KnexMfaDeviceStore implements MfaDeviceStore {
@@ -107,16 +112,18 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
   ) {
     this.readPage = coalesce<ListRead, ListRow[]>({
       group: (r) => JSON.stringify([r.tenantId, r.method ?? null, r.page.limit, r.page.offset]),
-      one: ({ tenantId, userId, method, page }) =>
+      one: ({ tenantId, userId, method, page, now }) =>
         method
-          ? query<ListRow>(this.knex, LIST_BY_METHOD, [tenantId, userId, method, page.limit, page.offset], this.prepared)
-          : query<ListRow>(this.knex, LIST, [tenantId, userId, page.limit, page.offset], this.prepared),
+          ? query<ListRow>(this.knex, LIST_BY_METHOD, [tenantId, userId, method, now, page.limit, page.offset], this.prepared)
+          : query<ListRow>(this.knex, LIST, [tenantId, userId, now, page.limit, page.offset], this.prepared),
       many: async (reads) => {
         const { tenantId, method, page } = reads[0]!;
         const users = [...new Set(reads.map((r) => r.userId))];
+        // A batch reads "now" once: at the latest of its reads' clocks.
+        const now = new Date(Math.max(...reads.map((r) => r.now.getTime())));
         const rows = method
-          ? await query<ListRow>(this.knex, LIST_MANY_BY_METHOD, [users, tenantId, method, page.limit, page.offset], this.prepared)
-          : await query<ListRow>(this.knex, LIST_MANY, [users, tenantId, page.limit, page.offset], this.prepared);
+          ? await query<ListRow>(this.knex, LIST_MANY_BY_METHOD, [users, tenantId, method, now, page.limit, page.offset], this.prepared)
+          : await query<ListRow>(this.knex, LIST_MANY, [users, tenantId, now, page.limit, page.offset], this.prepared);
         const byUser = new Map<string, ListRow[]>();
         for (const row of rows) {
           const list = byUser.get(row.user_id);
@@ -140,11 +147,12 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       return { items: rows.map(toMfaDevice), total };
     }
     // One round trip (shared with the other reads of this moment): the window count rides along with the page.
-    const rows = await this.readPage({ tenantId, userId, method: filter.method, page });
+    const now = new Date();
+    const rows = await this.readPage({ tenantId, userId, method: filter.method, page, now });
     let total = rows[0] ? Number(rows[0].full_count) : 0;
     if (!rows[0] && page.offset > 0) {
       // A page past the end: the window count has no row to ride on.
-      const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId }).andWhereRaw(LIVE);
+      const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId }).andWhereRaw(LIVE, [now]);
       if (filter.method) void scoped.andWhere({ method: filter.method });
       total = Number((await scoped.count({ n: '*' }).first())?.n ?? 0);
     }
