@@ -26,7 +26,7 @@ export function parseInternalKeys(keys: string | readonly string[] | undefined):
   if (typeof given !== 'string' && !(Array.isArray(given) && given.every((k) => typeof k === 'string'))) {
     throw new TypeError('express-mfa-kit: internal API keys must be a comma-separated string or a list of strings, e.g. process.env.INTERNAL_API_KEYS');
   }
-  const list = (typeof given === 'string' ? given.split(',') : (given)).map((k) => k.trim()).filter((k) => k !== '');
+  const list = (typeof given === 'string' ? given.split(',') : given).map((k) => k.trim()).filter((k) => k !== '');
   if (list.length === 0) {
     throw new TypeError('express-mfa-kit: no internal API key (is INTERNAL_API_KEYS set?): pass at least one, e.g. internalKeys: process.env.INTERNAL_API_KEYS');
   }

@@ -38,7 +38,7 @@ export function parseKeys(keys: string | readonly string[] | undefined): Array<{
   if (typeof list !== 'string' && !(Array.isArray(list) && list.every((k) => typeof k === 'string'))) {
     throw new TypeError('express-mfa-kit: keyRing() takes a string `kid:base64,…` or a list of them, e.g. keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   }
-  const entries = (typeof list === 'string' ? list.split(',') : (list)).map((k) => k.trim()).filter((k) => k !== '');
+  const entries = (typeof list === 'string' ? list.split(',') : list).map((k) => k.trim()).filter((k) => k !== '');
   if (entries.length === 0) {
     throw new TypeError('express-mfa-kit: no encryption key: set MFA_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> (`openssl rand -base64 32`)');
   }
