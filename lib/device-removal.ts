@@ -9,7 +9,7 @@ import type { Logger } from './logger.js';
 import type { RecoveryCodes } from './recovery-codes.js';
 import type { TrustedDevices } from './trusted-devices.js';
 import type { VerifierContext } from './verification-throttle.js';
-import type { MfaDevice, MfaMethod, MfaStorage } from '../storage/types.js';
+import type { DeviceRemoval, MfaDevice, MfaMethod, MfaStorage } from '../storage/types.js';
 
 export interface DeviceRemovalDeps {
   storage: Pick<MfaStorage, 'mfaDevices'>;
@@ -36,12 +36,15 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
     const device = await deps.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
     if (!device || device.method !== method) return null;
   }
-  const { removed, verifiedRemaining } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+  const { removed, verifiedRemaining, revoked } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
   // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
   if (!removed || (!removed.verified && removed.expiresAt !== null && removed.expiresAt <= new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });
   // Only a verified device stood for a second factor: an enrolment withdrawn leaves what the user had as it was.
-  if (removed.verified && verifiedRemaining === 0) await revokeOnLastDevice(deps, caller);
+  if (removed.verified && verifiedRemaining === 0) {
+    if (revoked) await revokedWithDevice(deps, caller, revoked);
+    else await revokeOnLastDevice(deps, caller);
+  }
   return removed;
 }
 
@@ -55,9 +58,20 @@ export async function removeAllDevices(deps: DeviceRemovalDeps, caller: Verifier
   return removed;
 }
 
+/** A store that does not revoke with the removal (no `revoked`): the trusted devices and recovery codes go after it. */
 async function revokeOnLastDevice(deps: DeviceRemovalDeps, caller: VerifierContext): Promise<void> {
   const count = await deps.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-  if (count > 0) emitSafely(deps.events, deps.logger, 'trusted_device.revoked', { ...eventBase(caller), count, reason: 'last_device_removed' });
   const codes = await deps.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
-  if (codes > 0) emitSafely(deps.events, deps.logger, 'recovery_codes.revoked', { ...eventBase(caller), count: codes, reason: 'last_device_removed' });
+  announce(deps, caller, count, codes);
+}
+
+/** The store revoked them in the removal's transaction: tell the cache (every instance) and announce it. */
+async function revokedWithDevice(deps: DeviceRemovalDeps, caller: VerifierContext, revoked: NonNullable<DeviceRemoval['revoked']>): Promise<void> {
+  await deps.trustedDevices.changed(caller.tenantId, caller.userId, revoked.trustedGeneration);
+  announce(deps, caller, revoked.trustedDevices, revoked.recoveryCodes);
+}
+
+function announce(deps: DeviceRemovalDeps, caller: VerifierContext, trustedDevices: number, recoveryCodes: number): void {
+  if (trustedDevices > 0) emitSafely(deps.events, deps.logger, 'trusted_device.revoked', { ...eventBase(caller), count: trustedDevices, reason: 'last_device_removed' });
+  if (recoveryCodes > 0) emitSafely(deps.events, deps.logger, 'recovery_codes.revoked', { ...eventBase(caller), count: recoveryCodes, reason: 'last_device_removed' });
 }

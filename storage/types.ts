@@ -99,8 +99,21 @@ export interface MfaDeviceStore {
   recordTotpStep(tenantId: string, userId: string, id: string, step: number): Promise<MfaDevice | null>;
   /** Sets `last_used_at` of a device (a successful sms/email use). */
   touch(tenantId: string, userId: string, id: string): Promise<void>;
-  /** Deletes a device; returns it (`null` when there was none) and how many verified devices the user still has (serialised per user). */
-  remove(tenantId: string, userId: string, id: string): Promise<{ removed: MfaDevice | null; verifiedRemaining: number }>;
+  /**
+   * Deletes a device; returns it (`null` when there was none) and how many verified devices the user still has
+   * (serialised per user). When it was the user's last verified device, a store may also delete, in the same
+   * transaction, their recovery codes and trusted devices (bumping the trusted-device generation) and say so in
+   * `revoked`; without `revoked` the caller revokes them after.
+   */
+  remove(tenantId: string, userId: string, id: string): Promise<DeviceRemoval>;
+}
+
+/** What `MfaDeviceStore.remove` did. */
+export interface DeviceRemoval {
+  removed: MfaDevice | null;
+  verifiedRemaining: number;
+  /** Set when the last verified device's recovery codes (unused ones counted) and trusted devices went with it. */
+  revoked?: { trustedDevices: number; recoveryCodes: number; trustedGeneration: number };
 }
 
 // ---------------------------------------------------------------- trusted devices ([2/7])

@@ -145,6 +145,26 @@ describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/t
     expect(await remaining(s.app, neighbour)).to.equal(10);
   });
 
+  it('the last verified device\'s removal deletes the trusted devices and recovery codes in its own transaction (storage)', async () => {
+    const s = setup();
+    const u = user('atomic');
+    const { first, second } = await userWithEverything(s, u);
+    const count = async (table: string) => Number(((await suite.db.knex(table).where({ tenant_id: 'acme', user_id: u }).count({ n: '*' }).first()) as { n: string }).n);
+    const generation = async () => Number(((await suite.db.knex('trusted_device_generations').where({ tenant_id: 'acme', user_id: u }).first()) as { generation: string }).generation);
+    // Not the last: nothing else goes, and the store says so by leaving `revoked` out.
+    const one = await suite.db.storage.mfaDevices.remove('acme', u, first);
+    expect(one.verifiedRemaining).to.equal(1);
+    expect(one).not.to.have.property('revoked');
+    expect(await count('trusted_devices')).to.equal(1);
+    // The last: by the time remove() resolves, the codes and the trusted device are gone and the generation moved.
+    const before = await generation();
+    const last = await suite.db.storage.mfaDevices.remove('acme', u, second);
+    expect(last.revoked).to.deep.equal({ trustedDevices: 1, recoveryCodes: 10, trustedGeneration: before + 1 });
+    expect(await count('trusted_devices')).to.equal(0);
+    expect(await count('mfa_recovery_codes')).to.equal(0);
+    expect(await generation()).to.equal(before + 1);
+  });
+
   it('an enrolment withdrawn (never verified) takes nothing with it: a user without a verified device keeps their trusted devices', async () => {
     const s = setup();
     const u = user('withdrawn');

@@ -1,8 +1,9 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
-import type { CreateDeviceResult, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import type { CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
 import { coalesce } from '../coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
+import { bumpGeneration, lockRecoveryCodes, lockUser } from './user-locks.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -238,25 +239,26 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       .update({ last_used_at: this.knex.fn.now() });
   }
 
-  async remove(tenantId: string, userId: string, id: string): Promise<{ removed: MfaDevice | null; verifiedRemaining: number }> {
+  async remove(tenantId: string, userId: string, id: string): Promise<DeviceRemoval> {
     return this.knex.transaction(async (trx) => {
       // Serialised with other removals of the same user, so two concurrent removals of the last
       // two devices still see that none is left.
       await lockUser(trx, tenantId, userId);
-      const [removed] = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).delete().returning('*');
-      const left = await trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, verified: true }).count({ n: '*' }).first();
-      return { removed: removed ? toMfaDevice(removed) : null, verifiedRemaining: Number(left?.n ?? 0) };
+      const mine = { tenant_id: tenantId, user_id: userId };
+      const [row] = await trx<MfaDeviceRow>('mfa_devices').where({ ...mine, id }).delete().returning('*');
+      const left = await trx<MfaDeviceRow>('mfa_devices').where({ ...mine, verified: true }).count({ n: '*' }).first();
+      const removed = row ? toMfaDevice(row) : null;
+      const verifiedRemaining = Number(left?.n ?? 0);
+      if (!removed?.verified || verifiedRemaining > 0) return { removed, verifiedRemaining };
+      // The user's last verified device: the recovery codes and trusted devices that stood in for it go in this
+      // transaction, never after it (a crash in between would leave them). The locks in the erasure's order
+      // (storage/knex/user-locks.ts); the generation row's lock also waits for a "remember this device" in flight.
+      await lockRecoveryCodes(trx, tenantId, userId);
+      const trustedGeneration = await bumpGeneration(trx, tenantId, userId);
+      const unused = await trx('mfa_recovery_codes').where(mine).whereNull('used_at').count({ n: '*' }).first();
+      await trx('mfa_recovery_codes').where(mine).delete();
+      const trustedDevices = await trx('trusted_devices').where(mine).delete();
+      return { removed, verifiedRemaining, revoked: { trustedDevices, recoveryCodes: Number(unused?.n ?? 0), trustedGeneration } };
     });
   }
-}
-
-/** A transaction-scoped advisory lock on one user's devices (enrolment limit, last-device removal). */
-export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
-  await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
-}
-
-/** Whether the user has a verified MFA device (enabled or not), read in the caller's transaction. */
-export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: string, userId: string): Promise<boolean> {
-  const { rows } = await trx.raw<{ rows: Array<{ found: boolean }> }>('select exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as found', [tenantId, userId]);
-  return rows[0]!.found;
 }

@@ -1,15 +1,7 @@
 /** Recovery codes on Postgres: hashes only; consumed by one conditional UPDATE so a code works once. */
 import type { Knex } from 'knex';
 import type { RecoveryCodeStore } from '../types.js';
-import { hasVerifiedMfaDevice } from './mfa-devices.js';
-
-/** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
-const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
-
-/** A transaction-scoped advisory lock on one user's set of recovery codes (replacements take turns). */
-export async function lockRecoveryCodes(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
-  await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
-}
+import { hasVerifiedMfaDevice, lockRecoveryCodes } from './user-locks.js';
 
 /** `RecoveryCodeStore` on the `mfa_recovery_codes` table. */
 export class KnexRecoveryCodeStore implements RecoveryCodeStore {
@@ -21,8 +13,8 @@ export class KnexRecoveryCodeStore implements RecoveryCodeStore {
       // both insert, leaving two sets; the per-user lock makes them take turns. A hash collision of
       // two users' keys only makes them wait for each other briefly.
       await lockRecoveryCodes(trx, tenantId, userId);
-      // After the lock, which the revocation on a removal of the last device takes too: that removal either
-      // committed before this read (nothing is written) or revokes after this commit, deleting this set.
+      // After the lock, which the removal of the last device (and an erasure) takes in its own transaction: either
+      // it committed before this read (nothing is written), or it waits for this commit and deletes this set.
       if (options.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) return false;
       await trx('mfa_recovery_codes').where({ tenant_id: tenantId, user_id: userId }).delete();
       if (codeHashes.length > 0) {

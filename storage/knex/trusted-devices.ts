@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
 import { coalesce } from '../coalesce.js';
-import { hasVerifiedMfaDevice } from './mfa-devices.js';
+import { bumpGeneration, hasVerifiedMfaDevice } from './user-locks.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -43,20 +43,6 @@ function deviceFrom(row: DeviceFields, createdAt: Date, trustedUntil: Date): Tru
 }
 
 export const toTrustedDevice = (row: TrustedDeviceRow): TrustedDevice => deviceFrom(row, row.created_at, row.trusted_until);
-
-/**
- * Bumps the user's generation and returns the new value. Every writer calls it FIRST in its
- * transaction, so all writers of one user lock the generation row before any device row: no deadlocks.
- */
-export async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: string): Promise<number> {
-  const { rows } = await trx.raw<{ rows: Array<{ generation: string }> }>(
-    `insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)
-     on conflict (tenant_id, user_id) do update set generation = trusted_device_generations.generation + 1
-     returning generation`,
-    [tenantId, userId],
-  );
-  return Number(rows[0]!.generation);
-}
 
 /** A device as the prepared reads return it: timestamps as epoch ms (storage/knex/statements.ts). */
 type TrustedDeviceReadRow = DeviceFields & { created_ms: number; until_ms: number };
@@ -184,9 +170,9 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     const trx = await this.knex.transaction();
     try {
       const generation = await bumpGeneration(trx, tenantId, userId);
-      // After the generation lock, so a removal of the last device either commits before this read (nothing is
-      // written, the bump rolled back) or revokes after this commit: its revokeAll bumps the generation first,
-      // waiting for this transaction, then deletes in a snapshot that holds this row. An erasure does the same.
+      // After the generation lock, which the removal of the last device (and an erasure) takes in its own transaction
+      // before deleting the trusted devices: either it committed before this read (nothing is written, the bump
+      // rolled back), or it waits for this commit and then deletes in a snapshot that holds this row.
       if (write.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) {
         await trx.rollback();
         return null;

@@ -1,9 +1,7 @@
 /** Erasure of everything the kit keeps about one user, on Postgres, in one transaction. */
 import type { Knex } from 'knex';
 import type { ErasedUserData, UserDataStore } from '../types.js';
-import { lockUser } from './mfa-devices.js';
-import { lockRecoveryCodes } from './recovery-codes.js';
-import { bumpGeneration } from './trusted-devices.js';
+import { bumpGeneration, lockRecoveryCodes, lockUser } from './user-locks.js';
 import { SYNC_RECORDS_TABLE } from './sync-records.js';
 
 export class KnexUserDataStore implements UserDataStore {

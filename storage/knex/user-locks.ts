@@ -1,0 +1,40 @@
+/**
+ * The per-user locks and reads the kit's writers share, in one place so their order is plain to see. A writer that
+ * takes more than one takes them in this order, as the erasure does: the user's devices, their recovery codes, then
+ * their trusted-device generation row. Each other writer takes one of them, so no two writers wait on each other
+ * in a cycle.
+ */
+import type { Knex } from 'knex';
+
+/** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
+const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
+
+/** A transaction-scoped advisory lock on one user's devices (enrolment limit, last-device removal). */
+export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+  await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
+}
+
+/** A transaction-scoped advisory lock on one user's set of recovery codes (replacements take turns). */
+export async function lockRecoveryCodes(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+  await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
+}
+
+/**
+ * Bumps the user's trusted-device generation and returns the new value, locking its row until the transaction
+ * ends. Every trusted-device writer calls it before touching a device row.
+ */
+export async function bumpGeneration(trx: Knex.Transaction, tenantId: string, userId: string): Promise<number> {
+  const { rows } = await trx.raw<{ rows: Array<{ generation: string }> }>(
+    `insert into trusted_device_generations (tenant_id, user_id, generation) values (?, ?, 1)
+     on conflict (tenant_id, user_id) do update set generation = trusted_device_generations.generation + 1
+     returning generation`,
+    [tenantId, userId],
+  );
+  return Number(rows[0]!.generation);
+}
+
+/** Whether the user has a verified MFA device (enabled or not), read in the caller's transaction. */
+export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: string, userId: string): Promise<boolean> {
+  const { rows } = await trx.raw<{ rows: Array<{ found: boolean }> }>('select exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as found', [tenantId, userId]);
+  return rows[0]!.found;
+}
