@@ -60,14 +60,17 @@ export async function removeAllDevices(deps: DeviceRemovalDeps, caller: Verifier
 
 /** A store that does not revoke with the removal (no `revoked`): the trusted devices and recovery codes go after it. */
 async function revokeOnLastDevice(deps: DeviceRemovalDeps, caller: VerifierContext): Promise<void> {
-  const count = await deps.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-  const codes = await deps.recoveryCodes.revokeAll(caller.tenantId, caller.userId);
-  announce(deps, caller, count, codes);
+  announce(deps, caller, await deps.trustedDevices.revokeAll(caller.tenantId, caller.userId), 0);
+  announce(deps, caller, 0, await deps.recoveryCodes.revokeAll(caller.tenantId, caller.userId));
 }
 
-/** The store revoked them in the removal's transaction: tell the cache (every instance) and announce it. */
+/**
+ * The store revoked them in the removal's transaction: tell the cache (every instance) and announce it. With no
+ * trusted device deleted (under the generation lock) no cached "trusted" stands for a live row: the cache is left
+ * alone, so a Redis fault does not cost every user's entries (an epoch bump) and the caller the wait for it.
+ */
 async function revokedWithDevice(deps: DeviceRemovalDeps, caller: VerifierContext, revoked: NonNullable<DeviceRemoval['revoked']>): Promise<void> {
-  await deps.trustedDevices.changed(caller.tenantId, caller.userId, revoked.trustedGeneration);
+  if (revoked.trustedDevices > 0) await deps.trustedDevices.changed(caller.tenantId, caller.userId, revoked.trustedGeneration);
   announce(deps, caller, revoked.trustedDevices, revoked.recoveryCodes);
 }
 

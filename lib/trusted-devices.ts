@@ -116,7 +116,8 @@ export interface TrustedDevices {
   revokeAll(tenantId: string, userId: string): Promise<number>;
   /**
    * Tells the cache about a change of the user's devices committed by another writer with this `generation` (the
-   * user's erasure, `storage.users.erase`), as this service's own changes do: the next check reads the new state.
+   * user's erasure, `storage.users.erase`; the removal of their last MFA device, `storage.mfaDevices.remove`), as
+   * this service's own changes do: the next check reads the new state.
    */
   changed(tenantId: string, userId: string, generation: number): Promise<void>;
   /** Stops the epoch timer (it is unref'd, so this is only needed for a clean shutdown). */

@@ -11,6 +11,7 @@ import type { MfaEventMap } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
 import { databaseAndRedis } from './support/suite.js';
+import { lockUser } from '../storage/knex/user-locks.js';
 
 const internal = (tenant = 'acme') => ({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': tenant });
 const ONE = '/internal/mfa/totp/devices';
@@ -163,6 +164,25 @@ describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/t
     expect(await count('trusted_devices')).to.equal(0);
     expect(await count('mfa_recovery_codes')).to.equal(0);
     expect(await generation()).to.equal(before + 1);
+  });
+
+  it('an enrolment\'s verification waits for a removal deciding under the user\'s lock that it takes the last verified device', async () => {
+    const s = setup();
+    const u = user('verify-race');
+    const enrol = await as(request(s.app).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), u);
+    const id = enrol.body.device.id as string;
+    // A removal in progress: the user's lock held by an open transaction (what remove() takes first).
+    const trx = await suite.db.knex.transaction();
+    await lockUser(trx, 'acme', u);
+    let done = false;
+    const verified = suite.db.storage.mfaDevices.markVerified('acme', u, id, { step: null, now: new Date() }).then((d) => {
+      done = true;
+      return d;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(done, 'markVerified waited for the lock').to.equal(false);
+    await trx.commit();
+    expect((await verified)?.verified).to.equal(true);
   });
 
   it('an enrolment withdrawn (never verified) takes nothing with it: a user without a verified device keeps their trusted devices', async () => {

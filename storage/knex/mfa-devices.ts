@@ -206,7 +206,17 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
   }
 
   async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
-    const query = this.knex<MfaDeviceRow>('mfa_devices')
+    // Under the user's lock: a removal deciding that it takes the user's last verified device (and with it their
+    // recovery codes and trusted devices) counts the verified devices under that lock, and must not count a moment
+    // before this one is verified.
+    return this.knex.transaction(async (trx) => {
+      await lockUser(trx, tenantId, userId);
+      return this.markVerifiedIn(trx, tenantId, userId, id, opts);
+    });
+  }
+
+  private async markVerifiedIn(trx: Knex.Transaction, tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
+    const query = trx<MfaDeviceRow>('mfa_devices')
       .where({ tenant_id: tenantId, user_id: userId, id, verified: false })
       .andWhere((q) => void q.whereNull('expires_at').orWhere('expires_at', '>', opts.now));
     if (opts.step !== null) {
@@ -216,9 +226,9 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     const [row] = await query
       .update({
         verified: true,
-        verified_at: this.knex.fn.now(),
+        verified_at: trx.fn.now(),
         expires_at: null,
-        last_used_at: this.knex.fn.now(),
+        last_used_at: trx.fn.now(),
         ...(opts.step !== null && { last_step: String(opts.step) }),
       })
       .returning('*');

@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
 
-/** A transaction-scoped advisory lock on one user's devices (enrolment limit, last-device removal). */
+/** A transaction-scoped advisory lock on one user's devices (enrolment limit, verification, last-device removal). */
 export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
   await trx.raw("select pg_advisory_xact_lock(hashtextextended('mfa_devices:' || ? || ':' || ?, 0))", [tenantId, userId]);
 }

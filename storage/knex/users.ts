@@ -9,9 +9,9 @@ export class KnexUserDataStore implements UserDataStore {
 
   async erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number }> {
     return this.knex.transaction(async (trx) => {
-      // The locks the user's other writers take, in a fixed order; each of those takes only one of them, so no cycle:
-      // enrolment and removal (devices), replacement (recovery codes), then the trusted-device generation row, which
-      // every trusted-device writer locks first (storage/knex/trusted-devices.ts).
+      // The locks the user's other writers take, in the one order of storage/knex/user-locks.ts (the removal of a
+      // last device takes all three in it too; every other writer takes one), so no cycle: devices (enrolment,
+      // verification, removal), recovery codes (replacement), then the trusted-device generation row.
       await lockUser(trx, tenantId, userId);
       await lockRecoveryCodes(trx, tenantId, userId);
       // An upsert, as every trusted-device writer bumps (not a plain UPDATE): it waits for a first trust still in
