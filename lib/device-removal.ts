@@ -19,6 +19,9 @@ export interface DeviceRemovalDeps {
   logger: Logger;
 }
 
+/** An enrolment never verified and past its window: gone for every reader (lists, verification, removal), swept or not. */
+export const isAbandoned = (device: MfaDevice, now: Date): boolean => !device.verified && device.expiresAt !== null && device.expiresAt <= now;
+
 /** Who removed it: the user on their own route, or a sibling service on the internal one. */
 export type RemovedVia = 'user' | 'internal';
 
@@ -38,7 +41,7 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
   }
   const { removed, verifiedRemaining, revoked } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
   // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
-  if (!removed || (!removed.verified && removed.expiresAt !== null && removed.expiresAt <= new Date())) return null;
+  if (!removed || isAbandoned(removed, new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });
   // Only a verified device stood for a second factor: an enrolment withdrawn leaves what the user had as it was.
   if (removed.verified && verifiedRemaining === 0) {

@@ -2,6 +2,7 @@
 import * as crypto from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
+import { commaList } from './options.js';
 
 export interface InternalAuthOptions {
   /** Accepted keys; the first is not special: any of them passes. At least one, each ≥ 16 characters. */
@@ -22,11 +23,7 @@ const digest: (value: string) => Buffer =
 
 /** Splits `'a,b'` or a list into trimmed keys, refusing short or empty ones at set-up. */
 export function parseInternalKeys(keys: string | readonly string[] | undefined): string[] {
-  const given: unknown = keys ?? [];
-  if (typeof given !== 'string' && !(Array.isArray(given) && given.every((k) => typeof k === 'string'))) {
-    throw new TypeError('express-mfa-kit: internal API keys must be a comma-separated string or a list of strings, e.g. process.env.INTERNAL_API_KEYS');
-  }
-  const list = (typeof given === 'string' ? given.split(',') : given).map((k) => k.trim()).filter((k) => k !== '');
+  const list = commaList(keys, 'internal API keys must be a comma-separated string or a list of strings, e.g. process.env.INTERNAL_API_KEYS');
   if (list.length === 0) {
     throw new TypeError('express-mfa-kit: no internal API key (is INTERNAL_API_KEYS set?): pass at least one, e.g. internalKeys: process.env.INTERNAL_API_KEYS');
   }

@@ -6,6 +6,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { ProblemError } from './errors.js';
+import { commaList } from './options.js';
 
 /** A sealed value as stored: the key id, and nonce ‖ ciphertext ‖ tag. */
 export interface Sealed {
@@ -34,11 +35,7 @@ export const aad = (...parts: readonly string[]): string => JSON.stringify(parts
 /** Parses `'k1:base64,k0:base64'` or a list of such entries. Throws a TypeError saying how to fix a bad one. */
 export function parseKeys(keys: string | readonly string[] | undefined): Array<{ id: string; key: Buffer }> {
   // `undefined` (an unset MFA_ENCRYPTION_KEYS) takes the same path as an empty list: the message says what to set.
-  const list: unknown = keys ?? [];
-  if (typeof list !== 'string' && !(Array.isArray(list) && list.every((k) => typeof k === 'string'))) {
-    throw new TypeError('express-mfa-kit: keyRing() takes a string `kid:base64,…` or a list of them, e.g. keyRing(process.env.MFA_ENCRYPTION_KEYS)');
-  }
-  const entries = (typeof list === 'string' ? list.split(',') : list).map((k) => k.trim()).filter((k) => k !== '');
+  const entries = commaList(keys, 'keyRing() takes a string `kid:base64,…` or a list of them, e.g. keyRing(process.env.MFA_ENCRYPTION_KEYS)');
   if (entries.length === 0) {
     throw new TypeError('express-mfa-kit: no encryption key: set MFA_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> (`openssl rand -base64 32`)');
   }

@@ -75,3 +75,16 @@ export function checkInteger(factory: string, name: string, value: unknown, min:
   }
   return value;
 }
+
+/**
+ * The entries of a comma-separated string or a list of strings (a secret from the environment, or keys in code),
+ * trimmed, empty ones dropped. `undefined` (an unset variable) is an empty list: the caller says what to set.
+ * Anything else is a TypeError with `fix`.
+ */
+export function commaList(value: string | readonly string[] | undefined, fix: string): string[] {
+  const given: unknown = value ?? [];
+  if (typeof given !== 'string' && !(Array.isArray(given) && given.every((k) => typeof k === 'string'))) {
+    throw new TypeError(`express-mfa-kit: ${fix}`);
+  }
+  return (typeof given === 'string' ? given.split(',') : given).map((k) => k.trim()).filter((k) => k !== '');
+}

@@ -247,16 +247,19 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
 
 const FORMATS = new Set(['problem', 'simple', 'nest']);
 
+/** The members of `ProblemJsonOptions`. */
+const PROBLEM_OPTION_NAMES = ['format', 'service', 'typeBaseUri', 'logger'] satisfies ReadonlyArray<keyof ProblemJsonOptions>;
+
 /** Checks a router's `errors` option at set-up: an object of the formatter's options (not `'nest'` alone, no misspelt member). */
 export function checkErrorsOption(factory: string, errors: unknown): void {
   // `logger` too: one object may serve `problemJson()` and the routers (whose own `logger` wins).
-  checkNestedOptions(factory, 'errors', errors, ['format', 'service', 'typeBaseUri', 'logger'], "{ format: 'nest' }");
+  checkNestedOptions(factory, 'errors', errors, PROBLEM_OPTION_NAMES, "{ format: 'nest' }");
 }
 
 /** Resolves formatter options to a complete set, failing at set-up on an unknown preset name. */
 export function resolveProblemOptions(options: ProblemJsonOptions = {}): Required<ProblemJsonOptions> {
   // A misspelt member would leave the default format without a word: refused at set-up.
-  checkNestedOptions('problemJson', 'options', options, ['format', 'service', 'typeBaseUri', 'logger'], "{ format: 'nest' }");
+  checkNestedOptions('problemJson', 'options', options, PROBLEM_OPTION_NAMES, "{ format: 'nest' }");
   const format = options.format ?? 'problem';
   if (typeof format !== 'function' && !FORMATS.has(format)) {
     throw new TypeError(`express-mfa-kit: unknown error format '${String(format)}': use 'problem', 'simple', 'nest' or a function (problem, key, req) => ({ body })`);

@@ -3,7 +3,7 @@
  * factor. Every method returns a status union; only the route handlers turn statuses into HTTP.
  */
 import { randomUUID } from 'node:crypto';
-import { removeDevice, type DeviceRemovalDeps } from '../../lib/device-removal.js';
+import { isAbandoned, removeDevice, type DeviceRemovalDeps } from '../../lib/device-removal.js';
 import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
@@ -67,7 +67,6 @@ export type LoginVerifyResult =
   | { status: 'DEVICE_DISABLED' };
 
 /** An unverified device past its enrolment window counts as gone. */
-export const isExpired = (device: MfaDevice, now: Date): boolean => !device.verified && device.expiresAt !== null && device.expiresAt <= now;
 
 const usable = (device: MfaDevice): boolean => device.verified && device.enabled;
 
@@ -112,13 +111,13 @@ export class MfaDevicesService {
   async listDevices(caller: Caller): Promise<MfaDevice[]> {
     const { items } = await this.config.storage.mfaDevices.list(caller.tenantId, caller.userId, {}, { limit: LIST_CAP, offset: 0 });
     const now = new Date();
-    return items.filter((d) => !isExpired(d, now));
+    return items.filter((d) => !isAbandoned(d, now));
   }
 
   /** One device of the caller, or `null` (also for an abandoned enrolment). */
   async getDevice(caller: Caller, id: string): Promise<MfaDevice | null> {
     const device = await this.config.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
-    return device && !isExpired(device, new Date()) ? device : null;
+    return device && !isAbandoned(device, new Date()) ? device : null;
   }
 
   /** Starts a TOTP enrolment: a new secret, sealed at rest, shown this once. */
@@ -202,7 +201,7 @@ export class MfaDevicesService {
     const device = await storage.mfaDevices.get(caller.tenantId, caller.userId, id);
     if (!device) return { status: 'NOT_FOUND' };
     if (device.verified) return { status: 'ALREADY_VERIFIED' };
-    if (isExpired(device, new Date())) return { status: 'EXPIRED' };
+    if (isAbandoned(device, new Date())) return { status: 'EXPIRED' };
     const charged = await this.lockout.charge(caller, 'enrollment', id);
     if (charged.status === 'LOCKED') return charged;
 
