@@ -4,8 +4,9 @@
  * `If-None-Match`). For answers sent `no-store` (every router's, lib/no-store.ts) none of that applies: nothing
  * keeps the body to revalidate it, so these answers carry no ETag whatever the app's `etag` setting. The host app's
  * `json replacer`, `json spaces` and `json escape` settings apply as they do to `res.json()`. `HEAD` gets the
- * headers without the body, as from `res.json()`. A response whose Content-Type or Transfer-Encoding the app has set
- * already, or a body that is no JSON text (`undefined`, or a replacer that drops it), is `res.json()`'s to answer.
+ * headers without the body, as from `res.json()`. Beside a Transfer-Encoding the app has set there is no Content-Length
+ * (RFC 9112 §6.2; `res.json()` sends both before Express 5.3). A response whose Content-Type the app has set already,
+ * or a body that is no JSON text (`undefined`, or a replacer that drops it), is `res.json()`'s to answer.
  */
 import type { Request, Response } from 'express';
 
@@ -29,15 +30,14 @@ function stringify(req: Request, body: unknown): string | undefined {
 }
 
 export function sendJson(req: Request, res: Response, body: unknown): void {
-  // res.json() keeps a Content-Type the app set (with its charset made utf-8) and sends no Content-Length beside a
-  // Transfer-Encoding: leave those to Express.
-  const text = res.hasHeader('Content-Type') || res.hasHeader('Transfer-Encoding') ? undefined : stringify(req, body);
+  // res.json() keeps a Content-Type the app set (with its charset made utf-8): leave that to Express.
+  const text = res.hasHeader('Content-Type') ? undefined : stringify(req, body);
   if (text === undefined) {
     res.json(body);
     return;
   }
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.setHeader('Content-Length', Buffer.byteLength(text));
+  if (!res.hasHeader('Transfer-Encoding')) res.setHeader('Content-Length', Buffer.byteLength(text));
   if (req.method === 'HEAD') res.end();
   else res.end(text);
 }

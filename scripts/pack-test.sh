@@ -32,10 +32,15 @@ const server = app.listen(0, "127.0.0.1", async () => {
   console.log(`${process.argv[1].split("/").pop()}: mounted, answered ${res.status} ${body.title}`);
 });'
 
-install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" express@5 knex@3 "${@:2}" >/dev/null); }
+# express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit. The ESM consumer takes the
+# lowest versions package.json accepts, the others the newest.
+install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" "${@:2}" >/dev/null); }
+LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => `${n}@${r.replace(/^\^/, "")}`).join(" ")')
 
-echo "=== ESM consumer"
-mkdir "$WORK/esm"; install "$WORK/esm"
+echo "=== ESM consumer ($LOWEST)"
+# shellcheck disable=SC2086
+mkdir "$WORK/esm"; install "$WORK/esm" $LOWEST
+(cd "$WORK/esm" && node -e 'for (const n of ["express", "knex", "pg", "ioredis"]) console.log(`  ${n} ${require(`${n}/package.json`).version}`)')
 (cd "$WORK/esm" && npm pkg set type=module >/dev/null)
 cat >"$WORK/esm/app.js" <<JS
 import express from 'express';
