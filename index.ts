@@ -28,7 +28,7 @@ export type { StepUpOptions } from './lib/step-up.js';
 export type { JwtOptions } from './lib/user-auth.js';
 export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from './lib/pagination.js';
 export { keyRing, generateKey, aad, type KeyRing, type Sealed } from './lib/keyring.js';
-export { jsonBody } from './lib/json-body.js';
+export { jsonBody, type JsonBodyOptions } from './lib/json-body.js';
 export { silentLogger, type Logger } from './lib/logger.js';
 
 // [3/7] recovery codes, sms/email codes, key rotation

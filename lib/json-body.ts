@@ -1,7 +1,7 @@
 /** JSON body parsing for the routers: 415 for a body that is not UTF-8 JSON, 413 over the limit, 400 when malformed. */
 import { isUtf8 } from 'node:buffer';
 import { parse as parseContentType } from 'content-type';
-import express, { type RequestHandler } from 'express';
+import express, { type Request, type RequestHandler } from 'express';
 import { DUPLICATE_MEMBER, firstDuplicateMember } from './duplicate-members.js';
 import { INVALID_UTF8, ProblemError } from './errors.js';
 
@@ -34,16 +34,26 @@ const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
   if (member !== undefined) throw Object.assign(new Error('The request body names a member twice.'), { type: DUPLICATE_MEMBER, member });
 };
 
+export interface JsonBodyOptions {
+  /**
+   * Which requests with a body are this parser's: any other passes on with its body unread, for a later layer to
+   * answer (a router's prelude parses only for a method and path one of its routes answers, so a body sent where
+   * there is no route gets the 404 or 405, not a 400 about the body). @default every request
+   */
+  only?: (req: Request) => boolean;
+}
+
 /**
  * Parses `application/json` (and `*+json`) bodies; a body of any other type → 415 Problem. One handler in an
  * array (spread it): a request without a body (no Content-Length, no Transfer-Encoding: every GET) passes
  * straight on, without the parser's stream set-up.
  */
-export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT): RequestHandler[] {
+export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: JsonBodyOptions = {}): RequestHandler[] {
   const parse = express.json({ limit, strict: true, type: (req) => isJsonType(req.headers['content-type'] ?? ''), verify: utf8Only });
+  const { only } = options;
   const handler: RequestHandler = (req, res, next) => {
     const length = req.headers['content-length'];
-    if (length === undefined && req.headers['transfer-encoding'] === undefined) {
+    if ((length === undefined && req.headers['transfer-encoding'] === undefined) || (only !== undefined && !only(req))) {
       next();
       return;
     }

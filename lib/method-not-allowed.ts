@@ -26,24 +26,33 @@ function methodsOf(route: NonNullable<RouteLayer['route']>): string[] {
   return methods;
 }
 
+/**
+ * The methods the router's routes answer at `path` (empty: no route has this path). A walk of the route table,
+ * for requests off the hot path: a wrong method, and a request that sends a body (lib/prelude.ts).
+ */
+export function routeMethods(router: Router, path: string): Set<string> {
+  const allowed = new Set<string>();
+  for (const layer of router.stack as unknown as RouteLayer[]) {
+    if (!layer.route || typeof layer.match !== 'function') continue;
+    let matched: unknown;
+    try {
+      matched = layer.match(path);
+    } catch {
+      // A parameter that is not valid percent-encoding: the route would not take this path either.
+      matched = false;
+    }
+    if (matched) for (const method of methodsOf(layer.route)) allowed.add(method);
+  }
+  return allowed;
+}
+
 export function methodNotAllowed(router: Router): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'OPTIONS') {
       next();
       return;
     }
-    const allowed = new Set<string>();
-    for (const layer of router.stack as unknown as RouteLayer[]) {
-      if (!layer.route || typeof layer.match !== 'function') continue;
-      let matched: unknown;
-      try {
-        matched = layer.match(req.path);
-      } catch {
-        // A parameter that is not valid percent-encoding: the route would not take this path either.
-        matched = false;
-      }
-      if (matched) for (const method of methodsOf(layer.route)) allowed.add(method);
-    }
+    const allowed = routeMethods(router, req.path);
     if (allowed.size === 0) {
       next();
       return;

@@ -1,13 +1,16 @@
 /**
- * `routerPrelude(authentication, bodyLimit, hotRoute?)`: what every route of each of the kit's routers gets first,
- * as ONE router layer (lib/chain.ts), in this order: a request id; `Cache-Control: no-store` (answers are per user
- * and per moment, lib/no-store.ts); the router's own authentication (and tenant), before anything is read; a query
- * string that is percent-encoded UTF-8 (lib/query-string.ts); the JSON body (lib/json-body.ts), parsed only for an
- * authenticated caller.
+ * `routerPrelude(router, authentication, bodyLimit, hotRoute?)`: what every route of each of the kit's routers gets
+ * first, as ONE router layer (lib/chain.ts), in this order: a request id; `Cache-Control: no-store` (answers are per
+ * user and per moment, lib/no-store.ts); the router's own authentication (and tenant), before anything is read; a
+ * query string that is percent-encoded UTF-8 (lib/query-string.ts); the JSON body (lib/json-body.ts), parsed only for
+ * an authenticated caller, and only where one of the router's routes answers the method and path: a body sent
+ * elsewhere is left unread, so a wrong method gets its 405 and a path the router does not have its 404 (or the host
+ * app's next layer), whatever the body.
  */
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import { chain } from './chain.js';
 import { jsonBody } from './json-body.js';
+import { routeMethods } from './method-not-allowed.js';
 import { noStore } from './no-store.js';
 import { wellFormedQuery } from './query-string.js';
 import { requestId } from './request-id.js';
@@ -27,8 +30,9 @@ export interface HotRoute {
  * The route is still registered as usual: a spelling Express also matches (another letter case) takes that way,
  * and answers the same.
  */
-export function routerPrelude(authentication: readonly RequestHandler[], bodyLimit: string | number, hotRoute?: HotRoute): RequestHandler {
-  const prelude = chain([requestId(), noStore(), ...authentication, wellFormedQuery(), ...jsonBody(bodyLimit)]);
+export function routerPrelude(router: Router, authentication: readonly RequestHandler[], bodyLimit: string | number, hotRoute?: HotRoute): RequestHandler {
+  const routed = (req: Request) => routeMethods(router, req.path).has(req.method);
+  const prelude = chain([requestId(), noStore(), ...authentication, wellFormedQuery(), ...jsonBody(bodyLimit, { only: routed })]);
   if (!hotRoute) return prelude;
   const { path, handler } = hotRoute;
   const withSlash = `${path}/`;

@@ -1,6 +1,7 @@
 /**
  * A route's path with a method it does not have: 405 Problem with `Allow` (RFC 9110 §15.5.6) on each of the three
- * routers, after their authentication; other paths still pass on to the host; OPTIONS is Express's answer.
+ * routers, after their authentication; other paths still pass on to the host; OPTIONS is Express's answer. A body is
+ * read only where a route answers the method and path: elsewhere its faults do not hide the 405 or 404.
  */
 import { expect } from 'chai';
 import express, { type Express } from 'express';
@@ -71,6 +72,43 @@ describe('405 Method Not Allowed', () => {
     const options = await request(app).options('/internal/session/trusted-devices').set(internal);
     expect(options.status).to.equal(200);
     expect(options.headers.allow).to.equal('DELETE, GET, HEAD, POST');
+  });
+
+  // Malformed JSON, a type that is not JSON, a body over the limit: each a 400 / 415 / 413 where a route takes it.
+  const badBodies: Array<[name: string, type: string, body: string, status: number]> = [
+    ['malformed JSON', 'application/json', '{bad', 400],
+    ['text/plain', 'text/plain', 'hello', 415],
+    ['over the limit', 'application/json', `{"x":"${'a'.repeat(200_000)}"}`, 413],
+  ];
+  for (const [name, type, body, status] of badBodies) {
+    it(`a body that is ${name}: ${status} where a route takes it; 405 for a wrong method and 404 for no route, whatever the body`, async () => {
+      const send = (method: 'post' | 'put', path: string, headers: Record<string, string>) =>
+        request(app)[method](path).set(headers).set('Content-Type', type).send(body);
+      const taken = await send('post', '/internal/mfa/totp/verify', internal);
+      expect(taken.status, taken.text).to.equal(status);
+      expect((await send('post', '/auth/mfa/devices/totp', user)).status).to.equal(status);
+      for (const [path, headers] of [['/internal/mfa/totp/verify', internal], ['/auth/mfa/verify', user], ['/mfa/devices/sync', user]] as const) {
+        const wrong = await send('put', path, headers);
+        expect(wrong.status, `PUT ${path}: ${wrong.text}`).to.equal(405);
+        expect(wrong.headers.allow).to.be.a('string');
+      }
+      for (const [path, headers] of [['/internal/nothing-here', internal], ['/auth/mfa/nothing-here', user]] as const) {
+        const missing = await send('post', path, headers);
+        expect(missing.status, `POST ${path}: ${missing.text}`).to.equal(404);
+        expect(missing.body).to.include({ status: 404 });
+      }
+    });
+  }
+
+  it('a body sent to a path the router has no route for is left unread for the host’s own parser', async () => {
+    const host = express();
+    host.use('/internal', internalRouter({ storage: db.storage, internalKeys: [KEY_A] }));
+    host.post('/internal/host-form', express.text(), (req, res) => {
+      res.json({ got: req.body as unknown });
+    });
+    const res = await request(host).post('/internal/host-form').set(internal).set('Content-Type', 'text/plain').send('plain words');
+    expect(res.status, res.text).to.equal(200);
+    expect(res.body).to.deep.equal({ got: 'plain words' });
   });
 
   it('in a host app, the host’s own routes under the same mount path are still reached', async () => {

@@ -18,7 +18,7 @@ export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
   // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed.
-  router.use(routerPrelude(userAuth('deviceSyncRouter', config.auth), config.bodyLimit));
+  router.use(routerPrelude(router, userAuth('deviceSyncRouter', config.auth), config.bodyLimit));
   mountSyncRecords(router, config);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));

@@ -23,7 +23,7 @@ export function internalRouter(options: InternalRouterOptions): Router {
   // its revocation. Key first, then tenant. The trusted-device check, the login hot path, is answered from the
   // prelude's own layer.
   const check = trustedDeviceCheck(config);
-  router.use(routerPrelude([internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant })], config.bodyLimit, check));
+  router.use(routerPrelude(router, [internalAuth({ keys: config.internalKeys, header: config.keyHeader }), tenant({ from: config.tenant })], config.bodyLimit, check));
   mountTrustedDevices(router, config, check);
   mountTotpDevices(router, config);
   // [3/7] needs the key ring to open TOTP secrets

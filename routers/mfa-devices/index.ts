@@ -31,7 +31,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   const service = new MfaDevicesService(config);
   const router = express.Router();
   // The prelude every route shares (lib/prelude.ts).
-  router.use(routerPrelude(userAuth('mfaDevicesRouter', config.auth), config.bodyLimit));
+  router.use(routerPrelude(router, userAuth('mfaDevicesRouter', config.auth), config.bodyLimit));
   const throttle = verifyRateLimiter({
     config: config.rateLimit,
     redis: config.redis,
