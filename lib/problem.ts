@@ -88,19 +88,20 @@ const PRESETS: Record<'problem' | 'simple' | 'nest', (problem: ProblemDetails, k
 };
 
 /** W3C Trace Context `traceparent`: version, trace-id, parent-id, flags; a later version may append fields. */
-const TRACEPARENT = /^(?<version>[0-9a-f]{2})-(?<traceId>[0-9a-f]{32})-(?<spanId>[0-9a-f]{16})-[0-9a-f]{2}(?<more>-.*)?$/;
+const TRACEPARENT = /^(?<version>[0-9a-f]{2})-(?<traceId>[0-9a-f]{32})-(?<spanId>[0-9a-f]{16})-(?<flags>[0-9a-f]{2})(?<more>-.*)?$/;
 const ZEROS = /^0+$/;
 
 /**
- * The trace and parent ids of a valid `traceparent`, else undefined. As W3C Trace Context says, a header
- * with version `ff`, an all-zero trace-id or parent-id, or (version 00) anything after the flags is invalid
- * and treated as absent.
+ * Seed 002's `trace_id` (its example: `00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01`, a whole
+ * `traceparent`) and `span_id` (the parent-id) of a valid `traceparent`, else undefined. As W3C Trace Context says,
+ * a header with version `ff`, an all-zero trace-id or parent-id, or (version 00) anything after the flags is invalid
+ * and treated as absent; of a later version, the four fields this version defines are kept.
  */
 function traceOf(header: unknown): { traceId: string; spanId: string } | undefined {
-  const { version, traceId, spanId, more } = (typeof header === 'string' ? TRACEPARENT.exec(header.trim())?.groups : undefined) ?? {};
-  if (traceId === undefined || spanId === undefined) return undefined;
+  const { version, traceId, spanId, flags, more } = (typeof header === 'string' ? TRACEPARENT.exec(header.trim())?.groups : undefined) ?? {};
+  if (version === undefined || traceId === undefined || spanId === undefined || flags === undefined) return undefined;
   if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
-  return { traceId, spanId };
+  return { traceId: `${version}-${traceId}-${spanId}-${flags}`, spanId };
 }
 const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 

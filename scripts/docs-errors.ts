@@ -26,7 +26,7 @@ people and may say more than the default below.
 
 | format | what the body carries |
 |---|---|
-| \`problem\` (default) | RFC 9457 \`application/problem+json\`: \`type\` (\`${DEFAULT_TYPE_BASE_URI}<slug>\`), \`title\`, \`status\`, \`detail\`, \`instance\`, \`code\`, \`i18n_key\`, \`message\`, \`timestamp\`, \`request_id\`, \`trace_id\` / \`span_id\` (from a \`traceparent\`), \`service\`, \`errors[]\` (validation), \`retry_after\` (429, 503) |
+| \`problem\` (default) | RFC 9457 \`application/problem+json\`: \`type\` (\`${DEFAULT_TYPE_BASE_URI}<slug>\`), \`title\`, \`status\`, \`detail\`, \`instance\`, \`code\`, \`i18n_key\`, \`message\`, \`timestamp\`, \`request_id\`, \`trace_id\` / \`span_id\` (a valid \`traceparent\` as seed 002 shows it, \`00-<trace-id>-<parent-id>-<flags>\`, and its parent-id), \`service\`, \`errors[]\` (validation), \`retry_after\` (429, 503) |
 | \`simple\` | \`{ code, message, timestamp }\` (seeds 000/001 \`SimpleResponse\`) |
 | \`nest\` | \`{ statusCode, error, message, code: '<KEY>' }\` (seed 003 \`ApiErrorResponseDto\`) |
 | a function | \`(problem, key, req) => ({ body, contentType? })\` |

@@ -42,7 +42,7 @@ describe('problemJson()', () => {
       code: 40400002,
       i18n_key: 'error.device_not_found',
       request_id: 'req_abc-123',
-      trace_id: '0af7651916cd43dd8448eb211c80319c',
+      trace_id: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
       span_id: 'b7ad6b7169203331',
       service: 'mfa-kit',
     });
@@ -50,12 +50,13 @@ describe('problemJson()', () => {
     expect(res.body.instance).to.equal('/boom?user_id=u1&api_key=%5Bredacted%5D');
   });
 
-  it('takes the trace id only from a valid traceparent (W3C Trace Context)', async () => {
+  it('takes trace_id (seed 002: the traceparent) and span_id only from a valid traceparent (W3C Trace Context)', async () => {
     const traceOf = async (header: string) => (await request(appWith('problem')).get('/boom').set('traceparent', header)).body as { trace_id?: string; span_id?: string };
     const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
     const PARENT = '00f067aa0ba902b7';
-    // A later version may append fields; its ids are still read.
-    expect(await traceOf(`01-${TRACE}-${PARENT}-01-extra`)).to.include({ trace_id: TRACE, span_id: PARENT });
+    expect(await traceOf(` 00-${TRACE}-${PARENT}-00 `)).to.deep.include({ trace_id: `00-${TRACE}-${PARENT}-00`, span_id: PARENT });
+    // A later version may append fields; the four this version defines are still read.
+    expect(await traceOf(`01-${TRACE}-${PARENT}-01-extra`)).to.deep.include({ trace_id: `01-${TRACE}-${PARENT}-01`, span_id: PARENT });
     for (const invalid of [
       `00-${'0'.repeat(32)}-${PARENT}-01`, // all-zero trace-id
       `00-${TRACE}-${'0'.repeat(16)}-01`, // all-zero parent-id
