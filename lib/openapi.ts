@@ -41,7 +41,7 @@ export const ProblemSchema = component(
     message: z.string().meta({ example: 'user_id is required' }),
     timestamp: isoTime,
     request_id: z.string().meta({ example: 'req_550e8400-e29b-41d4-a716-446655440000' }),
-    trace_id: z.string().optional().meta({ description: 'The W3C traceparent sent with the request (seed 002), when valid.', example: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }),
+    trace_id: z.string().optional().meta({ description: "The request's W3C traceparent when valid, as seed 002 shows it: version, trace-id, parent-id, flags.", example: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }),
     span_id: z.string().optional().meta({ description: "The traceparent's parent-id.", example: 'b7ad6b7169203331' }),
     service: z.string().meta({ example: 'mfa-kit' }),
     errors: z.array(FieldViolationSchema).optional(),
