@@ -32,9 +32,8 @@ const server = app.listen(0, "127.0.0.1", async () => {
   console.log(`${process.argv[1].split("/").pop()}: mounted, answered ${res.status} ${body.title}`);
 });'
 
-# express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit (@types/express, an optional one,
-# only when asked). The ESM consumer takes the
-# lowest versions package.json accepts, the others the newest.
+# express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit (@types/express, an optional
+# one, only when asked). The ESM consumer takes the lowest versions package.json accepts, the others the newest.
 install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" "${@:2}" >/dev/null); }
 LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => `${n}@${r.replace(/^\^/, "")}`).join(" ")')
 
