@@ -464,6 +464,26 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(res.body.errors).to.deep.equal([{ field: 'totp_devices[0].period', code: 'range', description: 'totp_devices[0].period: must be an integer from 15 to 300' }]);
     });
 
+    it('refuses a member named twice in one entry in either form (I-JSON), and stores nothing', async function () {
+      const secret = newSecret();
+      const text = `[{"secret":"${secret}","issuer":"a","issuer":"b"}]`;
+      for (const body of [
+        { ...valid(), totp_devices: text },
+        // The array form: the body itself names it twice (jsonBody()).
+        `{"device_fingerprint":"${fingerprint()}","device_name":"Phone","totp_devices":${text}}`,
+      ]) {
+        const res = await request(app).post(BASE).set('Authorization', bearer('dup-user')).set('Content-Type', 'application/json').send(typeof body === 'string' ? body : JSON.stringify(body));
+        expect(res.status, res.text).to.equal(400);
+        expect(res.body.errors).to.have.length(1);
+        expect(res.body.errors[0]).to.include({ code: 'duplicate' });
+        expect(res.body.errors[0].description).to.include('"issuer"');
+        expect(res.text).not.to.include(secret);
+      }
+      const list = await getList('dup-user');
+      expect(list.status).to.equal(200);
+      expect(list.body.total).to.equal(0);
+    });
+
     it('points errors[] at the entry and field, as an array or as a JSON string, without echoing values', async function () {
       const leaked = newSecret(10); // too short: must not come back in the error
       const entries = [

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { firstDuplicateMember } from '../../lib/duplicate-members.js';
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
@@ -64,15 +65,24 @@ export const vaultEntrySchema = z.strictObject(
 
 export type VaultEntry = z.output<typeof vaultEntrySchema>;
 
-/** `totp_devices` arrives as an array or as a JSON string holding one (as seed 001 sends it back). */
+/**
+ * `totp_devices` arrives as an array or as a JSON string holding one (as seed 001 sends it back). The string is held
+ * to what `jsonBody()` holds the body to: a member named twice in one object is refused (I-JSON), not one of the two
+ * kept without a word.
+ */
 const jsonStringToValue = (value: unknown, ctx: z.core.$RefinementCtx): unknown => {
   if (typeof value !== 'string') return value;
+  let parsed: unknown;
   try {
-    return JSON.parse(value) as unknown;
+    parsed = JSON.parse(value);
   } catch {
     ctx.addIssue({ code: 'custom', message: 'must be an array of entries, or a JSON string holding one', params: { kind: 'format' } });
     return z.NEVER;
   }
+  const member = firstDuplicateMember(value);
+  if (member === undefined) return parsed;
+  ctx.addIssue({ code: 'custom', message: `the member ${namedKeys([member])} is given more than once in one object`, params: { kind: 'duplicate' } });
+  return z.NEVER;
 };
 
 /** The body of `POST /` for a vault of at most `maxEntries` entries. Unknown top-level members are ignored (clients may echo a whole record back). */
