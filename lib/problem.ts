@@ -97,11 +97,11 @@ const ZEROS = /^0+$/;
  * a header with version `ff`, an all-zero trace-id or parent-id, or (version 00) anything after the flags is invalid
  * and treated as absent; of a later version, the four fields this version defines are kept.
  */
-function traceOf(header: unknown): { traceId: string; spanId: string } | undefined {
+function traceOf(header: unknown): { traceparent: string; spanId: string } | undefined {
   const { version, traceId, spanId, flags, more } = (typeof header === 'string' ? TRACEPARENT.exec(header.trim())?.groups : undefined) ?? {};
   if (version === undefined || traceId === undefined || spanId === undefined || flags === undefined) return undefined;
   if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
-  return { traceId: `${version}-${traceId}-${spanId}-${flags}`, spanId };
+  return { traceparent: `${version}-${traceId}-${spanId}-${flags}`, spanId };
 }
 const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 
@@ -222,7 +222,7 @@ export function buildProblem(problem: ProblemError, req: Request, options: BodyO
   const body = problemBody(problem, options, instanceOf(req), contextOf(req).requestId);
   const trace = traceOf(req.headers.traceparent);
   if (trace) {
-    body.trace_id = trace.traceId;
+    body.trace_id = trace.traceparent;
     body.span_id = trace.spanId;
   }
   if (problem.errors?.length) body.errors = problem.errors;
