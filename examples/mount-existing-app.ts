@@ -130,7 +130,7 @@ export function createHostApp(deps: HostAppDeps): Express {
   });
   mfa.events.on('lockout', (e) => logger.warn({ tenant_id: e.tenantId, user_id: e.userId, request_id: e.requestId }, 'MFA locked'));
   app.use('/auth/mfa', mfa);
-  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: ring, authenticate: requireLogin, errors, logger }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: ring, authenticate: requireLogin, errors, logger, stepUp: { amr: ['mfa'] } }));
   app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, keyRing: ring, events: mfa.events, errors, logger }));
   app.use(notFound()); // unknown paths: 404 in the same format
   app.use(problemJson({ ...errors, logger })); // the host's own errors too

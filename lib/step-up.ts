@@ -5,6 +5,7 @@
  * when asked, how recent it is through `auth_time`; otherwise the answer is RFC 9470's 401
  * `insufficient_user_authentication`, whose challenge tells the client what to get.
  */
+import type { Request, RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
 import { checkInteger, checkNestedOptions } from './options.js';
 
@@ -42,8 +43,14 @@ function checkValues(factory: string, name: string, values: unknown): Set<string
   return new Set(values as string[]);
 }
 
-/** Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). */
-export function resolveStepUp(factory: string, options: StepUpOptions | undefined): StepUpPolicy | undefined {
+/** The challenge's `error_description` of mfaDevicesRouter's step-up. */
+export const STEP_UP_FOR_CHANGES = 'A recent second factor is required for this change';
+
+/**
+ * Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). `description` is the challenge's
+ * `error_description`: what the second factor is asked for.
+ */
+export function resolveStepUp(factory: string, options: StepUpOptions | undefined, description = STEP_UP_FOR_CHANGES): StepUpPolicy | undefined {
   if (options === undefined) return undefined;
   checkNestedOptions(factory, 'stepUp', options, ['amr', 'acr', 'maxAgeSeconds'], "{ amr: ['mfa'], maxAgeSeconds: 900 }");
   const amr = checkValues(factory, 'amr', options.amr);
@@ -54,7 +61,7 @@ export function resolveStepUp(factory: string, options: StepUpOptions | undefine
   const maxAgeSeconds = options.maxAgeSeconds === undefined ? undefined : checkInteger(factory, 'stepUp.maxAgeSeconds', options.maxAgeSeconds, 1, MAX_STEP_UP_AGE_SECONDS);
   const params = [
     'error="insufficient_user_authentication"',
-    'error_description="A recent second factor is required for this change"',
+    `error_description="${description}"`,
     ...(acr.size > 0 ? [`acr_values="${[...acr].join(' ')}"`] : []),
     ...(maxAgeSeconds !== undefined ? [`max_age=${maxAgeSeconds}`] : []),
   ];
@@ -74,5 +81,19 @@ export function showsSecondFactor(claims: Readonly<Record<string, unknown>>, pol
   return age <= policy.maxAgeSeconds && age >= -AUTH_TIME_SKEW_SECONDS;
 }
 
-/** The refusal: 401 `STEP_UP_REQUIRED` with RFC 9470's challenge. */
-export const stepUpRequired = (policy: StepUpPolicy): ProblemError => ProblemError.from('STEP_UP_REQUIRED', { challenge: policy.challenge });
+/** The refusal: 401 `STEP_UP_REQUIRED` with RFC 9470's challenge (and a detail other than the catalogue's). */
+export const stepUpRequired = (policy: StepUpPolicy, detail?: string): ProblemError =>
+  ProblemError.from('STEP_UP_REQUIRED', { challenge: policy.challenge, ...(detail !== undefined && { detail }) });
+
+/** The token claims (or the host's user object) as a record. */
+export const claimsOf = (req: Request): Record<string, unknown> => {
+  const user = (req as { user?: unknown }).user;
+  return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
+};
+
+/** A layer that lets on only a token showing a second factor the policy takes (at `now()`, ms); else `stepUpRequired`. */
+export function requireSecondFactor(policy: StepUpPolicy, now: () => number, detail?: string): RequestHandler {
+  return (req, _res, next) => {
+    next(showsSecondFactor(claimsOf(req), policy, now()) ? undefined : stepUpRequired(policy, detail));
+  };
+}

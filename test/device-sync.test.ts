@@ -715,6 +715,52 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(() => deviceSyncRouter({ storage, keyRing: ring })).to.throw(TypeError, /needs 'jwt'/);
       expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, maxEntrys: 5 } as never)).to.throw(TypeError, /Did you mean 'maxEntries'/);
       expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, maxEntries: 0 })).to.throw(TypeError, /maxEntries/);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, stepUp: {} })).to.throw(TypeError, /deviceSyncRouter\(\) option 'stepUp' needs the 'amr' or 'acr'/);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, stepUp: { amr: ['mfa'], maxAge: 60 } as never })).to.throw(TypeError, /unknown option 'maxAge'/);
+    });
+  });
+
+  describe('stepUp (RFC 9470): the vault only for a token that shows a second factor', function () {
+    const CHALLENGE =
+      'Bearer error="insufficient_user_authentication", error_description="A second factor is required for the authenticator vault", acr_values="urn:example:mfa", max_age=600';
+    let guarded: express.Express;
+    before(function () {
+      guarded = express();
+      guarded.use(BASE, deviceSyncRouter({ storage, keyRing: appRing, jwt: { secret: JWT_SECRET }, logger: quiet, stepUp: { amr: ['mfa'], acr: ['urn:example:mfa'], maxAgeSeconds: 600 } }));
+    });
+    const now = () => Math.floor(Date.now() / 1000);
+    const tokenWith = (sub: string, claims: Record<string, unknown>) => `Bearer ${jwt.sign({ sub, tenant_id: 'acme', ...claims }, JWT_SECRET, { algorithm: 'HS256', expiresIn: '1h' })}`;
+
+    it('refuses every route to a password-only or stale token with the challenge, and changes nothing', async function () {
+      const user = `stepup-${randomBytes(4).toString('hex')}`;
+      const full = tokenWith(user, { amr: ['pwd', 'mfa'], auth_time: now() });
+      const created = await request(guarded).post(BASE).set('Authorization', full).send({ device_fingerprint: fingerprint(), device_name: 'Phone', totp_devices: [{ secret: newSecret() }] });
+      expect(created.status, created.text).to.equal(201);
+      const id = (created.body as { id: string }).id;
+      for (const weak of [tokenWith(user, { amr: ['pwd'], auth_time: now() }), tokenWith(user, { amr: ['pwd', 'mfa'], auth_time: now() - 601 }), tokenWith(user, {})]) {
+        for (const call of [
+          request(guarded).get(BASE),
+          request(guarded).get(`${BASE}/${id}`),
+          request(guarded).post(BASE).send({ device_fingerprint: fingerprint(), device_name: 'Other', totp_devices: [{ secret: newSecret() }] }),
+          request(guarded).delete(`${BASE}/${id}`),
+        ]) {
+          const res = await call.set('Authorization', weak);
+          expect(res.status, res.text).to.equal(401);
+          expect(res.body).to.include({ code: 40100003, title: 'Second Factor Required', detail: 'The authenticator vault needs a second factor: pass one and retry with the token your sign-in issues for it.' });
+          expect(res.headers['www-authenticate']).to.equal(CHALLENGE);
+          expect(res.text).not.to.include('secret');
+        }
+      }
+      // Nothing was added or removed; the acr alone shows a second factor too.
+      const list = await request(guarded).get(BASE).set('Authorization', tokenWith(user, { acr: 'urn:example:mfa', auth_time: now() }));
+      expect(list.status, list.text).to.equal(200);
+      expect(list.body.total).to.equal(1);
+      expect((await request(guarded).delete(`${BASE}/${id}`).set('Authorization', full)).status).to.equal(204);
+    });
+
+    it('is off unless set: the router without stepUp takes a password-only token', async function () {
+      const res = await getList(`nostepup-${randomBytes(4).toString('hex')}`);
+      expect(res.status, res.text).to.equal(200);
     });
   });
 });

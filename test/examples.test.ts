@@ -95,6 +95,12 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     // The token from the second factor shows it (amr, auth_time): the change the password-only token could not make.
     const codes = await request(app).post('/auth/mfa/recovery-codes').set('Authorization', `Bearer ${accessToken}`);
     expect(codes.status, codes.text).to.equal(201);
+    // The vault likewise: a password-only token gets the challenge, the token from the second factor the vault.
+    const vault = await request(app).get('/mfa/devices/sync').set('Authorization', token('bob', 'not_enrolled'));
+    expect(vault.status).to.equal(401);
+    expect(vault.body).to.include({ code: 'STEP_UP_REQUIRED' });
+    expect(vault.headers['www-authenticate']).to.equal('Bearer error="insufficient_user_authentication", error_description="A second factor is required for the authenticator vault"');
+    expect((await request(app).get('/mfa/devices/sync').set('Authorization', `Bearer ${accessToken}`)).status).to.equal(200);
   });
 
   it("runs the kit's middleware on the host's own service route: key, tenant, JSON body, nest errors", async () => {

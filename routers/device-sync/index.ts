@@ -7,18 +7,23 @@ import express, { type Router } from 'express';
 import { methodNotAllowed } from '../../lib/method-not-allowed.js';
 import { problemJson } from '../../lib/problem.js';
 import { routerPrelude } from '../../lib/prelude.js';
+import { requireSecondFactor } from '../../lib/step-up.js';
 import { userAuth } from '../../lib/user-auth.js';
 import { parseOptions, type DeviceSyncRouterOptions } from './options.js';
 import { mountSyncRecords } from './routes.js';
 
 export type { DeviceSyncRouterOptions } from './options.js';
+
+const STEP_UP_DETAIL = 'The authenticator vault needs a second factor: pass one and retry with the token your sign-in issues for it.';
 export type { DeviceSyncResponse } from './vault.js';
 
 export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);
   const router = express.Router();
-  // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed.
-  router.use(routerPrelude(router, userAuth('deviceSyncRouter', config.auth), config.bodyLimit));
+  // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed, nor (with
+  // `stepUp`) a token that shows no second factor.
+  const stepUp = config.stepUp ? [requireSecondFactor(config.stepUp, Date.now, STEP_UP_DETAIL)] : [];
+  router.use(routerPrelude(router, [...userAuth('deviceSyncRouter', config.auth), ...stepUp], config.bodyLimit));
   mountSyncRecords(router, config);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));

@@ -4,6 +4,7 @@ import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
 import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { resolveStepUp, type StepUpOptions, type StepUpPolicy } from '../../lib/step-up.js';
 import type { JwtOptions, UserAuthOptions } from '../../lib/user-auth.js';
 import type { MfaStorage } from '../../storage/types.js';
 
@@ -32,10 +33,18 @@ export interface DeviceSyncRouterOptions {
   maxEntries?: number;
   /** Largest JSON body accepted (bytes or a string such as '1mb'). @default '1mb' */
   bodyLimit?: string | number;
+  /**
+   * `{ amr, acr, maxAgeSeconds }`: every vault route (list, read, push, delete) needs a token that shows a second
+   * factor (RFC 9470, as `mfaDevicesRouter`'s `stepUp`): the vault holds the secrets of the user's other accounts.
+   * Else 401 `STEP_UP_REQUIRED` with the `insufficient_user_authentication` challenge. @default none
+   */
+  stepUp?: StepUpOptions;
 }
 
 export const DEFAULT_MAX_ENTRIES = 500;
 export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
+/** The challenge's `error_description` of the vault's step-up. */
+export const STEP_UP_FOR_VAULT = 'A second factor is required for the authenticator vault';
 
 /** The complete configuration the router runs on. */
 export interface DeviceSyncRouterConfig {
@@ -47,10 +56,11 @@ export interface DeviceSyncRouterConfig {
   maxPageSize: number;
   maxEntries: number;
   bodyLimit: string | number;
+  stepUp: StepUpPolicy | undefined;
 }
 
 const FACTORY = 'deviceSyncRouter';
-const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit'] as const;
+const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit', 'stepUp'] as const;
 const EXAMPLE = '{ storage: knexStorage({ knex }), keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
 const STORE_METHODS = ['list', 'get', 'findByFingerprint', 'create', 'updateIfToken', 'delete'].map((m) => `syncRecords.${m}`);
 
@@ -80,5 +90,6 @@ export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouter
     maxPageSize: options.maxPageSize === undefined ? DEFAULT_MAX_PAGE_SIZE : checkInteger(FACTORY, 'maxPageSize', options.maxPageSize, 1, 1000),
     maxEntries: options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : checkInteger(FACTORY, 'maxEntries', options.maxEntries, 1, 100_000),
     bodyLimit: options.bodyLimit ?? DEFAULT_SYNC_BODY_LIMIT,
+    stepUp: resolveStepUp(FACTORY, options.stepUp, STEP_UP_FOR_VAULT),
   };
 }

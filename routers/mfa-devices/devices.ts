@@ -5,7 +5,7 @@ import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
 import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
-import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
+import { claimsOf, showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import { MAX_ACCOUNT_LABEL_LENGTH, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
@@ -25,12 +25,6 @@ export const callerOf = (req: Request): Caller => {
  * `X-Total-Count`.
  */
 export const requestedPage = (req: Request): PageRequest => toPageRequest(parseOrThrow(pageQuery, req.query));
-
-/** The token claims (or the host's user object) as a record. */
-export const claimsOf = (req: Request): Record<string, unknown> => {
-  const user = (req as { user?: unknown }).user;
-  return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
-};
 
 /** `:id` as a device id; anything that is not a UUID names no device. */
 export const deviceIdOf = (req: Request): string => {
