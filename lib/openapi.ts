@@ -440,7 +440,8 @@ const STATUS_TEXT: Record<number, string> = {
 const CHALLENGES: Record<Router, string> = {
   mfaDevices:
     '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1); with `stepUp`, `Bearer error="insufficient_user_authentication", …` on a change of factors by a token that shows no recent second factor (RFC 9470).',
-  deviceSync: '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1).',
+  deviceSync:
+    '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1); with `stepUp`, `Bearer error="insufficient_user_authentication", …` for a token that shows no second factor (RFC 9470).',
   internal: '`ApiKey header="x-internal-api-key"`: the header the key goes in.',
 };
 

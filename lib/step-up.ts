@@ -24,6 +24,14 @@ export interface StepUpPolicy {
   readonly acr: ReadonlySet<string>;
   readonly maxAgeSeconds: number | undefined;
   readonly challenge: string;
+  /** The refusal's `detail`; the catalogue's when undefined. */
+  readonly detail: string | undefined;
+}
+
+/** What a router's step-up refusal says: the challenge's `error_description`, and the Problem's `detail`. */
+export interface StepUpTexts {
+  description: string;
+  detail?: string;
 }
 
 /** How far ahead of this clock an `auth_time` may be (the issuer's clock may run ahead). */
@@ -43,14 +51,11 @@ function checkValues(factory: string, name: string, values: unknown): Set<string
   return new Set(values as string[]);
 }
 
-/** The challenge's `error_description` of mfaDevicesRouter's step-up. */
-export const STEP_UP_FOR_CHANGES = 'A recent second factor is required for this change';
+/** mfaDevicesRouter's: a change of factors (the catalogue's detail). */
+export const STEP_UP_FOR_CHANGES: StepUpTexts = { description: 'A recent second factor is required for this change' };
 
-/**
- * Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). `description` is the challenge's
- * `error_description`: what the second factor is asked for.
- */
-export function resolveStepUp(factory: string, options: StepUpOptions | undefined, description = STEP_UP_FOR_CHANGES): StepUpPolicy | undefined {
+/** Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). `texts`: what its refusals say. */
+export function resolveStepUp(factory: string, options: StepUpOptions | undefined, texts: StepUpTexts = STEP_UP_FOR_CHANGES): StepUpPolicy | undefined {
   if (options === undefined) return undefined;
   checkNestedOptions(factory, 'stepUp', options, ['amr', 'acr', 'maxAgeSeconds'], "{ amr: ['mfa'], maxAgeSeconds: 900 }");
   const amr = checkValues(factory, 'amr', options.amr);
@@ -61,11 +66,11 @@ export function resolveStepUp(factory: string, options: StepUpOptions | undefine
   const maxAgeSeconds = options.maxAgeSeconds === undefined ? undefined : checkInteger(factory, 'stepUp.maxAgeSeconds', options.maxAgeSeconds, 1, MAX_STEP_UP_AGE_SECONDS);
   const params = [
     'error="insufficient_user_authentication"',
-    `error_description="${description}"`,
+    `error_description="${texts.description}"`,
     ...(acr.size > 0 ? [`acr_values="${[...acr].join(' ')}"`] : []),
     ...(maxAgeSeconds !== undefined ? [`max_age=${maxAgeSeconds}`] : []),
   ];
-  return { amr, acr, maxAgeSeconds, challenge: `Bearer ${params.join(', ')}` };
+  return { amr, acr, maxAgeSeconds, challenge: `Bearer ${params.join(', ')}`, detail: texts.detail };
 }
 
 /** Whether the claims show a second factor the policy takes, recent enough at `nowMs`. */
@@ -81,9 +86,9 @@ export function showsSecondFactor(claims: Readonly<Record<string, unknown>>, pol
   return age <= policy.maxAgeSeconds && age >= -AUTH_TIME_SKEW_SECONDS;
 }
 
-/** The refusal: 401 `STEP_UP_REQUIRED` with RFC 9470's challenge (and a detail other than the catalogue's). */
-export const stepUpRequired = (policy: StepUpPolicy, detail?: string): ProblemError =>
-  ProblemError.from('STEP_UP_REQUIRED', { challenge: policy.challenge, ...(detail !== undefined && { detail }) });
+/** The refusal: 401 `STEP_UP_REQUIRED` with RFC 9470's challenge, and the policy's detail. */
+export const stepUpRequired = (policy: StepUpPolicy): ProblemError =>
+  ProblemError.from('STEP_UP_REQUIRED', { challenge: policy.challenge, ...(policy.detail !== undefined && { detail: policy.detail }) });
 
 /** The token claims (or the host's user object) as a record. */
 export const claimsOf = (req: Request): Record<string, unknown> => {
@@ -91,9 +96,9 @@ export const claimsOf = (req: Request): Record<string, unknown> => {
   return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
 };
 
-/** A layer that lets on only a token showing a second factor the policy takes (at `now()`, ms); else `stepUpRequired`. */
-export function requireSecondFactor(policy: StepUpPolicy, now: () => number, detail?: string): RequestHandler {
+/** A layer that lets on only a token showing a second factor the policy takes; else `stepUpRequired`. */
+export function requireSecondFactor(policy: StepUpPolicy): RequestHandler {
   return (req, _res, next) => {
-    next(showsSecondFactor(claimsOf(req), policy, now()) ? undefined : stepUpRequired(policy, detail));
+    next(showsSecondFactor(claimsOf(req), policy, Date.now()) ? undefined : stepUpRequired(policy));
   };
 }

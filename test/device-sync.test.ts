@@ -743,6 +743,9 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
           request(guarded).get(`${BASE}/${id}`),
           request(guarded).post(BASE).send({ device_fingerprint: fingerprint(), device_name: 'Other', totp_devices: [{ secret: newSecret() }] }),
           request(guarded).delete(`${BASE}/${id}`),
+          // Refused before the body is read (else a 400), and before the method is judged (else a 405).
+          request(guarded).post(BASE).set('Content-Type', 'application/json').send('{bad'),
+          request(guarded).put(BASE).send({ x: 1 }),
         ]) {
           const res = await call.set('Authorization', weak);
           expect(res.status, res.text).to.equal(401);

@@ -13,8 +13,6 @@ import { parseOptions, type DeviceSyncRouterOptions } from './options.js';
 import { mountSyncRecords } from './routes.js';
 
 export type { DeviceSyncRouterOptions } from './options.js';
-
-const STEP_UP_DETAIL = 'The authenticator vault needs a second factor: pass one and retry with the token your sign-in issues for it.';
 export type { DeviceSyncResponse } from './vault.js';
 
 export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
@@ -22,7 +20,7 @@ export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const router = express.Router();
   // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed, nor (with
   // `stepUp`) a token that shows no second factor.
-  const stepUp = config.stepUp ? [requireSecondFactor(config.stepUp, Date.now, STEP_UP_DETAIL)] : [];
+  const stepUp = config.stepUp ? [requireSecondFactor(config.stepUp)] : [];
   router.use(routerPrelude(router, [...userAuth('deviceSyncRouter', config.auth), ...stepUp], config.bodyLimit));
   mountSyncRecords(router, config);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.

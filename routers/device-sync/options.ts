@@ -4,7 +4,7 @@ import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
 import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
-import { resolveStepUp, type StepUpOptions, type StepUpPolicy } from '../../lib/step-up.js';
+import { resolveStepUp, type StepUpOptions, type StepUpPolicy, type StepUpTexts } from '../../lib/step-up.js';
 import type { JwtOptions, UserAuthOptions } from '../../lib/user-auth.js';
 import type { MfaStorage } from '../../storage/types.js';
 
@@ -34,17 +34,21 @@ export interface DeviceSyncRouterOptions {
   /** Largest JSON body accepted (bytes or a string such as '1mb'). @default '1mb' */
   bodyLimit?: string | number;
   /**
-   * `{ amr, acr, maxAgeSeconds }`: every vault route (list, read, push, delete) needs a token that shows a second
-   * factor (RFC 9470, as `mfaDevicesRouter`'s `stepUp`): the vault holds the secrets of the user's other accounts.
-   * Else 401 `STEP_UP_REQUIRED` with the `insufficient_user_authentication` challenge. @default none
+   * `{ amr, acr, maxAgeSeconds }`: every request under the router's mount path (the vault's list, read, push and
+   * delete, and any route of the host's there) needs a token that shows a second factor (RFC 9470, as
+   * `mfaDevicesRouter`'s `stepUp`): the vault holds the secrets of the user's other accounts. Else 401
+   * `STEP_UP_REQUIRED` with the `insufficient_user_authentication` challenge, before the body is read. @default none
    */
   stepUp?: StepUpOptions;
 }
 
 export const DEFAULT_MAX_ENTRIES = 500;
 export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
-/** The challenge's `error_description` of the vault's step-up. */
-export const STEP_UP_FOR_VAULT = 'A second factor is required for the authenticator vault';
+/** What the vault's step-up refusal says. */
+const STEP_UP_FOR_VAULT: StepUpTexts = {
+  description: 'A second factor is required for the authenticator vault',
+  detail: 'The authenticator vault needs a second factor: pass one and retry with the token your sign-in issues for it.',
+};
 
 /** The complete configuration the router runs on. */
 export interface DeviceSyncRouterConfig {
