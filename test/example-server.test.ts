@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { EXAMPLE_SERVER_ARGS } from './support/example-process.js';
+import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
 import { knexStorage } from '../index.js';
 import { freshDatabase } from './support/postgres.js';
 import { insertTrusted } from './support/trusted.js';
@@ -52,6 +52,65 @@ function runServer(env: Record<string, string>): Promise<{ code: number | null; 
     });
   });
 }
+
+describe('npm start', () => {
+  // A process manager or `docker stop` signals npm, not the server: npm passes SIGTERM to its child only, and a shell
+  // between the two would die of it and leave the server running on its own (the start script `exec`s).
+  it('stops the server cleanly when npm itself gets SIGTERM', async function () {
+    this.timeout(60_000);
+    const db = await freshDatabase();
+    let serverPid: number | undefined;
+    try {
+      const child = spawn('npm', ['start'], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: db.url, PORT: '0', JWT_SECRET: 'npm-start-test-secret-0123456789', INTERNAL_API_KEYS: 'npm-start-test-key-0123456789', MFA_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 3).toString('base64')}` },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the server did not start:\n${output}`)), 30_000);
+        const onData = (d: Buffer) => {
+          output += d.toString();
+          if (/example server listening/.test(output)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        child.stdout.on('data', onData);
+        child.stderr.on('data', onData);
+      });
+      serverPid = Number(/"pid":(\d+)/.exec(output)?.[1]);
+      expect(serverPid, 'the server logs its pid').to.be.above(0);
+      child.kill('SIGTERM');
+      await exited;
+      const deadline = Date.now() + 10_000;
+      while (!/"msg":"stopped"/.test(output) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(output, 'the server said it stopped').to.match(/"msg":"shutting down[^"]*".*\n.*"msg":"stopped"/s);
+      const alive = () => {
+        try {
+          process.kill(serverPid!, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(alive(), 'the server process is gone').to.equal(false);
+      serverPid = undefined;
+    } finally {
+      // Should it have been left running (the failure this test is for), it goes now.
+      if (serverPid !== undefined) {
+        try {
+          process.kill(serverPid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      await db.drop();
+    }
+  });
+});
 
 describe('example server start-up', () => {
   it('refuses to start in production while a secret is unset, naming it and printing no value', async () => {
