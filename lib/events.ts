@@ -63,6 +63,8 @@ export interface TrustedDeviceEvent extends MfaEventBase {
   /** How many were revoked (revocations only). */
   count?: number;
   reason?: 'user' | 'last_device_removed';
+  /** Made or revoked on the internal routes by a sibling service (absent: the user's own routes, or a removal). */
+  via?: 'internal';
 }
 
 export interface RecoveryCodesEvent extends MfaEventBase {

@@ -6,7 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import request from 'supertest';
 import { Redis } from 'ioredis';
-import { migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
+import express from 'express';
+import { knex as createKnex } from 'knex';
+import { createMfaEvents, internalRouter, knexStorage, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustedDeviceCache } from '../index.js';
+import { KEY_A } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 import { checkQuery, isCheckQuery } from '../routers/internal/trusted-devices.js';
@@ -450,6 +453,34 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
         }
       }
       expect(accepted).to.be.greaterThan(20);
+    });
+  });
+
+  describe('events', () => {
+    it('announces a trust, a revocation and a revocation of all on the emitter it is given, via internal; nothing for a 404 or none revoked', async () => {
+      const events = createMfaEvents();
+      const seen: Array<[string, Record<string, unknown>]> = [];
+      for (const name of ['trusted_device.created', 'trusted_device.revoked'] as const) events.on(name, (e) => seen.push([name, { ...e }]));
+      const knex = createKnex({ client: 'pg', connection: db.url, pool: { min: 0, max: 2 } });
+      try {
+        const app = express();
+        app.use('/internal', internalRouter({ storage: knexStorage({ knex }), internalKeys: [KEY_A], logger: silentLogger, cache, events }));
+        const user = uid();
+        const first = await post(app, { user_id: user, device_fingerprint: 'e-1' });
+        await post(app, { user_id: user, device_fingerprint: 'e-2' });
+        await post(app, { user_id: user, device_fingerprint: 'e-3' });
+        expect((await del(app, `${TD}/${first.body.id}?user_id=${user}`)).status).to.equal(204);
+        expect((await del(app, `${TD}/${first.body.id}?user_id=${user}`)).status).to.equal(404);
+        expect((await del(app, `${TD}?user_id=${user}`).set('X-Request-ID', 'req-revoke-all')).body).to.deep.equal({ revoked: 2 });
+        expect((await del(app, `${TD}?user_id=${user}`)).body).to.deep.equal({ revoked: 0 });
+        expect(seen.map(([name]) => name)).to.deep.equal(['trusted_device.created', 'trusted_device.created', 'trusted_device.created', 'trusted_device.revoked', 'trusted_device.revoked']);
+        expect(seen[0]![1]).to.include({ tenantId: 'acme', userId: user, trustedDeviceId: first.body.id, via: 'internal' });
+        expect(seen[3]![1]).to.include({ tenantId: 'acme', userId: user, trustedDeviceId: first.body.id, count: 1, via: 'internal' });
+        expect(seen[4]![1]).to.include({ tenantId: 'acme', userId: user, count: 2, via: 'internal', requestId: 'req-revoke-all' });
+        expect(seen[4]![1]).not.to.have.property('trustedDeviceId');
+      } finally {
+        await knex.destroy();
+      }
     });
   });
 

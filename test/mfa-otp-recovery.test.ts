@@ -106,6 +106,19 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(JSON.stringify(events)).not.to.contain('user@example.org');
     });
 
+    it('codeMaxAttempts: a code that took that many wrong guesses is spent, the right one included; set-up checks it', async () => {
+      const strict = build({ codeMaxAttempts: 2, lockout: { maxFailures: 10 } });
+      const u = user('attempts');
+      const res = await as(request(strict).post('/auth/mfa/devices/email').send({ deviceName: 'Mail', email: 'attempts@example.org' }), u);
+      expect(res.status, res.text).to.equal(201);
+      const { code } = sender.last();
+      const wrong = code === '000000' ? '111111' : '000000';
+      for (let i = 0; i < 2; i++) expect((await as(request(strict).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code: wrong }), u)).status).to.equal(400);
+      const late = await as(request(strict).post(`/auth/mfa/devices/${res.body.device.id}/verify`).send({ code }), u);
+      expect(late.status, late.text).to.equal(400);
+      expect(() => build({ codeMaxAttempts: 0 })).to.throw(TypeError, /codeMaxAttempts' must be an integer from 1 to 100/);
+    });
+
     it('400 naming the field for a bad or missing phone number / email; nothing is sent', async () => {
       const before = sender.sent.length;
       for (const [path, body, field] of [

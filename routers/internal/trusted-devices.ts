@@ -4,6 +4,7 @@ import type { Request, Response, Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
+import { emitSafely, eventBase } from '../../lib/events.js';
 import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
@@ -128,15 +129,20 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
       ip: b.ip ?? undefined,
       ttlSeconds: b.ttl_seconds ?? undefined,
     };
-    const device = await service.trust(contextOf(req).tenantId!, b.user_id, input);
+    const ctx = contextOf(req);
+    const device = await service.trust(ctx.tenantId!, b.user_id, input);
+    emitSafely(config.events, config.logger, 'trusted_device.created', { ...eventBase({ tenantId: ctx.tenantId!, userId: b.user_id, requestId: ctx.requestId }), trustedDeviceId: device.id, via: 'internal' });
     res.status(201).json(toTrustedDeviceResponse(device));
   });
 
   router.delete(`${PATH}/:id`, async (req, res) => {
     const q = parseOrThrow(userQuery, req.query);
     // A malformed id cannot name a device: the same 404 as any id that is not this tenant's and user's.
-    const revoked = await service.revoke(contextOf(req).tenantId!, q.user_id, String(req.params.id));
+    const ctx = contextOf(req);
+    const id = String(req.params.id);
+    const revoked = await service.revoke(ctx.tenantId!, q.user_id, id);
     if (!revoked) throw ProblemError.from('TRUSTED_DEVICE_NOT_FOUND');
+    emitSafely(config.events, config.logger, 'trusted_device.revoked', { ...eventBase({ tenantId: ctx.tenantId!, userId: q.user_id, requestId: ctx.requestId }), trustedDeviceId: id, count: 1, via: 'internal' });
     res.status(204).end();
   });
 
@@ -144,7 +150,9 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     const q = parseOrThrow(userQuery, req.query);
     // As the revoke of one unknown id: the query is checked first.
     refuseEmptyDeviceId(req.path);
-    const revoked = await service.revokeAll(contextOf(req).tenantId!, q.user_id);
+    const ctx = contextOf(req);
+    const revoked = await service.revokeAll(ctx.tenantId!, q.user_id);
+    if (revoked > 0) emitSafely(config.events, config.logger, 'trusted_device.revoked', { ...eventBase({ tenantId: ctx.tenantId!, userId: q.user_id, requestId: ctx.requestId }), count: revoked, via: 'internal' });
     res.json({ revoked });
   });
 }

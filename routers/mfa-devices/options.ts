@@ -3,7 +3,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import { createMfaEvents, type MfaEvents } from '../../lib/events.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import type { KeyRing } from '../../lib/keyring.js';
-import { DEFAULT_CODE_TTL_SECONDS, type MfaCodeSender } from '../../lib/otp-channels.js';
+import { DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, type MfaCodeSender } from '../../lib/otp-channels.js';
 import { DEFAULT_RECOVERY_CODE_COUNT } from '../../lib/recovery-codes.js';
 import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type TrustedDeviceSettings } from '../../lib/trusted-devices.js';
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
@@ -106,6 +106,8 @@ export interface MfaDevicesRouterOptions {
   sender?: MfaCodeSender;
   /** Seconds an sms/email code stays valid. @default 600 */
   codeTtlSeconds?: number;
+  /** Guesses an sms/email code takes before it is spent (a new one must be sent), 1 to 100. @default 5 */
+  codeMaxAttempts?: number;
   /** Recovery codes per set. @default 10 */
   recoveryCodeCount?: number;
   /**
@@ -161,6 +163,7 @@ export interface MfaDevicesRouterConfig {
   cache: TrustedDeviceCache | undefined;
   trustedDevices: Required<TrustedDeviceSettings>;
   codeTtlSeconds: number;
+  codeMaxAttempts: number;
   recoveryCodeCount: number;
   lockout: LockoutPolicy;
   rateLimit: ResolvedRateLimit | false;
@@ -190,6 +193,7 @@ const KNOWN = [
   'unverifiedTtlSeconds',
   'sender',
   'codeTtlSeconds',
+  'codeMaxAttempts',
   'recoveryCodeCount',
   'cache',
   'trustedDevices',
@@ -283,6 +287,7 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     cache: options.cache,
     trustedDevices: resolveTrustedDeviceSettings(FACTORY, options.trustedDevices),
     codeTtlSeconds: options.codeTtlSeconds === undefined ? DEFAULT_CODE_TTL_SECONDS : checkInteger(FACTORY, 'codeTtlSeconds', options.codeTtlSeconds, 30, 86_400),
+    codeMaxAttempts: options.codeMaxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : checkInteger(FACTORY, 'codeMaxAttempts', options.codeMaxAttempts, 1, 100),
     recoveryCodeCount: options.recoveryCodeCount === undefined ? DEFAULT_RECOVERY_CODE_COUNT : checkInteger(FACTORY, 'recoveryCodeCount', options.recoveryCodeCount, 1, 100),
     lockout: resolveLockout(FACTORY, options.lockout),
     rateLimit: resolveRateLimit(FACTORY, options.rateLimit),
