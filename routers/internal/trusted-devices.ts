@@ -108,6 +108,12 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
       .nullish(),
   });
 
+  /** Tells the router's `events` of a trust or revocation made here, on behalf of `userId`. */
+  const announce = (req: Request, userId: string, name: 'trusted_device.created' | 'trusted_device.revoked', what: { trustedDeviceId?: string; count?: number }): void => {
+    const ctx = contextOf(req);
+    emitSafely(config.events, config.logger, name, { ...eventBase({ tenantId: ctx.tenantId!, userId, requestId: ctx.requestId }), ...what, via: 'internal' });
+  };
+
   // First: the login hot path (most checks never reach it: the prelude's layer answers them).
   router.get(check.path, check.handler);
 
@@ -129,20 +135,18 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
       ip: b.ip ?? undefined,
       ttlSeconds: b.ttl_seconds ?? undefined,
     };
-    const ctx = contextOf(req);
-    const device = await service.trust(ctx.tenantId!, b.user_id, input);
-    emitSafely(config.events, config.logger, 'trusted_device.created', { ...eventBase({ tenantId: ctx.tenantId!, userId: b.user_id, requestId: ctx.requestId }), trustedDeviceId: device.id, via: 'internal' });
+    const device = await service.trust(contextOf(req).tenantId!, b.user_id, input);
+    announce(req, b.user_id, 'trusted_device.created', { trustedDeviceId: device.id });
     res.status(201).json(toTrustedDeviceResponse(device));
   });
 
   router.delete(`${PATH}/:id`, async (req, res) => {
     const q = parseOrThrow(userQuery, req.query);
     // A malformed id cannot name a device: the same 404 as any id that is not this tenant's and user's.
-    const ctx = contextOf(req);
     const id = String(req.params.id);
-    const revoked = await service.revoke(ctx.tenantId!, q.user_id, id);
+    const revoked = await service.revoke(contextOf(req).tenantId!, q.user_id, id);
     if (!revoked) throw ProblemError.from('TRUSTED_DEVICE_NOT_FOUND');
-    emitSafely(config.events, config.logger, 'trusted_device.revoked', { ...eventBase({ tenantId: ctx.tenantId!, userId: q.user_id, requestId: ctx.requestId }), trustedDeviceId: id, count: 1, via: 'internal' });
+    announce(req, q.user_id, 'trusted_device.revoked', { trustedDeviceId: id, count: 1 });
     res.status(204).end();
   });
 
@@ -150,9 +154,8 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     const q = parseOrThrow(userQuery, req.query);
     // As the revoke of one unknown id: the query is checked first.
     refuseEmptyDeviceId(req.path);
-    const ctx = contextOf(req);
-    const revoked = await service.revokeAll(ctx.tenantId!, q.user_id);
-    if (revoked > 0) emitSafely(config.events, config.logger, 'trusted_device.revoked', { ...eventBase({ tenantId: ctx.tenantId!, userId: q.user_id, requestId: ctx.requestId }), count: revoked, via: 'internal' });
+    const revoked = await service.revokeAll(contextOf(req).tenantId!, q.user_id);
+    if (revoked > 0) announce(req, q.user_id, 'trusted_device.revoked', { count: revoked });
     res.json({ revoked });
   });
 }
