@@ -102,6 +102,23 @@ describe('hot-path helpers', () => {
       expect((await request(app).post('/').set('Content-Type', 'application/json').send('{"a":')).status).to.equal(400);
       expect((await request(app).post('/').send({ a: 'x'.repeat(2000) })).status).to.equal(413);
     });
+
+    it('with only(req): parses the requests it picks; any other passes on with its body unread, for the next parser', async () => {
+      const picky = express();
+      picky.use(...jsonBody('1kb', { only: (req) => req.path === '/mine' }));
+      picky.post('/mine', (req, res) => {
+        res.json({ body: req.body as unknown });
+      });
+      picky.post('/theirs', express.text({ type: '*/*' }), (req, res) => {
+        res.json({ text: req.body as unknown });
+      });
+      picky.use(problemJson({ logger: silentLogger }));
+      expect((await request(picky).post('/mine').send({ a: 1 })).body).to.deep.equal({ body: { a: 1 } });
+      expect((await request(picky).post('/mine').set('Content-Type', 'application/json').send('{"a":')).status).to.equal(400);
+      const theirs = await request(picky).post('/theirs').set('Content-Type', 'application/json').send('{"a":');
+      expect(theirs.status, theirs.text).to.equal(200);
+      expect(theirs.body).to.deep.equal({ text: '{"a":' });
+    });
   });
 
   describe("the example app's request log", () => {
