@@ -4,6 +4,8 @@
  * then be checked as one user and acted on as another. `jsonBody()` refuses such a body instead (400).
  */
 
+import { namedKeys } from './validation.js';
+
 /** The `type` of the error `jsonBody()` throws for a body with a repeated member (body-parser keeps it), for `problemJson`. */
 export const DUPLICATE_MEMBER = 'entity.member.duplicate';
 
@@ -80,3 +82,6 @@ export function firstDuplicateMember(text: string): string | undefined {
   }
   return undefined;
 }
+
+/** What a refusal of a repeated member says (after the field it is in). */
+export const duplicateMemberMessage = (member: string): string => `the member ${namedKeys([member])} is given more than once in one object`;

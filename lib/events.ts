@@ -62,9 +62,10 @@ export interface TrustedDeviceEvent extends MfaEventBase {
   trustedDeviceId?: string;
   /** How many were revoked (revocations only). */
   count?: number;
+  /** Revocations only: by the user on their own routes, or with the removal of their last verified device. */
   reason?: 'user' | 'last_device_removed';
-  /** Made or revoked on the internal routes by a sibling service (absent: the user's own routes, or a removal). */
-  via?: 'internal';
+  /** Where it was made or revoked: the user's own routes, or the internal routes (a sibling service). Absent with a device's removal. */
+  via?: 'user' | 'internal';
 }
 
 export interface RecoveryCodesEvent extends MfaEventBase {

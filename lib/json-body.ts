@@ -34,6 +34,7 @@ const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
   if (member !== undefined) throw Object.assign(new Error('The request body names a member twice.'), { type: DUPLICATE_MEMBER, member });
 };
 
+/** `jsonBody()`'s options. */
 export interface JsonBodyOptions {
   /**
    * Which requests with a body are this parser's: any other passes on with its body unread, for a later layer to
@@ -53,7 +54,13 @@ export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: J
   const { only } = options;
   const handler: RequestHandler = (req, res, next) => {
     const length = req.headers['content-length'];
-    if ((length === undefined && req.headers['transfer-encoding'] === undefined) || (only !== undefined && !only(req))) {
+    // No body (every GET): nothing to parse.
+    if (length === undefined && req.headers['transfer-encoding'] === undefined) {
+      next();
+      return;
+    }
+    // Not this parser's: left unread for a later layer.
+    if (only !== undefined && !only(req)) {
       next();
       return;
     }

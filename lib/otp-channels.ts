@@ -79,6 +79,8 @@ export interface OtpChannelsOptions {
 export const DEFAULT_CODE_TTL_SECONDS = 600;
 /** Default guesses per code. */
 export const DEFAULT_MAX_ATTEMPTS = 5;
+/** The guesses per code one may set: from 1 to this. */
+export const MAX_MAX_ATTEMPTS = 100;
 const CODE_DIGITS = 6;
 const SALT_BYTES = 16;
 const BULLETS = '••••••';
@@ -160,7 +162,7 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
   checkInjected(factory, 'storage', options?.storage, ['otpCodes.put', 'otpCodes.beginAttempt', 'otpCodes.consume'], 'pass knexStorage({ knex }) or a storage implementing OtpCodeStore as storage.otpCodes');
   checkInjected(factory, 'sender', options.sender, ['send'], 'pass { send({ tenantId, userId, method, destination, code, purpose }) { … } } that delivers the code (demoSender(logger) in development only)');
   const ttlMs = checkInteger(factory, 'codeTtlSeconds', options.codeTtlSeconds ?? DEFAULT_CODE_TTL_SECONDS, 30, 86_400) * 1000;
-  const maxAttempts = checkInteger(factory, 'maxAttempts', options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 1, 100);
+  const maxAttempts = checkInteger(factory, 'maxAttempts', options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 1, MAX_MAX_ATTEMPTS);
   if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError(`express-mfa-kit: ${factory}() option 'now' must be a function returning milliseconds, like Date.now`);
   const now = options.now ?? Date.now;
   const logger = options.logger ?? getDefaultLogger();

@@ -10,10 +10,10 @@
 import type { NextFunction, Request, RequestHandler, Response, Router } from 'express';
 import { chain } from './chain.js';
 import { jsonBody } from './json-body.js';
-import { routeMethods } from './method-not-allowed.js';
 import { noStore } from './no-store.js';
 import { wellFormedQuery } from './query-string.js';
 import { requestId } from './request-id.js';
+import { routeAnswers } from './route-table.js';
 
 /** A `GET` (and `HEAD`) route answered by the prelude's own layer; see `routerPrelude`. */
 export interface HotRoute {
@@ -31,7 +31,7 @@ export interface HotRoute {
  * and answers the same.
  */
 export function routerPrelude(router: Router, authentication: readonly RequestHandler[], bodyLimit: string | number, hotRoute?: HotRoute): RequestHandler {
-  const routed = (req: Request) => routeMethods(router, req.path).has(req.method);
+  const routed = (req: Request) => routeAnswers(router, req.method, req.path);
   const prelude = chain([requestId(), noStore(), ...authentication, wellFormedQuery(), ...jsonBody(bodyLimit, { only: routed })]);
   if (!hotRoute) return prelude;
   const { path, handler } = hotRoute;

@@ -8,13 +8,12 @@ import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
-import { DUPLICATE_MEMBER } from './duplicate-members.js';
+import { DUPLICATE_MEMBER, duplicateMemberMessage } from './duplicate-members.js';
 import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
 import { checkNestedOptions } from './options.js';
-import { namedKeys } from './validation.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
 export interface ProblemDetails {
@@ -158,7 +157,7 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
       return { problem: ProblemError.from('MALFORMED_JSON', 'The request body is not valid UTF-8.'), unexpected: false };
     case DUPLICATE_MEMBER: {
       // I-JSON (RFC 7493 §2.3): which of the two would count depends on the parser; neither does.
-      const detail = `(body): the member ${namedKeys([String(e.member)])} is given more than once in one object`;
+      const detail = `(body): ${duplicateMemberMessage(String(e.member))}`;
       return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'duplicate', description: detail }] }), unexpected: false };
     }
     case 'entity.too.large':

@@ -1,13 +1,15 @@
 /**
- * Step-up for changes to a user's second factors (RFC 9470): a token that shows only a password must not enrol
- * another authenticator, remove or disable one, or make new recovery codes, or whoever learnt the password could
- * take the second factor over. The token shows a second factor through its `amr` (RFC 8176) or `acr` claim, and,
+ * Step-up (RFC 9470): a token that shows only a password must not enrol another authenticator, remove or disable
+ * one, or make new recovery codes (mfaDevicesRouter), or whoever learnt the password could take the second factor
+ * over; nor read or change the authenticator vault, which holds the secrets of the user's other accounts
+ * (deviceSyncRouter). The token shows a second factor through its `amr` (RFC 8176) or `acr` claim, and,
  * when asked, how recent it is through `auth_time`; otherwise the answer is RFC 9470's 401
  * `insufficient_user_authentication`, whose challenge tells the client what to get.
  */
-import type { Request, RequestHandler } from 'express';
+import type { RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
 import { checkInteger, checkNestedOptions } from './options.js';
+import { claimsOf } from './user-auth.js';
 
 export interface StepUpOptions {
   /** `amr` values (RFC 8176) any one of which shows a second factor, e.g. `['mfa', 'otp']`. */
@@ -51,11 +53,8 @@ function checkValues(factory: string, name: string, values: unknown): Set<string
   return new Set(values as string[]);
 }
 
-/** mfaDevicesRouter's: a change of factors (the catalogue's detail). */
-export const STEP_UP_FOR_CHANGES: StepUpTexts = { description: 'A recent second factor is required for this change' };
-
 /** Checks `stepUp` at set-up; `undefined` when it is not set (no step-up asked). `texts`: what its refusals say. */
-export function resolveStepUp(factory: string, options: StepUpOptions | undefined, texts: StepUpTexts = STEP_UP_FOR_CHANGES): StepUpPolicy | undefined {
+export function resolveStepUp(factory: string, options: StepUpOptions | undefined, texts: StepUpTexts): StepUpPolicy | undefined {
   if (options === undefined) return undefined;
   checkNestedOptions(factory, 'stepUp', options, ['amr', 'acr', 'maxAgeSeconds'], "{ amr: ['mfa'], maxAgeSeconds: 900 }");
   const amr = checkValues(factory, 'amr', options.amr);
@@ -90,15 +89,16 @@ export function showsSecondFactor(claims: Readonly<Record<string, unknown>>, pol
 export const stepUpRequired = (policy: StepUpPolicy): ProblemError =>
   ProblemError.from('STEP_UP_REQUIRED', { challenge: policy.challenge, ...(policy.detail !== undefined && { detail: policy.detail }) });
 
-/** The token claims (or the host's user object) as a record. */
-export const claimsOf = (req: Request): Record<string, unknown> => {
-  const user = (req as { user?: unknown }).user;
-  return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
-};
-
-/** A layer that lets on only a token showing a second factor the policy takes; else `stepUpRequired`. */
-export function requireSecondFactor(policy: StepUpPolicy): RequestHandler {
-  return (req, _res, next) => {
-    next(showsSecondFactor(claimsOf(req), policy, Date.now()) ? undefined : stepUpRequired(policy));
-  };
+/**
+ * deviceSyncRouter's step-up: a layer (none without a policy) that lets on only a token showing a second factor the
+ * policy takes at `now()`; else `stepUpRequired`. mfaDevicesRouter's (`stepUpGuard`) asks it only once the user has
+ * a verified device.
+ */
+export function requireSecondFactor(policy: StepUpPolicy | undefined, now: () => number = Date.now): RequestHandler[] {
+  if (policy === undefined) return [];
+  return [
+    (req, _res, next) => {
+      next(showsSecondFactor(claimsOf(req), policy, now()) ? undefined : stepUpRequired(policy));
+    },
+  ];
 }

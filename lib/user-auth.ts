@@ -213,7 +213,7 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
   const userClaim = options.userClaim ?? DEFAULT_USER_CLAIM;
   const setUser: RequestHandler = (req: Request, _res, next) => {
     const user = (req as { user?: unknown }).user;
-    const id = typeof user === 'object' && user !== null ? (user as Record<string, unknown>)[userClaim] : undefined;
+    const id = claimsOf(req)[userClaim];
     if (typeof id !== 'string') {
       // A host's `authenticate` that let the request on without a user: no credentials, as for a missing token.
       const challenge = user === undefined || user === null || user === false ? undefined : INVALID_TOKEN_CHALLENGE;
@@ -231,4 +231,10 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
   };
   const byTenant = tenant({ from: tenantFrom.claim(options.tenantClaim ?? DEFAULT_TENANT_CLAIM), mustMatch: tenantFrom.header(options.tenantHeader ?? 'X-Tenant-ID') });
   return [authenticate, setUser, byTenant];
+}
+
+/** The token claims (or the host's user object) on `req.user` as a record; `{}` when there is none. */
+export function claimsOf(req: Request): Record<string, unknown> {
+  const user = (req as { user?: unknown }).user;
+  return typeof user === 'object' && user !== null ? (user as Record<string, unknown>) : {};
 }

@@ -10,15 +10,15 @@ trap 'rm -rf "$WORK"' EXIT
 echo "=== npm pack"
 npm pack --silent --pack-destination "$WORK" >/dev/null
 TARBALL="$(ls "$WORK"/express-mfa-kit-*.tgz)"
-if tar -tzf "$TARBALL" | grep -E '^package/(test|examples|scripts|dist/(esm|cjs)/(test|examples|scripts))/'; then
+LISTING="$(tar -tzf "$TARBALL")"
+if grep -E '^package/(test|examples|scripts|dist/(esm|cjs)/(test|examples|scripts))/' <<<"$LISTING"; then
   echo "the tarball holds test, example or script files" >&2; exit 1
 fi
 # The documents the README links to that ship with the package.
-LISTING="$(tar -tzf "$TARBALL")"
 for doc in README.md LICENSE CHANGELOG.md SECURITY.md docs/http-api.md docs/errors.md; do
   grep -qx "package/$doc" <<<"$LISTING" || { echo "the tarball lacks $doc" >&2; exit 1; }
 done
-echo "$(tar -tzf "$TARBALL" | wc -l) files in $(basename "$TARBALL")"
+echo "$(wc -l <<<"$LISTING") files in $(basename "$TARBALL")"
 
 echo "=== publint"
 npx --no-install publint run "$TARBALL" --strict
@@ -40,12 +40,13 @@ const server = app.listen(0, "127.0.0.1", async () => {
 # express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit (@types/express, an optional
 # one, only when asked). The ESM consumer takes the lowest versions package.json accepts, the others the newest.
 install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" "${@:2}" >/dev/null); }
-LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => `${n}@${r.replace(/^\^/, "")}`).join(" ")')
+# Each peer range must be a caret range (^x.y.z): its lowest version is then x.y.z.
+LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => { if (!/^\^\d+\.\d+\.\d+$/.test(r)) throw new Error(`peer ${n}: ${r} is not a caret range`); return `${n}@${r.slice(1)}`; }).join(" ")')
 
 echo "=== ESM consumer ($LOWEST)"
 # shellcheck disable=SC2086
 mkdir "$WORK/esm"; install "$WORK/esm" $LOWEST
-(cd "$WORK/esm" && node -e 'for (const n of ["express", "knex", "pg", "ioredis"]) console.log(`  ${n} ${require(`${n}/package.json`).version}`)')
+(cd "$WORK/esm" && node -e 'for (const n of Object.keys(require(process.argv[1]).peerDependencies)) console.log(`  ${n} ${require(`${n}/package.json`).version}`)' "$ROOT/package.json")
 (cd "$WORK/esm" && npm pkg set type=module >/dev/null)
 cat >"$WORK/esm/app.js" <<JS
 import express from 'express';

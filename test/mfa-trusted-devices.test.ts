@@ -74,7 +74,7 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
     const checked = await check(app, u, fingerprint);
     expect(checked.body).to.include({ trusted: true, device_id: res.body.trustedDevice.id });
     expect(events.map((e) => e.name)).to.deep.equal(['mfa.succeeded', 'trusted_device.created']);
-    expect(events[1]!.payload).to.include({ trustedDeviceId: res.body.trustedDevice.id, userId: u, tenantId: 'acme' });
+    expect(events[1]!.payload).to.include({ trustedDeviceId: res.body.trustedDevice.id, userId: u, tenantId: 'acme', via: 'user' });
     expect(JSON.stringify(events)).not.to.contain(fingerprint);
     // Another user or tenant with the same fingerprint is not trusted.
     expect((await check(app, 'someone-else', fingerprint)).body).to.deep.equal({ trusted: false });

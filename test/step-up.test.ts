@@ -14,26 +14,28 @@ const POLICY = { amr: ['mfa', 'hwk'], acr: ['urn:example:mfa'], maxAgeSeconds: 6
 const CHALLENGE =
   'Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change", acr_values="urn:example:mfa", max_age=600';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
+/** The texts mfaDevicesRouter's refusals carry. */
+const TEXTS = { description: 'A recent second factor is required for this change' };
 
 describe('stepUp: a second factor to change second factors (RFC 9470)', function () {
   this.timeout(30_000);
 
   describe('the policy', () => {
     it('is checked at set-up, with the fix in the message', () => {
-      expect(() => resolveStepUp('f', {})).to.throw(TypeError, /needs the 'amr' or 'acr' values.*amr: \['mfa'\]/);
-      expect(() => resolveStepUp('f', { amr: [] })).to.throw(TypeError, /needs the 'amr' or 'acr'/);
-      expect(() => resolveStepUp('f', { amr: ['m fa'] })).to.throw(TypeError, /stepUp.amr' must be a list of claim values without spaces or quotes/);
-      expect(() => resolveStepUp('f', { acr: ['a"b'] })).to.throw(TypeError, /stepUp.acr'/);
-      expect(() => resolveStepUp('f', { amr: 'mfa' } as never)).to.throw(TypeError, /stepUp.amr'/);
-      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAgeSeconds: 0 })).to.throw(TypeError, /stepUp.maxAgeSeconds' must be an integer from 1/);
-      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAge: 60 } as never)).to.throw(TypeError, /unknown option 'maxAge'.*Known options: amr, acr, maxAgeSeconds/);
-      expect(resolveStepUp('f', undefined)).to.equal(undefined);
-      expect(resolveStepUp('f', POLICY)!.challenge).to.equal(CHALLENGE);
-      expect(resolveStepUp('f', { amr: ['mfa'] })!.challenge).to.equal('Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change"');
+      expect(() => resolveStepUp('f', {}, TEXTS)).to.throw(TypeError, /needs the 'amr' or 'acr' values.*amr: \['mfa'\]/);
+      expect(() => resolveStepUp('f', { amr: [] }, TEXTS)).to.throw(TypeError, /needs the 'amr' or 'acr'/);
+      expect(() => resolveStepUp('f', { amr: ['m fa'] }, TEXTS)).to.throw(TypeError, /stepUp.amr' must be a list of claim values without spaces or quotes/);
+      expect(() => resolveStepUp('f', { acr: ['a"b'] }, TEXTS)).to.throw(TypeError, /stepUp.acr'/);
+      expect(() => resolveStepUp('f', { amr: 'mfa' } as never, TEXTS)).to.throw(TypeError, /stepUp.amr'/);
+      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAgeSeconds: 0 }, TEXTS)).to.throw(TypeError, /stepUp.maxAgeSeconds' must be an integer from 1/);
+      expect(() => resolveStepUp('f', { amr: ['mfa'], maxAge: 60 } as never, TEXTS)).to.throw(TypeError, /unknown option 'maxAge'.*Known options: amr, acr, maxAgeSeconds/);
+      expect(resolveStepUp('f', undefined, TEXTS)).to.equal(undefined);
+      expect(resolveStepUp('f', POLICY, TEXTS)!.challenge).to.equal(CHALLENGE);
+      expect(resolveStepUp('f', { amr: ['mfa'] }, TEXTS)!.challenge).to.equal('Bearer error="insufficient_user_authentication", error_description="A recent second factor is required for this change"');
     });
 
     it('takes an amr value or the acr, recent enough when maxAgeSeconds is set', () => {
-      const policy = resolveStepUp('f', POLICY)!;
+      const policy = resolveStepUp('f', POLICY, TEXTS)!;
       const now = Date.UTC(2026, 11, 6, 12);
       const at = now / 1000;
       const cases: Array<[Record<string, unknown>, boolean]> = [
@@ -53,7 +55,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         [{}, false],
       ];
       for (const [claims, expected] of cases) expect(showsSecondFactor(claims, policy, now), JSON.stringify(claims)).to.equal(expected);
-      expect(showsSecondFactor({ amr: ['mfa'] }, resolveStepUp('f', { amr: ['mfa'] })!, now), 'no maxAgeSeconds: no auth_time needed').to.equal(true);
+      expect(showsSecondFactor({ amr: ['mfa'] }, resolveStepUp('f', { amr: ['mfa'] }, TEXTS)!, now), 'no maxAgeSeconds: no auth_time needed').to.equal(true);
     });
   });
 

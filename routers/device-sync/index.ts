@@ -20,8 +20,7 @@ export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const router = express.Router();
   // The prelude every route shares (lib/prelude.ts): an anonymous caller never gets up to 1 MiB parsed, nor (with
   // `stepUp`) a token that shows no second factor.
-  const stepUp = config.stepUp ? [requireSecondFactor(config.stepUp)] : [];
-  router.use(routerPrelude(router, [...userAuth('deviceSyncRouter', config.auth), ...stepUp], config.bodyLimit));
+  router.use(routerPrelude(router, [...userAuth('deviceSyncRouter', config.auth), ...requireSecondFactor(config.stepUp)], config.bodyLimit));
   mountSyncRecords(router, config);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));

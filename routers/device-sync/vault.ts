@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { firstDuplicateMember } from '../../lib/duplicate-members.js';
+import { duplicateMemberMessage, firstDuplicateMember } from '../../lib/duplicate-members.js';
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
@@ -81,7 +81,7 @@ const jsonStringToValue = (value: unknown, ctx: z.core.$RefinementCtx): unknown 
   }
   const member = firstDuplicateMember(value);
   if (member === undefined) return parsed;
-  ctx.addIssue({ code: 'custom', message: `the member ${namedKeys([member])} is given more than once in one object`, params: { kind: 'duplicate' } });
+  ctx.addIssue({ code: 'custom', message: duplicateMemberMessage(member), params: { kind: 'duplicate' } });
   return z.NEVER;
 };
 

@@ -4,7 +4,7 @@ import type { Request, Response, Router } from 'express';
 import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
-import { emitSafely, eventBase } from '../../lib/events.js';
+import { emitSafely, eventBase, type TrustedDeviceEvent } from '../../lib/events.js';
 import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
@@ -109,7 +109,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
   });
 
   /** Tells the router's `events` of a trust or revocation made here, on behalf of `userId`. */
-  const announce = (req: Request, userId: string, name: 'trusted_device.created' | 'trusted_device.revoked', what: { trustedDeviceId?: string; count?: number }): void => {
+  const announce = (req: Request, userId: string, name: 'trusted_device.created' | 'trusted_device.revoked', what: Pick<TrustedDeviceEvent, 'trustedDeviceId' | 'count'>): void => {
     const ctx = contextOf(req);
     emitSafely(config.events, config.logger, name, { ...eventBase({ tenantId: ctx.tenantId!, userId, requestId: ctx.requestId }), ...what, via: 'internal' });
   };

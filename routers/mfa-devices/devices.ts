@@ -5,7 +5,8 @@ import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
 import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
-import { claimsOf, showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
+import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
+import { claimsOf } from '../../lib/user-auth.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import { MAX_ACCOUNT_LABEL_LENGTH, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
@@ -34,7 +35,7 @@ export const deviceIdOf = (req: Request): string => {
 };
 
 /**
- * The step-up check (`stepUp`, RFC 9470) of a route that changes the caller's second factors, for the requests
+ * The step-up check (`stepUp`, RFC 9470; lib/step-up.ts) of a route that changes the caller's second factors, for the requests
  * `applies` picks; nothing when the router has no `stepUp`. It applies once the user has a verified device, turned
  * on or off: with one, the login takes their recovery codes, so they have a second factor. A user without one (the
  * first enrolment, a pending one) has nothing to step up with and passes on their password.

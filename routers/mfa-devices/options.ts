@@ -3,7 +3,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import { createMfaEvents, type MfaEvents } from '../../lib/events.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import type { KeyRing } from '../../lib/keyring.js';
-import { DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, type MfaCodeSender } from '../../lib/otp-channels.js';
+import { DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, MAX_MAX_ATTEMPTS, type MfaCodeSender } from '../../lib/otp-channels.js';
 import { DEFAULT_RECOVERY_CODE_COUNT } from '../../lib/recovery-codes.js';
 import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type TrustedDeviceSettings } from '../../lib/trusted-devices.js';
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
@@ -20,7 +20,7 @@ import {
   MAX_TOTP_SKEW,
   MIN_TOTP_PERIOD,
 } from '../../lib/totp.js';
-import { resolveStepUp, type StepUpOptions, type StepUpPolicy } from '../../lib/step-up.js';
+import { resolveStepUp, type StepUpOptions, type StepUpPolicy, type StepUpTexts } from '../../lib/step-up.js';
 import type { JwtOptions } from '../../lib/user-auth.js';
 import {
   resolveLockout,
@@ -139,7 +139,7 @@ export interface MfaDevicesRouterOptions {
   stepUp?: StepUpOptions;
   /** Where events are emitted (also exposed as `router.events`). @default a new EventEmitter */
   events?: MfaEvents;
-  /** The TOTP clock in milliseconds (tests). @default Date.now */
+  /** The clock in milliseconds (tests): TOTP steps, and the `auth_time` that `stepUp` reads. @default Date.now */
   now?: () => number;
   /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
   errors?: Omit<ProblemJsonOptions, 'logger'>;
@@ -176,6 +176,9 @@ export interface MfaDevicesRouterConfig {
   logger: Logger;
   bodyLimit: string | number;
 }
+
+/** What the step-up refusal says: a change of factors (the detail is the catalogue's). */
+const STEP_UP_FOR_CHANGES: StepUpTexts = { description: 'A recent second factor is required for this change' };
 
 const FACTORY = 'mfaDevicesRouter';
 const KNOWN = [
@@ -287,13 +290,13 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
     cache: options.cache,
     trustedDevices: resolveTrustedDeviceSettings(FACTORY, options.trustedDevices),
     codeTtlSeconds: options.codeTtlSeconds === undefined ? DEFAULT_CODE_TTL_SECONDS : checkInteger(FACTORY, 'codeTtlSeconds', options.codeTtlSeconds, 30, 86_400),
-    codeMaxAttempts: options.codeMaxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : checkInteger(FACTORY, 'codeMaxAttempts', options.codeMaxAttempts, 1, 100),
+    codeMaxAttempts: options.codeMaxAttempts === undefined ? DEFAULT_MAX_ATTEMPTS : checkInteger(FACTORY, 'codeMaxAttempts', options.codeMaxAttempts, 1, MAX_MAX_ATTEMPTS),
     recoveryCodeCount: options.recoveryCodeCount === undefined ? DEFAULT_RECOVERY_CODE_COUNT : checkInteger(FACTORY, 'recoveryCodeCount', options.recoveryCodeCount, 1, 100),
     lockout: resolveLockout(FACTORY, options.lockout),
     rateLimit: resolveRateLimit(FACTORY, options.rateLimit),
     redis: options.redis,
     onVerified: options.onVerified,
-    stepUp: resolveStepUp(FACTORY, options.stepUp),
+    stepUp: resolveStepUp(FACTORY, options.stepUp, STEP_UP_FOR_CHANGES),
     events: options.events ?? createMfaEvents(),
     now: options.now ?? Date.now,
     errors: resolveProblemOptions({ ...options.errors, logger }),

@@ -254,14 +254,14 @@ export class MfaDevicesService {
   /** Revokes one of the caller's trusted devices; `false` when there is no such device of theirs. */
   async revokeTrustedDevice(caller: Caller, id: string): Promise<boolean> {
     const revoked = await this.trustedDevices.revoke(caller.tenantId, caller.userId, id);
-    if (revoked) this.emit('trusted_device.revoked', { ...eventBase(caller), trustedDeviceId: id, count: 1, reason: 'user' });
+    if (revoked) this.emit('trusted_device.revoked', { ...eventBase(caller), trustedDeviceId: id, count: 1, reason: 'user', via: 'user' });
     return revoked;
   }
 
   /** Revokes all of the caller's trusted devices; returns how many. */
   async revokeAllTrustedDevices(caller: Caller): Promise<number> {
     const count = await this.trustedDevices.revokeAll(caller.tenantId, caller.userId);
-    if (count > 0) this.emit('trusted_device.revoked', { ...eventBase(caller), count, reason: 'user' });
+    if (count > 0) this.emit('trusted_device.revoked', { ...eventBase(caller), count, reason: 'user', via: 'user' });
     return count;
   }
 
@@ -342,7 +342,7 @@ export class MfaDevicesService {
       // null: the user's last device went (or the user was erased) while this login was answering: the code was
       // right, but there is no second factor left for the browser to stand in for.
       trustedDevice = (await this.trustedDevices.rememberAfterSecondFactor(caller.tenantId, caller.userId, input.remember)) ?? undefined;
-      if (trustedDevice) this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id });
+      if (trustedDevice) this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id, via: 'user' });
     }
     return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };
   }

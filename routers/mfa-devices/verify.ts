@@ -4,7 +4,7 @@ import type { RequestHandler, Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
 import { parseOrThrow } from '../../lib/validation.js';
-import { claimsOf } from '../../lib/step-up.js';
+import { claimsOf } from '../../lib/user-auth.js';
 import { callerOf } from './devices.js';
 import type { MfaDevicesRouterConfig, VerifiedContext } from './options.js';
 import { loginVerifyBody } from './schemas.js';
