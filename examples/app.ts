@@ -27,7 +27,7 @@ import {
   type TrustedDeviceCache,
 } from '../index.js';
 import { chain } from '../lib/chain.js';
-import { apiSecurityHeaders } from './security-headers.js';
+import { apiSecurityHeaderList, apiSecurityHeaders } from './security-headers.js';
 import { contextOf } from '../lib/context.js';
 
 /** How user tokens are verified: exactly one of the two. */
@@ -169,7 +169,8 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
     },
     app,
   );
-  server.on('clientError', problemClientError());
+  // Node's parser answers before the app's first layer runs: the API's security headers are given here too.
+  server.on('clientError', problemClientError({ headers: apiSecurityHeaderList() }));
   return server;
 }
 

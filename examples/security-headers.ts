@@ -19,11 +19,16 @@ import helmet from 'helmet';
  * on every call, a chain of twelve middleware for the same strings.
  */
 export function apiSecurityHeaders(): RequestHandler {
-  const headers = headersOf(apiHelmet());
+  const headers = apiSecurityHeaderList();
   return (_req, res, next) => {
     for (const [name, value] of headers) res.setHeader(name, value);
     next();
   };
+}
+
+/** The headers `apiSecurityHeaders()` sets, as [name, value] pairs: for the answers no middleware runs for (`problemClientError`). */
+export function apiSecurityHeaderList(): ReadonlyArray<readonly [string, string]> {
+  return headersOf(apiHelmet());
 }
 
 /** The headers a middleware sets on a response when it calls `next()` at once; set-up fails if it does not. */

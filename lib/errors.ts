@@ -87,6 +87,11 @@ export interface ProblemInit {
    */
   challenge?: string;
   /**
+   * Other header fields the answer calls for, e.g. `Accept-Encoding` on a 415 for a Content-Encoding the server does
+   * not decode (RFC 9110 §12.5.3). Set after the kit's own headers (`Retry-After`, `WWW-Authenticate`): not those.
+   */
+  headers?: Readonly<Record<string, string>>;
+  /**
    * Fields the log line of an unexpected (5xx) problem carries, beside its request id; never sent to the client.
    * Ids and names only: nothing of a secret or of the content.
    */
@@ -104,6 +109,7 @@ export class ProblemError extends Error {
   readonly retryAfter: number | undefined;
   readonly extensions: Record<string, unknown> | undefined;
   readonly challenge: string | undefined;
+  readonly headers: Readonly<Record<string, string>> | undefined;
   readonly logFields: Readonly<Record<string, string | number>> | undefined;
 
   constructor(key: ErrorKey, init: ProblemInit = {}) {
@@ -119,6 +125,7 @@ export class ProblemError extends Error {
     this.retryAfter = init.retryAfter;
     this.extensions = init.extensions;
     this.challenge = init.challenge;
+    this.headers = init.headers;
     this.logFields = init.logFields;
   }
 

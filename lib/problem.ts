@@ -3,7 +3,7 @@
  * RFC 9457 Problem (or the `simple` / `nest` shapes of the seeds), masking what it does not know.
  */
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
@@ -116,8 +116,9 @@ function instanceOf(req: Request): string {
   return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);
 }
 
-/** The Content-Encodings body-parser decodes on this Node (zstd only where zlib has it). */
-const BODY_ENCODINGS = `identity, gzip, deflate${'createZstdDecompress' in zlib ? ', br or zstd' : ' or br'}`;
+/** The Content-Encodings body-parser decodes on this Node (zstd only where zlib has it); identity goes without saying. */
+const DECODED = ['gzip', 'deflate', 'br', ...('createZstdDecompress' in zlib ? ['zstd'] : [])];
+const BODY_ENCODINGS = `identity, ${DECODED.slice(0, -1).join(', ')} or ${DECODED.at(-1)!}`;
 
 interface BodyParserError {
   type?: unknown;
@@ -166,7 +167,11 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
       return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'The request body must be UTF-8 application/json.'), unexpected: false };
     case 'encoding.unsupported':
       // RFC 9110 §15.5.16: a Content-Encoding the server cannot decode is a 415 too; the value is not echoed.
-      return { problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', `The request's Content-Encoding is not supported: send the body as ${BODY_ENCODINGS}.`), unexpected: false };
+      // §12.5.3: such a 415 lists the codings the server takes in Accept-Encoding.
+      return {
+        problem: ProblemError.from('UNSUPPORTED_MEDIA_TYPE', { detail: `The request's Content-Encoding is not supported: send the body as ${BODY_ENCODINGS}.`, headers: { 'Accept-Encoding': DECODED.join(', ') } }),
+        unexpected: false,
+      };
     case 'request.aborted':
     case 'request.size.invalid':
     case 'stream.encoding.set':
@@ -239,6 +244,7 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
   if (problem.status === 401) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
+  if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);
   res.setHeader('Cache-Control', 'no-store');
@@ -339,15 +345,51 @@ const CLIENT_ERRORS: Partial<Record<string, ErrorKey>> = {
   ERR_HTTP_REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
 };
 
+export interface ProblemClientErrorOptions {
+  format?: 'problem' | 'simple' | 'nest';
+  service?: string;
+  typeBaseUri?: string;
+  /**
+   * Header fields every such answer carries too, e.g. the app's security headers (which its middleware never gets to
+   * set here). Checked at set-up as Node checks `setHeader`; not one the answer writes itself (Content-Type,
+   * Content-Length, Cache-Control, X-Request-ID, Connection).
+   */
+  headers?: ReadonlyArray<readonly [name: string, value: string]>;
+}
+
+/** The answer's own header fields: `headers` may not name them. */
+const CLIENT_ERROR_OWN_HEADERS = new Set(['content-type', 'content-length', 'cache-control', 'x-request-id', 'connection', 'transfer-encoding']);
+
+/** `headers` as header lines (each ending in CRLF), or a TypeError naming the field that is refused. */
+function headerLines(headers: ProblemClientErrorOptions['headers']): string {
+  if (!Array.isArray(headers)) throw new TypeError("express-mfa-kit: problemClientError() option 'headers' must be a list of [name, value] pairs");
+  return headers
+    .map((pair: unknown) => {
+      const [name, value] = Array.isArray(pair) ? (pair as unknown[]) : [];
+      if (typeof name !== 'string' || typeof value !== 'string') throw new TypeError("express-mfa-kit: problemClientError() option 'headers' must be a list of [name, value] pairs of strings");
+      try {
+        validateHeaderName(name);
+        validateHeaderValue(name, value);
+      } catch {
+        throw new TypeError(`express-mfa-kit: problemClientError() option 'headers': '${name.slice(0, 64)}' is not a valid header name, or its value is not a valid header value`);
+      }
+      if (CLIENT_ERROR_OWN_HEADERS.has(name.toLowerCase())) throw new TypeError(`express-mfa-kit: problemClientError() option 'headers' may not set ${name}: the answer writes it itself`);
+      return `${name}: ${value}\r\n`;
+    })
+    .join('');
+}
+
 /**
  * A `clientError` listener for the http server: what Node's HTTP parser refuses before Express sees a request
  * (a request line and headers over `--max-http-header-size`, bytes that are not HTTP, a request not received in
  * time) is answered as a Problem too, in a preset format, instead of Node's bare status line; then the
  * connection is closed. `server.on('clientError', problemClientError())`.
  */
-export function problemClientError(options: { format?: 'problem' | 'simple' | 'nest'; service?: string; typeBaseUri?: string } = {}): (err: Error, socket: Duplex) => void {
-  const resolved = resolveProblemOptions(options); // checks the preset's name
+export function problemClientError(options: ProblemClientErrorOptions = {}): (err: Error, socket: Duplex) => void {
+  const { headers = [], ...formatting } = options;
+  const resolved = resolveProblemOptions(formatting); // checks the preset's name
   const format = options.format ?? 'problem';
+  const extra = headerLines(headers);
   return (err, socket) => {
     const code = (err as { code?: unknown }).code;
     // As Node's own handler (socketOnError in lib/_http_server.js): no answer once the client has gone or a
@@ -366,7 +408,7 @@ export function problemClientError(options: { format?: 'problem' | 'simple' | 'n
     const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
     socket.end(
       `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? JSON_CONTENT_TYPE}\r\n` +
-        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\nConnection: close\r\n\r\n${text}`,
+        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\n${extra}Connection: close\r\n\r\n${text}`,
       () => socket.destroy(),
     );
   };

@@ -114,6 +114,22 @@ describe('auth edge cases', function () {
       const old = await rawRequest(port, `GET ${DEVICES} HTTP/1.0\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
       expect(old.status).to.equal(200);
     });
+
+    it("what Node's parser refuses (headers over the limit, bytes that are not HTTP) gets the API's security headers too, as every answer", async () => {
+      const routed = await rawRequest(port, `GET /healthz HTTP/1.1\nHost: x\nConnection: close`);
+      const security = ['content-security-policy', 'cross-origin-resource-policy', 'strict-transport-security', 'x-content-type-options', 'x-frame-options'];
+      const fields = (head: string) => new Map(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+      const expected = fields(routed.head);
+      for (const [what, head] of [
+        ['headers over the limit', `GET /healthz HTTP/1.1\nHost: x\nX-Big: ${'a'.repeat(20_000)}`],
+        ['not HTTP', 'NOT HTTP AT ALL'],
+      ] as const) {
+        const res = await rawRequest(port, head);
+        expect(res.status, what).to.be.oneOf([400, 431]);
+        const got = fields(res.head);
+        for (const name of security) expect(got.get(name), `${what}: ${name}`).to.be.a('string').and.equal(expected.get(name));
+      }
+    });
   });
 
   describe('internal API key (X-Internal-API-Key)', () => {

@@ -4,7 +4,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat } from '../index.js';
+import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat, type ProblemClientErrorOptions } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { sendJson } from '../lib/send-json.js';
@@ -158,7 +158,7 @@ describe('problemJson()', () => {
     }
   });
 
-  it('a Content-Encoding it cannot decode → 415 saying which it takes; a body that is not what its encoding says → 400 saying so', async () => {
+  it('a Content-Encoding it cannot decode → 415 saying which it takes, in its detail and Accept-Encoding; a body that is not what its encoding says → 400 saying so', async () => {
     const app = appWith('problem');
     const json = Buffer.from('{"a":1}');
     // The bytes as given (superagent would serialise a Buffer under a JSON type as JSON).
@@ -173,6 +173,8 @@ describe('problemJson()', () => {
       res = await post(coding, json);
       expect(res.status, coding).to.equal(415);
       expect(res.body.detail, coding).to.match(/^The request's Content-Encoding is not supported: send the body as identity, gzip, deflate/);
+      // RFC 9110 §12.5.3: the codings it takes, in Accept-Encoding.
+      expect(res.headers['accept-encoding'], coding).to.match(/^gzip, deflate, br(, zstd)?$/);
       expect(res.text, coding).not.to.contain('secret');
     }
     for (const [coding, bytes] of [
@@ -210,13 +212,13 @@ describe('problemJson()', () => {
 
 describe('problemClientError()', () => {
   /** Sends raw bytes to a server with the listener and returns what came back before the server closed. */
-  async function raw(format: 'problem' | 'nest' | undefined, bytes: string): Promise<{ head: string; body: string }> {
+  async function raw(format: 'problem' | 'nest' | undefined, bytes: string, headers?: NonNullable<ProblemClientErrorOptions['headers']>): Promise<{ head: string; body: string }> {
     const app = express();
     app.get('/', (_req, res) => {
       res.json({ ok: true });
     });
     const server: Server = createServer(app);
-    server.on('clientError', problemClientError(format ? { format } : {}));
+    server.on('clientError', problemClientError({ ...(format && { format }), ...(headers && { headers }) }));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
       const answer = await new Promise<string>((resolve, reject) => {
@@ -248,6 +250,25 @@ describe('problemClientError()', () => {
     res = await raw(undefined, 'NOT HTTP AT ALL\r\n\r\n');
     expect(res.head).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
     expect(JSON.parse(res.body)).to.include({ status: 400, code: 40000003, detail: 'The request is not valid HTTP.' });
+  });
+
+  it("carries the app's headers (security headers its middleware never gets to set), checked at set-up", async () => {
+    const res = await raw(undefined, 'NOT HTTP AT ALL\r\n\r\n', [
+      ['X-Content-Type-Options', 'nosniff'],
+      ['Content-Security-Policy', "default-src 'none'"],
+    ]);
+    expect(res.head).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(res.head).to.contain("\r\nX-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'\r\n");
+    expect(JSON.parse(res.body)).to.include({ status: 400 });
+    for (const [headers, message] of [
+      [[['X-Evil', 'a\r\nSet-Cookie: x=1']], /'X-Evil' is not a valid header name, or its value/],
+      [[['Bad Name', 'x']], /'Bad Name' is not a valid header name/],
+      [[['content-length', '1']], /may not set content-length/],
+      [[['X-A']], /pairs of strings/],
+      [{ 'X-A': 'b' }, /must be a list of \[name, value\] pairs/],
+    ] as const) {
+      expect(() => problemClientError({ headers: headers as unknown as NonNullable<ProblemClientErrorOptions['headers']> }), JSON.stringify(headers)).to.throw(TypeError, message);
+    }
   });
 
   it('speaks the chosen preset (nest), and a well-formed request is untouched', async () => {

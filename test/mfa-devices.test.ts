@@ -169,6 +169,22 @@ describe('mfaDevicesRouter: devices', () => {
       }
     });
 
+    it('a colon never reaches the account label (Key Uri Format: apps split issuer:account at it): an email with one gives the user id, whose colons become _', async () => {
+      const cases: Array<[user: string, email: string | undefined, label: string]> = [
+        ['colon-email', 'a+b:c@example.com', 'colon-email'],
+        ['urn:user:7', undefined, 'urn_user_7'],
+        ['urn:user:8', 'x:y@example.com', 'urn_user_8'],
+        ['urn:user:9', 'nine@example.com', 'nine@example.com'],
+      ];
+      for (const [user, email, label] of cases) {
+        const res = await request(app).post('/auth/mfa/devices/totp').set('Authorization', `Bearer ${token(user, 'acme', email === undefined ? {} : { email })}`).send({ deviceName: 'Phone' });
+        expect(res.status, res.text).to.equal(201);
+        const path = decodeURIComponent(new URL(res.body.otpauthUrl as string).pathname);
+        expect(path, user).to.equal(`/ACME:${label}`);
+        expect(path.split(':'), user).to.have.length(2);
+      }
+    });
+
     it("a host's accountName that answers no usable label: the user id, and a warning without the label", async () => {
       const lines: unknown[] = [];
       const logger = { ...silentLogger, warn: (...args: unknown[]) => void lines.push(args), child: () => logger };

@@ -217,13 +217,21 @@ const ALGORITHMS: readonly TotpAlgorithm[] = ['SHA1', 'SHA256', 'SHA512'];
 /** Longest account label put in an `otpauth://` URI (an email address is at most 254 characters, RFC 5321). */
 export const MAX_ACCOUNT_LABEL_LENGTH = 254;
 
-/** Whether a label can go in an `otpauth://` URI and be shown by an authenticator app as it is. */
-export const isAccountLabel = (label: unknown): label is string => typeof label === 'string' && label.length >= 1 && label.length <= MAX_ACCOUNT_LABEL_LENGTH && isDisplayable(label);
+/**
+ * Whether a label can go in an `otpauth://` URI and be shown by an authenticator app as it is. Not with a `:`
+ * (Key Uri Format: neither issuer nor account name may contain one, encoded or not): apps split `issuer:account`
+ * at a colon and would show the wrong issuer and account.
+ */
+export const isAccountLabel = (label: unknown): label is string =>
+  typeof label === 'string' && label.length >= 1 && label.length <= MAX_ACCOUNT_LABEL_LENGTH && !label.includes(':') && isDisplayable(label);
+
+/** The user id as an account label (the last resort): its colons, which a label may not hold, become `_`. */
+export const userIdLabel = (userId: string): string => userId.replaceAll(':', '_');
 
 /** The `email` claim when it is a label an authenticator app can show (the user chose it: checked), else the user id. */
 const defaultAccountName = (user: MfaUser): string => {
   const email = user.claims.email;
-  return isAccountLabel(email) ? email : user.userId;
+  return isAccountLabel(email) ? email : userIdLabel(user.userId);
 };
 
 function parseTotp(options: TotpOptions | undefined): TotpParams {
