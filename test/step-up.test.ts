@@ -147,6 +147,21 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       expect(removed.status, removed.text).to.equal(204);
     });
 
+    it('an enrolment begun on the password before the user had a factor is not finished on the password after: 401, still pending; a stepped-up token finishes it', async () => {
+      const auth = password('sam');
+      const early = await request(app).post('/auth/mfa/devices/totp').set('Authorization', auth).send({ deviceName: 'Attacker' });
+      expect(early.status, early.text).to.equal(201);
+      const { device, secret } = early.body as { device: { id: string }; secret: string };
+      await firstDevice('sam');
+      const finish = () => request(app).post(`/auth/mfa/devices/${device.id}/verify`).send({ code: oathtool(secret, Date.now()) });
+      expectStepUp(await finish().set('Authorization', auth), 'verify a pending enrolment');
+      const devices = await request(app).get('/auth/mfa/devices').set('Authorization', auth);
+      expect((devices.body as Array<{ id: string }>).find((d) => d.id === device.id)).to.include({ verified: false });
+      const done = await finish().set('Authorization', stepped('sam'));
+      expect(done.status, done.text).to.equal(200);
+      expect(done.body).to.include({ id: device.id, verified: true });
+    });
+
     it('nothing to step up with passes on the password: no device yet, an unconfirmed one', async () => {
       const first = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'A' });
       expect(first.status, first.text).to.equal(201);

@@ -127,7 +127,10 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  router.post('/devices/:id/verify', throttle, async (req, res) => {
+  // Verifying a pending enrolment makes it a factor: the same step-up as enrolling. Otherwise an enrolment begun on
+  // the password alone while the user had no factor (the first-enrolment exception) could be finished after they
+  // got one, and add a factor without a second one.
+  router.post('/devices/:id/verify', ...stepUp, throttle, async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(verifyDeviceBody, req.body ?? {});
     const result = await service.verifyDevice(callerOf(req), id, body.code);
