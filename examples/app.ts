@@ -24,6 +24,7 @@ import {
   type MfaCodeSender,
   type MfaEventName,
   type RateLimitRedisClient,
+  type StepUpOptions,
   type TrustedDeviceCache,
 } from '../index.js';
 import { chain } from '../lib/chain.js';
@@ -58,6 +59,11 @@ export interface ExampleAppOptions {
    * @default true
    */
   requestLog?: boolean;
+  /**
+   * Step-up (RFC 9470) for both user routers: changes to a user's factors (`mfaDevicesRouter`) and every vault request
+   * (`deviceSyncRouter`) need a token whose `amr` / `acr` shows a second factor. Off unless set (`STEP_UP_AMR`).
+   */
+  stepUp?: StepUpOptions;
 }
 
 /** How the user routers verify tokens: HS256 with the secret, or RS256 / ES256 with the public key. */
@@ -215,6 +221,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     ...(deps.cache && { cache: deps.cache }),
     logger,
     ...redis,
+    ...(deps.stepUp && { stepUp: deps.stepUp }),
   });
   for (const name of MFA_EVENTS) {
     mfa.events.on(name, (payload: { tenantId: string; userId: string; requestId: string }) => {
@@ -224,7 +231,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   }
   app.use('/internal', internalRouter({ storage, internalKeys: deps.internalKeys, logger, ...(deps.cache && { cache: deps.cache }), keyRing: deps.keyRing, events: mfa.events, ...redis }));
   app.use('/auth/mfa', mfa);
-  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt, logger }));
+  app.use('/mfa/devices/sync', deviceSyncRouter({ storage, keyRing: deps.keyRing, jwt, logger, ...(deps.stepUp && { stepUp: deps.stepUp }) }));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type TrustedDeviceCache } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
+import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
 import { REDACT_PATHS } from '../lib/logger.js';
 import { createExampleApp, createExampleServer } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
@@ -52,6 +53,8 @@ interface ServerEnv {
   requestLog: boolean;
   /** `CLEANUP_EVERY` / `CLEANUP_KEEP_LAST`: the retention sweep's interval (off when unset) and how long expired rows are kept, in seconds. */
   cleanup: { everySeconds: number; keepLastSeconds: number } | undefined;
+  /** `STEP_UP_AMR` / `STEP_UP_MAX_AGE`: the step-up both user routers ask for; off when unset. */
+  stepUp: StepUpOptions | undefined;
 }
 
 /** A duration from the environment (`30d`, `12h`, `90m`, `45s`, seconds); exits naming the variable when it is not one. */
@@ -97,10 +100,17 @@ function loadEnv(): ServerEnv {
   // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
   const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
   const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS) ?? 0;
+  const stepUpAmr = split(process.env.STEP_UP_AMR);
+  const stepUpMaxAge = durationFromEnv('STEP_UP_MAX_AGE', 1, MAX_STEP_UP_AGE_SECONDS);
+  if (stepUpMaxAge !== undefined && stepUpAmr.length === 0) {
+    logger.fatal('STEP_UP_MAX_AGE needs STEP_UP_AMR: the amr values your tokens carry after a second factor, e.g. STEP_UP_AMR=mfa');
+    process.exit(1);
+  }
   return {
     port,
     requestLog: requestLog === 'on',
     cleanup: cleanupEvery === undefined ? undefined : { everySeconds: cleanupEvery, keepLastSeconds },
+    stepUp: stepUpAmr.length === 0 ? undefined : { amr: stepUpAmr, ...(stepUpMaxAge !== undefined && { maxAgeSeconds: stepUpMaxAge }) },
     host: process.env.HOST ?? '127.0.0.1',
     databaseUrl: process.env.DATABASE_URL || undefined,
     redisUrl: process.env.REDIS_URL || undefined,
@@ -188,6 +198,7 @@ async function main(): Promise<void> {
     logger,
     requestLog: env.requestLog,
     ...(rateLimitRedis && { rateLimitRedis }),
+    ...(env.stepUp && { stepUp: env.stepUp }),
   });
 
   const server: Server = createExampleServer(app).listen(env.port, env.host);
@@ -198,6 +209,9 @@ async function main(): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : env.port;
   const base = `http://${env.host}:${port}`;
+  if (!env.stepUp && process.env.NODE_ENV === 'production' && (!cluster.isWorker || process.env.MFA_KIT_CLEANUP === '1')) {
+    logger.warn('STEP_UP_AMR is unset: any valid user token may change the user\'s factors and read their vault; keep tokens issued before the second factor off these routes, or set STEP_UP_AMR');
+  }
   logger.info({ url: base, cache: env.redisUrl ? 'redis' : 'in-process' }, 'express-mfa-kit example server listening');
 
   if (env.generated.length > 0) {

@@ -164,6 +164,29 @@ describe('example server start-up', () => {
     expect(output).to.match(/REQUEST_LOG must be on or off/);
   });
 
+  it('STEP_UP_AMR turns step-up on (a bad value refuses to start, STEP_UP_MAX_AGE needs it); production without it says what that leaves open', async function () {
+    this.timeout(40_000);
+    let run = await runServer({ STEP_UP_MAX_AGE: '15m', PORT: '0' });
+    expect(run.code).to.equal(1);
+    expect(run.output).to.match(/STEP_UP_MAX_AGE needs STEP_UP_AMR/);
+    run = await runServer({ STEP_UP_AMR: 'mfa', STEP_UP_MAX_AGE: 'soon', PORT: '0' });
+    expect(run.code).to.equal(1);
+    expect(run.output).to.match(/STEP_UP_MAX_AGE must be a duration/);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-stepup-'));
+    try {
+      run = await runServer({ DATABASE_URL: db.url, STEP_UP_AMR: 'mfa,"otp"', PORT: '0' });
+      expect(run.code).to.equal(1);
+      expect(run.output).to.match(/failed to start/).and.match(/stepUp\.amr/);
+      const production = { NODE_ENV: 'production', DATABASE_URL: db.url, JWT_SECRET: 'prod-jwt-secret-value-0123456789', INTERNAL_API_KEYS: 'prod-internal-key-0123456789', MFA_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}`, PORT: '0' };
+      expect(await outputUntil(production, cwd, /server listening/)).to.match(/STEP_UP_AMR is unset: any valid user token may change/);
+      expect(await outputUntil({ ...production, STEP_UP_AMR: 'mfa, hwk', STEP_UP_MAX_AGE: '15m' }, cwd, /server listening/)).not.to.match(/STEP_UP_AMR is unset/);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
+    }
+  });
+
   it('refuses a CLEANUP_EVERY or CLEANUP_KEEP_LAST that is not a duration', async () => {
     let res = await runServer({ CLEANUP_EVERY: '0s', PORT: '0' });
     expect(res.code, `${res.signal ?? ''} ${res.output}`).to.equal(1);

@@ -6,9 +6,11 @@
 import { expect } from 'chai';
 import type express from 'express';
 import request from 'supertest';
+import { pino } from 'pino';
+import { createExampleApp } from '../examples/app.js';
 import { resolveStepUp, showsSecondFactor } from '../lib/step-up.js';
-import { migratedStorage, type TestDb } from './support/fixtures.js';
-import { mfaApp, oathtool, token } from './support/mfa.js';
+import { migratedStorage, ring, type TestDb } from './support/fixtures.js';
+import { JWT_SECRET, mfaApp, oathtool, token } from './support/mfa.js';
 
 const POLICY = { amr: ['mfa', 'hwk'], acr: ['urn:example:mfa'], maxAgeSeconds: 600 } as const;
 const CHALLENGE =
@@ -192,5 +194,38 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       const res = await request(app).post('/auth/mfa/devices/totp').set('Authorization', other).send({ deviceName: 'Phone' });
       expect(res.status, res.text).to.equal(201);
     });
+  });
+});
+
+describe('the example app with stepUp (STEP_UP_AMR)', function () {
+  this.timeout(30_000);
+  let db: TestDb;
+  let app: express.Express;
+  before(async () => {
+    db = await migratedStorage();
+    app = createExampleApp({ storage: db.storage, internalKeys: ['internal-key-0123456789abcdef'], keyRing: ring, jwtSecret: JWT_SECRET, logger: pino({ level: 'silent' }), codeSender: { send() {} }, stepUp: { amr: ['mfa'] } });
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  it('asks both user routers for it: a factor change once the user has one, and every vault request', async () => {
+    const plain = `Bearer ${token('erin')}`;
+    const mfa = `Bearer ${token('erin', 'acme', { amr: ['pwd', 'mfa'] })}`;
+    const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', plain).send({ deviceName: 'Phone' });
+    expect(enrol.status, enrol.text).to.equal(201);
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', plain).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+    for (const [what, res] of [
+      ['recovery codes', await request(app).post('/auth/mfa/recovery-codes').set('Authorization', plain)],
+      ['another device', await request(app).post('/auth/mfa/devices/totp').set('Authorization', plain).send({ deviceName: 'Tablet' })],
+      ['the vault', await request(app).get('/mfa/devices/sync').set('Authorization', plain)],
+    ] as const) {
+      expect(res.status, `${what}: ${res.text}`).to.equal(401);
+      expect(res.body, what).to.include({ code: 40100003 });
+      expect(res.headers['www-authenticate'], what).to.match(/^Bearer error="insufficient_user_authentication"/);
+    }
+    expect((await request(app).post('/auth/mfa/recovery-codes').set('Authorization', mfa)).status).to.equal(201);
+    expect((await request(app).get('/mfa/devices/sync').set('Authorization', mfa)).status).to.equal(200);
   });
 });
