@@ -3,6 +3,7 @@
  * device's window above its last accepted step, then let storage record the step in one
  * conditional update. Shared by enrolment, the login second factor and the internal verify route.
  */
+import { isProblemError, ProblemError } from './errors.js';
 import { emitSafely, type MfaEvents } from './events.js';
 import { aad, type KeyRing } from './keyring.js';
 import type { Logger } from './logger.js';
@@ -23,6 +24,19 @@ export type TotpAcceptResult = { status: 'OK'; device: MfaDevice } | { status: '
 export const deviceAad = (device: Pick<MfaDevice, 'tenantId' | 'userId' | 'id'>): string => aad(device.tenantId, device.userId, device.id);
 
 /**
+ * A device's TOTP secret or sms/email destination, opened. One that does not open (its key left the key ring, the
+ * row was altered) is the key ring's 500, whose log line names the row and its key id: nothing of the content.
+ */
+export function openDeviceSecret(keyRing: KeyRing, device: MfaDevice): string {
+  try {
+    return keyRing.openText(device.secret, deviceAad(device));
+  } catch (err) {
+    if (!isProblemError(err)) throw err;
+    throw ProblemError.from(err.key, { logFields: { reason: 'mfa device secret did not decrypt', tenant_id: device.tenantId, device_id: device.id, key_id: device.secret.keyId } });
+  }
+}
+
+/**
  * Checks `code` on a TOTP device. `record(step)` must store the step atomically and return the
  * updated device, or `null` when the step is not above the stored one (another request won).
  */
@@ -35,7 +49,7 @@ export async function acceptTotpCode(
   record: (step: number) => Promise<MfaDevice | null>,
 ): Promise<TotpAcceptResult> {
   if (device.method !== 'totp' || device.totp === null) return { status: 'MISMATCH' };
-  const secret = deps.keyRing.openText(device.secret, deviceAad(device));
+  const secret = openDeviceSecret(deps.keyRing, device);
   const check = await deps.totp.verify(secret, code, device.totp, { afterStep: device.lastStep });
   if (!check.valid) {
     // Only to tell a replay from a wrong code (for the event); the answer is the same.

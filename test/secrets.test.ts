@@ -214,3 +214,37 @@ describe('secrets: database dump, logs and Redis after a full flow; error answer
     }
   });
 });
+
+describe('a TOTP secret that does not decrypt (moved to another row, or its key left the ring)', function () {
+  this.timeout(60_000);
+  let db: FreshDatabase;
+  let inst: AppInstance;
+  before(async () => {
+    db = await freshDatabase();
+    await migrate(db.knex);
+    inst = await exampleInstance({ databaseUrl: db.url });
+  });
+  after(async () => {
+    await inst?.destroy();
+    await db?.drop();
+  });
+
+  it('is a 500 Problem without the secret, and one log line names the row and its key id with the request id (CONTRACT.md §2)', async () => {
+    const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer('victim')).send({ deviceName: 'Phone' });
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer('victim')).send({ code: oathtool(secret, Date.now() - 30_000) })).status).to.equal(200);
+    await db.knex('mfa_devices').where({ id: device.id }).update({ user_id: 'thief' });
+    const code = oathtool(secret, Date.now());
+    for (const [via, res] of [
+      ['internal', await request(inst.app).post('/internal/mfa/totp/verify').set(internalHeaders()).send({ user_id: 'thief', code })],
+      ['user', await request(inst.app).post('/auth/mfa/verify').set(bearer('thief')).send({ code })],
+    ] as const) {
+      expect(res.status, `${via}: ${res.text}`).to.equal(500);
+      expect(res.body, via).to.include({ status: 500, code: 50000002 });
+      expect(res.text, via).not.to.contain(secret);
+      const line = inst.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.request_id === res.body.request_id && l.reason === 'mfa device secret did not decrypt');
+      expect(line, `${via}: the cause line`).to.include({ tenant_id: 'acme', device_id: device.id, key_id: 'k2' });
+      expect(JSON.stringify(line)).not.to.contain(secret);
+    }
+  });
+});

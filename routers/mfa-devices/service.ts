@@ -8,7 +8,7 @@ import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../.
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
-import { acceptTotpCode, deviceAad, type TotpAcceptDeps } from '../../lib/second-factor.js';
+import { acceptTotpCode, deviceAad, openDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
@@ -189,7 +189,7 @@ export class MfaDevicesService {
     if (device.method === 'totp') return { status: 'NOT_SUPPORTED' };
     if (!this.otp) return { status: 'METHOD_NOT_ENABLED' };
     if (device.verified && !device.enabled) return { status: 'DEVICE_DISABLED' };
-    const destination = this.config.keyRing.openText(device.secret, deviceAad(device));
+    const destination = openDeviceSecret(this.config.keyRing, device);
     const purpose = device.verified ? 'login' : 'enrollment';
     await this.otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method: device.method, destination, purpose });
     return { status: 'OK', destination: this.otp.mask(device.method, destination), purpose };
