@@ -28,6 +28,7 @@ import {
   type TrustedDeviceCache,
 } from '../index.js';
 import { chain } from '../lib/chain.js';
+import { methodNotAllowed } from '../lib/method-not-allowed.js';
 import { apiSecurityHeaderList, apiSecurityHeaders } from './security-headers.js';
 import { contextOf } from '../lib/context.js';
 
@@ -254,6 +255,8 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
   });
 
+  // /healthz, /readyz, /openapi.json with another method: 405 with Allow (RFC 9110 §15.5.6), as the routers' paths.
+  app.use(methodNotAllowed(app.router));
   app.use(notFound());
   app.use(problemJson({ logger }));
   return app;

@@ -38,6 +38,10 @@ describe('405 Method Not Allowed', () => {
     ['get', '/auth/mfa/devices/00000000-0000-0000-0000-000000000000/challenge', user, 'POST'],
     ['put', '/mfa/devices/sync', user, 'GET, HEAD, POST'],
     ['post', '/mfa/devices/sync/devsync_00000000000000000000000000000000', user, 'DELETE, GET, HEAD'],
+    // The example app's own routes.
+    ['post', '/healthz', {}, 'GET, HEAD'],
+    ['delete', '/readyz', {}, 'GET, HEAD'],
+    ['put', '/openapi.json', {}, 'GET, HEAD'],
   ];
   for (const [method, path, headers, allow] of cases) {
     it(`${method.toUpperCase()} ${path.split('?')[0]} → 405, Allow: ${allow}`, async () => {
