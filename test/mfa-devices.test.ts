@@ -147,6 +147,8 @@ describe('mfaDevicesRouter: devices', () => {
       expect(res.status).to.equal(201);
       expect(res.headers['cache-control']).to.equal('no-store');
       expect(res.body).to.have.all.keys('device', 'secret', 'otpauthUrl', 'qrCode');
+      // RFC 9110 §15.3.2: the new device is not the target URI; its own path, under the mount path, is.
+      expect(res.headers.location).to.equal(`/auth/mfa/devices/${String(res.body.device.id)}`);
       expect(res.body.device).to.include({ deviceName: 'iPhone 15', method: 'totp', verified: false, enabled: true });
       expect(res.body.secret).to.match(/^[A-Z2-7]{32}$/);
       const url = new URL(res.body.otpauthUrl as string);

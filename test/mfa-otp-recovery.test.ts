@@ -59,6 +59,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
     const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber }), u, tenant);
     expect(res.status, JSON.stringify(res.body)).to.equal(201);
     const id = res.body.device.id as string;
+    expect(res.headers.location).to.equal(`/auth/mfa/devices/${id}`);
     const ok = await as(request(app).post(`/auth/mfa/devices/${id}/verify`).send({ code: sender.last().code }), u, tenant);
     expect(ok.status, JSON.stringify(ok.body)).to.equal(200);
     return id;

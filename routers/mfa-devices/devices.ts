@@ -1,5 +1,5 @@
 /** `/devices…`: list, enrol (TOTP, sms, email), send a code, confirm an enrolment, rename / enable / disable, remove. */
-import type { Request, RequestHandler, Router } from 'express';
+import type { Request, RequestHandler, Response, Router } from 'express';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { lockedProblem } from '../../lib/verification-throttle.js';
@@ -54,6 +54,11 @@ export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesS
   ];
 }
 
+/** A 201's `Location` (RFC 9110 §15.3.2): the new device's path under the router's mount path, where it is verified, renamed or removed. */
+const created = (req: Request, res: Response, id: string): void => {
+  res.setHeader('Location', `${req.baseUrl}/devices/${id}`);
+};
+
 /**
  * A PATCH that turns a device off (`enabled: false`). A rename changes no factor; turning a device back on gives
  * nobody a factor they do not hold, and is how a user whose devices are all off (and who has no recovery code)
@@ -82,6 +87,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const result = await service.enrollTotp(caller, { deviceName: body.deviceName, account });
     switch (result.status) {
       case 'OK':
+        created(req, res, result.device.id);
         res.status(201).json({ device: toMfaDeviceDto(result.device), secret: result.secret, otpauthUrl: result.otpauthUrl, qrCode: result.qrCode });
         return;
       case 'DEVICE_LIMIT_REACHED':
@@ -99,6 +105,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
       const result = await service.enrollOtp(callerOf(req), method, { deviceName: body.deviceName, destination });
       switch (result.status) {
         case 'OK':
+          created(req, res, result.device.id);
           res.status(201).json({ device: toMfaDeviceDto(result.device, result.destination) });
           return;
         case 'DEVICE_LIMIT_REACHED':
