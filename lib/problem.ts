@@ -13,6 +13,7 @@ import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
+import { BODY_NOT_OBJECT } from './validation.js';
 import { checkNestedOptions } from './options.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
@@ -150,7 +151,7 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   switch (e.type) {
     case 'entity.parse.failed':
       if (isJsonScalar(e.body)) {
-        const detail = '(body) must be a JSON object';
+        const detail = BODY_NOT_OBJECT;
         return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'type', description: detail }] }), unexpected: false };
       }
       return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };

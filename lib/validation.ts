@@ -66,6 +66,9 @@ const issueMessage = (issue: z.core.$ZodIssue): string =>
     ? `Unrecognized key${issue.keys.length > 1 ? 's' : ''}: ${namedKeys(issue.keys)}`
     : issue.message;
 
+/** What a request body that is JSON but not an object is told, whichever parser found it. */
+export const BODY_NOT_OBJECT = '(body) must be a JSON object';
+
 /** Turns zod issues into field violations with a readable description that never echoes the value. */
 export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
   return error.issues.map((issue) => {
@@ -75,6 +78,8 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
     // A refinement's own message says what is missing better than "is required" ("give code or recoveryCode"),
     // and a message that names its field already ("page must be an integer") is not prefixed with it again.
     const message = issueMessage(issue);
+    // A body that is JSON but no object (an array): the words the body parser uses for a scalar (lib/problem.ts).
+    if (field === '(body)' && issue.code === 'invalid_type' && issue.expected === 'object') return { field, code, description: BODY_NOT_OBJECT };
     const description = code === 'required' && issue.code !== 'custom' ? `${field} is required` : message.startsWith(`${field} `) ? message : `${field}: ${message}`;
     return { field, code, description };
   });

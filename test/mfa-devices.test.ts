@@ -139,6 +139,15 @@ describe('mfaDevicesRouter: devices', () => {
   });
 
   describe('POST /devices/totp', () => {
+    it('a body that is JSON but not an object (an array, null, a number) is told so in the same words, whichever parser found it', async () => {
+      for (const body of ['[]', '[{"deviceName":"x"}]', 'null', '5']) {
+        const res = await as(request(app).post('/auth/mfa/devices/totp').set('Content-Type', 'application/json').send(body), 'not-object');
+        expect(res.status, body).to.equal(400);
+        expect(res.body, body).to.include({ code: 40000001, detail: '(body) must be a JSON object' });
+        expect(res.body.errors, body).to.deep.equal([{ field: '(body)', code: 'type', description: '(body) must be a JSON object' }]);
+      }
+    });
+
     it('201 with the device, a 160-bit base32 secret, the otpauth URI (issuer, account) and a QR data URL', async () => {
       const res = await request(app)
         .post('/auth/mfa/devices/totp')
