@@ -24,17 +24,17 @@ export class InternalApiError extends Error {
   }
 }
 
-/** `TrustedDeviceResponse` (seed 002). */
+/** `TrustedDeviceResponse` (seed 002): a detail the device was never given is absent, never `null`. */
 export interface TrustedDevice {
   id: string;
   tenant_id: string;
   user_id: string;
   device_fingerprint: string;
-  device_name: string | null;
-  device_type: string | null;
-  browser: string | null;
-  os: string | null;
-  ip: string | null;
+  device_name?: string;
+  device_type?: string;
+  browser?: string;
+  os?: string;
+  ip?: string;
   created_at: string;
   trusted_until: string;
 }

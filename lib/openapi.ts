@@ -4,7 +4,20 @@
  * real responses of every route against the same schemas.
  */
 import { z } from 'zod';
+import { DEFAULT_MAX_ENTRIES } from '../routers/device-sync/options.js';
+import { writeBodySchema } from '../routers/device-sync/vault.js';
+import { MAX_DEVICE_NAME_LENGTH as MAX_MFA_DEVICE_NAME_LENGTH } from '../routers/mfa-devices/options.js';
+import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-devices/schemas.js';
+import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
+import { otpCode } from './validation.js';
+import {
+  DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
+  DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
+  MAX_DEVICE_DETAIL_LENGTH,
+  MAX_DEVICE_NAME_LENGTH,
+  MAX_FINGERPRINT_LENGTH,
+} from './trusted-devices.js';
 
 /** Schemas by component name; `openApiDocument()` turns each into `#/components/schemas/<name>`. */
 export const schemaRegistry = z.registry<{ id: string; description?: string }>();
@@ -13,6 +26,24 @@ const component = <S extends z.ZodType>(id: string, schema: S, description?: str
   schemaRegistry.add(schema, description === undefined ? { id } : { id, description });
   return schema;
 };
+
+/**
+ * A string of the lengths a route's own zod string takes, read from that schema: where a route's limit is no named
+ * constant, the document follows the route rather than repeating its literal.
+ */
+const lengthsOf = (route: z.ZodString): z.ZodString => {
+  let s = z.string();
+  if (route.minLength !== null) s = s.min(route.minLength);
+  if (route.maxLength !== null) s = s.max(route.maxLength);
+  return s;
+};
+
+/** The user id of a body or query: CONTRACT.md §1 (lib/validation.ts `USER_ID`). */
+const USER_ID_MAX_LENGTH = 128;
+const userId = z.string().min(1).max(USER_ID_MAX_LENGTH).meta({ example: 'alice' });
+
+/** A one-time code as every verify route takes it (lib/validation.ts `otpCode`). */
+const oneTimeCode = lengthsOf(otpCode.in).meta({ example: '123456', description: '6 to 8 digits; spaces and dashes (as authenticator apps show codes) are ignored.' });
 
 const isoTime = z.string().regex(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$/).meta({ example: '2026-05-12T12:00:00Z' });
 
@@ -100,15 +131,15 @@ export const TrustedDeviceSchema = component(
     tenant_id: z.string(),
     user_id: z.string(),
     device_fingerprint: z.string(),
-    device_name: z.string().nullable(),
-    device_type: z.string().nullable(),
-    browser: z.string().nullable(),
-    os: z.string().nullable(),
-    ip: z.string().nullable(),
+    device_name: z.string().optional(),
+    device_type: z.string().optional(),
+    browser: z.string().optional(),
+    os: z.string().optional(),
+    ip: z.string().optional(),
     created_at: isoTime,
     trusted_until: isoTime,
   }),
-  'Seed 002 dto.TrustedDeviceResponse.',
+  'Seed 002 dto.TrustedDeviceResponse. A detail the device was never given (device_name, device_type, browser, os, ip) is left out, never null.',
 );
 export const TrustedDeviceListSchema = envelope('TrustedDeviceListResponse', TrustedDeviceSchema);
 
@@ -125,21 +156,46 @@ export const ErasedUserDataSchema = component(
   'What was deleted, per kind of record; all 0 for a user the kit keeps nothing about.',
 );
 
+/** Longest `ip` the trust route takes (its schema's `max(64)`): any IPv6 text form, a zone id included. */
+const MAX_IP_LENGTH = 64;
+/** A detail of a trusted device the trust route takes (display text, lib/validation.ts `displayText`); `null` is "not given". */
+const deviceDetail = (max: number, example: string) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .nullish()
+    .meta({ example, description: 'Text without control characters, line separators or bidirectional controls. null or absent: not given (a renew keeps the stored value).' });
+
 export const TrustDeviceRequestSchema = component(
   'TrustDeviceRequest',
   z.strictObject({
-    user_id: z.string().meta({ example: 'alice' }),
-    device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
-    device_name: z.string().optional().meta({ example: 'MacBook Pro' }),
-    device_type: z.string().optional().meta({ example: 'desktop' }),
-    browser: z.string().optional().meta({ example: 'Firefox 140' }),
-    os: z.string().optional().meta({ example: 'macOS 15' }),
-    ip: z.string().optional().meta({ example: '203.0.113.7' }),
-    ttl_seconds: z.number().int().optional().meta({ example: 2592000 }),
+    user_id: userId,
+    device_fingerprint: z.string().min(1).max(MAX_FINGERPRINT_LENGTH).meta({ example: 'fp-abc123' }),
+    device_name: deviceDetail(MAX_DEVICE_NAME_LENGTH, 'MacBook Pro'),
+    device_type: deviceDetail(MAX_DEVICE_DETAIL_LENGTH, 'desktop'),
+    browser: deviceDetail(MAX_DEVICE_DETAIL_LENGTH, 'Firefox 140'),
+    os: deviceDetail(MAX_DEVICE_DETAIL_LENGTH, 'macOS 15'),
+    ip: z
+      .string()
+      .max(MAX_IP_LENGTH)
+      .nullish()
+      .meta({ example: '203.0.113.7', description: 'An IPv4 or IPv6 address (as node:net isIP takes it: dotted quad, any IPv6 text form, a zone id too); null or absent: not given.' }),
+    ttl_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS)
+      .nullish()
+      .meta({
+        example: 3600,
+        default: DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
+        description: `How long the device stays trusted, from 1 to the router's trustedDevices.maxTtlSeconds (default ${DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS}, which the maximum here shows); null or absent: trustedDevices.defaultTtlSeconds.`,
+      }),
   }),
 );
 
-export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.strictObject({ user_id: z.string(), code: z.string().meta({ example: '123456' }) }));
+export const TotpVerifyRequestSchema = component('InternalTotpVerifyRequest', z.strictObject({ user_id: userId, code: oneTimeCode }));
 export const TotpVerifyResponseSchema = component('InternalTotpVerifyResponse', z.strictObject({ valid: z.literal(true), device_id: z.string() }));
 
 // ---------------------------------------------------------------- device sync router
@@ -170,13 +226,20 @@ export const TotpEntrySchema = component(
     algorithm: z.enum(['SHA1', 'SHA256', 'SHA512']).optional(),
   }),
 );
+/** The members of the sync route's own body schema (routers/device-sync/vault.ts), whose limits the document reads. */
+const syncBody = writeBodySchema(DEFAULT_MAX_ENTRIES).shape;
 export const DeviceSyncRequestSchema = component(
   'DeviceSyncRequest',
   z.looseObject({
-    device_fingerprint: z.string(),
-    device_name: z.string(),
-    totp_devices: z.union([z.string(), z.array(TotpEntrySchema)]),
-    sync_token: z.string().optional().meta({ description: 'Required to update an existing record: the sync_token it was last read with.' }),
+    device_fingerprint: lengthsOf(syncBody.device_fingerprint),
+    device_name: lengthsOf(syncBody.device_name),
+    totp_devices: z.union([
+      z.string().meta({ description: 'A JSON string holding the array.' }),
+      z.array(TotpEntrySchema).max(DEFAULT_MAX_ENTRIES).meta({ description: `At most the router's maxEntries (default ${DEFAULT_MAX_ENTRIES}) entries.` }),
+    ]),
+    sync_token: lengthsOf(syncBody.sync_token.unwrap().unwrap())
+      .nullish()
+      .meta({ description: 'Required to update an existing record: the sync_token it was last read with. null or absent: none (a create).' }),
   }),
 );
 
@@ -199,7 +262,9 @@ export const MfaDeviceSchema = component(
   'Seed 003 MfaDeviceDto, plus enabled and the masked destination of sms/email devices.',
 );
 export const MfaDeviceListSchema = component('MfaDeviceList', z.array(MfaDeviceSchema), 'Seed 003: a bare array.');
-export const EnrollTotpRequestSchema = component('EnrollTotpRequest', z.strictObject({ deviceName: z.string().meta({ example: 'iPhone' }) }));
+/** A device name as mfaDevicesRouter takes it: trimmed first, then 1 to MAX_DEVICE_NAME_LENGTH characters of display text. */
+const mfaDeviceName = z.string().min(1).max(MAX_MFA_DEVICE_NAME_LENGTH).meta({ example: 'iPhone', description: 'Trimmed first, then at most the maximum here; not blank.' });
+export const EnrollTotpRequestSchema = component('EnrollTotpRequest', z.strictObject({ deviceName: mfaDeviceName }));
 export const EnrollTotpResponseSchema = component(
   'EnrollTotpResponse',
   z.strictObject({
@@ -209,24 +274,33 @@ export const EnrollTotpResponseSchema = component(
     qrCode: z.string().startsWith('data:image/png;base64,'),
   }),
 );
-export const EnrollSmsRequestSchema = component('EnrollSmsRequest', z.strictObject({ deviceName: z.string(), phoneNumber: z.string().meta({ example: '+447700900123' }) }));
-export const EnrollEmailRequestSchema = component('EnrollEmailRequest', z.strictObject({ deviceName: z.string(), email: z.string().meta({ example: 'ada@example.com' }) }));
+export const EnrollSmsRequestSchema = component(
+  'EnrollSmsRequest',
+  z.strictObject({ deviceName: mfaDeviceName, phoneNumber: lengthsOf(enrollSmsBody.shape.phoneNumber).meta({ example: '+447700900123' }) }),
+);
+export const EnrollEmailRequestSchema = component('EnrollEmailRequest', z.strictObject({ deviceName: mfaDeviceName, email: lengthsOf(enrollEmailBody.shape.email).meta({ example: 'ada@example.com' }) }));
 export const EnrollOtpResponseSchema = component('EnrollOtpResponse', z.strictObject({ device: MfaDeviceSchema }));
-export const CodeRequestSchema = component('CodeRequest', z.strictObject({ code: z.string().meta({ example: '123456' }) }));
+export const CodeRequestSchema = component('CodeRequest', z.strictObject({ code: oneTimeCode }));
 export const ChallengeResponseSchema = component(
   'ChallengeResponse',
   z.strictObject({ sent: z.literal(true), destination: z.string(), purpose: z.enum(['enrollment', 'login']), expiresIn: z.number().int() }),
 );
-export const UpdateDeviceRequestSchema = component('UpdateDeviceRequest', z.strictObject({ deviceName: z.string().optional(), enabled: z.boolean().optional() }));
+export const UpdateDeviceRequestSchema = component('UpdateDeviceRequest', z.strictObject({ deviceName: mfaDeviceName.optional(), enabled: z.boolean().optional() }));
 export const LoginVerifyRequestSchema = component(
   'MfaVerifyRequest',
   z.strictObject({
-    code: z.string().optional(),
-    recoveryCode: z.string().optional(),
+    code: oneTimeCode.optional(),
+    recoveryCode: lengthsOf(loginVerifyBody.shape.recoveryCode.unwrap()).optional(),
     deviceId: z.uuid().optional(),
     rememberDevice: z.boolean().optional(),
     device: z
-      .strictObject({ fingerprint: z.string(), name: z.string().optional(), type: z.string().optional(), browser: z.string().optional(), os: z.string().optional() })
+      .strictObject({
+        fingerprint: z.string().min(1).max(MAX_FINGERPRINT_LENGTH),
+        name: z.string().min(1).max(MAX_DEVICE_NAME_LENGTH).optional(),
+        type: z.string().min(1).max(MAX_DEVICE_DETAIL_LENGTH).optional(),
+        browser: z.string().min(1).max(MAX_DEVICE_DETAIL_LENGTH).optional(),
+        os: z.string().min(1).max(MAX_DEVICE_DETAIL_LENGTH).optional(),
+      })
       .optional(),
   }),
   'Exactly one of code or recoveryCode.',
@@ -276,13 +350,32 @@ interface Operation {
   body?: z.ZodType;
   /** Status → schema of the body (`null`: no body). */
   responses: Record<number, z.ZodType | null>;
-  /** Error statuses this operation can answer besides 401/500, as Problems. */
+  /**
+   * Error statuses (Problems) of this operation besides those every operation of its kind answers, which the document
+   * adds by rule (`problemStatuses`): 400, 401, 405, 500 and 503 everywhere, 403 on the user routers, 413 and 415
+   * wherever a body is read.
+   */
   problems: number[];
-  /** Integer headers of the success answer (name → description): a bare list's `X-Total-Count`. */
-  headers?: Record<string, string>;
+  /** Headers of the success answers besides those of every answer: a bare list's `X-Total-Count`, a create's `Location`. */
+  headers?: Record<string, SuccessHeader>;
 }
 
-const TOTAL_COUNT = { 'X-Total-Count': 'How many items the whole list holds (the answer is one page of them).' };
+/** A header of an operation's success answers. */
+interface SuccessHeader {
+  description: string;
+  schema: JsonObject;
+  /** The one success status that carries it. @default every success status of the operation */
+  status?: number;
+}
+
+const TOTAL_COUNT: Record<string, SuccessHeader> = {
+  'X-Total-Count': { description: 'How many items the whole list holds (the answer is one page of them).', schema: { type: 'integer', minimum: 0 } },
+};
+
+/** An enrolment's 201: where the new device is verified, renamed and removed. */
+const DEVICE_CREATED: Record<string, SuccessHeader> = {
+  Location: { status: 201, description: 'The new device\'s path (under the router\'s mount path): verify, rename or remove it there.', schema: { type: 'string', format: 'uri-reference' } },
+};
 
 const ref = (schema: z.ZodType): JsonObject => {
   const id = schemaRegistry.get(schema)?.id;
@@ -290,132 +383,138 @@ const ref = (schema: z.ZodType): JsonObject => {
   return { $ref: `#/components/schemas/${id}` };
 };
 
-const USER_ID_PARAM = { name: 'user_id', required: true, schema: { type: 'string', minLength: 1, maxLength: 128 }, description: 'The user the call is about.' };
+const USER_ID_PARAM = { name: 'user_id', required: true, schema: { type: 'string', minLength: 1, maxLength: USER_ID_MAX_LENGTH }, description: 'The user the call is about.' };
 const PAGE_PARAMS = [
-  { name: 'page', schema: { type: 'integer', minimum: 1, default: 1 }, description: 'Page number, 1-based.' },
-  { name: 'page_size', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 }, description: 'Items per page.' },
+  { name: 'page', schema: { type: 'integer', minimum: 1, maximum: MAX_PAGE, default: 1 }, description: 'Page number, 1-based.' },
+  {
+    name: 'page_size',
+    schema: { type: 'integer', minimum: 1, maximum: DEFAULT_MAX_PAGE_SIZE, default: DEFAULT_PAGE_SIZE },
+    description: `Items per page, at most the router's maxPageSize (default ${DEFAULT_MAX_PAGE_SIZE}, which the maximum here shows).`,
+  },
 ];
-
 
 /** Every operation of the three routers; `operations` drives both the document and the conformance test. */
 export const OPERATIONS: Operation[] = [
   {
     router: 'mfaDevices', method: 'get', path: '/devices', tag: 'MFA devices', summary: 'List the caller\'s MFA devices (seed 003, a bare array)',
-    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: MfaDeviceListSchema }, problems: [400, 403],
+    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: MfaDeviceListSchema }, problems: [],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/totp', tag: 'MFA devices', summary: 'Enrol a TOTP device: the secret, otpauth URL and QR code are shown only here',
-    body: EnrollTotpRequestSchema, responses: { 201: EnrollTotpResponseSchema }, problems: [400, 403, 409, 413, 415],
+    body: EnrollTotpRequestSchema, headers: DEVICE_CREATED, responses: { 201: EnrollTotpResponseSchema }, problems: [409],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/sms', tag: 'MFA devices', summary: 'Enrol an sms device; a code is sent',
-    body: EnrollSmsRequestSchema, responses: { 201: EnrollOtpResponseSchema }, problems: [400, 403, 409, 413, 415, 429],
+    body: EnrollSmsRequestSchema, headers: DEVICE_CREATED, responses: { 201: EnrollOtpResponseSchema }, problems: [409, 429],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/email', tag: 'MFA devices', summary: 'Enrol an email device; a code is sent',
-    body: EnrollEmailRequestSchema, responses: { 201: EnrollOtpResponseSchema }, problems: [400, 403, 409, 413, 415, 429],
+    body: EnrollEmailRequestSchema, headers: DEVICE_CREATED, responses: { 201: EnrollOtpResponseSchema }, problems: [409, 429],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/{id}/verify', tag: 'MFA devices', summary: 'Verify a new device with a code from it',
-    pathParams: ['id'], body: CodeRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [400, 403, 404, 429],
+    pathParams: ['id'], body: CodeRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [404, 429],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/devices/{id}/challenge', tag: 'MFA devices', summary: 'Send a fresh code to an sms/email device',
-    pathParams: ['id'], responses: { 202: ChallengeResponseSchema }, problems: [400, 403, 404, 429],
+    pathParams: ['id'], responses: { 202: ChallengeResponseSchema }, problems: [404, 429],
   },
   {
     router: 'mfaDevices', method: 'patch', path: '/devices/{id}', tag: 'MFA devices', summary: 'Rename, enable or disable a device',
-    pathParams: ['id'], body: UpdateDeviceRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [400, 403, 404, 413, 415],
+    pathParams: ['id'], body: UpdateDeviceRequestSchema, responses: { 200: MfaDeviceSchema }, problems: [404],
   },
   {
     router: 'mfaDevices', method: 'delete', path: '/devices/{id}', tag: 'MFA devices', summary: 'Remove a device (the last verified one also revokes the caller\'s trusted devices)',
-    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+    pathParams: ['id'], responses: { 204: null }, problems: [404],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/verify', tag: 'MFA devices', summary: 'Verify the second factor at login (code or recovery code; optionally remember this device)',
-    body: LoginVerifyRequestSchema, responses: { 200: LoginVerifyResponseSchema }, problems: [400, 403, 413, 415, 429],
+    body: LoginVerifyRequestSchema, responses: { 200: LoginVerifyResponseSchema }, problems: [429],
   },
   {
     router: 'mfaDevices', method: 'post', path: '/recovery-codes', tag: 'MFA devices', summary: 'Generate 10 recovery codes, replacing earlier ones',
     description: 'Only for a user with a verified device (else 400 mfa-not-enrolled). Removing the last verified device removes the codes.',
-    responses: { 201: RecoveryCodesSchema }, problems: [400, 403],
+    responses: { 201: RecoveryCodesSchema }, problems: [],
   },
   {
     router: 'mfaDevices', method: 'get', path: '/recovery-codes', tag: 'MFA devices', summary: 'How many recovery codes remain',
-    responses: { 200: RecoveryCodesRemainingSchema }, problems: [403],
+    responses: { 200: RecoveryCodesRemainingSchema }, problems: [],
   },
   {
     router: 'mfaDevices', method: 'get', path: '/trusted-devices', tag: 'MFA devices', summary: 'The caller\'s own trusted (remembered) devices',
-    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: UserTrustedDeviceListSchema }, problems: [400, 403],
+    query: PAGE_PARAMS, headers: TOTAL_COUNT, responses: { 200: UserTrustedDeviceListSchema }, problems: [],
   },
   {
     router: 'mfaDevices', method: 'delete', path: '/trusted-devices/{id}', tag: 'MFA devices', summary: 'Revoke one of the caller\'s trusted devices',
-    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+    pathParams: ['id'], responses: { 204: null }, problems: [404],
   },
   {
     router: 'mfaDevices', method: 'delete', path: '/trusted-devices', tag: 'MFA devices', summary: 'Revoke all of the caller\'s trusted devices',
-    responses: { 200: RevokedCountSchema }, problems: [403],
+    description: 'A trailing slash (`…/trusted-devices/`, a revoke of one device whose id came out empty) names no device: 404, nothing revoked.',
+    responses: { 200: RevokedCountSchema }, problems: [404],
   },
   {
     router: 'internal', method: 'get', path: '/mfa/totp/devices', tag: 'Internal', summary: 'List a user\'s TOTP devices (seed 000)',
-    query: [USER_ID_PARAM, ...PAGE_PARAMS], responses: { 200: TotpDeviceListSchema }, problems: [400],
+    query: [USER_ID_PARAM, ...PAGE_PARAMS], responses: { 200: TotpDeviceListSchema }, problems: [],
   },
   {
     router: 'internal', method: 'delete', path: '/mfa/totp/devices/{id}', tag: 'Internal', summary: 'Remove one of a user\'s TOTP devices (a lost phone)',
     description: 'As the user\'s own removal: the last verified device takes the user\'s trusted devices and recovery codes with it. 404 for a device of another method, user or tenant.',
-    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [400, 404],
+    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [404],
   },
   {
     router: 'internal', method: 'delete', path: '/mfa/devices', tag: 'Internal', summary: 'Remove every MFA device of a user (a reset by support)',
     description: 'All methods (totp, sms, email); removing the last verified one takes the user\'s trusted devices and recovery codes with it. The user enrols again.',
-    query: [USER_ID_PARAM], responses: { 200: RemovedCountSchema }, problems: [400],
+    query: [USER_ID_PARAM], responses: { 200: RemovedCountSchema }, problems: [],
   },
   {
     router: 'internal', method: 'post', path: '/mfa/totp/verify', tag: 'Internal', summary: 'Verify a TOTP code for a user (replay-safe, throttled)',
-    body: TotpVerifyRequestSchema, responses: { 200: TotpVerifyResponseSchema }, problems: [400, 429],
+    body: TotpVerifyRequestSchema, responses: { 200: TotpVerifyResponseSchema }, problems: [429],
   },
   {
     router: 'internal', method: 'get', path: '/session/trusted-devices', tag: 'Internal', summary: 'List a user\'s trusted devices (seed 002)',
     query: [USER_ID_PARAM, ...PAGE_PARAMS, { name: 'include_expired', schema: { type: 'boolean', default: false }, description: 'Also list devices past trusted_until, until a retention sweep (cleanupExpired, npm run cleanup) deletes them.' }],
-    responses: { 200: TrustedDeviceListSchema }, problems: [400],
+    responses: { 200: TrustedDeviceListSchema }, problems: [],
   },
   {
     router: 'internal', method: 'post', path: '/session/trusted-devices', tag: 'Internal', summary: 'Trust (or renew) a device for a user',
-    body: TrustDeviceRequestSchema, responses: { 201: TrustedDeviceSchema }, problems: [400, 413, 415],
+    body: TrustDeviceRequestSchema, responses: { 201: TrustedDeviceSchema }, problems: [],
   },
   {
     router: 'internal', method: 'get', path: '/session/trusted-devices/check', tag: 'Internal', summary: 'Is this device trusted for this user? (the hot path, served from the cache)',
-    query: [USER_ID_PARAM, { name: 'device_fingerprint', required: true, schema: { type: 'string' } }],
-    responses: { 200: TrustedDeviceCheckSchema }, problems: [400],
+    query: [USER_ID_PARAM, { name: 'device_fingerprint', required: true, schema: { type: 'string', minLength: 1, maxLength: MAX_FINGERPRINT_LENGTH } }],
+    responses: { 200: TrustedDeviceCheckSchema }, problems: [],
   },
   {
     router: 'internal', method: 'delete', path: '/session/trusted-devices/{id}', tag: 'Internal', summary: 'Revoke one trusted device',
-    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [400, 404],
+    pathParams: ['id'], query: [USER_ID_PARAM], responses: { 204: null }, problems: [404],
   },
   {
     router: 'internal', method: 'delete', path: '/session/trusted-devices', tag: 'Internal', summary: 'Revoke all of a user\'s trusted devices',
-    query: [USER_ID_PARAM], responses: { 200: RevokedCountSchema }, problems: [400],
+    description: 'A trailing slash (`…/trusted-devices/`, a revoke of one device whose id came out empty) names no device: 404, nothing revoked.',
+    query: [USER_ID_PARAM], responses: { 200: RevokedCountSchema }, problems: [404],
   },
   {
     router: 'internal', method: 'delete', path: '/mfa/user-data', tag: 'Internal', summary: 'Erase everything kept about a user (account deletion)',
     description: 'In one transaction: MFA devices (and pending codes), recovery codes, trusted devices (the next check answers false on every instance), synced vaults and the lockout counter. Re-runnable.',
-    query: [USER_ID_PARAM], responses: { 200: ErasedUserDataSchema }, problems: [400],
+    query: [USER_ID_PARAM], responses: { 200: ErasedUserDataSchema }, problems: [],
   },
   {
     router: 'deviceSync', method: 'get', path: '/', tag: 'Device sync', summary: 'List the caller\'s synced vaults, decrypted (seed 001)',
-    query: PAGE_PARAMS, responses: { 200: DeviceSyncListSchema }, problems: [400, 403],
+    query: PAGE_PARAMS, responses: { 200: DeviceSyncListSchema }, problems: [],
   },
   {
     router: 'deviceSync', method: 'post', path: '/', tag: 'Device sync', summary: 'Create or update the vault of a device (optimistic concurrency on sync_token)',
-    body: DeviceSyncRequestSchema, responses: { 201: DeviceSyncSchema, 200: DeviceSyncSchema }, problems: [400, 403, 409, 413, 415],
+    body: DeviceSyncRequestSchema, responses: { 201: DeviceSyncSchema, 200: DeviceSyncSchema }, problems: [409],
+    headers: { Location: { status: 201, description: 'The new record\'s path (under the router\'s mount path): GET or DELETE it there.', schema: { type: 'string', format: 'uri-reference' } } },
   },
   {
     router: 'deviceSync', method: 'get', path: '/{id}', tag: 'Device sync', summary: 'Get one synced vault',
-    pathParams: ['id'], responses: { 200: DeviceSyncSchema }, problems: [403, 404],
+    pathParams: ['id'], responses: { 200: DeviceSyncSchema }, problems: [404],
   },
   {
     router: 'deviceSync', method: 'delete', path: '/{id}', tag: 'Device sync', summary: 'Delete one synced vault',
-    pathParams: ['id'], responses: { 204: null }, problems: [403, 404],
+    pathParams: ['id'], responses: { 204: null }, problems: [404],
   },
 ];
 
@@ -432,8 +531,8 @@ export const DEFAULT_MOUNTS: Record<Router, string> = { mfaDevices: '/auth/mfa',
 
 const STATUS_TEXT: Record<number, string> = {
   200: 'OK', 201: 'Created', 202: 'Accepted', 204: 'No Content', 400: 'Invalid request', 401: 'Missing or invalid credentials',
-  403: 'Tenant mismatch', 404: 'Not found (also: another tenant\'s or user\'s)', 409: 'Conflict', 413: 'Body too large', 415: 'Body is not JSON',
-  429: 'Throttled or locked (Retry-After)', 500: 'Internal error (no detail)', 503: 'Storage unavailable (Retry-After)',
+  403: 'Tenant mismatch', 404: 'Not found (also: another tenant\'s or user\'s)', 405: 'The path has no such method (Allow lists those it has)', 409: 'Conflict', 413: 'Body too large', 415: 'Body is not UTF-8 JSON',
+  429: 'Throttled or locked (Retry-After)', 500: 'Internal error (no detail)', 503: 'Storage or code delivery unavailable (Retry-After)',
 };
 
 /** The challenge every 401 carries (RFC 9110 §15.5.2), by who is refused. */
@@ -445,9 +544,48 @@ const CHALLENGES: Record<Router, string> = {
   internal: '`ApiKey header="x-internal-api-key"`: the header the key goes in.',
 };
 
+/** Methods whose requests a router reads the body of (lib/prelude.ts): 413 over the limit, 415 when it is not UTF-8 JSON. */
+const BODY_METHODS: ReadonlySet<Operation['method']> = new Set(['post', 'patch']);
+
+/**
+ * Every error status of an operation: its own `problems`, and what every operation of its kind answers. 400: a query
+ * string that is not percent-encoded UTF-8, and a missing or malformed tenant (the internal router's `X-Tenant-ID`; a
+ * user router's malformed `X-Tenant-ID` or token claim). 403: a user router's `X-Tenant-ID` that is not the token's.
+ * 405: the operation's path with a method it does not have (lib/method-not-allowed.ts), answered for every path.
+ */
+function problemStatuses(op: Operation): number[] {
+  const statuses = new Set([...op.problems, 400, 401, 405, 500, 503]);
+  if (op.router !== 'internal') statuses.add(403);
+  if (BODY_METHODS.has(op.method)) {
+    statuses.add(413);
+    statuses.add(415);
+  }
+  return [...statuses].sort((a, b) => a - b);
+}
+
+/** `components.headers`: the response headers several answers share. */
+const HEADERS = {
+  RequestId: {
+    description: 'Every answer: the request\'s id, the X-Request-ID sent when it is well-formed, else a new one (a Problem\'s request_id).',
+    required: true,
+    schema: { type: 'string' },
+  },
+  NoStore: { description: 'Every answer: no cache may keep it (answers are per caller and per moment).', required: true, schema: { type: 'string', const: 'no-store' } },
+  RetryAfter: { description: 'Seconds to wait before retrying (RFC 9110 §10.2.3); the Problem\'s retry_after.', required: true, schema: { type: 'integer', minimum: 0 } },
+  Allow: { description: 'The methods the path has (RFC 9110 §10.2.1), e.g. `DELETE, GET, HEAD`.', required: true, schema: { type: 'string' } },
+} as const;
+const headerRef = (name: keyof typeof HEADERS): JsonObject => ({ $ref: `#/components/headers/${name}` });
+/** What every answer of the routers carries (lib/prelude.ts: request id, no-store). */
+const everyAnswer = (): JsonObject => ({ 'X-Request-ID': headerRef('RequestId'), 'Cache-Control': headerRef('NoStore') });
+
 const problemResponse = (status: number, router: Router): JsonObject => ({
   description: STATUS_TEXT[status] ?? 'Error',
-  ...(status === 401 && { headers: { 'WWW-Authenticate': { description: CHALLENGES[router], schema: { type: 'string' } } } }),
+  headers: {
+    ...everyAnswer(),
+    ...(status === 401 && { 'WWW-Authenticate': { description: CHALLENGES[router], required: true, schema: { type: 'string' } } }),
+    ...(status === 405 && { Allow: headerRef('Allow') }),
+    ...((status === 429 || status === 503) && { 'Retry-After': headerRef('RetryAfter') }),
+  },
   content: { 'application/problem+json': { schema: ref(ProblemSchema) } },
 });
 
@@ -472,14 +610,14 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
     const path = operationPath(op, mounts);
     const responses: Record<string, JsonObject> = {};
     for (const [status, schema] of Object.entries(op.responses)) {
-      const headers = op.headers && { headers: Object.fromEntries(Object.entries(op.headers).map(([name, description]) => [name, { description, schema: { type: 'integer' } }])) };
+      const own = Object.entries(op.headers ?? {}).filter(([, h]) => h.status === undefined || h.status === Number(status));
       responses[status] = {
         description: STATUS_TEXT[Number(status)] ?? '',
-        ...headers,
+        headers: { ...everyAnswer(), ...Object.fromEntries(own.map(([name, h]) => [name, { description: h.description, required: true, schema: h.schema }])) },
         ...(schema !== null && { content: { 'application/json': { schema: ref(schema) } } }),
       };
     }
-    for (const status of [...op.problems, 401, 500, 503]) responses[String(status)] = problemResponse(status, op.router);
+    for (const status of problemStatuses(op)) responses[String(status)] = problemResponse(status, op.router);
     const parameters = [
       ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
       ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),
@@ -511,6 +649,7 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
     paths,
     components: {
       schemas,
+      headers: structuredClone(HEADERS),
       securitySchemes: {
         bearerJwt: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'Claims: sub = user id, tenant_id = tenant.' },
         internalKey: { type: 'apiKey', in: 'header', name: 'X-Internal-API-Key' },

@@ -18,6 +18,7 @@ import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import { memoryCache } from '../index.js';
 import { createExampleApp } from '../examples/app.js';
+import { OPERATIONS, operationPath } from '../lib/openapi.js';
 import { KEY_A, insertDevice, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import {
   PROTO_KEYS,
@@ -531,6 +532,19 @@ function expectCleanPrototypes(): void {
   expect(typeof probe.toString).to.equal('function');
 }
 
+/**
+ * The OpenAPI document's operations by the names ROUTES gives them (`POST /mfa/devices/sync/:id`), with the paths that
+ * are theirs: `/mfa/devices/sync/` (an empty id) is the list's.
+ */
+const DOCUMENTED = new Map(
+  OPERATIONS.map((op) => {
+    const path = operationPath(op);
+    const name = `${op.method.toUpperCase()} ${path.replaceAll(/\{(\w+)\}/g, ':$1')}`;
+    const pattern = new RegExp(`^${path.split(/\{\w+\}/).map((part) => part.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^/]+')}$`);
+    return [name, { op, pattern }];
+  }),
+);
+
 function judge(route: RouteSpec, c: Case, a: Answer): void {
   const what = `${c.method} ${c.path}${queryString(c.query)} → ${a.status} ${a.text.slice(0, 300)}`;
   expect(a.status, `5xx: ${what}`).to.be.below(500);
@@ -547,6 +561,13 @@ function judge(route: RouteSpec, c: Case, a: Answer): void {
     expect(a.text, what).not.to.match(STACK_OR_SOURCE);
   } else {
     expect(route.success, `unexpected success: ${what}`).to.include(a.status);
+    // A success body is what the OpenAPI document says it is (e.g. no null where it types a string).
+    const documented = typeof route.method === 'string' ? DOCUMENTED.get(route.name) : undefined;
+    const schema = documented?.pattern.test(c.path) ? documented.op.responses[a.status] : undefined;
+    if (schema) {
+      const parsed = schema.safeParse(JSON.parse(a.text));
+      expect(parsed.success, `not the documented body: ${what}\n${parsed.error?.message ?? ''}`).to.equal(true);
+    }
   }
 }
 
@@ -648,6 +669,11 @@ describe('hostile input fuzz (fast-check) over every route of the example app', 
     const q = await send(agent, base, { method: 'GET', path: '/internal/mfa/totp/devices', query: [['user_id', 'alice'], ['__proto__[polluted]', 'yes'], ['constructor[prototype][polluted]', 'yes']], headers: { 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' } });
     expect(q.status).to.equal(200);
     expectCleanPrototypes();
+  });
+
+  it('fuzzes every operation of the OpenAPI document (whose success bodies the cases are checked against)', () => {
+    const named = new Set(ROUTES.map((r) => r.name));
+    expect([...DOCUMENTED.keys()].filter((name) => !named.has(name))).to.deep.equal([]);
   });
 
   const weights = ROUTES.reduce((sum, r) => sum + r.weight, 0);

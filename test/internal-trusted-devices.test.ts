@@ -18,6 +18,8 @@ import { TD, check, del, get, headers, insertTrusted, instance, post, sleep, typ
 const ISO_SECONDS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const FIELDS = ['id', 'tenant_id', 'user_id', 'device_fingerprint', 'device_name', 'device_type', 'browser', 'os', 'ip', 'created_at', 'trusted_until'];
+/** The members always present: a detail (device_name, device_type, browser, os, ip) the device was never given is left out. */
+const REQUIRED_FIELDS = ['id', 'tenant_id', 'user_id', 'device_fingerprint', 'created_at', 'trusted_until'];
 
 describe('internalRouter /session/trusted-devices (seed 002)', function () {
   let db: FreshDatabase;
@@ -51,7 +53,7 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       const res = await post(a.app, { user_id: user, device_fingerprint: 'fp-1', device_name: 'Work laptop', device_type: 'desktop', browser: 'Firefox 140', os: 'Linux', ip: '203.0.113.7', ttl_seconds: 3600 });
       expect(res.status).to.equal(201);
       expect(res.headers['content-type']).to.match(/^application\/json/);
-      expect(res.body).to.have.all.keys(FIELDS);
+      expect(Object.keys(res.body), "every member, in seed 002's order").to.deep.equal(FIELDS);
       expect(res.body).to.include({ tenant_id: 'acme', user_id: user, device_fingerprint: 'fp-1', device_name: 'Work laptop', device_type: 'desktop', browser: 'Firefox 140', os: 'Linux', ip: '203.0.113.7' });
       expect(res.body.id).to.match(UUID);
       expect(res.body.created_at).to.match(ISO_SECONDS);
@@ -60,11 +62,22 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(until).to.be.within(before + 3600_000 - 1000, Date.now() + 3600_000);
     });
 
-    it('defaults the TTL to 30 days, sends null for details not given, and accepts null and IPv6', async () => {
-      const res = await post(a.app, { user_id: uid(), device_fingerprint: 'fp-min', device_name: null, ip: '2001:db8::1' });
+    it('defaults the TTL to 30 days, leaves out the details not given (never null), and accepts null and IPv6', async () => {
+      const user = uid();
+      const res = await post(a.app, { user_id: user, device_fingerprint: 'fp-min', device_name: null, ip: '2001:db8::1' });
       expect(res.status).to.equal(201);
-      expect(res.body).to.include({ device_name: null, device_type: null, browser: null, os: null, ip: '2001:db8::1' });
+      expect(res.body).to.have.all.keys(REQUIRED_FIELDS.concat('ip'));
+      expect(res.body.ip).to.equal('2001:db8::1');
+      expect(res.text).not.to.include('null');
       expect(Date.parse(res.body.trusted_until) - Date.parse(res.body.created_at)).to.be.within(30 * 86400_000 - 2000, 30 * 86400_000 + 2000);
+      // Only what seed 002 requires, in the seed's order, on the 201 and in the list.
+      const bare = await post(a.app, { user_id: user, device_fingerprint: 'fp-bare' });
+      expect(bare.status).to.equal(201);
+      expect(Object.keys(bare.body)).to.deep.equal(REQUIRED_FIELDS);
+      const list = await get(a.app, `${TD}?user_id=${user}`);
+      expect((list.body.items as object[]).map((i) => Object.keys(i))).to.deep.equal([REQUIRED_FIELDS, [...REQUIRED_FIELDS.slice(0, 4), 'ip', ...REQUIRED_FIELDS.slice(4)]]);
+      expect(list.body.items[0]).to.deep.equal(bare.body);
+      expect(list.text).not.to.include('null');
     });
 
     it('renews the same fingerprint: same id, new details and trusted_until, still one row', async () => {
@@ -225,7 +238,9 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(res.body.timestamp).to.match(ISO_SECONDS);
       expect(res.body.pagination).to.deep.equal({ page: 1, page_size: 20, total: 25, total_pages: 2, has_next: true, has_prev: false });
       expect(res.body.items).to.have.length(20);
-      for (const item of res.body.items) expect(item).to.have.all.keys(FIELDS);
+      // These were given a name only: the other details are left out, not null.
+      for (const item of res.body.items) expect(Object.keys(item)).to.deep.equal([...REQUIRED_FIELDS.slice(0, 4), 'device_name', ...REQUIRED_FIELDS.slice(4)]);
+      expect(res.text).not.to.include('null');
       expect(res.body.items[0]).to.include({ id: ids[24], tenant_id: 'acme', user_id: user, device_name: 'Device 24', created_at: '2026-05-12T12:00:24Z' });
       const names = (res.body.items as Array<{ device_name: string }>).map((i) => i.device_name);
       expect(names).not.to.include.members(['Expired', 'Other user', 'Other tenant']);

@@ -11,6 +11,49 @@ import { JWT_SECRET, oathtool, token } from './support/mfa.js';
 
 type Op = (typeof OPERATIONS)[number];
 
+/** The parts of the generated document these tests read. */
+interface JsonSchema {
+  type?: string;
+  $ref?: string;
+  anyOf?: JsonSchema[];
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  minLength?: number;
+  maxLength?: number;
+  minimum?: number;
+  maximum?: number;
+  format?: string;
+}
+interface HeaderDoc {
+  $ref?: string;
+  required?: boolean;
+  description?: string;
+}
+interface ResponseDoc {
+  headers?: Record<string, HeaderDoc>;
+}
+interface OperationDoc {
+  parameters: Array<{ name: string; in: string; required: boolean; schema: JsonSchema }>;
+  responses: Record<string, ResponseDoc>;
+  requestBody?: { content: { 'application/json': { schema: JsonSchema } } };
+}
+interface Doc {
+  paths: Record<string, Record<string, OperationDoc>>;
+  components: { schemas: Record<string, JsonSchema>; headers: Record<string, HeaderDoc> };
+}
+const doc = openApiDocument() as unknown as Doc;
+const docOf = (op: Op): OperationDoc => doc.paths[operationPath(op)]![op.method]!;
+/** A header as documented, its `$ref` to `components.headers` followed. */
+const headerDoc = (h: HeaderDoc): HeaderDoc => (h.$ref ? doc.components.headers[h.$ref.replace('#/components/headers/', '')]! : h);
+/** A schema, its `$ref` to `components.schemas` followed. */
+const schemaDoc = (s: JsonSchema): JsonSchema => (s.$ref ? doc.components.schemas[s.$ref.replace('#/components/schemas/', '')]! : s);
+const acceptsNull = (s: JsonSchema): boolean => s.type === 'null' || (s.anyOf ?? []).some(acceptsNull);
+/** The non-null branch of a nullable schema (the schema itself otherwise). */
+const nonNull = (s: JsonSchema): JsonSchema => (s.anyOf?.length === 2 && s.anyOf.some((b) => b.type === 'null') ? s.anyOf.find((b) => b.type !== 'null')! : s);
+/** A path of the document with each `{param}` filled, as the route takes it (a well-formed id that names nothing). */
+const urlOf = (op: Op): string =>
+  operationPath(op).replaceAll(/\{[^}]+\}/g, op.router === 'deviceSync' ? 'devsync_00000000000000000000000000000000' : '00000000-0000-4000-8000-000000000000');
+
 describe('OpenAPI document', () => {
   let db: TestDb;
   let app: Express;
@@ -26,20 +69,29 @@ describe('OpenAPI document', () => {
     await db.drop();
   });
 
-  /** Finds the operation, checks the status is documented and the body matches its schema. */
+  /** Finds the operation, checks the status is documented with every header it says is sent, and the body matches its schema. */
   function conforms(router: Op['router'], method: Op['method'], path: string, res: request.Response): void {
     const op = OPERATIONS.find((o) => o.router === router && o.method === method && o.path === path);
     expect(op, `${method} ${path} is documented`).to.exist;
-    const documented = op!.responses[res.status];
+    conformsTo(op!, res);
+  }
+
+  function conformsTo(op: Op, res: request.Response): void {
+    const what = `${op.method} ${operationPath(op)} → ${res.status}`;
+    const response = docOf(op).responses[String(res.status)];
+    expect(response, `${what} documented (body ${res.text.slice(0, 200)})`).to.exist;
+    for (const [name, header] of Object.entries(response!.headers ?? {})) {
+      if (headerDoc(header).required) expect(res.headers[name.toLowerCase()], `${what}: ${name}, which the document says is sent`).to.be.a('string').that.is.not.empty;
+    }
+    const documented = op.responses[res.status];
     if (documented === undefined) {
-      expect([...op!.problems, 401, 500, 503], `${method} ${path}: status ${res.status} documented (body ${res.text.slice(0, 200)})`).to.include(res.status);
       expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
       ProblemSchema.parse(res.body);
       return;
     }
     if (documented === null) expect(res.text).to.equal('');
-    else (documented).parse(res.body);
-    covered.add(op!);
+    else documented.parse(res.body);
+    covered.add(op);
   }
 
   const user = (id: string) => ({ Authorization: `Bearer ${token(id)}` });
@@ -105,15 +157,22 @@ describe('OpenAPI document', () => {
     res = await request(app).post('/internal/session/trusted-devices').set(internal).send({ user_id: 'oas-bob', device_fingerprint: 'fp-1', device_name: 'Mac', ip: '203.0.113.7', ttl_seconds: 3600 });
     conforms('internal', 'post', '/session/trusted-devices', res);
     const id = (res.body as { id: string }).id;
+    // Details not given, or given as null: left out of the answer, which the document types string, not nullable.
+    res = await request(app).post('/internal/session/trusted-devices').set(internal).send({ user_id: 'oas-bob', device_fingerprint: 'fp-2', device_name: null, ip: null, ttl_seconds: null });
+    conforms('internal', 'post', '/session/trusted-devices', res);
+    expect(res.body).not.to.have.any.keys('device_name', 'device_type', 'browser', 'os', 'ip');
     res = await request(app).get('/internal/session/trusted-devices?user_id=oas-bob').set(internal);
     conforms('internal', 'get', '/session/trusted-devices', res);
+    expect(res.body.items).to.have.length(2);
     res = await request(app).get('/internal/session/trusted-devices/check?user_id=oas-bob&device_fingerprint=fp-1').set(internal);
     conforms('internal', 'get', '/session/trusted-devices/check', res);
     expect(res.body.trusted).to.equal(true);
     res = await request(app).delete(`/internal/session/trusted-devices/${id}?user_id=oas-bob`).set(internal);
     conforms('internal', 'delete', '/session/trusted-devices/{id}', res);
+    conforms('internal', 'delete', '/session/trusted-devices', await request(app).delete('/internal/session/trusted-devices/?user_id=oas-bob').set(internal));
     res = await request(app).delete('/internal/session/trusted-devices?user_id=oas-bob').set(internal);
     conforms('internal', 'delete', '/session/trusted-devices', res);
+    expect(res.body).to.deep.equal({ revoked: 1 });
     conforms('internal', 'get', '/mfa/totp/devices', await request(app).get('/internal/mfa/totp/devices').set(internal));
     // A second device, removed by id; then the reset removes the first.
     const second = await request(app).post('/auth/mfa/devices/totp').set(H).send({ deviceName: 'Tablet' });
@@ -165,15 +224,173 @@ describe('OpenAPI document', () => {
     }
   });
 
+  it('documents by rule what every operation answers: 400, 401, 405 with Allow, 500, 503 with Retry-After; 403 on the user routers; 413 and 415 wherever a body is read', () => {
+    for (const op of OPERATIONS) {
+      const what = `${op.method} ${operationPath(op)}`;
+      const responses = docOf(op).responses;
+      const readsBody = op.method === 'post' || op.method === 'patch';
+      if (docOf(op).requestBody) expect(readsBody, `${what} takes a body`).to.equal(true);
+      const expected = [400, 401, 405, 500, 503, ...(op.router === 'internal' ? [] : [403]), ...(readsBody ? [413, 415] : [])];
+      expect(Object.keys(responses).map(Number), what).to.include.members(expected);
+      for (const [status, response] of Object.entries(responses)) {
+        const headers = Object.fromEntries(Object.entries(response.headers ?? {}).map(([name, h]) => [name, headerDoc(h)]));
+        const must = ['X-Request-ID', 'Cache-Control', ...(status === '401' ? ['WWW-Authenticate'] : []), ...(status === '405' ? ['Allow'] : []), ...(status === '429' || status === '503' ? ['Retry-After'] : [])];
+        expect(headers, `${what} ${status}`).to.include.keys(must);
+        for (const name of must) expect(headers[name]!.required, `${what} ${status} ${name}`).to.equal(true);
+      }
+    }
+    expect(doc.paths['/mfa/devices/sync']!.post!.responses['201']!.headers).to.have.property('Location');
+    expect(doc.paths['/mfa/devices/sync']!.post!.responses['200']!.headers).not.to.have.property('Location');
+  });
+
+  it('every operation answers what its rules document: 405 with Allow for a method its path has not, 415 and 413 for a body it cannot read, 400 for a malformed tenant', async () => {
+    const tooLarge = JSON.stringify({ pad: 'x'.repeat(1_100_000) }); // over every router's default limit (sync: 1 MiB)
+    const badTenant = { 'X-Tenant-ID': 'not a tenant!' };
+    for (const op of OPERATIONS) {
+      const url = urlOf(op);
+      const auth = op.router === 'internal' ? internal : user('oas-rules');
+      // No route of the kit takes PUT.
+      let res = await request(app).put(url).set(auth);
+      expect(res.status, `PUT ${url}`).to.equal(405);
+      conformsTo(op, res);
+      expect(res.headers.allow, `PUT ${url}`).to.contain(op.method.toUpperCase());
+      if (op.method === 'post' || op.method === 'patch') {
+        res = await request(app)[op.method](url).set(auth).set('Content-Type', 'text/plain').send('hello');
+        expect(res.status, `${op.method} ${url} text/plain`).to.equal(415);
+        conformsTo(op, res);
+        res = await request(app)[op.method](url).set(auth).set('Content-Type', 'application/json').send(tooLarge);
+        expect(res.status, `${op.method} ${url} too large`).to.equal(413);
+        conformsTo(op, res);
+      }
+      res = await request(app)[op.method](url).set({ ...auth, ...badTenant });
+      expect(res.status, `${op.method} ${url} malformed tenant`).to.equal(400);
+      conformsTo(op, res);
+    }
+  });
+
+  describe('the documented inputs are what the routes take', () => {
+    let n = 0;
+    const fresh = () => `oas-in-${n++}`;
+    /** A body each operation with one takes, new each time (a new user or fingerprint: no throttle, no conflict). */
+    const bases: Record<string, () => Record<string, unknown>> = {
+      'post /auth/mfa/devices/totp': () => ({ deviceName: 'Phone' }),
+      'post /auth/mfa/devices/sms': () => ({ deviceName: 'SMS', phoneNumber: '+447700900123' }),
+      'post /auth/mfa/devices/email': () => ({ deviceName: 'Mail', email: 'ada@example.com' }),
+      'post /auth/mfa/devices/{id}/verify': () => ({ code: '123456' }),
+      'patch /auth/mfa/devices/{id}': () => ({ deviceName: 'Renamed' }),
+      'post /auth/mfa/verify': () => ({ code: '123456', device: { fingerprint: 'fp-oas' } }),
+      'post /internal/mfa/totp/verify': () => ({ user_id: fresh(), code: '123456' }),
+      'post /internal/session/trusted-devices': () => ({ user_id: fresh(), device_fingerprint: fresh() }),
+      'post /mfa/devices/sync': () => ({ device_fingerprint: fresh(), device_name: 'Phone', totp_devices: [] }),
+    };
+    /** Required query parameters: a value each takes. */
+    const queryBases: Record<string, () => string> = { user_id: fresh, device_fingerprint: () => 'fp-oas' };
+
+    const call = async (op: Op, query: Record<string, string>, body?: Record<string, unknown>): Promise<request.Response> => {
+      const auth = op.router === 'internal' ? internal : user(fresh());
+      let req = request(app)[op.method](urlOf(op)).query(query).set(auth);
+      if (body !== undefined) req = req.send(body);
+      const res = await req;
+      expect(res.status, `${op.method} ${operationPath(op)}: ${res.text.slice(0, 200)}`).to.be.below(500).and.not.equal(429);
+      conformsTo(op, res);
+      return res;
+    };
+    /** The violations of the answer that name `field` (none unless it is a 400). */
+    const violations = (res: request.Response, field: string): Array<{ field: string; code: string }> =>
+      res.status === 400 ? ((res.body as { errors?: Array<{ field: string; code: string }> }).errors ?? []).filter((e) => e.field === field) : [];
+
+    /** Checks one documented value's bounds against the route: at each bound taken (no `range` violation), past it refused. */
+    async function checkBounds(what: string, field: string, schema: JsonSchema, send: (value: unknown) => Promise<request.Response>): Promise<number> {
+      const cases: Array<[unknown, boolean, string]> = [];
+      if (schema.type === 'string') {
+        if (schema.maxLength !== undefined) cases.push(['x'.repeat(schema.maxLength), true, 'maxLength'], ['x'.repeat(schema.maxLength + 1), false, 'maxLength + 1']);
+        if (schema.minLength) cases.push(['x'.repeat(schema.minLength - 1), false, 'minLength - 1']);
+      }
+      if (schema.type === 'integer') {
+        if (schema.maximum !== undefined) cases.push([schema.maximum, true, 'maximum'], [schema.maximum + 1, false, 'maximum + 1']);
+        if (schema.minimum !== undefined) cases.push([schema.minimum, true, 'minimum'], [schema.minimum - 1, false, 'minimum - 1']);
+      }
+      for (const [value, taken, bound] of cases) {
+        const res = await send(value);
+        const found = violations(res, field);
+        if (taken) expect(found.filter((v) => v.code === 'range'), `${what}: ${field} at its documented ${bound} → ${res.status} ${res.text.slice(0, 200)}`).to.deep.equal([]);
+        else expect(found, `${what}: ${field} at its documented ${bound} → ${res.status} ${res.text.slice(0, 200)}`).not.to.be.empty;
+      }
+      return cases.length;
+    }
+
+    /** Every string and integer input has its bounds in the document (the route has some for each): a length, or a format (uuid). */
+    const expectBounded = (what: string, field: string, schema: JsonSchema): void => {
+      if (schema.type === 'string') expect(schema.maxLength ?? schema.format, `${what}: ${field} has a maxLength or a format`).not.to.equal(undefined);
+      if (schema.type === 'integer') expect([schema.minimum, schema.maximum], `${what}: ${field} has a minimum and a maximum`).to.satisfy((b: unknown[]) => b.every((x) => typeof x === 'number'));
+    };
+
+    it('a body member is nullable in the document exactly where its route takes null, and its documented bounds are the route\'s', async () => {
+      let checked = 0;
+      let nullable = 0;
+      async function members(op: Op, schema: JsonSchema, base: () => Record<string, unknown>, at: string[]): Promise<void> {
+        const what = `${op.method} ${operationPath(op)}`;
+        for (const [name, raw] of Object.entries(schema.properties ?? {})) {
+          const path = [...at, name];
+          const field = path.join('.');
+          const prop = schemaDoc(raw);
+          const withValue = (value: unknown): Record<string, unknown> => {
+            const body = base();
+            let parent = body;
+            for (const key of path.slice(0, -1)) parent = parent[key] as Record<string, unknown>;
+            parent[name] = value;
+            return body;
+          };
+          const res = await call(op, {}, withValue(null));
+          const refused = violations(res, field).length > 0;
+          expect(acceptsNull(prop), `${what}: ${field}: null is ${refused ? 'refused' : 'taken'} (${res.status} ${res.text.slice(0, 200)}), the document must say so`).to.equal(!refused);
+          if (!refused) nullable++;
+          const value = nonNull(prop);
+          expectBounded(what, field, value);
+          checked += await checkBounds(what, field, value, async (v) => call(op, {}, withValue(v)));
+          if (value.type === 'object' && value.properties) await members(op, value, base, path);
+        }
+      }
+      for (const op of OPERATIONS) {
+        const body = docOf(op).requestBody?.content['application/json'].schema;
+        if (!body) continue;
+        const key = `${op.method} ${operationPath(op)}`;
+        const base = bases[key];
+        expect(base, `a body ${key} takes, in this test`).to.be.a('function');
+        await members(op, schemaDoc(body), base!, []);
+      }
+      // TrustDeviceRequest's five details and ttl_seconds, DeviceSyncRequest's sync_token.
+      expect(nullable).to.equal(7);
+      expect(checked).to.be.greaterThan(40);
+    });
+
+    it("a query parameter's bounds are documented, and they are the route's (page, page_size, user_id, device_fingerprint)", async () => {
+      let checked = 0;
+      for (const op of OPERATIONS) {
+        const what = `${op.method} ${operationPath(op)}`;
+        const params = docOf(op).parameters.filter((p) => p.in === 'query');
+        const base = () => Object.fromEntries(params.filter((p) => p.required).map((p) => [p.name, queryBases[p.name]!()]));
+        for (const p of params) {
+          expectBounded(what, p.name, p.schema);
+          checked += await checkBounds(what, p.name, p.schema, async (v) => call(op, { ...base(), [p.name]: String(v) }));
+        }
+      }
+      expect(checked).to.be.greaterThan(40);
+    });
+  });
+
   it('is served at /openapi.json as OpenAPI 3.1 whose references all resolve, and /docs renders a page', async () => {
     const res = await request(app).get('/openapi.json');
     expect(res.status).to.equal(200);
-    const doc = res.body as { openapi: string; paths: Record<string, unknown>; components: { schemas: Record<string, unknown> } };
+    const doc = res.body as { openapi: string; paths: Record<string, unknown>; components: { schemas: Record<string, unknown>; headers: Record<string, unknown> } };
     expect(doc.openapi).to.equal('3.1.0');
     expect(doc).to.deep.equal(JSON.parse(JSON.stringify(openApiDocument())));
     const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1]!);
     expect(refs.length).to.be.greaterThan(30);
     for (const name of refs) expect(doc.components.schemas, name).to.have.property(name);
+    const headerRefs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/headers\/([^"]+)"/g)].map((m) => m[1]!);
+    expect(headerRefs.length).to.be.greaterThan(100);
+    for (const name of headerRefs) expect(doc.components.headers, name).to.have.property(name);
     // Every request body a route reads strictly is documented so; the vault push alone takes extra members.
     const requests = Object.entries(doc.components.schemas).filter(([name]) => /Request$/.test(name));
     expect(requests.length).to.be.greaterThan(5);
