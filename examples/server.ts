@@ -209,6 +209,7 @@ async function main(): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : env.port;
   const base = `http://${env.host}:${port}`;
+  // Said once: by the one process, or by the first worker (the one the primary marks with MFA_KIT_CLEANUP).
   if (!env.stepUp && process.env.NODE_ENV === 'production' && (!cluster.isWorker || process.env.MFA_KIT_CLEANUP === '1')) {
     logger.warn('STEP_UP_AMR is unset: any valid user token may change the user\'s factors and read their vault; keep tokens issued before the second factor off these routes, or set STEP_UP_AMR');
   }

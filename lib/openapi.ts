@@ -10,11 +10,12 @@ import { MAX_DEVICE_NAME_LENGTH as MAX_MFA_DEVICE_NAME_LENGTH } from '../routers
 import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-devices/schemas.js';
 import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
-import { otpCode } from './validation.js';
+import { otpCode, USER_ID_MAX_LENGTH } from './validation.js';
 import {
   DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
   DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
   MAX_DEVICE_DETAIL_LENGTH,
+  MAX_DEVICE_IP_LENGTH,
   MAX_DEVICE_NAME_LENGTH,
   MAX_FINGERPRINT_LENGTH,
 } from './trusted-devices.js';
@@ -39,7 +40,6 @@ const lengthsOf = (route: z.ZodString): z.ZodString => {
 };
 
 /** The user id of a body or query: CONTRACT.md §1 (lib/validation.ts `USER_ID`). */
-const USER_ID_MAX_LENGTH = 128;
 const userId = z.string().min(1).max(USER_ID_MAX_LENGTH).meta({ example: 'alice' });
 
 /** A one-time code as every verify route takes it (lib/validation.ts `otpCode`). */
@@ -156,8 +156,6 @@ export const ErasedUserDataSchema = component(
   'What was deleted, per kind of record; all 0 for a user the kit keeps nothing about.',
 );
 
-/** Longest `ip` the trust route takes (its schema's `max(64)`): any IPv6 text form, a zone id included. */
-const MAX_IP_LENGTH = 64;
 /** A detail of a trusted device the trust route takes (display text, lib/validation.ts `displayText`); `null` is "not given". */
 const deviceDetail = (max: number, example: string) =>
   z
@@ -178,7 +176,7 @@ export const TrustDeviceRequestSchema = component(
     os: deviceDetail(MAX_DEVICE_DETAIL_LENGTH, 'macOS 15'),
     ip: z
       .string()
-      .max(MAX_IP_LENGTH)
+      .max(MAX_DEVICE_IP_LENGTH)
       .nullish()
       .meta({ example: '203.0.113.7', description: 'An IPv4 or IPv6 address (as node:net isIP takes it: dotted quad, any IPv6 text form, a zone id too); null or absent: not given.' }),
     ttl_seconds: z
@@ -372,10 +370,12 @@ const TOTAL_COUNT: Record<string, SuccessHeader> = {
   'X-Total-Count': { description: 'How many items the whole list holds (the answer is one page of them).', schema: { type: 'integer', minimum: 0 } },
 };
 
-/** An enrolment's 201: where the new device is verified, renamed and removed. */
-const DEVICE_CREATED: Record<string, SuccessHeader> = {
-  Location: { status: 201, description: 'The new device\'s path (under the router\'s mount path): verify, rename or remove it there.', schema: { type: 'string', format: 'uri-reference' } },
-};
+/** A create's 201 `Location` (RFC 9110 §15.3.2): the new resource's path under the router's mount path. */
+const createdLocation = (description: string): Record<string, SuccessHeader> => ({
+  Location: { status: 201, description: `The new ${description}`, schema: { type: 'string', format: 'uri-reference' } },
+});
+/** An enrolment's 201. */
+const DEVICE_CREATED = createdLocation('device\'s path (under the router\'s mount path): rename or remove it there, verify it at <Location>/verify.');
 
 const ref = (schema: z.ZodType): JsonObject => {
   const id = schemaRegistry.get(schema)?.id;
@@ -506,7 +506,7 @@ export const OPERATIONS: Operation[] = [
   {
     router: 'deviceSync', method: 'post', path: '/', tag: 'Device sync', summary: 'Create or update the vault of a device (optimistic concurrency on sync_token)',
     body: DeviceSyncRequestSchema, responses: { 201: DeviceSyncSchema, 200: DeviceSyncSchema }, problems: [409],
-    headers: { Location: { status: 201, description: 'The new record\'s path (under the router\'s mount path): GET or DELETE it there.', schema: { type: 'string', format: 'uri-reference' } } },
+    headers: createdLocation('record\'s path (under the router\'s mount path): GET or DELETE it there.'),
   },
   {
     router: 'deviceSync', method: 'get', path: '/{id}', tag: 'Device sync', summary: 'Get one synced vault',
@@ -544,22 +544,17 @@ const CHALLENGES: Record<Router, string> = {
   internal: '`ApiKey header="x-internal-api-key"`: the header the key goes in.',
 };
 
-/** Methods whose requests a router reads the body of (lib/prelude.ts): 413 over the limit, 415 when it is not UTF-8 JSON. */
-const BODY_METHODS: ReadonlySet<Operation['method']> = new Set(['post', 'patch']);
-
 /**
  * Every error status of an operation: its own `problems`, and what every operation of its kind answers. 400: a query
  * string that is not percent-encoded UTF-8, and a missing or malformed tenant (the internal router's `X-Tenant-ID`; a
  * user router's malformed `X-Tenant-ID` or token claim). 403: a user router's `X-Tenant-ID` that is not the token's.
  * 405: the operation's path with a method it does not have (lib/method-not-allowed.ts), answered for every path.
+ * 413 and 415: a body over the limit or not UTF-8 JSON, whatever the method (lib/prelude.ts reads a body sent to any
+ * route that answers the method and path, a GET's or DELETE's too).
  */
 function problemStatuses(op: Operation): number[] {
-  const statuses = new Set([...op.problems, 400, 401, 405, 500, 503]);
+  const statuses = new Set([...op.problems, 400, 401, 405, 413, 415, 500, 503]);
   if (op.router !== 'internal') statuses.add(403);
-  if (BODY_METHODS.has(op.method)) {
-    statuses.add(413);
-    statuses.add(415);
-  }
   return [...statuses].sort((a, b) => a - b);
 }
 

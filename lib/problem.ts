@@ -352,11 +352,13 @@ export interface ProblemClientErrorOptions {
   typeBaseUri?: string;
   /**
    * Header fields every such answer carries too, e.g. the app's security headers (which its middleware never gets to
-   * set here). Checked at set-up as Node checks `setHeader`; not one the answer writes itself (Content-Type,
-   * Content-Length, Cache-Control, X-Request-ID, Connection).
+   * set here). Checked at set-up as Node checks `setHeader`, and ASCII only (the answer is written as text); not one
+   * the answer writes itself (Content-Type, Content-Length, Cache-Control, X-Request-ID, Connection, Transfer-Encoding).
    */
   headers?: ReadonlyArray<readonly [name: string, value: string]>;
 }
+
+const NOT_ASCII = /[^\t\x20-\x7e]/;
 
 /** The answer's own header fields: `headers` may not name them. */
 const CLIENT_ERROR_OWN_HEADERS = new Set(['content-type', 'content-length', 'cache-control', 'x-request-id', 'connection', 'transfer-encoding']);
@@ -371,6 +373,8 @@ function headerLines(headers: ProblemClientErrorOptions['headers']): string {
       try {
         validateHeaderName(name);
         validateHeaderValue(name, value);
+        // Node would write a value's bytes 0x80-0xFF as latin1; this answer is a string written as UTF-8.
+        if (NOT_ASCII.test(value)) throw new TypeError('not ASCII');
       } catch {
         throw new TypeError(`express-mfa-kit: problemClientError() option 'headers': '${name.slice(0, 64)}' is not a valid header name, or its value is not a valid header value`);
       }

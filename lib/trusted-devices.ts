@@ -67,6 +67,8 @@ export const MAX_FINGERPRINT_LENGTH = 512;
 export const MAX_DEVICE_NAME_LENGTH = 255;
 /** Longest device type, browser and os accepted, in characters. */
 export const MAX_DEVICE_DETAIL_LENGTH = 128;
+/** Longest `ip` accepted: any IPv6 text form, a zone id included. */
+export const MAX_DEVICE_IP_LENGTH = 64;
 
 /**
  * For the revoke-all routes (`DELETE …/trusted-devices`, both routers): Express's default routing (not strict) lets

@@ -79,7 +79,7 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
     // and a message that names its field already ("page must be an integer") is not prefixed with it again.
     const message = issueMessage(issue);
     // A body that is JSON but no object (an array): the words the body parser uses for a scalar (lib/problem.ts).
-    if (field === '(body)' && issue.code === 'invalid_type' && issue.expected === 'object') return { field, code, description: BODY_NOT_OBJECT };
+    if (field === '(body)' && code === 'type' && issue.code === 'invalid_type' && issue.expected === 'object') return { field, code, description: BODY_NOT_OBJECT };
     const description = code === 'required' && issue.code !== 'custom' ? `${field} is required` : message.startsWith(`${field} `) ? message : `${field}: ${message}`;
     return { field, code, description };
   });
@@ -176,6 +176,8 @@ export function boolQuery(name: string, fallback: boolean) {
     });
 }
 
+/** Longest user id (characters). */
+export const USER_ID_MAX_LENGTH = 128;
 /**
  * User id: 1–128 characters, no control characters (CONTRACT.md §1), and, as in text people read, no line or
  * paragraph separator and no bidirectional embedding, override or isolate (the marks U+200E, U+200F and U+061C stay
@@ -183,11 +185,11 @@ export function boolQuery(name: string, fallback: boolean) {
  * and shown beside their devices, where U+2028 would start a forged line and U+202E ("admin\u202Enimda") would show
  * another name.
  */
-export const USER_ID = /^[^\p{Cc}\p{Zl}\p{Zp}\u202A-\u202E\u2066-\u2069]{1,128}$/u;
+export const USER_ID = new RegExp(`^[^\\p{Cc}\\p{Zl}\\p{Zp}\\u202A-\\u202E\\u2066-\\u2069]{1,${USER_ID_MAX_LENGTH}}$`, 'u');
 /** A well-formed user id (USER_ID, no lone surrogate): the schema's rule as a predicate. */
 export const isUserId = (s: string): boolean => USER_ID.test(s) && s.isWellFormed();
 /** What a malformed user id is told. */
-export const USER_ID_RULE = 'must be 1-128 characters without control characters, line separators or bidirectional controls';
+export const USER_ID_RULE = `must be 1-${USER_ID_MAX_LENGTH} characters without control characters, line separators or bidirectional controls`;
 /** Tenant id: 1–64 characters of `[A-Za-z0-9_.-]` (CONTRACT.md §1). */
 export const TENANT_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 /** What a malformed tenant id is told. */

@@ -264,6 +264,7 @@ describe('problemClientError()', () => {
       [[['X-Evil', 'a\r\nSet-Cookie: x=1']], /'X-Evil' is not a valid header name, or its value/],
       [[['Bad Name', 'x']], /'Bad Name' is not a valid header name/],
       [[['content-length', '1']], /may not set content-length/],
+      [[['X-Name', 'caf\u00e9']], /'X-Name' is not a valid header name, or its value/],
       [[['X-A']], /pairs of strings/],
       [{ 'X-A': 'b' }, /must be a list of \[name, value\] pairs/],
     ] as const) {

@@ -186,6 +186,11 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(res.status).to.equal(415);
       res = await post(a.app, '{"user_id":').type('json');
       expect(res.status).to.equal(400);
+      // No body at all is a missing body, not a body of the wrong type; an array is the latter.
+      res = await request(a.app).post(TD).set(headers());
+      expect(res.body.errors, res.text).to.deep.equal([{ field: '(body)', code: 'required', description: '(body) is required' }]);
+      res = await post(a.app, '[]').type('json');
+      expect(res.body.errors, res.text).to.deep.equal([{ field: '(body)', code: 'type', description: '(body) must be a JSON object' }]);
     });
 
     it('needs the internal key and a tenant', async () => {

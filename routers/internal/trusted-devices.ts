@@ -8,7 +8,7 @@ import { emitSafely, eventBase, type TrustedDeviceEvent } from '../../lib/events
 import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
-import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, refuseEmptyDeviceId, type TrustInput } from '../../lib/trusted-devices.js';
+import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_IP_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, refuseEmptyDeviceId, type TrustInput } from '../../lib/trusted-devices.js';
 import { boolQuery, displayText, isStorable, isUserId, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
@@ -105,7 +105,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     os: detail(MAX_DEVICE_DETAIL_LENGTH),
     ip: z
       .string()
-      .max(64)
+      .max(MAX_DEVICE_IP_LENGTH)
       .refine((s) => isIP(s) !== 0, { message: 'must be an IPv4 or IPv6 address', params: { kind: 'format' } })
       .nullish(),
     ttl_seconds: z

@@ -54,8 +54,8 @@ export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesS
   ];
 }
 
-/** A 201's `Location` (RFC 9110 §15.3.2): the new device's path under the router's mount path, where it is verified, renamed or removed. */
-const created = (req: Request, res: Response, id: string): void => {
+/** A 201's `Location` (RFC 9110 §15.3.2): the new device's path under the router's mount path (renamed or removed there, verified at `…/verify`). */
+const setCreatedLocation = (req: Request, res: Response, id: string): void => {
   res.setHeader('Location', `${req.baseUrl}/devices/${id}`);
 };
 
@@ -87,7 +87,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const result = await service.enrollTotp(caller, { deviceName: body.deviceName, account });
     switch (result.status) {
       case 'OK':
-        created(req, res, result.device.id);
+        setCreatedLocation(req, res, result.device.id);
         res.status(201).json({ device: toMfaDeviceDto(result.device), secret: result.secret, otpauthUrl: result.otpauthUrl, qrCode: result.qrCode });
         return;
       case 'DEVICE_LIMIT_REACHED':
@@ -105,7 +105,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
       const result = await service.enrollOtp(callerOf(req), method, { deviceName: body.deviceName, destination });
       switch (result.status) {
         case 'OK':
-          created(req, res, result.device.id);
+          setCreatedLocation(req, res, result.device.id);
           res.status(201).json({ device: toMfaDeviceDto(result.device, result.destination) });
           return;
         case 'DEVICE_LIMIT_REACHED':
