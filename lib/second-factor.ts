@@ -23,6 +23,9 @@ export type TotpAcceptResult = { status: 'OK'; device: MfaDevice } | { status: '
 /** Associated data sealing a device's secret or destination to its row. */
 export const deviceAad = (device: Pick<MfaDevice, 'tenantId' | 'userId' | 'id'>): string => aad(device.tenantId, device.userId, device.id);
 
+/** The key ring's refusal of one device's secret: a 500 whose log line names the row and its key id. */
+export class UnreadableDeviceSecret extends ProblemError {}
+
 /**
  * A device's TOTP secret or sms/email destination, opened. One that does not open (its key left the key ring, the
  * row was altered) is the key ring's 500, whose log line names the row and its key id: nothing of the content.
@@ -32,7 +35,7 @@ export function openDeviceSecret(keyRing: KeyRing, device: MfaDevice): string {
     return keyRing.openText(device.secret, deviceAad(device));
   } catch (err) {
     if (!isProblemError(err)) throw err;
-    throw ProblemError.from(err.key, { logFields: { reason: 'mfa device secret did not decrypt', tenant_id: device.tenantId, device_id: device.id, key_id: device.secret.keyId } });
+    throw new UnreadableDeviceSecret(err.key, { logFields: { reason: 'mfa device secret did not decrypt', tenant_id: device.tenantId, device_id: device.id, key_id: device.secret.keyId } });
   }
 }
 
@@ -65,6 +68,37 @@ export async function acceptTotpCode(
     return { status: 'REPLAY' };
   }
   return { status: 'OK', device: updated };
+}
+
+/**
+ * `acceptTotpCode` on each of `devices` in turn, until one takes the code or it is a replay (which ends the search).
+ * A device whose secret does not open is passed over, so that one broken row does not stop the user's other devices;
+ * when none took the code, its 500 is the answer (the code may have been that device's), else it is logged.
+ */
+export async function acceptTotpCodeOnAny(
+  deps: TotpAcceptDeps,
+  ctx: VerifierContext,
+  via: Via,
+  devices: readonly MfaDevice[],
+  code: string,
+  record: (device: MfaDevice, step: number) => Promise<MfaDevice | null>,
+): Promise<TotpAcceptResult> {
+  const unreadable: UnreadableDeviceSecret[] = [];
+  for (const device of devices) {
+    let result: TotpAcceptResult;
+    try {
+      result = await acceptTotpCode(deps, ctx, via, device, code, (step) => record(device, step));
+    } catch (err) {
+      if (!(err instanceof UnreadableDeviceSecret)) throw err;
+      unreadable.push(err);
+      continue;
+    }
+    if (result.status === 'MISMATCH') continue;
+    for (const err of unreadable) deps.logger.warn({ ...err.logFields, request_id: ctx.requestId }, 'a device was passed over: its secret does not decrypt');
+    return result;
+  }
+  if (unreadable[0]) throw unreadable[0];
+  return { status: 'MISMATCH' };
 }
 
 function replayed(deps: TotpAcceptDeps, ctx: VerifierContext, via: Via, deviceId: string): void {

@@ -247,4 +247,33 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
       expect(JSON.stringify(line)).not.to.contain(secret);
     }
   });
+
+  it("one device that does not open does not stop the user's others: their code passes (the broken one logged); any other code is the 500", async () => {
+    const user = 'two-phones';
+    const devices: Array<{ id: string; secret: string }> = [];
+    for (const name of ['Old phone', 'New phone']) {
+      const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: name });
+      const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+      const verified = await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - 30_000) });
+      expect(verified.status, `${name}: ${verified.text}`).to.equal(200);
+      devices.push({ id: device.id, secret });
+    }
+    // The device the verification tries first is the broken one (the list's order), so the good one is reached after it.
+    const order = ((await request(inst.app).get('/auth/mfa/devices').set(bearer(user))).body as Array<{ id: string }>).map((d) => d.id);
+    const [broken, good] = [...devices].sort((a, b) => order.indexOf(a.id) - order.indexOf(b.id)) as [{ id: string; secret: string }, { id: string; secret: string }];
+    // Its row gets the other's ciphertext: sealed to another row, it does not open.
+    const [row] = await db.knex('mfa_devices').where('id', good.id).select<Array<{ secret_ciphertext: Buffer }>>('secret_ciphertext');
+    const sealed = row!.secret_ciphertext;
+    await db.knex('mfa_devices').where({ id: broken.id }).update({ secret_ciphertext: sealed });
+    const internal = await request(inst.app).post('/internal/mfa/totp/verify').set(internalHeaders()).send({ user_id: user, code: oathtool(good.secret, Date.now()) });
+    expect(internal.status, internal.text).to.equal(200);
+    expect(internal.body).to.deep.equal({ valid: true, device_id: good.id });
+    const passedOver = inst.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.request_id === internal.headers['x-request-id'] && l.reason === 'mfa device secret did not decrypt');
+    expect(passedOver, 'the passed-over line').to.include({ device_id: broken.id, level: 40 });
+    const login = await request(inst.app).post('/auth/mfa/verify').set(bearer(user)).send({ code: oathtool(good.secret, Date.now() + 30_000) });
+    expect(login.status, login.text).to.equal(200);
+    expect(login.body).to.include({ verified: true, deviceId: good.id });
+    const wrong = await request(inst.app).post('/internal/mfa/totp/verify').set(internalHeaders()).send({ user_id: user, code: '000000' });
+    expect(wrong.status, wrong.text).to.equal(500);
+  });
 });

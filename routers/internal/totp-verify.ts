@@ -5,7 +5,7 @@ import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { emitSafely } from '../../lib/events.js';
 import type { KeyRing } from '../../lib/keyring.js';
-import { acceptTotpCode } from '../../lib/second-factor.js';
+import { acceptTotpCodeOnAny } from '../../lib/second-factor.js';
 import { createTotp } from '../../lib/totp.js';
 import { otpCode, parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import { Lockout, lockedProblem, verifyRateLimiter } from '../../lib/verification-throttle.js';
@@ -50,24 +50,17 @@ export function mountTotpVerify(router: Router, config: InternalRouterConfig & {
 
     const charged = await lockout.charge(caller, 'internal');
     if (charged.status === 'LOCKED') throw lockedProblem(charged.retryAfterSeconds);
-    let replay = false;
-    for (const device of devices) {
-      const result = await acceptTotpCode(deps, caller, 'internal', device, input.code, (step) =>
-        config.storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
-      );
-      if (result.status === 'OK') {
-        await lockout.succeeded(caller);
-        emitSafely(config.events, config.logger, 'mfa.succeeded', { ...caller, at: new Date(), method: 'totp', deviceId: device.id, via: 'internal' });
-        const answer: TotpVerifyResponse = { valid: true, device_id: device.id };
-        res.json(answer);
-        return;
-      }
-      if (result.status === 'REPLAY') {
-        replay = true;
-        break;
-      }
+    const result = await acceptTotpCodeOnAny(deps, caller, 'internal', devices, input.code, (device, step) =>
+      config.storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
+    );
+    if (result.status === 'OK') {
+      await lockout.succeeded(caller);
+      emitSafely(config.events, config.logger, 'mfa.succeeded', { ...caller, at: new Date(), method: 'totp', deviceId: result.device.id, via: 'internal' });
+      const answer: TotpVerifyResponse = { valid: true, device_id: result.device.id };
+      res.json(answer);
+      return;
     }
-    await lockout.failed(caller, 'internal', replay ? 'replay' : 'invalid_code');
+    await lockout.failed(caller, 'internal', result.status === 'REPLAY' ? 'replay' : 'invalid_code');
     throw ProblemError.from('INVALID_CODE');
   });
 }

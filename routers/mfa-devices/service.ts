@@ -8,7 +8,7 @@ import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../.
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
-import { acceptTotpCode, deviceAad, openDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
+import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
@@ -293,18 +293,12 @@ export class MfaDevicesService {
     const charged = await this.lockout.charge(caller, 'login', input.deviceId);
     if (charged.status === 'LOCKED') return charged;
 
-    let replay = false;
     // TOTP first: it needs no pending challenge and is what most users have.
-    for (const device of candidates.filter((d) => d.method === 'totp')) {
-      const result = await acceptTotpCode(this.totpDeps, caller, 'login', device, code, (step) =>
-        storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
-      );
-      if (result.status === 'OK') return this.loginSucceeded(caller, input, 'totp', device.id);
-      if (result.status === 'REPLAY') {
-        replay = true;
-        break;
-      }
-    }
+    const totp = await acceptTotpCodeOnAny(this.totpDeps, caller, 'login', candidates.filter((d) => d.method === 'totp'), code, (device, step) =>
+      storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
+    );
+    if (totp.status === 'OK') return this.loginSucceeded(caller, input, 'totp', totp.device.id);
+    const replay = totp.status === 'REPLAY';
     // sms/email: only a device with a pending login code can match (single use, expiry and attempts are the code store's).
     const otp = this.otp;
     if (!replay && otp) {
