@@ -164,6 +164,36 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       expect(done.body).to.include({ id: device.id, verified: true });
     });
 
+    it("nor are codes sent for such an enrolment on the password after (401); a verified sms device's login code still is", async () => {
+      const sent: Array<{ destination: string; purpose: string; code: string }> = [];
+      const { app: smsApp } = mfaApp(db.storage, { stepUp: POLICY, rateLimit: false, sender: { send: (m) => void sent.push({ destination: m.destination, purpose: m.purpose, code: m.code }) } });
+      const auth = password('tom');
+      const enrolSms = async (deviceName: string, phoneNumber: string) => {
+        const res = await request(smsApp).post('/auth/mfa/devices/sms').set('Authorization', auth).send({ deviceName, phoneNumber });
+        expect(res.status, res.text).to.equal(201);
+        return (res.body as { device: { id: string } }).device.id;
+      };
+      const [attacker, me] = ['+15555550123', '+15555550124'];
+      const pendingId = await enrolSms('Attacker', attacker);
+      const mineId = await enrolSms('Mine', me);
+      const code = sent.find((m) => m.destination === me)!.code;
+      const confirm = await request(smsApp).post(`/auth/mfa/devices/${mineId}/verify`).set('Authorization', auth).send({ code });
+      expect(confirm.status, confirm.text).to.equal(200);
+      sent.length = 0;
+      expectStepUp(await request(smsApp).post(`/auth/mfa/devices/${pendingId}/challenge`).set('Authorization', auth), 'a code for a pending enrolment');
+      expect(sent, 'nothing sent').to.deep.equal([]);
+      const login = await request(smsApp).post(`/auth/mfa/devices/${mineId}/challenge`).set('Authorization', auth);
+      expect(login.status, login.text).to.equal(202);
+      const done = await request(smsApp).post(`/auth/mfa/devices/${pendingId}/challenge`).set('Authorization', stepped('tom'));
+      expect(done.status, done.text).to.equal(202);
+      expect(sent.map(({ destination, purpose }) => ({ destination, purpose }))).to.deep.equal([
+        { destination: me, purpose: 'login' },
+        { destination: attacker, purpose: 'enrollment' },
+      ]);
+      // An id that names no device is still its 404, whatever the token.
+      expect((await request(smsApp).post('/auth/mfa/devices/not-a-uuid/challenge').set('Authorization', auth)).status).to.equal(404);
+    });
+
     it('nothing to step up with passes on the password: no device yet, an unconfirmed one', async () => {
       const first = await request(app).post('/auth/mfa/devices/totp').set('Authorization', password('dave')).send({ deviceName: 'A' });
       expect(first.status, first.text).to.equal(201);

@@ -40,12 +40,16 @@ export const deviceIdOf = (req: Request): string => {
  * on or off: with one, the login takes their recovery codes, so they have a second factor. A user without one (the
  * first enrolment, a pending one) has nothing to step up with and passes on their password.
  */
-export function stepUpGuard(config: MfaDevicesRouterConfig, service: MfaDevicesService, applies: (req: Request) => boolean = () => true): RequestHandler[] {
+export function stepUpGuard(
+  config: MfaDevicesRouterConfig,
+  service: MfaDevicesService,
+  applies: (req: Request) => boolean | Promise<boolean> = () => true,
+): RequestHandler[] {
   const policy = config.stepUp;
   if (policy === undefined) return [];
   return [
     async (req, _res, next) => {
-      if (!applies(req) || showsSecondFactor(claimsOf(req), policy, config.now()) || !(await service.hasVerifiedDevice(callerOf(req)))) {
+      if (showsSecondFactor(claimsOf(req), policy, config.now()) || !(await applies(req)) || !(await service.hasVerifiedDevice(callerOf(req)))) {
         next();
         return;
       }
@@ -116,7 +120,10 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     });
   }
 
-  router.post('/devices/:id/challenge', throttle, async (req, res) => {
+  // A code sent for a pending enrolment (not a login's) serves only to finish it, which takes the step-up: so does sending
+  // it, or an enrolment begun before the user had a factor could still have codes sent to its number.
+  const pendingDevice = async (req: Request): Promise<boolean> => (await service.getDevice(callerOf(req), deviceIdOf(req)))?.verified === false;
+  router.post('/devices/:id/challenge', ...stepUpGuard(config, service, pendingDevice), throttle, async (req, res) => {
     const id = deviceIdOf(req);
     const result = await service.challenge(callerOf(req), id);
     switch (result.status) {
