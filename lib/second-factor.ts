@@ -70,10 +70,14 @@ export async function acceptTotpCode(
   return { status: 'OK', device: updated };
 }
 
+/** What `acceptTotpCodeOnAny` found: a device took the code, a replay, or no device did (`unreadable`: one could not be read). */
+export type TotpAcceptAnyResult = { status: 'OK'; device: MfaDevice } | { status: 'REPLAY' } | { status: 'MISMATCH'; unreadable?: UnreadableDeviceSecret };
+
 /**
  * `acceptTotpCode` on each of `devices` in turn, until one takes the code or it is a replay (which ends the search).
  * A device whose secret does not open is passed over, so that one broken row does not stop the user's other devices;
- * when none took the code, its 500 is the answer (the code may have been that device's), else it is logged.
+ * when another takes the code it is logged, when none does it comes back as `unreadable`: the caller's 500 once
+ * nothing else (an sms or email code) takes the code either, since the code may have been that device's.
  */
 export async function acceptTotpCodeOnAny(
   deps: TotpAcceptDeps,
@@ -82,7 +86,7 @@ export async function acceptTotpCodeOnAny(
   devices: readonly MfaDevice[],
   code: string,
   record: (device: MfaDevice, step: number) => Promise<MfaDevice | null>,
-): Promise<TotpAcceptResult> {
+): Promise<TotpAcceptAnyResult> {
   const unreadable: UnreadableDeviceSecret[] = [];
   for (const device of devices) {
     let result: TotpAcceptResult;
@@ -97,8 +101,7 @@ export async function acceptTotpCodeOnAny(
     for (const err of unreadable) deps.logger.warn({ ...err.logFields, request_id: ctx.requestId }, 'a device was passed over: its secret does not decrypt');
     return result;
   }
-  if (unreadable[0]) throw unreadable[0];
-  return { status: 'MISMATCH' };
+  return unreadable[0] ? { status: 'MISMATCH', unreadable: unreadable[0] } : { status: 'MISMATCH' };
 }
 
 function replayed(deps: TotpAcceptDeps, ctx: VerifierContext, via: Via, deviceId: string): void {

@@ -276,4 +276,20 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
     const wrong = await request(inst.app).post('/internal/mfa/totp/verify').set(internalHeaders()).send({ user_id: user, code: '000000' });
     expect(wrong.status, wrong.text).to.equal(500);
   });
+
+  it("nor the user's sms login: its code passes, with no deviceId named", async () => {
+    const user = 'phone-and-sms';
+    const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: 'Phone' });
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+    const sms = await request(inst.app).post('/auth/mfa/devices/sms').set(bearer(user)).send({ deviceName: 'Mobile', phoneNumber: '+14155550142' });
+    const smsId = (sms.body as { device: { id: string } }).device.id;
+    expect((await request(inst.app).post(`/auth/mfa/devices/${smsId}/verify`).set(bearer(user)).send({ code: inst.sent.at(-1)!.code })).status).to.equal(200);
+    // The TOTP device's key is not in the ring (any more).
+    await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'gone' });
+    expect((await request(inst.app).post(`/auth/mfa/devices/${smsId}/challenge`).set(bearer(user))).status).to.equal(202);
+    const login = await request(inst.app).post('/auth/mfa/verify').set(bearer(user)).send({ code: inst.sent.at(-1)!.code });
+    expect(login.status, login.text).to.equal(200);
+    expect(login.body).to.include({ verified: true, method: 'sms', deviceId: smsId });
+  });
 });

@@ -190,8 +190,13 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         { destination: me, purpose: 'login' },
         { destination: attacker, purpose: 'enrollment' },
       ]);
-      // An id that names no device is still its 404, whatever the token.
-      expect((await request(smsApp).post('/auth/mfa/devices/not-a-uuid/challenge').set('Authorization', auth)).status).to.equal(404);
+      // An id that names no pending device gets the route's own answer, whatever the token: 404, already verified.
+      for (const path of ['not-a-uuid/challenge', 'not-a-uuid/verify', '00000000-0000-4000-8000-000000000000/verify']) {
+        expect((await request(smsApp).post(`/auth/mfa/devices/${path}`).set('Authorization', auth).send({ code: '123456' })).status, path).to.equal(404);
+      }
+      const again = await request(smsApp).post(`/auth/mfa/devices/${mineId}/verify`).set('Authorization', auth).send({ code: '123456' });
+      expect(again.status, again.text).to.equal(400);
+      expect(again.body).to.include({ title: 'Device Already Verified' });
     });
 
     it('nothing to step up with passes on the password: no device yet, an unconfirmed one', async () => {

@@ -60,6 +60,7 @@ export function mountTotpVerify(router: Router, config: InternalRouterConfig & {
       res.json(answer);
       return;
     }
+    if (result.status === 'MISMATCH' && result.unreadable) throw result.unreadable;
     await lockout.failed(caller, 'internal', result.status === 'REPLAY' ? 'replay' : 'invalid_code');
     throw ProblemError.from('INVALID_CODE');
   });

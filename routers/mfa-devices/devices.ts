@@ -120,10 +120,13 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     });
   }
 
-  // A code sent for a pending enrolment (not a login's) serves only to finish it, which takes the step-up: so does sending
-  // it, or an enrolment begun before the user had a factor could still have codes sent to its number.
+  // A pending enrolment: verifying it makes it a factor, and a code sent for it (not a login's) serves only that. Both
+  // take the step-up enrolling does; otherwise an enrolment begun on the password alone while the user had no factor
+  // (the first-enrolment exception) could be finished, or sent codes, after they got one. An id that names no pending
+  // device passes to the route's own answer (404, already verified).
   const pendingDevice = async (req: Request): Promise<boolean> => (await service.getDevice(callerOf(req), deviceIdOf(req)))?.verified === false;
-  router.post('/devices/:id/challenge', ...stepUpGuard(config, service, pendingDevice), throttle, async (req, res) => {
+  const stepUpForPending = stepUpGuard(config, service, pendingDevice);
+  router.post('/devices/:id/challenge', ...stepUpForPending, throttle, async (req, res) => {
     const id = deviceIdOf(req);
     const result = await service.challenge(callerOf(req), id);
     switch (result.status) {
@@ -141,10 +144,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  // Verifying a pending enrolment makes it a factor: the same step-up as enrolling. Otherwise an enrolment begun on
-  // the password alone while the user had no factor (the first-enrolment exception) could be finished after they
-  // got one, and add a factor without a second one.
-  router.post('/devices/:id/verify', ...stepUp, throttle, async (req, res) => {
+  router.post('/devices/:id/verify', ...stepUpForPending, throttle, async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(verifyDeviceBody, req.body ?? {});
     const result = await service.verifyDevice(callerOf(req), id, body.code);

@@ -299,6 +299,7 @@ export class MfaDevicesService {
     );
     if (totp.status === 'OK') return this.loginSucceeded(caller, input, 'totp', totp.device.id);
     const replay = totp.status === 'REPLAY';
+    const unreadable = totp.status === 'MISMATCH' ? totp.unreadable : undefined;
     // sms/email: only a device with a pending login code can match (single use, expiry and attempts are the code store's).
     const otp = this.otp;
     if (!replay && otp) {
@@ -309,6 +310,8 @@ export class MfaDevicesService {
         }
       }
     }
+    // No device took the code, and one could not be read: the code may have been its own.
+    if (unreadable) throw unreadable;
     await this.lockout.failed(caller, 'login', replay ? 'replay' : 'invalid_code', input.deviceId);
     return { status: 'INVALID_CODE' };
   }
