@@ -255,8 +255,9 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
   });
 
-  // /healthz, /readyz, /openapi.json with another method: 405 with Allow (RFC 9110 §15.5.6), as the routers' paths.
-  app.use(methodNotAllowed(app.router));
+  // /healthz, /readyz, /openapi.json with another method: 405 with Allow (RFC 9110 §15.5.6), and OPTIONS: 200 with
+  // Allow, as the routers' paths (Express's own OPTIONS answer comes only after the catch-all 404 below).
+  app.use(methodNotAllowed(app.router, { answerOptions: true }));
   app.use(notFound());
   app.use(problemJson({ logger }));
   return app;

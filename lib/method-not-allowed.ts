@@ -3,16 +3,17 @@
  * none of the router's routes; when its path is the path of one of them all the same, what is wrong is the method:
  * 405 with `Allow`, the methods the resource has (RFC 9110 §15.5.6), rather than the 404 that says the resource is
  * not there. Any other path passes on to the host's next layers, as before. `OPTIONS` passes on too: Express
- * answers it with the same `Allow` list.
+ * answers it with the same `Allow` list once nothing else did, which in an app whose last layer is a catch-all
+ * (`notFound()`) never happens: there, `{ answerOptions: true }` answers it here, as Express would.
  */
 import type { RequestHandler, Router } from 'express';
 import { ProblemError } from './errors.js';
 import { routeMethods } from './route-table.js';
 
 /** The layer described above, for `router`: mount it after the router's routes, before its error handler. */
-export function methodNotAllowed(router: Router): RequestHandler {
+export function methodNotAllowed(router: Router, options: { answerOptions?: boolean } = {}): RequestHandler {
   return (req, res, next) => {
-    if (req.method === 'OPTIONS') {
+    if (req.method === 'OPTIONS' && !options.answerOptions) {
       next();
       return;
     }
@@ -21,7 +22,15 @@ export function methodNotAllowed(router: Router): RequestHandler {
       next();
       return;
     }
-    res.setHeader('Allow', [...allowed].sort().join(', '));
-    next(ProblemError.from('METHOD_NOT_ALLOWED'));
+    const allow = [...allowed].sort().join(', ');
+    res.setHeader('Allow', allow);
+    if (req.method !== 'OPTIONS') {
+      next(ProblemError.from('METHOD_NOT_ALLOWED'));
+      return;
+    }
+    // Express's own answer (router's sendOptionsResponse): 200, the list as text.
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.status(200).send(allow);
   };
 }

@@ -76,6 +76,14 @@ describe('405 Method Not Allowed', () => {
     const options = await request(app).options('/internal/session/trusted-devices').set(internal);
     expect(options.status).to.equal(200);
     expect(options.headers.allow).to.equal('DELETE, GET, HEAD, POST');
+    // The example app's own routes answer it the same way, though its last layer is a catch-all 404.
+    for (const path of ['/healthz', '/readyz', '/openapi.json']) {
+      const own = await request(app).options(path);
+      expect(own.status, path).to.equal(200);
+      expect(own.headers.allow, path).to.equal('GET, HEAD');
+      expect(own.text, path).to.equal('GET, HEAD');
+    }
+    expect((await request(app).options('/nothing-here')).status).to.equal(404);
   });
 
   // Malformed JSON, a type that is not JSON, a body over the limit: each a 400 / 415 / 413 where a route takes it.
