@@ -350,8 +350,8 @@ interface Operation {
   responses: Record<number, z.ZodType | null>;
   /**
    * Error statuses (Problems) of this operation besides those every operation of its kind answers, which the document
-   * adds by rule (`problemStatuses`): 400, 401, 405, 500 and 503 everywhere, 403 on the user routers, 413 and 415
-   * wherever a body is read.
+   * adds by rule (`problemStatuses`): 400, 401, 405, 413, 415, 500 and 503 everywhere (a body sent to any route is
+   * read), 403 on the user routers.
    */
   problems: number[];
   /** Headers of the success answers besides those of every answer: a bare list's `X-Total-Count`, a create's `Location`. */

@@ -9,7 +9,7 @@ import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
 import { claimsOf } from '../../lib/user-auth.js';
 import { parseOrThrow } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
-import { MAX_ACCOUNT_LABEL_LENGTH, isAccountLabel, userIdLabel, type MfaDevicesRouterConfig } from './options.js';
+import { MAX_ACCOUNT_LABEL_LENGTH, accountLabelOr, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
 import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, pageQuery, updateDeviceBody, verifyDeviceBody } from './schemas.js';
 import type { Caller, MfaDevicesService } from './service.js';
 import type { MfaDevice } from '../../storage/types.js';
@@ -87,7 +87,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const label = config.accountName({ tenantId: caller.tenantId, userId: caller.userId, claims: claimsOf(req) });
     // A host's accountName that answers no usable label (too long for a QR code, not displayable, a colon): the user id.
     if (!isAccountLabel(label)) config.logger.warn({ request_id: caller.requestId }, `accountName answered no usable label (1-${MAX_ACCOUNT_LABEL_LENGTH} displayable characters, no ':'): the user id is used`);
-    const account = isAccountLabel(label) ? label : userIdLabel(caller.userId);
+    const account = accountLabelOr(label, caller.userId);
     const result = await service.enrollTotp(caller, { deviceName: body.deviceName, account });
     switch (result.status) {
       case 'OK':

@@ -225,13 +225,12 @@ export const MAX_ACCOUNT_LABEL_LENGTH = 254;
 export const isAccountLabel = (label: unknown): label is string =>
   typeof label === 'string' && label.length >= 1 && label.length <= MAX_ACCOUNT_LABEL_LENGTH && !label.includes(':') && isDisplayable(label);
 
-/** The user id as an account label (the last resort): its colons, which a label may not hold, become `_`. */
-export const userIdLabel = (userId: string): string => userId.replaceAll(':', '_');
+/** `label` when it is an account label, else the user id as one (the last resort): its colons, which a label may not hold, become `_`. */
+export const accountLabelOr = (label: unknown, userId: string): string => (isAccountLabel(label) ? label : userId.replaceAll(':', '_'));
 
 /** The `email` claim when it is a label an authenticator app can show (the user chose it: checked), else the user id. */
 const defaultAccountName = (user: MfaUser): string => {
-  const email = user.claims.email;
-  return isAccountLabel(email) ? email : userIdLabel(user.userId);
+  return accountLabelOr(user.claims.email, user.userId);
 };
 
 function parseTotp(options: TotpOptions | undefined): TotpParams {
