@@ -48,6 +48,7 @@ export {
   type TrustedDevicesOptions,
   type TrustedDeviceSettings,
   type TrustedDeviceEvents,
+  type TrustedDeviceChange,
 } from './lib/trusted-devices.js';
 export type { TrustedDeviceCache, TrustScope, CachedTrust } from './storage/cache/types.js';
 export { redisCache, REDIS_CACHE_CLIENT_OPTIONS, type RedisCacheOptions, type RedisCacheClient } from './storage/cache/redis.js';

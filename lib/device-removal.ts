@@ -7,7 +7,7 @@
 import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import type { Logger } from './logger.js';
 import type { RecoveryCodes } from './recovery-codes.js';
-import type { TrustedDevices } from './trusted-devices.js';
+import type { TrustedDeviceChange, TrustedDevices } from './trusted-devices.js';
 import type { VerifierContext } from './verification-throttle.js';
 import type { DeviceRemoval, MfaDevice, MfaMethod, MfaStorage } from '../storage/types.js';
 
@@ -39,13 +39,15 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
     const device = await deps.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
     if (!device || device.method !== method) return null;
   }
-  const { removed, verifiedRemaining, revoked } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id);
+  // Should it be the last verified device, its trusted devices go in the removal's transaction, the cache told in it.
+  const change = deps.trustedDevices.beginChange(caller.tenantId, caller.userId);
+  const { removed, verifiedRemaining, revoked } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id, change.beforeCommit);
   // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
   if (!removed || isAbandoned(removed, new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });
   // Only a verified device stood for a second factor: an enrolment withdrawn leaves what the user had as it was.
   if (removed.verified && verifiedRemaining === 0) {
-    if (revoked) await revokedWithDevice(deps, caller, revoked);
+    if (revoked) await revokedWithDevice(deps, caller, revoked, change);
     else await revokeOnLastDevice(deps, caller);
   }
   return removed;
@@ -68,12 +70,13 @@ async function revokeOnLastDevice(deps: DeviceRemovalDeps, caller: VerifierConte
 }
 
 /**
- * The store revoked them in the removal's transaction: tell the cache (every instance) and announce it. With no
- * trusted device deleted (under the generation lock) no cached "trusted" stands for a live row: the cache is left
- * alone, so a Redis fault does not cost every user's entries (an epoch bump) and the caller the wait for it.
+ * The store revoked them in the removal's transaction (and told the cache in it, when it calls `beforeCommit`): finish
+ * telling the cache (every instance) and announce it. With no trusted device deleted (under the generation lock) no
+ * cached "trusted" stands for a live row: the cache is left alone, so a Redis fault does not cost every user's
+ * entries (an epoch bump) and the caller the wait for it.
  */
-async function revokedWithDevice(deps: DeviceRemovalDeps, caller: VerifierContext, revoked: NonNullable<DeviceRemoval['revoked']>): Promise<void> {
-  if (revoked.trustedDevices > 0) await deps.trustedDevices.changed(caller.tenantId, caller.userId, revoked.trustedGeneration);
+async function revokedWithDevice(deps: DeviceRemovalDeps, caller: VerifierContext, revoked: NonNullable<DeviceRemoval['revoked']>, change: TrustedDeviceChange): Promise<void> {
+  if (revoked.trustedDevices > 0) await change.committed(revoked.trustedGeneration);
   announce(deps, caller, revoked.trustedDevices, revoked.recoveryCodes);
 }
 

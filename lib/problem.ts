@@ -15,6 +15,7 @@ import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
 import { BODY_NOT_OBJECT } from './validation.js';
 import { checkNestedOptions } from './options.js';
+import { ensureRequestId } from './request-id.js';
 
 /** The full RFC 9457 body (seed 002 `dto.Problem`, a superset of seed 000/001 `SimpleResponse`). */
 export interface ProblemDetails {
@@ -301,7 +302,8 @@ export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandl
       return;
     }
     const { problem, unexpected } = toProblemError(err);
-    const requestId = contextOf(req).requestId;
+    // Its own when no requestId() layer ran before the error (the host's routes, its body parser): CONTRACT.md §2.
+    const requestId = ensureRequestId(req, res);
     if (unexpected) {
       logger.error({ ...problem.logFields, request_id: requestId, error: summarizeError(err) }, 'unhandled error');
     } else if (problem.key === 'STORAGE_UNAVAILABLE') {

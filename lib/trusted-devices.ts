@@ -13,11 +13,16 @@
  *    when the two are equal; an absent generation is a miss. So a hit costs one round trip, no query.
  * 3. Fills cannot go back in time. A fill raises the cached generation to max(cached, read) and writes
  *    the entry only if the result equals the generation it read, in one atomic step (Lua). A mutation
- *    raises the cached generation right after its commit. Whatever the interleaving, once a mutation's
- *    raise has landed, a fill carrying an older generation is refused, and older entries are ignored.
+ *    raises the cached generation in its own transaction, after its bump and before its commit
+ *    (`BeforeTrustedCommit`): the generation row is locked and the change not yet visible, so a reader can only
+ *    fill from the old state with the old generation, which the raise already refuses, and a crash right after
+ *    the commit leaves nothing stale behind. Whatever the interleaving, once a mutation's raise has landed, a
+ *    fill carrying an older generation is refused, and older entries are ignored. (A rolled-back mutation leaves
+ *    the cached generation ahead of Postgres: that user's checks read Postgres until their next change.)
  * 4. The epoch, for the raise that could not land (Redis unreachable, a timeout: we cannot know whether it
  *    landed). Every cache key starts with a global epoch kept in Postgres. A mutation whose raise fails
- *    bumps the epoch in Postgres: every key written before becomes unreachable. Each instance re-reads the
+ *    bumps the epoch in Postgres, in its own transaction: every key written before becomes unreachable, and
+ *    the change never commits without either the raise or the bump. Each instance re-reads the
  *    epoch on a timer (`epochRefreshMs`, unref'd) and refuses to use an epoch read more than
  *    2 × `epochRefreshMs` ago; after any cache error it stops using the cache for `cacheRetryMs` and
  *    re-reads the epoch before the next use.
@@ -49,7 +54,7 @@ import { checkInjected, checkInteger, checkOptionsObject } from './options.js';
 import { DISPLAYABLE_RULE, isDisplayable, isStorable, STORABLE_RULE } from './validation.js';
 import { errorMessage, throttledWarn } from './throttled-log.js';
 import type { CachedTrust, TrustScope, TrustedDeviceCache } from '../storage/cache/types.js';
-import type { MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
+import type { BeforeTrustedCommit, MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
 
 export type { TrustedDevice } from '../storage/types.js';
 
@@ -122,8 +127,23 @@ export interface TrustedDevices {
    * this service's own changes do: the next check reads the new state.
    */
   changed(tenantId: string, userId: string, generation: number): Promise<void>;
+  /**
+   * For a change of the user's devices that another storage call makes (`storage.mfaDevices.remove`,
+   * `storage.users.erase`): pass `beforeCommit` to that call, then `committed(generation)` once it returned having
+   * deleted trusted devices. The cache is then told inside the call's transaction, as this service's own changes do
+   * (point 3), where `changed()` can only tell it after the commit.
+   */
+  beginChange(tenantId: string, userId: string): TrustedDeviceChange;
   /** Stops the epoch timer (it is unref'd, so this is only needed for a clean shutdown). */
   close(): void;
+}
+
+/** See `TrustedDevices.beginChange`. */
+export interface TrustedDeviceChange {
+  /** For the writer's storage call; `undefined` when there is no cache to tell. */
+  beforeCommit: BeforeTrustedCommit | undefined;
+  /** The storage call returned: the change with this generation is committed. */
+  committed(generation: number): Promise<void>;
 }
 
 /** Hooks called after a change is committed (audit, notifications). A throw is logged and ignored. */
@@ -206,6 +226,11 @@ function validateInput(input: TrustInput, maxTtlSeconds: number): void {
   if (errors.length > 0) throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]!.description, errors });
 }
 
+interface EpochMark {
+  startedAt: number;
+  seq: number;
+}
+
 /**
  * The instance's view of the cache epoch (point 4 of the module comment): which epoch to use, whether
  * the cache may be used right now, and the bump when a change could not reach the cache.
@@ -271,12 +296,9 @@ class EpochGuard {
 
   /** A change could not be written to the cache: orphan every key written so far. `true` once the bump landed. */
   async bump(): Promise<boolean> {
-    const seq = this.errorSeq;
-    const startedAt = Date.now();
+    const mark = this.mark();
     try {
-      const epoch = await this.store.bumpCacheEpoch();
-      this.accept(epoch, startedAt, seq);
-      this.pendingBump = false;
+      this.bumped(await this.store.bumpCacheEpoch(), mark);
       return true;
     } catch (err) {
       // Until the bump lands this instance keeps away from the cache, and the timer retries it.
@@ -284,6 +306,17 @@ class EpochGuard {
       this.logger.error({ error: errorMessage(err) }, 'trusted devices: could not bump the cache epoch after a change the cache missed; retrying');
       return false;
     }
+  }
+
+  /** Taken when a bump starts: a cache error after it still makes the instance re-read the epoch. */
+  mark(): EpochMark {
+    return { startedAt: Date.now(), seq: this.errorSeq };
+  }
+
+  /** A bump started at `mark` is committed: use its epoch (it orphans whatever a pending bump was for, too). */
+  bumped(epoch: number, mark: EpochMark): void {
+    this.accept(epoch, mark.startedAt, mark.seq);
+    this.pendingBump = false;
   }
 
   close(): void {
@@ -325,6 +358,18 @@ class EpochGuard {
   }
 }
 
+/** A trust to write through to the cache once it is committed. */
+interface CacheEntry {
+  fingerprint: string;
+  value: CachedTrust;
+  ttlMs: number;
+}
+
+/** `TrustedDeviceChange` as the service's own writers use it: nothing to do without a generation, a trust to write through. */
+interface ChangeInProgress extends TrustedDeviceChange {
+  committed(generation: number | null, entry?: CacheEntry): Promise<void>;
+}
+
 /** Builds the trusted-device service over the injected storage and (optional) cache. */
 export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDevices {
   checkOptionsObject('createTrustedDevices', options, ['storage', 'cache', 'logger', 'events', ...TRUSTED_DEVICE_SETTING_NAMES], '{ storage: knexStorage({ knex }), cache: redisCache({ client }) }');
@@ -351,7 +396,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
   };
 
   /** After a committed change: tell the cache, or, when it cannot be told, orphan it (point 4). */
-  const propagate = async (tenantId: string, userId: string, generation: number, entry?: { fingerprint: string; value: CachedTrust; ttlMs: number }): Promise<void> => {
+  const propagate = async (tenantId: string, userId: string, generation: number, entry?: CacheEntry): Promise<void> => {
     if (!cache || !guard) return;
     const epoch = await guard.current();
     if (epoch !== undefined) {
@@ -367,7 +412,59 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     // A revocation the cache missed: another instance may still read Redis with the epoch it read before the bump,
     // for up to maxAgeMs. Answering after that long makes "false at once, on every instance" hold for the caller.
     // (A trust the cache missed needs no wait: another instance answers "not trusted" a moment longer.)
-    if ((await guard.bump()) && entry === undefined) await new Promise((resolve) => setTimeout(resolve, guard.maxAgeMs));
+    if ((await guard.bump()) && entry === undefined) await orphaned();
+  };
+
+  /** A revocation whose cache raise failed waits this long after its epoch bump (point 4). */
+  const orphaned = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, guard!.maxAgeMs));
+
+  /**
+   * One change of a user's devices (point 3): `beforeCommit` raises the cached generation in the writer's
+   * transaction, where the generation row is locked and the change not yet visible, so no crash after the commit
+   * can leave the cache believing the old state; when the cache cannot be told, it bumps the epoch in that same
+   * transaction instead. `committed` follows the writer's return: it writes a trust through, or waits out a bump
+   * for a revocation. A store that never calls the hook has the cache told after its commit (`propagate`).
+   */
+  const beginChange = (tenantId: string, userId: string): ChangeInProgress => {
+    if (!cache || !guard) return { beforeCommit: undefined, committed: async () => undefined };
+    let called = false;
+    let bump: { epoch: number; mark: EpochMark } | undefined;
+    return {
+      beforeCommit: async (generation, epochInTransaction) => {
+        called = true;
+        let epoch = guard.peek();
+        // An epoch not read lately is read in the writer's transaction: no second pooled connection while it holds one.
+        if (epoch === null) epoch = await epochInTransaction.read();
+        if (epoch !== undefined) {
+          try {
+            await cache.invalidate({ epoch, tenantId, userId }, generation);
+            return;
+          } catch (err) {
+            guard.failed(err);
+          }
+        }
+        const mark = guard.mark();
+        bump = { epoch: await epochInTransaction.bump(), mark };
+      },
+      async committed(generation: number | null, entry?: CacheEntry) {
+        if (generation === null) return;
+        if (!called) return propagate(tenantId, userId, generation, entry);
+        if (bump) {
+          guard.bumped(bump.epoch, bump.mark);
+          if (entry === undefined) await orphaned();
+          return;
+        }
+        // Write-through: the next check of the trusted fingerprint is a hit. A fill the cache misses is a miss later.
+        const epoch = entry && entry.ttlMs > 0 ? await guard.current() : undefined;
+        if (entry && epoch !== undefined) {
+          try {
+            await cache.fill({ epoch, tenantId, userId }, entry.fingerprint, generation, entry.value, entry.ttlMs);
+          } catch (err) {
+            guard.failed(err);
+          }
+        }
+      },
+    };
   };
 
   const answer = (device: TrustedDevice | null): TrustCheck => (device ? { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil } : { trusted: false });
@@ -377,6 +474,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     validateInput(input, settings.maxTtlSeconds);
     const now = new Date();
     const ttlSeconds = input.ttlSeconds ?? settings.defaultTtlSeconds;
+    const change = beginChange(tenantId, userId);
     const written = await store.upsert(
       tenantId,
       userId,
@@ -391,12 +489,13 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         ...(requireVerifiedMfaDevice && { requireVerifiedMfaDevice }),
       },
       now,
+      change.beforeCommit,
     );
     if (written === null) return null;
     const { device, created, generation } = written;
-    // Write-through: the new generation ends any negative (or older positive) entry, and the next check is a hit.
+    // The new generation ends any negative (or older positive) entry; written through, the next check is a hit.
     const ttlMs = Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
-    await propagate(tenantId, userId, generation, {
+    await change.committed(generation, {
       fingerprint: device.fingerprint,
       value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },
       ttlMs,
@@ -447,20 +546,24 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     },
 
     async revoke(tenantId, userId, id) {
-      const { revoked, generation } = await store.revoke(tenantId, userId, id);
-      if (generation !== null) await propagate(tenantId, userId, generation);
+      const change = beginChange(tenantId, userId);
+      const { revoked, generation } = await store.revoke(tenantId, userId, id, change.beforeCommit);
+      await change.committed(generation);
       if (revoked) emit('revoked', { tenantId, userId, deviceId: id, count: 1 });
       return revoked;
     },
 
     async revokeAll(tenantId, userId) {
-      const { revoked, generation } = await store.revokeAll(tenantId, userId);
-      if (generation !== null) await propagate(tenantId, userId, generation);
+      const change = beginChange(tenantId, userId);
+      const { revoked, generation } = await store.revokeAll(tenantId, userId, change.beforeCommit);
+      await change.committed(generation);
       if (revoked > 0) emit('revoked', { tenantId, userId, count: revoked });
       return revoked;
     },
 
     changed: (tenantId, userId, generation) => propagate(tenantId, userId, generation),
+
+    beginChange,
 
     close() {
       guard?.close();

@@ -103,9 +103,10 @@ export interface MfaDeviceStore {
    * Deletes a device; returns it (`null` when there was none) and how many verified devices the user still has
    * (serialised per user). When it was the user's last verified device, a store may also delete, in the same
    * transaction, their recovery codes and trusted devices (bumping the trusted-device generation) and say so in
-   * `revoked`; without `revoked` the caller revokes them after.
+   * `revoked`; without `revoked` the caller revokes them after. When it deletes trusted devices it calls
+   * `beforeCommit` (`BeforeTrustedCommit`) before its commit.
    */
-  remove(tenantId: string, userId: string, id: string): Promise<DeviceRemoval>;
+  remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<DeviceRemoval>;
 }
 
 /** What `MfaDeviceStore.remove` did. */
@@ -162,9 +163,27 @@ export interface TrustedDeviceUpsert {
   generation: number;
 }
 
+/** The cache epoch, read or bumped in the transaction of the writer that calls `BeforeTrustedCommit`. */
+export interface CacheEpochInTransaction {
+  read(): Promise<number>;
+  /** Increments it and returns the new value; committed (or rolled back) with the writer's change. */
+  bump(): Promise<number>;
+}
+
+/**
+ * What a writer of a user's trusted devices calls in its transaction, after it changed a device row and bumped the
+ * user's generation (so with the generation row locked), before it commits: the cache is told the new generation
+ * while no reader can see it yet, so a crash between the commit and the caller's next step leaves no cached
+ * "trusted" behind (lib/trusted-devices.ts, point 3). Called only when a device row was written or deleted. A throw
+ * rolls the change back and is the call's error.
+ */
+export type BeforeTrustedCommit = (generation: number, epoch: CacheEpochInTransaction) => Promise<void>;
+
 /**
  * Trusted devices and the two counters the cache relies on: a per-user *generation*, bumped in the
- * same transaction as every change of that user's devices, and a global cache *epoch*.
+ * same transaction as every change of that user's devices, and a global cache *epoch*. Each writer takes an
+ * optional `beforeCommit` (`BeforeTrustedCommit`); a store that never calls it still works, the cache is then told
+ * after the commit.
  * Generations and epochs are positive integers that only grow.
  */
 export interface TrustedDeviceStore {
@@ -172,7 +191,7 @@ export interface TrustedDeviceStore {
    * Creates the row or renews the one with that fingerprint (same id); bumps the user's generation. `null` only
    * with `write.requireVerifiedMfaDevice` when the user has no verified MFA device (nothing written).
    */
-  upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<TrustedDeviceUpsert | null>;
+  upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date, beforeCommit?: BeforeTrustedCommit): Promise<TrustedDeviceUpsert | null>;
   /**
    * The device with that fingerprint if it is trusted at `now` (else `null`), and the user's generation,
    * both from ONE snapshot: the generation is the one the answer is true for (0 when the user never had a change).
@@ -181,9 +200,9 @@ export interface TrustedDeviceStore {
   /** A user's devices, newest first (ties by id); expired ones only when asked for. */
   list(tenantId: string, userId: string, filter: { includeExpired: boolean; now: Date }, page: PageQuery): Promise<Page<TrustedDevice>>;
   /** Deletes one device; `generation` is the bumped one, `null` when nothing was deleted (not that tenant's and user's, or no such id). */
-  revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }>;
+  revoke(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<{ revoked: boolean; generation: number | null }>;
   /** Deletes all of a user's devices (expired ones too); `generation` is `null` when there were none. */
-  revokeAll(tenantId: string, userId: string): Promise<{ revoked: number; generation: number | null }>;
+  revokeAll(tenantId: string, userId: string, beforeCommit?: BeforeTrustedCommit): Promise<{ revoked: number; generation: number | null }>;
   /** The current cache epoch. */
   cacheEpoch(): Promise<number>;
   /** Increments the cache epoch and returns the new value. */
@@ -360,9 +379,10 @@ export interface UserDataStore {
    * recovery codes, trusted devices, vault sync records and the lockout counter. Serialised with the user's
    * enrolments, device removals, recovery-code replacements and trusted-device writes (a first trust still in flight
    * included). The user's trusted-device generation is kept and bumped in the same transaction, made if the user had
-   * none (the cache relies on it only growing); `trustedGeneration` is the new one, for the cache.
+   * none (the cache relies on it only growing); `trustedGeneration` is the new one, for the cache. When it deletes
+   * trusted devices it calls `beforeCommit` (`BeforeTrustedCommit`) before its commit.
    */
-  erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number }>;
+  erase(tenantId: string, userId: string, beforeCommit?: BeforeTrustedCommit): Promise<{ erased: ErasedUserData; trustedGeneration: number }>;
 }
 
 export interface MfaStorage {

@@ -4,7 +4,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
-import { ProblemError, aad, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat, type ProblemClientErrorOptions } from '../index.js';
+import { ProblemError, aad, deviceSyncRouter, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat, type ProblemClientErrorOptions, type RateLimitRedisClient, type TrustedDeviceCache } from '../index.js';
 import type { KnexStorage } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { sendJson } from '../lib/send-json.js';
@@ -48,6 +48,30 @@ describe('problemJson()', () => {
     });
     expect(res.body.message).to.equal(res.body.detail);
     expect(res.body.instance).to.equal('/boom?user_id=u1&api_key=%5Bredacted%5D');
+  });
+
+  it('in a host app with no requestId() layer, still echoes a well-formed X-Request-ID (or makes one) in the body and the header', async () => {
+    const app = express();
+    app.use(express.json());
+    app.get('/boom', () => {
+      throw new Error('the host route failed');
+    });
+    app.use(notFound());
+    app.use(problemJson({ logger: silentLogger }));
+    for (const [path, status] of [['/boom', 500], ['/nope', 404]] as const) {
+      const echoed = await request(app).get(path).set('X-Request-ID', 'req_mine123');
+      expect(echoed.status).to.equal(status);
+      expect(echoed.headers['x-request-id']).to.equal('req_mine123');
+      expect(echoed.body).to.include({ request_id: 'req_mine123' });
+      const made = await request(app).get(path).set('X-Request-ID', 'bad id\u00e9');
+      expect(made.body.request_id).to.match(/^req_[0-9a-f-]{36}$/);
+      expect(made.headers['x-request-id']).to.equal(made.body.request_id);
+    }
+    // The host's own body parser refused the body before any layer of the kit ran.
+    const malformed = await request(app).post('/nope').set('X-Request-ID', 'req_body1').set('Content-Type', 'application/json').send('{"a":');
+    expect(malformed.status).to.equal(400);
+    expect(malformed.body).to.include({ request_id: 'req_body1' });
+    expect(malformed.headers['x-request-id']).to.equal('req_body1');
   });
 
   it('takes trace_id (seed 002: the traceparent) and span_id only from a valid traceparent (W3C Trace Context)', async () => {
@@ -432,6 +456,22 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, errors: shared, logger: silentLogger })).not.to.throw();
     expect(() => mfaDevicesRouter({ ...base, rateLimit: { prefix: '' }, logger: silentLogger })).not.to.throw();
     expect(() => internalRouter({ storage, internalKeys: KEY_A, lockout: { cooldown: 5 } } as never)).to.throw(TypeError, /internalRouter\(\) option 'lockout' has an unknown option 'cooldown'/);
+  });
+
+  it('takes undefined for an optional dependency a deployment may not have (a Redis client, a cache, a sender), as if left out', async () => {
+    // Every store method there is (none is called: each request ends at the 401).
+    const fullStorage = new Proxy({}, { get: () => new Proxy({}, { get: () => none }) }) as KnexStorage;
+    const maybe = <T>(value?: T): T | undefined => value;
+    const optional = { logger: maybe(silentLogger), errors: undefined, lockout: undefined, trustedDevices: undefined, events: undefined, cache: maybe<TrustedDeviceCache>(), redis: maybe<RateLimitRedisClient>() };
+    const app = express();
+    app.use('/internal', internalRouter({ storage, internalKeys: KEY_A, keyRing: undefined, ...optional }));
+    app.use('/auth/mfa', mfaDevicesRouter({ storage: fullStorage, keyRing: keyRing(`k1:${Buffer.alloc(32, 3).toString('base64')}`), jwt: { secret: 'optional-deps-secret-0123456789ab' }, sender: undefined, stepUp: undefined, onVerified: undefined, ...optional }));
+    app.use('/sync', deviceSyncRouter({ storage: fullStorage, keyRing: keyRing(`k1:${Buffer.alloc(32, 3).toString('base64')}`), jwt: { secret: 'optional-deps-secret-0123456789ab' }, logger: undefined, stepUp: undefined, errors: undefined }));
+    for (const path of ['/internal/mfa/totp/devices', '/auth/mfa/devices', '/sync']) {
+      const res = await request(app).get(path);
+      expect(res.status, path).to.equal(401);
+      expect(res.headers['content-type'], path).to.match(/^application\/problem\+json/);
+    }
   });
 
   it('an unset environment variable passed as it is (undefined) type-checks and fails at set-up naming it', () => {

@@ -24,9 +24,9 @@ export interface DeviceSyncRouterOptions {
   /** Header that, when sent, must equal the tenant claim (→ 403 otherwise). @default 'X-Tenant-ID' */
   tenantHeader?: string;
   /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
-  errors?: Omit<ProblemJsonOptions, 'logger'>;
+  errors?: Omit<ProblemJsonOptions, 'logger'> | undefined;
   /** pino-compatible logger. @default pino on stdout */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Largest `page_size` accepted on the list. @default 100 */
   maxPageSize?: number;
   /** Most TOTP entries one vault may hold. @default 500 */
@@ -39,7 +39,7 @@ export interface DeviceSyncRouterOptions {
    * `mfaDevicesRouter`'s `stepUp`): the vault holds the secrets of the user's other accounts. Else 401
    * `STEP_UP_REQUIRED` with the `insufficient_user_authentication` challenge, before the body is read. @default none
    */
-  stepUp?: StepUpOptions;
+  stepUp?: StepUpOptions | undefined;
 }
 
 export const DEFAULT_MAX_ENTRIES = 500;

@@ -35,9 +35,9 @@ export interface InternalRouterOptions {
   /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
   tenant?: TenantExtractor;
   /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
-  errors?: Omit<ProblemJsonOptions, 'logger'>;
+  errors?: Omit<ProblemJsonOptions, 'logger'> | undefined;
   /** pino-compatible logger. @default pino on stdout */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Largest `page_size` accepted on lists. @default 100 */
   maxPageSize?: number;
   /** Largest JSON body accepted. @default '100kb' */
@@ -46,24 +46,24 @@ export interface InternalRouterOptions {
    * Cache for the trusted-device check: `redisCache({ client })` when several instances serve (revocations
    * reach all of them), `memoryCache()` for a single process. @default none: every check reads Postgres
    */
-  cache?: TrustedDeviceCache;
+  cache?: TrustedDeviceCache | undefined;
   /**
    * Trusted-device tunables: `maxTtlSeconds` (@default 2592000), `defaultTtlSeconds` (@default 2592000),
    * `negativeTtlSeconds` (@default 10), `positiveTtlSeconds` (@default 3600), `epochRefreshMs` (@default 1000),
    * `cacheRetryMs` (@default 1000). See `TrustedDeviceSettings`.
    */
-  trustedDevices?: TrustedDeviceSettings;
+  trustedDevices?: TrustedDeviceSettings | undefined;
   // [3/7] TOTP verification
   /** Key ring the TOTP secrets are sealed with; `POST /mfa/totp/verify` is served only when given. */
-  keyRing?: KeyRing;
+  keyRing?: KeyRing | undefined;
   /** Consecutive-failure lockout, shared with `mfaDevicesRouter` (same counter per tenant + user). @default { maxFailures: 5, cooldownSeconds: 900 } */
-  lockout?: LockoutOptions;
+  lockout?: LockoutOptions | undefined;
   /** Request-rate limit on the verify route, per tenant + user_id, or `false`. @default { windowMs: 60000, limit: 10 } */
   rateLimit?: RateLimitOptions | false;
   /** Redis client (ioredis) for shared rate-limit counters. @default in-process counters */
-  redis?: RateLimitRedisClient;
+  redis?: RateLimitRedisClient | undefined;
   /** Where verification events go (pass `mfaDevicesRouter(...).events` to get them in one place). @default a new EventEmitter */
-  events?: MfaEvents;
+  events?: MfaEvents | undefined;
   /** The TOTP clock in milliseconds (tests). @default Date.now */
   now?: () => number;
 }

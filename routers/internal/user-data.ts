@@ -18,9 +18,11 @@ export function mountUserData(router: Router, config: InternalRouterConfig): voi
   router.delete('/mfa/user-data', async (req, res) => {
     const q = parseOrThrow(query, req.query);
     const { tenantId, requestId } = contextOf(req);
-    const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id);
-    // As after a revocation: the next check, on every instance, answers from the erased state.
-    await config.trustedDevices.changed(tenantId!, q.user_id, trustedGeneration);
+    // As a revocation: the cache is told in the erasure's transaction, and the next check, on every instance, answers
+    // from the erased state.
+    const change = config.trustedDevices.beginChange(tenantId!, q.user_id);
+    const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id, change.beforeCommit);
+    if (erased.trustedDevices > 0) await change.committed(trustedGeneration);
     emitSafely(config.events, config.logger, 'user.erased', { ...eventBase({ tenantId: tenantId!, userId: q.user_id, requestId }), ...erased });
     const body: ErasedUserDataResponse = {
       erased: { mfa_devices: erased.mfaDevices, recovery_codes: erased.recoveryCodes, trusted_devices: erased.trustedDevices, sync_records: erased.syncRecords },

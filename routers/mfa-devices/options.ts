@@ -103,7 +103,7 @@ export interface MfaDevicesRouterOptions {
    * Delivers sms/email codes (your SMS gateway, your mailer; `demoSender(logger)` in development).
    * Without it only TOTP can be enrolled: sms/email enrolment answers 400 `METHOD_NOT_ENABLED`.
    */
-  sender?: MfaCodeSender;
+  sender?: MfaCodeSender | undefined;
   /** Seconds an sms/email code stays valid. @default 600 */
   codeTtlSeconds?: number;
   /** Guesses an sms/email code takes before it is spent (a new one must be sent), 1 to 100. @default 5 */
@@ -114,20 +114,20 @@ export interface MfaDevicesRouterOptions {
    * Cache of the trusted-device check, shared with `internalRouter`: `redisCache({ client })` with several
    * instances, `memoryCache()` for one process. "Remember this device" writes through it. @default none: Postgres only
    */
-  cache?: TrustedDeviceCache;
+  cache?: TrustedDeviceCache | undefined;
   /** Trusted-device tunables (as `internalRouter`'s); `defaultTtlSeconds` is how long "remember this device" lasts. @default { defaultTtlSeconds: 2592000, … } */
-  trustedDevices?: TrustedDeviceSettings;
+  trustedDevices?: TrustedDeviceSettings | undefined;
   /** Consecutive-failure lockout per tenant + user (kept in storage, shared by all instances). @default { maxFailures: 5, cooldownSeconds: 900 } */
-  lockout?: LockoutOptions;
+  lockout?: LockoutOptions | undefined;
   /** Request-rate limit on verify routes, or `false`. @default { windowMs: 60000, limit: 10 } */
   rateLimit?: RateLimitOptions | false;
   /** Redis client (ioredis) for the rate-limit counters, shared by all instances. @default in-process counters */
-  redis?: RateLimitRedisClient;
+  redis?: RateLimitRedisClient | undefined;
   /**
    * Called after a successful `POST /verify`, before the answer: issue the host's session here.
    * Returned fields are added to the JSON answer; a throw goes to the error handler.
    */
-  onVerified?: (ctx: VerifiedContext) => void | Record<string, unknown> | Promise<void | Record<string, unknown>>;
+  onVerified?: ((ctx: VerifiedContext) => void | Record<string, unknown> | Promise<void | Record<string, unknown>>) | undefined;
   /**
    * Step-up (RFC 9470) for changes to a user's second factors: enrolling a device, removing one, turning one off,
    * making new recovery codes. Once the user has a verified device (on or off: the login takes recovery codes), these
@@ -136,15 +136,15 @@ export interface MfaDevicesRouterOptions {
    * Bearer error="insufficient_user_authentication"`. Issue such a token in `onVerified`. @default none: any
    * authenticated token may (keep half-finished logins off these routes in your `authenticate`)
    */
-  stepUp?: StepUpOptions;
+  stepUp?: StepUpOptions | undefined;
   /** Where events are emitted (also exposed as `router.events`). @default a new EventEmitter */
-  events?: MfaEvents;
+  events?: MfaEvents | undefined;
   /** The clock in milliseconds (tests): TOTP steps, and the `auth_time` that `stepUp` reads. @default Date.now */
   now?: () => number;
   /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
-  errors?: Omit<ProblemJsonOptions, 'logger'>;
+  errors?: Omit<ProblemJsonOptions, 'logger'> | undefined;
   /** pino-compatible logger. @default pino on stdout */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Largest JSON body accepted. @default '100kb' */
   bodyLimit?: string | number;
 }

@@ -1,9 +1,9 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
-import type { CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import type { BeforeTrustedCommit, CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
 import { coalesce } from '../coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
-import { bumpGeneration, lockRecoveryCodes, lockUser } from './user-locks.js';
+import { bumpGeneration, epochIn, lockRecoveryCodes, lockUser } from './user-locks.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -249,7 +249,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       .update({ last_used_at: this.knex.fn.now() });
   }
 
-  async remove(tenantId: string, userId: string, id: string): Promise<DeviceRemoval> {
+  async remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<DeviceRemoval> {
     return this.knex.transaction(async (trx) => {
       // Serialised with other removals of the same user, so two concurrent removals of the last
       // two devices still see that none is left.
@@ -268,6 +268,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       const unused = await trx('mfa_recovery_codes').where(mine).whereNull('used_at').count({ n: '*' }).first();
       await trx('mfa_recovery_codes').where(mine).delete();
       const trustedDevices = await trx('trusted_devices').where(mine).delete();
+      if (trustedDevices > 0) await beforeCommit?.(trustedGeneration, epochIn(trx));
       return { removed, verifiedRemaining, revoked: { trustedDevices, recoveryCodes: Number(unused?.n ?? 0), trustedGeneration } };
     });
   }

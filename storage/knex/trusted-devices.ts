@@ -1,9 +1,9 @@
 /** Trusted devices on Postgres, with the per-user generation and the global cache epoch the cache relies on. */
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
+import type { BeforeTrustedCommit, Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
 import { coalesce } from '../coalesce.js';
-import { bumpGeneration, hasVerifiedMfaDevice } from './user-locks.js';
+import { BUMP_CACHE_EPOCH, bumpGeneration, epochIn, epochOf, hasVerifiedMfaDevice, READ_CACHE_EPOCH } from './user-locks.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -166,7 +166,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     });
   }
 
-  async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date): Promise<TrustedDeviceUpsert | null> {
+  async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date, beforeCommit?: BeforeTrustedCommit): Promise<TrustedDeviceUpsert | null> {
     const trx = await this.knex.transaction();
     try {
       const generation = await bumpGeneration(trx, tenantId, userId);
@@ -205,6 +205,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
           write.trustedUntil,
         ],
       );
+      await beforeCommit?.(generation, epochIn(trx));
       await trx.commit();
       const row = rows[0]!;
       return { device: toTrustedDevice(row), created: row.created, generation };
@@ -235,27 +236,23 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     return { items: tuples.map((t) => fromTuple(tenantId, userId, t)), total };
   }
 
-  async revoke(tenantId: string, userId: string, id: string): Promise<{ revoked: boolean; generation: number | null }> {
+  async revoke(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<{ revoked: boolean; generation: number | null }> {
     if (!UUID.test(id)) return { revoked: false, generation: null }; // cannot exist; and would be a type error in SQL
-    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q.andWhere({ id }));
+    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q.andWhere({ id }), beforeCommit);
     return { revoked: count > 0, generation };
   }
 
-  async revokeAll(tenantId: string, userId: string): Promise<{ revoked: number; generation: number | null }> {
-    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q);
+  async revokeAll(tenantId: string, userId: string, beforeCommit?: BeforeTrustedCommit): Promise<{ revoked: number; generation: number | null }> {
+    const { count, generation } = await this.deleteAndBump(tenantId, userId, (q) => q, beforeCommit);
     return { revoked: count, generation };
   }
 
   async cacheEpoch(): Promise<number> {
-    const row = (await this.knex('trusted_device_cache_epoch').select('epoch').first()) as { epoch: string } | undefined;
-    if (!row) throw new Error('trusted_device_cache_epoch is empty: run the migrations');
-    return Number(row.epoch);
+    return epochOf((await this.knex.raw<{ rows: Array<{ epoch: string }> }>(READ_CACHE_EPOCH)).rows);
   }
 
   async bumpCacheEpoch(): Promise<number> {
-    const { rows } = await this.knex.raw<{ rows: Array<{ epoch: string }> }>('update trusted_device_cache_epoch set epoch = epoch + 1 returning epoch');
-    if (!rows[0]) throw new Error('trusted_device_cache_epoch is empty: run the migrations');
-    return Number(rows[0].epoch);
+    return epochOf((await this.knex.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows);
   }
 
   /** Deletes in one transaction with the generation bump; rolls the bump back when nothing matched. */
@@ -263,6 +260,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     tenantId: string,
     userId: string,
     narrow: (q: Knex.QueryBuilder<TrustedDeviceRow>) => Knex.QueryBuilder<TrustedDeviceRow>,
+    beforeCommit: BeforeTrustedCommit | undefined,
   ): Promise<{ count: number; generation: number | null }> {
     const trx = await this.knex.transaction();
     try {
@@ -272,6 +270,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
         await trx.rollback();
         return { count: 0, generation: null };
       }
+      await beforeCommit?.(generation, epochIn(trx));
       await trx.commit();
       return { count, generation };
     } catch (err) {

@@ -5,6 +5,7 @@
  * in a cycle.
  */
 import type { Knex } from 'knex';
+import type { CacheEpochInTransaction } from '../types.js';
 
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
@@ -37,4 +38,21 @@ export async function bumpGeneration(trx: Knex.Transaction, tenantId: string, us
 export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: string, userId: string): Promise<boolean> {
   const { rows } = await trx.raw<{ rows: Array<{ found: boolean }> }>('select exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as found', [tenantId, userId]);
   return rows[0]!.found;
+}
+
+export const READ_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch';
+export const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1 returning epoch';
+
+/** The one cache epoch (a row migration 0002 makes), as a number; throws when the migrations have not run. */
+export function epochOf(rows: Array<{ epoch: string }>): number {
+  if (!rows[0]) throw new Error('trusted_device_cache_epoch is empty: run the migrations');
+  return Number(rows[0].epoch);
+}
+
+/** The cache epoch in the caller's transaction, for its `BeforeTrustedCommit` hook. */
+export function epochIn(trx: Knex.Transaction): CacheEpochInTransaction {
+  return {
+    read: async () => epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(READ_CACHE_EPOCH)).rows),
+    bump: async () => epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows),
+  };
 }

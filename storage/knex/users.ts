@@ -1,13 +1,13 @@
 /** Erasure of everything the kit keeps about one user, on Postgres, in one transaction. */
 import type { Knex } from 'knex';
-import type { ErasedUserData, UserDataStore } from '../types.js';
-import { bumpGeneration, lockRecoveryCodes, lockUser } from './user-locks.js';
+import type { BeforeTrustedCommit, ErasedUserData, UserDataStore } from '../types.js';
+import { bumpGeneration, epochIn, lockRecoveryCodes, lockUser } from './user-locks.js';
 import { SYNC_RECORDS_TABLE } from './sync-records.js';
 
 export class KnexUserDataStore implements UserDataStore {
   constructor(private readonly knex: Knex) {}
 
-  async erase(tenantId: string, userId: string): Promise<{ erased: ErasedUserData; trustedGeneration: number }> {
+  async erase(tenantId: string, userId: string, beforeCommit?: BeforeTrustedCommit): Promise<{ erased: ErasedUserData; trustedGeneration: number }> {
     return this.knex.transaction(async (trx) => {
       // The locks the user's other writers take, in the one order of storage/knex/user-locks.ts (the removal of a
       // last device takes all three in it too; every other writer takes one), so no cycle: devices (enrolment,
@@ -24,6 +24,7 @@ export class KnexUserDataStore implements UserDataStore {
       const trustedDevices = await trx('trusted_devices').where(mine).delete();
       const syncRecords = await trx(SYNC_RECORDS_TABLE).where(mine).delete();
       await trx('mfa_verification_failures').where(mine).delete();
+      if (trustedDevices > 0) await beforeCommit?.(trustedGeneration, epochIn(trx));
       return { erased: { mfaDevices, recoveryCodes, trustedDevices, syncRecords }, trustedGeneration };
     });
   }
