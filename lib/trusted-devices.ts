@@ -426,7 +426,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
    * for a revocation. A store that never calls the hook has the cache told after its commit (`propagate`).
    */
   const beginChange = (tenantId: string, userId: string): ChangeInProgress => {
-    if (!cache || !guard) return { beforeCommit: undefined, committed: async () => undefined };
+    if (!cache || !guard) return { beforeCommit: undefined, committed: () => Promise.resolve() };
     let called = false;
     let bump: { epoch: number; mark: EpochMark } | undefined;
     return {
