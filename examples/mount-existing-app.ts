@@ -4,8 +4,8 @@
  * `nest` format (`{ statusCode, error, message, code }`) its clients already parse.
  *
  * The host issues two kinds of token: after the password, a user with MFA gets a "pending" token
- * (`mfa: 'pending'`) that may call `POST /auth/mfa/verify` and nothing else; that call's `onVerified`
- * hook returns a full token. A pending token must never enrol or remove devices: whoever knows the
+ * (`mfa: 'pending'`) that may only pass the second factor (`SECOND_FACTOR_ROUTES`); `POST /auth/mfa/verify`'s
+ * `onVerified` hook returns a full token. A pending token must never enrol or remove devices: whoever knows the
  * password could otherwise add their own authenticator. test/examples.test.ts mounts `createHostApp`.
  */
 import { createSecretKey } from 'node:crypto';
@@ -28,6 +28,7 @@ import {
   tenantFrom,
   type KnexStorage,
   type Logger,
+  type MfaCodeSender,
 } from 'express-mfa-kit';
 
 export interface HostAppDeps {
@@ -41,6 +42,8 @@ export interface HostAppDeps {
   internalKeys: string;
   /** Where the kit logs (pino-compatible). */
   logger: Logger;
+  /** The host's sms / email gateway; none: TOTP only. */
+  codeSender?: MfaCodeSender | undefined;
 }
 
 /** The claims of the host's tokens. */
@@ -63,8 +66,17 @@ export function issueToken(secret: string, claims: HostClaims): string {
 /** The refusal of a pending token: RFC 9470's challenge, as the kit's own step-up answers. */
 const SECOND_FACTOR_DUE = 'Bearer error="insufficient_user_authentication", error_description="Finish the second factor first"';
 
-/** The one route a pending token may call: the login second factor. */
-const SECOND_FACTOR_PATH = '/auth/mfa/verify';
+/**
+ * What a pending token may call: the login second factor, and for an sms or email device what comes first, the
+ * user's devices (to pick one) and the code sent to one. The code of an enrolment still pending is not a login's:
+ * the kit's `stepUp` refuses it to a token without a second factor once the user has one (all pending users do).
+ * Exact, case-sensitive paths: anything else Express would route the same way is refused, not let through.
+ */
+const SECOND_FACTOR_ROUTES: ReadonlyArray<readonly [method: string, path: RegExp]> = [
+  ['POST', /^\/auth\/mfa\/verify$/],
+  ['GET', /^\/auth\/mfa\/devices$/],
+  ['POST', /^\/auth\/mfa\/devices\/[^/]+\/challenge$/],
+];
 
 /** The host's authentication: its own passport instance and strategy, and the rule for pending tokens. */
 function hostAuthentication(secret: string): RequestHandler {
@@ -78,7 +90,8 @@ function hostAuthentication(secret: string): RequestHandler {
     const authenticate = passport.authenticate('host-jwt', { session: false }, (err: unknown, claims: HostClaims | false) => {
       if (err) return next(err);
       if (!claims) return next(ProblemError.from('UNAUTHENTICATED'));
-      const secondFactor = req.method === 'POST' && req.originalUrl.split('?', 1)[0] === SECOND_FACTOR_PATH;
+      const path = req.originalUrl.split('?', 1)[0]!;
+      const secondFactor = SECOND_FACTOR_ROUTES.some(([method, route]) => req.method === method && route.test(path));
       if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first (POST /auth/mfa/verify).', challenge: SECOND_FACTOR_DUE }));
       req.user = claims;
       next();
@@ -122,8 +135,8 @@ export function createHostApp(deps: HostAppDeps): Express {
     authenticate: requireLogin, // your passport set-up: req.user = { sub, tenant_id, … }
     errors,
     logger,
-    // Adding, removing or turning off a factor, or new recovery codes, once the user has one: only with a token
-    // from a second factor in the last 15 minutes (a password-only token, e.g. `not_enrolled`, gets 401).
+    sender: deps.codeSender, // sms / email codes: your gateway (none: TOTP only)
+    // Once the user has a factor, changing one needs a token from a second factor in the last 15 minutes (else 401).
     stepUp: { amr: ['mfa'], maxAgeSeconds: 900 },
     // The second factor passed: a full token, with the `amr: ['pwd', 'mfa']` and `auth_time` that stepUp reads.
     onVerified: ({ userId, tenantId }) => ({ accessToken: issueToken(deps.jwtSecret, { sub: userId, tenant_id: tenantId, mfa: 'done' }) }),

@@ -10,7 +10,7 @@ import { createExampleApp } from '../examples/app.js';
 import { InternalApiError, internalApi, secondFactor, type InternalApi } from '../examples/identity-service-client.js';
 import { createHostApp, issueToken, type HostClaims } from '../examples/mount-existing-app.js';
 import { sharedParts, type SharedParts } from '../examples/several-instances.js';
-import { silentLogger } from '../index.js';
+import { silentLogger, type MfaCodeMessage } from '../index.js';
 import { ENCRYPTION_KEYS, KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { JWT_SECRET, mfaApp, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -66,7 +66,10 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     const pending = token('bob', 'pending');
     const refused: Array<[string, () => request.Test]> = [
       ['enrol', () => request(app).post('/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' })],
-      ['list', () => request(app).get('/auth/mfa/devices').set('Authorization', pending)],
+      ['verify an enrolment', () => request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', pending).send({ code: '123456' })],
+      ['rename', () => request(app).patch(`/auth/mfa/devices/${device.id}`).set('Authorization', pending).send({ deviceName: 'Mine now' })],
+      ['the list under another spelling', () => request(app).get('/AUTH/mfa/devices').set('Authorization', pending)],
+      ['the login under another spelling', () => request(app).post('/auth/mfa/verify/').set('Authorization', pending).send({ code: '123456' })],
       ['remove', () => request(app).delete(`/auth/mfa/devices/${device.id}`).set('Authorization', pending)],
       ['recovery codes', () => request(app).post('/auth/mfa/recovery-codes').set('Authorization', pending)],
       ['vault', () => request(app).get('/mfa/devices/sync').set('Authorization', pending)],
@@ -101,6 +104,38 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     expect(vault.body).to.include({ code: 'STEP_UP_REQUIRED' });
     expect(vault.headers['www-authenticate']).to.equal('Bearer error="insufficient_user_authentication", error_description="A second factor is required for the authenticator vault"');
     expect((await request(app).get('/mfa/devices/sync').set('Authorization', `Bearer ${accessToken}`)).status).to.equal(200);
+  });
+
+  it('a pending token passes an sms second factor: it lists the devices, has a code sent to one and verifies it; an enrolment still pending gets no code', async () => {
+    const sent: MfaCodeMessage[] = [];
+    const host = createHostApp({ storage: db.storage, jwtSecret: JWT_SECRET, encryptionKeys: ENCRYPTION_KEYS.join(','), internalKeys: KEY_A, logger: silentLogger, codeSender: { send: (m) => void sent.push({ ...m }) } });
+    const full = token('carol', 'not_enrolled');
+    const enrol = await request(host).post('/auth/mfa/devices/sms').set('Authorization', full).send({ deviceName: 'Phone', phoneNumber: '+447700900123' });
+    expect(enrol.status, enrol.text).to.equal(201);
+    const sms = (enrol.body as { device: { id: string } }).device.id;
+    const confirm = await request(host).post(`/auth/mfa/devices/${sms}/verify`).set('Authorization', full).send({ code: sent.at(-1)!.code });
+    expect(confirm.status, confirm.text).to.equal(200);
+
+    const pending = token('carol', 'pending');
+    const devices = await request(host).get('/auth/mfa/devices').set('Authorization', pending);
+    expect(devices.status, devices.text).to.equal(200);
+    expect((devices.body as Array<{ id: string; method: string }>).map((d) => [d.id, d.method])).to.deep.equal([[sms, 'sms']]);
+    const challenge = await request(host).post(`/auth/mfa/devices/${sms}/challenge`).set('Authorization', pending);
+    expect(challenge.status, challenge.text).to.equal(202);
+    expect(sent.at(-1)).to.include({ userId: 'carol', purpose: 'login', destination: '+447700900123' });
+    const login = await request(host).post('/auth/mfa/verify').set('Authorization', pending).send({ code: sent.at(-1)!.code });
+    expect(login.status, login.text).to.equal(200);
+    expect(login.body).to.include({ verified: true, method: 'sms', deviceId: sms });
+    expect(jwt.verify((login.body as { accessToken: string }).accessToken, JWT_SECRET)).to.include({ sub: 'carol', mfa: 'done' });
+
+    // An enrolment begun with a full token and left pending: a pending token has no code sent to it (the kit's stepUp).
+    const second = await request(host).post('/auth/mfa/devices/sms').set('Authorization', `Bearer ${(login.body as { accessToken: string }).accessToken}`).send({ deviceName: 'Other', phoneNumber: '+447700900456' });
+    expect(second.status, second.text).to.equal(201);
+    const before = sent.length;
+    const refused = await request(host).post(`/auth/mfa/devices/${(second.body as { device: { id: string } }).device.id}/challenge`).set('Authorization', pending);
+    expect(refused.status).to.equal(401);
+    expect(refused.body).to.include({ code: 'STEP_UP_REQUIRED' });
+    expect(sent.length).to.equal(before);
   });
 
   it("runs the kit's middleware on the host's own service route: key, tenant, JSON body, nest errors", async () => {
