@@ -32,10 +32,16 @@
  *    once that time has passed since its bump landed, so when it returns no instance serves the revoked
  *    entry (a revocation during a Redis fault takes that much longer). Without that short window every hit
  *    would need a database query, which is what the cache exists to avoid. When Redis is down for longer than
- *    that, no instance ever sees the old entries again. If Postgres refuses the bump too (both down right
- *    after the commit), the instance keeps away from the cache and retries the bump on its timer; the
- *    others are covered once it lands. An idle instance (no call for a minute) stops its timer and
- *    re-reads the epoch on its next call: one query, then hits are query-free again.
+ *    that, no instance ever sees the old entries again. An idle instance (no call for a minute) stops its
+ *    timer and re-reads the epoch on its next call: one query, then hits are query-free again.
+ *    Instances do not move to a new epoch at the same moment, so a mutation raises the generation under the
+ *    epoch its instance uses AND under the newest one, read in its transaction and held there (`hold()`: no
+ *    bump commits before the mutation does): an instance that has read the newer epoch already fills its keys
+ *    from the old state, and its entries must end too. For 2 × `epochRefreshMs` after a bump (`bumped_at`,
+ *    migration 0008) other instances may still use an epoch older than both: a revocation made then answers
+ *    its caller once that time has passed since the bump. (A store that does not call `beforeCommit`: the
+ *    cache is told after the commit, under the instance's epoch and the newest one; if Postgres refuses the
+ *    bump then, the instance keeps away from the cache and retries it on its timer.)
  * 5. Entries never outlive `trusted_until`: a positive entry's TTL is min(trusted_until − now,
  *    `positiveTtlSeconds`), and a hit is re-checked against the clock. A negative entry lives
  *    `negativeTtlSeconds`; a trust bumps the generation, so it ends the negative entry at once.
@@ -395,7 +401,10 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     }
   };
 
-  /** After a committed change: tell the cache, or, when it cannot be told, orphan it (point 4). */
+  /**
+   * After a change committed by a store that does not call `beforeCommit` (`changed()`, a store of the host's own):
+   * tell the cache, or, when it cannot be told, orphan it (point 4).
+   */
   const propagate = async (tenantId: string, userId: string, generation: number, entry?: CacheEntry): Promise<void> => {
     if (!cache || !guard) return;
     const epoch = await guard.current();
@@ -404,6 +413,9 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
       try {
         if (entry && entry.ttlMs > 0) await cache.fill(scope, entry.fingerprint, generation, entry.value, entry.ttlMs);
         else await cache.invalidate(scope, generation);
+        // Another instance may have read a later epoch already, and filled its keys from the state before the change.
+        const newest = await store.cacheEpoch();
+        if (newest !== epoch) await cache.invalidate({ ...scope, epoch: newest }, generation);
         return;
       } catch (err) {
         guard.failed(err);
@@ -428,40 +440,64 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
   const beginChange = (tenantId: string, userId: string): ChangeInProgress => {
     if (!cache || !guard) return { beforeCommit: undefined, committed: () => Promise.resolve() };
     let called = false;
+    /** The newest epoch, held by the transaction, that the generation was raised under. */
+    let held: { epoch: number; sinceBumpMs: number | null } | undefined;
+    /** The epoch the transaction bumped to, the cache not having taken the raise. */
     let bump: { epoch: number; mark: EpochMark } | undefined;
+    /** The cache took the first raise but not the one under the newest epoch, once held (no bump may follow a hold). */
+    let bumpAfterCommit = false;
+    const raise = async (epoch: number, generation: number): Promise<boolean> => {
+      try {
+        await cache.invalidate({ epoch, tenantId, userId }, generation);
+        return true;
+      } catch (err) {
+        guard.failed(err);
+        return false;
+      }
+    };
     return {
       beforeCommit: async (generation, epochInTransaction) => {
         called = true;
-        let epoch = guard.peek();
-        // An epoch not read lately is read in the writer's transaction: no second pooled connection while it holds one.
-        if (epoch === null) epoch = await epochInTransaction.read();
-        if (epoch !== undefined) {
-          try {
-            await cache.invalidate({ epoch, tenantId, userId }, generation);
-            return;
-          } catch (err) {
-            guard.failed(err);
-          }
+        // First under the epoch this instance uses (not read lately: read in the transaction, no second pooled
+        // connection while it holds one). When the cache does not take it, the bump comes now, before any hold.
+        let known = guard.peek();
+        if (known === null) known = await epochInTransaction.read();
+        if (known === undefined || !(await raise(known, generation))) {
+          const mark = guard.mark();
+          bump = { epoch: await epochInTransaction.bump(), mark };
+          return;
         }
-        const mark = guard.mark();
-        bump = { epoch: await epochInTransaction.bump(), mark };
+        // Then under the newest epoch, held until the commit: an instance that has read a later epoch than this one
+        // fills that epoch's keys, which the raise must reach too; and no bump can slip in before the commit.
+        held = await epochInTransaction.hold();
+        if (held.epoch !== known && !(await raise(held.epoch, generation))) bumpAfterCommit = true;
       },
       async committed(generation: number | null, entry?: CacheEntry) {
         if (generation === null) return;
         if (!called) return propagate(tenantId, userId, generation, entry);
+        const revocation = entry === undefined;
         if (bump) {
           guard.bumped(bump.epoch, bump.mark);
-          if (entry === undefined) await orphaned();
+          if (revocation) await orphaned();
           return;
         }
-        // Write-through: the next check of the trusted fingerprint is a hit. A fill the cache misses is a miss later.
-        const epoch = entry && entry.ttlMs > 0 ? await guard.current() : undefined;
-        if (entry && epoch !== undefined) {
+        if (bumpAfterCommit) {
+          if ((await guard.bump()) && revocation) await orphaned();
+          return;
+        }
+        const { epoch, sinceBumpMs } = held!;
+        if (entry) {
+          // Write-through: the next check of the trusted fingerprint is a hit. A fill the cache misses is a miss later.
+          if (entry.ttlMs <= 0) return;
           try {
             await cache.fill({ epoch, tenantId, userId }, entry.fingerprint, generation, entry.value, entry.ttlMs);
           } catch (err) {
             guard.failed(err);
           }
+        } else if (sinceBumpMs !== null && sinceBumpMs < guard.maxAgeMs) {
+          // An epoch bumped moments ago: an instance may still read the keys of an epoch before it, which this raise
+          // did not reach. The revocation answers once none can (point 4).
+          await new Promise((resolve) => setTimeout(resolve, guard.maxAgeMs - sinceBumpMs));
         }
       },
     };

@@ -165,7 +165,14 @@ export interface TrustedDeviceUpsert {
 
 /** The cache epoch, read or bumped in the transaction of the writer that calls `BeforeTrustedCommit`. */
 export interface CacheEpochInTransaction {
+  /** The epoch as committed now. */
   read(): Promise<number>;
+  /**
+   * The epoch as committed now, held: no bump commits before the writer's transaction ends (and a bump in flight is
+   * waited for); with how long ago, in milliseconds, it was last bumped (`null`: not since migration 0008). After
+   * it, this transaction must not `bump()`: two writers holding it would wait for each other.
+   */
+  hold(): Promise<{ epoch: number; sinceBumpMs: number | null }>;
   /** Increments it and returns the new value; committed (or rolled back) with the writer's change. */
   bump(): Promise<number>;
 }

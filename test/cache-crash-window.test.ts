@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import type express from 'express';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
+import { createTrustedDevices, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
 import { KEY_A, migratedStorage, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool } from './support/mfa.js';
 import { redisUrl, requireRedis } from './support/redis.js';
@@ -110,4 +110,56 @@ describe('an instance that dies right after a change of trusted devices commits 
       expect(answer.body).to.deep.equal({ trusted: false });
     });
   }
+});
+
+describe('a revocation on an instance that has not yet read the newest cache epoch (shared Redis)', function () {
+  this.timeout(30_000);
+  let db: TestDb;
+  let client: Redis;
+  let cache: TrustedDeviceCache;
+  const services: Array<{ close(): void }> = [];
+
+  before(async function () {
+    const url = await redisUrl();
+    requireRedis(this, url);
+    db = await migratedStorage();
+    client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    await client.connect();
+    cache = redisCache({ client, keyPrefix: `split:${randomBytes(4).toString('hex')}:`, logger: silentLogger });
+  });
+  after(async () => {
+    for (const service of services) service.close();
+    await cache?.close?.();
+    client?.disconnect();
+    await db?.drop();
+  });
+
+  it('another instance that read the bumped epoch and cached "trusted" under it answers false once the revocation returns', async () => {
+    // The writer re-reads the epoch every second: each read is awaited here, so the bump below lands right after one.
+    let epochRead: (() => void) | undefined;
+    const store = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    store.cacheEpoch = async () => {
+      const epoch = await db.storage.trustedDevices.cacheEpoch();
+      epochRead?.();
+      return epoch;
+    };
+    const writer = createTrustedDevices({ storage: { trustedDevices: store }, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    const reader = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 20 });
+    services.push(writer, reader);
+    const device = await writer.trust('acme', 'split', { fingerprint: 'fp-split' });
+    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
+
+    // The writer has just read epoch E; another instance, whose cache call failed, bumps it to E + 1.
+    await new Promise<void>((resolve) => (epochRead = resolve));
+    epochRead = undefined;
+    await db.storage.trustedDevices.bumpCacheEpoch();
+    // The reader reads E + 1 within 20 ms, misses, and caches "trusted" under E + 1; the writer still uses E.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
+    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
+
+    expect(await writer.revoke('acme', 'split', device.id)).to.equal(true);
+    expect(await reader.check('acme', 'split', 'fp-split')).to.deep.equal({ trusted: false });
+    expect(await writer.check('acme', 'split', 'fp-split')).to.deep.equal({ trusted: false });
+  });
 });

@@ -41,7 +41,12 @@ export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: stri
 }
 
 export const READ_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch';
-export const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1 returning epoch';
+export const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1, bumped_at = clock_timestamp() returning epoch';
+/**
+ * FOR SHARE: a bump (an UPDATE) waits for this transaction, and under READ COMMITTED this read waits for a bump in
+ * flight and returns the epoch it committed. Milliseconds since the bump on the database's clock.
+ */
+const HOLD_CACHE_EPOCH = 'select epoch, (extract(epoch from clock_timestamp() - bumped_at) * 1000)::float8 as since_ms from trusted_device_cache_epoch for share';
 
 /** The one cache epoch (a row migration 0002 makes), as a number; throws when the migrations have not run. */
 export function epochOf(rows: Array<{ epoch: string }>): number {
@@ -53,6 +58,10 @@ export function epochOf(rows: Array<{ epoch: string }>): number {
 export function epochIn(trx: Knex.Transaction): CacheEpochInTransaction {
   return {
     read: async () => epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(READ_CACHE_EPOCH)).rows),
+    hold: async () => {
+      const { rows } = await trx.raw<{ rows: Array<{ epoch: string; since_ms: number | null }> }>(HOLD_CACHE_EPOCH);
+      return { epoch: epochOf(rows), sinceBumpMs: rows[0]!.since_ms };
+    },
     bump: async () => epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows),
   };
 }

@@ -7,6 +7,7 @@ import * as m0004 from './0004_sync_records.js';
 import * as m0005 from './0005_codes.js';
 import * as m0006 from './0006_retention.js';
 import * as m0007 from './0007_cache_namespace.js';
+import * as m0008 from './0008_cache_epoch_bumped_at.js';
 
 export interface Migration {
   name: string;
@@ -14,4 +15,4 @@ export interface Migration {
   down(knex: Knex): Promise<void>;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m0001, m0002, m0003, m0004, m0005, m0006, m0007];
+export const MIGRATIONS: readonly Migration[] = [m0001, m0002, m0003, m0004, m0005, m0006, m0007, m0008];
