@@ -172,11 +172,12 @@ async function main(): Promise<void> {
   let rateLimitRedis: Redis | undefined;
   if (env.redisUrl) {
     const redis = new Redis(env.redisUrl, REDIS_CACHE_CLIENT_OPTIONS);
+    // First, as it listens for the client's errors: a failed connect logs a line, not ioredis's "Unhandled error event".
+    const redisBacked = redisCache({ client: redis, logger });
     // A moment for the connection, so the rate limiters load their scripts now rather than at their first
     // request; not longer: the server starts (and answers from Postgres) while Redis is unreachable, and
     // ioredis keeps reconnecting.
     await connected(redis, REDIS_CONNECT_WAIT_MS);
-    const redisBacked = redisCache({ client: redis, logger });
     rateLimitRedis = redis;
     cache = redisBacked;
     cachePing = () => redisBacked.ping();

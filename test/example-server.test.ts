@@ -199,6 +199,21 @@ describe('example server start-up', () => {
     expect(res.output).to.match(/CLEANUP_KEEP_LAST must be a duration/);
   });
 
+  it('with REDIS_URL on a port where nothing listens: starts, and logs the failed connects as its own lines (never ioredis\'s "Unhandled error event" on stderr)', async function () {
+    this.timeout(40_000);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
+    try {
+      const output = await outputUntil({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:1', PORT: '0' }, cwd, /example server listening/);
+      expect(output).not.to.include('Unhandled error event');
+      expect(output).not.to.match(/ECONNREFUSED[^\n]*\n\s+at /);
+      expect(output).to.include('redis cache: connection error (checks answer from the database meanwhile)');
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
+    }
+  });
+
   it('CLEANUP_EVERY: sweeps at start-up (and then on that interval), keeping CLEANUP_KEEP_LAST, and logs the counts', async function () {
     this.timeout(40_000);
     const db = await freshDatabase();
