@@ -40,8 +40,9 @@ const server = app.listen(0, "127.0.0.1", async () => {
 # express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit (@types/express, an optional
 # one, only when asked). The ESM consumer takes the lowest versions package.json accepts, the others the newest.
 install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" "${@:2}" >/dev/null); }
-# Each peer range must be a caret range (^x.y.z): its lowest version is then x.y.z.
-LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => { if (!/^\^\d+\.\d+\.\d+$/.test(r)) throw new Error(`peer ${n}: ${r} is not a caret range`); return `${n}@${r.slice(1)}`; }).join(" ")')
+# Each peer range must be caret ranges (^x.y.z, or several joined by ||, the lowest first): its lowest version is then
+# the first one's x.y.z.
+LOWEST=$(node -p 'Object.entries(require("./package.json").peerDependencies).map(([n, r]) => { const ranges = r.split("||").map((p) => p.trim()); if (!ranges.every((p) => /^\^\d+\.\d+\.\d+$/.test(p))) throw new Error(`peer ${n}: ${r} is not caret ranges`); return `${n}@${ranges[0].slice(1)}`; }).join(" ")')
 
 echo "=== ESM consumer ($LOWEST)"
 # shellcheck disable=SC2086
@@ -77,6 +78,7 @@ JS
 echo "=== strict TypeScript consumer"
 mkdir "$WORK/ts"; install "$WORK/ts" typescript@5.9 @types/express@5 @types/node@20
 (cd "$WORK/ts" && npm pkg set type=module >/dev/null)
+(cd "$WORK/ts" && echo "  ioredis $(node -p 'require("ioredis/package.json").version')")
 cat >"$WORK/ts/tsconfig.json" <<JSON
 { "compilerOptions": { "strict": true, "module": "NodeNext", "moduleResolution": "NodeNext", "target": "ES2022",
   "noUncheckedIndexedAccess": true, "exactOptionalPropertyTypes": true, "verbatimModuleSyntax": true, "noEmit": true, "skipLibCheck": false, "types": ["node"] } }
@@ -84,9 +86,12 @@ JSON
 cat >"$WORK/ts/app.ts" <<TS
 import express from 'express';
 import knex from 'knex';
-import { internalRouter, knexStorage, problemJson, ProblemError, type InternalRouterOptions, type ProblemDetails } from 'express-mfa-kit';
+import { Redis } from 'ioredis';
+import { internalRouter, knexStorage, problemJson, ProblemError, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type InternalRouterOptions, type ProblemDetails } from 'express-mfa-kit';
 const storage = knexStorage({ knex: knex({ client: 'pg', connection: 'postgres://127.0.0.1:1/none' }) });
-const options: InternalRouterOptions = { storage, internalKeys: ['$KEY'], errors: { format: 'nest' } };
+// A Redis client of the installed ioredis (the newest the peer range takes), or none: both type-check.
+const redis = process.env.REDIS_URL ? new Redis(process.env.REDIS_URL, REDIS_CACHE_CLIENT_OPTIONS) : undefined;
+const options: InternalRouterOptions = { storage, internalKeys: ['$KEY'], errors: { format: 'nest' }, redis, cache: redis && redisCache({ client: redis }) };
 const app = express();
 app.use('/internal', internalRouter(options));
 app.use(problemJson({ format: (p: ProblemDetails) => ({ body: { status: p.status } }) }));
