@@ -41,7 +41,7 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
   }
   // Should it be the last verified device, its trusted devices go in the removal's transaction, the cache told in it.
   const change = deps.trustedDevices.beginChange(caller.tenantId, caller.userId);
-  const { removed, verifiedRemaining, revoked } = await deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id, change.beforeCommit);
+  const { removed, verifiedRemaining, revoked } = await change.run((beforeCommit) => deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id, beforeCommit));
   // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
   if (!removed || isAbandoned(removed, new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });

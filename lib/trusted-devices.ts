@@ -39,9 +39,14 @@
  *    bump commits before the mutation does): an instance that has read the newer epoch already fills its keys
  *    from the old state, and its entries must end too. For 2 × `epochRefreshMs` after a bump (`bumped_at`,
  *    migration 0008) other instances may still use an epoch older than both: a revocation made then answers
- *    its caller once that time has passed since the bump. (A store that does not call `beforeCommit`: the
- *    cache is told after the commit, under the instance's epoch and the newest one; if Postgres refuses the
- *    bump then, the instance keeps away from the cache and retries it on its timer.)
+ *    its caller once that time has passed since the bump (`bumped_at` is written after the bump's row lock,
+ *    just before its commit; the wait adds a margin for that commit). Should the cache take the raise under the
+ *    instance's epoch but not the one under the newest, the change is rolled back and run once more, the epoch
+ *    bumped first: a transaction that holds the epoch cannot bump it (two such would wait for each other).
+ *    (A store that does not call `beforeCommit`: the cache is told after the commit, under the instance's epoch
+ *    and the newest one, and a revocation always answers 2 × `epochRefreshMs` later, as the store does not date
+ *    the bumps; a crash between its commit and that step is not covered. If Postgres refuses the bump then, the
+ *    instance keeps away from the cache and retries it on its timer.)
  * 5. Entries never outlive `trusted_until`: a positive entry's TTL is min(trusted_until − now,
  *    `positiveTtlSeconds`), and a hit is re-checked against the clock. A negative entry lives
  *    `negativeTtlSeconds`; a trust bumps the generation, so it ends the negative entry at once.
@@ -135,9 +140,9 @@ export interface TrustedDevices {
   changed(tenantId: string, userId: string, generation: number): Promise<void>;
   /**
    * For a change of the user's devices that another storage call makes (`storage.mfaDevices.remove`,
-   * `storage.users.erase`): pass `beforeCommit` to that call, then `committed(generation)` once it returned having
-   * deleted trusted devices. The cache is then told inside the call's transaction, as this service's own changes do
-   * (point 3), where `changed()` can only tell it after the commit.
+   * `storage.users.erase`): make that call through `run()`, which passes it the hook, then `committed(generation)`
+   * once it returned having deleted trusted devices. The cache is then told inside the call's transaction, as this
+   * service's own changes do (point 3), where `changed()` can only tell it after the commit.
    */
   beginChange(tenantId: string, userId: string): TrustedDeviceChange;
   /** Stops the epoch timer (it is unref'd, so this is only needed for a clean shutdown). */
@@ -146,8 +151,12 @@ export interface TrustedDevices {
 
 /** See `TrustedDevices.beginChange`. */
 export interface TrustedDeviceChange {
-  /** For the writer's storage call; `undefined` when there is no cache to tell. */
-  beforeCommit: BeforeTrustedCommit | undefined;
+  /**
+   * Runs the writer's storage call, passing it the hook for its transaction (`undefined` when there is no cache to
+   * tell). Should the cache take only part of what the hook tells it, the call's transaction is rolled back and the
+   * call made once more: it must be one that can be (each of the kit's stores rolls back whole).
+   */
+  run<T>(call: (beforeCommit: BeforeTrustedCommit | undefined) => Promise<T>): Promise<T>;
   /** The storage call returned: the change with this generation is committed. */
   committed(generation: number): Promise<void>;
 }
@@ -376,6 +385,16 @@ interface ChangeInProgress extends TrustedDeviceChange {
   committed(generation: number | null, entry?: CacheEntry): Promise<void>;
 }
 
+/** The cache took a change's first raise, not the one under the newest epoch: the change is rolled back and run again. */
+class RaiseMissedWhileHeld extends Error {
+  constructor() {
+    super('trusted devices: the cache missed the raise under the newest epoch; running the change again, the epoch bumped');
+  }
+}
+
+/** From `bumped_at`, stamped just before a bump's commit, to the moment other instances can read the new epoch. */
+const BUMP_COMMIT_MARGIN_MS = 100;
+
 /** Builds the trusted-device service over the injected storage and (optional) cache. */
 export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDevices {
   checkOptionsObject('createTrustedDevices', options, ['storage', 'cache', 'logger', 'events', ...TRUSTED_DEVICE_SETTING_NAMES], '{ storage: knexStorage({ knex }), cache: redisCache({ client }) }');
@@ -416,6 +435,9 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         // Another instance may have read a later epoch already, and filled its keys from the state before the change.
         const newest = await store.cacheEpoch();
         if (newest !== epoch) await cache.invalidate({ ...scope, epoch: newest }, generation);
+        // Or still use an earlier one, for 2 × epochRefreshMs after a bump, which this store does not date (no
+        // `hold()`): a revocation answers once no instance can.
+        if (entry === undefined) await orphaned();
         return;
       } catch (err) {
         guard.failed(err);
@@ -438,14 +460,14 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
    * for a revocation. A store that never calls the hook has the cache told after its commit (`propagate`).
    */
   const beginChange = (tenantId: string, userId: string): ChangeInProgress => {
-    if (!cache || !guard) return { beforeCommit: undefined, committed: () => Promise.resolve() };
+    if (!cache || !guard) return { run: (call) => call(undefined), committed: () => Promise.resolve() };
     let called = false;
+    /** A second attempt after `RaiseMissedWhileHeld`: the epoch bumped at once. */
+    let bumpFirst = false;
     /** The newest epoch, held by the transaction, that the generation was raised under. */
     let held: { epoch: number; sinceBumpMs: number | null } | undefined;
     /** The epoch the transaction bumped to, the cache not having taken the raise. */
     let bump: { epoch: number; mark: EpochMark } | undefined;
-    /** The cache took the first raise but not the one under the newest epoch, once held (no bump may follow a hold). */
-    let bumpAfterCommit = false;
     const raise = async (epoch: number, generation: number): Promise<boolean> => {
       try {
         await cache.invalidate({ epoch, tenantId, userId }, generation);
@@ -455,22 +477,37 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         return false;
       }
     };
+    const beforeCommit: BeforeTrustedCommit = async (generation, epochInTransaction) => {
+      // What an earlier attempt did is undone with its transaction (a store may run it again).
+      called = true;
+      held = undefined;
+      bump = undefined;
+      // First under the epoch this instance uses (not read lately: read in the transaction, no second pooled
+      // connection while it holds one). When the cache does not take it, the bump comes now, before any hold.
+      let known = bumpFirst ? undefined : guard.peek();
+      if (known === null) known = await epochInTransaction.read();
+      if (known === undefined || !(await raise(known, generation))) {
+        const mark = guard.mark();
+        bump = { epoch: await epochInTransaction.bump(), mark };
+        return;
+      }
+      // Then under the newest epoch, held until the commit: an instance that has read a later epoch than this one
+      // fills that epoch's keys, which the raise must reach too; and no bump can slip in before the commit.
+      const newest = await epochInTransaction.hold();
+      // Missed there, the change must not commit (a crash after it would leave that entry), and a bump after a hold
+      // would wait for the other holders while they wait for it: roll back, and run() tries once more, bumping first.
+      if (newest.epoch !== known && !(await raise(newest.epoch, generation))) throw new RaiseMissedWhileHeld();
+      held = newest;
+    };
     return {
-      beforeCommit: async (generation, epochInTransaction) => {
-        called = true;
-        // First under the epoch this instance uses (not read lately: read in the transaction, no second pooled
-        // connection while it holds one). When the cache does not take it, the bump comes now, before any hold.
-        let known = guard.peek();
-        if (known === null) known = await epochInTransaction.read();
-        if (known === undefined || !(await raise(known, generation))) {
-          const mark = guard.mark();
-          bump = { epoch: await epochInTransaction.bump(), mark };
-          return;
+      async run(call) {
+        try {
+          return await call(beforeCommit);
+        } catch (err) {
+          if (!(err instanceof RaiseMissedWhileHeld)) throw err;
+          bumpFirst = true;
+          return call(beforeCommit);
         }
-        // Then under the newest epoch, held until the commit: an instance that has read a later epoch than this one
-        // fills that epoch's keys, which the raise must reach too; and no bump can slip in before the commit.
-        held = await epochInTransaction.hold();
-        if (held.epoch !== known && !(await raise(held.epoch, generation))) bumpAfterCommit = true;
       },
       async committed(generation: number | null, entry?: CacheEntry) {
         if (generation === null) return;
@@ -479,10 +516,6 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         if (bump) {
           guard.bumped(bump.epoch, bump.mark);
           if (revocation) await orphaned();
-          return;
-        }
-        if (bumpAfterCommit) {
-          if ((await guard.bump()) && revocation) await orphaned();
           return;
         }
         const { epoch, sinceBumpMs } = held!;
@@ -494,11 +527,12 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
           } catch (err) {
             guard.failed(err);
           }
-        } else if (sinceBumpMs !== null && sinceBumpMs < guard.maxAgeMs) {
-          // An epoch bumped moments ago: an instance may still read the keys of an epoch before it, which this raise
-          // did not reach. The revocation answers once none can (point 4).
-          await new Promise((resolve) => setTimeout(resolve, guard.maxAgeMs - sinceBumpMs));
+          return;
         }
+        // An epoch bumped moments ago: an instance may still read the keys of an epoch before it, which this raise
+        // did not reach. The revocation answers once none can (point 4); `bumped_at` is stamped just before its commit.
+        const wait = guard.maxAgeMs + BUMP_COMMIT_MARGIN_MS - (sinceBumpMs ?? Infinity);
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       },
     };
   };
@@ -511,7 +545,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     const now = new Date();
     const ttlSeconds = input.ttlSeconds ?? settings.defaultTtlSeconds;
     const change = beginChange(tenantId, userId);
-    const written = await store.upsert(
+    const written = await change.run((beforeCommit) => store.upsert(
       tenantId,
       userId,
       {
@@ -525,8 +559,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
         ...(requireVerifiedMfaDevice && { requireVerifiedMfaDevice }),
       },
       now,
-      change.beforeCommit,
-    );
+      beforeCommit,
+    ));
     if (written === null) return null;
     const { device, created, generation } = written;
     // The new generation ends any negative (or older positive) entry; written through, the next check is a hit.
@@ -583,7 +617,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
 
     async revoke(tenantId, userId, id) {
       const change = beginChange(tenantId, userId);
-      const { revoked, generation } = await store.revoke(tenantId, userId, id, change.beforeCommit);
+      const { revoked, generation } = await change.run((beforeCommit) => store.revoke(tenantId, userId, id, beforeCommit));
       await change.committed(generation);
       if (revoked) emit('revoked', { tenantId, userId, deviceId: id, count: 1 });
       return revoked;
@@ -591,7 +625,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
 
     async revokeAll(tenantId, userId) {
       const change = beginChange(tenantId, userId);
-      const { revoked, generation } = await store.revokeAll(tenantId, userId, change.beforeCommit);
+      const { revoked, generation } = await change.run((beforeCommit) => store.revokeAll(tenantId, userId, beforeCommit));
       await change.committed(generation);
       if (revoked > 0) emit('revoked', { tenantId, userId, count: revoked });
       return revoked;

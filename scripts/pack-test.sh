@@ -37,6 +37,29 @@ const server = app.listen(0, "127.0.0.1", async () => {
   console.log(`${process.argv[1].split("/").pop()}: mounted, answered ${res.status} ${body.title}`);
 });'
 
+# With REDIS_URL (.ci/run), each consumer also runs the Redis cache on the ioredis it installed (the lowest version the
+# peer range takes in one, the newest in the other): a fill, a hit, a raise that ends it, a ping.
+REDIS_CALL='
+const roundTrip = async () => {
+  const client = new Redis(process.env.REDIS_URL, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+  await client.connect();
+  const cache = redisCache({ client, keyPrefix: `pack-test:${process.pid}:` });
+  const scope = { epoch: 1, tenantId: "t", userId: "u" };
+  await cache.fill(scope, "fp", 1, { trusted: true, deviceId: "d", trustedUntil: Date.now() + 60000 }, 60000);
+  const hit = await cache.get(scope, "fp");
+  await cache.invalidate(scope, 2);
+  const gone = await cache.get(scope, "fp");
+  const up = await cache.ping();
+  await cache.close();
+  await client.quit();
+  if (hit?.trusted !== true || gone != null || up !== true) {
+    console.error("the Redis cache did not answer as it should", { hit, gone, up }); process.exit(1);
+  }
+  console.log(`${process.argv[1].split("/").pop()}: Redis cache on ioredis ${ioredisVersion}: fill, hit, raise, ping`);
+};
+if (process.env.REDIS_URL) roundTrip().catch((err) => { console.error(err); process.exit(1); });
+else console.log("no REDIS_URL: the Redis cache was not run");'
+
 # express, knex, pg and ioredis are peer dependencies: npm installs them beside the kit (@types/express, an optional
 # one, only when asked). The ESM consumer takes the lowest versions package.json accepts, the others the newest.
 install() { (cd "$1" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund "$TARBALL" "${@:2}" >/dev/null); }
@@ -60,6 +83,14 @@ app.use(problemJson());
 $CALL
 JS
 (cd "$WORK/esm" && node app.js)
+cat >"$WORK/esm/redis.js" <<JS
+import { createRequire } from 'node:module';
+import { Redis } from 'ioredis';
+import { redisCache, REDIS_CACHE_CLIENT_OPTIONS } from 'express-mfa-kit';
+const ioredisVersion = createRequire(import.meta.url)('ioredis/package.json').version;
+$REDIS_CALL
+JS
+(cd "$WORK/esm" && node redis.js)
 
 echo "=== CommonJS consumer"
 mkdir "$WORK/cjs"; install "$WORK/cjs"
@@ -74,9 +105,17 @@ app.use(problemJson());
 $CALL
 JS
 (cd "$WORK/cjs" && node app.js)
+cat >"$WORK/cjs/redis.js" <<JS
+const { Redis } = require('ioredis');
+const { redisCache, REDIS_CACHE_CLIENT_OPTIONS } = require('express-mfa-kit');
+const ioredisVersion = require('ioredis/package.json').version;
+$REDIS_CALL
+JS
+(cd "$WORK/cjs" && node redis.js)
 
 echo "=== strict TypeScript consumer"
-mkdir "$WORK/ts"; install "$WORK/ts" typescript@5.9 @types/express@5 @types/node@20
+# @types/redis-errors: ioredis 6's own declarations import redis-errors, which has none (skipLibCheck is off here).
+mkdir "$WORK/ts"; install "$WORK/ts" typescript@5.9 @types/express@5 @types/node@20 @types/redis-errors@1
 (cd "$WORK/ts" && npm pkg set type=module >/dev/null)
 (cd "$WORK/ts" && echo "  ioredis $(node -p 'require("ioredis/package.json").version')")
 cat >"$WORK/ts/tsconfig.json" <<JSON

@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import type express from 'express';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { createTrustedDevices, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
+import { createTrustedDevices, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustScope, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
 import { KEY_A, migratedStorage, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool } from './support/mfa.js';
 import { redisUrl, requireRedis } from './support/redis.js';
@@ -112,14 +112,16 @@ describe('an instance that dies right after a change of trusted devices commits 
   }
 });
 
-describe('a revocation on an instance that has not yet read the newest cache epoch (shared Redis)', function () {
+describe('a revocation while instances use different cache epochs for a moment (shared Redis)', function () {
   this.timeout(30_000);
   let db: TestDb;
   let client: Redis;
   let cache: TrustedDeviceCache;
   const services: Array<{ close(): void }> = [];
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  before(async function () {
+  // A database each: every test moves the one cache epoch.
+  beforeEach(async function () {
     const url = await redisUrl();
     requireRedis(this, url);
     db = await migratedStorage();
@@ -127,39 +129,152 @@ describe('a revocation on an instance that has not yet read the newest cache epo
     await client.connect();
     cache = redisCache({ client, keyPrefix: `split:${randomBytes(4).toString('hex')}:`, logger: silentLogger });
   });
-  after(async () => {
-    for (const service of services) service.close();
+  afterEach(async () => {
+    for (const service of services.splice(0)) service.close();
     await cache?.close?.();
     client?.disconnect();
     await db?.drop();
   });
 
-  it('another instance that read the bumped epoch and cached "trusted" under it answers false once the revocation returns', async () => {
-    // The writer re-reads the epoch every second: each read is awaited here, so the bump below lands right after one.
+  /**
+   * A writer still on epoch E (it re-reads the epoch every second, and read it just before the bump below) and a
+   * reader that has read E + 1 and cached "trusted" under it.
+   */
+  async function split(user: string, writerStore: TrustedDeviceStore = db.storage.trustedDevices, writerCache: TrustedDeviceCache = cache) {
     let epochRead: (() => void) | undefined;
-    const store = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    const store = Object.create(writerStore) as TrustedDeviceStore;
     store.cacheEpoch = async () => {
       const epoch = await db.storage.trustedDevices.cacheEpoch();
       epochRead?.();
       return epoch;
     };
-    const writer = createTrustedDevices({ storage: { trustedDevices: store }, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    const writer = createTrustedDevices({ storage: { trustedDevices: store }, cache: writerCache, logger: silentLogger, epochRefreshMs: 1000 });
     const reader = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 20 });
     services.push(writer, reader);
-    const device = await writer.trust('acme', 'split', { fingerprint: 'fp-split' });
-    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
-
+    const device = await writer.trust('acme', user, { fingerprint: 'fp' });
+    expect(await reader.check('acme', user, 'fp')).to.include({ trusted: true });
     // The writer has just read epoch E; another instance, whose cache call failed, bumps it to E + 1.
     await new Promise<void>((resolve) => (epochRead = resolve));
     epochRead = undefined;
-    await db.storage.trustedDevices.bumpCacheEpoch();
+    const bumped = await db.storage.trustedDevices.bumpCacheEpoch();
     // The reader reads E + 1 within 20 ms, misses, and caches "trusted" under E + 1; the writer still uses E.
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
-    expect(await reader.check('acme', 'split', 'fp-split')).to.include({ trusted: true });
+    await sleep(100);
+    for (let i = 0; i < 2; i++) expect(await reader.check('acme', user, 'fp')).to.include({ trusted: true });
+    return { writer, reader, device, bumped };
+  }
 
-    expect(await writer.revoke('acme', 'split', device.id)).to.equal(true);
-    expect(await reader.check('acme', 'split', 'fp-split')).to.deep.equal({ trusted: false });
-    expect(await writer.check('acme', 'split', 'fp-split')).to.deep.equal({ trusted: false });
+  /** The cache, except that a raise under `failing.epoch` fails (a Redis timeout). */
+  function failingUnder(failing: { epoch?: number | undefined }): TrustedDeviceCache {
+    return Object.assign(Object.create(cache) as TrustedDeviceCache, {
+      invalidate: (scope: TrustScope, generation: number) => (scope.epoch === failing.epoch ? Promise.reject(new Error('Command timed out')) : cache.invalidate(scope, generation)),
+    });
+  }
+
+  it('the reader answers false once the revocation returns: the writer raised under the newest epoch too', async () => {
+    const { writer, reader, device } = await split('newest');
+    expect(await writer.revoke('acme', 'newest', device.id)).to.equal(true);
+    expect(await reader.check('acme', 'newest', 'fp')).to.deep.equal({ trusted: false });
+    expect(await writer.check('acme', 'newest', 'fp')).to.deep.equal({ trusted: false });
+  });
+
+  it('the raise under the newest epoch times out and the writer dies right after its commit: the change was run again, bumping the epoch, and the reader answers false', async () => {
+    const failing: { epoch?: number | undefined } = {};
+    let committed = false;
+    const dying = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    dying.revoke = async (...args: Parameters<TrustedDeviceStore['revoke']>) => {
+      await db.storage.trustedDevices.revoke(...args);
+      committed = true;
+      return never;
+    };
+    const { writer, reader, device, bumped } = await split('held', dying, failingUnder(failing));
+    failing.epoch = bumped;
+    void writer.revoke('acme', 'held', device.id);
+    while (!committed) await sleep(5);
+    expect(await db.storage.trustedDevices.cacheEpoch()).to.equal(bumped + 1);
+    // What point 4 bounds: an instance reads the new epoch within 2 × its epochRefreshMs (here 40 ms) of the bump.
+    await sleep(60);
+    for (let i = 0; i < 3; i++) {
+      expect(await reader.check('acme', 'held', 'fp')).to.deep.equal({ trusted: false });
+      await sleep(300);
+    }
+  });
+
+  it('the same, the writer alive (and Postgres refusing its own standalone bumps): the revocation answers after the bump\'s window, and false everywhere', async () => {
+    const failing: { epoch?: number | undefined } = {};
+    const store = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    store.bumpCacheEpoch = () => Promise.reject(new Error('the database refused'));
+    const { writer, reader, device, bumped } = await split('alive', store, failingUnder(failing));
+    failing.epoch = bumped;
+    const started = Date.now();
+    expect(await writer.revoke('acme', 'alive', device.id)).to.equal(true);
+    expect(Date.now() - started).to.be.at.least(2000); // 2 × epochRefreshMs of the writer
+    expect(await reader.check('acme', 'alive', 'fp')).to.deep.equal({ trusted: false });
+  });
+
+  it('a store that does not call beforeCommit: a revocation right after a bump answers once an instance still on the epoch before has moved on', async () => {
+    const hookless = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    hookless.revoke = (tenantId, userId, id) => db.storage.trustedDevices.revoke(tenantId, userId, id);
+    const setup = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    const stale = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(setup, stale);
+    const device = await setup.trust('acme', 'hookless', { fingerprint: 'fp' });
+    for (let i = 0; i < 2; i++) expect(await stale.check('acme', 'hookless', 'fp')).to.include({ trusted: true });
+    await db.storage.trustedDevices.bumpCacheEpoch();
+    const writer = createTrustedDevices({ storage: { trustedDevices: hookless }, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(writer);
+    expect(await writer.revoke('acme', 'hookless', device.id)).to.equal(true);
+    expect(await stale.check('acme', 'hookless', 'fp')).to.deep.equal({ trusted: false });
+  });
+
+  it('a bump that waited for a writer holding the epoch is dated when it is written, not when it began waiting', async () => {
+    const setup = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(setup);
+    const device = await setup.trust('acme', 'waited', { fingerprint: 'fp' });
+    // A writer's transaction holds the epoch (as hold() does) for 1.5 s; a bump waits behind it.
+    const trx = await db.knex.transaction();
+    await trx.raw('select epoch from trusted_device_cache_epoch for share');
+    const bump = db.storage.trustedDevices.bumpCacheEpoch();
+    await sleep(1400);
+    // An instance starting now reads the epoch before the bump, and caches "trusted" under it.
+    const reader = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(reader);
+    for (let i = 0; i < 2; i++) expect(await reader.check('acme', 'waited', 'fp')).to.include({ trusted: true });
+    await sleep(100);
+    await trx.commit();
+    await bump;
+    const writer = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(writer);
+    expect(await writer.revoke('acme', 'waited', device.id)).to.equal(true);
+    expect(await reader.check('acme', 'waited', 'fp')).to.deep.equal({ trusted: false });
+  });
+
+  it("a store that runs its transaction again: what the rolled-back attempt's hook did is not kept", async () => {
+    let real = 0;
+    const failing: { epoch?: number | undefined } = {};
+    const store = Object.create(db.storage.trustedDevices) as TrustedDeviceStore;
+    store.revoke = async (tenantId, userId, id, beforeCommit) => {
+      // Attempt 1: the raise fails, the hook bumps the epoch in the transaction, which then rolls back (a serialization failure, say).
+      await beforeCommit!(7, { read: () => Promise.resolve(real), hold: () => Promise.resolve({ epoch: real, sinceBumpMs: null }), bump: () => Promise.resolve(real + 1) });
+      failing.epoch = undefined;
+      await sleep(10); // past cacheRetryMs: the cache is used again
+      // Attempt 2: the raise lands; this one commits.
+      await beforeCommit!(7, { read: () => Promise.resolve(real), hold: () => Promise.resolve({ epoch: real, sinceBumpMs: null }), bump: () => Promise.resolve(real + 1) });
+      return db.storage.trustedDevices.revoke(tenantId, userId, id);
+    };
+    const seen: number[] = [];
+    const spying = Object.assign(failingUnder(failing), {
+      get: (scope: TrustScope, fingerprint: string) => {
+        seen.push(scope.epoch);
+        return cache.get(scope, fingerprint);
+      },
+    });
+    const service = createTrustedDevices({ storage: { trustedDevices: store }, cache: spying, logger: silentLogger, epochRefreshMs: 1000, cacheRetryMs: 1 });
+    services.push(service);
+    const device = await service.trust('acme', 'retried', { fingerprint: 'fp' });
+    real = await db.storage.trustedDevices.cacheEpoch();
+    failing.epoch = real;
+    expect(await service.revoke('acme', 'retried', device.id)).to.equal(true);
+    expect(await service.check('acme', 'retried', 'fp')).to.deep.equal({ trusted: false });
+    expect(seen.at(-1), 'the epoch the instance uses after the revocation').to.equal(real);
   });
 });

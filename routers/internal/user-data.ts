@@ -21,7 +21,7 @@ export function mountUserData(router: Router, config: InternalRouterConfig): voi
     // As a revocation: the cache is told in the erasure's transaction, and the next check, on every instance, answers
     // from the erased state.
     const change = config.trustedDevices.beginChange(tenantId!, q.user_id);
-    const { erased, trustedGeneration } = await config.storage.users.erase(tenantId!, q.user_id, change.beforeCommit);
+    const { erased, trustedGeneration } = await change.run((beforeCommit) => config.storage.users.erase(tenantId!, q.user_id, beforeCommit));
     if (erased.trustedDevices > 0) await change.committed(trustedGeneration);
     emitSafely(config.events, config.logger, 'user.erased', { ...eventBase({ tenantId: tenantId!, userId: q.user_id, requestId }), ...erased });
     const body: ErasedUserDataResponse = {

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { BeforeTrustedCommit, Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
 import { coalesce } from '../coalesce.js';
-import { BUMP_CACHE_EPOCH, bumpGeneration, epochIn, epochOf, hasVerifiedMfaDevice, READ_CACHE_EPOCH } from './user-locks.js';
+import { bumpEpoch, bumpGeneration, epochIn, epochOf, hasVerifiedMfaDevice, READ_CACHE_EPOCH } from './user-locks.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -252,7 +252,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async bumpCacheEpoch(): Promise<number> {
-    return epochOf((await this.knex.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows);
+    return this.knex.transaction((trx) => bumpEpoch(trx));
   }
 
   /** Deletes in one transaction with the generation bump; rolls the bump back when nothing matched. */

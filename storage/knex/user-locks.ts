@@ -41,7 +41,13 @@ export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: stri
 }
 
 export const READ_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch';
-export const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1, bumped_at = clock_timestamp() returning epoch';
+/**
+ * The bump, in two statements of one transaction: the row lock first (it waits for the writers that hold the epoch,
+ * FOR SHARE), then the new epoch stamped with the time it is written, so `bumped_at` is at most a commit before the
+ * moment other instances can read it. In one UPDATE the stamp would be taken before that wait.
+ */
+const LOCK_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch for update';
+const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1, bumped_at = clock_timestamp() returning epoch';
 /**
  * FOR SHARE: a bump (an UPDATE) waits for this transaction, and under READ COMMITTED this read waits for a bump in
  * flight and returns the epoch it committed. Milliseconds since the bump on the database's clock.
@@ -62,6 +68,12 @@ export function epochIn(trx: Knex.Transaction): CacheEpochInTransaction {
       const { rows } = await trx.raw<{ rows: Array<{ epoch: string; since_ms: number | null }> }>(HOLD_CACHE_EPOCH);
       return { epoch: epochOf(rows), sinceBumpMs: rows[0]!.since_ms };
     },
-    bump: async () => epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows),
+    bump: () => bumpEpoch(trx),
   };
+}
+
+/** Bumps the cache epoch in `trx` (see BUMP_CACHE_EPOCH) and returns the new one. */
+export async function bumpEpoch(trx: Knex.Transaction): Promise<number> {
+  epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(LOCK_CACHE_EPOCH)).rows);
+  return epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows);
 }
