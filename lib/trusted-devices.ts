@@ -37,12 +37,13 @@
  *    Instances do not move to a new epoch at the same moment, so a mutation raises the generation under the
  *    epoch its instance uses AND under the newest one, read in its transaction and held there (`hold()`: no
  *    bump commits before the mutation does): an instance that has read the newer epoch already fills its keys
- *    from the old state, and its entries must end too. For 2 × `epochRefreshMs` after a bump (`bumped_at`,
- *    migration 0008) other instances may still use an epoch older than both: a revocation made then answers
- *    its caller once that time has passed since the bump (`bumped_at` is written after the bump's row lock,
- *    just before its commit; the wait adds a margin for that commit). Should the cache take the raise under the
- *    instance's epoch but not the one under the newest, the change is rolled back and run once more, the epoch
- *    bumped first: a transaction that holds the epoch cannot bump it (two such would wait for each other).
+ *    from the old state, and its entries must end too. For 2 × `epochRefreshMs` after a bump's commit other
+ *    instances may still use an epoch older than both: a revocation made within 10 s of a bump (`bumped_at`,
+ *    migration 0008, written just before the commit, whose moment is not known) answers its caller
+ *    2 × `epochRefreshMs` after its hold, which came after that commit. Should the cache take the raise under
+ *    the instance's epoch but not the one under the newest, the change is rolled back and run once more, the
+ *    epoch bumped first: a transaction that holds the epoch cannot bump it (two such would wait for each other).
+ *    A bump waits at most 2 s for the holders (`lock_timeout`), then fails: a 503, or the timer's retry.
  *    (A store that does not call `beforeCommit`: the cache is told after the commit, under the instance's epoch
  *    and the newest one, and a revocation always answers 2 × `epochRefreshMs` later, as the store does not date
  *    the bumps; a crash between its commit and that step is not covered. If Postgres refuses the bump then, the
@@ -134,8 +135,9 @@ export interface TrustedDevices {
   revokeAll(tenantId: string, userId: string): Promise<number>;
   /**
    * Tells the cache about a change of the user's devices committed by another writer with this `generation` (the
-   * user's erasure, `storage.users.erase`; the removal of their last MFA device, `storage.mfaDevices.remove`), as
-   * this service's own changes do: the next check reads the new state.
+   * user's erasure, `storage.users.erase`; the removal of their last MFA device, `storage.mfaDevices.remove`): the
+   * next check reads the new state. It answers 2 × `epochRefreshMs` after telling it (point 4); `beginChange()` tells
+   * the cache in the writer's transaction instead, and seldom waits.
    */
   changed(tenantId: string, userId: string, generation: number): Promise<void>;
   /**
@@ -259,6 +261,8 @@ class EpochGuard {
   private readSeq = -1;
   private skipUntil = 0;
   private pendingBump = false;
+  /** The timer's retry of a pending bump, while it runs (a bump may wait for a lock): one at a time. */
+  private retrying: Promise<boolean> | undefined;
   private inflight: { seq: number; promise: Promise<number> } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastUse = 0;
@@ -366,7 +370,7 @@ class EpochGuard {
     this.timer = setInterval(() => {
       // Stop when idle: the first use after that re-reads the epoch itself.
       if (Date.now() - this.lastUse > this.idleMs) return this.close();
-      if (this.pendingBump) void this.bump();
+      if (this.pendingBump) this.retrying ??= this.bump().finally(() => (this.retrying = undefined));
       else this.read().catch((err: unknown) => this.warn({ error: errorMessage(err) }, 'trusted devices: could not refresh the cache epoch'));
     }, this.refreshMs);
     this.timer.unref();
@@ -392,8 +396,12 @@ class RaiseMissedWhileHeld extends Error {
   }
 }
 
-/** From `bumped_at`, stamped just before a bump's commit, to the moment other instances can read the new epoch. */
-const BUMP_COMMIT_MARGIN_MS = 100;
+/**
+ * Longest a bump's commit may come after its `bumped_at` (stamped just before it): an instance may read the epoch
+ * before the bump until that commit, and use it 2 × `epochRefreshMs` longer. Far above a commit's time, and above
+ * any statement or lock timeout a deployment sets (the example server's: 5 s).
+ */
+const BUMP_COMMIT_BOUND_MS = 10_000;
 
 /** Builds the trusted-device service over the injected storage and (optional) cache. */
 export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDevices {
@@ -502,10 +510,12 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     return {
       async run(call) {
         try {
+          called = false;
           return await call(beforeCommit);
         } catch (err) {
           if (!(err instanceof RaiseMissedWhileHeld)) throw err;
           bumpFirst = true;
+          called = false;
           return call(beforeCommit);
         }
       },
@@ -530,9 +540,10 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
           return;
         }
         // An epoch bumped moments ago: an instance may still read the keys of an epoch before it, which this raise
-        // did not reach. The revocation answers once none can (point 4); `bumped_at` is stamped just before its commit.
-        const wait = guard.maxAgeMs + BUMP_COMMIT_MARGIN_MS - (sinceBumpMs ?? Infinity);
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // did not reach, for 2 × epochRefreshMs after the bump's commit. The commit came before this change held the
+        // epoch, but when exactly is not known (`bumped_at` is stamped before it): the revocation answers a whole
+        // 2 × epochRefreshMs after its hold, when none can (point 4).
+        if (sinceBumpMs !== null && sinceBumpMs < guard.maxAgeMs + BUMP_COMMIT_BOUND_MS) await orphaned();
       },
     };
   };

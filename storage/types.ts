@@ -168,8 +168,8 @@ export interface CacheEpochInTransaction {
   /** The epoch as committed now. */
   read(): Promise<number>;
   /**
-   * The epoch as committed now, held: no bump commits before the writer's transaction ends (and a bump in flight is
-   * waited for); with how long ago, in milliseconds, it was last bumped (`null`: not since migration 0008). After
+   * The epoch as committed now, held: no bump commits before the writer's transaction ends (and a bump that has the
+   * row locked is waited for); with how long ago, in milliseconds, it was last bumped (`null`: not since migration 0008). After
    * it, this transaction must not `bump()`: two writers holding it would wait for each other.
    */
   hold(): Promise<{ epoch: number; sinceBumpMs: number | null }>;

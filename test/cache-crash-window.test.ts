@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import type express from 'express';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { createTrustedDevices, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustScope, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
+import { createTrustedDevices, isStorageUnavailable, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type TrustScope, type MfaStorage, type MfaDeviceStore, type TrustedDeviceCache, type TrustedDeviceStore, type UserDataStore } from '../index.js';
 import { KEY_A, migratedStorage, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool } from './support/mfa.js';
 import { redisUrl, requireRedis } from './support/redis.js';
@@ -246,6 +246,27 @@ describe('a revocation while instances use different cache epochs for a moment (
     services.push(writer);
     expect(await writer.revoke('acme', 'waited', device.id)).to.equal(true);
     expect(await reader.check('acme', 'waited', 'fp')).to.deep.equal({ trusted: false });
+  });
+
+  it('a bump behind a holder of the epoch that hangs gives up after 2 s: its revocation fails as storage unavailable, nothing revoked, and goes through once the holder is gone', async () => {
+    const failing: { epoch?: number | undefined } = {};
+    const writer = createTrustedDevices({ storage: db.storage, cache: failingUnder(failing), logger: silentLogger, epochRefreshMs: 1000 });
+    services.push(writer);
+    const device = await writer.trust('acme', 'frozen', { fingerprint: 'fp' });
+    failing.epoch = await db.storage.trustedDevices.cacheEpoch();
+    const holder = await db.knex.transaction();
+    try {
+      await holder.raw('select epoch from trusted_device_cache_epoch for share');
+      const started = Date.now();
+      const refused = await writer.revoke('acme', 'frozen', device.id).then(() => undefined, (err: unknown) => err);
+      expect(Date.now() - started).to.be.within(1500, 6000);
+      expect(isStorageUnavailable(refused), String(refused)).to.equal(true);
+      expect(await db.knex('trusted_devices').where({ user_id: 'frozen' }).count({ n: '*' })).to.deep.equal([{ n: '1' }]);
+    } finally {
+      await holder.commit();
+    }
+    expect(await writer.revoke('acme', 'frozen', device.id)).to.equal(true);
+    expect(await writer.check('acme', 'frozen', 'fp')).to.deep.equal({ trusted: false });
   });
 
   it("a store that runs its transaction again: what the rolled-back attempt's hook did is not kept", async () => {

@@ -72,8 +72,15 @@ export function epochIn(trx: Knex.Transaction): CacheEpochInTransaction {
   };
 }
 
-/** Bumps the cache epoch in `trx` (see BUMP_CACHE_EPOCH) and returns the new one. */
+/**
+ * Bumps the cache epoch in `trx` (see BUMP_CACHE_EPOCH) and returns the new one. It waits for the writers holding the
+ * epoch, each for a Redis call and a commit; at most 2 s in all (a holder that hangs, or new holders that keep the
+ * row shared): then the bump fails, as a 503 of its change or a retry on the timer, instead of holding its own locks
+ * and connection.
+ */
 export async function bumpEpoch(trx: Knex.Transaction): Promise<number> {
+  // lock_timeout bounds one wait, statement_timeout a row kept shared by holder after holder.
+  await trx.raw("select set_config('lock_timeout', '2s', true), set_config('statement_timeout', '2s', true)");
   epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(LOCK_CACHE_EPOCH)).rows);
   return epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows);
 }
