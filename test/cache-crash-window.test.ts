@@ -18,6 +18,16 @@ import { redisUrl, requireRedis } from './support/redis.js';
 const internal = { 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' };
 const never = new Promise<never>(() => undefined);
 
+/** A migrated database of its own, and the shared Redis (REDIS_URL) under a key prefix of its own. */
+async function databaseAndCache(ctx: Mocha.Context, name: string): Promise<{ db: TestDb; client: Redis; cache: TrustedDeviceCache }> {
+  const url = await redisUrl();
+  requireRedis(ctx, url);
+  const db = await migratedStorage();
+  const client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+  await client.connect();
+  return { db, client, cache: redisCache({ client, keyPrefix: `${name}:${randomBytes(4).toString('hex')}:`, logger: silentLogger }) };
+}
+
 describe('an instance that dies right after a change of trusted devices commits (shared Redis)', function () {
   this.timeout(30_000);
   let db: TestDb;
@@ -31,12 +41,7 @@ describe('an instance that dies right after a change of trusted devices commits 
   let seq = 0;
 
   before(async function () {
-    const url = await redisUrl();
-    requireRedis(this, url);
-    db = await migratedStorage();
-    client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
-    await client.connect();
-    cache = redisCache({ client, keyPrefix: `crash:${randomBytes(4).toString('hex')}:`, logger: silentLogger });
+    ({ db, client, cache } = await databaseAndCache(this, 'crash'));
     committed = [];
     /** `name` commits as usual, then the instance is gone: its caller never hears back. */
     const dies = <A extends unknown[], R>(name: string, call: (...args: A) => Promise<R>) =>
@@ -122,12 +127,7 @@ describe('a revocation while instances use different cache epochs for a moment (
 
   // A database each: every test moves the one cache epoch.
   beforeEach(async function () {
-    const url = await redisUrl();
-    requireRedis(this, url);
-    db = await migratedStorage();
-    client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
-    await client.connect();
-    cache = redisCache({ client, keyPrefix: `split:${randomBytes(4).toString('hex')}:`, logger: silentLogger });
+    ({ db, client, cache } = await databaseAndCache(this, 'split'));
   });
   afterEach(async () => {
     for (const service of services.splice(0)) service.close();
