@@ -38,9 +38,9 @@
  *    epoch its instance uses AND under the newest one, read in its transaction and held there (`hold()`: no
  *    bump commits before the mutation does): an instance that has read the newer epoch already fills its keys
  *    from the old state, and its entries must end too. For 2 × `epochRefreshMs` after a bump's commit other
- *    instances may still use an epoch older than both: a revocation made within 10 s of a bump (`bumped_at`,
- *    migration 0008, written just before the commit, whose moment is not known) answers its caller
- *    2 × `epochRefreshMs` after its hold, which came after that commit. Should the cache take the raise under
+ *    instances may still use an epoch older than both: a revocation made within 2 × `epochRefreshMs` + 10 s of
+ *    a bump (`bumped_at`, migration 0008, written just before the commit, whose moment is not known) answers its
+ *    caller 2 × `epochRefreshMs` after its hold, which came after that commit. Should the cache take the raise under
  *    the instance's epoch but not the one under the newest, the change is rolled back and run once more, the
  *    epoch bumped first: a transaction that holds the epoch cannot bump it (two such would wait for each other).
  *    A bump waits at most 2 s for the holders (`lock_timeout`), then fails: a 503, or the timer's retry.

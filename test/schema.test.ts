@@ -1,10 +1,12 @@
 /**
  * The kit's tables in a schema of their own (README, "Mount into your existing app"): a host database that already
- * has a `trusted_devices` table keeps it, and the kit works from the schema its knex's `searchPath` names.
+ * has a `trusted_devices` table keeps it, and the kit works from the schema its knex's `searchPath` names. And the
+ * schema across versions: code ahead of its migrations, and a database ahead of the code (a rolling deploy).
  */
 import { expect } from 'chai';
 import knexModule from 'knex';
-import { createTrustedDevices, knexStorage, silentLogger } from '../index.js';
+import { createTrustedDevices, knexStorage, memoryCache, silentLogger } from '../index.js';
+import { migratedStorage } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
 describe("the kit's tables in their own schema (knex searchPath)", function () {
@@ -39,6 +41,51 @@ describe("the kit's tables in their own schema (knex searchPath)", function () {
       expect(await db.knex('public.trusted_devices').select('*')).to.deep.equal([{ id: 1, host_data: "the host's row" }]);
     } finally {
       await knex.destroy();
+    }
+  });
+});
+
+describe("the kit's schema across versions", function () {
+  this.timeout(30_000);
+
+  it('a database migrated by a later version (a migration this code does not know) still migrates and serves', async () => {
+    const db = await migratedStorage();
+    try {
+      await db.knex('mfa_kit_migrations').insert({ name: '0099_from_a_later_version', batch: 99, migration_time: new Date() });
+      expect(await db.storage.migrate()).to.deep.equal([]);
+      expect(await db.storage.ping()).to.equal(undefined);
+    } finally {
+      await db.drop();
+    }
+  });
+
+  it('code ahead of migration 0008 (no bumped_at yet): trusts and revocations work, with the cache told and the epoch bumped as before', async () => {
+    const db = await migratedStorage();
+    try {
+      await db.knex.raw('alter table trusted_device_cache_epoch drop column bumped_at');
+      // A raise that fails makes the change bump the epoch instead: the undated bump.
+      let failRaise = false;
+      const base = memoryCache();
+      const cache = Object.assign(Object.create(base) as typeof base, {
+        invalidate: (scope: Parameters<typeof base.invalidate>[0], generation: number) => (failRaise ? Promise.reject(new Error('Command timed out')) : base.invalidate(scope, generation)),
+      });
+      const service = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger, epochRefreshMs: 50, cacheRetryMs: 1 });
+      try {
+        const first = await service.trust('acme', 'early', { fingerprint: 'fp-1' });
+        expect(await service.check('acme', 'early', 'fp-1')).to.include({ trusted: true });
+        expect(await service.revoke('acme', 'early', first.id)).to.equal(true);
+        expect(await service.check('acme', 'early', 'fp-1')).to.deep.equal({ trusted: false });
+        const second = await service.trust('acme', 'early', { fingerprint: 'fp-2' });
+        const epoch = await db.storage.trustedDevices.cacheEpoch();
+        failRaise = true;
+        expect(await service.revoke('acme', 'early', second.id)).to.equal(true);
+        expect(await db.storage.trustedDevices.cacheEpoch()).to.equal(epoch + 1);
+        expect(await service.check('acme', 'early', 'fp-2')).to.deep.equal({ trusted: false });
+      } finally {
+        service.close();
+      }
+    } finally {
+      await db.drop();
     }
   });
 });

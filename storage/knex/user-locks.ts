@@ -46,13 +46,17 @@ export const READ_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch';
  * FOR SHARE), then the new epoch stamped with the time it is written, so `bumped_at` is at most a commit before the
  * moment other instances can read it. In one UPDATE the stamp would be taken before that wait.
  */
-const LOCK_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch for update';
+const LOCK_CACHE_EPOCH = "select epoch, (to_jsonb(e) -> 'bumped_at') is not null as dated from trusted_device_cache_epoch e for update";
 const BUMP_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1, bumped_at = clock_timestamp() returning epoch';
+/** Before migration 0008 (code deployed ahead of its migration): the bump as it was. */
+const BUMP_UNDATED_CACHE_EPOCH = 'update trusted_device_cache_epoch set epoch = epoch + 1 returning epoch';
 /**
  * FOR SHARE: a bump (an UPDATE) waits for this transaction, and under READ COMMITTED this read waits for a bump in
- * flight and returns the epoch it committed. Milliseconds since the bump on the database's clock.
+ * flight and returns the epoch it committed. Milliseconds since the bump on the database's clock; `bumped_at` read
+ * through `to_jsonb` so that a database before migration 0008 answers null (never dated) rather than an error.
  */
-const HOLD_CACHE_EPOCH = 'select epoch, (extract(epoch from clock_timestamp() - bumped_at) * 1000)::float8 as since_ms from trusted_device_cache_epoch for share';
+const HOLD_CACHE_EPOCH = `select epoch, (extract(epoch from clock_timestamp() - (to_jsonb(e) ->> 'bumped_at')::timestamptz) * 1000)::float8 as since_ms
+  from trusted_device_cache_epoch e for share`;
 
 /** The one cache epoch (a row migration 0002 makes), as a number; throws when the migrations have not run. */
 export function epochOf(rows: Array<{ epoch: string }>): number {
@@ -81,6 +85,7 @@ export function epochIn(trx: Knex.Transaction): CacheEpochInTransaction {
 export async function bumpEpoch(trx: Knex.Transaction): Promise<number> {
   // lock_timeout bounds one wait, statement_timeout a row kept shared by holder after holder.
   await trx.raw("select set_config('lock_timeout', '2s', true), set_config('statement_timeout', '2s', true)");
-  epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(LOCK_CACHE_EPOCH)).rows);
-  return epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(BUMP_CACHE_EPOCH)).rows);
+  const { rows } = await trx.raw<{ rows: Array<{ epoch: string; dated: boolean }> }>(LOCK_CACHE_EPOCH);
+  epochOf(rows);
+  return epochOf((await trx.raw<{ rows: Array<{ epoch: string }> }>(rows[0]!.dated ? BUMP_CACHE_EPOCH : BUMP_UNDATED_CACHE_EPOCH)).rows);
 }
