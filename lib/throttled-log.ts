@@ -1,5 +1,6 @@
 /** A warn logger that writes at most one line per interval, so an outage cannot flood the log. */
 import type { Logger } from './logger.js';
+import { summarizeError } from './problem.js';
 
 /** Returns `warn(obj, msg)` that logs through `logger.warn` at most once per `intervalMs`, counting what it dropped. */
 export function throttledWarn(logger: Logger, intervalMs = 10_000): (obj: object, msg: string) => void {
@@ -17,5 +18,8 @@ export function throttledWarn(logger: Logger, intervalMs = 10_000): (obj: object
   };
 }
 
-/** The message of an error, for a log line (never the stack, never the object: it may carry a connection string). */
-export const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err)).slice(0, 300);
+/**
+ * The message of an error, for a log line: never the stack, never the object (it may carry a connection string), never
+ * the SQL knex puts before a driver's message (`summarizeError`).
+ */
+export const errorMessage = (err: unknown): string => (err instanceof Error ? summarizeError(err).message : String(err).slice(0, 300));

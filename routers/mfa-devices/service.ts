@@ -12,6 +12,7 @@ import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, type 
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
+import { errorMessage } from '../../lib/throttled-log.js';
 import type { MfaDevice, Page, TrustedDevice } from '../../storage/types.js';
 import type { MfaDevicesRouterConfig } from './options.js';
 
@@ -338,7 +339,13 @@ export class MfaDevicesService {
     if (input.remember) {
       // null: the user's last device went (or the user was erased) while this login was answering: the code was
       // right, but there is no second factor left for the browser to stand in for.
-      trustedDevice = (await this.trustedDevices.rememberAfterSecondFactor(caller.tenantId, caller.userId, input.remember)) ?? undefined;
+      try {
+        trustedDevice = (await this.trustedDevices.rememberAfterSecondFactor(caller.tenantId, caller.userId, input.remember)) ?? undefined;
+      } catch (err) {
+        // The code is spent and the second factor passed: the login answers so, without the browser remembered
+        // (the answer has no trustedDevice), rather than a 5xx that would cost the user a second code.
+        this.config.logger.error({ tenant_id: caller.tenantId, request_id: caller.requestId, error: errorMessage(err) }, 'login: the second factor passed, but the device could not be remembered');
+      }
       if (trustedDevice) this.emit('trusted_device.created', { ...eventBase(caller), trustedDeviceId: trustedDevice.id, via: 'user' });
     }
     return { status: 'OK', method, ...(deviceId !== undefined && { deviceId }), ...(trustedDevice && { trustedDevice }) };

@@ -137,7 +137,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     try {
       return await client.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args);
     } catch (err) {
-      if (!errorMessage(err).startsWith('NOSCRIPT')) throw err;
+      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
       return client.eval(RAISE_AND_FILL, keys.length, ...keys, ...args);
     }
   };
