@@ -469,13 +469,18 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
    */
   const beginChange = (tenantId: string, userId: string): ChangeInProgress => {
     if (!cache || !guard) return { run: (call) => call(undefined), committed: () => Promise.resolve() };
-    let called = false;
     /** A second attempt after `RaiseMissedWhileHeld`: the epoch bumped at once. */
     let bumpFirst = false;
     /** The newest epoch, held by the transaction, that the generation was raised under. */
     let held: { epoch: number; sinceBumpMs: number | null } | undefined;
     /** The epoch the transaction bumped to, the cache not having taken the raise. */
     let bump: { epoch: number; mark: EpochMark } | undefined;
+    // The hook leaves one of the two set (or throws, and the change does not commit): neither means it was not called.
+    // What an earlier attempt did is undone with its transaction (run() tries again; a store may run it again too).
+    const forget = () => {
+      held = undefined;
+      bump = undefined;
+    };
     const raise = async (epoch: number, generation: number): Promise<boolean> => {
       try {
         await cache.invalidate({ epoch, tenantId, userId }, generation);
@@ -486,10 +491,7 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
       }
     };
     const beforeCommit: BeforeTrustedCommit = async (generation, epochInTransaction) => {
-      // What an earlier attempt did is undone with its transaction (a store may run it again).
-      called = true;
-      held = undefined;
-      bump = undefined;
+      forget();
       // First under the epoch this instance uses (not read lately: read in the transaction, no second pooled
       // connection while it holds one). When the cache does not take it, the bump comes now, before any hold.
       let known = bumpFirst ? undefined : guard.peek();
@@ -510,25 +512,25 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     return {
       async run(call) {
         try {
-          called = false;
+          forget();
           return await call(beforeCommit);
         } catch (err) {
           if (!(err instanceof RaiseMissedWhileHeld)) throw err;
           bumpFirst = true;
-          called = false;
+          forget();
           return call(beforeCommit);
         }
       },
       async committed(generation: number | null, entry?: CacheEntry) {
         if (generation === null) return;
-        if (!called) return propagate(tenantId, userId, generation, entry);
         const revocation = entry === undefined;
         if (bump) {
           guard.bumped(bump.epoch, bump.mark);
           if (revocation) await orphaned();
           return;
         }
-        const { epoch, sinceBumpMs } = held!;
+        if (!held) return propagate(tenantId, userId, generation, entry);
+        const { epoch, sinceBumpMs } = held;
         if (entry) {
           // Write-through: the next check of the trusted fingerprint is a hit. A fill the cache misses is a miss later.
           if (entry.ttlMs <= 0) return;
