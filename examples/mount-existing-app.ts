@@ -92,7 +92,7 @@ function hostAuthentication(secret: string): RequestHandler {
       if (!claims) return next(ProblemError.from('UNAUTHENTICATED'));
       const path = req.originalUrl.split('?', 1)[0]!;
       const secondFactor = SECOND_FACTOR_ROUTES.some(([method, route]) => req.method === method && route.test(path));
-      if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first (POST /auth/mfa/verify).', challenge: SECOND_FACTOR_DUE }));
+      if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first: POST /auth/mfa/verify (for an sms or email code, first POST /auth/mfa/devices/{id}/challenge).', challenge: SECOND_FACTOR_DUE }));
       req.user = claims;
       next();
     }) as RequestHandler;

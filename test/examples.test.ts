@@ -77,7 +77,7 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     for (const [what, call] of refused) {
       const res = await call();
       expect(res.status, what).to.equal(401);
-      expect(res.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Finish the second factor first (POST /auth/mfa/verify).', code: 'UNAUTHENTICATED' });
+      expect(res.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Finish the second factor first: POST /auth/mfa/verify (for an sms or email code, first POST /auth/mfa/devices/{id}/challenge).', code: 'UNAUTHENTICATED' });
       expect(res.headers['www-authenticate'], what).to.match(/^Bearer error="insufficient_user_authentication"/);
     }
 
