@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { DEFAULT_MAX_ENTRIES } from '../routers/device-sync/options.js';
-import { writeBodySchema } from '../routers/device-sync/vault.js';
+import { SYNC_TOKEN, writeBodySchema } from '../routers/device-sync/vault.js';
 import { MAX_DEVICE_NAME_LENGTH as MAX_MFA_DEVICE_NAME_LENGTH } from '../routers/mfa-devices/options.js';
 import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-devices/schemas.js';
 import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
@@ -514,7 +514,14 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'deviceSync', method: 'delete', path: '/{id}', tag: 'Device sync', summary: 'Delete one synced vault',
-    pathParams: ['id'], responses: { 204: null }, problems: [404],
+    pathParams: ['id'], responses: { 204: null }, problems: [404, 409],
+    query: [
+      {
+        name: 'sync_token',
+        schema: { type: 'string', minLength: SYNC_TOKEN.minLength ?? 1, maxLength: SYNC_TOKEN.maxLength ?? 128 },
+        description: 'The sync_token the record was last read with: then it is deleted only if it still carries it, else 409 SYNC_CONFLICT with the current one. Absent: deleted whatever its version.',
+      },
+    ],
   },
 ];
 

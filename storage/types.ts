@@ -83,7 +83,10 @@ export interface MfaDeviceStore {
    * purged first and do not count). Serialised per user, so concurrent enrolments cannot overshoot.
    */
   create(device: NewMfaDevice, limits: { maxDevices: number; now: Date }): Promise<CreateDeviceResult>;
-  /** Renames and/or enables/disables a device; `null` when there is no such device. */
+  /**
+   * Renames and/or enables/disables a device; `null` when there is no such device. Disabling it also deletes its
+   * pending sms/email codes, in the same transaction: a code sent before cannot pass once it is enabled again.
+   */
   update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null>;
   /**
    * Marks an unverified, unexpired (at `now`) device verified and used. With a TOTP `step` the
@@ -345,6 +348,9 @@ export interface SyncRecordChange {
  */
 export type SyncWriteResult = { status: 'created' | 'updated'; record: SyncRecord } | { status: 'conflict'; current: SyncRecord | null };
 
+/** Outcome of a create: a write's, or `limit-reached` when the user already has `maxRecords` records (nothing written). */
+export type SyncCreateResult = SyncWriteResult | { status: 'limit-reached' };
+
 export interface SyncRecordStore {
   /** A user's records, newest first by `createdAt` (ties by id), so pages do not shift while devices sync. */
   list(tenantId: string, userId: string, page: PageQuery): Promise<Page<SyncRecord>>;
@@ -354,16 +360,22 @@ export interface SyncRecordStore {
   findByFingerprint(tenantId: string, userId: string, deviceFingerprint: string): Promise<SyncRecord | null>;
   /**
    * Inserts the record unless the user already has one for this fingerprint, atomically (one
-   * winner among concurrent creators): `created`, or `conflict` with the existing record.
+   * winner among concurrent creators): `created`, or `conflict` with the existing record. With
+   * `limits`, also unless the user already has `maxRecords` records (`limit-reached`), decided under
+   * a per-user lock so that concurrent creates of other fingerprints do not pass it together.
    */
-  create(record: NewSyncRecord): Promise<SyncWriteResult>;
+  create(record: NewSyncRecord, limits?: { maxRecords: number }): Promise<SyncCreateResult>;
   /**
    * Compare-and-set in one statement: writes `change` (and `lastSyncAt` = now) only if the record
    * named by `key` still carries `expectedToken`: `updated`, or `conflict` with the current record.
    */
   updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult>;
-  /** Deletes one record of the user; `false` when there was none. */
-  delete(tenantId: string, userId: string, id: string): Promise<boolean>;
+  /**
+   * Deletes one record of the user; `false` when there was none. With `expectedToken`, only if the
+   * record still carries it, in one statement: `false` too when it does not (the caller reads the
+   * record to tell a stale token from a missing record).
+   */
+  delete(tenantId: string, userId: string, id: string, expectedToken?: string): Promise<boolean>;
 }
 
 // ---------------------------------------------------------------- the whole

@@ -10,6 +10,7 @@ import request from 'supertest';
 import { deviceSyncRouter, keyRing, knexStorage, reencrypt, silentLogger as quiet, type KeyRing, type KnexStorage, type Logger } from '../index.js';
 import { ENCRYPTION_KEYS, ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+import { lockSyncRecords } from '../storage/knex/user-locks.js';
 
 const BASE = '/mfa/devices/sync';
 const JWT_SECRET = 'device-sync-test-secret-0123456789abcdef';
@@ -42,9 +43,10 @@ const recordingLogger: Logger = {
   error: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
 };
 
-function makeApp(storage: KnexStorage, options: { keyRing?: KeyRing; maxEntries?: number; bodyLimit?: string } = {}): express.Express {
+function makeApp(storage: KnexStorage, options: { keyRing?: KeyRing; maxEntries?: number; maxRecords?: number; bodyLimit?: string } = {}): express.Express {
   const app = express();
-  app.use(BASE, deviceSyncRouter({ storage, keyRing: options.keyRing ?? appRing, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...(options.maxEntries !== undefined && { maxEntries: options.maxEntries }), ...(options.bodyLimit !== undefined && { bodyLimit: options.bodyLimit }) }));
+  const { keyRing: ring = appRing, ...limits } = options;
+  app.use(BASE, deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...limits }));
   return app;
 }
 
@@ -208,6 +210,34 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       const again = await post(app, { device_fingerprint: rec.device_fingerprint, device_name: 'again', totp_devices: [] });
       expect(again.status).to.equal(201);
       expect(again.body.id).not.to.equal(rec.id);
+    });
+
+    it('deletes only the version named by ?sync_token=: a stale one → 409 with the current token and id, and the record stays', async function () {
+      const first = await create();
+      const v2 = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'Pixel 8', sync_token: first.sync_token, totp_devices: [{ secret: newSecret() }] });
+      expect(v2.status).to.equal(200);
+      const delWith = (id: string, query: string) => request(app).delete(`${BASE}/${id}?${query}`).set('Authorization', bearer('alice'));
+
+      let res = await delWith(first.id!, `sync_token=${first.sync_token}`);
+      expect(res.status).to.equal(409);
+      expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+      expect(res.body).to.include({ status: 409, code: 40900003, sync_token: v2.body.sync_token, id: first.id });
+      expect((await getOne(first.id!)).body).to.deep.equal(v2.body);
+
+      for (const query of ['sync_token=', `sync_token=${'a'.repeat(129)}`, `sync_token=${v2.body.sync_token}&sync_token=${v2.body.sync_token}`]) {
+        res = await delWith(first.id!, query);
+        expect(res.status, query).to.equal(400);
+        expect(res.body.errors?.[0]?.field, query).to.equal('sync_token');
+      }
+      // Another user's token for the same id changes nothing either: 404, as without one.
+      expect((await request(app).delete(`${BASE}/${first.id}?sync_token=${v2.body.sync_token}`).set('Authorization', bearer('bob'))).status).to.equal(404);
+      expect((await getOne(first.id!)).body).to.deep.equal(v2.body);
+
+      res = await delWith(first.id!, `sync_token=${v2.body.sync_token}`);
+      expect(res.status).to.equal(204);
+      expect((await getOne(first.id!)).status).to.equal(404);
+      // Gone: 404 with or without a token.
+      expect((await delWith(first.id!, `sync_token=${v2.body.sync_token}`)).status).to.equal(404);
     });
 
     it('answers 404 for unknown and malformed ids', async function () {
@@ -421,6 +451,79 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         });
       }
     });
+  });
+
+  describe('record limit (maxRecords)', function () {
+    it('refuses a create beyond maxRecords with 409 DEVICE_LIMIT_REACHED, storing nothing; updates still pass, a delete frees a place', async function () {
+      const limited = makeApp(storage, { maxRecords: 3 });
+      const user = `limit-${randomBytes(4).toString('hex')}`;
+      const push = (body: object) => request(limited).post(BASE).set('Authorization', bearer(user)).send(body);
+      const made: Array<Record<string, string>> = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await push({ device_fingerprint: fingerprint(), device_name: `device ${i}`, totp_devices: [] });
+        expect(res.status).to.equal(201);
+        made.push(res.body as Record<string, string>);
+      }
+      const over = await push({ device_fingerprint: fingerprint(), device_name: 'one too many', totp_devices: [{ secret: newSecret() }] });
+      expect(over.status).to.equal(409);
+      expect(over.headers['content-type']).to.match(/^application\/problem\+json/);
+      expect(over.body).to.include({ status: 409, code: 40900002, detail: 'A user may sync at most 3 devices: delete one first.' });
+      expect(Number((await db.knex('sync_records').where({ user_id: user }).count({ n: '*' }).first())?.n)).to.equal(3);
+
+      // At the limit, a device's own record: a create without a token is still the conflict, an update goes through.
+      const own = await push({ device_fingerprint: made[0]!.device_fingerprint, device_name: 'again', totp_devices: [] });
+      expect(own.status).to.equal(409);
+      expect(own.body).to.include({ code: 40900003, sync_token: made[0]!.sync_token, id: made[0]!.id });
+      const update = await push({ device_fingerprint: made[0]!.device_fingerprint, device_name: 'renamed', sync_token: made[0]!.sync_token, totp_devices: [] });
+      expect(update.status).to.equal(200);
+
+      expect((await request(limited).delete(`${BASE}/${made[1]!.id}`).set('Authorization', bearer(user))).status).to.equal(204);
+      expect((await push({ device_fingerprint: fingerprint(), device_name: 'in its place', totp_devices: [] })).status).to.equal(201);
+      // Another user has places of their own.
+      expect((await request(limited).post(BASE).set('Authorization', bearer(`${user}-2`)).send({ device_fingerprint: fingerprint(), device_name: 'x', totp_devices: [] })).status).to.equal(201);
+    });
+
+    it('rejects a maxRecords that is not an integer from 1 to 10000', function () {
+      for (const maxRecords of [0, 1.5, 10_001, Number.NaN]) {
+        expect(() => makeApp(storage, { maxRecords }), String(maxRecords)).to.throw(TypeError, /maxRecords/);
+      }
+    });
+
+    /**
+     * Ten creates of ten fingerprints wait behind a transaction that holds the user's lock, so all of them start (and,
+     * under REPEATABLE READ or SERIALIZABLE, would take their snapshot) before any place is taken: exactly three pass,
+     * whatever the database's default isolation.
+     */
+    for (const isolation of ['read committed', 'repeatable read', 'serializable'] as const) {
+      it(`concurrent creates of other fingerprints pass the limit together exactly never (${isolation})`, async function () {
+        const pools = [0, 1].map(() =>
+          createKnex({ client: 'pg', connection: { connectionString: db.url, options: `-c default_transaction_isolation=${isolation.replaceAll(' ', '\\ ')}` }, pool: { min: 0, max: 10 } }),
+        );
+        try {
+          const user = `race-${randomBytes(4).toString('hex')}`;
+          const newRecord = (i: number) => {
+            const id = `devsync_${randomBytes(16).toString('hex')}`;
+            return { tenantId: 'acme', userId: user, id, deviceFingerprint: fingerprint(), deviceName: `racer ${i}`, syncToken: randomBytes(16).toString('hex'), vault: ring.seal('[]', JSON.stringify(['acme', user, id])) };
+          };
+          const stores = pools.map((k) => knexStorage({ knex: k }).syncRecords);
+          const holder = await db.knex.transaction();
+          await lockSyncRecords(holder, 'acme', user);
+          const racing = Promise.all(Array.from({ length: 10 }, (_, i) => stores[i % 2]!.create(newRecord(i), { maxRecords: 3 })));
+          for (let i = 0; ; i++) {
+            const r = await db.knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+            if (Number(r.rows[0]?.n) >= 10) break;
+            if (i === 200) throw new Error('fewer than 10 creates waited for the lock');
+            await new Promise((resolve) => setTimeout(resolve, 25));
+          }
+          await holder.commit();
+          const statuses = (await racing).map((r) => r.status).sort();
+          expect(statuses).to.deep.equal([...Array<string>(3).fill('created'), ...Array<string>(7).fill('limit-reached')]);
+          expect(Number((await db.knex('sync_records').where({ user_id: user }).count({ n: '*' }).first())?.n)).to.equal(3);
+        } finally {
+          await Promise.all(pools.map((k) => k.destroy()));
+        }
+      });
+    }
   });
 
   describe('isolation', function () {

@@ -220,6 +220,23 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(sender.sent.length).to.equal(sent);
     });
 
+    it('a login code sent before the device was turned off does not pass once it is turned on again; a new one does', async () => {
+      const u = user('off-and-on');
+      const id = await smsDevice(u);
+      await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      const { code } = sender.last();
+      // A rename leaves the pending code alone.
+      expect((await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ deviceName: 'Renamed' }), u)).status).to.equal(200);
+      expect(await db.knex('mfa_otp_codes').where({ device_id: id }).count({ n: '*' }).first()).to.deep.equal({ n: '1' });
+      expect((await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: false }), u)).status).to.equal(200);
+      expect((await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: true }), u)).status).to.equal(200);
+      const res = await login(u, { code, deviceId: id });
+      expect(res.status).to.equal(400);
+      expect(res.body.code).to.equal(40000010);
+      await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      expect((await login(u, { code: sender.last().code, deviceId: id })).body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
+    });
+
     it('wrong sms codes count towards the lockout', async () => {
       const u = user('sms-lock');
       const id = await smsDevice(u);

@@ -31,6 +31,12 @@ export interface DeviceSyncRouterOptions {
   maxPageSize?: number;
   /** Most TOTP entries one vault may hold. @default 500 */
   maxEntries?: number;
+  /**
+   * Most records (devices' vaults) one user may have: a create beyond it is a 409 `DEVICE_LIMIT_REACHED`, updates of
+   * existing records still pass. It bounds what one user stores and what one list answer carries (each record is up
+   * to `bodyLimit`). @default 20
+   */
+  maxRecords?: number;
   /** Largest JSON body accepted (bytes or a string such as '1mb'). @default '1mb' */
   bodyLimit?: string | number;
   /**
@@ -43,6 +49,7 @@ export interface DeviceSyncRouterOptions {
 }
 
 export const DEFAULT_MAX_ENTRIES = 500;
+export const DEFAULT_MAX_RECORDS = 20;
 export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
 /** What the vault's step-up refusal says. */
 const STEP_UP_FOR_VAULT: StepUpTexts = {
@@ -59,12 +66,13 @@ export interface DeviceSyncRouterConfig {
   logger: Logger;
   maxPageSize: number;
   maxEntries: number;
+  maxRecords: number;
   bodyLimit: string | number;
   stepUp: StepUpPolicy | undefined;
 }
 
 const FACTORY = 'deviceSyncRouter';
-const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'bodyLimit', 'stepUp'] as const;
+const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'maxRecords', 'bodyLimit', 'stepUp'] as const;
 const EXAMPLE = '{ storage: knexStorage({ knex }), keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
 const STORE_METHODS = ['list', 'get', 'findByFingerprint', 'create', 'updateIfToken', 'delete'].map((m) => `syncRecords.${m}`);
 
@@ -93,6 +101,7 @@ export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouter
     logger,
     maxPageSize: options.maxPageSize === undefined ? DEFAULT_MAX_PAGE_SIZE : checkInteger(FACTORY, 'maxPageSize', options.maxPageSize, 1, 1000),
     maxEntries: options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : checkInteger(FACTORY, 'maxEntries', options.maxEntries, 1, 100_000),
+    maxRecords: options.maxRecords === undefined ? DEFAULT_MAX_RECORDS : checkInteger(FACTORY, 'maxRecords', options.maxRecords, 1, 10_000),
     bodyLimit: options.bodyLimit ?? DEFAULT_SYNC_BODY_LIMIT,
     stepUp: resolveStepUp(FACTORY, options.stepUp, STEP_UP_FOR_VAULT),
   };

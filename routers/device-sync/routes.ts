@@ -7,7 +7,7 @@ import { listEnvelope, paginationShape, toPageRequest } from '../../lib/paginati
 import { parseOrThrow } from '../../lib/validation.js';
 import type { DeviceSyncRouterConfig } from './options.js';
 import { syncService } from './service.js';
-import { SYNC_RECORD_ID, writeBodySchema } from './vault.js';
+import { SYNC_RECORD_ID, SYNC_TOKEN, writeBodySchema } from './vault.js';
 
 /** Tenant and user set by the auth chain that runs before every route. */
 function caller(req: Request): { tenantId: string; userId: string } {
@@ -18,10 +18,15 @@ function caller(req: Request): { tenantId: string; userId: string } {
 
 const notFound = () => ProblemError.from('SYNC_RECORD_NOT_FOUND');
 
+/** A stale token: nothing was written or deleted; the current token lets the client re-read, merge and retry. */
+const syncConflict = (current: { id: string; syncToken: string } | null, detail: string) =>
+  ProblemError.from('SYNC_CONFLICT', { detail, extensions: { sync_token: current?.syncToken ?? null, ...(current && { id: current.id }) } });
+
 export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig): void {
   const service = syncService(config);
   const listQuery = z.object(paginationShape(config.maxPageSize));
   const writeBody = writeBodySchema(config.maxEntries);
+  const deleteQuery = z.object({ sync_token: SYNC_TOKEN.optional() });
 
   router.get('/', async (req, res) => {
     const { tenantId, userId } = caller(req);
@@ -36,13 +41,14 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     const outcome = await service.write(tenantId, userId, body);
     switch (outcome.status) {
       case 'conflict':
-        // The current token lets the client re-read, merge and retry; nothing was written.
-        throw ProblemError.from('SYNC_CONFLICT', {
-          detail: outcome.current
+        throw syncConflict(
+          outcome.current,
+          outcome.current
             ? 'The sync_token is missing or stale: fetch the record, merge, and retry with its current sync_token.'
             : 'The record for this device_fingerprint no longer exists: create it again without a sync_token.',
-          extensions: { sync_token: outcome.current?.syncToken ?? null, ...(outcome.current && { id: outcome.current.id }) },
-        });
+        );
+      case 'limit-reached':
+        throw ProblemError.from('DEVICE_LIMIT_REACHED', `A user may sync at most ${config.maxRecords} devices: delete one first.`);
       case 'created':
         res.setHeader('Location', `${req.baseUrl}/${outcome.record.id}`);
         res.status(201).json(outcome.record);
@@ -67,7 +73,11 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     const { tenantId, userId } = caller(req);
     const id = req.params.id;
     if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
-    if (!(await service.delete(tenantId, userId, id))) throw notFound();
+    // With `sync_token`, only the version the client last read is deleted: a write since then is not lost unseen.
+    const { sync_token: expectedToken } = parseOrThrow(deleteQuery, req.query);
+    const outcome = await service.delete(tenantId, userId, id, expectedToken);
+    if (outcome.status === 'not-found') throw notFound();
+    if (outcome.status === 'conflict') throw syncConflict(outcome.current, 'The sync_token is stale: the record changed since; fetch it, and delete it with its current sync_token if it is still to go.');
     res.status(204).end();
   });
 }

@@ -3,14 +3,18 @@
  * route handlers turn them into HTTP. Plaintext vaults live here only in memory, never in a log.
  */
 import { isProblemError, ProblemError } from '../../lib/errors.js';
-import type { PageQuery, SyncRecord, SyncWriteResult } from '../../storage/types.js';
+import type { PageQuery, SyncCreateResult, SyncRecord } from '../../storage/types.js';
 import type { DeviceSyncRouterConfig } from './options.js';
 import { newSyncRecordId, newSyncToken, openVault, sealVault, toDeviceSyncResponse, type DeviceSyncResponse, type WriteBody } from './vault.js';
 
 /** What a write came to. `conflict` names the record's current token, or `null` when it no longer exists. */
 export type WriteOutcome =
   | { status: 'created' | 'updated'; record: DeviceSyncResponse }
-  | { status: 'conflict'; current: { id: string; syncToken: string } | null };
+  | { status: 'conflict'; current: { id: string; syncToken: string } | null }
+  | { status: 'limit-reached' };
+
+/** What a delete came to: `conflict` when the record no longer carries the `sync_token` the caller named. */
+export type DeleteOutcome = { status: 'deleted' | 'not-found' } | { status: 'conflict'; current: { id: string; syncToken: string } };
 
 /** Creates whose record vanished between the conflict and the read are retried this often. */
 const CREATE_ATTEMPTS = 3;
@@ -19,7 +23,7 @@ export interface SyncService {
   list(tenantId: string, userId: string, page: PageQuery): Promise<{ items: DeviceSyncResponse[]; total: number }>;
   get(tenantId: string, userId: string, id: string): Promise<DeviceSyncResponse | null>;
   write(tenantId: string, userId: string, body: WriteBody): Promise<WriteOutcome>;
-  delete(tenantId: string, userId: string, id: string): Promise<boolean>;
+  delete(tenantId: string, userId: string, id: string, expectedToken?: string): Promise<DeleteOutcome>;
 }
 
 export function syncService(config: DeviceSyncRouterConfig): SyncService {
@@ -38,10 +42,17 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
     return toDeviceSyncResponse(record, vault);
   };
 
-  const settle = (result: SyncWriteResult, vaultJson: string): WriteOutcome =>
-    result.status === 'conflict'
-      ? { status: 'conflict', current: result.current && { id: result.current.id, syncToken: result.current.syncToken } }
-      : { status: result.status, record: toDeviceSyncResponse(result.record, vaultJson) };
+  const settle = (result: SyncCreateResult, vaultJson: string): WriteOutcome => {
+    switch (result.status) {
+      case 'conflict':
+        return { status: 'conflict', current: result.current && { id: result.current.id, syncToken: result.current.syncToken } };
+      case 'limit-reached':
+        return result;
+      case 'created':
+      case 'updated':
+        return { status: result.status, record: toDeviceSyncResponse(result.record, vaultJson) };
+    }
+  };
 
   async function create(tenantId: string, userId: string, body: WriteBody, vaultJson: string): Promise<WriteOutcome> {
     let outcome: WriteOutcome = { status: 'conflict', current: null };
@@ -55,7 +66,7 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
         deviceName: body.device_name,
         syncToken: newSyncToken(),
         vault: sealVault(keyRing, tenantId, userId, id, vaultJson),
-      });
+      }, { maxRecords: config.maxRecords });
       outcome = settle(result, vaultJson);
       // A conflict with no current record: it was deleted in between, so the fingerprint is free again.
       if (outcome.status !== 'conflict' || outcome.current !== null) return outcome;
@@ -92,6 +103,12 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
       const token = body.sync_token ?? undefined;
       return token === undefined ? create(tenantId, userId, body, vaultJson) : update(tenantId, userId, body, token, vaultJson);
     },
-    delete: (tenantId, userId, id) => store.delete(tenantId, userId, id),
+    async delete(tenantId, userId, id, expectedToken) {
+      if (await store.delete(tenantId, userId, id, expectedToken)) return { status: 'deleted' };
+      if (expectedToken === undefined) return { status: 'not-found' };
+      // Nothing deleted: the record is gone, or it carries another token (a write since the caller's read).
+      const current = await store.get(tenantId, userId, id);
+      return current ? { status: 'conflict', current: { id: current.id, syncToken: current.syncToken } } : { status: 'not-found' };
+    },
   };
 }

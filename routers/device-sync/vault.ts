@@ -29,6 +29,8 @@ export const SYNC_RECORD_ID = /^devsync_[0-9a-f]{32}$/;
 export const newSyncRecordId = (): string => `devsync_${randomBytes(16).toString('hex')}`;
 /** A new opaque sync token: 128 random bits, hex. */
 export const newSyncToken = (): string => randomBytes(16).toString('hex');
+/** A `sync_token` as clients send it back (the body's member, the delete's query parameter). */
+export const SYNC_TOKEN = z.string({ error: 'must be the sync_token string of the last read or write' }).min(1).max(128);
 
 const BASE32 = /^[A-Za-z2-7]+=*$/;
 
@@ -98,7 +100,7 @@ export function writeBodySchema(maxEntries: number) {
           .max(maxEntries, { message: `must hold at most ${maxEntries} entries` }),
       ),
       // null is "no token", as some clients send absent members.
-      sync_token: z.string({ error: 'must be the sync_token string of the last read or write' }).min(1).max(128).nullish(),
+      sync_token: SYNC_TOKEN.nullish(),
     },
     { error: (iss) => (iss.input === undefined ? 'a JSON object body is required' : 'the body must be a JSON object') },
   );

@@ -199,10 +199,14 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     const changes: Partial<MfaDeviceRow> = {};
     if (patch.deviceName !== undefined) changes.device_name = patch.deviceName;
     if (patch.enabled !== undefined) changes.enabled = patch.enabled;
-    const scoped = this.knex<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id });
     if (Object.keys(changes).length === 0) return this.get(tenantId, userId, id);
-    const [row] = await scoped.update(changes).returning('*');
-    return row ? toMfaDevice(row) : null;
+    const write = async (db: Knex) => {
+      const [row] = await db<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).update(changes).returning('*');
+      // A disabled device's pending codes go with its being disabled: none is left to pass once it is enabled again.
+      if (row && patch.enabled === false) await db('mfa_otp_codes').where({ tenant_id: tenantId, device_id: id }).delete();
+      return row ? toMfaDevice(row) : null;
+    };
+    return patch.enabled === false ? this.knex.transaction(write) : write(this.knex);
   }
 
   async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {

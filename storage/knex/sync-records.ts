@@ -5,7 +5,8 @@
  */
 import type { Knex } from 'knex';
 import { aad } from '../../lib/keyring.js';
-import type { NewSyncRecord, Page, PageQuery, SyncRecord, SyncRecordChange, SyncRecordKey, SyncRecordStore, SyncWriteResult } from '../types.js';
+import type { NewSyncRecord, Page, PageQuery, SyncCreateResult, SyncRecord, SyncRecordChange, SyncRecordKey, SyncRecordStore, SyncWriteResult } from '../types.js';
+import { lockSyncRecords } from './user-locks.js';
 
 export const SYNC_RECORDS_TABLE = 'sync_records';
 
@@ -80,9 +81,27 @@ export class KnexSyncRecordStore implements SyncRecordStore {
     return row ? toSyncRecord(row) : null;
   }
 
-  async create(record: NewSyncRecord): Promise<SyncWriteResult> {
+  async create(record: NewSyncRecord, limits?: { maxRecords: number }): Promise<SyncCreateResult> {
+    if (limits === undefined) return this.insertOnce(this.knex, record);
+    // READ COMMITTED whatever the database's default: the count, read after the lock, must see the records of the
+    // creates that held it before (a REPEATABLE READ snapshot is taken before the lock is granted).
+    return this.knex.transaction(
+      async (trx) => {
+        await lockSyncRecords(trx, record.tenantId, record.userId);
+        const mine = trx<SyncRecordRow>(SYNC_RECORDS_TABLE).where({ tenant_id: record.tenantId, user_id: record.userId });
+        const count = Number((await mine.clone().count({ n: '*' }).first())?.n ?? 0);
+        if (count < limits.maxRecords) return this.insertOnce(trx, record);
+        // At the limit, the device's own record is still a conflict (a create that should have been an update).
+        const own = await mine.clone().where({ device_fingerprint: record.deviceFingerprint }).first<SyncRecordRow | undefined>();
+        return own ? { status: 'conflict' as const, current: toSyncRecord(own) } : { status: 'limit-reached' as const };
+      },
+      { isolationLevel: 'read committed' },
+    );
+  }
+
+  private async insertOnce(db: Knex, record: NewSyncRecord): Promise<SyncWriteResult> {
     const rows = await this.lostRaceAsEmpty(
-      this.table()
+      db<SyncRecordRow>(SYNC_RECORDS_TABLE)
         .insert({
           tenant_id: record.tenantId,
           id: record.id,
@@ -99,7 +118,10 @@ export class KnexSyncRecordStore implements SyncRecordStore {
         .returning<SyncRecordRow[]>('*'),
     );
     if (rows[0]) return { status: 'created', record: toSyncRecord(rows[0]) };
-    return { status: 'conflict', current: await this.findByFingerprint(record.tenantId, record.userId, record.deviceFingerprint) };
+    const current = await db<SyncRecordRow>(SYNC_RECORDS_TABLE)
+      .where({ tenant_id: record.tenantId, user_id: record.userId, device_fingerprint: record.deviceFingerprint })
+      .first<SyncRecordRow | undefined>();
+    return { status: 'conflict', current: current ? toSyncRecord(current) : null };
   }
 
   async updateIfToken(key: SyncRecordKey, expectedToken: string, change: SyncRecordChange): Promise<SyncWriteResult> {
@@ -130,8 +152,10 @@ export class KnexSyncRecordStore implements SyncRecordStore {
     }
   }
 
-  async delete(tenantId: string, userId: string, id: string): Promise<boolean> {
-    const n = await this.table().where({ tenant_id: tenantId, user_id: userId, id }).delete();
+  async delete(tenantId: string, userId: string, id: string, expectedToken?: string): Promise<boolean> {
+    const n = await this.table()
+      .where({ tenant_id: tenantId, user_id: userId, id, ...(expectedToken !== undefined && { sync_token: expectedToken }) })
+      .delete();
     return n > 0;
   }
 }

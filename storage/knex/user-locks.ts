@@ -9,6 +9,7 @@ import type { CacheEpochInTransaction } from '../types.js';
 
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
+const LOCK_CLASS_SYNC_RECORDS = 0x4d46_0006;
 
 /** A transaction-scoped advisory lock on one user's devices (enrolment limit, verification, last-device removal). */
 export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
@@ -18,6 +19,11 @@ export async function lockUser(trx: Knex.Transaction, tenantId: string, userId: 
 /** A transaction-scoped advisory lock on one user's set of recovery codes (replacements take turns). */
 export async function lockRecoveryCodes(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
   await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_RECOVERY_CODES, JSON.stringify([tenantId, userId])]);
+}
+
+/** A transaction-scoped advisory lock on one user's synced vaults (creates take turns at the record limit); taken alone. */
+export async function lockSyncRecords(trx: Knex.Transaction, tenantId: string, userId: string): Promise<void> {
+  await trx.raw('select pg_advisory_xact_lock(?, hashtext(?))', [LOCK_CLASS_SYNC_RECORDS, JSON.stringify([tenantId, userId])]);
 }
 
 /**
