@@ -141,8 +141,11 @@ export const INVALID_UTF8 = 'entity.utf8.invalid';
 
 // 57P0x admin/crash shutdown, cannot connect now, idle-session timeout; 53xxx out of resources;
 // 57014 statement timeout; 55P03 lock timeout; 25P03 idle-in-transaction timeout; 3D000 database gone;
-// 25006 a write on a server that takes none (a standby during a fail-over).
-const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000', '25006']);
+// 25006 a write on a server that takes none (a standby during a fail-over); 40001 serialization failure and 40P01
+// deadlock: Postgres rolled the statement back after it lost a race (a single statement under a host's REPEATABLE READ
+// or SERIALIZABLE default: the kit's own transactions run at READ COMMITTED), and the same request again runs on
+// fresh data.
+const PG_UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '57P05', '53300', '53400', '57014', '55P03', '25P03', '3D000', '25006', '40001', '40P01']);
 const NET_UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH']);
 
 /**

@@ -53,11 +53,35 @@ interface QueryEvents {
   emit(event: string, ...args: unknown[]): boolean;
 }
 
+/**
+ * A statement that lost a race to a concurrent one: a serialization failure (40001, only under a host's REPEATABLE READ
+ * or SERIALIZABLE default) or a deadlock (40P01). Postgres rolled it back whole; on its own (not in a transaction) it
+ * is run again, on fresh data, this many more times before the error goes up (a 503 to retry).
+ */
+const LOST_RACE_RETRIES = 2;
+const lostRace = (err: unknown): boolean => {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '40001' || code === '40P01';
+};
+
 /** Runs `st` with `bindings` (prepared unless `prepared` is false) on a connection of knex's pool; returns its rows. */
 export async function query<R>(knex: Knex, st: Statement, bindings: readonly Knex.RawBinding[], prepared: boolean): Promise<R[]> {
   // A transaction's client hands out the transaction's connection: once it is done, that one is back in the pool.
   const trx = knex as unknown as { isTransaction?: boolean; isCompleted?: () => boolean };
-  if (trx.isTransaction === true && trx.isCompleted?.() === true) throw new Error('Transaction query already complete');
+  if (trx.isTransaction === true) {
+    if (trx.isCompleted?.() === true) throw new Error('Transaction query already complete');
+    return run<R>(knex, st, bindings, prepared);
+  }
+  for (let retries = LOST_RACE_RETRIES; ; retries--) {
+    try {
+      return await run<R>(knex, st, bindings, prepared);
+    } catch (err) {
+      if (retries === 0 || !lostRace(err)) throw err;
+    }
+  }
+}
+
+async function run<R>(knex: Knex, st: Statement, bindings: readonly Knex.RawBinding[], prepared: boolean): Promise<R[]> {
   const client = knex.client as unknown as PooledClient;
   const events = knex as unknown as QueryEvents;
   const observed = events.listenerCount('query') + events.listenerCount('query-response') + events.listenerCount('query-error') > 0;

@@ -7,6 +7,15 @@
 import type { Knex } from 'knex';
 import type { CacheEpochInTransaction } from '../types.js';
 
+/**
+ * How every transaction of the kit begins: READ COMMITTED, Postgres's default, whatever the database's or role's
+ * `default_transaction_isolation`. The kit's writers are built on it: each takes a lock, then reads what the writers
+ * that held it before committed (a count at a limit, the last verified device). Under REPEATABLE READ the snapshot is
+ * taken before the lock is granted, so such a read misses them; under SERIALIZABLE such races end in serialization
+ * failures. Inside a host's transaction (`knexStorage({ knex: trx })`) the kit's are savepoints, at the host's level.
+ */
+export const KIT_TRANSACTION: Readonly<Knex.TransactionConfig> = Object.freeze({ isolationLevel: 'read committed' });
+
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;
 const LOCK_CLASS_SYNC_RECORDS = 0x4d46_0006;

@@ -38,6 +38,13 @@ const CHARGE = statement(`INSERT INTO ${TABLE} AS f (tenant_id, user_id, failure
          coalesce(locked_at = now(), false) AS newly_locked,
          greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`);
 const RESET = statement(`DELETE FROM ${TABLE} WHERE tenant_id = ? AND user_id = ?`);
+// A failed attempt: locks the counter the attempt's charge filled (unless a lock already runs), else reads its state.
+const LOCK_IF_FULL = statement(`UPDATE ${TABLE} SET locked_at = now(), locked_until = now() + (?::int * interval '1 second'), updated_at = now()
+       WHERE tenant_id = ? AND user_id = ? AND failures >= ?::int AND (locked_until IS NULL OR locked_until <= now())
+       RETURNING failures, true AS locked, true AS newly_locked, greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`);
+const CURRENT_STATE = statement(`SELECT failures, coalesce(locked_until > now(), false) AS locked, false AS newly_locked,
+         greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after
+       FROM ${TABLE} WHERE tenant_id = ? AND user_id = ?`);
 
 export class KnexVerificationThrottleStore implements VerificationThrottleStore {
   /** @param prepared named prepared statements for the statements of every verification (storage/knex/statements.ts) */
@@ -57,21 +64,10 @@ export class KnexVerificationThrottleStore implements VerificationThrottleStore 
   }
 
   async recordFailure(tenantId: string, userId: string, policy: LockoutPolicy): Promise<FailureRecord> {
-    const { rows } = await this.knex.raw<{ rows: StateRow[] }>(
-      `UPDATE ${TABLE} SET locked_at = now(), locked_until = now() + (?::int * interval '1 second'), updated_at = now()
-       WHERE tenant_id = ? AND user_id = ? AND failures >= ?::int AND (locked_until IS NULL OR locked_until <= now())
-       RETURNING failures, true AS locked, true AS newly_locked, greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`,
-      [policy.cooldownSeconds, tenantId, userId, policy.maxFailures],
-    );
+    const rows = await query<StateRow>(this.knex, LOCK_IF_FULL, [policy.cooldownSeconds, tenantId, userId, policy.maxFailures], this.prepared);
     const row = rows[0];
     if (row) return { locked: true, newlyLocked: true, retryAfterSeconds: row.retry_after ?? policy.cooldownSeconds };
-    const current = await this.knex.raw<{ rows: StateRow[] }>(
-      `SELECT failures, coalesce(locked_until > now(), false) AS locked, false AS newly_locked,
-         greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after
-       FROM ${TABLE} WHERE tenant_id = ? AND user_id = ?`,
-      [tenantId, userId],
-    );
-    const state = current.rows[0];
+    const [state] = await query<StateRow>(this.knex, CURRENT_STATE, [tenantId, userId], this.prepared);
     return state?.locked ? { locked: true, newlyLocked: false, retryAfterSeconds: state.retry_after ?? policy.cooldownSeconds } : { locked: false, newlyLocked: false, retryAfterSeconds: 0 };
   }
 

@@ -1,0 +1,119 @@
+/**
+ * The kit on a database whose default isolation is REPEATABLE READ or SERIALIZABLE (a host's
+ * `default_transaction_isolation`), over HTTP on real Postgres: the writers that count under a per-user lock keep
+ * their limits and their last-device rule, and a race lost in Postgres is a 503 to retry, never a 500.
+ *
+ * Each race is made to overlap: a transaction of the test holds the user's lock while every request starts and
+ * waits for it, so each has begun (and, under REPEATABLE READ, taken its snapshot) before any of them writes.
+ */
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import createKnex, { type Knex } from 'knex';
+import request from 'supertest';
+import { knexStorage } from '../index.js';
+import { lockUser } from '../storage/knex/user-locks.js';
+import { KEY_A } from './support/fixtures.js';
+import { as, mfaApp, oathtool } from './support/mfa.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
+
+/** Waits until `n` backends of this database wait for a lock. */
+async function waitingForLocks(knex: Knex, n: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const r = await knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'");
+    if (Number(r.rows[0]?.n) >= n) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`fewer than ${n} requests waited for the lock`);
+}
+
+/** Runs `start` (which sends requests) while a transaction holds the user's lock, releases it once `waiters` wait. */
+async function behindTheLock<T>(admin: Knex, userId: string, waiters: number, start: () => Promise<T>): Promise<T> {
+  const holder = await admin.transaction();
+  try {
+    await lockUser(holder, 'acme', userId);
+    const running = start();
+    await waitingForLocks(admin, waiters);
+    await holder.commit();
+    return await running;
+  } finally {
+    if (!holder.isCompleted()) await holder.rollback();
+  }
+}
+
+const statuses = (answers: Array<{ status: number }>) => answers.map((a) => a.status).sort((a, b) => a - b);
+
+for (const isolation of ['repeatable read', 'serializable'] as const) {
+  describe(`on a database whose default isolation is ${isolation}`, function () {
+    let db: FreshDatabase;
+    let knex: Knex;
+    let app: ReturnType<typeof mfaApp>['app'];
+    const user = (name: string) => `${name}-${randomBytes(4).toString('hex')}`;
+
+    before(async function () {
+      this.timeout(60_000);
+      db = await freshDatabase();
+      knex = createKnex({ client: 'pg', connection: { connectionString: db.url, options: `-c default_transaction_isolation=${isolation.replace(' ', '\\ ')}` }, pool: { min: 0, max: 30 } });
+      const shown = await knex.raw<{ rows: Array<{ transaction_isolation: string }> }>('show transaction_isolation');
+      expect(shown.rows[0]?.transaction_isolation).to.equal(isolation);
+      const storage = knexStorage({ knex });
+      await storage.migrate();
+      app = mfaApp(storage, { rateLimit: false, maxDevices: 10, lockout: { maxFailures: 5, cooldownSeconds: 60 } }).app;
+    });
+    after(async function () {
+      await knex?.destroy();
+      await db?.drop();
+    });
+
+    it('25 enrolments at once: exactly maxDevices (10) created, the rest 409 DEVICE_LIMIT_REACHED', async function () {
+      const u = user('enrol');
+      const answers = await behindTheLock(db.knex, u, 25, () =>
+        Promise.all(Array.from({ length: 25 }, (_, i) => as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: `app ${i}` }), u))),
+      );
+      expect(statuses(answers)).to.deep.equal([...Array<number>(10).fill(201), ...Array<number>(15).fill(409)]);
+      expect(Number((await db.knex('mfa_devices').where({ user_id: u }).count({ n: '*' }).first())?.n)).to.equal(10);
+    });
+
+    it('removing both verified devices at once takes the recovery codes and trusted devices with the last', async function () {
+      const u = user('remove');
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const enrolled = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: `app ${i}` }), u);
+        expect(enrolled.status).to.equal(201);
+        // Each device's own step: a code is accepted once per user and step.
+        const verified = await as(request(app).post(`/auth/mfa/devices/${enrolled.body.device.id}/verify`).send({ code: oathtool(enrolled.body.secret as string, Date.now() - i * 30_000) }), u);
+        expect(verified.status, JSON.stringify(verified.body)).to.equal(200);
+        ids.push(enrolled.body.device.id as string);
+      }
+      expect((await as(request(app).post('/auth/mfa/recovery-codes'), u)).status).to.equal(201);
+      const trusted = await request(app)
+        .post('/internal/session/trusted-devices')
+        .set('X-Internal-API-Key', KEY_A)
+        .set('X-Tenant-ID', 'acme')
+        .send({ user_id: u, device_fingerprint: 'fp-1', device_name: 'Laptop' });
+      expect(trusted.status, JSON.stringify(trusted.body)).to.be.oneOf([200, 201]);
+
+      const answers = await behindTheLock(db.knex, u, 2, () => Promise.all(ids.map((id) => as(request(app).delete(`/auth/mfa/devices/${id}`), u))));
+      expect(statuses(answers)).to.deep.equal([204, 204]);
+      const left = async (table: string) => Number((await db.knex(table).where({ user_id: u }).count({ n: '*' }).first())?.n);
+      expect({ devices: await left('mfa_devices'), recoveryCodes: await left('mfa_recovery_codes'), trustedDevices: await left('trusted_devices') }).to.deep.equal({
+        devices: 0,
+        recoveryCodes: 0,
+        trustedDevices: 0,
+      });
+    });
+
+    it('30 wrong codes at once: at most maxFailures (5) looked at, the rest 429, or 503 to retry; never a 500', async function () {
+      const u = user('lockout');
+      const enrolled = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'app' }), u);
+      const verified = await as(request(app).post(`/auth/mfa/devices/${enrolled.body.device.id}/verify`).send({ code: oathtool(enrolled.body.secret as string, Date.now()) }), u);
+      expect(verified.status).to.equal(200);
+      const right = oathtool(enrolled.body.secret as string, Date.now());
+      const wrong = right === '000000' ? '111111' : '000000';
+      const answers = await Promise.all(Array.from({ length: 30 }, () => as(request(app).post('/auth/mfa/verify').send({ code: wrong }), u)));
+      const seen = statuses(answers);
+      expect(seen.filter((s) => s !== 400 && s !== 429 && s !== 503), JSON.stringify(seen)).to.deep.equal([]);
+      expect(seen.filter((s) => s === 400).length).to.be.at.most(5);
+      for (const a of answers.filter((x) => x.status === 503)) expect(a.headers['retry-after']).to.match(/^\d+$/);
+    });
+  });
+}
