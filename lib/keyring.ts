@@ -49,8 +49,14 @@ export function parseKeys(keys: string | readonly string[] | undefined): Array<{
     if (seen.has(id)) throw new TypeError(`express-mfa-kit: encryption key id '${id}' appears twice`);
     seen.add(id);
     const b64 = entry.slice(colon + 1);
+    // Node's decoder also takes base64url and skips what is neither, so the form is checked apart from the length.
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) {
+      throw new TypeError(
+        `express-mfa-kit: encryption key '${id}' is not standard base64 (A-Z a-z 0-9 + /, = padding; not base64url), or two keys are not separated by a comma: \`openssl rand -base64 32\``,
+      );
+    }
     const key = Buffer.from(b64, 'base64');
-    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64) || key.length !== 32) {
+    if (key.length !== 32) {
       throw new TypeError(`express-mfa-kit: encryption key '${id}' is ${key.length} bytes; AES-256-GCM needs exactly 32 bytes, base64-encoded (\`openssl rand -base64 32\`)`);
     }
     return { id, key };

@@ -70,8 +70,11 @@ export async function acceptTotpCode(
   return { status: 'OK', device: updated };
 }
 
-/** What `acceptTotpCodeOnAny` found: a device took the code, a replay, or no device did (`unreadable`: one could not be read). */
-export type TotpAcceptAnyResult = { status: 'OK'; device: MfaDevice } | { status: 'REPLAY' } | { status: 'MISMATCH'; unreadable?: UnreadableDeviceSecret };
+/**
+ * What `acceptTotpCodeOnAny` found: a device took the code, a replay, or no device did (`unreadable`: one could not be
+ * read; `compared`: how many devices the code was compared with, 0 when none could be read).
+ */
+export type TotpAcceptAnyResult = { status: 'OK'; device: MfaDevice } | { status: 'REPLAY' } | { status: 'MISMATCH'; unreadable?: UnreadableDeviceSecret; compared: number };
 
 /**
  * `acceptTotpCode` on each of `devices` in turn, until one takes the code or it is a replay (which ends the search).
@@ -101,7 +104,8 @@ export async function acceptTotpCodeOnAny(
     for (const err of unreadable) deps.logger.warn({ ...err.logFields, request_id: ctx.requestId }, 'a device was passed over: its secret does not decrypt');
     return result;
   }
-  return unreadable[0] ? { status: 'MISMATCH', unreadable: unreadable[0] } : { status: 'MISMATCH' };
+  const compared = devices.length - unreadable.length;
+  return unreadable[0] ? { status: 'MISMATCH', unreadable: unreadable[0], compared } : { status: 'MISMATCH', compared };
 }
 
 function replayed(deps: TotpAcceptDeps, ctx: VerifierContext, via: Via, deviceId: string): void {

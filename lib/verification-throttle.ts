@@ -245,6 +245,16 @@ export class Lockout {
     await this.store.reset(ctx.tenantId, ctx.userId);
   }
 
+  /**
+   * The attempt compared the code with nothing: each secret it could match failed to decrypt (a key missing from the
+   * ring, a damaged row). It answers 500 and is not counted, so that such a fault does not lock the user out on top. An
+   * attempt that compared the code with any other device is counted as usual: a broken device must not lift the
+   * limit on guessing the others.
+   */
+  async notCompared(ctx: VerifierContext): Promise<void> {
+    await this.store.refund?.(ctx.tenantId, ctx.userId);
+  }
+
   private emitLockout(ctx: VerifierContext, retryAfterSeconds: number): void {
     this.logger.warn({ request_id: ctx.requestId, tenant_id: ctx.tenantId, retry_after: retryAfterSeconds }, 'mfa verification locked after repeated failures');
     emitSafely(this.events, this.logger, 'lockout', { ...eventBase(ctx), retryAfterSeconds });

@@ -3,8 +3,8 @@
  * from cron. CLEANUP_KEEP_LAST keeps expired rows that long first: `30d`, `12h`, `90m`, `45s` or seconds
  * (default 0). Prints the rows deleted per table, never a row.
  */
-import knexFactory from 'knex';
 import { cleanupExpired, failureCode, parseDurationSeconds } from '../storage/knex/cleanup.js';
+import { cliKnex } from '../storage/knex/cli.js';
 
 const USAGE = 'DATABASE_URL=postgres://… [CLEANUP_KEEP_LAST=30d] [CLEANUP_BATCH_SIZE=1000] npm run cleanup';
 const url = process.env.DATABASE_URL;
@@ -20,7 +20,7 @@ if (keepLastSeconds === null) {
 const batchText = process.env.CLEANUP_BATCH_SIZE;
 const batchSize = batchText === undefined ? undefined : /^\d{1,6}$/.test(batchText) ? Number(batchText) : NaN;
 
-const knex = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 1 } });
+const knex = cliKnex(url, 1);
 try {
   const now = new Date();
   const results = await cleanupExpired({ knex, keepLastSeconds, now, ...(batchSize === undefined ? {} : { batchSize }) });

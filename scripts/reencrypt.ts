@@ -2,19 +2,33 @@
  * `npm run reencrypt`: moves every sealed secret to the active (first) key of MFA_ENCRYPTION_KEYS,
  * online and re-runnable. Put the new key first and keep the old ones after it until this reports
  * 0 failed; then the old keys can go. Prints counts and key ids, never keys or secrets.
+ * `npm run reencrypt -- --dry-run` only counts the rows not on the active key, by key id, and changes nothing.
  */
-import knexFactory from 'knex';
-import { keyRing } from '../lib/keyring.js';
+import type { Knex } from 'knex';
+import { keyRing, type KeyRing } from '../lib/keyring.js';
 import { silentLogger } from '../lib/logger.js';
-import { reencrypt } from '../lib/reencrypt.js';
+import { reencrypt, SEALED_TABLES } from '../lib/reencrypt.js';
+import { failureCode } from '../storage/knex/cleanup.js';
+import { cliKnex } from '../storage/knex/cli.js';
+
+const USAGE = 'DATABASE_URL=postgres://… MFA_ENCRYPTION_KEYS=new:<base64>,old:<base64> [REENCRYPT_BATCH_SIZE=200] npm run reencrypt [-- --dry-run]';
+
+const args = process.argv.slice(2);
+const unknown = args.filter((a) => a !== '--dry-run');
+if (unknown.length > 0) {
+  // Nothing is run on an argument this does not know: `--dryrun` must not re-encrypt.
+  console.error(`unknown argument ${JSON.stringify(unknown[0]!.slice(0, 40))}: ${USAGE}`);
+  process.exit(2);
+}
+const dryRun = args.includes('--dry-run');
 
 const url = process.env.DATABASE_URL;
 const keys = process.env.MFA_ENCRYPTION_KEYS;
 if (!url || !keys?.trim()) {
-  console.error('DATABASE_URL and MFA_ENCRYPTION_KEYS must be set: DATABASE_URL=postgres://… MFA_ENCRYPTION_KEYS=new:<base64>,old:<base64> npm run reencrypt');
+  console.error(`DATABASE_URL and MFA_ENCRYPTION_KEYS must be set: ${USAGE}`);
   process.exit(2);
 }
-let ring;
+let ring: KeyRing;
 try {
   ring = keyRing(keys);
 } catch (err) {
@@ -22,21 +36,52 @@ try {
   console.error(err instanceof Error ? err.message : 'MFA_ENCRYPTION_KEYS is not valid');
   process.exit(2);
 }
-const batchSize = process.env.REENCRYPT_BATCH_SIZE ? Number(process.env.REENCRYPT_BATCH_SIZE) : undefined;
+const batchText = process.env.REENCRYPT_BATCH_SIZE;
+if (batchText !== undefined && !/^[1-9]\d{0,4}$/.test(batchText)) {
+  console.error(`REENCRYPT_BATCH_SIZE must be a whole number from 1 to 99999: ${USAGE}`);
+  process.exit(2);
+}
+const batchSize = batchText === undefined ? undefined : Number(batchText);
 
-const knex = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 2 } });
+/** Rows of each sealed table not on `active`, by key id: what a run would move. */
+async function pending(knex: Knex, active: string): Promise<void> {
+  let tables = 0;
+  for (const spec of SEALED_TABLES) {
+    if (!(await knex.schema.hasTable(spec.table))) continue;
+    tables++;
+    const rows = await knex(spec.table)
+      .select({ keyId: spec.keyIdColumn })
+      .count({ n: '*' })
+      .whereNot(spec.keyIdColumn, active)
+      .groupBy(spec.keyIdColumn)
+      .orderBy(spec.keyIdColumn);
+    const byKey = (rows as Array<{ keyId: string; n: string | number }>).map((r) => `${Number(r.n)} on ${r.keyId}${ring.keyIds.includes(r.keyId) ? '' : ' (not in MFA_ENCRYPTION_KEYS: cannot open)'}`);
+    console.log(`${spec.table}: ${byKey.length ? byKey.join(', ') : 'none'} to re-encrypt (dry run: nothing changed)`);
+  }
+  if (tables === 0) console.log('no sealed tables found (run `npm run migrate` first?)');
+}
+
+const knex = cliKnex(url, 2);
 try {
   console.log(`active key: ${ring.activeKeyId}; keys able to open: ${ring.keyIds.join(', ')}`);
-  const results = await reencrypt({
-    knex,
-    keyRing: ring,
-    ...(batchSize === undefined ? {} : { batchSize }),
-    // Warnings carry table, tenant, row id and key id only.
-    logger: { ...silentLogger, warn: (obj) => console.error(`cannot open: ${JSON.stringify(obj)}`) },
-  });
-  for (const r of results) console.log(`${r.table}: ${r.rows} re-encrypted, ${r.failed} failed`);
-  if (results.length === 0) console.log('no sealed tables found (run `npm run migrate` first?)');
-  process.exitCode = results.some((r) => r.failed > 0) ? 1 : 0;
+  if (dryRun) {
+    await pending(knex, ring.activeKeyId);
+  } else {
+    const results = await reencrypt({
+      knex,
+      keyRing: ring,
+      ...(batchSize === undefined ? {} : { batchSize }),
+      // Warnings carry table, tenant, row id and key id only.
+      logger: { ...silentLogger, warn: (obj) => console.error(`cannot open: ${JSON.stringify(obj)}`) },
+    });
+    for (const r of results) console.log(`${r.table}: ${r.rows} re-encrypted, ${r.failed} failed`);
+    if (results.length === 0) console.log('no sealed tables found (run `npm run migrate` first?)');
+    process.exitCode = results.some((r) => r.failed > 0) ? 1 : 0;
+  }
+} catch (err) {
+  // By the driver's code only: knex puts the SQL, and pg the connection's details, into their messages.
+  console.error(`reencrypt failed: ${failureCode(err)}; the batches before it stay re-encrypted, run it again`);
+  process.exitCode = 1;
 } finally {
   await knex.destroy();
 }

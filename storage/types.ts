@@ -254,6 +254,12 @@ export interface VerificationThrottleStore {
   recordFailure(tenantId: string, userId: string, policy: LockoutPolicy): Promise<FailureRecord>;
   /** A success: forget the failures. */
   reset(tenantId: string, userId: string): Promise<void>;
+  /**
+   * Takes back the attempt `charge` counted when the code could not be compared with anything (every secret it could
+   * match failed to decrypt: a server fault, not a guess), unless a lock runs. Optional: without it, such attempts
+   * count, and a user whose secrets a missing key made unreadable is locked out on top.
+   */
+  refund?(tenantId: string, userId: string): Promise<void>;
 }
 
 /** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */

@@ -354,6 +354,11 @@ describe('keyRing()', () => {
   it('rejects keys of the wrong length or form at start-up with the fix in the message', () => {
     expect(() => keyRing(`k1:${Buffer.alloc(16).toString('base64')}`)).to.throw(TypeError, /16 bytes.*32 bytes/);
     expect(() => keyRing('nocolon')).to.throw(TypeError, /kid:base64/);
+    const key = Buffer.alloc(32, 0xfb).toString('base64');
+    expect(key).to.match(/[+/]/);
+    const url = key.replaceAll('+', '-').replaceAll('/', '_');
+    expect(() => keyRing(`k1:${url}`)).to.throw(TypeError, /'k1' is not standard base64 .*not base64url/);
+    expect(() => keyRing(`k1:${key}\nk2:${key}`)).to.throw(TypeError, /'k1' is not standard base64 .*separated by a comma/);
     expect(() => keyRing([k1, k1])).to.throw(TypeError, /twice/);
     expect(() => keyRing('')).to.throw(TypeError, /MFA_ENCRYPTION_KEYS/);
   });

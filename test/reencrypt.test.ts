@@ -124,9 +124,9 @@ describe('reencrypt (key rotation)', () => {
 
   it('npm run reencrypt: uses DATABASE_URL and MFA_ENCRYPTION_KEYS, prints counts and key ids, never a key', async function () {
     this.timeout(60_000);
-    const run = (keys: string) =>
-      promisify(execFile)(process.execPath, ['--import', 'tsx', path.resolve('scripts/reencrypt.ts')], {
-        env: { ...process.env, DATABASE_URL: db.url, MFA_ENCRYPTION_KEYS: keys },
+    const run = (keys: string, args: string[] = [], env: Record<string, string> = {}) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', path.resolve('scripts/reencrypt.ts'), ...args], {
+        env: { ...process.env, DATABASE_URL: db.url, MFA_ENCRYPTION_KEYS: keys, ...env },
       }).then(
         (r) => ({ code: 0, out: r.stdout + r.stderr }),
         (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout + e.stderr }),
@@ -137,6 +137,25 @@ describe('reencrypt (key rotation)', () => {
     let res = await run(NEW_KEY);
     expect(res.code).to.equal(1);
     expect(res.out).to.contain('mfa_devices: 0 re-encrypted, 23 failed');
+
+    // A dry run counts what a run would move, by key id, and moves nothing; an argument it does not know runs nothing.
+    res = await run(NEW_KEY, ['--dry-run']);
+    expect(res.code, res.out).to.equal(0);
+    expect(res.out).to.contain('mfa_devices: 23 on k1 (not in MFA_ENCRYPTION_KEYS: cannot open) to re-encrypt (dry run: nothing changed)');
+    res = await run(`${NEW_KEY},${OLD_KEY}`, ['--dry-run']);
+    expect(res.code, res.out).to.equal(0);
+    expect(res.out).to.contain('mfa_devices: 23 on k1 to re-encrypt (dry run: nothing changed)');
+    res = await run(`${NEW_KEY},${OLD_KEY}`, ['--dryrun']);
+    expect(res.code).to.equal(2);
+    expect(res.out).to.contain('unknown argument "--dryrun"');
+    res = await run(`${NEW_KEY},${OLD_KEY}`, [], { REENCRYPT_BATCH_SIZE: 'abc' });
+    expect(res.code).to.equal(2);
+    expect(res.out).to.contain('REENCRYPT_BATCH_SIZE must be a whole number');
+    // A database it cannot reach: one line by the driver's code, no stack, no URL.
+    res = await run(`${NEW_KEY},${OLD_KEY}`, [], { DATABASE_URL: 'postgres://someone:pa55word@127.0.0.1:1/none' });
+    expect(res.code).to.equal(1);
+    expect(res.out).to.contain('reencrypt failed: ECONNREFUSED').and.not.contain('pa55word').and.not.match(/\n\s+at /);
+    expect(Number((await db.knex('mfa_devices').where({ secret_key_id: 'k1' }).count({ n: '*' }).first())?.n)).to.equal(23);
 
     res = await run(`${NEW_KEY},${OLD_KEY}`);
     expect(res.code, res.out).to.equal(0);

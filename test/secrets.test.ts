@@ -277,6 +277,58 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
     expect(wrong.status, wrong.text).to.equal(500);
   });
 
+  it('attempts that met no readable secret are not counted: after more of them than the lockout allows, the right code passes once the key is back', async () => {
+    const user = 'key-gone';
+    const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: 'Phone' });
+    const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    // The enrolment's own verification first, with the key gone: not counted either.
+    await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'gone' });
+    // More attempts than the lockout's 5, within the user routes' rate limit of 10 a minute (this test makes 10).
+    for (let i = 0; i < 6; i++) {
+      const res = await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now()) });
+      expect(res.status, res.text).to.equal(500);
+    }
+    await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'k2' });
+    expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - 30_000) })).status).to.equal(200);
+
+    await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'gone' });
+    for (let i = 0; i < 2; i++) expect((await request(inst.app).post('/auth/mfa/verify').set(bearer(user)).send({ code: oathtool(secret, Date.now()) })).status).to.equal(500);
+    for (let i = 0; i < 6; i++) expect((await request(inst.app).post('/internal/mfa/totp/verify').set(internalHeaders()).send({ user_id: user, code: '000000' })).status).to.equal(500);
+    expect(await db.knex('mfa_verification_failures').where({ user_id: user }).first()).to.include({ failures: 0, locked_until: null });
+    await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'k2' });
+    const login = await request(inst.app).post('/auth/mfa/verify').set(bearer(user)).send({ code: oathtool(secret, Date.now()) });
+    expect(login.status, login.text).to.equal(200);
+  });
+
+  it('a device that does not open does not lift the limit on guessing the others: those attempts count, and lock', async () => {
+    const user = 'broken-and-good';
+    const devices: Array<{ id: string; secret: string }> = [];
+    for (const [i, name] of ['Old phone', 'New phone'].entries()) {
+      const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: name });
+      const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+      expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - i * 30_000) })).status).to.equal(200);
+      devices.push({ id: device.id, secret });
+    }
+    await db.knex('mfa_devices').where('id', devices[0]!.id).update({ secret_key_id: 'gone' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 7; i++) statuses.push((await request(inst.app).post('/auth/mfa/verify').set(bearer(user)).send({ code: '000000' })).status);
+    expect(statuses).to.deep.equal([500, 500, 500, 500, 500, 429, 429]);
+  });
+
+  it('a destination that does not open leaves the listing at 200 without it, and its warning names the row, its key id and the request', async () => {
+    const user = 'sms-key-gone';
+    const sms = await request(inst.app).post('/auth/mfa/devices/sms').set(bearer(user)).send({ deviceName: 'Mobile', phoneNumber: '+14155550177' });
+    const smsId = (sms.body as { device: { id: string } }).device.id;
+    await db.knex('mfa_devices').where('id', smsId).update({ secret_key_id: 'gone' });
+    const list = await request(inst.app).get('/auth/mfa/devices').set(bearer(user));
+    expect(list.status).to.equal(200);
+    expect(list.body).to.have.length(1);
+    expect(list.body[0]).to.include({ id: smsId }).and.not.have.property('destination');
+    const line = inst.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'mfa device destination could not be decrypted' && l.device_id === smsId);
+    expect(line).to.include({ request_id: list.headers['x-request-id'], tenant_id: 'acme', key_id: 'gone', level: 40 });
+    expect(JSON.stringify(line)).not.to.contain('4155550177');
+  });
+
   it("nor the user's sms login: its code passes, with no deviceId named", async () => {
     const user = 'phone-and-sms';
     const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: 'Phone' });

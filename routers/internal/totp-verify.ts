@@ -60,7 +60,10 @@ export function mountTotpVerify(router: Router, config: InternalRouterConfig & {
       res.json(answer);
       return;
     }
-    if (result.status === 'MISMATCH' && result.unreadable) throw result.unreadable;
+    if (result.status === 'MISMATCH' && result.unreadable) {
+      if (result.compared === 0) await lockout.notCompared(caller);
+      throw result.unreadable;
+    }
     await lockout.failed(caller, 'internal', result.status === 'REPLAY' ? 'replay' : 'invalid_code');
     throw ProblemError.from('INVALID_CODE');
   });

@@ -72,13 +72,13 @@ const switchesDeviceOff = (req: Request): boolean => typeof req.body === 'object
 
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
   const stepUp = stepUpGuard(config, service);
-  const dto = (device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device));
+  const dto = (req: Request, device: MfaDevice) => toMfaDeviceDto(device, service.maskedDestination(device, contextOf(req).requestId));
 
   router.get('/devices', async (req, res) => {
     const page = requestedPage(req);
     const devices = await service.listDevices(callerOf(req));
     res.setHeader('X-Total-Count', String(devices.length));
-    sendJson(req, res, devices.slice(page.offset, page.offset + page.pageSize).map(dto));
+    sendJson(req, res, devices.slice(page.offset, page.offset + page.pageSize).map((device) => dto(req, device)));
   });
 
   router.post('/devices/totp', ...stepUp, async (req, res) => {
@@ -150,7 +150,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     const result = await service.verifyDevice(callerOf(req), id, body.code);
     switch (result.status) {
       case 'OK':
-        res.json(dto(result.device));
+        res.json(dto(req, result.device));
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');
@@ -173,7 +173,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     });
     switch (result.status) {
       case 'OK':
-        res.json(dto(result.device));
+        res.json(dto(req, result.device));
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');

@@ -8,7 +8,7 @@ import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../.
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
-import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
+import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, UnreadableDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
@@ -93,12 +93,13 @@ export class MfaDevicesService {
   }
 
   /** An sms/email device's destination as it may be shown; `undefined` for TOTP or when it cannot be opened (never fails a listing). */
-  maskedDestination(device: MfaDevice): string | undefined {
+  maskedDestination(device: MfaDevice, requestId?: string): string | undefined {
     if (device.method === 'totp') return undefined;
     try {
       return maskDestination(device.method, this.config.keyRing.openText(device.secret, deviceAad(device)));
     } catch {
-      this.config.logger.warn({ tenant_id: device.tenantId, device_id: device.id }, 'mfa device destination could not be decrypted');
+      // As the 500s of a secret that does not open: the row and its key id, never its content.
+      this.config.logger.warn({ request_id: requestId, tenant_id: device.tenantId, device_id: device.id, key_id: device.secret.keyId }, 'mfa device destination could not be decrypted');
       return undefined;
     }
   }
@@ -211,7 +212,11 @@ export class MfaDevicesService {
     if (device.method === 'totp') {
       const result = await acceptTotpCode(this.totpDeps, caller, 'enrollment', device, code, (step) =>
         storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date() }),
-      );
+      ).catch(async (err: unknown) => {
+        // The device's secret does not open: the code met nothing (lib/verification-throttle.ts, notCompared).
+        if (err instanceof UnreadableDeviceSecret) await this.lockout.notCompared(caller);
+        throw err;
+      });
       if (result.status === 'OK') verified = result.device;
       replay = result.status === 'REPLAY';
     } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, code, purpose: 'enrollment' }))) {
@@ -311,8 +316,12 @@ export class MfaDevicesService {
         }
       }
     }
-    // No device took the code, and one could not be read: the code may have been its own.
-    if (unreadable) throw unreadable;
+    // No device took the code, and one could not be read: the code may have been its own. Not counted when the code met
+    // nothing else: no TOTP secret opened and no sms/email device could have had a code pending.
+    if (unreadable) {
+      if (totp.status === 'MISMATCH' && totp.compared === 0 && candidates.every((d) => d.method === 'totp')) await this.lockout.notCompared(caller);
+      throw unreadable;
+    }
     await this.lockout.failed(caller, 'login', replay ? 'replay' : 'invalid_code', input.deviceId);
     return { status: 'INVALID_CODE' };
   }

@@ -1,5 +1,6 @@
 /** `npm run migrate`: applies the kit's migrations to DATABASE_URL. */
-import knexFactory from 'knex';
+import { failureCode } from './cleanup.js';
+import { cliKnex } from './cli.js';
 import { migrate } from './migrate.js';
 
 const url = process.env.DATABASE_URL;
@@ -7,10 +8,14 @@ if (!url) {
   console.error('DATABASE_URL is not set: DATABASE_URL=postgres://user:pass@host:5432/db npm run migrate');
   process.exit(2);
 }
-const knex = knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 2 } });
+const knex = cliKnex(url, 2);
 try {
   const applied = await migrate(knex);
   console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
+} catch (err) {
+  // By the driver's code only: knex puts the SQL, and pg the connection's details, into their messages.
+  console.error(`migrate failed: ${failureCode(err)}; a migration that failed was rolled back, run it again`);
+  process.exitCode = 1;
 } finally {
   await knex.destroy();
 }

@@ -38,6 +38,8 @@ const CHARGE = statement(`INSERT INTO ${TABLE} AS f (tenant_id, user_id, failure
          coalesce(locked_at = now(), false) AS newly_locked,
          greatest(1, ceil(extract(epoch FROM locked_until - now())))::int AS retry_after`);
 const RESET = statement(`DELETE FROM ${TABLE} WHERE tenant_id = ? AND user_id = ?`);
+const REFUND = statement(`UPDATE ${TABLE} SET failures = failures - 1
+       WHERE tenant_id = ? AND user_id = ? AND failures > 0 AND (locked_until IS NULL OR locked_until <= now())`);
 // A failed attempt: locks the counter the attempt's charge filled (unless a lock already runs), else reads its state.
 const LOCK_IF_FULL = statement(`UPDATE ${TABLE} SET locked_at = now(), locked_until = now() + (?::int * interval '1 second'), updated_at = now()
        WHERE tenant_id = ? AND user_id = ? AND failures >= ?::int AND (locked_until IS NULL OR locked_until <= now())
@@ -73,5 +75,9 @@ export class KnexVerificationThrottleStore implements VerificationThrottleStore 
 
   async reset(tenantId: string, userId: string): Promise<void> {
     await query(this.knex, RESET, [tenantId, userId], this.prepared);
+  }
+
+  async refund(tenantId: string, userId: string): Promise<void> {
+    await query(this.knex, REFUND, [tenantId, userId], this.prepared);
   }
 }
