@@ -4,7 +4,7 @@ import { isProblemError } from './errors.js';
 import type { KeyRing } from './keyring.js';
 import { aad } from './keyring.js';
 import { getDefaultLogger, type Logger } from './logger.js';
-import { KIT_TRANSACTION } from '../storage/knex/user-locks.js';
+import { kitTransaction } from '../storage/knex/user-locks.js';
 
 /** A table holding sealed values: unique on (tenant_id, id), associated data `aad(tenant_id, user_id, id)`. */
 export interface SealedTable {
@@ -114,7 +114,7 @@ export async function reencrypt(options: ReencryptOptions): Promise<ReencryptRes
           result.rows += updated;
         }
         return rows;
-      }, KIT_TRANSACTION);
+      }, kitTransaction());
       const last = batch[batch.length - 1];
       if (!last || batch.length < batchSize) break;
       after = { tenantId: last.tenant_id, id: String(last.id) };

@@ -3,8 +3,8 @@
  * from cron. CLEANUP_KEEP_LAST keeps expired rows that long first: `30d`, `12h`, `90m`, `45s` or seconds
  * (default 0). Prints the rows deleted per table, never a row.
  */
-import { cleanupExpired, failureCode, parseDurationSeconds } from '../storage/knex/cleanup.js';
-import { cliKnex } from '../storage/knex/cli.js';
+import { cleanupExpired, parseDurationSeconds } from '../storage/knex/cleanup.js';
+import { cliKnex, failureLine } from '../storage/knex/cli.js';
 
 const USAGE = 'DATABASE_URL=postgres://… [CLEANUP_KEEP_LAST=30d] [CLEANUP_BATCH_SIZE=1000] npm run cleanup';
 const url = process.env.DATABASE_URL;
@@ -28,8 +28,8 @@ try {
   for (const r of results) console.log(`${r.table}: ${r.deleted} deleted`);
   if (results.length === 0) console.log('no kit tables found (run `npm run migrate` first?)');
 } catch (err) {
-  // Option errors are ours and say what is wrong; anything else by its code only.
-  console.error(err instanceof TypeError ? err.message : `cleanup failed: ${failureCode(err)}; the batches before it stay deleted, run it again`);
+  // Option errors are ours and say what is wrong; anything else in one line, without SQL.
+  console.error(err instanceof TypeError ? err.message : `cleanup failed: ${failureLine(err)}; the batches before it stay deleted, run it again`);
   process.exitCode = err instanceof TypeError ? 2 : 1;
 } finally {
   await knex.destroy();

@@ -8,8 +8,7 @@ import type { Knex } from 'knex';
 import { keyRing, type KeyRing } from '../lib/keyring.js';
 import { silentLogger } from '../lib/logger.js';
 import { reencrypt, SEALED_TABLES } from '../lib/reencrypt.js';
-import { failureCode } from '../storage/knex/cleanup.js';
-import { cliKnex } from '../storage/knex/cli.js';
+import { cliKnex, failureLine } from '../storage/knex/cli.js';
 
 const USAGE = 'DATABASE_URL=postgres://… MFA_ENCRYPTION_KEYS=new:<base64>,old:<base64> [REENCRYPT_BATCH_SIZE=200] npm run reencrypt [-- --dry-run]';
 
@@ -20,7 +19,8 @@ if (unknown.length > 0) {
   console.error(`unknown argument ${JSON.stringify(unknown[0]!.slice(0, 40))}: ${USAGE}`);
   process.exit(2);
 }
-const dryRun = args.includes('--dry-run');
+// `npm run reencrypt --dry-run` (without `--`) hands the flag to npm, which runs this with no argument and sets this.
+const dryRun = args.includes('--dry-run') || process.env.npm_config_dry_run === 'true';
 
 const url = process.env.DATABASE_URL;
 const keys = process.env.MFA_ENCRYPTION_KEYS;
@@ -37,8 +37,8 @@ try {
   process.exit(2);
 }
 const batchText = process.env.REENCRYPT_BATCH_SIZE;
-if (batchText !== undefined && !/^[1-9]\d{0,4}$/.test(batchText)) {
-  console.error(`REENCRYPT_BATCH_SIZE must be a whole number from 1 to 99999: ${USAGE}`);
+if (batchText !== undefined && !(/^[1-9]\d{0,4}$/.test(batchText) && Number(batchText) <= 10_000)) {
+  console.error(`REENCRYPT_BATCH_SIZE must be a whole number from 1 to 10000: ${USAGE}`);
   process.exit(2);
 }
 const batchSize = batchText === undefined ? undefined : Number(batchText);
@@ -79,8 +79,7 @@ try {
     process.exitCode = results.some((r) => r.failed > 0) ? 1 : 0;
   }
 } catch (err) {
-  // By the driver's code only: knex puts the SQL, and pg the connection's details, into their messages.
-  console.error(`reencrypt failed: ${failureCode(err)}; the batches before it stay re-encrypted, run it again`);
+  console.error(`reencrypt failed: ${failureLine(err)}; the batches before it stay re-encrypted, run it again`);
   process.exitCode = 1;
 } finally {
   await knex.destroy();

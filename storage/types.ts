@@ -297,7 +297,11 @@ export interface OtpCodeRecord {
 
 /** Pending one-time codes of sms/email devices: at most one per device and purpose. */
 export interface OtpCodeStore {
-  /** Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0); `false` if the device does not exist in the tenant. */
+  /**
+   * Stores a code, replacing the device's pending code for the same purpose (its attempt count starts again at 0);
+   * `false` if the user has no such device in the tenant, or it is turned off once verified. Atomic with `update`'s
+   * disable: no code stored around a disable survives it.
+   */
   put(record: OtpCodeRecord): Promise<boolean>;
   /**
    * Counts one attempt against the pending code of this device, user and purpose, provided it has

@@ -3,16 +3,18 @@
  * `default_transaction_isolation`), over HTTP on real Postgres: the writers that count under a per-user lock keep
  * their limits and their last-device rule, and a race lost in Postgres is a 503 to retry, never a 500.
  *
+ * Last, the writers inside a host's own transaction, where the kit's transactions are savepoints.
+ *
  * Each race is made to overlap: a transaction of the test holds the user's lock while every request starts and
  * waits for it, so each has begun (and, under REPEATABLE READ, taken its snapshot) before any of them writes.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import createKnex, { type Knex } from 'knex';
 import request from 'supertest';
-import { knexStorage } from '../index.js';
+import { aad, knexStorage } from '../index.js';
 import { lockUser } from '../storage/knex/user-locks.js';
-import { KEY_A } from './support/fixtures.js';
+import { KEY_A, ring } from './support/fixtures.js';
 import { as, mfaApp, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
@@ -117,3 +119,46 @@ for (const isolation of ['repeatable read', 'serializable'] as const) {
     });
   });
 }
+
+describe("the kit's writers inside a host's transaction (knexStorage({ knex: trx })): savepoints, undone with it", function () {
+  let db: FreshDatabase;
+  before(async function () {
+    this.timeout(60_000);
+    db = await freshDatabase();
+    await knexStorage({ knex: db.knex }).migrate();
+  });
+  after(async function () {
+    await db?.drop();
+  });
+
+  it('every writer that opens a transaction of its own runs in it, and a rollback of the host leaves nothing', async function () {
+    const u = `host-trx-${randomBytes(4).toString('hex')}`;
+    const trx = await db.knex.transaction();
+    try {
+      const s = knexStorage({ knex: trx });
+      const id = randomUUID();
+      const sealed = ring.seal('JBSWY3DPEHPK3PXP', aad('acme', u, id));
+      const created = await s.mfaDevices.create({ id, tenantId: 'acme', userId: u, method: 'totp', deviceName: 'app', secret: sealed, totp: { algorithm: 'SHA1', digits: 6, period: 30, skew: 1 }, expiresAt: new Date(Date.now() + 600_000) }, { maxDevices: 10, now: new Date() });
+      expect(created.status).to.equal('OK');
+      expect(await s.mfaDevices.markVerified('acme', u, id, { step: 1, now: new Date() })).to.include({ id, verified: true });
+      expect(await s.mfaDevices.update('acme', u, id, { enabled: false })).to.include({ enabled: false });
+      expect(await s.recoveryCodes.replace('acme', u, [randomBytes(32)])).to.equal(true);
+      const trusted = await s.trustedDevices.upsert('acme', u, { fingerprint: 'fp-1', trustedUntil: new Date(Date.now() + 3_600_000) }, new Date());
+      expect(trusted?.created).to.equal(true);
+      expect((await s.trustedDevices.revoke('acme', u, trusted!.device.id)).revoked).to.equal(true);
+      await s.trustedDevices.upsert('acme', u, { fingerprint: 'fp-2', trustedUntil: new Date(Date.now() + 3_600_000) }, new Date());
+      expect((await s.trustedDevices.revokeAll('acme', u)).revoked).to.equal(1);
+      expect(await s.trustedDevices.bumpCacheEpoch()).to.be.a('number');
+      const recordId = `devsync_${randomBytes(16).toString('hex')}`;
+      const record = { tenantId: 'acme', userId: u, id: recordId, deviceFingerprint: 'fp', deviceName: 'd', syncToken: randomBytes(16).toString('hex'), vault: ring.seal('[]', aad('acme', u, recordId)) };
+      expect((await s.syncRecords.create(record, { maxRecords: 3 })).status).to.equal('created');
+      expect((await s.mfaDevices.remove('acme', u, id)).removed?.id).to.equal(id);
+      expect((await s.users.erase('acme', u)).erased).to.be.an('object');
+    } finally {
+      await trx.rollback();
+    }
+    for (const table of ['mfa_devices', 'mfa_recovery_codes', 'trusted_devices', 'sync_records']) {
+      expect(Number((await db.knex(table).where({ user_id: u }).count({ n: '*' }).first())?.n), table).to.equal(0);
+    }
+  });
+});

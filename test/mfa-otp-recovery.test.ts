@@ -237,6 +237,27 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect((await login(u, { code: sender.last().code, deviceId: id })).body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
     });
 
+    it('a challenge racing a disable leaves no code that passes once the device is on again (the insert waits for the disable, or finds it off)', async () => {
+      const u = user('off-race');
+      const id = await smsDevice(u);
+      // The login code's insert is held open for 1 s (it has locked the device row by then), and the disable comes in it.
+      await db.knex.raw(`create function test_slow_code() returns trigger language plpgsql as $$ begin if new.purpose = 'login' then perform pg_sleep(1); end if; return new; end $$`);
+      await db.knex.raw('create trigger test_slow_code before insert on mfa_otp_codes for each row execute function test_slow_code()');
+      try {
+        const challenge = as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u).then((r) => r);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect((await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: false }), u)).status).to.equal(200);
+        expect((await challenge).status).to.equal(202);
+      } finally {
+        await db.knex.raw('drop trigger test_slow_code on mfa_otp_codes');
+        await db.knex.raw('drop function test_slow_code()');
+      }
+      const { code } = sender.last();
+      expect(await db.knex('mfa_otp_codes').where({ device_id: id }).count({ n: '*' }).first()).to.deep.equal({ n: '0' });
+      expect((await as(request(app).patch(`/auth/mfa/devices/${id}`).send({ enabled: true }), u)).status).to.equal(200);
+      expect((await login(u, { code, deviceId: id })).body.code).to.equal(40000010);
+    });
+
     it('wrong sms codes count towards the lockout', async () => {
       const u = user('sms-lock');
       const id = await smsDevice(u);

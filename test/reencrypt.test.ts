@@ -148,9 +148,15 @@ describe('reencrypt (key rotation)', () => {
     res = await run(`${NEW_KEY},${OLD_KEY}`, ['--dryrun']);
     expect(res.code).to.equal(2);
     expect(res.out).to.contain('unknown argument "--dryrun"');
-    res = await run(`${NEW_KEY},${OLD_KEY}`, [], { REENCRYPT_BATCH_SIZE: 'abc' });
-    expect(res.code).to.equal(2);
-    expect(res.out).to.contain('REENCRYPT_BATCH_SIZE must be a whole number');
+    // `npm run reencrypt --dry-run`: npm keeps the flag, runs the tool without it and says so in its env.
+    res = await run(`${NEW_KEY},${OLD_KEY}`, [], { npm_config_dry_run: 'true' });
+    expect(res.code, res.out).to.equal(0);
+    expect(res.out).to.contain('(dry run: nothing changed)');
+    for (const batch of ['abc', '0', '10001', '50000']) {
+      res = await run(`${NEW_KEY},${OLD_KEY}`, [], { REENCRYPT_BATCH_SIZE: batch });
+      expect(res.code, batch).to.equal(2);
+      expect(res.out).to.contain('REENCRYPT_BATCH_SIZE must be a whole number from 1 to 10000');
+    }
     // A database it cannot reach: one line by the driver's code, no stack, no URL.
     res = await run(`${NEW_KEY},${OLD_KEY}`, [], { DATABASE_URL: 'postgres://someone:pa55word@127.0.0.1:1/none' });
     expect(res.code).to.equal(1);

@@ -3,7 +3,7 @@ import type { Knex } from 'knex';
 import type { BeforeTrustedCommit, CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
 import { coalesce } from '../coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
-import { bumpGeneration, epochIn, KIT_TRANSACTION, lockRecoveryCodes, lockUser } from './user-locks.js';
+import { bumpGeneration, epochIn, kitTransaction, lockRecoveryCodes, lockUser } from './user-locks.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -192,7 +192,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
         })
         .returning('*')) as MfaDeviceRow[];
       return { status: 'OK' as const, device: toMfaDevice(row!) };
-    }, KIT_TRANSACTION);
+    }, kitTransaction());
   }
 
   async update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null> {
@@ -206,7 +206,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       if (row && patch.enabled === false) await db('mfa_otp_codes').where({ tenant_id: tenantId, device_id: id }).delete();
       return row ? toMfaDevice(row) : null;
     };
-    return patch.enabled === false ? this.knex.transaction(write, KIT_TRANSACTION) : write(this.knex);
+    return patch.enabled === false ? this.knex.transaction(write, kitTransaction()) : write(this.knex);
   }
 
   async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
@@ -216,7 +216,7 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     return this.knex.transaction(async (trx) => {
       await lockUser(trx, tenantId, userId);
       return this.markVerifiedIn(trx, tenantId, userId, id, opts);
-    }, KIT_TRANSACTION);
+    }, kitTransaction());
   }
 
   private async markVerifiedIn(trx: Knex.Transaction, tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
@@ -274,6 +274,6 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       const trustedDevices = await trx('trusted_devices').where(mine).delete();
       if (trustedDevices > 0) await beforeCommit?.(trustedGeneration, epochIn(trx));
       return { removed, verifiedRemaining, revoked: { trustedDevices, recoveryCodes: Number(unused?.n ?? 0), trustedGeneration } };
-    }, KIT_TRANSACTION);
+    }, kitTransaction());
   }
 }

@@ -1,6 +1,5 @@
 /** `npm run migrate`: applies the kit's migrations to DATABASE_URL. */
-import { failureCode } from './cleanup.js';
-import { cliKnex } from './cli.js';
+import { cliKnex, failureLine } from './cli.js';
 import { migrate } from './migrate.js';
 
 const url = process.env.DATABASE_URL;
@@ -13,8 +12,7 @@ try {
   const applied = await migrate(knex);
   console.log(applied.length ? `applied: ${applied.join(', ')}` : 'already up to date');
 } catch (err) {
-  // By the driver's code only: knex puts the SQL, and pg the connection's details, into their messages.
-  console.error(`migrate failed: ${failureCode(err)}; a migration that failed was rolled back, run it again`);
+  console.error(`migrate failed: ${failureLine(err)}`);
   process.exitCode = 1;
 } finally {
   await knex.destroy();

@@ -10,21 +10,21 @@ export class KnexOtpCodeStore implements OtpCodeStore {
 
   async put(record: OtpCodeRecord): Promise<boolean> {
     try {
-      await this.knex('mfa_otp_codes')
-      .insert({
-        tenant_id: record.tenantId,
-        device_id: record.deviceId,
-        purpose: record.purpose,
-        user_id: record.userId,
-        salt: record.salt,
-        code_hash: record.codeHash,
-        attempts: 0,
-        expires_at: record.expiresAt,
-        created_at: this.knex.fn.now(),
-      })
-      .onConflict(['tenant_id', 'device_id', 'purpose'])
-      .merge(['user_id', 'salt', 'code_hash', 'attempts', 'expires_at', 'created_at']);
-      return true;
+      // Only for the user's device while it is on (or not verified yet: its enrolment code), read FOR SHARE: a disable
+      // that committed first leaves nothing to insert, one still running is waited for (and its delete of the
+      // device's codes then finds this one). So no code issued around a disable passes after the device is back on.
+      const { rows } = await this.knex.raw<{ rows: unknown[] }>(
+        `INSERT INTO mfa_otp_codes (tenant_id, device_id, purpose, user_id, salt, code_hash, attempts, expires_at, created_at)
+         SELECT d.tenant_id, d.id, ?, d.user_id, ?, ?, 0, ?, now() FROM mfa_devices d
+         WHERE d.tenant_id = ? AND d.id = ? AND d.user_id = ? AND (d.enabled OR NOT d.verified)
+         FOR SHARE
+         ON CONFLICT (tenant_id, device_id, purpose) DO UPDATE SET
+           user_id = excluded.user_id, salt = excluded.salt, code_hash = excluded.code_hash, attempts = 0,
+           expires_at = excluded.expires_at, created_at = excluded.created_at
+         RETURNING tenant_id`,
+        [record.purpose, record.salt, record.codeHash, record.expiresAt, record.tenantId, record.deviceId, record.userId],
+      );
+      return rows.length === 1;
     } catch (err) {
       // The device is gone (removed meanwhile, or never was): the foreign key says so.
       if ((err as { code?: unknown }).code === '23503') return false;

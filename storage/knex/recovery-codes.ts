@@ -1,7 +1,7 @@
 /** Recovery codes on Postgres: hashes only; consumed by one conditional UPDATE so a code works once. */
 import type { Knex } from 'knex';
 import type { RecoveryCodeStore } from '../types.js';
-import { hasVerifiedMfaDevice, KIT_TRANSACTION, lockRecoveryCodes } from './user-locks.js';
+import { hasVerifiedMfaDevice, kitTransaction, lockRecoveryCodes } from './user-locks.js';
 
 /** `RecoveryCodeStore` on the `mfa_recovery_codes` table. */
 export class KnexRecoveryCodeStore implements RecoveryCodeStore {
@@ -21,7 +21,7 @@ export class KnexRecoveryCodeStore implements RecoveryCodeStore {
         await trx('mfa_recovery_codes').insert(codeHashes.map((h) => ({ tenant_id: tenantId, user_id: userId, code_hash: h })));
       }
       return true;
-    }, KIT_TRANSACTION);
+    }, kitTransaction());
   }
 
   async consume(tenantId: string, userId: string, codeHash: Buffer): Promise<boolean> {

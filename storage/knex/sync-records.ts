@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import { aad } from '../../lib/keyring.js';
 import type { NewSyncRecord, Page, PageQuery, SyncCreateResult, SyncRecord, SyncRecordChange, SyncRecordKey, SyncRecordStore, SyncWriteResult } from '../types.js';
-import { KIT_TRANSACTION, lockSyncRecords } from './user-locks.js';
+import { kitTransaction, lockSyncRecords } from './user-locks.js';
 
 export const SYNC_RECORDS_TABLE = 'sync_records';
 
@@ -95,7 +95,7 @@ export class KnexSyncRecordStore implements SyncRecordStore {
         const own = await mine.clone().where({ device_fingerprint: record.deviceFingerprint }).first<SyncRecordRow | undefined>();
         return own ? { status: 'conflict' as const, current: toSyncRecord(own) } : { status: 'limit-reached' as const };
       },
-      KIT_TRANSACTION,
+      kitTransaction(),
     );
   }
 

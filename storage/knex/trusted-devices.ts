@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { BeforeTrustedCommit, Page, PageQuery, TrustedDevice, TrustedDeviceStore, TrustedDeviceUpsert, TrustedDeviceWrite } from '../types.js';
 import { coalesce } from '../coalesce.js';
-import { bumpEpoch, bumpGeneration, epochIn, epochOf, hasVerifiedMfaDevice, KIT_TRANSACTION, READ_CACHE_EPOCH } from './user-locks.js';
+import { bumpEpoch, bumpGeneration, epochIn, epochOf, hasVerifiedMfaDevice, kitTransaction, READ_CACHE_EPOCH } from './user-locks.js';
 import { epochMs, query, statement } from './statements.js';
 
 /** A `trusted_devices` row as pg returns it. */
@@ -167,7 +167,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date, beforeCommit?: BeforeTrustedCommit): Promise<TrustedDeviceUpsert | null> {
-    const trx = await this.knex.transaction(KIT_TRANSACTION);
+    const trx = await this.knex.transaction(null, kitTransaction());
     try {
       const generation = await bumpGeneration(trx, tenantId, userId);
       // After the generation lock, which the removal of the last device (and an erasure) takes in its own transaction
@@ -252,7 +252,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async bumpCacheEpoch(): Promise<number> {
-    return this.knex.transaction((trx) => bumpEpoch(trx), KIT_TRANSACTION);
+    return this.knex.transaction((trx) => bumpEpoch(trx), kitTransaction());
   }
 
   /** Deletes in one transaction with the generation bump; rolls the bump back when nothing matched. */
@@ -262,7 +262,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     narrow: (q: Knex.QueryBuilder<TrustedDeviceRow>) => Knex.QueryBuilder<TrustedDeviceRow>,
     beforeCommit: BeforeTrustedCommit | undefined,
   ): Promise<{ count: number; generation: number | null }> {
-    const trx = await this.knex.transaction(KIT_TRANSACTION);
+    const trx = await this.knex.transaction(null, kitTransaction());
     try {
       const generation = await bumpGeneration(trx, tenantId, userId);
       const count = await narrow(trx<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId })).delete();

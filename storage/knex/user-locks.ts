@@ -13,8 +13,10 @@ import type { CacheEpochInTransaction } from '../types.js';
  * that held it before committed (a count at a limit, the last verified device). Under REPEATABLE READ the snapshot is
  * taken before the lock is granted, so such a read misses them; under SERIALIZABLE such races end in serialization
  * failures. Inside a host's transaction (`knexStorage({ knex: trx })`) the kit's are savepoints, at the host's level.
+ * A new object each time: knex writes into the config a nested transaction is given. Without a callback, pass it as
+ * `transaction(null, kitTransaction())`: a transaction's own `transaction()` does not take the config alone.
  */
-export const KIT_TRANSACTION: Readonly<Knex.TransactionConfig> = Object.freeze({ isolationLevel: 'read committed' });
+export const kitTransaction = (): Knex.TransactionConfig => ({ isolationLevel: 'read committed' });
 
 /** Namespace of the kit's transaction-scoped advisory locks (two-key form, so it never meets a host's one-key locks). */
 const LOCK_CLASS_RECOVERY_CODES = 0x4d46_0005;

@@ -1,7 +1,7 @@
 /** Erasure of everything the kit keeps about one user, on Postgres, in one transaction. */
 import type { Knex } from 'knex';
 import type { BeforeTrustedCommit, ErasedUserData, UserDataStore } from '../types.js';
-import { bumpGeneration, epochIn, KIT_TRANSACTION, lockRecoveryCodes, lockUser } from './user-locks.js';
+import { bumpGeneration, epochIn, kitTransaction, lockRecoveryCodes, lockUser } from './user-locks.js';
 import { SYNC_RECORDS_TABLE } from './sync-records.js';
 
 export class KnexUserDataStore implements UserDataStore {
@@ -26,6 +26,6 @@ export class KnexUserDataStore implements UserDataStore {
       await trx('mfa_verification_failures').where(mine).delete();
       if (trustedDevices > 0) await beforeCommit?.(trustedGeneration, epochIn(trx));
       return { erased: { mfaDevices, recoveryCodes, trustedDevices, syncRecords }, trustedGeneration };
-    }, KIT_TRANSACTION);
+    }, kitTransaction());
   }
 }
