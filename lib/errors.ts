@@ -82,8 +82,9 @@ export interface ProblemInit {
   extensions?: Record<string, unknown>;
   /**
    * The `WWW-Authenticate` challenge of a 401 (RFC 9110 §11.6.1: a 401 carries at least one), e.g.
-   * `Bearer error="invalid_token"` (RFC 6750 §3). Without it a 401 gets its key's default (`Bearer` for
-   * `UNAUTHENTICATED`, `ApiKey` for `INVALID_INTERNAL_KEY`).
+   * `Bearer error="invalid_token"` (RFC 6750 §3), or of a 400 for a malformed credential (`error="invalid_request"`,
+   * RFC 6750 §3.1). Without it a 401 gets its key's default (`Bearer` for `UNAUTHENTICATED`, `ApiKey` for
+   * `INVALID_INTERNAL_KEY`), and another status none.
    */
   challenge?: string;
   /**

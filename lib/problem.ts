@@ -245,7 +245,7 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
-  if (problem.status === 401) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
+  if (problem.status === 401 || problem.challenge !== undefined) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
   if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);

@@ -6,7 +6,7 @@
  */
 import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
-import { ExtractJwt, Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
+import { Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
 import { checkNestedOptions } from './options.js';
@@ -89,7 +89,8 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     throw new TypeError(`express-mfa-kit: ${factory}() jwt.${secret !== undefined ? 'secret' : 'publicKey'} is not usable key material (a PEM public key, or a secret): ${err instanceof Error ? err.message : String(err)}`);
   }
   const strategyOptions: StrategyOptionsWithoutRequest = {
-    jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(),
+    // The token `bearerToken()` took (the middleware below has refused a malformed or repeated header by then).
+    jwtFromRequest: (req: Request) => BEARER.exec(req.headers.authorization ?? '')?.[1] ?? null,
     // @types/passport-jwt predates KeyObject; passport-jwt hands the value to jsonwebtoken 9, which takes one.
     secretOrKey: key as unknown as Buffer,
     algorithms: [...algorithms],
@@ -102,13 +103,18 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
   const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) =>
     done(null, requireExpiry && typeof (claims as { exp?: unknown } | null)?.exp !== 'number' ? false : claims),
   );
-  const bearer = ExtractJwt.fromAuthHeaderAsBearerToken();
   const verified = verifiedTokens(jwt.clockToleranceSeconds ?? 0);
   // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the
   // strategy, given success / fail / error), without building passport's middleware and initialize() state on
   // every request: that bookkeeping cost more CPU than verifying the token.
   return (req, _res, next) => {
-    const token = bearer(req);
+    let token: string | undefined;
+    try {
+      token = bearerToken(req);
+    } catch (err) {
+      next(err);
+      return;
+    }
     const known = token ? verified.get(token) : undefined;
     if (known) {
       (req as { user?: unknown }).user = known;
@@ -145,6 +151,35 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
  * The challenge of a 401 for a token that was sent but is not accepted (RFC 6750 §3.1 `invalid_token`): expired,
  * malformed, badly signed, or for another issuer or audience. Without a token the challenge is a bare `Bearer`.
  */
+/**
+ * RFC 6750 §2.1: `Bearer`, spaces, the token: all the rest of the field (Node strips its outer whitespace), so that
+ * `Bearer <token> junk` is one invalid token, not the token with the junk ignored.
+ */
+const BEARER = /^bearer +(.+)$/i;
+
+/** 400 `invalid_request` (RFC 6750 §3.1) for an Authorization field that is repeated. */
+function invalidRequest(detail: string): ProblemError {
+  return ProblemError.from('VALIDATION_FAILED', {
+    detail,
+    errors: [{ field: '(header) Authorization', code: 'format', description: detail }],
+    challenge: `Bearer error="invalid_request", error_description="${detail.replaceAll('"', "'")}"`,
+  });
+}
+
+/**
+ * The request's Bearer token; `undefined` when it sends none (no Authorization field, another scheme, `Bearer` alone).
+ * Throws the 400 above when the field is repeated (RFC 9110 §5.3: it is no list; Node would keep the first, a proxy
+ * may read the last: two parties would see two callers).
+ */
+export function bearerToken(req: Request): string | undefined {
+  const field = req.headers.authorization;
+  if (field === undefined) return undefined;
+  let seen = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.length === 13 && req.rawHeaders[i]!.toLowerCase() === 'authorization') seen++;
+  if (seen > 1) throw invalidRequest('Send one Authorization header field, with one Bearer token.');
+  return BEARER.exec(field)?.[1];
+}
+
 export const INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token", error_description="The access token is invalid or expired"';
 
 /** Longest a verified token is taken as verified without checking its signature again. */

@@ -428,6 +428,26 @@ describe('auth edge cases', function () {
       }
     });
 
+    it('two Authorization fields → 400 invalid_request, whichever is good (a proxy may read the other one)', async () => {
+      const good = hs(claims());
+      for (const pair of [[`Bearer ${good}`, `Bearer ${good}`], [`Bearer ${good}`, 'Bearer garbage'], ['Bearer garbage', `Bearer ${good}`], [`Bearer ${good}`, 'Basic YWxpY2U6cHc=']]) {
+        const res = await request(hsApp).get('/me').set('Authorization', pair);
+        expect(res.status, `${pair.join(' | ').slice(0, 40)}: ${res.text}`).to.equal(400);
+        expect(res.headers['www-authenticate']).to.equal('Bearer error="invalid_request", error_description="Send one Authorization header field, with one Bearer token."');
+        expect(res.body).to.include({ status: 400, code: 40000001 });
+        expect(res.body.errors).to.deep.equal([{ field: '(header) Authorization', code: 'format', description: 'Send one Authorization header field, with one Bearer token.' }]);
+        expect(res.text).not.to.contain(good);
+      }
+    });
+
+    it('a good token with anything after it is one invalid token (RFC 6750 §2.1), not the token with the rest ignored', async () => {
+      const good = hs(claims());
+      for (const header of [`Bearer ${good} x`, `Bearer ${good} ${good}`, `Bearer ${good}\tx`]) {
+        expect401(await request(hsApp).get('/me').set('Authorization', header), good, header.slice(-12));
+      }
+      expect((await request(hsApp).get('/me').set('Authorization', `bearer   ${good}`)).status).to.equal(200);
+    });
+
     it('no Authorization, another scheme, an empty bearer → 401 Problem', async () => {
       for (const header of [undefined, '', `Basic ${Buffer.from('alice:pw').toString('base64')}`, 'Bearer', 'Bearer ', `Token ${signed}`, signed, `Bearer${signed}`]) {
         const req = request(hsApp).get('/me');
