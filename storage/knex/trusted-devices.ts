@@ -167,16 +167,12 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   }
 
   async upsert(tenantId: string, userId: string, write: TrustedDeviceWrite, now: Date, beforeCommit?: BeforeTrustedCommit): Promise<TrustedDeviceUpsert | null> {
-    const trx = await this.knex.transaction(null, kitTransaction());
-    try {
+    return this.inTransaction(async (trx) => {
       const generation = await bumpGeneration(trx, tenantId, userId);
       // After the generation lock, which the removal of the last device (and an erasure) takes in its own transaction
       // before deleting the trusted devices: either it committed before this read (nothing is written, the bump
       // rolled back), or it waits for this commit and then deletes in a snapshot that holds this row.
-      if (write.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) {
-        await trx.rollback();
-        return null;
-      }
+      if (write.requireVerifiedMfaDevice && !(await hasVerifiedMfaDevice(trx, tenantId, userId))) throw new RolledBack(null);
       // A renew keeps the id and created_at; details not given keep their stored value.
       const { rows } = await trx.raw<{ rows: Array<TrustedDeviceRow & { created: boolean }> }>(
         `insert into trusted_devices (tenant_id, id, user_id, fingerprint, device_name, device_type, browser, os, ip, created_at, updated_at, trusted_until)
@@ -206,13 +202,9 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
         ],
       );
       await beforeCommit?.(generation, epochIn(trx));
-      await trx.commit();
       const row = rows[0]!;
       return { device: toTrustedDevice(row), created: row.created, generation };
-    } catch (err) {
-      if (!trx.isCompleted()) await trx.rollback().catch(() => undefined);
-      throw err;
-    }
+    });
   }
 
   async find(tenantId: string, userId: string, fingerprint: string, now: Date): Promise<{ device: TrustedDevice | null; generation: number }> {
@@ -262,20 +254,34 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
     narrow: (q: Knex.QueryBuilder<TrustedDeviceRow>) => Knex.QueryBuilder<TrustedDeviceRow>,
     beforeCommit: BeforeTrustedCommit | undefined,
   ): Promise<{ count: number; generation: number | null }> {
-    const trx = await this.knex.transaction(null, kitTransaction());
-    try {
+    return this.inTransaction(async (trx) => {
       const generation = await bumpGeneration(trx, tenantId, userId);
       const count = await narrow(trx<TrustedDeviceRow>('trusted_devices').where({ tenant_id: tenantId, user_id: userId })).delete();
-      if (count === 0) {
-        await trx.rollback();
-        return { count: 0, generation: null };
-      }
+      if (count === 0) throw new RolledBack({ count: 0, generation: null });
       await beforeCommit?.(generation, epochIn(trx));
-      await trx.commit();
       return { count, generation };
+    });
+  }
+
+  /**
+   * `work` in a transaction of the kit's that is committed once it returns, or rolled back when it throws (a
+   * `RolledBack` is its answer). knex's callback form: its promise rejects when the COMMIT fails (a connection lost
+   * at that moment), where a `commit()` called by hand resolves all the same and a change that never happened was
+   * answered as done; and a BEGIN that fails rejects it too, instead of a transaction that is already over.
+   */
+  private async inTransaction<T>(work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    try {
+      return await this.knex.transaction(work, kitTransaction());
     } catch (err) {
-      if (!trx.isCompleted()) await trx.rollback().catch(() => undefined);
+      if (err instanceof RolledBack) return err.answer as T;
       throw err;
     }
+  }
+}
+
+/** Thrown in `inTransaction`'s work to roll back with an answer: nothing to change after all. */
+class RolledBack extends Error {
+  constructor(readonly answer: unknown) {
+    super('rolled back: nothing to change');
   }
 }

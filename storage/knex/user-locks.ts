@@ -13,8 +13,9 @@ import type { CacheEpochInTransaction } from '../types.js';
  * that held it before committed (a count at a limit, the last verified device). Under REPEATABLE READ the snapshot is
  * taken before the lock is granted, so such a read misses them; under SERIALIZABLE such races end in serialization
  * failures. Inside a host's transaction (`knexStorage({ knex: trx })`) the kit's are savepoints, at the host's level.
- * A new object each time: knex writes into the config a nested transaction is given. Without a callback, pass it as
- * `transaction(null, kitTransaction())`: a transaction's own `transaction()` does not take the config alone.
+ * A new object each time: knex writes into the config a nested transaction is given. Always with a callback
+ * (`transaction(work, kitTransaction())`): its promise rejects when the COMMIT fails, where a `commit()` called by
+ * hand resolves all the same.
  */
 export const kitTransaction = (): Knex.TransactionConfig => ({ isolationLevel: 'read committed' });
 
