@@ -51,6 +51,7 @@ export {
   type TrustedDeviceChange,
 } from './lib/trusted-devices.js';
 export type { TrustedDeviceCache, TrustScope, CachedTrust } from './storage/cache/types.js';
+export { FILL_MAX_AGE_MS, newGenerationHoldMs } from './storage/cache/types.js';
 export { redisCache, REDIS_CACHE_CLIENT_OPTIONS, type RedisCacheOptions, type RedisCacheClient } from './storage/cache/redis.js';
 export { memoryCache, type MemoryCacheOptions } from './storage/cache/memory.js';
 export { toTrustedDeviceResponse, type TrustedDeviceResponse } from './routers/internal/trusted-devices.js';

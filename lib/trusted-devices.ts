@@ -19,6 +19,10 @@
  *    the commit leaves nothing stale behind. Whatever the interleaving, once a mutation's raise has landed, a
  *    fill carrying an older generation is refused, and older entries are ignored. (A rolled-back mutation leaves
  *    the cached generation ahead of Postgres: that user's checks read Postgres until their next change.)
+ *    Should the cache lose the raised generation (a Redis FLUSHALL, a restart without persistence, an eviction,
+ *    its TTL), a fill that finds none sets it and stores nothing for `newGenerationHoldMs` (~3 s), and no fill is
+ *    made from a read older than `FILL_MAX_AGE_MS` (2 s): every fill stored after the hold read the database after
+ *    the loss, and so after the change (storage/cache/types.ts).
  * 4. The epoch, for the raise that could not land (Redis unreachable, a timeout: we cannot know whether it
  *    landed). Every cache key starts with a global epoch kept in Postgres. A mutation whose raise fails
  *    bumps the epoch in Postgres, in its own transaction: every key written before becomes unreachable, and
@@ -55,9 +59,10 @@
  *    makes the check answer from Postgres, and the cache is skipped for `cacheRetryMs` after a failure
  *    so a paused or black-holed Redis costs at most one timeout per instance per `cacheRetryMs`.
  *
- * Assumptions, stated: Redis keeps what it acknowledged (a fail-over that loses acknowledged writes, or an
- * eviction policy that evicts a generation key milliseconds after it was raised, can reopen the window of
- * point 3; use `noeviction` or enough memory). `memoryCache()` is per process: with several instances use Redis.
+ * Assumptions, stated: Redis does not lose a raise in the milliseconds between a change's raise and its commit (a
+ * fail-over or flush at that moment, then a check reading the old state before the commit, can reopen the window of
+ * point 3; a loss at any other moment is covered by the hold above). `memoryCache()` is per process: with several
+ * instances use Redis.
  */
 import { isIP } from 'node:net';
 import { ProblemError, type FieldViolation } from './errors.js';
@@ -65,7 +70,7 @@ import { getDefaultLogger, type Logger } from './logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from './options.js';
 import { DISPLAYABLE_RULE, isDisplayable, isStorable, STORABLE_RULE } from './validation.js';
 import { errorMessage, throttledWarn } from './throttled-log.js';
-import type { CachedTrust, TrustScope, TrustedDeviceCache } from '../storage/cache/types.js';
+import { FILL_MAX_AGE_MS, type CachedTrust, type TrustScope, type TrustedDeviceCache } from '../storage/cache/types.js';
 import type { BeforeTrustedCommit, MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
 
 export type { TrustedDevice } from '../storage/types.js';
@@ -609,8 +614,10 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
           epoch = undefined;
         }
       }
+      const readAt = performance.now();
       const { device, generation } = await store.find(tenantId, userId, fingerprint, new Date());
-      if (cache && guard && epoch !== undefined) {
+      // A read slower than FILL_MAX_AGE_MS is answered, not cached: what bounds a cache's hold (storage/cache/types.ts).
+      if (cache && guard && epoch !== undefined && performance.now() - readAt <= FILL_MAX_AGE_MS) {
         const value: CachedTrust = device ? { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() } : { trusted: false };
         const ttlMs = device ? Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000) : settings.negativeTtlSeconds * 1000;
         if (ttlMs > 0) {

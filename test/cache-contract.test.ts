@@ -2,13 +2,24 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
-import { memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache } from '../index.js';
+import { createTrustedDevices, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache, type TrustedDeviceStore } from '../index.js';
+import { DEFAULT_REDIS_TIMEOUT_MS } from '../storage/cache/redis.js';
+import { FILL_MAX_AGE_MS, newGenerationHoldMs } from '../storage/cache/types.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const scope = (over: Partial<TrustScope> = {}): TrustScope => ({ epoch: 1, tenantId: 'acme', userId: `u-${randomBytes(4).toString('hex')}`, ...over });
 const yes = (deviceId = 'd1', trustedUntil = Date.now() + 3_600_000): CachedTrust => ({ trusted: true, deviceId, trustedUntil });
 const no: CachedTrust = { trusted: false };
+
+/**
+ * A fill of a generation the cache knows (raised first, as a change does): what most tests here are about. A fill that
+ * finds no generation at all is held instead ('a fill that finds no generation…' below).
+ */
+async function primedFill(c: TrustedDeviceCache, s: TrustScope, fingerprint: string, generation: number, value: CachedTrust, ttlMs: number): Promise<boolean> {
+  await c.invalidate(s, generation);
+  return c.fill(s, fingerprint, generation, value, ttlMs);
+}
 
 interface Adapter {
   name: string;
@@ -60,8 +71,8 @@ for (const adapter of adapters) {
     it('returns what a fill stored: positive and negative entries', async () => {
       const s = scope();
       const value = yes('dev-1', Date.UTC(2030, 0, 1));
-      expect(await cache.fill(s, 'fp-yes', 3, value, 60_000)).to.equal(true);
-      expect(await cache.fill(s, 'fp-no', 3, no, 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'fp-yes', 3, value, 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'fp-no', 3, no, 60_000)).to.equal(true);
       expect(await cache.get(s, 'fp-yes')).to.deep.equal(value);
       expect(await cache.get(s, 'fp-no')).to.deep.equal(no);
       expect(await cache.get(s, 'fp-other')).to.equal(undefined);
@@ -69,29 +80,29 @@ for (const adapter of adapters) {
 
     it('accepts generation 0 (a user who never had a change)', async () => {
       const s = scope();
-      expect(await cache.fill(s, 'fp', 0, no, 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'fp', 0, no, 60_000)).to.equal(true);
       expect(await cache.get(s, 'fp')).to.deep.equal(no);
     });
 
     it('refuses a fill carrying an older generation than the current one, and keeps the newer entry', async () => {
       const s = scope();
-      expect(await cache.fill(s, 'fp', 5, no, 60_000)).to.equal(true);
-      expect(await cache.fill(s, 'fp', 4, yes(), 60_000)).to.equal(false);
+      expect(await primedFill(cache, s, 'fp', 5, no, 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'fp', 4, yes(), 60_000)).to.equal(false);
       expect(await cache.get(s, 'fp')).to.deep.equal(no);
     });
 
     it('invalidate hides every older entry of the user, at once', async () => {
       const s = scope();
-      await cache.fill(s, 'a', 1, yes('a'), 60_000);
-      await cache.fill(s, 'b', 1, no, 60_000);
+      await primedFill(cache, s, 'a', 1, yes('a'), 60_000);
+      await primedFill(cache, s, 'b', 1, no, 60_000);
       await cache.invalidate(s, 2);
       expect(await cache.get(s, 'a')).to.equal(undefined);
       expect(await cache.get(s, 'b')).to.equal(undefined);
       // A fill read before the change (generation 1) cannot reinstate it...
-      expect(await cache.fill(s, 'a', 1, yes('a'), 60_000)).to.equal(false);
+      expect(await primedFill(cache, s, 'a', 1, yes('a'), 60_000)).to.equal(false);
       expect(await cache.get(s, 'a')).to.equal(undefined);
       // ...one read after it can.
-      expect(await cache.fill(s, 'a', 2, no, 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'a', 2, no, 60_000)).to.equal(true);
       expect(await cache.get(s, 'a')).to.deep.equal(no);
     });
 
@@ -99,23 +110,43 @@ for (const adapter of adapters) {
       const s = scope();
       await cache.invalidate(s, 7);
       await cache.invalidate(s, 3);
-      expect(await cache.fill(s, 'fp', 3, yes(), 60_000)).to.equal(false);
-      expect(await cache.fill(s, 'fp', 7, yes('x'), 60_000)).to.equal(true);
+      expect(await primedFill(cache, s, 'fp', 3, yes(), 60_000)).to.equal(false);
+      expect(await primedFill(cache, s, 'fp', 7, yes('x'), 60_000)).to.equal(true);
       expect(await cache.get(s, 'fp')).to.deep.include({ trusted: true, deviceId: 'x' });
+    });
+
+    it('a fill that finds no generation sets it and stores nothing while it is held (the cache may have lost a raise); then fills store again', async function () {
+      this.timeout(10_000);
+      const s = scope();
+      expect(await cache.fill(s, 'fp', 3, yes(), 60_000)).to.equal(false);
+      expect(await cache.get(s, 'fp')).to.equal(undefined);
+      // Held: a second fill of the same generation, even one a change raised to, stores nothing yet.
+      expect(await cache.fill(s, 'fp', 3, yes(), 60_000)).to.equal(false);
+      await cache.invalidate(s, 4);
+      expect(await cache.fill(s, 'fp', 4, no, 60_000)).to.equal(false);
+      // …and it is still the generation: an older fill stays refused after the hold.
+      await sleep(newGenerationHoldMs(DEFAULT_REDIS_TIMEOUT_MS) + 100);
+      expect(await cache.fill(s, 'fp', 3, yes(), 60_000)).to.equal(false);
+      expect(await cache.fill(s, 'fp', 4, no, 60_000)).to.equal(true);
+      expect(await cache.get(s, 'fp')).to.deep.equal(no);
+      // A generation a change set (not a fill) holds nothing.
+      const raised = scope();
+      await cache.invalidate(raised, 1);
+      expect(await cache.fill(raised, 'fp', 1, no, 60_000)).to.equal(true);
     });
 
     it('an invalidate racing fills of the previous generation always wins', async () => {
       for (let round = 0; round < 20; round++) {
         const s = scope();
-        await cache.fill(s, 'fp', 1, yes(), 60_000);
-        await Promise.all([cache.fill(s, 'fp', 1, yes(), 60_000), cache.invalidate(s, 2), cache.fill(s, 'fp', 1, yes(), 60_000)]);
+        await primedFill(cache, s, 'fp', 1, yes(), 60_000);
+        await Promise.all([primedFill(cache, s, 'fp', 1, yes(), 60_000), cache.invalidate(s, 2), primedFill(cache, s, 'fp', 1, yes(), 60_000)]);
         expect(await cache.get(s, 'fp'), `round ${round}`).to.equal(undefined);
       }
     });
 
     it('an entry disappears after its TTL', async () => {
       const s = scope();
-      await cache.fill(s, 'fp', 1, yes(), 80);
+      await primedFill(cache, s, 'fp', 1, yes(), 80);
       expect(await cache.get(s, 'fp')).to.not.equal(undefined);
       await sleep(200);
       expect(await cache.get(s, 'fp')).to.equal(undefined);
@@ -123,7 +154,7 @@ for (const adapter of adapters) {
 
     it('keeps tenants, users, epochs and fingerprints apart, including ids that would collide when concatenated', async () => {
       const base = scope({ tenantId: 't1', userId: 'a:b' });
-      await cache.fill(base, 'x', 1, yes('mine'), 60_000);
+      await primedFill(cache, base, 'x', 1, yes('mine'), 60_000);
       for (const other of [
         scope({ tenantId: 't2', userId: 'a:b' }),
         scope({ tenantId: 't1', userId: 'a:b:x' }),
@@ -132,7 +163,7 @@ for (const adapter of adapters) {
         { ...base, epoch: 2 },
       ]) {
         expect(await cache.get(other, 'x'), JSON.stringify(other)).to.equal(undefined);
-        expect(await cache.fill(other, 'x', 9, no, 60_000), JSON.stringify(other)).to.equal(true);
+        expect(await primedFill(cache, other, 'x', 9, no, 60_000), JSON.stringify(other)).to.equal(true);
       }
       expect(await cache.get(base, 'x')).to.deep.include({ trusted: true, deviceId: 'mine' });
       expect(await cache.get(base, 'x:')).to.equal(undefined);
@@ -141,7 +172,7 @@ for (const adapter of adapters) {
     it('stores any fingerprint and user id text (unicode, separators, long)', async () => {
       const s = scope({ userId: 'üser|1|2 {tag}' });
       const fp = `fp|${'é'.repeat(500)}|{x}`;
-      await cache.fill(s, fp, 1, yes('d|weird'.replace('|', '-')), 60_000);
+      await primedFill(cache, s, fp, 1, yes('d|weird'.replace('|', '-')), 60_000);
       expect(await cache.get(s, fp)).to.deep.include({ trusted: true, deviceId: 'd-weird' });
     });
 
@@ -156,10 +187,10 @@ describe('memoryCache: bounds', () => {
     const cache = memoryCache({ max: 6 });
     const s = scope();
     // 1 generation key + 5 entries = 6
-    for (const fp of ['a', 'b', 'c', 'd', 'e']) await cache.fill(s, fp, 1, yes(fp), 60_000);
+    for (const fp of ['a', 'b', 'c', 'd', 'e']) await primedFill(cache, s, fp, 1, yes(fp), 60_000);
     expect(cache.size).to.equal(6);
     expect(await cache.get(s, 'a')).to.not.equal(undefined); // 'a' is now recently used
-    await cache.fill(s, 'f', 1, yes('f'), 60_000);
+    await primedFill(cache, s, 'f', 1, yes('f'), 60_000);
     expect(cache.size).to.equal(6);
     expect(await cache.get(s, 'b')).to.equal(undefined);
     expect(await cache.get(s, 'a')).to.deep.include({ deviceId: 'a' });
@@ -191,7 +222,7 @@ describe('redisCache: Redis specifics', function () {
   it('writes only under its prefix, with TTLs, and without identifiers in clear', async () => {
     const cache = redisCache({ client, keyPrefix: prefix, logger: silentLogger });
     const s = scope({ userId: 'alice@example.com' });
-    await cache.fill(s, 'secret-fingerprint', 4, yes('dev'), 30_000);
+    await primedFill(cache, s, 'secret-fingerprint', 4, yes('dev'), 30_000);
     const keys = await client.keys(`${prefix}*`);
     expect(keys).to.have.length(2);
     for (const key of keys) {
@@ -206,11 +237,32 @@ describe('redisCache: Redis specifics', function () {
     expect(await client.pttl(keys.find((k) => k.endsWith(':g'))!)).to.be.greaterThan(pttl);
   });
 
+  it('after Redis lost the generation a revocation raised (FLUSHALL, a restart without persistence), a fill read before the revocation is not stored', async function () {
+    this.timeout(10_000);
+    const own = `${prefix}lost:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    // Trusted at generation 4, then revoked (generation 5, raised in Redis)…
+    expect(await primedFill(cache, s, 'fp', 4, yes('dev'), 60_000)).to.equal(true);
+    await cache.invalidate(s, 5);
+    // …and Redis loses everything (only this test's keys here: the server is shared).
+    const keys = await client.keys(`${own}*`);
+    await client.del(...keys);
+    // Checks that read Postgres before the revocation land now, one after another: none is stored.
+    expect(await cache.fill(s, 'fp', 4, yes('dev'), 60_000)).to.equal(false);
+    expect(await cache.fill(s, 'fp', 4, yes('dev'), 60_000)).to.equal(false);
+    expect(await cache.get(s, 'fp')).to.equal(undefined);
+    // After the hold, a check that read after the revocation is.
+    await sleep(newGenerationHoldMs(DEFAULT_REDIS_TIMEOUT_MS) + 100);
+    expect(await cache.fill(s, 'fp', 5, no, 60_000)).to.equal(true);
+    expect(await cache.get(s, 'fp')).to.deep.equal(no);
+  });
+
   it('a malformed entry is a miss, not an error', async () => {
     const own = `${prefix}malformed:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
     const s = scope();
-    await cache.fill(s, 'fp', 1, yes(), 30_000);
+    await primedFill(cache, s, 'fp', 1, yes(), 30_000);
     const entry = (await client.keys(`${own}*`)).find((k) => k.includes(':f:'))!;
     for (const garbage of ['', 'x', '1|', '1|d|notanumber', '1|-|extra']) {
       await client.set(entry, garbage);
@@ -227,7 +279,7 @@ describe('redisCache: Redis specifics', function () {
       await Promise.resolve(cache.get(scope(), 'fp')).catch((err: unknown) => (error = err));
       expect(error).to.be.instanceOf(Error);
       error = undefined;
-      await Promise.resolve(cache.fill(scope(), 'fp', 1, no, 1000)).catch((err: unknown) => (error = err));
+      await Promise.resolve(primedFill(cache, scope(), 'fp', 1, no, 1000)).catch((err: unknown) => (error = err));
       expect(error).to.be.instanceOf(Error);
       expect(await cache.ping()).to.equal(false);
     } finally {
@@ -253,12 +305,12 @@ describe('redisCache: Redis specifics', function () {
     const { counted, calls } = counting(false);
     const cache = redisCache({ client: counted, keyPrefix: `${prefix}batch:`, logger: silentLogger });
     const [a, b, c, d] = [scope(), scope(), scope(), scope({ tenantId: 'other' })];
-    await cache.fill(a, 'fp-a', 3, yes('dev-a'), 30_000);
-    await cache.fill(b, 'fp-b', 5, no, 30_000);
-    await cache.fill(c, 'fp-c', 2, yes('dev-c'), 30_000);
+    await primedFill(cache, a, 'fp-a', 3, yes('dev-a'), 30_000);
+    await primedFill(cache, b, 'fp-b', 5, no, 30_000);
+    await primedFill(cache, c, 'fp-c', 2, yes('dev-c'), 30_000);
     // c's generation raised by a change: its entry (generation 2) is stale.
     await cache.invalidate(c, 3);
-    await cache.fill(d, 'fp-d', 1, yes('dev-d'), 30_000);
+    await primedFill(cache, d, 'fp-d', 1, yes('dev-d'), 30_000);
     calls.length = 0;
     const answers = await Promise.all([
       cache.get(a, 'fp-a'),
@@ -284,7 +336,7 @@ describe('redisCache: Redis specifics', function () {
       // Filled through the client itself: ioredis routes its own commands by `isCluster` too.
       const filler = redisCache({ client, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
       const users = [scope(), scope(), scope()];
-      await Promise.all(users.map((u) => Promise.resolve(filler.fill(u, 'fp', 1, yes(), 30_000))));
+      await Promise.all(users.map((u) => Promise.resolve(primedFill(filler, u, 'fp', 1, yes(), 30_000))));
       const answers = await Promise.all(users.map((u) => Promise.resolve(cache.get(u, 'fp'))));
       expect(answers.every((v) => v?.trusted === true), String(isCluster)).to.equal(true);
       expect(calls.map((keys) => keys.length), String(isCluster)).to.deep.equal([2, 2, 2]);
@@ -308,5 +360,45 @@ describe('redisCache: Redis specifics', function () {
     expect(() => redisCache({} as never)).to.throw(TypeError, /client/);
     expect(() => redisCache({ client, keyPrefix: 'a{b}' })).to.throw(TypeError, /keyPrefix/);
     expect(() => redisCache({ client, prefix: 'x' } as never)).to.throw(TypeError, /unknown option 'prefix'/);
+  });
+});
+
+describe('createTrustedDevices: a slow database read is answered, not cached (what bounds the hold above)', () => {
+  it(`fills from a read of at most FILL_MAX_AGE_MS (${FILL_MAX_AGE_MS} ms), never from a slower one`, async function () {
+    this.timeout(15_000);
+    let delayMs = 0;
+    let reads = 0;
+    const unused = () => Promise.reject(new Error('not used here'));
+    // A fake store: only the logic above the storage interface is under test.
+    const trustedDevices = {
+      upsert: unused,
+      list: unused,
+      revoke: unused,
+      revokeAll: unused,
+      bumpCacheEpoch: unused,
+      cacheEpoch: () => Promise.resolve(0),
+      async find() {
+        reads++;
+        await sleep(delayMs);
+        return { device: null, generation: 7 };
+      },
+    } as unknown as TrustedDeviceStore;
+    const cache = memoryCache();
+    const service = createTrustedDevices({ storage: { trustedDevices }, cache, logger: silentLogger });
+    try {
+      // The cache knows the user's generation (as after a change): a fill of it is stored at once.
+      await cache.invalidate({ epoch: 0, tenantId: 'acme', userId: 'slow' }, 7);
+      await cache.invalidate({ epoch: 0, tenantId: 'acme', userId: 'fast' }, 7);
+      delayMs = FILL_MAX_AGE_MS + 200;
+      await service.check('acme', 'slow', 'fp');
+      delayMs = 0;
+      expect(reads).to.equal(1);
+      await service.check('acme', 'slow', 'fp');
+      expect(reads, 'the slow read was not cached: the database is read again').to.equal(2);
+      await service.check('acme', 'slow', 'fp');
+      expect(reads, 'the fast one was').to.equal(2);
+    } finally {
+      service.close();
+    }
   });
 });

@@ -88,6 +88,8 @@ function sharedBehaviour(env: () => SharedEnv, forgetScripts?: () => Promise<voi
     const [a, b] = parts as [SharedParts, SharedParts];
     expect(await a.cache.ping()).to.equal(true);
     const scope = { epoch: 4242, tenantId: 'acme', userId: `cache-${randomUUID()}` };
+    // A generation the cache knows (a change raised it): a fill that finds none is held (storage/cache/types.ts).
+    await a.cache.invalidate(scope, 7);
     expect(await a.cache.fill(scope, 'fp-1', 7, { trusted: true, deviceId: 'd-1', trustedUntil: Date.now() + 60_000 }, 60_000)).to.equal(true);
     expect(await b.cache.get(scope, 'fp-1')).to.deep.include({ trusted: true, deviceId: 'd-1' });
     await b.cache.invalidate(scope, 8);

@@ -4,7 +4,7 @@
  * cannot reach it. With several instances use `redisCache()`.
  */
 import { checkInteger, checkOptionsObject } from '../../lib/options.js';
-import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type TrustedDeviceCache } from './types.js';
+import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, newGenerationHoldMs, type CachedTrust, type TrustedDeviceCache } from './types.js';
 
 export interface MemoryCacheOptions {
   /** Most keys kept (a user's generation counts as one, each fingerprint as one); least recently used go first. @default 10000 */
@@ -18,7 +18,12 @@ interface Slot {
   /** Absent on a generation slot. */
   value?: CachedTrust;
   expiresAt: number;
+  /** A generation slot a fill set again after it was gone (evicted, expired): no entry is written until then (ms). */
+  holdUntil?: number;
 }
+
+/** The in-process cache answers at once: its hold needs no room for a slow call. */
+const HOLD_MS = newGenerationHoldMs(0);
 
 /** An in-process `TrustedDeviceCache` (see the module comment for when it is safe). */
 export function memoryCache(options: MemoryCacheOptions = {}): TrustedDeviceCache & { readonly size: number } {
@@ -44,11 +49,19 @@ export function memoryCache(options: MemoryCacheOptions = {}): TrustedDeviceCach
       slots.delete(oldest.value);
     }
   };
-  /** Raises the generation (never lowers it) and keeps it at least `keepMs`; returns the generation now current. */
-  const raise = (key: string, generation: number, keepMs: number, now: number): number => {
+  /**
+   * Raises the generation (never lowers it) and keeps it at least `keepMs`; returns the slot now current. A fill
+   * (`fromFill`) that finds it gone sets it on hold (types.ts, `newGenerationHoldMs`).
+   */
+  const raise = (key: string, generation: number, keepMs: number, now: number, fromFill: boolean): Slot => {
     const current = read(key, now);
-    const next = current === undefined || current.generation < generation ? generation : current.generation;
-    write(key, { generation: next, expiresAt: Math.max(current?.expiresAt ?? 0, now + keepMs) });
+    const next: Slot = {
+      generation: current === undefined || current.generation < generation ? generation : current.generation,
+      expiresAt: Math.max(current?.expiresAt ?? 0, now + keepMs),
+    };
+    const holdUntil = current === undefined ? (fromFill ? now + HOLD_MS : undefined) : current.holdUntil;
+    if (holdUntil !== undefined) next.holdUntil = holdUntil;
+    write(key, next);
     return next;
   };
 
@@ -68,13 +81,14 @@ export function memoryCache(options: MemoryCacheOptions = {}): TrustedDeviceCach
       checkFillArgs(generation, ttlMs);
       const keys = cacheKeys(scope, fingerprint);
       const now = Date.now();
-      if (raise(keys.generation, generation, Math.max(ttlMs, GENERATION_MIN_TTL_MS), now) !== generation) return false;
+      const current = raise(keys.generation, generation, Math.max(ttlMs, GENERATION_MIN_TTL_MS), now, true);
+      if (current.generation !== generation || (current.holdUntil ?? 0) > now) return false;
       write(keys.entry!, { generation, value, expiresAt: now + ttlMs });
       return true;
     },
     invalidate(scope, generation) {
       checkFillArgs(generation, 1);
-      raise(cacheKeys(scope, undefined).generation, generation, GENERATION_MIN_TTL_MS, Date.now());
+      raise(cacheKeys(scope, undefined).generation, generation, GENERATION_MIN_TTL_MS, Date.now(), false);
     },
     ping: () => Promise.resolve(true),
   };

@@ -15,7 +15,7 @@ import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { errorMessage, throttledWarn } from '../../lib/throttled-log.js';
 import { coalesce } from '../coalesce.js';
-import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, type CachedTrust, type TrustedDeviceCache } from './types.js';
+import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, newGenerationHoldMs, type CachedTrust, type TrustedDeviceCache } from './types.js';
 
 /**
  * The part of an ioredis client the adapter uses: a `Redis` (standalone or Sentinel) or a `Cluster`.
@@ -60,20 +60,28 @@ export const DEFAULT_REDIS_KEY_PREFIX = 'mfa:';
 export const DEFAULT_REDIS_TIMEOUT_MS = 200;
 
 /**
- * KEYS[1] generation, KEYS[2] entry (fill only). ARGV[1] generation, ARGV[2] ms to keep the generation,
- * ARGV[3] entry value, ARGV[4] entry ms. Raises the generation (never lowers it; an absent one is set),
- * then writes the entry only when the generation equals ARGV[1]: a fill read before a change cannot land after it.
+ * KEYS[1] generation, KEYS[2] entry and KEYS[3] the generation's hold (fill only). ARGV[1] generation, ARGV[2] ms to
+ * keep the generation, ARGV[3] entry value, ARGV[4] entry ms, ARGV[5] ms of the hold. Raises the generation (never
+ * lowers it; an absent one is set), then writes the entry only when the generation equals ARGV[1]: a fill read before
+ * a change cannot land after it. A fill that finds the generation absent sets it and its hold, and writes no entry
+ * while the hold lasts (`newGenerationHoldMs`: Redis lost it, and with it maybe the raise of a change).
  */
 const RAISE_AND_FILL = `
 local want = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]))
-if current == nil or current < want then
+local absent = current == nil
+if absent or current < want then
   redis.call('SET', KEYS[1], ARGV[1])
   current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-if KEYS[2] ~= nil and current == want then
+if KEYS[2] == nil then return 0 end
+if absent then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+  return 0
+end
+if current == want and redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
   return 1
 end
@@ -117,6 +125,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   }
   const timeoutMs = options.timeoutMs === undefined ? DEFAULT_REDIS_TIMEOUT_MS : checkInteger('redisCache', 'timeoutMs', options.timeoutMs, 1, 60_000);
   const logger = options.logger ?? getDefaultLogger();
+  const holdMs = newGenerationHoldMs(timeoutMs);
   if (client.options && client.options.enableOfflineQueue !== false) {
     logger.warn({}, 'redisCache: the ioredis client queues commands while disconnected; create it with REDIS_CACHE_CLIENT_OPTIONS so no request waits for a reconnect');
   }
@@ -171,7 +180,10 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
       checkFillArgs(generation, ttlMs);
       const keys = cacheKeys(scope, fingerprint);
       const ms = Math.ceil(ttlMs);
-      const stored = await bounded(runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), encode(generation, value), ms]), timeoutMs);
+      const stored = await bounded(
+        runScript([prefix + keys.generation, prefix + keys.entry!, `${prefix}${keys.generation}:hold`], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), encode(generation, value), ms, holdMs]),
+        timeoutMs,
+      );
       return stored === 1;
     },
     async invalidate(scope, generation) {

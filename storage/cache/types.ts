@@ -39,6 +39,8 @@ export interface TrustedDeviceCache {
    * Atomically: raises the scope's generation to at least `generation`, then stores `value` for
    * `ttlMs` (> 0) only if the generation now equals `generation`. Returns whether it stored the value.
    * A fill read from the database before a change (a lower generation) is thereby never stored after it.
+   * When the generation was absent, it is set and nothing is stored for `newGenerationHoldMs` (the cache may have
+   * lost a raise); the caller never fills from a read older than `FILL_MAX_AGE_MS`.
    */
   fill(scope: TrustScope, fingerprint: string, generation: number, value: CachedTrust, ttlMs: number): Promise<boolean> | boolean;
   /** Raises the scope's generation to at least `generation`, so no older entry is returned any more. */
@@ -51,6 +53,22 @@ export interface TrustedDeviceCache {
 
 /** The smallest time a generation is kept, so it outlives any fill still in flight when it was raised. */
 export const GENERATION_MIN_TTL_MS = 3_600_000;
+
+/**
+ * The oldest a fill may be: the caller does not fill from a database read that started longer ago than this (a slow
+ * read is answered, not cached).
+ */
+export const FILL_MAX_AGE_MS = 2000;
+
+/**
+ * How long a generation that a FILL found absent (the cache lost it: a Redis flush or restart, an eviction, its TTL)
+ * takes fills without storing their entries. The generation raised by a change before the loss is gone, so a fill
+ * read before that change (the older generation) could be stored, and served until its TTL. Once this has passed,
+ * every fill that lands started its read after the generation was set again (`FILL_MAX_AGE_MS`, plus the adapter's
+ * own bound on a call), after the loss: it reads the change. A writer's raise (`invalidate`) that finds it absent
+ * sets it without this: it carries the newest generation.
+ */
+export const newGenerationHoldMs = (adapterTimeoutMs: number): number => FILL_MAX_AGE_MS + adapterTimeoutMs + 1000;
 
 /**
  * Digests computed once per value: logins ask about the same users and devices again and again, and these two
