@@ -83,6 +83,8 @@ export const DEFAULT_NEGATIVE_TTL_SECONDS = 10;
 export const DEFAULT_POSITIVE_TTL_SECONDS = 3600;
 export const DEFAULT_EPOCH_REFRESH_MS = 1000;
 export const DEFAULT_CACHE_RETRY_MS = 1000;
+/** The longest a check waits for the cache epoch before it answers from the database without the cache. */
+export const EPOCH_WAIT_MS = 500;
 /** Longest fingerprint accepted, in characters. */
 export const MAX_FINGERPRINT_LENGTH = 512;
 /** Longest device name accepted, in characters. */
@@ -299,15 +301,24 @@ class EpochGuard {
     return null;
   }
 
-  /** The epoch to use for a cache call now, or `undefined` when the cache must be skipped. */
-  async current(): Promise<number | undefined> {
+  /**
+   * The epoch to use for a cache call now, or `undefined` when the cache must be skipped: also when a read is needed
+   * and has not answered within `waitMs` (it goes on, and its epoch is used once it has).
+   */
+  async current(waitMs?: number): Promise<number | undefined> {
     const known = this.peek();
     if (known !== null) return known;
-    try {
-      return await this.read();
-    } catch (err) {
+    const read = this.read().catch((err: unknown) => {
       this.warn({ error: errorMessage(err) }, 'trusted devices: could not read the cache epoch; answering from the database');
       return undefined;
+    });
+    if (waitMs === undefined) return read;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), waitMs)));
+    try {
+      return await Promise.race([read, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -603,7 +614,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
 
     async check(tenantId, userId, fingerprint) {
       let epoch = guard ? guard.peek() : undefined;
-      if (epoch === null) epoch = await guard!.current();
+      // Not longer than EPOCH_WAIT_MS: a stalled database then costs this check one timeout (its lookup), not two.
+      if (epoch === null) epoch = await guard!.current(EPOCH_WAIT_MS);
       if (cache && guard && epoch !== undefined) {
         try {
           const hit = await cache.get({ epoch, tenantId, userId }, fingerprint);

@@ -402,3 +402,32 @@ describe('createTrustedDevices: a slow database read is answered, not cached (wh
     }
   });
 });
+
+describe('createTrustedDevices: an epoch read that does not answer (a stalled database)', () => {
+  it('does not hold the check: it answers from the database without the cache, one lookup', async function () {
+    this.timeout(5_000);
+    let reads = 0;
+    const unused = () => Promise.reject(new Error('not used here'));
+    // A fake store (logic above the storage interface): the epoch read never answers, the lookup does.
+    const trustedDevices = {
+      upsert: unused,
+      list: unused,
+      revoke: unused,
+      revokeAll: unused,
+      bumpCacheEpoch: unused,
+      cacheEpoch: () => new Promise<number>(() => undefined),
+      find() {
+        reads++;
+        return Promise.resolve({ device: null, generation: 1 });
+      },
+    } as unknown as TrustedDeviceStore;
+    const service = createTrustedDevices({ storage: { trustedDevices }, cache: memoryCache(), logger: silentLogger });
+    try {
+      expect(await service.check('acme', 'u', 'fp')).to.deep.equal({ trusted: false });
+      expect(await service.check('acme', 'u', 'fp')).to.deep.equal({ trusted: false });
+      expect(reads).to.equal(2);
+    } finally {
+      service.close();
+    }
+  });
+});
