@@ -35,20 +35,20 @@ export function parseInternalKeys(keys: string | readonly string[] | undefined):
   return list;
 }
 
-/** A query parameter's name as compared: lower-cased, without `-`, `_`, spaces and a trailing `[…]` (`api_key[]`). */
-const bareName = (name: string): string => name.toLowerCase().replace(/\[.*\]$/, '').replaceAll(/[-_\s]/g, '');
+/** A query parameter's name as compared: lower-cased, letters and digits only, without a trailing `[…]` (`api_key[]`). */
+const bareName = (name: string): string => name.toLowerCase().replace(/\[.*\]$/, '').replaceAll(/[^a-z0-9]/g, '');
 
-/** Names a key goes by in a URL, as `bareName()` leaves them (`api_key`, `API-KEY`, `x_internal_api_key` …). */
-const KEY_NAMES = ['key', 'apikey', 'accesskey', 'internalapikey', 'xapikey', 'xinternalapikey'];
+/** Names a key goes by in a URL, as `bareName()` leaves them (`api_key`, `API-KEY`, `x.internal.api.key` …). */
+const KEY_NAMES = ['key', 'apikey', 'accesskey', 'internalkey', 'internalapikey', 'xapikey', 'xinternalapikey'];
 
 /**
  * `keyInQuery(query)`: whether a query string has a parameter named like an API key or like `header` (names
- * percent-decoded, any case and separators). A query with no `key`, no `%` and nothing like the header's name is
- * answered by one regex test (the hot path's query), without splitting it.
+ * percent-decoded, any case, any characters between the letters). A query with no `key`, no `%` and nothing like the
+ * header's name is answered by one regex test (the hot path's query), without splitting it.
  */
 export function keyInQueryFor(header: string): (query: string) => boolean {
   const names = new Set([...KEY_NAMES, bareName(header)]);
-  const loose = [...bareName(header)].map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[-_\\s+]*');
+  const loose = [...bareName(header)].map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^a-z0-9]*');
   const maybe = new RegExp(`key|%|${loose}`, 'i');
   return (query) => {
     if (!maybe.test(query)) return false;

@@ -394,7 +394,7 @@ describe('router set-up checks', () => {
 
   it('keyInQueryFor(header): a parameter named like a key or like the configured header, however spelt; nothing else', () => {
     const inQuery = keyInQueryFor('x-service-token');
-    for (const q of ['x-service-token=abc', 'a=1&X_Service_Token=abc', 'xservicetoken=1', 'x%2Dservice%2Dtoken=1', 'x+service+token=1', 'api_key=1', 'KEY', 'a=1&%6B%65%79=2']) expect(inQuery(q), q).to.equal(true);
+    for (const q of ['x-service-token=abc', 'a=1&X_Service_Token=abc', 'xservicetoken=1', 'x%2Dservice%2Dtoken=1', 'x+service+token=1', 'api_key=1', 'KEY', 'a=1&%6B%65%79=2', 'x.service.token=1', 'api.key=1', 'api%00key=1', '%2Bapi_key=1', 'internal_key=1', 'x.internal.api.key=1']) expect(inQuery(q), q).to.equal(true);
     for (const q of ['user_id=alice&device_fingerprint=fp', 'user_id=monkey&device_fingerprint=keyboard', 'token=1', 'service=1', 'user_id=%E2%82%AC', 'user_id=%zz', 'keys=1']) expect(inQuery(q), q).to.equal(false);
   });
 
