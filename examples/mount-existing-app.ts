@@ -63,6 +63,15 @@ export function issueToken(secret: string, claims: HostClaims): string {
   return jwt.sign({ ...claims, amr, auth_time: Math.floor(Date.now() / 1000) }, secret, { algorithm: 'HS256', expiresIn: '15m' });
 }
 
+/** The refusal of a token that was sent and is not valid (RFC 6750 §3.1), as the kit's own `jwt` option answers. */
+const INVALID_TOKEN = 'Bearer error="invalid_token", error_description="The access token is invalid or expired"';
+
+/** Claims the host's routes can rely on: jsonwebtoken checks an `exp` that is there, but lets a token without one pass. */
+const isHostClaims = (claims: unknown): claims is HostClaims & { exp: number } => {
+  const c = claims as Partial<HostClaims> & { exp?: unknown } | null;
+  return typeof c?.exp === 'number' && typeof c.sub === 'string' && c.sub !== '' && typeof c.tenant_id === 'string' && c.tenant_id !== '';
+};
+
 /** The refusal of a pending token: RFC 9470's challenge, as the kit's own step-up answers. */
 const SECOND_FACTOR_DUE = 'Bearer error="insufficient_user_authentication", error_description="Finish the second factor first"';
 
@@ -85,11 +94,11 @@ function hostAuthentication(secret: string): RequestHandler {
   // catches the exception that throws (~0.7 ms a request here; ~25 µs with the KeyObject). @types/passport-jwt
   // predates KeyObject; passport-jwt hands it to jsonwebtoken as it is.
   const key = createSecretKey(Buffer.from(secret, 'utf8'));
-  passport.use('host-jwt', new JwtStrategy({ jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(), secretOrKey: key as unknown as Buffer, algorithms: ['HS256'] }, (claims: HostClaims, done: (err: null, user: HostClaims) => void) => done(null, claims)));
+  passport.use('host-jwt', new JwtStrategy({ jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(), secretOrKey: key as unknown as Buffer, algorithms: ['HS256'] }, (claims: unknown, done: (err: null, user: HostClaims | false) => void) => done(null, isHostClaims(claims) && claims)));
   return (req, res, next) => {
     const authenticate = passport.authenticate('host-jwt', { session: false }, (err: unknown, claims: HostClaims | false) => {
       if (err) return next(err);
-      if (!claims) return next(ProblemError.from('UNAUTHENTICATED'));
+      if (!claims) return next(ProblemError.from('UNAUTHENTICATED', /^bearer +\S/i.test(req.headers.authorization ?? '') ? { challenge: INVALID_TOKEN } : undefined));
       const path = req.originalUrl.split('?', 1)[0]!;
       const secondFactor = SECOND_FACTOR_ROUTES.some(([method, route]) => req.method === method && route.test(path));
       if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first: POST /auth/mfa/verify (for an sms or email code, first POST /auth/mfa/devices/{id}/challenge).', challenge: SECOND_FACTOR_DUE }));

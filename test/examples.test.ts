@@ -46,6 +46,24 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     const anonymous = await request(app).get('/api/me');
     expect(anonymous.status).to.equal(401);
     expect(anonymous.body).to.deep.equal({ statusCode: 401, error: 'Unauthorized', message: 'Missing, invalid or expired authentication.', code: 'UNAUTHENTICATED' });
+    expect(anonymous.headers['www-authenticate']).to.equal('Bearer');
+  });
+
+  it('refuses a token sent that is not valid with the invalid_token challenge: expired, no exp, claims missing or of another type', async () => {
+    const signed = (payload: string | object) => `Bearer ${jwt.sign(payload, JWT_SECRET, { algorithm: 'HS256' })}`;
+    const now = Math.floor(Date.now() / 1000);
+    for (const [what, header] of [
+      ['expired', signed({ sub: 'alice', tenant_id: 'acme', mfa: 'done', exp: now - 10 })],
+      ['no exp', signed({ sub: 'alice', tenant_id: 'acme', mfa: 'done' })],
+      ['no sub', signed({ tenant_id: 'acme', mfa: 'done', exp: now + 60 })],
+      ['sub a number', signed({ sub: 5, tenant_id: 'acme', mfa: 'done', exp: now + 60 })],
+      ['an empty object', signed({ exp: now + 60 })],
+      ['another key', `Bearer ${jwt.sign({ sub: 'alice', tenant_id: 'acme', exp: now + 60 }, 'another-secret-0123456789abcdef', { algorithm: 'HS256' })}`],
+    ] as const) {
+      const res = await request(app).get('/api/me').set('Authorization', header);
+      expect(res.status, what).to.equal(401);
+      expect(res.headers['www-authenticate'], what).to.equal('Bearer error="invalid_token", error_description="The access token is invalid or expired"');
+    }
   });
 
   it('enrols with a full token; a pending token may only pass the second factor, which returns a full token', async () => {
