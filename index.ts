@@ -26,6 +26,7 @@ export { tenant, tenantFrom, type TenantExtractor, type TenantOptions } from './
 export { internalAuth, type InternalAuthOptions } from './lib/internal-auth.js';
 export type { StepUpOptions } from './lib/step-up.js';
 export type { JwtOptions } from './lib/user-auth.js';
+export { bearerToken } from './lib/user-auth.js';
 export { listEnvelope, type ListEnvelope, type PageInfo, type PageRequest } from './lib/pagination.js';
 export { keyRing, generateKey, aad, type KeyRing, type Sealed } from './lib/keyring.js';
 export { jsonBody, type JsonBodyOptions } from './lib/json-body.js';

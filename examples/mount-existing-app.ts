@@ -12,8 +12,9 @@ import { createSecretKey } from 'node:crypto';
 import express, { type Express, type RequestHandler } from 'express';
 import jwt from 'jsonwebtoken';
 import passportModule from 'passport';
-import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
+import { Strategy as JwtStrategy } from 'passport-jwt';
 import {
+  bearerToken,
   deviceSyncRouter,
   internalAuth,
   internalRouter,
@@ -94,8 +95,16 @@ function hostAuthentication(secret: string): RequestHandler {
   // catches the exception that throws (~0.7 ms a request here; ~25 µs with the KeyObject). @types/passport-jwt
   // predates KeyObject; passport-jwt hands it to jsonwebtoken as it is.
   const key = createSecretKey(Buffer.from(secret, 'utf8'));
-  passport.use('host-jwt', new JwtStrategy({ jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(), secretOrKey: key as unknown as Buffer, algorithms: ['HS256'] }, (claims: unknown, done: (err: null, user: HostClaims | false) => void) => done(null, isHostClaims(claims) && claims)));
+  passport.use('host-jwt', new JwtStrategy({ jwtFromRequest: (req: express.Request) => bearerToken(req) ?? null, secretOrKey: key as unknown as Buffer, algorithms: ['HS256'] }, (claims: unknown, done: (err: null, user: HostClaims | false) => void) => done(null, isHostClaims(claims) && claims)));
   return (req, res, next) => {
+    // The kit's reading of the header: two Authorization fields are a 400 (a proxy may read the other one), and all
+    // after `Bearer ` is the token.
+    try {
+      bearerToken(req);
+    } catch (err) {
+      next(err);
+      return;
+    }
     const authenticate = passport.authenticate('host-jwt', { session: false }, (err: unknown, claims: HostClaims | false) => {
       if (err) return next(err);
       if (!claims) return next(ProblemError.from('UNAUTHENTICATED', /^bearer +\S/i.test(req.headers.authorization ?? '') ? { challenge: INVALID_TOKEN } : undefined));

@@ -22,7 +22,8 @@
  *    Should the cache lose the raised generation (a Redis FLUSHALL, a restart without persistence, an eviction,
  *    its TTL), a fill that finds none sets it and stores nothing for `newGenerationHoldMs` (~3 s), and no fill is
  *    made from a read older than `FILL_MAX_AGE_MS` (2 s): every fill stored after the hold read the database after
- *    the loss, and so after the change (storage/cache/types.ts).
+ *    the loss, and so after the change (storage/cache/types.ts). Entries kept while their generation key was lost
+ *    alone (an eviction) are not believed again: they are stamped with the key's nonce, drawn anew when it is made.
  * 4. The epoch, for the raise that could not land (Redis unreachable, a timeout: we cannot know whether it
  *    landed). Every cache key starts with a global epoch kept in Postgres. A mutation whose raise fails
  *    bumps the epoch in Postgres, in its own transaction: every key written before becomes unreachable, and
@@ -59,10 +60,12 @@
  *    makes the check answer from Postgres, and the cache is skipped for `cacheRetryMs` after a failure
  *    so a paused or black-holed Redis costs at most one timeout per instance per `cacheRetryMs`.
  *
- * Assumptions, stated: Redis does not lose a raise in the milliseconds between a change's raise and its commit (a
- * fail-over or flush at that moment, then a check reading the old state before the commit, can reopen the window of
- * point 3; a loss at any other moment is covered by the hold above). `memoryCache()` is per process: with several
- * instances use Redis.
+ * Assumptions, stated: Redis never goes back to an older state of its keys: a restart from an RDB or AOF snapshot
+ * older than a change, a restored backup, or a fail-over to a replica that missed a raise can bring back a revoked
+ * device's entry with the generation it matched. After one, bump the cache epoch (README), or run the cache's Redis
+ * without persistence (its keys are lost, which the hold covers). Nor does Redis lose a raise in the milliseconds
+ * between a change's raise and its commit (a flush then, and a check reading the old state before the commit).
+ * `memoryCache()` is per process: with several instances use Redis.
  */
 import { isIP } from 'node:net';
 import { ProblemError, type FieldViolation } from './errors.js';
@@ -592,8 +595,9 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     ));
     if (written === null) return null;
     const { device, created, generation } = written;
-    // The new generation ends any negative (or older positive) entry; written through, the next check is a hit.
-    const ttlMs = Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
+    // The new generation ends any negative (or older positive) entry; written through, the next check is a hit. Not
+    // a write a host's transaction still holds (`pending`): should it roll back, the entry would outlive it.
+    const ttlMs = written.pending === true ? 0 : Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
     await change.committed(generation, {
       fingerprint: device.fingerprint,
       value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },

@@ -164,6 +164,11 @@ export interface TrustedDeviceUpsert {
   device: TrustedDevice;
   created: boolean;
   generation: number;
+  /**
+   * The write is not committed yet when the store answers: it runs in a transaction of the host's
+   * (`knexStorage({ knex: trx })`), which may still roll back. Nothing is written through to the cache from it.
+   */
+  pending?: boolean;
 }
 
 /** The cache epoch, read or bumped in the transaction of the writer that calls `BeforeTrustedCommit`. */

@@ -258,6 +258,22 @@ describe('redisCache: Redis specifics', function () {
     expect(await cache.get(s, 'fp')).to.deep.equal(no);
   });
 
+  it('after Redis evicted the generation key alone, a late fill that makes it again with the old number brings no entry back', async () => {
+    const own = `${prefix}evicted:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    // 'phone' trusted at generation 1; a check of 'laptop' reads Postgres (generation 1) and is slow to fill…
+    expect(await primedFill(cache, s, 'phone', 1, yes('dev-phone'), 60_000)).to.equal(true);
+    // …'phone' is revoked (generation 2), then the generation key alone is evicted; the entry of 'phone' stays.
+    await cache.invalidate(s, 2);
+    const keys = await client.keys(`${own}*`);
+    await client.del(keys.find((k) => k.endsWith(':g'))!);
+    expect(await client.keys(`${own}*`)).to.have.length(1);
+    // The late fill makes the generation key again, at 1: the entry stamped before is not believed.
+    expect(await cache.fill(s, 'laptop', 1, no, 60_000)).to.equal(false);
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+  });
+
   it('a malformed entry is a miss, not an error', async () => {
     const own = `${prefix}malformed:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });

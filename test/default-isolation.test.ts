@@ -12,7 +12,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import createKnex, { type Knex } from 'knex';
 import request from 'supertest';
-import { aad, knexStorage } from '../index.js';
+import { aad, createTrustedDevices, knexStorage, memoryCache, silentLogger } from '../index.js';
 import { lockUser } from '../storage/knex/user-locks.js';
 import { KEY_A, ring } from './support/fixtures.js';
 import { as, mfaApp, oathtool } from './support/mfa.js';
@@ -129,6 +129,29 @@ describe("the kit's writers inside a host's transaction (knexStorage({ knex: trx
   });
   after(async function () {
     await db?.drop();
+  });
+
+  it('a trust inside a host transaction that rolls back is never answered trusted (nothing written through to the cache)', async function () {
+    const u = `host-trust-${randomBytes(4).toString('hex')}`;
+    const cache = memoryCache();
+    const outside = createTrustedDevices({ storage: knexStorage({ knex: db.knex }), cache, logger: silentLogger });
+    const trx = await db.knex.transaction();
+    const inside = createTrustedDevices({ storage: knexStorage({ knex: trx }), cache, logger: silentLogger });
+    try {
+      await inside.trust('acme', u, { fingerprint: 'fp-x' });
+    } finally {
+      await trx.rollback();
+      inside.close();
+    }
+    try {
+      expect(await outside.check('acme', u, 'fp-x')).to.deep.equal({ trusted: false });
+      // A committed change later brings Postgres's generation to the number the rolled-back one had.
+      await outside.trust('acme', u, { fingerprint: 'fp-y' });
+      expect(await outside.check('acme', u, 'fp-x')).to.deep.equal({ trusted: false });
+      expect(await outside.check('acme', u, 'fp-y')).to.include({ trusted: true });
+    } finally {
+      outside.close();
+    }
   });
 
   it('every writer that opens a transaction of its own runs in it, and a rollback of the host leaves nothing', async function () {

@@ -64,6 +64,13 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
       expect(res.status, what).to.equal(401);
       expect(res.headers['www-authenticate'], what).to.equal('Bearer error="invalid_token", error_description="The access token is invalid or expired"');
     }
+    // The kit's reading of the header (`bearerToken`): a good token with more after it is invalid, two fields a 400.
+    const good = token('alice', 'done');
+    expect((await request(app).get('/api/me').set('Authorization', `${good} junk`)).status).to.equal(401);
+    // superagent hands the array to Node's setHeader, which sends one field per value.
+    const twice = await request(app).get('/auth/mfa/devices').set('Authorization', [good, token('bob', 'done')] as unknown as string);
+    expect(twice.status).to.equal(400);
+    expect(twice.headers['www-authenticate']).to.match(/^Bearer error="invalid_request"/);
   });
 
   it('enrols with a full token; a pending token may only pass the second factor, which returns a full token', async () => {

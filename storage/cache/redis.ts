@@ -9,7 +9,7 @@
  * Cluster client (or any client that does not say it is a standalone one) keeps one MGET per check: the keys
  * of different users live in different slots.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
@@ -61,28 +61,45 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
 
 /**
  * KEYS[1] generation, KEYS[2] entry and KEYS[3] the generation's hold (fill only). ARGV[1] generation, ARGV[2] ms to
- * keep the generation, ARGV[3] entry value, ARGV[4] entry ms, ARGV[5] ms of the hold. Raises the generation (never
- * lowers it; an absent one is set), then writes the entry only when the generation equals ARGV[1]: a fill read before
- * a change cannot land after it. A fill that finds the generation absent sets it and its hold, and writes no entry
- * while the hold lasts (`newGenerationHoldMs`: Redis lost it, and with it maybe the raise of a change).
+ * keep the generation, ARGV[3] a fresh nonce, and for a fill ARGV[4] the entry's value, ARGV[5] its ms, ARGV[6] the
+ * hold's ms.
+ *
+ * The generation key holds `<generation>:<nonce>`, the nonce drawn when the key is made: an entry is stamped with that
+ * whole text, and `get` believes it only while the key holds the same text. So entries outlive neither a raise nor the
+ * key itself: should Redis lose the key alone (an eviction) and a late fill make it again with an older number, the
+ * entries stamped before do not match it. (A key of an older version, `<generation>` alone, keeps that form.)
+ *
+ * Raises the generation (never lowers it; an absent one is made), then writes the entry only when the generation
+ * equals ARGV[1]: a fill read before a change cannot land after it. A fill that finds the generation absent makes it
+ * and its hold, and writes no entry while the hold lasts (`newGenerationHoldMs`: Redis lost it, and with it maybe the
+ * raise of a change, whose older state a late fill could otherwise store).
  */
 const RAISE_AND_FILL = `
 local want = tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]))
+local raw = redis.call('GET', KEYS[1])
+local current, nonce
+if raw then
+  local g, n = string.match(raw, '^(%d+):?(.*)$')
+  current = tonumber(g)
+  nonce = n
+end
 local absent = current == nil
+if absent then nonce = ARGV[3] end
 if absent or current < want then
-  redis.call('SET', KEYS[1], ARGV[1])
+  if nonce == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1] .. ':' .. nonce) end
   current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 if KEYS[2] == nil then return 0 end
 if absent then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
   return 0
 end
 if current == want and redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  local stamp = ARGV[1]
+  if nonce ~= '' then stamp = stamp .. ':' .. nonce end
+  redis.call('SET', KEYS[2], stamp .. '|' .. ARGV[4], 'PX', ARGV[5])
   return 1
 end
 return 0
@@ -90,20 +107,26 @@ return 0
 
 const SCRIPT_SHA = createHash('sha1').update(RAISE_AND_FILL).digest('hex');
 
-/** `<generation>|<device id>|<trusted until ms>` for a positive entry, `<generation>|-` for a negative one. */
-function encode(generation: number, value: CachedTrust): string {
-  return value.trusted ? `${generation}|${value.deviceId}|${value.trustedUntil}` : `${generation}|-`;
+/** An entry's value after its stamp: `<device id>|<trusted until ms>` for a positive entry, `-` for a negative one. */
+function encode(value: CachedTrust): string {
+  return value.trusted ? `${value.deviceId}|${value.trustedUntil}` : '-';
 }
 
-function decode(raw: string): { generation: number; value: CachedTrust } | undefined {
-  const [generation, deviceId, until] = raw.split('|');
-  const gen = Number(generation);
-  if (!Number.isSafeInteger(gen) || deviceId === undefined || deviceId === '') return undefined;
-  if (deviceId === '-') return until === undefined ? { generation: gen, value: { trusted: false } } : undefined;
+/** The entry `raw` (`<stamp>|<value>`) if its stamp is the generation key's text `generation`. */
+function decode(raw: string, generation: string): CachedTrust | undefined {
+  if (raw.length <= generation.length || raw.charCodeAt(generation.length) !== 124 /* | */ || !raw.startsWith(generation)) return undefined;
+  const [deviceId, until, extra] = raw.slice(generation.length + 1).split('|');
+  if (deviceId === undefined || deviceId === '' || extra !== undefined) return undefined;
+  if (deviceId === '-') return until === undefined ? { trusted: false } : undefined;
   const trustedUntil = Number(until);
   if (!Number.isSafeInteger(trustedUntil)) return undefined;
-  return { generation: gen, value: { trusted: true, deviceId, trustedUntil } };
+  return { trusted: true, deviceId, trustedUntil };
 }
+
+/** A nonce for each generation key this process makes: unique to the process (random prefix) and to the key (counter). */
+const NONCE_PREFIX = randomBytes(6).toString('base64url');
+let nonces = 0;
+const nextNonce = (): string => `${NONCE_PREFIX}${(++nonces).toString(36)}`;
 
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -172,23 +195,21 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
       const keys = cacheKeys(scope, fingerprint);
       const [entry, generation] = await bound(read([prefix + keys.entry!, prefix + keys.generation]));
       if (entry == null || generation == null) return undefined;
-      const decoded = decode(entry);
-      if (decoded === undefined || decoded.generation !== Number(generation)) return undefined;
-      return decoded.value;
+      return decode(entry, generation);
     },
     async fill(scope, fingerprint, generation, value, ttlMs) {
       checkFillArgs(generation, ttlMs);
       const keys = cacheKeys(scope, fingerprint);
       const ms = Math.ceil(ttlMs);
       const stored = await bounded(
-        runScript([prefix + keys.generation, prefix + keys.entry!, `${prefix}${keys.generation}:hold`], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), encode(generation, value), ms, holdMs]),
+        runScript([prefix + keys.generation, prefix + keys.entry!, `${prefix}${keys.generation}:hold`], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), nextNonce(), encode(value), ms, holdMs]),
         timeoutMs,
       );
       return stored === 1;
     },
     async invalidate(scope, generation) {
       checkFillArgs(generation, 1);
-      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS]), timeoutMs);
+      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS, nextNonce()]), timeoutMs);
     },
     async ping() {
       try {

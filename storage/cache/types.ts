@@ -61,8 +61,8 @@ export const GENERATION_MIN_TTL_MS = 3_600_000;
 export const FILL_MAX_AGE_MS = 2000;
 
 /**
- * How long a generation that a FILL found absent (the cache lost it: a Redis flush or restart, an eviction, its TTL)
- * takes fills without storing their entries. The generation raised by a change before the loss is gone, so a fill
+ * How long a generation that a FILL found absent (the cache lost it: a Redis flush, a restart without persistence, an
+ * eviction, its TTL) takes fills without storing their entries. The generation raised by a change before the loss is gone, so a fill
  * read before that change (the older generation) could be stored, and served until its TTL. Once this has passed,
  * every fill that lands started its read after the generation was set again (`FILL_MAX_AGE_MS`, plus the adapter's
  * own bound on a call), after the loss: it reads the change. A writer's raise (`invalidate`) that finds it absent

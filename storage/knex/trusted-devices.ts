@@ -203,7 +203,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
       );
       await beforeCommit?.(generation, epochIn(trx));
       const row = rows[0]!;
-      return { device: toTrustedDevice(row), created: row.created, generation };
+      return { device: toTrustedDevice(row), created: row.created, generation, ...(this.knex.isTransaction === true && { pending: true }) };
     });
   }
 
