@@ -99,9 +99,10 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
   };
   const requireExpiry = jwt.requireExpiry ?? true;
-  // jsonwebtoken checks an `exp` that is there, but lets a token without one through; `false` here is passport's "fail".
+  // jsonwebtoken checks an `exp` that is there, but lets a token without one through, and one of `1e400` (JSON.parse
+  // reads Infinity) never ends: both refused; `false` here is passport's "fail".
   const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) =>
-    done(null, requireExpiry && typeof (claims as { exp?: unknown } | null)?.exp !== 'number' ? false : claims),
+    done(null, requireExpiry && !Number.isFinite((claims as { exp?: unknown } | null)?.exp) ? false : claims),
   );
   const verified = verifiedTokens(jwt.clockToleranceSeconds ?? 0);
   // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the

@@ -416,6 +416,14 @@ describe('auth edge cases', function () {
       expect401(await request(rsApp).get('/me').set('Authorization', `Bearer ${none}`), none, 'none on RS256 app');
     });
 
+    it('a validly signed token whose exp is 1e400 (Infinity once parsed: it would never expire) → 401', async () => {
+      const text = `${JSON.stringify({ ...claims(), exp: 0 }).replace('"exp":0', '"exp":1e400')}`;
+      const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(text)}`;
+      const token = `${input}.${createHmac('sha256', JWT_SECRET).update(input).digest('base64url')}`;
+      expect(JSON.parse(text).exp).to.equal(Infinity);
+      expect401(await request(hsApp).get('/me').set('Authorization', `Bearer ${token}`), token, 'exp 1e400');
+    });
+
     it('a validly signed token whose claims nest 5,000 levels deep is taken (not a 500): too deep to remember, verified in full each time', async () => {
       // The payload's text by hand: JSON.stringify (and so jsonwebtoken's sign) overflows the stack on it too.
       const text = `${JSON.stringify(claims()).slice(0, -1)},"x":${'['.repeat(5000)}"leaf"${']'.repeat(5000)}}`;
