@@ -379,32 +379,30 @@ describe('redisCache: Redis specifics', function () {
   });
 });
 
+/** A fake trusted-device store for the service tests below: only the logic above the storage interface is under test. */
+function fakeStore(parts: Pick<TrustedDeviceStore, 'find' | 'cacheEpoch'>): TrustedDeviceStore {
+  const unused = () => Promise.reject(new Error('not used here'));
+  return { upsert: unused, list: unused, revoke: unused, revokeAll: unused, bumpCacheEpoch: unused, ...parts };
+}
+
 describe('createTrustedDevices: a slow database read is answered, not cached (what bounds the hold above)', () => {
   it(`fills from a read of at most FILL_MAX_AGE_MS (${FILL_MAX_AGE_MS} ms), never from a slower one`, async function () {
     this.timeout(15_000);
     let delayMs = 0;
     let reads = 0;
-    const unused = () => Promise.reject(new Error('not used here'));
-    // A fake store: only the logic above the storage interface is under test.
-    const trustedDevices = {
-      upsert: unused,
-      list: unused,
-      revoke: unused,
-      revokeAll: unused,
-      bumpCacheEpoch: unused,
+    const trustedDevices = fakeStore({
       cacheEpoch: () => Promise.resolve(0),
       async find() {
         reads++;
         await sleep(delayMs);
         return { device: null, generation: 7 };
       },
-    } as unknown as TrustedDeviceStore;
+    });
     const cache = memoryCache();
     const service = createTrustedDevices({ storage: { trustedDevices }, cache, logger: silentLogger });
     try {
       // The cache knows the user's generation (as after a change): a fill of it is stored at once.
       await cache.invalidate({ epoch: 0, tenantId: 'acme', userId: 'slow' }, 7);
-      await cache.invalidate({ epoch: 0, tenantId: 'acme', userId: 'fast' }, 7);
       delayMs = FILL_MAX_AGE_MS + 200;
       await service.check('acme', 'slow', 'fp');
       delayMs = 0;
@@ -423,20 +421,14 @@ describe('createTrustedDevices: an epoch read that does not answer (a stalled da
   it('does not hold the check: it answers from the database without the cache, one lookup', async function () {
     this.timeout(5_000);
     let reads = 0;
-    const unused = () => Promise.reject(new Error('not used here'));
-    // A fake store (logic above the storage interface): the epoch read never answers, the lookup does.
-    const trustedDevices = {
-      upsert: unused,
-      list: unused,
-      revoke: unused,
-      revokeAll: unused,
-      bumpCacheEpoch: unused,
+    // The epoch read never answers, the lookup does.
+    const trustedDevices = fakeStore({
       cacheEpoch: () => new Promise<number>(() => undefined),
       find() {
         reads++;
         return Promise.resolve({ device: null, generation: 1 });
       },
-    } as unknown as TrustedDeviceStore;
+    });
     const service = createTrustedDevices({ storage: { trustedDevices }, cache: memoryCache(), logger: silentLogger });
     try {
       expect(await service.check('acme', 'u', 'fp')).to.deep.equal({ trusted: false });
