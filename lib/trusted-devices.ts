@@ -23,7 +23,9 @@
  *    its TTL), a fill that finds none sets it and stores nothing for `newGenerationHoldMs` (~3 s), and no fill is
  *    made from a read older than `FILL_MAX_AGE_MS` (2 s): every fill stored after the hold read the database after
  *    the loss, and so after the change (storage/cache/types.ts). Entries kept while their generation key was lost
- *    alone (an eviction) are not believed again: they are stamped with the key's nonce, drawn anew when it is made.
+ *    alone (an eviction) are not believed again: they are stamped with the key's whole text, whose decimals are drawn
+ *    anew when it is made (storage/cache/redis.ts). A service on a store in a host's transaction
+ *    (`inHostTransaction`) neither reads nor fills the cache: that transaction may still roll back.
  * 4. The epoch, for the raise that could not land (Redis unreachable, a timeout: we cannot know whether it
  *    landed). Every cache key starts with a global epoch kept in Postgres. A mutation whose raise fails
  *    bumps the epoch in Postgres, in its own transaction: every key written before becomes unreachable, and
@@ -431,6 +433,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
   }
   const settings = resolveTrustedDeviceSettings('createTrustedDevices', options);
   const store = options.storage.trustedDevices;
+  /** The store runs in a transaction of the host's (`TrustedDeviceStore.inHostTransaction`): read once, it does not change. */
+  const inHostTransaction = store.inHostTransaction === true;
   const cache = options.cache;
   const logger = options.logger ?? getDefaultLogger();
   const warn = throttledWarn(logger);
@@ -596,8 +600,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     if (written === null) return null;
     const { device, created, generation } = written;
     // The new generation ends any negative (or older positive) entry; written through, the next check is a hit. Not
-    // a write a host's transaction still holds (`pending`): should it roll back, the entry would outlive it.
-    const ttlMs = written.pending === true ? 0 : Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
+    // a write a host's transaction still holds (`inHostTransaction`): should it roll back, the entry would outlive it.
+    const ttlMs = inHostTransaction ? 0 : Math.min(device.trustedUntil.getTime() - Date.now(), settings.positiveTtlSeconds * 1000);
     await change.committed(generation, {
       fingerprint: device.fingerprint,
       value: { trusted: true, deviceId: device.id, trustedUntil: device.trustedUntil.getTime() },
@@ -617,6 +621,8 @@ export function createTrustedDevices(options: TrustedDevicesOptions): TrustedDev
     rememberAfterSecondFactor: (tenantId, userId, input) => write(tenantId, userId, input, true),
 
     async check(tenantId, userId, fingerprint) {
+      // A store in a host's transaction: its reads may be of that transaction alone, neither checked against nor cached.
+      if (inHostTransaction) return answer((await store.find(tenantId, userId, fingerprint, new Date())).device);
       let epoch = guard ? guard.peek() : undefined;
       // Not longer than EPOCH_WAIT_MS: a stalled database then costs this check one timeout (its lookup), not two.
       if (epoch === null) epoch = await guard!.current(EPOCH_WAIT_MS);

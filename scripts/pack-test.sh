@@ -38,13 +38,15 @@ const server = app.listen(0, "127.0.0.1", async () => {
 });'
 
 # With REDIS_URL (.ci/run), each consumer also runs the Redis cache on the ioredis it installed (the lowest version the
-# peer range takes in one, the newest in the other): a fill, a hit, a raise that ends it, a ping.
+# peer range takes in one, the newest in the other): a raise (a change), a fill, a hit, a raise that ends it, a ping.
+# (A fill that finds no generation stores nothing for a few seconds: the first raise makes the generation known.)
 REDIS_CALL='
 const roundTrip = async () => {
   const client = new Redis(process.env.REDIS_URL, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
   await client.connect();
   const cache = redisCache({ client, keyPrefix: `pack-test:${process.pid}:` });
   const scope = { epoch: 1, tenantId: "t", userId: "u" };
+  await cache.invalidate(scope, 1);
   await cache.fill(scope, "fp", 1, { trusted: true, deviceId: "d", trustedUntil: Date.now() + 60000 }, 60000);
   const hit = await cache.get(scope, "fp");
   await cache.invalidate(scope, 2);

@@ -164,11 +164,6 @@ export interface TrustedDeviceUpsert {
   device: TrustedDevice;
   created: boolean;
   generation: number;
-  /**
-   * The write is not committed yet when the store answers: it runs in a transaction of the host's
-   * (`knexStorage({ knex: trx })`), which may still roll back. Nothing is written through to the cache from it.
-   */
-  pending?: boolean;
 }
 
 /** The cache epoch, read or bumped in the transaction of the writer that calls `BeforeTrustedCommit`. */
@@ -202,6 +197,12 @@ export type BeforeTrustedCommit = (generation: number, epoch: CacheEpochInTransa
  * Generations and epochs are positive integers that only grow.
  */
 export interface TrustedDeviceStore {
+  /**
+   * `true` when the store runs in a transaction of the host's (`knexStorage({ knex: trx })`), which may still roll back:
+   * what it writes is not committed when it answers, and what it reads may be of that transaction alone. The service
+   * then neither reads nor fills the cache through it (it still raises generations, which is always safe).
+   */
+  readonly inHostTransaction?: boolean;
   /**
    * Creates the row or renews the one with that fingerprint (same id); bumps the user's generation. `null` only
    * with `write.requireVerifiedMfaDevice` when the user has no verified MFA device (nothing written).

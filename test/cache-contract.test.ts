@@ -274,6 +274,50 @@ describe('redisCache: Redis specifics', function () {
     expect(await cache.get(s, 'phone')).to.equal(undefined);
   });
 
+  it('the hold lives in the generation key itself: no other key to evict, and a second late fill during it stores nothing', async () => {
+    const own = `${prefix}hold:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    expect(await cache.fill(s, 'fp', 5, yes(), 60_000)).to.equal(false);
+    const keys = await client.keys(`${own}*`);
+    expect(keys).to.have.length(1);
+    expect(await client.get(keys[0]!)).to.match(/^5\.1\d{13}\d+$/);
+    expect(await cache.fill(s, 'fp', 5, yes(), 60_000)).to.equal(false);
+    expect(await cache.get(s, 'fp')).to.equal(undefined);
+  });
+
+  it("beside an instance of the version before (0.1.0's script, on the same keys), the generation is never lowered and nothing stale is believed", async () => {
+    /** The fill script of express-mfa-kit 0.1.0, as it runs on an instance not yet upgraded. */
+    const OLD_FILL = `
+local want = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]))
+if current == nil or current < want then
+  redis.call('SET', KEYS[1], ARGV[1])
+  current = want
+end
+local keep = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
+if KEYS[2] ~= nil and current == want then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0`;
+    const own = `${prefix}mixed:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    expect(await primedFill(cache, s, 'phone', 6, yes('dev-phone'), 60_000)).to.equal(true);
+    await cache.invalidate(s, 7); // the phone revoked
+    const [generationKey] = (await client.keys(`${own}*`)).filter((k) => k.endsWith(':g'));
+    const entryKey = (await client.keys(`${own}*`)).find((k) => k.includes(':f:'))!;
+    // The old instance's late fill of generation 6 (read before the revocation): it neither lowers the generation nor stores.
+    expect(await client.eval(OLD_FILL, 2, generationKey!, entryKey, 6, 3_600_000, `6|dev-phone|${Date.now() + 60_000}`, 60_000)).to.equal(0);
+    expect(await client.get(generationKey!)).to.match(/^7\./);
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+    // Nor at 7: the old instance sees a generation above 7 and stores nothing the new one would believe.
+    expect(await client.eval(OLD_FILL, 2, generationKey!, entryKey, 7, 3_600_000, `7|dev-phone|${Date.now() + 60_000}`, 60_000)).to.equal(0);
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+  });
+
   it('a malformed entry is a miss, not an error', async () => {
     const own = `${prefix}malformed:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });

@@ -131,14 +131,18 @@ describe("the kit's writers inside a host's transaction (knexStorage({ knex: trx
     await db?.drop();
   });
 
-  it('a trust inside a host transaction that rolls back is never answered trusted (nothing written through to the cache)', async function () {
+  it('a trust inside a host transaction that rolls back is never answered trusted (nothing written through, nothing filled)', async function () {
     const u = `host-trust-${randomBytes(4).toString('hex')}`;
     const cache = memoryCache();
     const outside = createTrustedDevices({ storage: knexStorage({ knex: db.knex }), cache, logger: silentLogger });
+    // A user the cache knows (a committed change), so a fill would be stored at once.
+    await outside.trust('acme', u, { fingerprint: 'fp-known' });
     const trx = await db.knex.transaction();
     const inside = createTrustedDevices({ storage: knexStorage({ knex: trx }), cache, logger: silentLogger });
     try {
       await inside.trust('acme', u, { fingerprint: 'fp-x' });
+      // A check in the transaction sees its own write, and caches nothing from it either.
+      expect(await inside.check('acme', u, 'fp-x')).to.include({ trusted: true });
     } finally {
       await trx.rollback();
       inside.close();

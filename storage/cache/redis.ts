@@ -9,7 +9,7 @@
  * Cluster client (or any client that does not say it is a standalone one) keeps one MGET per check: the keys
  * of different users live in different slots.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
@@ -60,49 +60,51 @@ export const DEFAULT_REDIS_KEY_PREFIX = 'mfa:';
 export const DEFAULT_REDIS_TIMEOUT_MS = 200;
 
 /**
- * KEYS[1] generation, KEYS[2] entry and KEYS[3] the generation's hold (fill only). ARGV[1] generation, ARGV[2] ms to
- * keep the generation, ARGV[3] a fresh nonce, and for a fill ARGV[4] the entry's value, ARGV[5] its ms, ARGV[6] the
- * hold's ms.
+ * KEYS[1] generation, KEYS[2] entry (fill only). ARGV[1] generation, ARGV[2] ms to keep the generation, ARGV[3] digits
+ * for a new key's nonce, and for a fill ARGV[4] the entry's value, ARGV[5] its ms, ARGV[6] the hold's ms.
  *
- * The generation key holds `<generation>:<nonce>`, the nonce drawn when the key is made: an entry is stamped with that
- * whole text, and `get` believes it only while the key holds the same text. So entries outlive neither a raise nor the
- * key itself: should Redis lose the key alone (an eviction) and a late fill make it again with an older number, the
- * entries stamped before do not match it. (A key of an older version, `<generation>` alone, keeps that form.)
+ * The generation key holds `<generation>.1<hold end, ms, 13 digits><digits>`: a number to any reader (one of an older
+ * version reads it as a generation above the real one, so it neither lowers it nor stores an entry beside it), whose
+ * decimals are drawn when the key is made. An entry is stamped with the key's whole text, and `get` believes it only
+ * while the key holds the same text: entries outlive neither a raise nor the key itself. Should Redis lose the key
+ * alone (an eviction) and a late fill make it again with an older number, the entries stamped before do not match it.
+ * (A key an older version made, `<generation>` alone, keeps that form; so do its entries.)
  *
  * Raises the generation (never lowers it; an absent one is made), then writes the entry only when the generation
  * equals ARGV[1]: a fill read before a change cannot land after it. A fill that finds the generation absent makes it
- * and its hold, and writes no entry while the hold lasts (`newGenerationHoldMs`: Redis lost it, and with it maybe the
- * raise of a change, whose older state a late fill could otherwise store).
+ * with a hold, kept in the key's own text (no key of its own that an eviction could take apart), and no entry is
+ * written until the hold ends (`newGenerationHoldMs`: Redis lost the key, and with it maybe the raise of a change,
+ * whose older state a late fill could otherwise store). A change's raise (`invalidate`) makes it without a hold.
  */
 const RAISE_AND_FILL = `
 local want = tonumber(ARGV[1])
 local raw = redis.call('GET', KEYS[1])
 local current, nonce
 if raw then
-  local g, n = string.match(raw, '^(%d+):?(.*)$')
+  local g, n = string.match(raw, '^(%d+)%.?(%d*)$')
   current = tonumber(g)
   nonce = n
 end
 local absent = current == nil
-if absent then nonce = ARGV[3] end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if absent then
+  local hold = 0
+  if KEYS[2] ~= nil then hold = now + tonumber(ARGV[6]) end
+  nonce = '1' .. string.format('%013d', hold) .. ARGV[3]
+end
 if absent or current < want then
-  if nonce == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1] .. ':' .. nonce) end
+  if nonce == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1] .. '.' .. nonce) end
   current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-if KEYS[2] == nil then return 0 end
-if absent then
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
-  return 0
-end
-if current == want and redis.call('EXISTS', KEYS[3]) == 0 then
-  local stamp = ARGV[1]
-  if nonce ~= '' then stamp = stamp .. ':' .. nonce end
-  redis.call('SET', KEYS[2], stamp .. '|' .. ARGV[4], 'PX', ARGV[5])
-  return 1
-end
-return 0
+if KEYS[2] == nil or current ~= want then return 0 end
+if nonce ~= '' and tonumber(string.sub(nonce, 2, 14)) > now then return 0 end
+local stamp = ARGV[1]
+if nonce ~= '' then stamp = stamp .. '.' .. nonce end
+redis.call('SET', KEYS[2], stamp .. '|' .. ARGV[4], 'PX', ARGV[5])
+return 1
 `;
 
 const SCRIPT_SHA = createHash('sha1').update(RAISE_AND_FILL).digest('hex');
@@ -123,10 +125,10 @@ function decode(raw: string, generation: string): CachedTrust | undefined {
   return { trusted: true, deviceId, trustedUntil };
 }
 
-/** A nonce for each generation key this process makes: unique to the process (random prefix) and to the key (counter). */
-const NONCE_PREFIX = randomBytes(6).toString('base64url');
+/** Digits for each generation key this process makes: unique to the process (random part) and to the key (counter). */
+const NONCE_DIGITS = String(randomInt(100_000_000, 1_000_000_000));
 let nonces = 0;
-const nextNonce = (): string => `${NONCE_PREFIX}${(++nonces).toString(36)}`;
+const nextNonce = (): string => `${NONCE_DIGITS}${++nonces}`;
 
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -202,7 +204,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
       const keys = cacheKeys(scope, fingerprint);
       const ms = Math.ceil(ttlMs);
       const stored = await bounded(
-        runScript([prefix + keys.generation, prefix + keys.entry!, `${prefix}${keys.generation}:hold`], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), nextNonce(), encode(value), ms, holdMs]),
+        runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), nextNonce(), encode(value), ms, holdMs]),
         timeoutMs,
       );
       return stored === 1;

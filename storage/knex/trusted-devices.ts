@@ -131,6 +131,11 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
   private readonly readFind: (read: FindRead) => Promise<FoundRow>;
   private readonly readPage: (read: PageRead) => Promise<unknown>;
 
+  /** `TrustedDeviceStore.inHostTransaction`: knex bound to a transaction of the host's. */
+  get inHostTransaction(): boolean {
+    return this.knex.isTransaction === true;
+  }
+
   /** @param prepared named prepared statements for the hot reads (storage/knex/statements.ts) */
   constructor(
     private readonly knex: Knex,
@@ -203,7 +208,7 @@ export class KnexTrustedDeviceStore implements TrustedDeviceStore {
       );
       await beforeCommit?.(generation, epochIn(trx));
       const row = rows[0]!;
-      return { device: toTrustedDevice(row), created: row.created, generation, ...(this.knex.isTransaction === true && { pending: true }) };
+      return { device: toTrustedDevice(row), created: row.created, generation };
     });
   }
 
