@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createTrustedDevices, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache, type TrustedDeviceStore } from '../index.js';
 import { DEFAULT_REDIS_TIMEOUT_MS } from '../storage/cache/redis.js';
-import { FILL_MAX_AGE_MS, newGenerationHoldMs } from '../storage/cache/types.js';
+import { cacheKeys, FILL_MAX_AGE_MS, newGenerationHoldMs } from '../storage/cache/types.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -286,22 +286,23 @@ describe('redisCache: Redis specifics', function () {
     expect(await cache.get(s, 'fp')).to.equal(undefined);
   });
 
-  it("beside an instance of the version before (0.1.0's script, on the same keys), the generation is never lowered and nothing stale is believed", async () => {
-    /** The fill script of express-mfa-kit 0.1.0, as it runs on an instance not yet upgraded. */
-    const OLD_FILL = `
+  /** The fill script of express-mfa-kit 0.1.0, as it runs on an instance not yet upgraded. */
+  const OLD_FILL = `
 local want = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]))
 if current == nil or current < want then
-  redis.call('SET', KEYS[1], ARGV[1])
-  current = want
+redis.call('SET', KEYS[1], ARGV[1])
+current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 if KEYS[2] ~= nil and current == want then
-  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-  return 1
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return 1
 end
 return 0`;
+
+  it("beside an instance of the version before (0.1.0's script, on the same keys), the generation is never lowered and nothing stale is believed", async () => {
     const own = `${prefix}mixed:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
     const s = scope();
@@ -316,6 +317,52 @@ return 0`;
     // Nor at 7: the old instance sees a generation above 7 and stores nothing the new one would believe.
     expect(await client.eval(OLD_FILL, 2, generationKey!, entryKey, 7, 3_600_000, `7|dev-phone|${Date.now() + 60_000}`, 60_000)).to.equal(0);
     expect(await cache.get(s, 'phone')).to.equal(undefined);
+  });
+
+  it("beside 0.1.0, after Redis lost the key: 0.1.0's late fill at a higher generation writes its own form of the key, and the revoked device is still not answered trusted", async () => {
+    const own = `${prefix}mixed-higher:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    const until = Date.now() + 60_000;
+    const keys = cacheKeys(s, 'phone');
+    const [generationKey, phoneKey] = [own + keys.generation, own + keys.entry!];
+    // The phone trusted at 5, a laptop at 6, the phone revoked at 7; then Redis lost the key, and with it the raise
+    // to 7. Late fills of reads made before the revocation land. The new instance's, at 5, makes the key with a hold.
+    expect(await cache.fill(s, 'phone', 5, yes('dev-phone', until), 60_000)).to.equal(false);
+    expect(await client.get(generationKey)).to.match(/^5\.1/);
+    // 0.1.0's, of the phone at 6, reads 5.1… as below 6: it writes `6`, its own form of the key, and its entry.
+    expect(await client.eval(OLD_FILL, 2, generationKey, phoneKey, 6, 3_600_000, `6|dev-phone|${until}`, 60_000)).to.equal(1);
+    expect(await client.get(generationKey)).to.equal('6');
+    // Nothing under 0.1.0's form of the key is believed…
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+    // …and the new instance's late fill at 6 makes the key again, with a hold, and stores nothing.
+    expect(await cache.fill(s, 'phone', 6, yes('dev-phone', until), 60_000)).to.equal(false);
+    expect(await client.get(generationKey)).to.match(/^6\.1\d{13}\d+$/);
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+  });
+
+  it("a key in 0.1.0's form (no decimals) is made again: a raise keeps the higher number and adds no hold; a lower fill never lowers it", async () => {
+    const own = `${prefix}old-form:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    const keys = cacheKeys(s, 'fp');
+    const [generationKey, entryKey] = [own + keys.generation, own + keys.entry!];
+    await client.set(generationKey, '9', 'PX', 60_000);
+    await client.set(entryKey, `9|dev|${Date.now() + 60_000}`, 'PX', 60_000);
+    expect(await cache.get(s, 'fp')).to.equal(undefined);
+    // A raise below the key's number: the number stays, the key gets decimals without a hold, and a fill at it stores.
+    await cache.invalidate(s, 4);
+    expect(await client.get(generationKey)).to.match(/^9\.10{13}\d+$/);
+    expect(await cache.fill(s, 'fp', 9, no, 60_000)).to.equal(true);
+    expect(await cache.get(s, 'fp')).to.deep.equal(no);
+    // A fill that meets 0.1.0's form below its own generation: the key takes the fill's number, with a hold.
+    await client.set(generationKey, '3', 'PX', 60_000);
+    expect(await cache.fill(s, 'fp', 9, no, 60_000)).to.equal(false);
+    expect(await client.get(generationKey)).to.match(/^9\.1[1-9]\d{12}\d+$/);
+    // And one above it: the key keeps its number, with a hold.
+    await client.set(generationKey, '12', 'PX', 60_000);
+    expect(await cache.fill(s, 'fp', 9, no, 60_000)).to.equal(false);
+    expect(await client.get(generationKey)).to.match(/^12\.1[1-9]\d{12}\d+$/);
   });
 
   it('a malformed entry is a miss, not an error', async () => {

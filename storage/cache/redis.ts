@@ -63,47 +63,56 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
  * KEYS[1] generation, KEYS[2] entry (fill only). ARGV[1] generation, ARGV[2] ms to keep the generation, ARGV[3] digits
  * for a new key's nonce, and for a fill ARGV[4] the entry's value, ARGV[5] its ms, ARGV[6] the hold's ms.
  *
- * The generation key holds `<generation>.1<hold end, ms, 13 digits><digits>`: a number to any reader (one of an older
- * version reads it as a generation above the real one, so it neither lowers it nor stores an entry beside it), whose
- * decimals are drawn when the key is made. An entry is stamped with the key's whole text, and `get` believes it only
+ * The generation key holds `<generation>.1<hold end, ms, 13 digits><digits>`: a number to any reader (0.1.0 reads it
+ * as one just above the generation, so its fills at that generation store nothing), whose decimals are drawn when the
+ * key is made. An entry is stamped with the key's whole text, and `get` believes it only
  * while the key holds the same text: entries outlive neither a raise nor the key itself. Should Redis lose the key
  * alone (an eviction) and a late fill make it again with an older number, the entries stamped before do not match it.
- * (A key an older version made, `<generation>` alone, keeps that form; so do its entries.)
+ *
+ * A key without decimals, `<generation>` alone, was made by 0.1.0 (an instance not yet upgraded, or before the
+ * upgrade): this version believes no entry under it and makes it again as if it were absent, at the same or a higher
+ * number (a fill with a hold). 0.1.0 replaces a key of this form with its own whenever it fills or raises at a higher
+ * generation, which throws the nonce and the hold away; so it is never trusted.
  *
  * Raises the generation (never lowers it; an absent one is made), then writes the entry only when the generation
  * equals ARGV[1]: a fill read before a change cannot land after it. A fill that finds the generation absent makes it
  * with a hold, kept in the key's own text (no key of its own that an eviction could take apart), and no entry is
  * written until the hold ends (`newGenerationHoldMs`: Redis lost the key, and with it maybe the raise of a change,
  * whose older state a late fill could otherwise store). A change's raise (`invalidate`) makes it without a hold.
+ *
+ * `redis.replicate_commands()`: Redis 3.2–4 refuse a write after `TIME` unless a script's effects are replicated (the
+ * default from Redis 5 on, the only mode from 7, where the call does nothing). The hold is formatted as a float (`%013.0f`): Lua's `%d`
+ * goes through a C long, 32 bits on some builds, too small for a time in ms.
  */
 const RAISE_AND_FILL = `
+if redis.replicate_commands then redis.replicate_commands() end
 local want = tonumber(ARGV[1])
 local raw = redis.call('GET', KEYS[1])
-local current, nonce
+local text, current, nonce
 if raw then
-  local g, n = string.match(raw, '^(%d+)%.?(%d*)$')
-  current = tonumber(g)
-  nonce = n
+  text, nonce = string.match(raw, '^(%d+)%.?(%d*)$')
+  current = tonumber(text)
 end
-local absent = current == nil
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if absent then
+if current == nil or nonce == '' then
   local hold = 0
   if KEYS[2] ~= nil then hold = now + tonumber(ARGV[6]) end
-  nonce = '1' .. string.format('%013d', hold) .. ARGV[3]
-end
-if absent or current < want then
-  if nonce == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1] .. '.' .. nonce) end
+  nonce = '1' .. string.format('%013.0f', hold) .. ARGV[3]
+  if current == nil or current < want then
+    text = ARGV[1]
+    current = want
+  end
+  redis.call('SET', KEYS[1], text .. '.' .. nonce)
+elseif current < want then
+  redis.call('SET', KEYS[1], ARGV[1] .. '.' .. nonce)
   current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 if KEYS[2] == nil or current ~= want then return 0 end
-if nonce ~= '' and tonumber(string.sub(nonce, 2, 14)) > now then return 0 end
-local stamp = ARGV[1]
-if nonce ~= '' then stamp = stamp .. '.' .. nonce end
-redis.call('SET', KEYS[2], stamp .. '|' .. ARGV[4], 'PX', ARGV[5])
+if tonumber(string.sub(nonce, 2, 14)) > now then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. '.' .. nonce .. '|' .. ARGV[4], 'PX', ARGV[5])
 return 1
 `;
 
@@ -196,7 +205,8 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     async get(scope, fingerprint) {
       const keys = cacheKeys(scope, fingerprint);
       const [entry, generation] = await bound(read([prefix + keys.entry!, prefix + keys.generation]));
-      if (entry == null || generation == null) return undefined;
+      // A generation without decimals is 0.1.0's (see RAISE_AND_FILL): nothing under it is believed.
+      if (entry == null || generation == null || !generation.includes('.')) return undefined;
       return decode(entry, generation);
     },
     async fill(scope, fingerprint, generation, value, ttlMs) {
