@@ -319,6 +319,36 @@ return 0`;
     expect(await cache.get(s, 'phone')).to.equal(undefined);
   });
 
+  it("beside 0.1.0, after Redis lost the key: a late raise below 0.1.0's late fill does not make its key trusted", async () => {
+    const own = `${prefix}mixed-late-raise:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    const until = Date.now() + 60_000;
+    const keys = cacheKeys(s, 'phone');
+    const [generationKey, phoneKey] = [own + keys.generation, own + keys.entry!];
+    // The phone revoked at 6; Redis lost the key; 0.1.0's late fill of the phone at 5 writes `5` and its entry…
+    await cache.invalidate(s, 6);
+    await client.del(generationKey);
+    expect(await client.eval(OLD_FILL, 2, generationKey, phoneKey, 5, 3_600_000, `5|dev-phone|${until}`, 60_000)).to.equal(1);
+    // …a raise older than that lands late, then the new instance's late fill at 5: nothing is stored or believed.
+    await cache.invalidate(s, 4);
+    expect(await cache.fill(s, 'phone', 5, yes('dev-phone', until), 60_000)).to.equal(false);
+    expect(await cache.get(s, 'phone')).to.equal(undefined);
+  });
+
+  it("a generation key with decimals this version does not write is made again, not an error", async () => {
+    const own = `${prefix}odd-decimals:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    const generationKey = own + cacheKeys(s, undefined).generation;
+    for (const odd of ['5.5', '5.0', '5.2000000000000000', '5.']) {
+      await client.set(generationKey, odd, 'PX', 60_000);
+      expect(await cache.fill(s, 'fp', 5, no, 60_000), odd).to.equal(false);
+      expect(await client.get(generationKey), odd).to.match(/^5\.1[1-9]\d{12}\d+$/);
+      expect(await cache.get(s, 'fp'), odd).to.equal(undefined);
+    }
+  });
+
   it("beside 0.1.0, after Redis lost the key: 0.1.0's late fill at a higher generation writes its own form of the key, and the revoked device is still not answered trusted", async () => {
     const own = `${prefix}mixed-higher:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
@@ -341,7 +371,7 @@ return 0`;
     expect(await cache.get(s, 'phone')).to.equal(undefined);
   });
 
-  it("a key in 0.1.0's form (no decimals) is made again: a raise keeps the higher number and adds no hold; a lower fill never lowers it", async () => {
+  it("a key in 0.1.0's form (no decimals) is made again: by a raise at or above its number without a hold, by a fill with one; a raise below it leaves it as it is; nothing lowers it", async () => {
     const own = `${prefix}old-form:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
     const s = scope();
@@ -350,10 +380,14 @@ return 0`;
     await client.set(generationKey, '9', 'PX', 60_000);
     await client.set(entryKey, `9|dev|${Date.now() + 60_000}`, 'PX', 60_000);
     expect(await cache.get(s, 'fp')).to.equal(undefined);
-    // A raise below the key's number: the number stays, the key gets decimals without a hold, and a fill at it stores.
+    // A raise below the key's number is not the newest: the key stays as 0.1.0 wrote it, believed by no one.
     await cache.invalidate(s, 4);
-    expect(await client.get(generationKey)).to.match(/^9\.10{13}\d+$/);
-    expect(await cache.fill(s, 'fp', 9, no, 60_000)).to.equal(true);
+    expect(await client.get(generationKey)).to.equal('9');
+    expect(await cache.get(s, 'fp')).to.equal(undefined);
+    // A raise at or above it is: the key gets decimals without a hold, and a fill at it stores.
+    await cache.invalidate(s, 10);
+    expect(await client.get(generationKey)).to.match(/^10\.10{13}\d+$/);
+    expect(await cache.fill(s, 'fp', 10, no, 60_000)).to.equal(true);
     expect(await cache.get(s, 'fp')).to.deep.equal(no);
     // A fill that meets 0.1.0's form below its own generation: the key takes the fill's number, with a hold.
     await client.set(generationKey, '3', 'PX', 60_000);

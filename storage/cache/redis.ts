@@ -72,7 +72,10 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
  * A key without decimals, `<generation>` alone, was made by 0.1.0 (an instance not yet upgraded, or before the
  * upgrade): this version believes no entry under it and makes it again as if it were absent, at the same or a higher
  * number (a fill with a hold). 0.1.0 replaces a key of this form with its own whenever it fills or raises at a higher
- * generation, which throws the nonce and the hold away; so it is never trusted.
+ * generation, which throws the nonce and the hold away; so it is never trusted. A raise below such a key's number is
+ * not the newest one and leaves the key as it is (made again without a hold, it would be trusted at a number no raise
+ * of this version vouched for): the next fill makes it again, with a hold. Decimals this version does not write
+ * (fewer than 15 digits, or not starting with 1) count as none.
  *
  * Raises the generation (never lowers it; an absent one is made), then writes the entry only when the generation
  * equals ARGV[1]: a fill read before a change cannot land after it. A fill that finds the generation absent makes it
@@ -92,10 +95,12 @@ local text, current, nonce
 if raw then
   text, nonce = string.match(raw, '^(%d+)%.?(%d*)$')
   current = tonumber(text)
+  if nonce ~= nil and (string.len(nonce) < 15 or string.sub(nonce, 1, 1) ~= '1') then nonce = '' end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if current == nil or nonce == '' then
+local olderRaise = nonce == '' and KEYS[2] == nil and current > want
+if (current == nil or nonce == '') and not olderRaise then
   local hold = 0
   if KEYS[2] ~= nil then hold = now + tonumber(ARGV[6]) end
   nonce = '1' .. string.format('%013.0f', hold) .. ARGV[3]
