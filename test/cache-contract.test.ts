@@ -291,14 +291,14 @@ describe('redisCache: Redis specifics', function () {
 local want = tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]))
 if current == nil or current < want then
-redis.call('SET', KEYS[1], ARGV[1])
-current = want
+  redis.call('SET', KEYS[1], ARGV[1])
+  current = want
 end
 local keep = tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 if KEYS[2] ~= nil and current == want then
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-return 1
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return 1
 end
 return 0`;
 

@@ -65,9 +65,9 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
  *
  * The generation key holds `<generation>.1<hold end, ms, 13 digits><digits>`: a number to any reader (0.1.0 reads it
  * as one just above the generation, so its fills at that generation store nothing), whose decimals are drawn when the
- * key is made. An entry is stamped with the key's whole text, and `get` believes it only
- * while the key holds the same text: entries outlive neither a raise nor the key itself. Should Redis lose the key
- * alone (an eviction) and a late fill make it again with an older number, the entries stamped before do not match it.
+ * key is made. An entry is stamped with the key's whole text, and `get` believes it only while the key holds the same
+ * text: entries outlive neither a raise nor the key itself. Should Redis lose the key alone (an eviction) and a late
+ * fill make it again with an older number, the entries stamped before do not match it.
  *
  * A key without decimals, `<generation>` alone, was made by 0.1.0 (an instance not yet upgraded, or before the
  * upgrade): this version believes no entry under it and makes it again as if it were absent, at the same or a higher
@@ -84,8 +84,8 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
  * whose older state a late fill could otherwise store). A change's raise (`invalidate`) makes it without a hold.
  *
  * `redis.replicate_commands()`: Redis 3.2–4 refuse a write after `TIME` unless a script's effects are replicated (the
- * default from Redis 5 on, the only mode from 7, where the call does nothing). The hold is formatted as a float (`%013.0f`): Lua's `%d`
- * goes through a C long, 32 bits on some builds, too small for a time in ms.
+ * default from Redis 5 on, the only mode from 7, where the call does nothing). The hold is formatted as a float
+ * (`%013.0f`): Lua's `%d` goes through a C long, 32 bits on some builds, too small for a time in ms.
  */
 const RAISE_AND_FILL = `
 if redis.replicate_commands then redis.replicate_commands() end
