@@ -96,14 +96,23 @@ function jwtMiddleware(factory: string, jwt: JwtOptions): RequestHandler {
     algorithms: [...algorithms],
     ...(jwt.issuer !== undefined && { issuer: jwt.issuer }),
     ...(jwt.audience !== undefined && { audience: jwt.audience }),
-    jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0 },
+    // `complete`: the verify callback below gets the header too, to read its `crit`.
+    jsonWebTokenOptions: { clockTolerance: jwt.clockToleranceSeconds ?? 0, complete: true },
   };
   const requireExpiry = jwt.requireExpiry ?? true;
-  // jsonwebtoken checks an `exp` that is there, but lets a token without one through, and one of `1e400` (JSON.parse
-  // reads Infinity) never ends: both refused; `false` here is passport's "fail".
-  const strategy = new JwtStrategy(strategyOptions, (claims: unknown, done: (err: unknown, user?: unknown) => void) =>
-    done(null, requireExpiry && !Number.isFinite((claims as { exp?: unknown } | null)?.exp) ? false : claims),
-  );
+  // `false` here is passport's "fail" (a 401 invalid_token).
+  const strategy = new JwtStrategy(strategyOptions, (token: unknown, done: (err: unknown, user?: unknown) => void) => {
+    const { header, payload: claims } = token as { header: { crit?: unknown }; payload: unknown };
+    // RFC 7515 §4.1.11: a `crit` header names extensions the recipient MUST understand, or refuse the token; this one
+    // understands none (`b64: false`, RFC 7797, among them). jsonwebtoken ignores the parameter.
+    if (header.crit !== undefined) return done(null, false);
+    const { exp, iat } = (claims ?? {}) as { exp?: unknown; iat?: unknown };
+    // jsonwebtoken checks an `exp` that is there, but lets a token without one through, and one of `1e400` (JSON.parse
+    // reads Infinity) never ends: both refused. It does not read `iat`, which RFC 7519 §4.1.6 makes a NumericDate.
+    if (requireExpiry && !Number.isFinite(exp)) return done(null, false);
+    if (iat !== undefined && !Number.isFinite(iat)) return done(null, false);
+    return done(null, claims);
+  });
   const verified = verifiedTokens(jwt.clockToleranceSeconds ?? 0);
   // The strategy is run the way passport's authenticate() runs it (a per-request object whose prototype is the
   // strategy, given success / fail / error), without building passport's middleware and initialize() state on

@@ -368,6 +368,12 @@ describe('auth edge cases', function () {
       ['not yet valid (nbf in 60 s)', hs({ ...claims(), nbf: now() + 60 })],
       ['exp not a number', hsRaw({ ...claims(), exp: 'tomorrow' })],
       ['nbf not a number', hsRaw({ ...claims(), nbf: [1] })],
+      ['iat not a number (RFC 7519 §4.1.6: a NumericDate)', hsRaw({ ...claims(), iat: 'yesterday' })],
+      ['iat null', hsRaw({ ...claims(), iat: null })],
+      // RFC 7515 §4.1.11: a header whose `crit` names an extension the recipient does not understand MUST be refused.
+      ['header crit names an extension (RFC 7515 §4.1.11)', hsRaw(claims(), JWT_SECRET, { alg: 'HS256', typ: 'JWT', crit: ['exp-ext'], 'exp-ext': true })],
+      ['header crit with b64 false (RFC 7797: the payload would be read unencoded)', hsRaw(claims(), JWT_SECRET, { alg: 'HS256', b64: false, crit: ['b64'] })],
+      ['header crit empty (RFC 7515 §4.1.11: MUST NOT be empty)', hsRaw(claims(), JWT_SECRET, { alg: 'HS256', typ: 'JWT', crit: [] })],
       ['payload tampered (sub changed), signature kept', `${h}.${b64url({ ...claims(), sub: 'bob' })}.${s}`],
       ['payload tampered (tenant changed), signature kept', `${h}.${b64url({ ...claims(), tenant_id: 'other' })}.${s}`],
       ['header tampered (kid added), signature kept', `${b64url({ alg: 'HS256', typ: 'JWT', kid: '../../etc/passwd' })}.${p}.${s}`],
