@@ -252,6 +252,8 @@ const ROUTES: RouteSpec[] = [
     method: 'DELETE',
     path: syncId.map((id) => `/mfa/devices/sync/${id}`),
     auth: 'user',
+    // A token no record holds is a 409; a hostile one (a NUL: was a 500) a 400.
+    query: queryOf({ sync_token: { valid: fc.oneof(fc.constant('0'.repeat(32)), plainText(1, 64)) } }),
     success: [204],
     weight: 1,
   },

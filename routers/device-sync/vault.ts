@@ -8,7 +8,7 @@ import { duplicateMemberMessage, firstDuplicateMember } from '../../lib/duplicat
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
-import { displayText, namedKeys, storableText } from '../../lib/validation.js';
+import { displayText, isStorable, namedKeys, STORABLE_RULE, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
 
@@ -29,8 +29,15 @@ export const SYNC_RECORD_ID = /^devsync_[0-9a-f]{32}$/;
 export const newSyncRecordId = (): string => `devsync_${randomBytes(16).toString('hex')}`;
 /** A new opaque sync token: 128 random bits, hex. */
 export const newSyncToken = (): string => randomBytes(16).toString('hex');
-/** A `sync_token` as clients send it back (the body's member, the delete's query parameter). */
-export const SYNC_TOKEN = z.string({ error: 'must be the sync_token string of the last read or write' }).min(1).max(128);
+/**
+ * A `sync_token` as clients send it back (the body's member, the delete's query parameter). Storable text: the delete
+ * compares it in SQL, where a NUL is an error of Postgres's, not a mismatch.
+ */
+export const SYNC_TOKEN = z
+  .string({ error: 'must be the sync_token string of the last read or write' })
+  .min(1)
+  .max(128)
+  .refine(isStorable, { message: STORABLE_RULE, params: { kind: 'format' } });
 
 const BASE32 = /^[A-Za-z2-7]+=*$/;
 
