@@ -34,6 +34,19 @@ const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
   if (member !== undefined) throw Object.assign(new Error('The request body names a member twice.'), { type: DUPLICATE_MEMBER, member });
 };
 
+/** Reads a body of unknown length that is not JSON: 415 at its first byte; one that ends empty passes on, as none. */
+function refuseContent(req: Request, next: (err?: unknown) => void): void {
+  const done = (err?: unknown): void => {
+    req.off('data', onData).off('end', onEnd).off('error', onError);
+    next(err);
+  };
+  const onData = (): void => done(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
+  const onEnd = (): void => done();
+  // The client went away mid-body: as body-parser reports it (a 400 nobody reads, no error logged).
+  const onError = (): void => done(Object.assign(new Error('request aborted'), { type: 'request.aborted' }));
+  req.on('data', onData).on('end', onEnd).on('error', onError);
+}
+
 /** `jsonBody()`'s options. */
 export interface JsonBodyOptions {
   /**
@@ -67,7 +80,9 @@ export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: J
     const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
     const type = req.headers['content-type'] ?? '';
     if (hasBody && !isJsonType(type)) {
-      next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
+      // A chunked body may still be empty, which is no body (as Content-Length: 0): only content is refused.
+      if (length === undefined) refuseContent(req, next);
+      else next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
       return;
     }
     if (hasBody && otherCharset(type)) {

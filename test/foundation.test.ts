@@ -172,6 +172,30 @@ describe('problemJson()', () => {
     expect(res.body).to.deep.equal({ got: { a: 1 } });
   });
 
+  it('an empty chunked body is no body, whatever its type (as Content-Length: 0); a chunked body with content that is not JSON → 415', async () => {
+    const server = createServer(appWith('problem')).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    /** One request on its own connection, the bytes as written; the status line's code. */
+    const send = (headers: string, body: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+        let answer = '';
+        socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
+        socket.on('end', () => resolve(Number(answer.split(' ', 2)[1])));
+        socket.on('error', reject);
+        socket.write(`POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n${headers}\r\n${body}`);
+      });
+    try {
+      expect(await send('', '0\r\n\r\n'), 'empty, no type').to.equal(200);
+      expect(await send('Content-Type: text/plain\r\n', '0\r\n\r\n'), 'empty, text/plain').to.equal(200);
+      expect(await send('', '5\r\nhello\r\n0\r\n\r\n'), 'content, no type').to.equal(415);
+      expect(await send('Content-Type: text/plain\r\n', '5\r\nhello\r\n0\r\n\r\n'), 'content, text/plain').to.equal(415);
+      expect(await send('Content-Type: application/json\r\n', '7\r\n{"a":1}\r\n0\r\n\r\n'), 'JSON').to.equal(200);
+    } finally {
+      server.close();
+    }
+  });
+
   it('a JSON scalar body is a 400 field violation that says so, not "malformed JSON"', async () => {
     const app = appWith('problem');
     for (const body of ['null', '5', '"x"', 'true', ' null ']) {
