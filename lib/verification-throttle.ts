@@ -107,10 +107,17 @@ export function verifyRateLimiter(args: {
   /** Distinguishes this router's counters from another's in a shared Redis. */
   scope: string;
   key: (req: Parameters<RequestHandler>[0]) => string;
+  /**
+   * The lockout's store and whose lock a refused request is about (`undefined`: not known, e.g. no user id yet): a
+   * locked user over the limit gets the lockout's 429 and wait, the longer one, as they would past the limiter.
+   */
+  lockout?: { store: VerificationThrottleStore; who: (req: Parameters<RequestHandler>[0]) => { tenantId: string; userId: string } | undefined };
   logger: Logger;
 }): RequestHandler {
   const { config, redis, logger } = args;
   if (config === false) return (_req, _res, next) => next();
+  /** The lock ends read for refused requests (0 s: none ran), kept until `until`. */
+  const lockEnds = new Map<string, { lockEnd: number; until: number }>();
   let store: Store | undefined;
   if (redis) {
     store = new RecoveringRedisStore({
@@ -144,10 +151,41 @@ export function verifyRateLimiter(args: {
     handler: (req, _res, next) => {
       const info = (req as { rateLimit?: { resetTime?: Date } }).rateLimit;
       const seconds = info?.resetTime ? Math.max(1, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(config.windowMs / 1000);
-      next(ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds }));
+      const limited = () => ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds });
+      const who = args.lockout?.who(req);
+      const lockedFor = args.lockout?.store.lockedFor;
+      if (who === undefined || lockedFor === undefined) {
+        next(limited());
+        return;
+      }
+      const answer = (lockEnd: number) => {
+        const locked = Math.ceil((lockEnd - Date.now()) / 1000);
+        next(locked > 0 ? lockedProblem(Math.max(locked, seconds)) : limited());
+      };
+      // A flood of refused requests must stay cheap to refuse: one read per user and LOCK_READ_MS, or per lock.
+      const key = JSON.stringify([who.tenantId, who.userId]);
+      const known = lockEnds.get(key);
+      if (known !== undefined && Date.now() < known.until) {
+        answer(known.lockEnd);
+        return;
+      }
+      lockedFor.call(args.lockout!.store, who.tenantId, who.userId).then(
+        (locked) => {
+          const lockEnd = Date.now() + locked * 1000;
+          if (lockEnds.size >= LOCK_READS_MAX) lockEnds.clear();
+          lockEnds.set(key, { lockEnd, until: Math.max(lockEnd, Date.now() + LOCK_READ_MS) });
+          answer(lockEnd);
+        },
+        // The database unreachable: the limiter's own answer.
+        () => next(limited()),
+      );
     },
   });
 }
+
+/** How long a lock end read for a refused request is reused (a lock's own end, when longer). */
+const LOCK_READ_MS = 1000;
+const LOCK_READS_MAX = 4096;
 
 /** ioredis's refusals of a command sent before its connection is up. */
 const NOT_CONNECTED = /enableOfflineQueue|Stream isn't writeable|Connection is closed/;

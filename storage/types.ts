@@ -266,6 +266,12 @@ export interface VerificationThrottleStore {
    * count, and a user whose secrets a missing key made unreadable is locked out on top.
    */
   refund?(tenantId: string, userId: string): Promise<void>;
+  /**
+   * Seconds until the user's running lock ends; 0 when none runs. Read when the request-rate limit refuses a verify
+   * request, so that its 429 tells a locked user the lock's wait, not the shorter window's. Optional: without it, that
+   * 429 gives the window's.
+   */
+  lockedFor?(tenantId: string, userId: string): Promise<number>;
 }
 
 /** What a one-time sms/email code is for: finishing an enrolment, or a login second factor. */

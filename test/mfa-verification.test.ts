@@ -524,6 +524,25 @@ describe('mfa code verification', () => {
       expect((await internalVerify(one.app, { user_id: user, code: '000000' })).status).to.equal(400);
     });
 
+    it('over the limit while a lockout runs → the lockout 429 and its Retry-After (the longer wait), on both verify routes, not the window one', async () => {
+      const { app, clock } = setup({ rateLimit: { limit: 4, windowMs: 60_000 }, lockout: { maxFailures: 2, cooldownSeconds: 900 } });
+      const user = newUser('rl-locked');
+      const d = await verifiedDevice(app, clock, user);
+      const wrong = wrongCode(d.secret, clock.ms);
+      for (const send of [(code: string) => login(app, user, { code }), (code: string) => internalVerify(app, { user_id: user, code })]) {
+        const answers = [];
+        for (let i = 0; i < 6; i++) answers.push(await send(wrong));
+        const limited = answers.filter((r) => r.headers.ratelimit?.includes('remaining=0') && r.status === 429);
+        expect(answers.map((r) => r.status)).to.deep.include.members([429]);
+        expect(limited.length, 'the limiter refused some').to.be.greaterThan(0);
+        for (const res of answers.filter((r) => r.status === 429)) {
+          expect(res.body.code, res.text).to.equal(42900002);
+          expect(Number(res.headers['retry-after']), res.text).to.be.within(800, 900);
+          expect(res.body.retry_after).to.equal(Number(res.headers['retry-after']));
+        }
+      }
+    });
+
     it('without Redis each instance counts on its own', async () => {
       const opts: Partial<MfaDevicesRouterOptions> = { rateLimit: { limit: 2 }, lockout: { maxFailures: 100 } };
       const one = setup(opts);

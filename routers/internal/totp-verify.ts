@@ -7,7 +7,7 @@ import { emitSafely } from '../../lib/events.js';
 import type { KeyRing } from '../../lib/keyring.js';
 import { acceptTotpCodeOnAny } from '../../lib/second-factor.js';
 import { createTotp } from '../../lib/totp.js';
-import { otpCode, parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { isUserId, otpCode, parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import { Lockout, lockedProblem, verifyRateLimiter } from '../../lib/verification-throttle.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -36,6 +36,15 @@ export function mountTotpVerify(router: Router, config: InternalRouterConfig & {
     key: (req) => {
       const userId: unknown = (req.body as { user_id?: unknown } | undefined)?.user_id;
       return JSON.stringify([contextOf(req).tenantId, typeof userId === 'string' ? userId : '']);
+    },
+    lockout: {
+      store: config.storage.verificationThrottle,
+      // A user id the route would refuse (400) is nobody's lock.
+      who: (req) => {
+        const userId: unknown = (req.body as { user_id?: unknown } | undefined)?.user_id;
+        const { tenantId } = contextOf(req);
+        return tenantId !== undefined && typeof userId === 'string' && isUserId(userId) ? { tenantId, userId } : undefined;
+      },
     },
     logger: config.logger,
   });

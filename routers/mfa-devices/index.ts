@@ -40,6 +40,13 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
       const ctx = contextOf(req);
       return JSON.stringify([ctx.tenantId, ctx.userId]);
     },
+    lockout: {
+      store: config.storage.verificationThrottle,
+      who: (req) => {
+        const { tenantId, userId } = contextOf(req);
+        return tenantId !== undefined && userId !== undefined ? { tenantId, userId } : undefined;
+      },
+    },
     logger: config.logger,
   });
   mountDevices(router, config, service, throttle);

@@ -80,4 +80,9 @@ export class KnexVerificationThrottleStore implements VerificationThrottleStore 
   async refund(tenantId: string, userId: string): Promise<void> {
     await query(this.knex, REFUND, [tenantId, userId], this.prepared);
   }
+
+  async lockedFor(tenantId: string, userId: string): Promise<number> {
+    const [state] = await query<StateRow>(this.knex, CURRENT_STATE, [tenantId, userId], this.prepared);
+    return state?.locked ? (state.retry_after ?? 1) : 0;
+  }
 }
