@@ -62,11 +62,17 @@
  *    makes the check answer from Postgres, and the cache is skipped for `cacheRetryMs` after a failure
  *    so a paused or black-holed Redis costs at most one timeout per instance per `cacheRetryMs`.
  *
- * Assumptions, stated: Redis never goes back to an older state of its keys: a restart from an RDB or AOF snapshot
- * older than a change, a restored backup, or a fail-over to a replica that missed a raise can bring back a revoked
- * device's entry with the generation it matched. After one, bump the cache epoch (README), or run the cache's Redis
- * without persistence (its keys are lost, which the hold covers). Nor does Redis lose a raise in the milliseconds
- * between a change's raise and its commit (a flush then, and a check reading the old state before the commit).
+ * 7. Redis back with an older state of its keys (a restart that loads an RDB or AOF snapshot older than a change, a
+ *    restored backup, a fail-over to a replica that missed a raise) would bring back a revoked device's entry with the
+ *    generation it matched. `redisCache()` makes each generation key with the incarnation of the server process it
+ *    talks to (from `INFO`'s `run_id`, new at every start) and believes no key of another: a server that came back
+ *    from a snapshot, or another server, has lost every key as far as the cache is concerned, which the hold covers.
+ *
+ * Assumptions, stated: Redis does not go back to an older state without a new `run_id` (`DEBUG RELOAD`, keys
+ * restored into a running server), and a Redis Cluster (one `run_id` per node, not followed) or a client refused
+ * `INFO` does not restart from a snapshot: after one of those, bump the cache epoch (README), or run the cache's Redis
+ * without persistence. Nor does Redis lose a raise in the milliseconds between a change's raise and its commit (a
+ * flush then, and a check reading the old state before the commit).
  * `memoryCache()` is per process: with several instances use Redis.
  */
 import { isIP } from 'node:net';

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createTrustedDevices, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache, type TrustedDeviceStore } from '../index.js';
-import { DEFAULT_REDIS_TIMEOUT_MS } from '../storage/cache/redis.js';
+import { DEFAULT_REDIS_TIMEOUT_MS, incarnationOf } from '../storage/cache/redis.js';
 import { cacheKeys, FILL_MAX_AGE_MS, newGenerationHoldMs } from '../storage/cache/types.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
@@ -399,6 +399,73 @@ return 0`;
     expect(await client.get(generationKey)).to.match(/^12\.1[1-9]\d{12}\d+$/);
   });
 
+  it("keys made under another incarnation of the server (before a restart that loaded a snapshot, or by the version before this one) are not believed: a fill makes the key again with a hold, a raise without one; neither lowers it", async () => {
+    const own = `${prefix}incarnation:`;
+    const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
+    const s = scope();
+    const keys = cacheKeys(s, 'fp');
+    const [generationKey, entryKey] = [own + keys.generation, own + keys.entry!];
+    const here = incarnationOf(await client.info('server'));
+    expect(here).to.match(/^\d{15}$/).and.not.equal('000000000000000');
+    // This server's keys carry its incarnation after the hold's end.
+    expect(await primedFill(cache, s, 'fp', 4, yes('dev'), 60_000)).to.equal(true);
+    const made = (await client.get(generationKey))!;
+    expect(made.slice(made.indexOf('.') + 15, made.indexOf('.') + 30)).to.equal(here);
+    // The same key and entry, but under another incarnation (what a snapshot brings back; or the decimals of the
+    // version before, whose digits there are its process's): not believed.
+    const elsewhere = String((Number(here) + 1) % 1e15).padStart(15, '0');
+    for (const other of [`4.10000000000000${elsewhere}77`, '4.10000000000000123456789177']) {
+      await client.set(generationKey, other, 'PX', 60_000);
+      await client.set(entryKey, `${other}|dev|${Date.now() + 60_000}`, 'PX', 60_000);
+      expect(await cache.get(s, 'fp'), other).to.equal(undefined);
+      // A fill makes the key again, at its number, with a hold: nothing stored yet.
+      expect(await cache.fill(s, 'fp', 4, yes('dev'), 60_000), other).to.equal(false);
+      const again = (await client.get(generationKey))!;
+      expect(again, other).to.match(/^4\.1[1-9]\d{12}\d+$/);
+      expect(again.slice(again.indexOf('.') + 15, again.indexOf('.') + 30), other).to.equal(here);
+      expect(await cache.get(s, 'fp'), other).to.equal(undefined);
+    }
+    // A raise at or above its number makes it again without a hold; one below leaves it (believed by no one).
+    await client.set(generationKey, `7.10000000000000${elsewhere}77`, 'PX', 60_000);
+    await cache.invalidate(s, 5);
+    expect(await client.get(generationKey)).to.equal(`7.10000000000000${elsewhere}77`);
+    await cache.invalidate(s, 8);
+    const raised = (await client.get(generationKey))!;
+    expect(raised).to.match(/^8\.10{13}\d+$/);
+    expect(raised.slice(raised.indexOf('.') + 15, raised.indexOf('.') + 30)).to.equal(here);
+    expect(await cache.fill(s, 'fp', 8, no, 60_000)).to.equal(true);
+    expect(await cache.get(s, 'fp')).to.deep.equal(no);
+  });
+
+  it('a reconnection to the same server keeps the cache (same incarnation); a client refused INFO works without telling incarnations', async () => {
+    const own = `${prefix}reconnect:`;
+    const own2 = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    await own2.connect();
+    const lines: string[] = [];
+    try {
+      const cache = redisCache({ client: own2, keyPrefix: own, logger: silentLogger });
+      const s = scope();
+      expect(await primedFill(cache, s, 'fp', 2, yes('dev'), 60_000)).to.equal(true);
+      const ready = new Promise((resolve) => own2.once('ready', resolve));
+      own2.disconnect(true);
+      await ready;
+      expect(await cache.get(s, 'fp')).to.deep.include({ trusted: true, deviceId: 'dev' });
+
+      const refused = Object.create(own2) as Redis;
+      Object.defineProperty(refused, 'info', { value: () => Promise.reject(Object.assign(new Error('NOPERM this user has no permissions to run the info command'), { name: 'ReplyError' })) });
+      const logger = { ...silentLogger, warn: (_o: object, m?: string) => void lines.push(m ?? '') };
+      const blind = redisCache({ client: refused, keyPrefix: `${own}blind:`, logger });
+      const t = scope();
+      expect(await primedFill(blind, t, 'fp', 2, yes('dev'), 60_000)).to.equal(true);
+      expect(await blind.get(t, 'fp')).to.deep.include({ trusted: true, deviceId: 'dev' });
+      expect(lines.some((l) => l.includes('INFO is refused')), lines.join('; ')).to.equal(true);
+      await blind.close?.();
+      await cache.close?.();
+    } finally {
+      own2.disconnect();
+    }
+  });
+
   it('a malformed entry is a miss, not an error', async () => {
     const own = `${prefix}malformed:`;
     const cache = redisCache({ client, keyPrefix: own, logger: silentLogger });
@@ -474,8 +541,11 @@ return 0`;
     for (const isCluster of [true, undefined]) {
       const { counted, calls } = counting(isCluster);
       const cache = redisCache({ client: counted, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
-      // Filled through the client itself: ioredis routes its own commands by `isCluster` too.
-      const filler = redisCache({ client, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
+      // Filled through the client itself (ioredis routes its own commands by `isCluster` too), unwatched as the reader
+      // is: a Cluster client cannot tell a server's incarnation, and a key made with one is not the reader's.
+      const unwatched = Object.create(client) as Redis;
+      Object.defineProperty(unwatched, 'info', { value: undefined });
+      const filler = redisCache({ client: unwatched, keyPrefix: `${prefix}cluster:`, logger: silentLogger });
       const users = [scope(), scope(), scope()];
       await Promise.all(users.map((u) => Promise.resolve(primedFill(filler, u, 'fp', 1, yes(), 30_000))));
       const answers = await Promise.all(users.map((u) => Promise.resolve(cache.get(u, 'fp'))));

@@ -3,6 +3,9 @@
  * a stale "trusted: true" behind, checks keep answering from Postgres, and the cache comes back by itself.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -11,7 +14,7 @@ import { knexStorage, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLog
 import { createExampleApp } from '../examples/app.js';
 import { KEY_A, ring } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
-import { findRedisServer, privateRedis, requireRedis, type PrivateRedis } from './support/redis.js';
+import { findRedisServer, privateRedis, redisCommand, requireRedis, type PrivateRedis } from './support/redis.js';
 import { TD, check, del, instance, post, sleep, type Instance } from './support/trusted.js';
 
 const EPOCH_REFRESH_MS = 300;
@@ -178,6 +181,59 @@ describe('trusted devices under Redis faults (private redis-server)', function (
     await untilCached(a, user, 'kept');
     expect((await check(a.app, user, 'kept')).body.trusted).to.equal(true);
     expect((await check(a.app, user, 'dropped')).body.trusted).to.equal(false);
+  });
+
+  it('Redis back from an older snapshot (a restart that loads its RDB): a device revoked after the snapshot is not trusted again, on an instance that saw the revocation or not; then the cache comes back', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mfa-redis-snapshot-'));
+    const snapshotted = await privateRedis({ dir });
+    try {
+      const cacheClient = async () => {
+        const client = new Redis(snapshotted.url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+        client.on('error', () => undefined);
+        await client.connect();
+        clients.push(client);
+        return client;
+      };
+      const a = await node(await cacheClient());
+      const b = await node(await cacheClient());
+      const user = `u-${randomBytes(4).toString('hex')}`;
+      const laptop = await post(a.app, { user_id: user, device_fingerprint: 'laptop' });
+      await untilCached(a, user, 'laptop');
+      await untilCached(b, user, 'laptop');
+      // The snapshot holds the trusted entry and the generation it was stamped with…
+      expect(await redisCommand(snapshotted.port, 'SAVE')).to.equal('+OK');
+      // …and the revocation comes after it.
+      expect((await del(a.app, `${TD}/${laptop.body.id}?user_id=${user}`)).status).to.equal(204);
+      expect((await check(a.app, user, 'laptop')).body.trusted).to.equal(false);
+      expect((await check(b.app, user, 'laptop')).body.trusted).to.equal(false);
+
+      await snapshotted.stop();
+      await snapshotted.start();
+      for (const client of clients.slice(-2)) {
+        for (let i = 0; i < 100 && client.status !== 'ready'; i++) await sleep(50);
+        expect(client.status).to.equal('ready');
+      }
+      // Redis is back as it was at the SAVE: the entry that says trusted is there again.
+      const back = new Redis(snapshotted.url, { lazyConnect: true });
+      await back.connect();
+      try {
+        expect(await back.keys(`${prefix}*`)).to.have.length.greaterThan(1);
+      } finally {
+        back.disconnect();
+      }
+      for (let i = 0; i < 10; i++) {
+        for (const inst of [a, b]) expect((await check(inst.app, user, 'laptop')).body, `check ${i}`).to.deep.equal({ trusted: false });
+        await sleep(20);
+      }
+      // The cache is used again (after the hold of a generation it had to make again), and still says false.
+      await untilCached(a, user, 'laptop');
+      await untilCached(b, user, 'laptop');
+      expect((await check(a.app, user, 'laptop')).body.trusted).to.equal(false);
+      expect((await check(b.app, user, 'laptop')).body.trusted).to.equal(false);
+    } finally {
+      await snapshotted.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('/readyz of the example app reports the cache without failing when only the cache is down', async () => {

@@ -22,8 +22,13 @@ import { GENERATION_MIN_TTL_MS, cacheKeys, checkFillArgs, newGenerationHoldMs, t
  * `on`/`off` are typed loosely because ioredis types them as returning `Redis` or `Cluster` itself.
  */
 export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping'> & {
-  on(event: 'error', listener: (err: unknown) => void): unknown;
-  off(event: 'error', listener: (err: unknown) => void): unknown;
+  /** 'error' is listened to always; 'close' and 'ready' when the client is watched (see `incarnation`). */
+  on(event: 'error' | 'ready' | 'close', listener: (err?: unknown) => void): unknown;
+  off(event: 'error' | 'ready' | 'close', listener: (err?: unknown) => void): unknown;
+  /** `INFO server`, for the server's `run_id` (see `incarnation` below); a client without it is not watched. */
+  info?(section: 'server'): Promise<string>;
+  /** ioredis's connection state: `'ready'` once it takes commands. */
+  readonly status?: string;
   /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too) and `commandTimeout`. */
   readonly options?: Pick<RedisOptions, 'enableOfflineQueue' | 'commandTimeout'>;
   /** `false` on an ioredis `Redis` (standalone or Sentinel), `true` on a `Cluster`: only the first has its reads batched. */
@@ -61,12 +66,15 @@ export const DEFAULT_REDIS_TIMEOUT_MS = 200;
 
 /**
  * KEYS[1] generation, KEYS[2] entry (fill only). ARGV[1] generation, ARGV[2] ms to keep the generation, ARGV[3] digits
- * for a new key's nonce, and for a fill ARGV[4] the entry's value, ARGV[5] its ms, ARGV[6] the hold's ms.
+ * for a new key's nonce (the server's incarnation, 15 digits, then the process's and key's own), and for a fill ARGV[4]
+ * the entry's value, ARGV[5] its ms, ARGV[6] the hold's ms.
  *
- * The generation key holds `<generation>.1<hold end, ms, 13 digits><digits>`: a number to any reader (0.1.0 reads it
- * as one just above the generation, so its fills at that generation store nothing), whose decimals are drawn when the
- * key is made. An entry is stamped with the key's whole text, and `get` believes it only while the key holds the same
- * text: entries outlive neither a raise nor the key itself. Should Redis lose the key alone (an eviction) and a late
+ * The generation key holds `<generation>.1<hold end, ms, 13 digits><incarnation, 15 digits><digits>`: a number to any
+ * reader (0.1.0 reads it as one just above the generation, so its fills at that generation store nothing), whose
+ * decimals are drawn when the key is made. A key whose incarnation is not the caller's was made on another server
+ * process (before a restart that loaded a snapshot, or by a version that wrote none): it counts as 0.1.0's form
+ * below. An entry is stamped with the key's whole text, and `get` believes it only while the key holds the same text:
+ * entries outlive neither a raise nor the key itself. Should Redis lose the key alone (an eviction) and a late
  * fill make it again with an older number, the entries stamped before do not match it.
  *
  * A key without decimals, `<generation>` alone, was made by 0.1.0 (an instance not yet upgraded, or before the
@@ -96,6 +104,7 @@ if raw then
   text, nonce = string.match(raw, '^(%d+)%.?(%d*)$')
   current = tonumber(text)
   if nonce ~= nil and (string.len(nonce) < 15 or string.sub(nonce, 1, 1) ~= '1') then nonce = '' end
+  if nonce ~= nil and nonce ~= '' and string.sub(nonce, 15, 29) ~= string.sub(ARGV[3], 1, 15) then nonce = '' end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -137,6 +146,18 @@ function decode(raw: string, generation: string): CachedTrust | undefined {
   const trustedUntil = Number(until);
   if (!Number.isSafeInteger(trustedUntil)) return undefined;
   return { trusted: true, deviceId, trustedUntil };
+}
+
+/**
+ * The incarnation of a server process (15 digits of its `run_id`, drawn anew at each start) when the client cannot
+ * tell it: a Cluster (one per node), or a client without `INFO`. Keys then never go stale this way (see `incarnation`).
+ */
+const NO_INCARNATION = '000000000000000';
+
+/** The 15 digits of a `run_id` (40 hex digits: the first 48 bits, in decimal), or NO_INCARNATION when there is none. */
+export function incarnationOf(info: string): string {
+  const runId = /^run_id:([0-9a-f]{40})\r?$/m.exec(info)?.[1];
+  return runId === undefined ? NO_INCARNATION : String(parseInt(runId.slice(0, 12), 16)).padStart(15, '0');
 }
 
 /** Digits for each generation key this process makes: unique to the process (random part) and to the key (counter). */
@@ -181,6 +202,55 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   const onError = (err: unknown) => warn({ error: errorMessage(err) }, 'redis cache: connection error (checks answer from the database meanwhile)');
   client.on('error', onError);
 
+  // The incarnation of the server this client talks to (`NO_INCARNATION` for a client that cannot tell). Every
+  // generation key this adapter makes carries it in its decimals, and a key that carries another one is not believed
+  // (as one it never saw): should Redis come back with an older state (a restart that loads an RDB or AOF snapshot, a
+  // restored backup, a fail-over to a replica), the keys it brings back were made before the restart, under the
+  // incarnation of then, and a raise they missed cannot make a revoked device trusted again. Unknown from a 'close'
+  // until the next connection's `INFO` has answered: calls meanwhile wait for it (within their bound).
+  const watched = client.isCluster === false && typeof client.info === 'function';
+  let incarnation: string | undefined = watched ? undefined : NO_INCARNATION;
+  let learning: Promise<string> | undefined;
+  const learn = (): Promise<string> => {
+    if (incarnation !== undefined) return Promise.resolve(incarnation);
+    if (learning !== undefined) return learning;
+    const attempt: Promise<string> = client.info!('server').then(
+      (info) => {
+        const found = incarnationOf(info);
+        if (found === NO_INCARNATION) logger.warn({}, "redis cache: INFO shows no run_id; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)");
+        if (learning === attempt) incarnation = found;
+        return found;
+      },
+      (err: unknown) => {
+        // INFO refused (an ACL without it, a renamed command): the cache works, but a restore is not detected.
+        if (!(err instanceof Error && err.name === 'ReplyError')) throw err;
+        logger.warn({ error: errorMessage(err) }, 'redis cache: INFO is refused; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)');
+        if (learning === attempt) incarnation = NO_INCARNATION;
+        return NO_INCARNATION;
+      },
+    );
+    learning = attempt;
+    const done = () => {
+      if (learning === attempt) learning = undefined;
+    };
+    attempt.then(done, done);
+    return attempt;
+  };
+  const onClose = () => {
+    incarnation = undefined;
+    learning = undefined;
+  };
+  const onReady = () => {
+    learn().catch(() => undefined);
+  };
+  if (watched) {
+    client.on('close', onClose);
+    client.on('ready', onReady);
+    if (client.status === 'ready') onReady();
+  }
+  /** The incarnation to make and believe keys with: known, or learnt within the call's bound. */
+  const current = (): string | Promise<string> => incarnation ?? bounded(learn(), timeoutMs);
+
   const runScript = async (keys: string[], args: Array<string | number>): Promise<unknown> => {
     try {
       return await client.evalsha(SCRIPT_SHA, keys.length, ...keys, ...args);
@@ -209,24 +279,30 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   return {
     async get(scope, fingerprint) {
       const keys = cacheKeys(scope, fingerprint);
+      const known = incarnation ?? (await current());
       const [entry, generation] = await bound(read([prefix + keys.entry!, prefix + keys.generation]));
-      // A generation without decimals is 0.1.0's (see RAISE_AND_FILL): nothing under it is believed.
-      if (entry == null || generation == null || !generation.includes('.')) return undefined;
+      if (entry == null || generation == null) return undefined;
+      // Decimals of this server's incarnation (see RAISE_AND_FILL), known still: nothing else is believed, a key of
+      // 0.1.0 (no decimals) included.
+      const dot = generation.indexOf('.');
+      if (dot < 0 || incarnation !== known || !generation.startsWith(known, dot + 15)) return undefined;
       return decode(entry, generation);
     },
     async fill(scope, fingerprint, generation, value, ttlMs) {
       checkFillArgs(generation, ttlMs);
       const keys = cacheKeys(scope, fingerprint);
       const ms = Math.ceil(ttlMs);
+      const known = await current();
       const stored = await bounded(
-        runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), nextNonce(), encode(value), ms, holdMs]),
+        runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), known + nextNonce(), encode(value), ms, holdMs]),
         timeoutMs,
       );
       return stored === 1;
     },
     async invalidate(scope, generation) {
       checkFillArgs(generation, 1);
-      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS, nextNonce()]), timeoutMs);
+      const known = await current();
+      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS, known + nextNonce()]), timeoutMs);
     },
     async ping() {
       try {
@@ -237,6 +313,10 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     },
     close() {
       client.off('error', onError);
+      if (watched) {
+        client.off('close', onClose);
+        client.off('ready', onReady);
+      }
     },
   };
 }

@@ -94,10 +94,10 @@ interface RedisProcess {
 }
 
 /** Spawn redis-server on `port` and wait until it answers PING. */
-async function spawnRedis(bin: string, port: number): Promise<RedisProcess> {
+async function spawnRedis(bin: string, port: number, dir?: string): Promise<RedisProcess> {
   const child = spawn(
     bin,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning', ...(dir !== undefined ? ['--dir', dir] : [])],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.add(child);
@@ -148,12 +148,12 @@ async function stopRedis(proc: RedisProcess): Promise<void> {
 }
 
 /** Spawn on a free port, retrying a few times in case the port gets taken. */
-async function spawnOnFreePort(bin: string): Promise<{ proc: RedisProcess; port: number }> {
+async function spawnOnFreePort(bin: string, dir?: string): Promise<{ proc: RedisProcess; port: number }> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     try {
-      return { proc: await spawnRedis(bin, port), port };
+      return { proc: await spawnRedis(bin, port, dir), port };
     } catch (err) {
       lastError = err;
     }
@@ -201,7 +201,7 @@ export interface PrivateRedis {
   port: number;
   /** Stop the server (SIGTERM, nothing persisted). No-op when stopped. */
   stop(): Promise<void>;
-  /** Start it again on the same port (empty dataset). No-op when running. */
+  /** Start it again on the same port (empty dataset; with `dir`, what the last `SAVE` wrote there). No-op when running. */
   start(): Promise<void>;
   /** `CLIENT PAUSE ms` (all commands) issued over a separate connection. */
   pause(ms: number): Promise<void>;
@@ -209,13 +209,17 @@ export interface PrivateRedis {
 
 const privates = new Set<PrivateRedis>();
 
-/** A dedicated redis-server for fault injection. Throws when redis-server is not on PATH. */
-export async function privateRedis(): Promise<PrivateRedis> {
+/**
+ * A dedicated redis-server for fault injection. Throws when redis-server is not on PATH. With `dir` it writes a `SAVE`
+ * there (`dump.rdb`) and loads it when started again, as a Redis with persistence comes back from a snapshot; it
+ * never saves by itself.
+ */
+export async function privateRedis(options: { dir?: string } = {}): Promise<PrivateRedis> {
   const bin = findRedisServer();
   if (bin === undefined) {
     throw new Error('privateRedis(): redis-server is not on PATH');
   }
-  const first = await spawnOnFreePort(bin);
+  const first = await spawnOnFreePort(bin, options.dir);
   const { port } = first;
   let current: RedisProcess | undefined = first.proc;
 
@@ -234,7 +238,7 @@ export async function privateRedis(): Promise<PrivateRedis> {
       let lastError: unknown;
       for (let attempt = 0; attempt < 20; attempt++) {
         try {
-          current = await spawnRedis(bin, port);
+          current = await spawnRedis(bin, port, options.dir);
           return;
         } catch (err) {
           lastError = err;
