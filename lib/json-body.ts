@@ -34,17 +34,25 @@ const utf8Only = (_req: unknown, _res: unknown, body: Buffer): void => {
   if (member !== undefined) throw Object.assign(new Error('The request body names a member twice.'), { type: DUPLICATE_MEMBER, member });
 };
 
-/** Reads a body of unknown length that is not JSON: 415 at its first byte; one that ends empty passes on, as none. */
+/**
+ * Reads a body of unknown length that is not JSON: 415 at its first byte; one that ends empty passes on, as none. A
+ * body another layer has read already (a host's `express.text()`) had content or not, which is no longer known: 415.
+ */
 function refuseContent(req: Request, next: (err?: unknown) => void): void {
+  if (req.readableEnded || !req.readable) {
+    next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
+    return;
+  }
   const done = (err?: unknown): void => {
-    req.off('data', onData).off('end', onEnd).off('error', onError);
+    req.off('data', onData).off('end', onEnd).off('error', onAborted).off('close', onAborted);
     next(err);
   };
   const onData = (): void => done(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
   const onEnd = (): void => done();
-  // The client went away mid-body: as body-parser reports it (a 400 nobody reads, no error logged).
-  const onError = (): void => done(Object.assign(new Error('request aborted'), { type: 'request.aborted' }));
-  req.on('data', onData).on('end', onEnd).on('error', onError);
+  // The client went away mid-body (an error, or a close without one): as body-parser reports it (a 400 nobody reads,
+  // no error logged).
+  const onAborted = (): void => done(Object.assign(new Error('request aborted'), { type: 'request.aborted' }));
+  req.on('data', onData).on('end', onEnd).on('error', onAborted).on('close', onAborted);
 }
 
 /** `jsonBody()`'s options. */

@@ -176,9 +176,9 @@ describe('problemJson()', () => {
     const server = createServer(appWith('problem')).listen(0, '127.0.0.1');
     await new Promise((resolve) => server.once('listening', resolve));
     /** One request on its own connection, the bytes as written; the status line's code. */
-    const send = (headers: string, body: string): Promise<number> =>
+    const send = (headers: string, body: string, to: Server = server): Promise<number> =>
       new Promise((resolve, reject) => {
-        const socket = connect((server.address() as AddressInfo).port, '127.0.0.1');
+        const socket = connect((to.address() as AddressInfo).port, '127.0.0.1');
         let answer = '';
         socket.on('data', (chunk) => (answer += chunk.toString('latin1')));
         socket.on('end', () => resolve(Number(answer.split(' ', 2)[1])));
@@ -193,6 +193,21 @@ describe('problemJson()', () => {
       expect(await send('Content-Type: application/json\r\n', '7\r\n{"a":1}\r\n0\r\n\r\n'), 'JSON').to.equal(200);
     } finally {
       server.close();
+    }
+    // A host's own parser in front has read the body already (README: it is taken as it is): 415 at once, as before,
+    // not a wait for a body that will not come.
+    const host = express();
+    host.use(express.text({ type: 'text/plain' }));
+    host.post('/echo', ...jsonBody('1kb'), (req, res) => {
+      res.json({ got: req.body as unknown });
+    });
+    host.use(problemJson({ logger: silentLogger }));
+    const hostServer = createServer(host).listen(0, '127.0.0.1');
+    await new Promise((resolve) => hostServer.once('listening', resolve));
+    try {
+      expect(await send('Content-Type: text/plain\r\n', '5\r\nhello\r\n0\r\n\r\n', hostServer), 'read by the host').to.equal(415);
+    } finally {
+      hostServer.close();
     }
   });
 
