@@ -6,6 +6,7 @@
 import type { RequestHandler } from 'express';
 import { rateLimit, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
+import { bounded } from './bounded.js';
 import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import { ProblemError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -116,8 +117,8 @@ export function verifyRateLimiter(args: {
 }): RequestHandler {
   const { config, redis, logger } = args;
   if (config === false) return (_req, _res, next) => next();
-  /** The lock ends read for refused requests (0 s: none ran), kept until `until`. */
-  const lockEnds = new Map<string, { lockEnd: number; until: number }>();
+  /** The lock ends read for refused requests (now or earlier: none ran), each kept until `until`. */
+  const lockEnds = new Map<string, { lockEnd: Promise<number>; until: number }>();
   let store: Store | undefined;
   if (redis) {
     store = new RecoveringRedisStore({
@@ -158,33 +159,37 @@ export function verifyRateLimiter(args: {
         next(limited());
         return;
       }
-      const answer = (lockEnd: number) => {
-        const locked = Math.ceil((lockEnd - Date.now()) / 1000);
-        next(locked > 0 ? lockedProblem(Math.max(locked, seconds)) : limited());
-      };
-      // A flood of refused requests must stay cheap to refuse: one read per user and LOCK_READ_MS, or per lock.
+      // A flood of refused requests must stay cheap to refuse: one read per user and LOCK_READ_MS, shared by the
+      // requests that arrive meanwhile, and never a wait longer than LOCK_READ_TIMEOUT_MS (then the limiter's answer).
       const key = JSON.stringify([who.tenantId, who.userId]);
-      const known = lockEnds.get(key);
-      if (known !== undefined && Date.now() < known.until) {
-        answer(known.lockEnd);
-        return;
+      let known = lockEnds.get(key);
+      if (known === undefined || Date.now() >= known.until) {
+        const read = bounded(lockedFor.call(args.lockout!.store, who.tenantId, who.userId), LOCK_READ_TIMEOUT_MS, 'lockout read').then((locked) => Date.now() + locked * 1000);
+        const entry = { lockEnd: read, until: Date.now() + LOCK_READ_MS };
+        // A read that fails is not kept: the next refusal reads again.
+        read.catch(() => {
+          if (lockEnds.get(key) === entry) lockEnds.delete(key);
+        });
+        if (lockEnds.size >= LOCK_READS_MAX) lockEnds.clear();
+        lockEnds.set(key, entry);
+        known = entry;
       }
-      lockedFor.call(args.lockout!.store, who.tenantId, who.userId).then(
-        (locked) => {
-          const lockEnd = Date.now() + locked * 1000;
-          if (lockEnds.size >= LOCK_READS_MAX) lockEnds.clear();
-          lockEnds.set(key, { lockEnd, until: Math.max(lockEnd, Date.now() + LOCK_READ_MS) });
-          answer(lockEnd);
+      known.lockEnd.then(
+        (lockEnd) => {
+          const locked = Math.ceil((lockEnd - Date.now()) / 1000);
+          next(locked > 0 ? lockedProblem(Math.max(locked, seconds)) : limited());
         },
-        // The database unreachable: the limiter's own answer.
+        // The database unreachable or slow: the limiter's own answer.
         () => next(limited()),
       );
     },
   });
 }
 
-/** How long a lock end read for a refused request is reused (a lock's own end, when longer). */
+/** How long a lock end read for a refused request is reused. */
 const LOCK_READ_MS = 1000;
+/** Longest a refused request waits for that read. */
+const LOCK_READ_TIMEOUT_MS = 500;
 const LOCK_READS_MAX = 4096;
 
 /** ioredis's refusals of a command sent before its connection is up. */

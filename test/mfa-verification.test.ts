@@ -9,7 +9,7 @@ import type express from 'express';
 import { Redis } from 'ioredis';
 import { knex as createKnex, type Knex } from 'knex';
 import request from 'supertest';
-import { knexStorage, ProblemError, silentLogger, type KnexStorage, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName } from '../index.js';
+import { knexStorage, ProblemError, silentLogger, type KnexStorage, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName, type VerificationThrottleStore } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock, token } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -541,6 +541,46 @@ describe('mfa code verification', () => {
           expect(res.body.retry_after).to.equal(Number(res.headers['retry-after']));
         }
       }
+    });
+
+    it('refusals read the lock at most once a second per user (concurrent ones share the read), wait for it at most 500 ms, and see it gone within a second', async function () {
+      this.timeout(20_000);
+      const store = storage.verificationThrottle;
+      let reads = 0;
+      let delayMs = 0;
+      const watched: VerificationThrottleStore = {
+        charge: store.charge.bind(store),
+        recordFailure: store.recordFailure.bind(store),
+        reset: store.reset.bind(store),
+        async lockedFor(tenantId, userId) {
+          reads++;
+          if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+          return store.lockedFor!(tenantId, userId);
+        },
+      };
+      const { app, clock } = setup({ rateLimit: { limit: 3, windowMs: 60_000 }, lockout: { maxFailures: 1, cooldownSeconds: 900 } }, { ...storage, verificationThrottle: watched });
+      const user = newUser('rl-memo');
+      const d = await verifiedDevice(app, clock, user);
+      // One wrong code locks; the next request is the route's lockout 429; from then on the limiter refuses.
+      expect((await login(app, user, { code: wrongCode(d.secret, clock.ms) })).status).to.equal(400);
+      expect((await login(app, user, { code: '000000' })).body.code).to.equal(42900002);
+      const flood = await Promise.all(Array.from({ length: 40 }, () => login(app, user, { code: '000000' })));
+      expect(new Set(flood.map((r) => r.body.code))).to.deep.equal(new Set([42900002]));
+      expect(reads, 'reads for 40 concurrent refusals').to.be.within(1, 2);
+      // A slow database: the refusal answers the limiter's 429 after 500 ms instead of waiting.
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      delayMs = 3000;
+      const started = Date.now();
+      const slow = await login(app, user, { code: '000000' });
+      expect(Date.now() - started).to.be.below(2000);
+      expect(slow.body.code).to.equal(42900001);
+      delayMs = 0;
+      // The lock gone (an erasure deletes it): within a second the limiter's own 429 again, not the lock's 15 minutes.
+      await store.reset('acme', user);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const after = await login(app, user, { code: '000000' });
+      expect(after.body.code, after.text).to.equal(42900001);
+      expect(Number(after.headers['retry-after'])).to.be.at.most(60);
     });
 
     it('without Redis each instance counts on its own', async () => {
