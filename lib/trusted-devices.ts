@@ -64,14 +64,16 @@
  *
  * 7. Redis back with an older state of its keys (a restart that loads an RDB or AOF snapshot older than a change, a
  *    restored backup, a fail-over to a replica that missed a raise) would bring back a revoked device's entry with the
- *    generation it matched. `redisCache()` makes each generation key with the incarnation of the server process it
- *    talks to (from `INFO`'s `run_id`, new at every start) and believes no key of another: a server that came back
- *    from a snapshot, or another server, has lost every key as far as the cache is concerned, which the hold covers.
+ *    generation it matched. `redisCache()` makes each generation key with the incarnation of the server it talks to
+ *    (a digest of `INFO`'s `run_id`, new at every start, and `master_replid`, new at every promotion or copy of another
+ *    master's data; read on every connection and each second while in use) and believes no key of another: a server
+ *    that came back from a snapshot, or another server, has lost every key as far as the cache is concerned, which the
+ *    hold covers. A switch of roles on a live connection (`REPLICAOF`) is believed for up to a second.
  *
- * Assumptions, stated: Redis does not go back to an older state without a new `run_id` (`DEBUG RELOAD`, keys
- * restored into a running server), and a Redis Cluster (one `run_id` per node, not followed) or a client refused
- * `INFO` does not restart from a snapshot: after one of those, bump the cache epoch (README), or run the cache's Redis
- * without persistence. Nor does Redis lose a raise in the milliseconds between a change's raise and its commit (a
+ * Assumptions, stated: Redis does not go back to an older state without a new `run_id` or `master_replid` (`DEBUG
+ * RELOAD`, keys restored into a running server), and a Redis Cluster (one `run_id` per node, not followed) or a
+ * client refused `INFO` does not restart from a snapshot: after one of those, bump the cache epoch (README), or run
+ * the cache's Redis without persistence. Nor does Redis lose a raise in the milliseconds between a change's raise and its commit (a
  * flush then, and a check reading the old state before the commit).
  * `memoryCache()` is per process: with several instances use Redis.
  */

@@ -1,11 +1,14 @@
 /** One contract for every `TrustedDeviceCache`: the memory and the Redis adapter must pass the same tests. */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import { createTrustedDevices, memoryCache, redisCache, REDIS_CACHE_CLIENT_OPTIONS, silentLogger, type CachedTrust, type TrustScope, type TrustedDeviceCache, type TrustedDeviceStore } from '../index.js';
-import { DEFAULT_REDIS_TIMEOUT_MS, incarnationOf } from '../storage/cache/redis.js';
+import { DEFAULT_REDIS_TIMEOUT_MS, INCARNATION_RECHECK_MS, incarnationOf } from '../storage/cache/redis.js';
 import { cacheKeys, FILL_MAX_AGE_MS, newGenerationHoldMs } from '../storage/cache/types.js';
-import { redisUrl, requireRedis } from './support/redis.js';
+import { privateRedis, redisUrl, requireRedis } from './support/redis.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const scope = (over: Partial<TrustScope> = {}): TrustScope => ({ epoch: 1, tenantId: 'acme', userId: `u-${randomBytes(4).toString('hex')}`, ...over });
@@ -213,6 +216,8 @@ describe('redisCache: Redis specifics', function () {
     requireRedis(this, found);
     url = found;
     client = new Redis(url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    // Every adapter listens to its client ('error', 'close', 'ready'); the tests here make many on this one.
+    client.setMaxListeners(100);
     await client.connect();
   });
   after(async () => {
@@ -405,7 +410,7 @@ return 0`;
     const s = scope();
     const keys = cacheKeys(s, 'fp');
     const [generationKey, entryKey] = [own + keys.generation, own + keys.entry!];
-    const here = incarnationOf(await client.info('server'));
+    const here = incarnationOf(`${await client.info('server')}\n${await client.info('replication')}`);
     expect(here).to.match(/^\d{15}$/).and.not.equal('000000000000000');
     // This server's keys carry its incarnation after the hold's end.
     expect(await primedFill(cache, s, 'fp', 4, yes('dev'), 60_000)).to.equal(true);
@@ -463,6 +468,51 @@ return 0`;
       await cache.close?.();
     } finally {
       own2.disconnect();
+    }
+  });
+
+  it('a switch of roles without a reconnect (REPLICAOF: the server takes an older copy from a replica promoted meanwhile) is seen within INCARNATION_RECHECK_MS: the entry a raise made stale is not believed again', async function () {
+    this.timeout(30_000);
+    // Their own directory: a full resynchronisation writes an RDB file.
+    const dir = mkdtempSync(path.join(tmpdir(), 'mfa-redis-switch-'));
+    const [a, b] = [await privateRedis({ dir }), await privateRedis({ dir: mkdtempSync(path.join(dir, 'b-')) })];
+    const client = new Redis(a.url, { ...REDIS_CACHE_CLIENT_OPTIONS, lazyConnect: true });
+    client.on('error', () => undefined);
+    const raw = [new Redis(a.url), new Redis(b.url)] as const;
+    let closes = 0;
+    try {
+      await client.connect();
+      client.on('close', () => closes++);
+      const cache = redisCache({ client, keyPrefix: 'switch:', logger: silentLogger });
+      const s = scope();
+      const generationKey = `switch:${cacheKeys(s, 'fp').generation}`;
+      expect(await primedFill(cache, s, 'fp', 4, yes('dev'), 60_000)).to.equal(true);
+      const until = async (what: string, ok: () => Promise<boolean>) => {
+        for (let i = 0; i < 200; i++) if (await ok()) return;
+        else await sleep(25);
+        throw new Error(`not within 5 s: ${what}`);
+      };
+      // B copies A (the trusted entry, generation 4), then is cut off and promoted.
+      await raw[1].replicaof('127.0.0.1', a.port);
+      await until('B has the entry', async () => (await raw[1].get(generationKey)) === (await raw[0].get(generationKey)));
+      await raw[1].replicaof('NO', 'ONE');
+      // The revocation's raise lands on A only.
+      await cache.invalidate(s, 5);
+      expect(await cache.get(s, 'fp')).to.equal(undefined);
+      // A becomes B's replica: it takes B's older copy, on the same connection.
+      const older = (await raw[1].get(generationKey))!;
+      await raw[0].replicaof('127.0.0.1', b.port);
+      await until('A has the older copy', async () => (await raw[0].get(generationKey)) === older);
+      await sleep(INCARNATION_RECHECK_MS + 100);
+      expect(await cache.get(s, 'fp')).to.equal(undefined);
+      expect(closes, 'no reconnect: the role was read again').to.equal(0);
+      await cache.close?.();
+    } finally {
+      client.disconnect();
+      for (const r of raw) r.disconnect();
+      await a.stop();
+      await b.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

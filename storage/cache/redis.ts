@@ -11,6 +11,7 @@
  */
 import { createHash, randomInt } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
+import { bounded as boundedAs } from '../../lib/bounded.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { errorMessage, throttledWarn } from '../../lib/throttled-log.js';
@@ -25,8 +26,8 @@ export type RedisCacheClient = Pick<Redis, 'mget' | 'eval' | 'evalsha' | 'ping'>
   /** 'error' is listened to always; 'close' and 'ready' when the client is watched (see `incarnation`). */
   on(event: 'error' | 'ready' | 'close', listener: (err?: unknown) => void): unknown;
   off(event: 'error' | 'ready' | 'close', listener: (err?: unknown) => void): unknown;
-  /** `INFO server`, for the server's `run_id` (see `incarnation` below); a client without it is not watched. */
-  info?(section: 'server'): Promise<string>;
+  /** `INFO server` and `INFO replication`, for the server's `run_id` and `master_replid` (see `incarnation` below); a client without it is not watched. */
+  info?(section: 'server' | 'replication'): Promise<string>;
   /** ioredis's connection state: `'ready'` once it takes commands. */
   readonly status?: string;
   /** Checked for `enableOfflineQueue` (a `Cluster`'s own options carry it too) and `commandTimeout`. */
@@ -154,25 +155,32 @@ function decode(raw: string, generation: string): CachedTrust | undefined {
  */
 const NO_INCARNATION = '000000000000000';
 
-/** The 15 digits of a `run_id` (40 hex digits: the first 48 bits, in decimal), or NO_INCARNATION when there is none. */
+/**
+ * The incarnation of the server whose `INFO server` and `INFO replication` are `info`: 15 digits (48 bits, in decimal)
+ * of a digest of its `run_id`, new at each start, and its `master_replid` (Redis 4+), new whenever it becomes a master
+ * again or takes another master's data; NO_INCARNATION when there is no `run_id`. A reconnection to the same server,
+ * in the same role, finds the same one.
+ */
 export function incarnationOf(info: string): string {
   const runId = /^run_id:([0-9a-f]{40})\r?$/m.exec(info)?.[1];
-  return runId === undefined ? NO_INCARNATION : String(parseInt(runId.slice(0, 12), 16)).padStart(15, '0');
+  if (runId === undefined) return NO_INCARNATION;
+  const replId = /^master_replid:([0-9a-f]{40})\r?$/m.exec(info)?.[1] ?? '';
+  const digest = createHash('sha256').update(`${runId}:${replId}`).digest('hex');
+  return String(parseInt(digest.slice(0, 12), 16)).padStart(15, '0');
 }
+
+/** How often, while the cache is used, the server's replication id is read again (a role change without a reconnect). */
+export const INCARNATION_RECHECK_MS = 1000;
+
+/** INFO refused for good: an ACL without it (NOPERM), a renamed or disabled command. */
+const INFO_REFUSED = /^(NOPERM|ERR unknown command)/;
 
 /** Digits for each generation key this process makes: unique to the process (random part) and to the key (counter). */
 const NONCE_DIGITS = String(randomInt(100_000_000, 1_000_000_000));
 let nonces = 0;
 const nextNonce = (): string => `${NONCE_DIGITS}${++nonces}`;
 
-function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`redis cache: no answer within ${ms} ms`)), ms);
-  });
-  // race() subscribes to `promise`, so its late rejection is handled, not an unhandled rejection.
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+const bounded = <T>(promise: Promise<T>, ms: number): Promise<T> => boundedAs(promise, ms, 'redis cache');
 
 /** A `TrustedDeviceCache` on Redis, shared by every instance that uses the same server and prefix. */
 export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
@@ -205,27 +213,38 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   // The incarnation of the server this client talks to (`NO_INCARNATION` for a client that cannot tell). Every
   // generation key this adapter makes carries it in its decimals, and a key that carries another one is not believed
   // (as one it never saw): should Redis come back with an older state (a restart that loads an RDB or AOF snapshot, a
-  // restored backup, a fail-over to a replica), the keys it brings back were made before the restart, under the
-  // incarnation of then, and a raise they missed cannot make a revoked device trusted again. Unknown from a 'close'
-  // until the next connection's `INFO` has answered: calls meanwhile wait for it (within their bound).
+  // restored backup, a fail-over to a replica, a switch back), the keys it brings back were made under the incarnation
+  // of then, and a raise they missed cannot make a revoked device trusted again. Unknown from a 'close' until the next
+  // connection's `INFO` has answered: calls meanwhile wait for it (within their bound).
+  // It is read again before a call made INCARNATION_RECHECK_MS after the last read, so a role change on the same
+  // connection (`REPLICAOF`, no reconnect) is believed at most that long.
   const watched = client.isCluster === false && typeof client.info === 'function';
   let incarnation: string | undefined = watched ? undefined : NO_INCARNATION;
+  /** When `incarnation` is to be read again before its next use (every INCARNATION_RECHECK_MS while in use). */
+  let recheckAt = watched ? 0 : Infinity;
   let learning: Promise<string> | undefined;
   const learn = (): Promise<string> => {
-    if (incarnation !== undefined) return Promise.resolve(incarnation);
     if (learning !== undefined) return learning;
-    const attempt: Promise<string> = client.info!('server').then(
-      (info) => {
-        const found = incarnationOf(info);
-        if (found === NO_INCARNATION) logger.warn({}, "redis cache: INFO shows no run_id; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)");
-        if (learning === attempt) incarnation = found;
+    const startedAt = Date.now();
+    const attempt: Promise<string> = Promise.all([client.info!('server'), client.info!('replication')]).then(
+      ([server, replication]) => {
+        const found = incarnationOf(`${server}\n${replication}`);
+        if (found === NO_INCARNATION) logger.warn({}, 'redis cache: INFO shows no run_id; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)');
+        if (learning === attempt) {
+          incarnation = found;
+          recheckAt = found === NO_INCARNATION ? Infinity : startedAt + INCARNATION_RECHECK_MS;
+        }
         return found;
       },
       (err: unknown) => {
-        // INFO refused (an ACL without it, a renamed command): the cache works, but a restore is not detected.
-        if (!(err instanceof Error && err.name === 'ReplyError')) throw err;
+        // INFO refused (an ACL without it, a renamed command): the cache works, but a restore is not detected. Any other
+        // error (the connection, a BUSY server) leaves it to be read again by the next call.
+        if (!(err instanceof Error && INFO_REFUSED.test(err.message))) throw err;
         logger.warn({ error: errorMessage(err) }, 'redis cache: INFO is refused; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)');
-        if (learning === attempt) incarnation = NO_INCARNATION;
+        if (learning === attempt) {
+          incarnation = NO_INCARNATION;
+          recheckAt = Infinity;
+        }
         return NO_INCARNATION;
       },
     );
@@ -238,6 +257,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   };
   const onClose = () => {
     incarnation = undefined;
+    recheckAt = 0;
     learning = undefined;
   };
   const onReady = () => {
@@ -248,8 +268,18 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     client.on('ready', onReady);
     if (client.status === 'ready') onReady();
   }
-  /** The incarnation to make and believe keys with: known, or learnt within the call's bound. */
-  const current = (): string | Promise<string> => incarnation ?? bounded(learn(), timeoutMs);
+  /** The incarnation, when it is known and not due to be read again. */
+  const known = (): string | undefined => (Date.now() < recheckAt ? incarnation : undefined);
+  /** The incarnation to make and believe keys with: known, or read (again). */
+  const current = (): Promise<string> => {
+    const now = known();
+    return now !== undefined ? Promise.resolve(now) : learn();
+  };
+  /** A write refused by a replica (`READONLY`): the server's role changed under this connection; read it again now. */
+  const refused = (err: unknown): never => {
+    if (watched && err instanceof Error && err.message.startsWith('READONLY')) recheckAt = 0;
+    throw err;
+  };
 
   const runScript = async (keys: string[], args: Array<string | number>): Promise<unknown> => {
     try {
@@ -279,30 +309,36 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
   return {
     async get(scope, fingerprint) {
       const keys = cacheKeys(scope, fingerprint);
-      const known = incarnation ?? (await current());
+      const expected = known() ?? (await bounded(learn(), timeoutMs));
       const [entry, generation] = await bound(read([prefix + keys.entry!, prefix + keys.generation]));
       if (entry == null || generation == null) return undefined;
-      // Decimals of this server's incarnation (see RAISE_AND_FILL), known still: nothing else is believed, a key of
-      // 0.1.0 (no decimals) included.
+      // Decimals of this server's incarnation (see RAISE_AND_FILL), still the one known: nothing else is believed, a
+      // key of 0.1.0 (no decimals) included.
       const dot = generation.indexOf('.');
-      if (dot < 0 || incarnation !== known || !generation.startsWith(known, dot + 15)) return undefined;
+      if (dot < 0 || incarnation !== expected || !generation.startsWith(expected, dot + 15)) return undefined;
       return decode(entry, generation);
     },
+    // A fill and a raise read the incarnation, when due, within their one bound: a fill lands no later than before
+    // (the hold's margin, storage/cache/types.ts).
     async fill(scope, fingerprint, generation, value, ttlMs) {
       checkFillArgs(generation, ttlMs);
       const keys = cacheKeys(scope, fingerprint);
       const ms = Math.ceil(ttlMs);
-      const known = await current();
       const stored = await bounded(
-        runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), known + nextNonce(), encode(value), ms, holdMs]),
+        current().then((made) =>
+          runScript([prefix + keys.generation, prefix + keys.entry!], [generation, Math.max(ms, GENERATION_MIN_TTL_MS), made + nextNonce(), encode(value), ms, holdMs]).catch(refused),
+        ),
         timeoutMs,
       );
       return stored === 1;
     },
     async invalidate(scope, generation) {
       checkFillArgs(generation, 1);
-      const known = await current();
-      await bounded(runScript([prefix + cacheKeys(scope, undefined).generation], [generation, GENERATION_MIN_TTL_MS, known + nextNonce()]), timeoutMs);
+      const key = prefix + cacheKeys(scope, undefined).generation;
+      await bounded(
+        current().then((made) => runScript([key], [generation, GENERATION_MIN_TTL_MS, made + nextNonce()]).catch(refused)),
+        timeoutMs,
+      );
     },
     async ping() {
       try {
