@@ -154,8 +154,8 @@ export function verifyRateLimiter(args: {
       const seconds = info?.resetTime ? Math.max(1, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(config.windowMs / 1000);
       const limited = () => ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds });
       const who = args.lockout?.who(req);
-      const lockedFor = args.lockout?.store.lockedFor;
-      if (who === undefined || lockedFor === undefined) {
+      const store = args.lockout?.store;
+      if (who === undefined || store?.lockedFor === undefined) {
         next(limited());
         return;
       }
@@ -164,7 +164,7 @@ export function verifyRateLimiter(args: {
       const key = JSON.stringify([who.tenantId, who.userId]);
       let known = lockEnds.get(key);
       if (known === undefined || Date.now() >= known.until) {
-        const read = bounded(lockedFor.call(args.lockout!.store, who.tenantId, who.userId), LOCK_READ_TIMEOUT_MS, 'lockout read').then((locked) => Date.now() + locked * 1000);
+        const read = bounded(store.lockedFor(who.tenantId, who.userId), LOCK_READ_TIMEOUT_MS, 'lockout read').then((locked) => Date.now() + locked * 1000);
         const entry = { lockEnd: read, until: Date.now() + LOCK_READ_MS };
         // A read that fails is not kept: the next refusal reads again.
         read.catch(() => {

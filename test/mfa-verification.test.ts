@@ -565,7 +565,7 @@ describe('mfa code verification', () => {
       expect((await login(app, user, { code: wrongCode(d.secret, clock.ms) })).status).to.equal(400);
       expect((await login(app, user, { code: '000000' })).body.code).to.equal(42900002);
       const flood = await Promise.all(Array.from({ length: 40 }, () => login(app, user, { code: '000000' })));
-      expect(new Set(flood.map((r) => r.body.code))).to.deep.equal(new Set([42900002]));
+      expect(new Set(flood.map((r): unknown => r.body.code))).to.deep.equal(new Set([42900002]));
       expect(reads, 'reads for 40 concurrent refusals').to.be.within(1, 2);
       // A slow database: the refusal answers the limiter's 429 after 500 ms instead of waiting.
       await new Promise((resolve) => setTimeout(resolve, 1100));
