@@ -73,8 +73,8 @@
  * Assumptions, stated: Redis does not go back to an older state without a new `run_id` or `master_replid` (`DEBUG
  * RELOAD`, keys restored into a running server), and a Redis Cluster (one `run_id` per node, not followed) or a
  * client refused `INFO` does not restart from a snapshot: after one of those, bump the cache epoch (README), or run
- * the cache's Redis without persistence. Nor does Redis lose a raise in the milliseconds between a change's raise and its commit (a
- * flush then, and a check reading the old state before the commit).
+ * the cache's Redis without persistence. Nor does Redis lose a raise in the milliseconds between a change's raise and
+ * its commit (a flush then, and a check reading the old state before the commit).
  * `memoryCache()` is per process: with several instances use Redis.
  */
 import { isIP } from 'node:net';

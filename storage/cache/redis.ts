@@ -150,8 +150,8 @@ function decode(raw: string, generation: string): CachedTrust | undefined {
 }
 
 /**
- * The incarnation of a server process (15 digits of its `run_id`, drawn anew at each start) when the client cannot
- * tell it: a Cluster (one per node), or a client without `INFO`. Keys then never go stale this way (see `incarnation`).
+ * The incarnation (`incarnationOf`) used when the client cannot tell the server's: a Cluster (one per node), or a client
+ * without `INFO` or refused it. Keys then never go stale this way (see `incarnation` in `redisCache`).
  */
 const NO_INCARNATION = '000000000000000';
 
