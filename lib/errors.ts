@@ -1,4 +1,5 @@
 /** The kit's one error catalogue and the one error type every middleware and handler passes to `next()`. */
+import { STATUS_CODES } from 'node:http';
 
 /** What a catalogue entry says about one kind of problem. */
 export interface ErrorSpec {
@@ -56,6 +57,9 @@ export const ERROR_CATALOGUE = {
   TOO_MANY_REQUESTS: spec(429, 42900001, 'too-many-requests', 'Too Many Requests', 'Too many requests: retry later.'),
   MFA_LOCKED: spec(429, 42900002, 'mfa-locked', 'Too Many Failed Attempts', 'Too many failed attempts: verification is locked for a while.'),
   HEADERS_TOO_LARGE: spec(431, 43100001, 'request-header-fields-too-large', 'Request Header Fields Too Large', 'The request line or headers are larger than allowed.'),
+  // An error of the host's own (http-errors: `createError(410)`) whose status has no entry of its own here: answered
+  // with that status (the 400 below is a placeholder), its reason phrase as title, code `<status>00000`.
+  HTTP_ERROR: spec(400, 40000000, 'http-error', 'Bad Request', "An error of the host's own: its status, and its message when it is one to show."),
   INTERNAL: spec(500, 50000001, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   DECRYPTION_FAILED: spec(500, 50000002, 'internal', 'Internal Server Error', 'An unexpected error occurred.'),
   STORAGE_UNAVAILABLE: spec(503, 50300001, 'storage-unavailable', 'Service Unavailable', 'Storage is temporarily unavailable: retry later.'),
@@ -132,6 +136,17 @@ export class ProblemError extends Error {
 
   static from(key: ErrorKey, init?: ProblemInit | string): ProblemError {
     return new ProblemError(key, typeof init === 'string' ? { detail: init } : init);
+  }
+
+  /**
+   * `HTTP_ERROR` with `status` (400–599): an error of the host's own with a status the catalogue has no entry for. Its
+   * title is the status's reason phrase, its code `<status>00000`, its detail `init.detail` or the reason phrase.
+   */
+  static forStatus(status: number, init: ProblemInit = {}): ProblemError {
+    const title = STATUS_CODES[status] ?? 'Error';
+    const problem = new ProblemError('HTTP_ERROR', { ...init, detail: init.detail ?? `${title}.` });
+    const own: ErrorSpec = { ...problem.spec, status, code: status * 100_000, title, i18nKey: `error.http_${status}` };
+    return Object.assign(problem, { spec: own, status });
   }
 }
 

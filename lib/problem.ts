@@ -9,7 +9,7 @@ import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { contextOf } from './context.js';
 import { DUPLICATE_MEMBER, duplicateMemberMessage } from './duplicate-members.js';
-import { ERROR_CATALOGUE, INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
+import { INVALID_UTF8, ProblemError, isStorageUnavailable, type ErrorKey, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { isoSeconds } from './pagination.js';
 import { isWellFormedQuery } from './query-string.js';
@@ -145,6 +145,20 @@ function isJsonScalar(text: unknown): boolean {
   }
 }
 
+/** The catalogue's entries that name a status and nothing more: a host's error of that status is one of these. */
+const GENERIC_BY_STATUS: Partial<Record<number, ErrorKey>> = {
+  400: 'VALIDATION_FAILED',
+  401: 'UNAUTHENTICATED',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  408: 'REQUEST_TIMEOUT',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  429: 'TOO_MANY_REQUESTS',
+  431: 'HEADERS_TOO_LARGE',
+  500: 'INTERNAL',
+};
+
 /** Maps anything thrown to a `ProblemError`; returns whether it was unexpected (to be logged as an error). */
 export function toProblemError(err: unknown): { problem: ProblemError; unexpected: boolean } {
   if (err instanceof ProblemError) return { problem: err, unexpected: err.status >= 500 && err.key !== 'STORAGE_UNAVAILABLE' };
@@ -195,10 +209,16 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   if (isStorageUnavailable(err)) {
     return { problem: ProblemError.from('STORAGE_UNAVAILABLE', { retryAfter: STORAGE_RETRY_AFTER_SECONDS, cause: err }), unexpected: false };
   }
-  // Other http-errors style client errors (e.g. from a host's own middleware) keep their status class.
-  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
-    const key = (Object.keys(ERROR_CATALOGUE) as ErrorKey[]).find((k) => ERROR_CATALOGUE[k].status === e.status) ?? 'VALIDATION_FAILED';
-    return { problem: ProblemError.from(key), unexpected: false };
+  // Other http-errors errors (a host's own middleware or routes: `createError(403, 'Account suspended')`) keep their
+  // status, and a client error its message (http-errors exposes those of 4xx only); a kit entry of the same status
+  // would name a cause that is not this one (a 403 is no tenant mismatch), so the generic one says the status alone.
+  if (typeof e.status === 'number' && Number.isInteger(e.status) && e.status >= 400 && e.status <= 599 && typeof e.expose === 'boolean') {
+    const message = (err as { message?: unknown }).message;
+    const detail = e.expose && typeof message === 'string' && message !== '' ? message : undefined;
+    const retryAfter = Number((err as { headers?: Record<string, unknown> }).headers?.['Retry-After']);
+    const init = { ...(detail !== undefined && { detail }), ...(Number.isSafeInteger(retryAfter) && retryAfter > 0 && { retryAfter }), cause: err };
+    const generic = GENERIC_BY_STATUS[e.status];
+    return { problem: generic !== undefined ? ProblemError.from(generic, init) : ProblemError.forStatus(e.status, init), unexpected: e.status >= 500 };
   }
   return { problem: ProblemError.from('INTERNAL', { cause: err }), unexpected: true };
 }

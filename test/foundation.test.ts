@@ -144,6 +144,37 @@ describe('problemJson()', () => {
     expect(summarizeError(Object.assign(data, { code: '22P02' }))).to.deep.equal({ name: 'Error', code: '22P02', message: '(data exception: the value is left out)' });
   });
 
+  it("a host's own http-errors error keeps its status and, for a client error, its message; a kit entry of the same status is not put on it (a 403 is no tenant mismatch)", async () => {
+    const httpError = (status: number, message: string, extra: object = {}) => Object.assign(new Error(message), { status, statusCode: status, expose: status < 500, ...extra });
+    const cases: Array<[Error, number, number, string, string]> = [
+      [httpError(403, 'Account suspended'), 403, 40300000, 'Forbidden', 'Account suspended'],
+      [httpError(410, 'This invitation has expired'), 410, 41000000, 'Gone', 'This invitation has expired'],
+      [httpError(422, 'Unprocessable'), 422, 42200000, 'Unprocessable Entity', 'Unprocessable'],
+      [httpError(451, 'Blocked here'), 451, 45100000, 'Unavailable For Legal Reasons', 'Blocked here'],
+      [httpError(401, 'Session expired'), 401, 40100001, 'Unauthorized', 'Session expired'],
+      [httpError(404, 'No such order'), 404, 40400001, 'Not Found', 'No such order'],
+      // A 5xx says its status, never its message (http-errors does not expose it).
+      [httpError(503, 'pool of db-7 exhausted', { headers: { 'Retry-After': '30' } }), 503, 50300000, 'Service Unavailable', 'Service Unavailable.'],
+      [httpError(502, 'upstream at 10.0.0.7 refused'), 502, 50200000, 'Bad Gateway', 'Bad Gateway.'],
+    ];
+    for (const [err, status, code, title, detail] of cases) {
+      const res = await request(appWith('problem', () => err)).get('/boom');
+      expect(res.status, err.message).to.equal(status);
+      expect(res.headers['content-type'], err.message).to.match(/^application\/problem\+json/);
+      expect(res.body, err.message).to.include({ status, code, title, detail });
+      expect(res.text, err.message).not.to.contain('Tenant');
+      if (status >= 500) expect(res.text).not.to.contain(err.message);
+    }
+    const unavailable = await request(appWith('problem', () => cases[6]![0])).get('/boom');
+    expect(unavailable.headers['retry-after']).to.equal('30');
+    const nest = await request(appWith('nest', () => httpError(403, 'Account suspended'))).get('/boom');
+    expect(nest.body).to.deep.include({ statusCode: 403, error: 'Forbidden', message: 'Account suspended', code: 'HTTP_ERROR' });
+    // Not an http-errors error (no `expose`: an HTTP client's error carrying the status of another service's answer): a 500.
+    const upstream = await request(appWith('problem', () => Object.assign(new Error('GET https://api.example/x: 404'), { status: 404 }))).get('/boom');
+    expect(upstream.status).to.equal(500);
+    expect(upstream.text).not.to.contain('api.example');
+  });
+
   it('a write refused by a read-only database (25006: a standby during a fail-over) is a 503 to retry, not a 500', async () => {
     const res = await request(appWith('problem', () => Object.assign(new Error('insert into x - cannot execute INSERT in a read-only transaction'), { code: '25006' }))).get('/boom');
     expect(res.status).to.equal(503);
