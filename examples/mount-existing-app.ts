@@ -77,19 +77,23 @@ const isHostClaims = (claims: unknown): claims is HostClaims & { exp: number } =
 const SECOND_FACTOR_DUE = 'Bearer error="insufficient_user_authentication", error_description="Finish the second factor first"';
 
 /**
- * What a pending token may call: the login second factor, and for an sms or email device what comes first, the
- * user's devices (to pick one) and the code sent to one. The code of an enrolment still pending is not a login's:
- * the kit's `stepUp` refuses it to a token without a second factor once the user has one (all pending users do).
- * Exact, case-sensitive paths: anything else Express would route the same way is refused, not let through.
+ * What a pending token may call on `mfaDevicesRouter`: the login second factor, and for an sms or email device what
+ * comes first, the user's devices (to pick one) and the code sent to one. The code of an enrolment still pending is not
+ * a login's: the kit's `stepUp` refuses it to a token without a second factor once the user has one (all pending users
+ * do). Paths relative to wherever the router is mounted (`req.path` inside it), exact and case-sensitive: anything
+ * else Express would route the same way is refused, not let through.
  */
 const SECOND_FACTOR_ROUTES: ReadonlyArray<readonly [method: string, path: RegExp]> = [
-  ['POST', /^\/auth\/mfa\/verify$/],
-  ['GET', /^\/auth\/mfa\/devices$/],
-  ['POST', /^\/auth\/mfa\/devices\/[^/]+\/challenge$/],
+  ['POST', /^\/verify$/],
+  ['GET', /^\/devices$/],
+  ['POST', /^\/devices\/[^/]+\/challenge$/],
 ];
 
-/** The host's authentication: its own passport instance and strategy, and the rule for pending tokens. */
-function hostAuthentication(secret: string): RequestHandler {
+/**
+ * The host's authentication: its own passport instance and strategy, and the rule for pending tokens, which may call
+ * `pendingMay` (paths relative to the router it is given to) and nothing else.
+ */
+function hostAuthentication(secret: string, pendingMay: ReadonlyArray<readonly [method: string, path: RegExp]> = []): RequestHandler {
   const passport = new passportModule.Passport();
   // A KeyObject made once: given the string, jsonwebtoken 9 tries createPublicKey() on it for every token and
   // catches the exception that throws (~0.7 ms a request here; ~25 µs with the KeyObject). @types/passport-jwt
@@ -108,8 +112,7 @@ function hostAuthentication(secret: string): RequestHandler {
     const authenticate = passport.authenticate('host-jwt', { session: false }, (err: unknown, claims: HostClaims | false) => {
       if (err) return next(err);
       if (!claims) return next(ProblemError.from('UNAUTHENTICATED', /^bearer +\S/i.test(req.headers.authorization ?? '') ? { challenge: INVALID_TOKEN } : undefined));
-      const path = req.originalUrl.split('?', 1)[0]!;
-      const secondFactor = SECOND_FACTOR_ROUTES.some(([method, route]) => req.method === method && route.test(path));
+      const secondFactor = pendingMay.some(([method, route]) => req.method === method && route.test(req.path));
       if (claims.mfa === 'pending' && !secondFactor) return next(ProblemError.from('UNAUTHENTICATED', { detail: 'Finish the second factor first: POST /auth/mfa/verify (for an sms or email code, first POST /auth/mfa/devices/{id}/challenge).', challenge: SECOND_FACTOR_DUE }));
       req.user = claims;
       next();
@@ -124,6 +127,8 @@ export function createHostApp(deps: HostAppDeps): Express {
   const app = express();
   app.use(requestId());
   const requireLogin = hostAuthentication(deps.jwtSecret);
+  // For the MFA router: a pending token may also pass the second factor, wherever the router is mounted.
+  const requireLoginOrSecondFactor = hostAuthentication(deps.jwtSecret, SECOND_FACTOR_ROUTES);
 
   // The host's own routes use the same authentication.
   app.get('/api/me', requireLogin, (req, res) => {
@@ -150,7 +155,7 @@ export function createHostApp(deps: HostAppDeps): Express {
   const mfa = mfaDevicesRouter({
     storage, // knexStorage({ knex }), after migrate(knex)
     keyRing: ring,
-    authenticate: requireLogin, // your passport set-up: req.user = { sub, tenant_id, … }
+    authenticate: requireLoginOrSecondFactor, // your passport set-up: req.user = { sub, tenant_id, … }
     errors,
     logger,
     sender: deps.codeSender, // sms / email codes: your gateway (none: TOTP only)

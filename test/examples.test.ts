@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import { expect } from 'chai';
 import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
+import express from 'express';
 import request from 'supertest';
 import { createExampleApp } from '../examples/app.js';
 import { InternalApiError, internalApi, secondFactor, type InternalApi } from '../examples/identity-service-client.js';
@@ -73,6 +74,25 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
     expect(twice.headers['www-authenticate']).to.match(/^Bearer error="invalid_request"/);
   });
 
+  it('the host app under a prefix of its own (/api/v1): a pending token still reaches the second factor, and only it', async () => {
+    const outer = express();
+    outer.use('/api/v1', app);
+    const pending = token('carol', 'pending');
+    const devices = await request(outer).get('/api/v1/auth/mfa/devices').set('Authorization', pending);
+    expect(devices.status, devices.text).to.equal(200);
+    const login = await request(outer).post('/api/v1/auth/mfa/verify').set('Authorization', pending).send({ code: '123456' });
+    expect(login.status, login.text).to.equal(400);
+    for (const [what, call] of [
+      ['enrol', () => request(outer).post('/api/v1/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' })],
+      ['recovery codes', () => request(outer).post('/api/v1/auth/mfa/recovery-codes').set('Authorization', pending)],
+      ['vault', () => request(outer).get('/api/v1/mfa/devices/sync').set('Authorization', pending)],
+      ["the host's own route", () => request(outer).get('/api/v1/api/me').set('Authorization', pending)],
+    ] as const) {
+      const res = await call();
+      expect(res.status, what).to.equal(401);
+    }
+  });
+
   it('enrols with a full token; a pending token may only pass the second factor, which returns a full token', async () => {
     const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', token('bob', 'not_enrolled')).send({ deviceName: 'Phone' });
     expect(enrol.status).to.equal(201);
@@ -93,7 +113,7 @@ describe('examples/mount-existing-app.ts: host passport, pending tokens, nest er
       ['enrol', () => request(app).post('/auth/mfa/devices/totp').set('Authorization', pending).send({ deviceName: 'Attacker phone' })],
       ['verify an enrolment', () => request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', pending).send({ code: '123456' })],
       ['rename', () => request(app).patch(`/auth/mfa/devices/${device.id}`).set('Authorization', pending).send({ deviceName: 'Mine now' })],
-      ['the list under another spelling', () => request(app).get('/AUTH/mfa/devices').set('Authorization', pending)],
+      ['the list under another spelling', () => request(app).get('/auth/mfa/DEVICES').set('Authorization', pending)],
       ['the login under another spelling', () => request(app).post('/auth/mfa/verify/').set('Authorization', pending).send({ code: '123456' })],
       ['remove', () => request(app).delete(`/auth/mfa/devices/${device.id}`).set('Authorization', pending)],
       ['recovery codes', () => request(app).post('/auth/mfa/recovery-codes').set('Authorization', pending)],
