@@ -23,17 +23,21 @@ export function requestId(options: RequestIdOptions = {}): RequestHandler {
   };
 }
 
+/** `value` when it is an id of safe characters (anything else could inject into headers or logs). */
+const safe = (value: unknown): string | undefined => (typeof value === 'string' && SAFE_ID.test(value) ? value : undefined);
+
 /**
- * The request's id: the one a `requestId()` layer gave it, else (no such layer ran, e.g. a host error answered by
- * `problemJson()`) a well-formed `X-Request-ID`, else a new one; exposed on the response when it is new here.
+ * The request's id: the one a `requestId()` layer gave it; else the host's own, when a layer of the host's gave it one
+ * already (the response's header, or `req.id` as pino-http's `genReqId` sets it), so the kit's answers and the host's
+ * log lines name the same id; else (no layer ran, e.g. a host error answered by `problemJson()`) a well-formed
+ * `X-Request-ID`, else a new one. Exposed on the response when it is not there yet.
  */
 export function ensureRequestId(req: Request, res: Response, header = 'x-request-id', generate: () => string = newRequestId): string {
   const ctx = contextOf(req);
   if (!ctx.requestId) {
-    const sent = req.headers[header];
-    // Only ids of safe characters are echoed: anything else could inject into headers or logs.
-    ctx.requestId = typeof sent === 'string' && SAFE_ID.test(sent) ? sent : generate();
-    if (!res.headersSent) res.setHeader(header, ctx.requestId);
+    const hosts = safe(res.getHeader(header)) ?? safe((req as { id?: unknown }).id);
+    ctx.requestId = hosts ?? safe(req.headers[header]) ?? generate();
+    if (!res.headersSent && res.getHeader(header) === undefined) res.setHeader(header, ctx.requestId);
   }
   return ctx.requestId;
 }

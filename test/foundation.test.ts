@@ -50,6 +50,44 @@ describe('problemJson()', () => {
     expect(res.body.instance).to.equal('/boom?user_id=u1&api_key=%5Bredacted%5D');
   });
 
+  it("keeps a request id the host gave the request already (its response header, or pino-http's req.id): the kit's answers name the host's log line's id", async () => {
+    for (const [what, hostLayer] of [
+      ['the response header', ((_req, res, next) => {
+        res.setHeader('X-Request-Id', 'host-abc-1');
+        next();
+      }) as RequestHandler],
+      ['req.id (pino-http genReqId)', ((req, _res, next) => {
+        (req as { id?: unknown }).id = 'host-abc-1';
+        next();
+      }) as RequestHandler],
+    ] as const) {
+      const app = express();
+      app.use(hostLayer);
+      app.use(requestId());
+      app.get('/ok', (req, res) => {
+        res.json({ id: req.mfa?.requestId });
+      });
+      app.use(notFound());
+      app.use(problemJson({ logger: silentLogger }));
+      const ok = await request(app).get('/ok').set('X-Request-ID', 'req_client');
+      expect(ok.body, what).to.deep.equal({ id: 'host-abc-1' });
+      expect(ok.headers['x-request-id'], what).to.equal('host-abc-1');
+      const missing = await request(app).get('/nope');
+      expect(missing.body, what).to.include({ request_id: 'host-abc-1' });
+    }
+    // An id the host set that is not of safe characters is not taken.
+    const app = express();
+    app.use((req, _res, next) => {
+      (req as { id?: unknown }).id = 'two words';
+      next();
+    });
+    app.use(requestId());
+    app.get('/ok', (req, res) => {
+      res.json({ id: req.mfa?.requestId });
+    });
+    expect((await request(app).get('/ok').set('X-Request-ID', 'req_client')).body).to.deep.equal({ id: 'req_client' });
+  });
+
   it('in a host app with no requestId() layer, still echoes a well-formed X-Request-ID (or makes one) in the body and the header', async () => {
     const app = express();
     app.use(express.json());
