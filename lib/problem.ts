@@ -58,7 +58,17 @@ export interface ProblemJsonOptions {
   typeBaseUri?: string;
   /** Where unknown errors are logged (with the request id). @default pino on stdout */
   logger?: Logger;
+  /**
+   * Called with each unexpected error (a 5xx the kit logs as `unhandled error`, its own or from a layer of yours inside a
+   * router, such as `authenticate`), after that line: hand it to your error tracker (Sentry's `captureException`). It is
+   * the error as thrown: its message and stack may hold SQL or values, and what you send on is yours to scrub. A throw
+   * from it is logged and does not change the answer. @default none
+   */
+  report?: (err: unknown, req: Request) => void;
 }
+
+/** `ProblemJsonOptions` with its defaults filled in (`report` stays optional: none by default). */
+export type ResolvedProblemOptions = Required<Omit<ProblemJsonOptions, 'report'>> & Pick<ProblemJsonOptions, 'report'>;
 
 export const DEFAULT_TYPE_BASE_URI = 'https://express-mfa-kit.dev/errors/';
 export const DEFAULT_SERVICE = 'mfa-kit';
@@ -260,7 +270,7 @@ export function buildProblem(problem: ProblemError, req: Request, options: BodyO
 }
 
 /** Writes one problem to the response in the chosen format. */
-export function sendProblem(res: Response, req: Request, problem: ProblemError, options: Required<Omit<ProblemJsonOptions, 'logger'>>): void {
+export function sendProblem(res: Response, req: Request, problem: ProblemError, options: Pick<ResolvedProblemOptions, 'format' | 'service' | 'typeBaseUri'>): void {
   const details = buildProblem(problem, req, options);
   const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
@@ -276,7 +286,7 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
 const FORMATS = new Set(['problem', 'simple', 'nest']);
 
 /** The members of `ProblemJsonOptions`. */
-const PROBLEM_OPTION_NAMES = ['format', 'service', 'typeBaseUri', 'logger'] satisfies ReadonlyArray<keyof ProblemJsonOptions>;
+const PROBLEM_OPTION_NAMES = ['format', 'service', 'typeBaseUri', 'logger', 'report'] satisfies ReadonlyArray<keyof ProblemJsonOptions>;
 
 /** Checks a router's `errors` option at set-up: an object of the formatter's options (not `'nest'` alone, no misspelt member). */
 export function checkErrorsOption(factory: string, errors: unknown): void {
@@ -285,7 +295,7 @@ export function checkErrorsOption(factory: string, errors: unknown): void {
 }
 
 /** Resolves formatter options to a complete set, failing at set-up on an unknown preset name. */
-export function resolveProblemOptions(options: ProblemJsonOptions = {}): Required<ProblemJsonOptions> {
+export function resolveProblemOptions(options: ProblemJsonOptions = {}): ResolvedProblemOptions {
   // A misspelt member would leave the default format without a word: refused at set-up.
   checkNestedOptions('problemJson', 'options', options, PROBLEM_OPTION_NAMES, "{ format: 'nest' }");
   const format = options.format ?? 'problem';
@@ -297,7 +307,13 @@ export function resolveProblemOptions(options: ProblemJsonOptions = {}): Require
     service: options.service ?? DEFAULT_SERVICE,
     typeBaseUri: options.typeBaseUri ?? DEFAULT_TYPE_BASE_URI,
     logger: options.logger ?? getDefaultLogger(),
+    ...(options.report !== undefined && { report: checkReport(options.report) }),
   };
+}
+
+function checkReport(report: unknown): NonNullable<ProblemJsonOptions['report']> {
+  if (typeof report !== 'function') throw new TypeError("express-mfa-kit: the errors option 'report' must be a function (err, req) => void, e.g. (err) => Sentry.captureException(err)");
+  return report as NonNullable<ProblemJsonOptions['report']>;
 }
 
 /**
@@ -326,6 +342,13 @@ export function problemJson(options: ProblemJsonOptions = {}): ErrorRequestHandl
     const requestId = ensureRequestId(req, res);
     if (unexpected) {
       logger.error({ ...problem.logFields, request_id: requestId, error: summarizeError(err) }, 'unhandled error');
+      if (resolved.report) {
+        try {
+          resolved.report(err, req);
+        } catch (thrown) {
+          logger.error({ request_id: requestId, error: summarizeError(thrown) }, "the errors option 'report' threw");
+        }
+      }
     } else if (problem.key === 'STORAGE_UNAVAILABLE') {
       logger.warn({ request_id: requestId, reason: describeCause(err) }, 'storage unavailable');
     }

@@ -571,6 +571,48 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, lockout: { cooldown: 5 } } as never)).to.throw(TypeError, /internalRouter\(\) option 'lockout' has an unknown option 'cooldown'/);
   });
 
+  it("errors.report gets each unexpected error with its request, after the log line (an error tracker), also a host layer's inside a router; never a 4xx; a throwing report changes no answer", async () => {
+    const reported: Array<[unknown, string]> = [];
+    const report = (err: unknown, req: express.Request) => void reported.push([err, req.originalUrl]);
+    const boom = new Error('select secret from keys - relation does not exist');
+    // problemJson() of the host's app.
+    const host = express();
+    host.get('/boom', () => {
+      throw boom;
+    });
+    host.get('/client', () => {
+      throw Object.assign(new Error('nope'), { status: 403, statusCode: 403, expose: true });
+    });
+    host.use(problemJson({ logger: silentLogger, report }));
+    expect((await request(host).get('/boom')).status).to.equal(500);
+    expect((await request(host).get('/client')).status).to.equal(403);
+    expect(reported).to.deep.equal([[boom, '/boom']]);
+    // A router's own: the host's `authenticate` that fails inside it.
+    reported.length = 0;
+    const none = () => Promise.resolve(null);
+    const fullStorage = new Proxy({}, { get: () => new Proxy({}, { get: () => none }) }) as KnexStorage;
+    const failing = new Error('session store down');
+    const app = express();
+    app.use('/auth/mfa', mfaDevicesRouter({ storage: fullStorage, keyRing: keyRing(`k1:${Buffer.alloc(32, 3).toString('base64')}`), authenticate: (_req, _res, next) => next(failing), logger: silentLogger, errors: { report } }));
+    const res = await request(app).get('/auth/mfa/devices');
+    expect(res.status).to.equal(500);
+    expect(res.text).not.to.contain('session store');
+    expect(reported).to.deep.equal([[failing, '/auth/mfa/devices']]);
+    // A report that throws: the same 500, and the throw is logged.
+    const lines: string[] = [];
+    const logger = { ...silentLogger, error: (_o: object, m?: string) => void lines.push(m ?? '') };
+    const throwing = express();
+    throwing.get('/boom', () => {
+      throw boom;
+    });
+    throwing.use(problemJson({ logger, report: () => {
+      throw new Error('tracker down');
+    } }));
+    expect((await request(throwing).get('/boom')).status).to.equal(500);
+    expect(lines).to.deep.equal(['unhandled error', "the errors option 'report' threw"]);
+    expect(() => problemJson({ report: 'sentry' as never })).to.throw(TypeError, /'report' must be a function/);
+  });
+
   it('takes undefined for an optional dependency a deployment may not have (a Redis client, a cache, a sender), as if left out', async () => {
     // Every store method there is (none is called: each request ends at the 401).
     const fullStorage = new Proxy({}, { get: () => new Proxy({}, { get: () => none }) }) as KnexStorage;

@@ -3,7 +3,7 @@ import type { KeyRing } from '../../lib/keyring.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
-import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions, type ResolvedProblemOptions } from '../../lib/problem.js';
 import { resolveStepUp, type StepUpOptions, type StepUpPolicy, type StepUpTexts } from '../../lib/step-up.js';
 import type { JwtOptions, UserAuthOptions } from '../../lib/user-auth.js';
 import type { MfaStorage } from '../../storage/types.js';
@@ -62,7 +62,7 @@ export interface DeviceSyncRouterConfig {
   storage: MfaStorage;
   keyRing: KeyRing;
   auth: UserAuthOptions;
-  errors: Required<ProblemJsonOptions>;
+  errors: ResolvedProblemOptions;
   logger: Logger;
   maxPageSize: number;
   maxEntries: number;

@@ -3,7 +3,7 @@ import type { Logger } from '../../lib/logger.js';
 import { getDefaultLogger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkNestedOptions, checkOptionsObject } from '../../lib/options.js';
 import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
-import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions, type ResolvedProblemOptions } from '../../lib/problem.js';
 import { DEFAULT_INTERNAL_KEY_HEADER, parseInternalKeys } from '../../lib/internal-auth.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
 import { tenantFrom, type TenantExtractor } from '../../lib/tenant.js';
@@ -74,7 +74,7 @@ export interface InternalRouterConfig {
   internalKeys: string[];
   keyHeader: string;
   tenant: TenantExtractor;
-  errors: Required<ProblemJsonOptions>;
+  errors: ResolvedProblemOptions;
   logger: Logger;
   maxPageSize: number;
   bodyLimit: string | number;

@@ -10,7 +10,7 @@ import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkNestedOptions, checkOptionsObject } from '../../lib/options.js';
 import { isDisplayable } from '../../lib/validation.js';
-import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions } from '../../lib/problem.js';
+import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions, type ResolvedProblemOptions } from '../../lib/problem.js';
 import {
   DEFAULT_TOTP_ALGORITHM,
   DEFAULT_TOTP_DIGITS,
@@ -172,7 +172,7 @@ export interface MfaDevicesRouterConfig {
   stepUp: StepUpPolicy | undefined;
   events: MfaEvents;
   now: () => number;
-  errors: Required<ProblemJsonOptions>;
+  errors: ResolvedProblemOptions;
   logger: Logger;
   bodyLimit: string | number;
 }
