@@ -37,7 +37,7 @@ export function ensureRequestId(req: Request, res: Response, header = 'x-request
   if (!ctx.requestId) {
     const hosts = safe(res.getHeader(header)) ?? safe((req as { id?: unknown }).id);
     ctx.requestId = hosts ?? safe(req.headers[header]) ?? generate();
-    if (!res.headersSent && res.getHeader(header) === undefined) res.setHeader(header, ctx.requestId);
+    if (!res.headersSent && res.getHeader(header) !== ctx.requestId) res.setHeader(header, ctx.requestId);
   }
   return ctx.requestId;
 }

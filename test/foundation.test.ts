@@ -75,17 +75,20 @@ describe('problemJson()', () => {
       const missing = await request(app).get('/nope');
       expect(missing.body, what).to.include({ request_id: 'host-abc-1' });
     }
-    // An id the host set that is not of safe characters is not taken.
+    // An id the host set that is not of safe characters is not taken, and the header names the id the kit uses.
     const app = express();
-    app.use((req, _res, next) => {
+    app.use((req, res, next) => {
       (req as { id?: unknown }).id = 'two words';
+      res.setHeader('X-Request-Id', 'two words');
       next();
     });
     app.use(requestId());
     app.get('/ok', (req, res) => {
       res.json({ id: req.mfa?.requestId });
     });
-    expect((await request(app).get('/ok').set('X-Request-ID', 'req_client')).body).to.deep.equal({ id: 'req_client' });
+    const unsafe = await request(app).get('/ok').set('X-Request-ID', 'req_client');
+    expect(unsafe.body).to.deep.equal({ id: 'req_client' });
+    expect(unsafe.headers['x-request-id']).to.equal('req_client');
   });
 
   it('in a host app with no requestId() layer, still echoes a well-formed X-Request-ID (or makes one) in the body and the header', async () => {
