@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { DEFAULT_MAX_ENTRIES } from '../routers/device-sync/options.js';
-import { SYNC_TOKEN, writeBodySchema } from '../routers/device-sync/vault.js';
+import { MAX_SYNC_DEVICE_NAME_LENGTH, SYNC_TOKEN, writeBodySchema } from '../routers/device-sync/vault.js';
 import { MAX_DEVICE_NAME_LENGTH as MAX_MFA_DEVICE_NAME_LENGTH } from '../routers/mfa-devices/options.js';
 import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-devices/schemas.js';
 import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
@@ -216,7 +216,7 @@ export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyn
 export const TotpEntrySchema = component(
   'TotpEntry',
   z.strictObject({
-    secret: z.string().meta({ example: 'JBSWY3DPEHPK3PXP' }),
+    secret: z.string().min(16).max(256).meta({ example: 'JBSWY3DPEHPK3PXP', description: 'Base32 (RFC 4648) of whole bytes, padded with = or not: 16 to 256 characters.' }),
     issuer: z.string().optional(),
     account: z.string().optional(),
     digits: z.number().int().min(6).max(8).optional(),
@@ -230,7 +230,7 @@ export const DeviceSyncRequestSchema = component(
   'DeviceSyncRequest',
   z.looseObject({
     device_fingerprint: lengthsOf(syncBody.device_fingerprint),
-    device_name: lengthsOf(syncBody.device_name),
+    device_name: z.string().min(1).max(MAX_SYNC_DEVICE_NAME_LENGTH).meta({ description: 'Trimmed first, then at most the maximum here; not blank.' }),
     totp_devices: z.union([
       z.string().meta({ description: 'A JSON string holding the array.' }),
       z.array(TotpEntrySchema).max(DEFAULT_MAX_ENTRIES).meta({ description: `At most the router's maxEntries (default ${DEFAULT_MAX_ENTRIES}) entries.` }),

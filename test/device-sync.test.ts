@@ -660,6 +660,58 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(ok.status).to.equal(201);
     });
 
+    it('takes a secret only as base32 of whole bytes (RFC 4648), and issuer, account and device_name only as display text', async function () {
+      // 16 data characters are 10 bytes; padded, a group is filled to eight characters with the right number of `=`.
+      const accepted = ['JBSWY3DPEHPK3PXP', 'jbswy3dpehpk3pxp', 'JBSWY3DPEHPK3PXPAA======', 'JBSWY3DPEHPK3PXPAAAA====', 'JBSWY3DPEHPK3PXPAAAAA===', 'JBSWY3DPEHPK3PXPAAAAAAA=', 'JBSWY3DPEHPK3PXPAAAAAAA'];
+      for (const secret of accepted) {
+        const res = await post(app, { ...valid(), totp_devices: [{ secret }] }, 'base32-user');
+        expect(res.status, secret).to.equal(201);
+      }
+      const refused: Array<[string, string]> = [
+        // One data character, or 5 bytes, under padding that makes the text look long enough.
+        ['A====================', 'range'],
+        ['B===============', 'range'],
+        ['AAAAAAAA========', 'range'],
+        // 17, 19 and 22 data characters: no number of bytes is written so.
+        ['JBSWY3DPEHPK3PXPA', 'format'],
+        ['JBSWY3DPEHPK3PXPAAA', 'format'],
+        ['JBSWY3DPEHPK3PXPAAAAAA', 'format'],
+        // Whole bytes, but padding of the wrong length, or padding where no group needs it.
+        ['JBSWY3DPEHPK3PXPAA====', 'format'],
+        ['JBSWY3DPEHPK3PXP=', 'format'],
+        ['JBSWY3DPEHPK3PXP========', 'format'],
+        ['JBSWY3DP=EHPK3PXP', 'format'],
+        ['', 'range'],
+      ];
+      for (const [secret, code] of refused) {
+        const res = await post(app, { ...valid(), totp_devices: [{ secret }] }, 'base32-user');
+        expect(res.status, secret).to.equal(400);
+        expect(res.body.errors, secret).to.have.length(1);
+        expect(res.body.errors[0], secret).to.include({ field: 'totp_devices[0].secret', code });
+      }
+      for (const [member, value] of [
+        ['issuer', 'x\u202eexe.gpj'],
+        ['account', 'line1\nline2'],
+        ['issuer', 'a\u0001b'],
+        ['account', 'a\u2028b'],
+      ] as const) {
+        const res = await post(app, { ...valid(), totp_devices: [{ secret: newSecret(), [member]: value }] }, 'base32-user');
+        expect(res.status, JSON.stringify(value)).to.equal(400);
+        expect(res.body.errors, JSON.stringify(value)).to.deep.equal([{ field: `totp_devices[0].${member}`, code: 'format', description: res.body.errors[0].description }]);
+      }
+      for (const name of ['   ', '\u200b', '\u2060\ufeff', '']) {
+        const res = await post(app, { ...valid(), device_name: name }, 'base32-user');
+        expect(res.status, JSON.stringify(name)).to.equal(400);
+        expect(res.body.errors, JSON.stringify(name)).to.have.length(1);
+        expect(res.body.errors[0], JSON.stringify(name)).to.include({ field: 'device_name', code: 'format' });
+        expect(res.body.errors[0].description).to.include('must not be blank');
+      }
+      // A name is trimmed, as mfaDevicesRouter trims its device names; an issuer with an emoji sequence is display text.
+      const trimmed = await post(app, { ...valid(), device_name: '  Pixel 8\n', totp_devices: [{ secret: newSecret(), issuer: 'Acme 👩‍💻', account: 'alice@example.com' }] }, 'base32-user');
+      expect(trimmed.status, trimmed.text).to.equal(201);
+      expect(trimmed.body.device_name).to.equal('Pixel 8');
+    });
+
     it('names at most five unknown entry fields, cut short and with a bidi override escaped', async function () {
       const extra = { ['k\u202E'.repeat(30)]: 1, a: 1, b: 2, c: 3, d: 4, e: 5 };
       const res = await post(app, { ...valid(), totp_devices: [{ secret: newSecret(), ...extra }] });

@@ -8,7 +8,7 @@ import { duplicateMemberMessage, firstDuplicateMember } from '../../lib/duplicat
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
-import { displayText, isStorable, namedKeys, STORABLE_RULE, storableText } from '../../lib/validation.js';
+import { displayText, isBlank, isStorable, namedKeys, STORABLE_RULE, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
 
@@ -39,7 +39,27 @@ export const SYNC_TOKEN = z
   .max(128)
   .refine(isStorable, { message: STORABLE_RULE, params: { kind: 'format' } });
 
-const BASE32 = /^[A-Za-z2-7]+=*$/;
+const BASE32 = /^[A-Za-z2-7]*=*$/;
+/**
+ * RFC 4648 §6: eight characters carry five bytes, and a last group of 2, 4, 5 or 7 data characters carries 1 to 4
+ * whole bytes (1, 3 or 6 carry none); padded, the group is filled with `=` to eight. Other lengths cannot come
+ * from any key, so an app could never make a code from them.
+ */
+const BASE32_PADDING: Readonly<Record<number, number>> = { 0: 0, 2: 6, 4: 4, 5: 3, 7: 1 };
+const BASE32_DATA = { min: 16, max: 256 };
+
+/** What is wrong with a vault entry's `secret`, the field-violation kind and its message; `undefined` when nothing is. */
+function base32Violation(s: string): { kind: 'range' | 'format'; message: string } | undefined {
+  if (!BASE32.test(s)) return { kind: 'format', message: 'must be base32 (A-Z, 2-7, optional = padding)' };
+  const data = s.replace(/=+$/, '');
+  if (data.length < BASE32_DATA.min || s.length > BASE32_DATA.max) return { kind: 'range', message: `must be ${BASE32_DATA.min} to ${BASE32_DATA.max} base32 characters` };
+  const padding = BASE32_PADDING[data.length % 8];
+  const padded = s.length - data.length;
+  if (padding === undefined || (padded !== 0 && padded !== padding)) {
+    return { kind: 'format', message: 'must be base32 of whole bytes (RFC 4648): a length that no key has, or wrong = padding' };
+  }
+  return undefined;
+}
 
 /** An integer within bounds, every failure told the same way. */
 const intFrom = (min: number, max: number) => {
@@ -52,11 +72,13 @@ export const vaultEntrySchema = z.strictObject(
   {
     secret: z
       .string({ error: (iss) => (iss.input === undefined ? undefined : 'must be a base32 string') })
-      .min(16, { message: 'must be 16 to 256 base32 characters' })
-      .max(256, { message: 'must be 16 to 256 base32 characters' })
-      .regex(BASE32, { message: 'must be base32 (A-Z, 2-7, optional = padding)' }),
-    issuer: storableText(0, 255).optional(),
-    account: storableText(0, 255).optional(),
+      .superRefine((s, ctx) => {
+        const violation = base32Violation(s);
+        if (violation) ctx.addIssue({ code: 'custom', message: violation.message, params: { kind: violation.kind } });
+      }),
+    // Shown to people by authenticator apps, as the device name is: display text (lib/validation.ts).
+    issuer: displayText(0, 255).optional(),
+    account: displayText(0, 255).optional(),
     digits: intFrom(6, 8).optional(),
     // The periods the kit's own devices take: a URI the kit hands out always fits the vault.
     period: intFrom(MIN_TOTP_PERIOD, MAX_TOTP_PERIOD).optional(),
@@ -94,12 +116,21 @@ const jsonStringToValue = (value: unknown, ctx: z.core.$RefinementCtx): unknown 
   return z.NEVER;
 };
 
+/** Longest `device_name` of a sync record. */
+export const MAX_SYNC_DEVICE_NAME_LENGTH = 128;
+
+/** A device name, as `mfaDevicesRouter` takes one: trimmed first, then 1–128 characters of display text, not blank. */
+const deviceName = z.preprocess(
+  (v) => (typeof v === 'string' ? v.trim() : v),
+  displayText(0, MAX_SYNC_DEVICE_NAME_LENGTH).refine((s) => !isBlank(s), { message: 'must not be blank', params: { kind: 'format' } }),
+);
+
 /** The body of `POST /` for a vault of at most `maxEntries` entries. Unknown top-level members are ignored (clients may echo a whole record back). */
 export function writeBodySchema(maxEntries: number) {
   return z.object(
     {
       device_fingerprint: storableText(1, 256),
-      device_name: displayText(1, 128),
+      device_name: deviceName,
       totp_devices: z.preprocess(
         jsonStringToValue,
         z
