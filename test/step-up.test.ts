@@ -206,7 +206,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       expect(again.status, again.text).to.equal(201);
     });
 
-    it('every device turned off still asks for a step-up (the recovery codes are a second factor); turning one back on does not', async () => {
+    it('every device turned off still asks for a step-up (the recovery codes are a second factor), to turn one back on too', async () => {
       const { id } = await firstDevice('erin');
       const codes = await request(app).post('/auth/mfa/recovery-codes').set('Authorization', stepped('erin'));
       expect(codes.status, codes.text).to.equal(201);
@@ -217,10 +217,34 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       // The user steps up with a recovery code, as the login takes one while a verified device exists.
       const login = await request(app).post('/auth/mfa/verify').set('Authorization', password('erin')).send({ recoveryCode: (codes.body.codes as string[])[0] });
       expect(login.status, login.text).to.equal(200);
-      // Turning a device back on needs none: it gives nobody a factor they do not hold, and without codes it is the way back.
-      const on = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: true });
+      // With codes left, turning a device back on is a change of factors like any other.
+      expectStepUp(await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: true }), 'on, codes left');
+      const on = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('erin')).send({ enabled: true });
       expect(on.status, on.text).to.equal(200);
       expectStepUp(await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('erin')).send({ enabled: false }), 'off again');
+    });
+
+    it("a device turned off stays off for a password-only token while another factor is on (a lost phone's thief)", async () => {
+      const { id: phone } = await firstDevice('gina');
+      const second = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('gina')).send({ deviceName: 'Tablet' });
+      expect(second.status, second.text).to.equal(201);
+      const { device, secret } = second.body as { device: { id: string }; secret: string };
+      expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('gina')).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+      expect((await request(app).patch(`/auth/mfa/devices/${phone}`).set('Authorization', stepped('gina')).send({ enabled: false })).status).to.equal(200);
+      expectStepUp(await request(app).patch(`/auth/mfa/devices/${phone}`).set('Authorization', password('gina')).send({ enabled: true }), 'on, the thief');
+      const list = await request(app).get('/auth/mfa/devices').set('Authorization', password('gina'));
+      expect((list.body as Array<{ id: string; enabled: boolean }>).find((d) => d.id === phone)?.enabled).to.equal(false);
+      // A rename is no change of factors.
+      expect((await request(app).patch(`/auth/mfa/devices/${phone}`).set('Authorization', password('gina')).send({ deviceName: 'Old phone' })).status).to.equal(200);
+    });
+
+    it('with every device off and no recovery code left, a password-only token turns a device back on: the way back', async () => {
+      const { id } = await firstDevice('hugo');
+      expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('hugo')).send({ enabled: false })).status).to.equal(200);
+      expectStepUp(await request(app).post('/auth/mfa/recovery-codes').set('Authorization', password('hugo')), 'new codes, devices off');
+      const on = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', password('hugo')).send({ enabled: true });
+      expect(on.status, on.text).to.equal(200);
+      expect(on.body).to.include({ enabled: true });
     });
 
     it("another user's usable device does not count: the gate reads the caller's own devices, in the caller's tenant", async () => {

@@ -63,12 +63,24 @@ const setCreatedLocation = (req: Request, res: Response, id: string): void => {
   res.setHeader('Location', `${req.baseUrl}/devices/${id}`);
 };
 
+/** The `enabled` a PATCH sets, when it sets one (anything else the body holds is the schema's to refuse). */
+const enabledSet = (req: Request): unknown =>
+  typeof req.body === 'object' && req.body !== null && 'enabled' in req.body ? (req.body as { enabled?: unknown }).enabled : undefined;
+
 /**
- * A PATCH that turns a device off (`enabled: false`). A rename changes no factor; turning a device back on gives
- * nobody a factor they do not hold, and is how a user whose devices are all off (and who has no recovery code)
- * gets one to step up with.
+ * Which PATCHes change a factor. A rename changes none. Turning a device off does. Turning one back on does too (a
+ * user who turned off a lost phone's device must not see it back on from a password-only token, the phone and the
+ * password being what a thief has), unless the caller has nothing left to step up with: no device that is on and no
+ * unused recovery code. Then it is the way back, and gives nobody a factor they do not hold.
  */
-const switchesDeviceOff = (req: Request): boolean => typeof req.body === 'object' && req.body !== null && (req.body as { enabled?: unknown }).enabled !== true && 'enabled' in req.body;
+const changesFactor = (service: MfaDevicesService) => async (req: Request): Promise<boolean> => {
+  const enabled = enabledSet(req);
+  if (enabled === undefined) return false;
+  if (enabled !== true) return true;
+  const caller = callerOf(req);
+  if ((await service.listDevices(caller)).some((d) => d.verified && d.enabled)) return true;
+  return (await service.recoveryCodesRemaining(caller)) > 0;
+};
 
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
   const stepUp = stepUpGuard(config, service);
@@ -164,7 +176,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
     }
   });
 
-  router.patch('/devices/:id', ...stepUpGuard(config, service, switchesDeviceOff), async (req, res) => {
+  router.patch('/devices/:id', ...stepUpGuard(config, service, changesFactor(service)), async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(updateDeviceBody, req.body ?? {});
     const result = await service.updateDevice(callerOf(req), id, {
