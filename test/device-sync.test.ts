@@ -829,9 +829,11 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(again.find((r) => r.table === 'sync_records')).to.deep.equal({ table: 'sync_records', rows: 0, failed: 0 });
     });
 
-    it('no entry secret is in the database in plaintext, hex or base64 (every row read raw, and pg_dump when it can dump this server)', async function () {
+    /** The forms an entry secret could be stored in: as sent, lower-case, hex, base64, base64url. */
+    const forms = (s: string) => [s, s.toLowerCase(), Buffer.from(s).toString('hex'), Buffer.from(s).toString('base64').replace(/=+$/, ''), Buffer.from(s).toString('base64url').replace(/=+$/, '')];
+
+    it('no entry secret is in the database in plaintext, hex or base64 (every row read raw)', async function () {
       expect(secretsSent.size).to.be.greaterThan(50);
-      const forms = (s: string) => [s, s.toLowerCase(), Buffer.from(s).toString('hex'), Buffer.from(s).toString('base64').replace(/=+$/, ''), Buffer.from(s).toString('base64url').replace(/=+$/, '')];
       const rows = (await db.knex('sync_records').select('*')) as Array<Record<string, unknown>>;
       expect(rows.length).to.be.greaterThan(10);
       const dumpText = rows
@@ -845,12 +847,15 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       // The known seed secret as the database itself would find it in the bytes.
       const hit = await db.knex.raw<{ rows: Array<{ n: string }> }>("select count(*) as n from sync_records where position(convert_to('JBSWY3DPEHPK3PXP', 'UTF8') in vault_ciphertext) > 0");
       expect(Number(hit.rows[0]?.n)).to.equal(0);
+    });
 
+    it('nor in pg_dump of the database (pending when no pg_dump can dump this server, a failure under REQUIRE_SERVICES=1)', function () {
+      expect(secretsSent.size).to.be.greaterThan(50);
       const dump = spawnSync('pg_dump', ['--no-owner', db.url], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
       if (dump.error || dump.status !== 0) {
         if (process.env.REQUIRE_SERVICES === '1') throw new Error(`pg_dump failed: ${dump.error?.message ?? dump.stderr}`);
         console.log(`      [pg_dump skipped: ${(dump.error?.message ?? dump.stderr).split('\n', 1)[0]}]`);
-        return;
+        this.skip();
       }
       expect(dump.stdout).to.contain('sync_records');
       for (const secret of secretsSent) for (const form of forms(secret)) expect(dump.stdout.includes(form), `pg_dump: ${secret} as ${form}`).to.equal(false);

@@ -32,8 +32,13 @@ describe('Redis faults under the example app (two instances, private redis-serve
   let prefix: string;
   let answered = 0;
 
-  /** Runs a request and checks it answered within `within` ms. */
-  const timed = async <T extends { status: number }>(what: string, run: () => Promise<T>, within = WITHIN_MS): Promise<T> => {
+  /**
+   * The bound on an answer while Redis does not answer (`duringFault`): what the cache's own timeouts promise. Before and
+   * after a fault there is none: how fast a healthy server answers is the benchmark's to measure, not a test's.
+   */
+  let faultBound = Number.POSITIVE_INFINITY;
+  /** Runs a request and checks it answered below 500, and during a fault within `within` ms. */
+  const timed = async <T extends { status: number }>(what: string, run: () => Promise<T>, within = faultBound): Promise<T> => {
     const t0 = performance.now();
     const res = await run();
     const ms = performance.now() - t0;
@@ -61,6 +66,14 @@ describe('Redis faults under the example app (two instances, private redis-serve
 
   /** What must work while Redis does not answer; returns when done. */
   const duringFault = async (u: Awaited<ReturnType<typeof setUp>>) => {
+    faultBound = WITHIN_MS;
+    try {
+      await whileFaulty(u);
+    } finally {
+      faultBound = Number.POSITIVE_INFINITY;
+    }
+  };
+  const whileFaulty = async (u: Awaited<ReturnType<typeof setUp>>) => {
     for (const inst of [a, b]) {
       expect((await check(inst, u.user, 'kept')).body).to.deep.include({ trusted: true, device_id: u.kept.id });
       expect((await check(inst, u.user, 'never-seen')).body).to.deep.equal({ trusted: false });
@@ -132,7 +145,7 @@ describe('Redis faults under the example app (two instances, private redis-serve
     raw?.disconnect();
     await redis?.stop();
     await db?.drop();
-    console.log(`      [faults-redis] ${answered} requests answered within ${WITHIN_MS} ms (revocations ${WITHIN_MS + 2 * DEFAULT_EPOCH_REFRESH_MS} ms), none failed`);
+    console.log(`      [faults-redis] ${answered} requests answered, none failed; those while Redis did not answer within ${WITHIN_MS} ms (revocations ${WITHIN_MS + 2 * DEFAULT_EPOCH_REFRESH_MS} ms)`);
   });
 
   it('Redis paused (CLIENT PAUSE): checks, trusts and verifications answer from Postgres within 1.5 s (revocations 2 s later); no stale positive afterwards', async () => {

@@ -73,6 +73,8 @@ describe('secrets: database dump, logs and Redis after a full flow; error answer
     db = await freshDatabase();
     await migrate(db.knex);
     const url = await redisUrl();
+    // Under REQUIRE_SERVICES=1 a missing Redis fails the suite: its Redis check must not quietly go pending.
+    if (url === undefined && process.env.REQUIRE_SERVICES === '1') throw new Error('REQUIRE_SERVICES=1 but Redis is unavailable: no REDIS_URL and no redis-server on PATH');
     const prefix = `secrets:${tag}:`;
     if (url !== undefined) redisPrefix = prefix;
     inst = await exampleInstance({ databaseUrl: db.url, ...(url !== undefined && { redisUrl: url, keyPrefix: prefix }) });
@@ -174,6 +176,7 @@ describe('secrets: database dump, logs and Redis after a full flow; error answer
     const version = Number(((await db.knex.raw<{ rows: { v: string }[] }>("select current_setting('server_version_num') as v")).rows[0]!.v));
     const tool = pgDumpFor(version);
     if (tool === undefined) {
+      if (process.env.REQUIRE_SERVICES === '1') throw new Error(`REQUIRE_SERVICES=1 but no pg_dump installed can dump server ${version}`);
       console.log(`      [secrets] pg_dump skipped: none installed that can dump server ${version}`);
       this.skip();
     }
