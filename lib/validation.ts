@@ -128,8 +128,12 @@ const INVISIBLE_ONLY = /^[\s\p{Cf}]*$/u;
 /** Whether `s` shows nothing: empty, or only white space and invisible format characters (U+200B, U+2060, U+FEFF…). */
 export const isBlank = (s: string): boolean => INVISIBLE_ONLY.test(s);
 
-/** Route parameter `:id` of an MFA device: anything but a UUID cannot name a device (→ 404, not 400). */
-export const deviceIdParam = z.uuid();
+/**
+ * Route parameter `:id` of an MFA device: anything but a UUID cannot name a device (→ 404, not 400). Lower-cased, as
+ * Postgres writes a uuid: the id also binds what is derived from it (a sent code's digest, a lockout's key), and an
+ * upper-case spelling of the same device must reach the same ones.
+ */
+export const deviceIdParam = z.uuid().transform((id) => id.toLowerCase());
 
 /** A one-time code: 6 to 8 digits, with the spaces or dash authenticator apps show tolerated (and removed). */
 export const otpCode = z

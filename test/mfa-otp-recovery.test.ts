@@ -190,6 +190,19 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect((await login(u, { code: sender.last().code, deviceId: res.body.device.id })).body).to.deep.equal({ verified: true, method: 'sms', deviceId: res.body.device.id });
     });
 
+    it('an upper-case spelling of the device id is the same device: its enrolment and login codes pass', async () => {
+      const u = user('upper-id');
+      const res = await as(request(app).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+447700900556' }), u);
+      const id = res.body.device.id as string;
+      const upper = id.toUpperCase();
+      const enrolled = await as(request(app).post(`/auth/mfa/devices/${upper}/verify`).send({ code: sender.last().code }), u);
+      expect(enrolled.status, enrolled.text).to.equal(200);
+      expect((await as(request(app).post(`/auth/mfa/devices/${upper}/challenge`), u)).status).to.equal(202);
+      const v = await login(u, { code: sender.last().code, deviceId: upper });
+      expect(v.status, v.text).to.equal(200);
+      expect(v.body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
+    });
+
     it('a user with TOTP and sms devices can log in with either', async () => {
       const u = user('both');
       const sms = await smsDevice(u);

@@ -34,7 +34,10 @@ export const loginVerifyBody = z
   .strictObject({
     code: otpCode.optional(),
     recoveryCode: storableText(1, 64).optional(),
-    deviceId: z.uuid({ message: 'must be a device id (UUID)' }).optional(),
+    deviceId: z
+      .uuid({ message: 'must be a device id (UUID)' })
+      .transform((id) => id.toLowerCase())
+      .optional(),
     rememberDevice: z.boolean().optional(),
     device: z
       .strictObject({

@@ -193,7 +193,7 @@ export class MfaDevicesService {
     if (device.verified && !device.enabled) return { status: 'DEVICE_DISABLED' };
     const destination = openDeviceSecret(this.config.keyRing, device);
     const purpose = device.verified ? 'login' : 'enrollment';
-    await this.otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, method: device.method, destination, purpose });
+    await this.otp.issue({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, method: device.method, destination, purpose });
     return { status: 'OK', destination: this.otp.mask(device.method, destination), purpose };
   }
 
@@ -219,7 +219,7 @@ export class MfaDevicesService {
       });
       if (result.status === 'OK') verified = result.device;
       replay = result.status === 'REPLAY';
-    } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: id, code, purpose: 'enrollment' }))) {
+    } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
       verified = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step: null, now: new Date() });
     }
     if (!verified) {
