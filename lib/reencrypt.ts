@@ -50,6 +50,12 @@ export interface ReencryptResult {
   rows: number;
   /** Rows that could not be opened (key not in the ring, or damaged); left as they were. */
   failed: number;
+  /**
+   * Rows still sealed with another key than the active one once this run had walked the table: the `failed` ones,
+   * and any an instance wrote meanwhile with an older ring (whose first key is not the active one yet). Only when
+   * this is 0 everywhere is no row left that needs an older key.
+   */
+  remaining: number;
 }
 
 /** Default rows per batch: small enough that each transaction holds its row locks for milliseconds. */
@@ -86,7 +92,7 @@ export async function reencrypt(options: ReencryptOptions): Promise<ReencryptRes
 
   for (const spec of options.tables ?? SEALED_TABLES) {
     if (!(await knex.schema.hasTable(spec.table))) continue;
-    const result: ReencryptResult = { table: spec.table, rows: 0, failed: 0 };
+    const result: ReencryptResult = { table: spec.table, rows: 0, failed: 0, remaining: 0 };
     let after: { tenantId: string; id: string } | undefined;
     for (;;) {
       const batch = await knex.transaction(async (trx) => {
@@ -119,7 +125,9 @@ export async function reencrypt(options: ReencryptOptions): Promise<ReencryptRes
       if (!last || batch.length < batchSize) break;
       after = { tenantId: last.tenant_id, id: String(last.id) };
     }
-    logger.info({ table: spec.table, rows: result.rows, failed: result.failed, key_id: active }, 'reencrypt: table done');
+    const left = (await knex(spec.table).whereNot(spec.keyIdColumn, active).count({ n: '*' }).first()) as { n: string | number } | undefined;
+    result.remaining = Number(left?.n ?? 0);
+    logger.info({ table: spec.table, rows: result.rows, failed: result.failed, remaining: result.remaining, key_id: active }, 'reencrypt: table done');
     results.push(result);
   }
   return results;

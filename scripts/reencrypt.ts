@@ -74,9 +74,16 @@ try {
       // Warnings carry table, tenant, row id and key id only.
       logger: { ...silentLogger, warn: (obj) => console.error(`cannot open: ${JSON.stringify(obj)}`) },
     });
-    for (const r of results) console.log(`${r.table}: ${r.rows} re-encrypted, ${r.failed} failed`);
+    for (const r of results) console.log(`${r.table}: ${r.rows} re-encrypted, ${r.failed} failed, ${r.remaining} still on another key than ${ring.activeKeyId}`);
     if (results.length === 0) console.log('no sealed tables found (run `npm run migrate` first?)');
-    process.exitCode = results.some((r) => r.failed > 0) ? 1 : 0;
+    const left = results.reduce((n, r) => n + r.remaining, 0);
+    if (left > 0) {
+      console.error(
+        `${left} row(s) still need an older key: keep it in MFA_ENCRYPTION_KEYS. Rows that failed need their key back in the ring; ` +
+          `the others were written meanwhile by an instance whose first key is not ${ring.activeKeyId} yet: deploy the ring everywhere, then run this again.`,
+      );
+    }
+    process.exitCode = results.some((r) => r.failed > 0 || r.remaining > 0) ? 1 : 0;
   }
 } catch (err) {
   console.error(`reencrypt failed: ${failureLine(err)}; the batches before it stay re-encrypted, run it again`);

@@ -813,6 +813,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       const result = results.find((r) => r.table === 'sync_records')!;
       expect(result.failed).to.equal(1);
       expect(result.rows).to.equal(Number(before.n) - 1);
+      expect(result.remaining).to.equal(1);
       const left = await db.knex('sync_records').whereNot('vault_key_id', 'k3').select<Array<{ id: string }>>('id');
       expect(left.map((r) => r.id)).to.deep.equal([broken.id]);
       await db.knex('sync_records').where({ id: broken.id }).delete();
@@ -826,7 +827,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       }
       // Running it again finds nothing to do.
       const again = await reencrypt({ knex: db.knex, keyRing: rotated, logger: quiet });
-      expect(again.find((r) => r.table === 'sync_records')).to.deep.equal({ table: 'sync_records', rows: 0, failed: 0 });
+      expect(again.find((r) => r.table === 'sync_records')).to.deep.equal({ table: 'sync_records', rows: 0, failed: 0, remaining: 0 });
     });
 
     /** The forms an entry secret could be stored in: as sent, lower-case, hex, base64, base64url. */
