@@ -99,7 +99,7 @@ const envelope = <T extends z.ZodType>(id: string, item: T) =>
   component(
     id,
     z.strictObject({
-      code: z.literal(0),
+      code: z.literal(0).meta({ type: 'integer', description: 'Always 0 on success (seeds 000, 001, 002: integer).' }),
       message: z.literal('success'),
       items: z.array(item),
       total: z.number().int().min(0),

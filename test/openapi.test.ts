@@ -204,6 +204,12 @@ describe('OpenAPI document', () => {
     conforms('deviceSync', 'delete', '/{id}', res);
   });
 
+  it("types the list envelopes' code as the seeds do: an integer, always 0", () => {
+    const envelopes = Object.entries(doc.components.schemas).filter(([name]) => name.endsWith('ListResponse'));
+    expect(envelopes.map(([name]) => name)).to.include.members(['TOTPDeviceListResponse', 'TrustedDeviceListResponse', 'DeviceSyncListResponse']);
+    for (const [name, schema] of envelopes) expect(schema.properties?.code, name).to.include({ type: 'integer', const: 0 });
+  });
+
   it('every documented operation was exercised with a documented success', () => {
     const missing = OPERATIONS.filter((op) => !covered.has(op)).map((op) => `${op.method} ${operationPath(op)}`);
     expect(missing).to.deep.equal([]);
