@@ -225,7 +225,11 @@ async function main(): Promise<void> {
       `Generated for this run (set them to keep them): ${env.generated.join(', ')}`,
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') && 'jwtSecret' in env.jwt ? `  JWT_SECRET=${env.jwt.jwtSecret}` : '',
-      env.generated.includes('MFA_ENCRYPTION_KEYS') ? `  MFA_ENCRYPTION_KEYS=<random dev key, kept in ${DEV_SECRETS_FILE}: reused after a restart only with the embedded Postgres>` : '',
+      env.generated.includes('MFA_ENCRYPTION_KEYS')
+        ? env.databaseUrl
+          ? '  MFA_ENCRYPTION_KEYS=<random dev key for this run only: with DATABASE_URL, what it seals does not open after a restart; set MFA_ENCRYPTION_KEYS to keep it>'
+          : `  MFA_ENCRYPTION_KEYS=<dev key of the embedded Postgres, kept in ${DEV_SECRETS_FILE} and reused after a restart>`
+        : '',
       'jwtSecret' in env.jwt ? `  (saved to ${DEV_SECRETS_FILE} for \`npm run demo\`)` : `  (saved to ${DEV_SECRETS_FILE}; \`npm run demo\` signs HS256 tokens: it needs a server on JWT_SECRET)`,
       '',
       'Try:',
