@@ -1,4 +1,5 @@
 /** `mfaDevicesRouter` sms/email devices and recovery codes over HTTP on real Postgres, with a capturing sender. */
+import { createHash, scryptSync } from 'node:crypto';
 import { expect } from 'chai';
 import type express from 'express';
 import request from 'supertest';
@@ -325,6 +326,26 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(res.status).to.equal(200);
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 8 });
       expect(events.filter((e) => e.name === 'mfa.succeeded').at(-1)!.payload).to.include({ method: 'recovery_code', via: 'login' });
+    });
+
+    it('codes are stored as scrypt of the user and the code (NIST SP 800-63B look-up secrets), not one fast hash; a set stored in the earlier SHA-256 form still passes, once', async () => {
+      const u = user('rc-kdf');
+      const codes = await codesFor(u);
+      const stored = ((await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: u })) as Array<{ code_hash: Buffer }>).map((r) => r.code_hash.toString('hex'));
+      const canonical = (c: string) => c.toUpperCase().replaceAll('-', '');
+      const sha256 = (c: string) => createHash('sha256').update(JSON.stringify(['express-mfa-kit/recovery-code/v1', 'acme', u, canonical(c)])).digest('hex');
+      const kdf = (c: string) => scryptSync(canonical(c), JSON.stringify(['express-mfa-kit/recovery-code/v2', 'acme', u]), 32).toString('hex');
+      expect(stored.sort()).to.deep.equal(codes.map(kdf).sort());
+      for (const c of codes) expect(stored).not.to.include(sha256(c));
+      // A set made by the version before: one SHA-256 a code.
+      const old = user('rc-legacy');
+      await codesFor(old);
+      const legacy = ['0123-4567-89ab', 'cdef-ghjk-mnpq'];
+      await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: old }).delete();
+      await db.knex('mfa_recovery_codes').insert(legacy.map((c) => ({ tenant_id: 'acme', user_id: old, code_hash: Buffer.from(createHash('sha256').update(JSON.stringify(['express-mfa-kit/recovery-code/v1', 'acme', old, canonical(c)])).digest()) })));
+      expect((await login(old, { recoveryCode: legacy[0] })).status).to.equal(200);
+      expect((await login(old, { recoveryCode: legacy[0] })).status).to.equal(400);
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), old)).body).to.deep.equal({ remaining: 1 });
     });
 
     it('a code and a recovery code together, or neither → 400 that says which (nothing is used up)', async () => {
