@@ -255,7 +255,12 @@ async function main(): Promise<void> {
       server.closeAllConnections();
     }, 8000);
     force.unref();
+    // A request in flight at the signal was answered keep-alive (its headers may be out already): its connection turns
+    // idle once the answer is written, and Node's keep-alive timeout (5 s) would hold the exit. Close idle ones as they come.
+    const idle = setInterval(() => server.closeIdleConnections(), 100);
+    idle.unref();
     server.close(() => {
+      clearInterval(idle);
       void (async () => {
         for (const cleanup of cleanups) await cleanup().catch((err: unknown) => logger.warn({ err: String(err) }, 'cleanup failed'));
         logger.info({}, 'stopped');

@@ -6,7 +6,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { once } from 'node:events';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -212,6 +214,35 @@ describe('graceful shutdown of the example server (child process, SIGTERM under 
     const redis = await redisUrl();
     if (redis !== undefined) env.REDIS_URL = redis;
     await shutdownUnderLoad(env, ROOT, '', (s) => (server = s));
+  });
+
+  it('a request in flight at SIGTERM on a keep-alive connection: answered, then the server exits at once, not after the keep-alive timeout', async () => {
+    const env: NodeJS.ProcessEnv = { ...baseEnv(), NODE_ENV: 'production', DATABASE_URL: db.url };
+    server = await spawnServer(env, ROOT);
+    const { base, child, exited } = server;
+    const url = new URL(base);
+    const body = JSON.stringify({ user_id: 'slow-client', device_fingerprint: 'fp-slow' });
+    const socket = net.connect(Number(url.port), url.hostname);
+    await once(socket, 'connect');
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    socket.write(
+      `POST /internal/session/trusted-devices HTTP/1.1\r\nHost: ${url.host}\r\nX-Internal-API-Key: ${KEY_A}\r\nX-Tenant-ID: acme\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: keep-alive\r\n\r\n${body.slice(0, 10)}`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    socket.write(body.slice(10));
+    const until = Date.now() + 5_000;
+    while (!answer.includes('\r\n\r\n') && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    const answeredAt = performance.now();
+    expect(answer, answer).to.match(/^HTTP\/1\.1 201 /);
+    const exit = await exited;
+    socket.destroy();
+    expect(exit.code).to.equal(0);
+    // Node's keep-alive timeout is 5 s: an idle connection left to it held the exit that long.
+    expect(exit.at - answeredAt, 'exit after the answer (ms)').to.be.below(2_000);
   });
 
   it('with WORKERS=2 (node:cluster, REDIS_URL): SIGTERM to the primary drains both workers the same way', async function () {
