@@ -1,6 +1,7 @@
 /** The example server with `WORKERS=N` (node:cluster): N workers on one port, one migration, a clean SIGTERM. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { expect } from 'chai';
@@ -52,6 +53,20 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** One GET on a connection of its own: its status and body. */
+function getOnNewConnection(url: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
 }
 
 describe('example server: WORKERS', function () {
@@ -121,12 +136,26 @@ describe('example server: WORKERS', function () {
         const applied = await db.knex<{ name: string }>('mfa_kit_migrations').select('name');
         expect(applied.length).to.be.greaterThan(0);
         expect(new Set(applied.map((m) => m.name)).size).to.equal(applied.length);
-        // Every worker answers with the shared secrets (a wrong key on one of them would be a 401).
+        // Every worker answers with the shared secrets (a wrong key on one of them would be a 401): a new connection a
+        // request (node:cluster hands connections out in turn), and each worker's pid in the request log.
         for (let i = 0; i < 20; i++) {
-          const res = await fetch(`${base}/internal/session/trusted-devices/check?user_id=u&device_fingerprint=f`, { headers: { 'x-internal-api-key': KEY, 'x-tenant-id': 'acme' } });
-          expect(res.status).to.equal(200);
-          expect(await res.json()).to.deep.equal({ trusted: false });
+          const res = await getOnNewConnection(`${base}/internal/session/trusted-devices/check?user_id=u&device_fingerprint=f`, { 'x-internal-api-key': KEY, 'x-tenant-id': 'acme' });
+          expect(res.status, res.body).to.equal(200);
+          expect(JSON.parse(res.body)).to.deep.equal({ trusted: false });
         }
+        const answeredBy = async () => {
+          const pids = new Set<number>();
+          for (const line of server.output().split('\n')) {
+            try {
+              const entry = JSON.parse(line) as { msg?: string; pid?: number; req?: { path?: string } };
+              if (entry.msg === 'request completed' && entry.req?.path === '/internal/session/trusted-devices/check' && entry.pid !== undefined) pids.add(entry.pid);
+            } catch {
+              // not a log line
+            }
+          }
+          return pids.size === 2 ? [...pids].sort() : undefined;
+        };
+        expect(await waitFor('a check answered by each worker', answeredBy)).to.deep.equal(workerPids(server.child.pid!).sort());
         // CLEANUP_EVERY: the first worker sweeps at start-up, the second does not.
         await waitFor('the retention sweep', () => Promise.resolve(server.output().includes('retention sweep') ? true : undefined));
         await new Promise((resolve) => setTimeout(resolve, 500));
