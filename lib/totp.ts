@@ -44,7 +44,7 @@ export interface Totp {
   verify(secret: TotpSecret, code: string, params: TotpParams, opts?: { afterStep?: number | null }): Promise<TotpCheck>;
   /** The current RFC 6238 time step for a period. */
   currentStep(period: number): number;
-  /** `otpauth://totp/Issuer:account?secret=…&issuer=…&algorithm=…&digits=…&period=…`. */
+  /** `otpauth://totp/Issuer:account?secret=…&issuer=…`, with `algorithm`, `digits` and `period` when not the Key URI defaults (SHA1, 6, 30), as otplib writes them. */
   uri(args: { issuer: string; account: string; secret: string; params: TotpParams }): string;
   /** The URI as a PNG `data:` URL for authenticator apps to scan. */
   qrCode(uri: string): Promise<string>;

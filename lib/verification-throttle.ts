@@ -152,7 +152,7 @@ export function verifyRateLimiter(args: {
     handler: (req, _res, next) => {
       const info = (req as { rateLimit?: { resetTime?: Date } }).rateLimit;
       const seconds = info?.resetTime ? Math.max(1, Math.ceil((info.resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(config.windowMs / 1000);
-      const limited = () => ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts: retry later.', retryAfter: seconds });
+      const limited = () => ProblemError.from('TOO_MANY_REQUESTS', { detail: 'Too many verification attempts or code requests: retry later.', retryAfter: seconds });
       const who = args.lockout?.who(req);
       const store = args.lockout?.store;
       if (who === undefined || store?.lockedFor === undefined) {
