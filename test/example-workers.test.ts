@@ -143,7 +143,7 @@ describe('example server: WORKERS', function () {
           expect(res.status, res.body).to.equal(200);
           expect(JSON.parse(res.body)).to.deep.equal({ trusted: false });
         }
-        const answeredBy = async () => {
+        const answeredBy = (): Promise<number[] | undefined> => {
           const pids = new Set<number>();
           for (const line of server.output().split('\n')) {
             try {
@@ -153,7 +153,7 @@ describe('example server: WORKERS', function () {
               // not a log line
             }
           }
-          return pids.size === 2 ? [...pids].sort() : undefined;
+          return Promise.resolve(pids.size === 2 ? [...pids].sort() : undefined);
         };
         expect(await waitFor('a check answered by each worker', answeredBy)).to.deep.equal(workerPids(server.child.pid!).sort());
         // CLEANUP_EVERY: the first worker sweeps at start-up, the second does not.
