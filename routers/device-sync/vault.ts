@@ -46,13 +46,14 @@ const BASE32 = /^[A-Za-z2-7]*=*$/;
  * from any key, so an app could never make a code from them.
  */
 const BASE32_PADDING: Readonly<Record<number, number>> = { 0: 0, 2: 6, 4: 4, 5: 3, 7: 1 };
-const BASE32_DATA = { min: 16, max: 256 };
+/** At least 16 data characters (80 bits, the shortest secrets apps issue); at most 256 characters as sent, padding included. */
+const BASE32_LENGTH = { min: 16, max: 256 };
 
 /** What is wrong with a vault entry's `secret`, the field-violation kind and its message; `undefined` when nothing is. */
 function base32Violation(s: string): { kind: 'range' | 'format'; message: string } | undefined {
   if (!BASE32.test(s)) return { kind: 'format', message: 'must be base32 (A-Z, 2-7, optional = padding)' };
   const data = s.replace(/=+$/, '');
-  if (data.length < BASE32_DATA.min || s.length > BASE32_DATA.max) return { kind: 'range', message: `must be ${BASE32_DATA.min} to ${BASE32_DATA.max} base32 characters` };
+  if (data.length < BASE32_LENGTH.min || s.length > BASE32_LENGTH.max) return { kind: 'range', message: `must be ${BASE32_LENGTH.min} to ${BASE32_LENGTH.max} base32 characters` };
   const padding = BASE32_PADDING[data.length % 8];
   const padded = s.length - data.length;
   if (padding === undefined || (padded !== 0 && padded !== padding)) {
