@@ -115,6 +115,10 @@ for (const isolation of ['repeatable read', 'serializable'] as const) {
       const seen = statuses(answers);
       expect(seen.filter((s) => s !== 400 && s !== 429 && s !== 503), JSON.stringify(seen)).to.deep.equal([]);
       expect(seen.filter((s) => s === 400).length).to.be.at.most(5);
+      // Some were looked at and the lock answered the rest: all 503 would be a lockout that never ran.
+      expect(seen.filter((s) => s === 400).length, JSON.stringify(seen)).to.be.at.least(1);
+      expect(seen.filter((s) => s === 429).length, JSON.stringify(seen)).to.be.at.least(1);
+      console.log(`      [default-isolation] 30 wrong codes at once: ${JSON.stringify(Object.fromEntries([400, 429, 503].map((s) => [s, seen.filter((x) => x === s).length])))}`);
       for (const a of answers.filter((x) => x.status === 503)) expect(a.headers['retry-after']).to.match(/^\d+$/);
     });
   });

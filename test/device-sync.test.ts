@@ -389,7 +389,9 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         expect(updated).to.have.length(1);
         const winner = updated[0]!;
         if (winner.status !== 'updated') throw new Error('unreachable');
-        for (const r of results) if (r.status === 'conflict') expect(r.current?.syncToken).to.equal(winner.record.syncToken);
+        const losers = results.filter((r) => r !== winner);
+        expect(losers.map((r) => r.status)).to.deep.equal(Array<string>(19).fill('conflict'));
+        for (const r of losers) if (r.status === 'conflict') expect(r.current?.syncToken).to.equal(winner.record.syncToken);
       });
 
       /**
