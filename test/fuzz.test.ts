@@ -185,10 +185,16 @@ const trustBody = fc.record(
 
 /** Ids a route may be called with: an existing one, a well-formed unknown one, hostile ones. */
 const existingSyncIds: string[] = [];
+/**
+ * A hostile path segment, but no dot-segment: the client's URL parser removes `.` and `..` (RFC 3986 §5.2.4; the
+ * WHATWG URL standard `%2e` too), so `…/sync/.` is sent as the list's path, not as an id.
+ */
+const pathSegment = (): fc.Arbitrary<string> => rawComponent().filter((s) => !/^(?:\.|%2e){1,2}$/i.test(s));
+
 const syncId = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => existingSyncIds[0] ?? 'devsync_00000000000000000000000000000000') },
   { weight: 2, arbitrary: fc.constant(null).map(() => `devsync_${randomBytes(16).toString('hex')}`) },
-  { weight: 4, arbitrary: rawComponent() },
+  { weight: 4, arbitrary: pathSegment() },
 );
 
 const existingTrustedIds: string[] = [];
@@ -196,7 +202,7 @@ const trustedId = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => existingTrustedIds[0] ?? randomUUID()) },
   { weight: 2, arbitrary: fc.uuid() },
   // Empty too: `…/trusted-devices/` names no device (404), it does not revoke them all.
-  { weight: 4, arbitrary: rawComponent() },
+  { weight: 4, arbitrary: pathSegment() },
 );
 
 const deviceName = plainText(1, 40);
@@ -206,7 +212,7 @@ const existingDeviceIds: string[] = [];
 const deviceId = fc.oneof(
   { weight: 2, arbitrary: fc.constant(null).map(() => existingDeviceIds[0] ?? randomUUID()) },
   { weight: 2, arbitrary: fc.uuid() },
-  { weight: 4, arbitrary: rawComponent().filter((id) => id !== '') },
+  { weight: 4, arbitrary: pathSegment().filter((id) => id !== '') },
 );
 
 const ROUTES: RouteSpec[] = [
