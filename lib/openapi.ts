@@ -433,8 +433,8 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'mfaDevices', method: 'post', path: '/recovery-codes', tag: 'MFA devices', summary: 'Generate 10 recovery codes, replacing earlier ones',
-    description: 'Only for a user with a verified device (else 400 mfa-not-enrolled). Removing the last verified device removes the codes.',
-    responses: { 201: RecoveryCodesSchema }, problems: [],
+    description: 'Only for a user with a verified device (else 400 mfa-not-enrolled). Removing the last verified device removes the codes. Counts against the per-user rate limit of the verify and send routes.',
+    responses: { 201: RecoveryCodesSchema }, problems: [429],
   },
   {
     router: 'mfaDevices', method: 'get', path: '/recovery-codes', tag: 'MFA devices', summary: 'How many recovery codes remain',

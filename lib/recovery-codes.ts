@@ -69,16 +69,43 @@ export function normalizeRecoveryCode(input: string): string | null {
 }
 
 /**
- * The stored form of a code: scrypt (Node's defaults: N = 2^14, r = 8, p = 1; ~16 MiB and some tens of ms a code),
- * salted with tenant and user, domain-separated. A code carries 60 random bits, under the 112 below which NIST SP
- * 800-63B (look-up secrets) asks for a salted, costly key derivation rather than one fast hash: with a fast hash, a
- * stolen table is worth ~2^59 SHA-256 a code, which GPUs reach for one user's ten codes in weeks. The salt is the user
- * (not random per code), so a typed code is hashed once and found by its hash; no two users share one.
+ * scrypt's cost: N = 2^12, r = 8 (4 MiB, ~10 ms a code here). A code carries 60 random bits: trying them against a
+ * stolen hash is ~2^59 derivations, memory-hard ones, where one SHA-256 each was within reach of GPUs.
+ */
+const SCRYPT = { N: 2 ** 12, r: 8, p: 1 } as const;
+/**
+ * Derivations run at once in the process, at most: each takes a thread of libuv's pool (4 by default) for its
+ * ~10 ms, and the pool also writes the log and resolves host names. Beyond this they queue here.
+ */
+const SCRYPT_CONCURRENCY = 2;
+let scryptRunning = 0;
+const scryptWaiting: Array<() => void> = [];
+
+/** Runs `work` when fewer than SCRYPT_CONCURRENCY derivations are running. */
+async function limited<T>(work: () => Promise<T>): Promise<T> {
+  if (scryptRunning >= SCRYPT_CONCURRENCY) await new Promise<void>((resolve) => scryptWaiting.push(resolve));
+  scryptRunning++;
+  try {
+    return await work();
+  } finally {
+    scryptRunning--;
+    scryptWaiting.shift()?.();
+  }
+}
+
+/**
+ * The stored form of a code: scrypt (`SCRYPT`) salted with tenant and user, domain-separated. A code carries 60 random
+ * bits, under the 112 below which NIST SP 800-63B (look-up secrets) asks for a salted, costly key derivation rather
+ * than one fast hash. The salt is the user (not random per code), so a typed code is derived once and found by its
+ * hash; no two users share one.
  */
 function hashCode(tenantId: string, userId: string, normalized: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(normalized, JSON.stringify(['express-mfa-kit/recovery-code/v2', tenantId, userId]), 32, (err, key) => (err ? reject(err) : resolve(key)));
-  });
+  return limited(
+    () =>
+      new Promise<Buffer>((resolve, reject) => {
+        scrypt(normalized, JSON.stringify(['express-mfa-kit/recovery-code/v2', tenantId, userId]), 32, SCRYPT, (err, key) => (err ? reject(err) : resolve(key)));
+      }),
+  );
 }
 
 /** The form codes made before the scrypt one were stored in (one SHA-256): still taken, so earlier sets keep working. */

@@ -334,7 +334,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       const stored = ((await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: u })) as Array<{ code_hash: Buffer }>).map((r) => r.code_hash.toString('hex'));
       const canonical = (c: string) => c.toUpperCase().replaceAll('-', '');
       const sha256 = (c: string) => createHash('sha256').update(JSON.stringify(['express-mfa-kit/recovery-code/v1', 'acme', u, canonical(c)])).digest('hex');
-      const kdf = (c: string) => scryptSync(canonical(c), JSON.stringify(['express-mfa-kit/recovery-code/v2', 'acme', u]), 32).toString('hex');
+      const kdf = (c: string) => scryptSync(canonical(c), JSON.stringify(['express-mfa-kit/recovery-code/v2', 'acme', u]), 32, { N: 2 ** 12, r: 8, p: 1 }).toString('hex');
       expect(stored.sort()).to.deep.equal(codes.map(kdf).sort());
       for (const c of codes) expect(stored).not.to.include(sha256(c));
       // A set made by the version before: one SHA-256 a code.
@@ -346,6 +346,24 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect((await login(old, { recoveryCode: legacy[0] })).status).to.equal(200);
       expect((await login(old, { recoveryCode: legacy[0] })).status).to.equal(400);
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), old)).body).to.deep.equal({ remaining: 1 });
+    });
+
+    it('a new set counts against the rate limit of the verify and send routes (a key derivation a code): over it, 429', async () => {
+      const limitedApp = build({ rateLimit: { limit: 3, windowMs: 60_000 } });
+      const u = user('rc-limit');
+      const enrolled = await as(request(limitedApp).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), u);
+      expect(enrolled.status).to.equal(201);
+      const confirmed = await as(request(limitedApp).post(`/auth/mfa/devices/${enrolled.body.device.id}/verify`).send({ code: oathtool(enrolled.body.secret as string, clock.now()) }), u);
+      expect(confirmed.status).to.equal(200);
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await as(request(limitedApp).post('/auth/mfa/recovery-codes'), u)).status);
+      // The verify took one of the three: two sets, then the limit.
+      expect(statuses).to.deep.equal([201, 201, 429]);
+      const over = await as(request(limitedApp).post('/auth/mfa/recovery-codes'), u);
+      expect(over.body).to.include({ status: 429, code: 42900001 });
+      expect(Number(over.headers['retry-after'])).to.be.within(1, 60);
+      // Reading the count is not limited.
+      expect((await as(request(limitedApp).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
     });
 
     it('a code and a recovery code together, or neither → 400 that says which (nothing is used up)', async () => {

@@ -4,9 +4,12 @@ import { ProblemError } from '../../lib/errors.js';
 import { callerOf } from './devices.js';
 import type { MfaDevicesService } from './service.js';
 
-/** `stepUp`: the router's step-up check (a new set replaces the codes that are a second factor). */
-export function mountRecoveryCodes(router: Router, service: MfaDevicesService, stepUp: RequestHandler[]): void {
-  router.post('/recovery-codes', ...stepUp, async (req, res) => {
+/**
+ * `stepUp`: the router's step-up check (a new set replaces the codes that are a second factor). `throttle`: the verify
+ * and send routes' rate limit, per user: a new set costs a key derivation per code (lib/recovery-codes.ts).
+ */
+export function mountRecoveryCodes(router: Router, service: MfaDevicesService, stepUp: RequestHandler[], throttle: RequestHandler): void {
+  router.post('/recovery-codes', ...stepUp, throttle, async (req, res) => {
     const result = await service.regenerateRecoveryCodes(callerOf(req));
     if (result.status === 'NOT_ENROLLED') throw ProblemError.from('MFA_NOT_ENROLLED', 'Recovery codes are the fallback of a second factor: verify a device first.');
     res.status(201).json({ codes: result.codes });
