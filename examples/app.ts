@@ -2,7 +2,8 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import swaggerUi from 'swagger-ui-express';
@@ -179,6 +180,40 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
   // Node's parser answers before the app's first layer runs: the API's security headers are given here too.
   server.on('clientError', problemClientError({ headers: apiSecurityHeaderList() }));
   return server;
+}
+
+/**
+ * What a stopping server does to its connections (`stopping()`, right after `server.close()`): each one ends once the
+ * answer it is writing has gone out. New requests get `Connection: close`; an answer still to start gets it too; one
+ * whose headers went out keep-alive ends its connection on `finish`, when it is written out, not before. Without this a
+ * request in flight at the signal kept its connection, idle, for Node's keep-alive timeout (5 s), and the exit that
+ * long. (`server.close()` itself closes the connections Node deems idle, among them one whose answer has ended but is
+ * still being written to a slow reader: a limit of node:http that this does not lift.) Connections are tracked from
+ * `connection` to `close`: nothing is done per request until stopping.
+ */
+export function drainOnStop(server: Server): { stopping(): void } {
+  const sockets = new Set<Socket>();
+  let draining = false;
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.prependListener('request', (_req, res: ServerResponse) => {
+    if (draining && !res.headersSent) res.setHeader('Connection', 'close');
+  });
+  return {
+    stopping() {
+      if (draining) return;
+      draining = true;
+      for (const socket of sockets) {
+        // node:http keeps the answer a connection is writing on the socket (what closeIdleConnections reads too).
+        const res = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+        if (!res || res.writableFinished) continue;
+        if (!res.headersSent) res.setHeader('Connection', 'close');
+        else res.once('finish', () => socket.end());
+      }
+    },
+  };
 }
 
 /** Every event of the MFA routers, logged as one line each (they never carry a code or secret); a new event fails to compile until it is here. */

@@ -13,7 +13,7 @@ import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
 import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
 import { REDACT_PATHS } from '../lib/logger.js';
-import { createExampleApp, createExampleServer } from './app.js';
+import { createExampleApp, createExampleServer, drainOnStop } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
 import { startRetentionSweep } from './retention.js';
 import { MAX_KEEP_LAST_SECONDS, parseDurationSeconds } from '../storage/knex/cleanup.js';
@@ -226,7 +226,7 @@ async function main(): Promise<void> {
       env.generated.includes('INTERNAL_API_KEYS') ? `  INTERNAL_API_KEYS=${env.internalKeys[0]}` : '',
       env.generated.includes('JWT_SECRET') && 'jwtSecret' in env.jwt ? `  JWT_SECRET=${env.jwt.jwtSecret}` : '',
       env.generated.includes('MFA_ENCRYPTION_KEYS')
-        ? env.databaseUrl
+        ? env.databaseUrl && process.env.MFA_KIT_EMBEDDED !== '1'
           ? '  MFA_ENCRYPTION_KEYS=<random dev key for this run only: with DATABASE_URL, what it seals does not open after a restart; set MFA_ENCRYPTION_KEYS to keep it>'
           : `  MFA_ENCRYPTION_KEYS=<dev key of the embedded Postgres, kept in ${DEV_SECRETS_FILE} and reused after a restart>`
         : '',
@@ -241,11 +241,9 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  // Once stopping, every response closes its connection, so keep-alive clients move off at once and
+  // Once stopping, every connection ends with the answer it is writing, so keep-alive clients move off at once and
   // their next connection is refused, instead of holding the server open until the force timer.
-  server.prependListener('request', (_req, res) => {
-    if (stopping) res.setHeader('Connection', 'close');
-  });
+  const drain = drainOnStop(server);
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -255,19 +253,14 @@ async function main(): Promise<void> {
       server.closeAllConnections();
     }, 8000);
     force.unref();
-    // A request in flight at the signal was answered keep-alive (its headers may be out already): its connection turns
-    // idle once the answer is written, and Node's keep-alive timeout (5 s) would hold the exit. Close idle ones as they come.
-    const idle = setInterval(() => server.closeIdleConnections(), 100);
-    idle.unref();
     server.close(() => {
-      clearInterval(idle);
       void (async () => {
         for (const cleanup of cleanups) await cleanup().catch((err: unknown) => logger.warn({ err: String(err) }, 'cleanup failed'));
         logger.info({}, 'stopped');
         process.exit(0);
       })();
     });
-    server.closeIdleConnections();
+    drain.stopping();
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
@@ -302,7 +295,8 @@ async function primary(workers: number): Promise<void> {
 
   // The workers inherit JWT_PUBLIC_KEY with the rest of the environment; a secret (maybe generated) goes to them as JWT_SECRET.
   const shared = { DATABASE_URL: databaseUrl, ...('jwtSecret' in env.jwt && { JWT_SECRET: env.jwt.jwtSecret }), INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };
-  for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '', MFA_KIT_CLEANUP: i === 0 ? '1' : '' });
+  // MFA_KIT_EMBEDDED: the DATABASE_URL the workers get is the embedded one (its generated key is kept, as a single process's).
+  for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '', MFA_KIT_CLEANUP: i === 0 ? '1' : '', MFA_KIT_EMBEDDED: env.databaseUrl ? '' : '1' });
   logger.info({ workers }, 'started the workers');
 
   let stopping = false;

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { knexStorage } from '../index.js';
 import { ENCRYPTION_KEYS, KEY_A, insertDevice } from './support/fixtures.js';
+import { drainOnStop } from '../examples/app.js';
 import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
@@ -259,5 +260,42 @@ describe('graceful shutdown of the example server (child process, SIGTERM under 
     await shutdownUnderLoad(baseEnv(), tmp, ' embedded', (s) => (server = s));
     // The embedded cluster was shut down by the server, not left running.
     expect(existsSync(path.join(tmp, '.data', 'postgres', 'postmaster.pid'))).to.equal(false);
+  });
+});
+
+describe('drainOnStop(server): connections end with the answer they are writing', function () {
+  this.timeout(30_000);
+
+  it('an answer still being written at the stop goes out whole to a slow reader, then its keep-alive connection ends', async () => {
+    const half = 16 * 1024 * 1024;
+    const server = http.createServer({ keepAliveTimeout: 60_000 }, (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(2 * half) });
+      res.write(Buffer.alloc(half, 7));
+      // The second half after the stop: the answer is not over when the server starts to close.
+      setTimeout(() => res.end(Buffer.alloc(half, 8)), 400);
+    });
+    const drain = drainOnStop(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as net.AddressInfo;
+
+    const slow = net.connect(port, '127.0.0.1');
+    await once(slow, 'connect');
+    let received = 0;
+    slow.on('data', (chunk: Buffer) => (received += chunk.length));
+    slow.write('GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    slow.pause();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    drain.stopping();
+    // Paused past the end of the answer, so its last bytes wait in the server's buffer when it ends.
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    const ended = once(slow, 'end');
+    slow.resume();
+    await ended;
+    slow.destroy();
+    await closed;
+    const headerBytes = received - 2 * half;
+    expect(headerBytes, `received ${received} bytes of a ${2 * half}-byte body`).to.be.within(50, 400);
   });
 });
