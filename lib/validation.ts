@@ -128,6 +128,13 @@ const INVISIBLE_ONLY = /^[\s\p{Cf}]*$/u;
 /** Whether `s` shows nothing: empty, or only white space and invisible format characters (U+200B, U+2060, U+FEFF…). */
 export const isBlank = (s: string): boolean => INVISIBLE_ONLY.test(s);
 
+/** A name people give a device: trimmed first (a pasted "Phone\n" is "Phone"), then 1–`max` characters of display text, not blank. */
+export const deviceNameText = (max: number) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' ? v.trim() : v),
+    displayText(0, max).refine((s) => !isBlank(s), { message: 'must not be blank', params: { kind: 'format' } }),
+  );
+
 /**
  * Route parameter `:id` of an MFA device: anything but a UUID cannot name a device (→ 404, not 400). Lower-cased, as
  * Postgres writes a uuid: the id also binds what is derived from it (a sent code's digest, a lockout's key), and an

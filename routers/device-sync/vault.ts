@@ -8,7 +8,7 @@ import { duplicateMemberMessage, firstDuplicateMember } from '../../lib/duplicat
 import type { KeyRing, Sealed } from '../../lib/keyring.js';
 import { isoSeconds } from '../../lib/pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from '../../lib/totp.js';
-import { displayText, isBlank, isStorable, namedKeys, STORABLE_RULE, storableText } from '../../lib/validation.js';
+import { deviceNameText, displayText, isStorable, namedKeys, STORABLE_RULE, storableText } from '../../lib/validation.js';
 import { syncRecordAad } from '../../storage/knex/sync-records.js';
 import type { SyncRecord } from '../../storage/types.js';
 
@@ -120,18 +120,13 @@ const jsonStringToValue = (value: unknown, ctx: z.core.$RefinementCtx): unknown 
 /** Longest `device_name` of a sync record. */
 export const MAX_SYNC_DEVICE_NAME_LENGTH = 128;
 
-/** A device name, as `mfaDevicesRouter` takes one: trimmed first, then 1–128 characters of display text, not blank. */
-const deviceName = z.preprocess(
-  (v) => (typeof v === 'string' ? v.trim() : v),
-  displayText(0, MAX_SYNC_DEVICE_NAME_LENGTH).refine((s) => !isBlank(s), { message: 'must not be blank', params: { kind: 'format' } }),
-);
-
 /** The body of `POST /` for a vault of at most `maxEntries` entries. Unknown top-level members are ignored (clients may echo a whole record back). */
 export function writeBodySchema(maxEntries: number) {
   return z.object(
     {
       device_fingerprint: storableText(1, 256),
-      device_name: deviceName,
+      // As `mfaDevicesRouter` takes a name: trimmed, display text, not blank.
+      device_name: deviceNameText(MAX_SYNC_DEVICE_NAME_LENGTH),
       totp_devices: z.preprocess(
         jsonStringToValue,
         z

@@ -2,14 +2,11 @@
 import { z } from 'zod';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_NAME_LENGTH as MAX_TRUSTED_NAME_LENGTH, MAX_FINGERPRINT_LENGTH } from '../../lib/trusted-devices.js';
 import { paginationShape } from '../../lib/pagination.js';
-import { displayText, isBlank, otpCode, storableText } from '../../lib/validation.js';
+import { deviceNameText, displayText, otpCode, storableText } from '../../lib/validation.js';
 import { MAX_DEVICE_NAME_LENGTH } from './options.js';
 
-/** A device name: trimmed first (a pasted "Phone\n" is "Phone"), then 1–100 characters of display text. */
-export const deviceName = z.preprocess(
-  (v) => (typeof v === 'string' ? v.trim() : v),
-  displayText(0, MAX_DEVICE_NAME_LENGTH).refine((s) => !isBlank(s), { message: 'must not be blank', params: { kind: 'format' } }),
-);
+/** A device name: trimmed first (a pasted "Phone\n" is "Phone"), then 1–100 characters of display text, not blank. */
+export const deviceName = deviceNameText(MAX_DEVICE_NAME_LENGTH);
 
 export { deviceIdParam } from '../../lib/validation.js';
 
