@@ -4,7 +4,7 @@
  * Each value gets a random 96-bit nonce and is bound to associated data the caller passes
  * (tenant, user, record id): a ciphertext copied to another row does not decrypt.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { ProblemError } from './errors.js';
 import { commaList } from './options.js';
 
@@ -23,6 +23,13 @@ export interface KeyRing {
   /** Opens a sealed value; throws a 500 `DECRYPTION_FAILED` Problem (no detail leaks) on any mismatch. */
   open(sealed: Sealed, aad: string): Buffer;
   openText(sealed: Sealed, aad: string): string;
+  /**
+   * A keyed hash (HMAC-SHA256) of `data` under a key derived (HKDF-SHA256) from the ring's key `keyId` (default: the
+   * active one) for `purpose`: a pepper, so a stored hash of a short secret (a 6-digit code) cannot be brute-forced
+   * from a database read alone. `undefined` for a key id the ring does not hold. Optional, so a ring of your own
+   * (a KMS) still fits; `keyRing()`'s has it.
+   */
+  mac?(purpose: string, data: string, keyId?: string): { keyId: string; mac: Buffer } | undefined;
 }
 
 const NONCE_BYTES = 12;
@@ -84,6 +91,20 @@ export function keyRing(keys: string | readonly string[] | undefined): KeyRing {
     }
   };
 
+  // A derived key per ring key and purpose, made on first use: HKDF keeps a MAC key apart from the AES key.
+  const macKeys = new Map<string, Buffer>();
+  const macKey = (id: string, purpose: string): Buffer | undefined => {
+    const key = byId.get(id);
+    if (!key) return undefined;
+    const slot = `${id}\n${purpose}`;
+    let derived = macKeys.get(slot);
+    if (!derived) {
+      derived = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `express-mfa-kit/mac/${purpose}`, 32));
+      macKeys.set(slot, derived);
+    }
+    return derived;
+  };
+
   return {
     activeKeyId: active.id,
     keyIds: parsed.map((k) => k.id),
@@ -96,5 +117,9 @@ export function keyRing(keys: string | readonly string[] | undefined): KeyRing {
     },
     open,
     openText: (sealed, associated) => open(sealed, associated).toString('utf8'),
+    mac(purpose, data, keyId = active.id) {
+      const key = macKey(keyId, purpose);
+      return key && { keyId, mac: createHmac('sha256', key).update(data, 'utf8').digest() };
+    },
   };
 }

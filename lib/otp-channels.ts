@@ -2,6 +2,7 @@
 import { createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { ProblemError } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
+import type { KeyRing } from './keyring.js';
 import { checkInjected, checkInteger } from './options.js';
 import type { MfaStorage, OtpPurpose } from '../storage/types.js';
 
@@ -53,6 +54,13 @@ export interface OtpChannelsOptions {
   storage: MfaStorage;
   /** Delivers the codes. */
   sender: MfaCodeSender;
+  /**
+   * The key ring of the secrets at rest (`mfaDevicesRouter` passes its own). Codes are then stored as a hash keyed
+   * with a key derived from it (`KeyRing.mac`), so a read of the database alone does not reveal a pending code.
+   * Without it (or with a ring that has no `mac`), the hash is keyed with the row's own random salt only, and 6
+   * digits are found from a stolen row by trying them all.
+   */
+  keyRing?: KeyRing;
   /**
    * Seconds a code stays valid.
    * @default 600
@@ -147,13 +155,38 @@ export function maskDestination(method: 'sms' | 'email', destination: string): s
 }
 
 /**
- * The stored form of a code. 6 digits are only ~20 bits, so no hash protects a stolen row against
- * brute force; what protects the code is its expiry and the attempt limit. The random per-code
- * salt (the HMAC key) still keeps equal codes from looking equal in a dump, and binding tenant,
- * user, device and purpose means a hash copied to another row never matches.
+ * The stored form of a code. 6 digits are only ~20 bits: no hash of them alone protects a stolen row, so with a key
+ * ring the hash is keyed with a key derived from it (a pepper, `KeyRing.mac`): a database read without the keys
+ * reveals no code. The salt then says which ring key (`v2:<kid>:` and 16 random bytes), so codes issued before a
+ * rotation still pass. Without a ring (`v1`), the random salt is the HMAC key and only the expiry and the attempt
+ * limit protect the code. Both bind tenant, user, device and purpose: a hash copied to another row never matches.
  */
-function hashCode(salt: Buffer, target: OtpCodeTarget, code: string): Buffer {
-  return createHmac('sha256', salt).update(JSON.stringify(['express-mfa-kit/otp/v1', target.tenantId, target.userId, target.deviceId, target.purpose, code])).digest();
+const PEPPER_PURPOSE = 'otp-code';
+const V2 = 'v2:';
+
+function codeMessage(version: 'v1' | 'v2', target: OtpCodeTarget, code: string, salt?: Buffer): string {
+  return JSON.stringify([`express-mfa-kit/otp/${version}`, ...(salt ? [salt.toString('base64')] : []), target.tenantId, target.userId, target.deviceId, target.purpose, code]);
+}
+
+/** A new salt and the code's hash under it: keyed with the ring's active key when it can, else with the salt. */
+function hashNew(keyRing: KeyRing | undefined, target: OtpCodeTarget, code: string): { salt: Buffer; codeHash: Buffer } {
+  const random = randomBytes(SALT_BYTES);
+  if (keyRing?.mac) {
+    const salt = Buffer.concat([Buffer.from(`${V2}${keyRing.activeKeyId}:`, 'latin1'), random]);
+    const keyed = keyRing.mac(PEPPER_PURPOSE, codeMessage('v2', target, code, salt), keyRing.activeKeyId);
+    if (keyed) return { salt, codeHash: keyed.mac };
+  }
+  return { salt: random, codeHash: createHmac('sha256', random).update(codeMessage('v1', target, code)).digest() };
+}
+
+/** The hash of `code` under a stored salt, as `hashNew` made it; `undefined` when the salt names a key no longer in the ring. */
+function hashStored(keyRing: KeyRing | undefined, salt: Buffer, target: OtpCodeTarget, code: string): Buffer | undefined {
+  if (salt.length > V2.length && salt.toString('latin1', 0, V2.length) === V2) {
+    const end = salt.indexOf(':', V2.length, 'latin1');
+    if (end < 0 || !keyRing?.mac) return undefined;
+    return keyRing.mac(PEPPER_PURPOSE, codeMessage('v2', target, code, salt), salt.toString('latin1', V2.length, end))?.mac;
+  }
+  return createHmac('sha256', salt).update(codeMessage('v1', target, code)).digest();
 }
 
 /** sms/email codes on the given storage and sender. Throws a TypeError at set-up for a missing part or a bad number. */
@@ -168,6 +201,7 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
   const logger = options.logger ?? getDefaultLogger();
   const store = options.storage.otpCodes;
   const sender = options.sender;
+  const keyRing = options.keyRing;
 
   return {
     normalizeDestination,
@@ -176,9 +210,8 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
     async issue(args) {
       const target: OtpCodeTarget = { tenantId: args.tenantId, userId: args.userId, deviceId: args.deviceId, purpose: args.purpose };
       const code = randomInt(0, 10 ** CODE_DIGITS).toString().padStart(CODE_DIGITS, '0');
-      const salt = randomBytes(SALT_BYTES);
       // Stored before sending, so the code works the moment it arrives.
-      const stored = await store.put({ ...target, salt, codeHash: hashCode(salt, target, code), expiresAt: new Date(now() + ttlMs) });
+      const stored = await store.put({ ...target, ...hashNew(keyRing, target, code), expiresAt: new Date(now() + ttlMs) });
       if (!stored) throw ProblemError.from('DEVICE_NOT_FOUND');
       const logged = { tenant_id: args.tenantId, user_id: args.userId, device_id: args.deviceId, method: args.method, purpose: args.purpose, destination: maskDestination(args.method, args.destination) };
       try {
@@ -199,8 +232,8 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
       if (!/^[0-9]{6}$/.test(code)) return false;
       const pending = await store.beginAttempt(target, new Date(now()), maxAttempts);
       if (!pending) return false;
-      const candidate = hashCode(pending.salt, target, code);
-      if (candidate.length !== pending.codeHash.length || !timingSafeEqual(candidate, pending.codeHash)) return false;
+      const candidate = hashStored(keyRing, pending.salt, target, code);
+      if (!candidate || candidate.length !== pending.codeHash.length || !timingSafeEqual(candidate, pending.codeHash)) return false;
       return store.consume(target, pending.codeHash);
     },
   };

@@ -1,4 +1,5 @@
 /** The foundation's middleware and helpers: Problem formats, body errors, request ids, key ring, set-up checks. */
+import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
@@ -460,6 +461,23 @@ describe('keyRing()', () => {
   it('uses a fresh nonce each time', () => {
     const ring = keyRing(k1);
     expect(ring.seal('x', 'a').data.equals(ring.seal('x', 'a').data)).to.equal(false);
+  });
+
+  it('mac(): HMAC-SHA256 under a key derived per ring key and purpose; another purpose, key or material gives another', () => {
+    const kA = generateKey('kA');
+    const kB = generateKey('kB');
+    const ring = keyRing([kB, kA]);
+    const byActive = ring.mac!('otp-code', 'data');
+    expect(byActive).to.include({ keyId: 'kB' });
+    expect(byActive!.mac).to.have.length(32);
+    expect(ring.mac!('otp-code', 'data', 'kB')!.mac.equals(byActive!.mac)).to.equal(true);
+    expect(keyRing([kB]).mac!('otp-code', 'data')!.mac.equals(byActive!.mac)).to.equal(true);
+    const others = [ring.mac!('otp-code', 'data', 'kA')!, ring.mac!('other', 'data')!, ring.mac!('otp-code', 'datb')!, keyRing([generateKey('kB')]).mac!('otp-code', 'data')!];
+    for (const other of others) expect(other.mac.equals(byActive!.mac)).to.equal(false);
+    expect(ring.mac!('otp-code', 'data', 'kC')).to.equal(undefined);
+    // Not the AES key itself: a plain HMAC under the key's bytes is another value.
+    const raw = Buffer.from(kB.slice(3), 'base64');
+    expect(createHmac('sha256', raw).update('data').digest().equals(byActive!.mac)).to.equal(false);
   });
 
   it('rejects keys of the wrong length or form at start-up with the fix in the message', () => {

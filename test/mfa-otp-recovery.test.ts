@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import type express from 'express';
 import request from 'supertest';
 import { createRecoveryCodes, type MfaCodeMessage, type MfaCodeSender, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName } from '../index.js';
-import { migratedStorage, type TestDb } from './support/fixtures.js';
+import { migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
 
 /** A sender that keeps what it was asked to send (or fails, when told to). */
@@ -89,6 +89,9 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       const row = (await db.knex('mfa_devices').where({ id: res.body.device.id }).first()) as { secret_ciphertext: Buffer; totp_algorithm: string | null };
       expect(row.secret_ciphertext.toString('latin1')).not.to.contain('Private');
       expect(row.totp_algorithm).to.equal(null);
+      // The pending code's hash is keyed with the router's key ring (a pepper): its salt names the ring's key.
+      const code = (await db.knex('mfa_otp_codes').where({ device_id: res.body.device.id }).first()) as { salt: Buffer };
+      expect(code.salt.toString('latin1', 0, 3 + ring.activeKeyId.length + 1)).to.equal(`v2:${ring.activeKeyId}:`);
     });
 
     it('the enrolment code verifies the device (once); the list shows it masked', async () => {

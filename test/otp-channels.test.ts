@@ -1,6 +1,7 @@
 /** sms/email one-time codes on real Postgres: delivery, single use (also under a race), expiry, attempts, destinations, nothing in plaintext. */
 import { expect } from 'chai';
-import { createOtpChannels, demoSender, isProblemError, maskDestination, normalizeDestination, silentLogger, type Logger, type MfaCodeMessage, type OtpChannels } from '../index.js';
+import { createHash, createHmac } from 'node:crypto';
+import { createOtpChannels, demoSender, generateKey, isProblemError, keyRing, maskDestination, normalizeDestination, silentLogger, type Logger, type MfaCodeMessage, type OtpChannels } from '../index.js';
 import { dumpTables } from './support/dump.js';
 import { insertDevice, migratedStorage, type TestDb } from './support/fixtures.js';
 
@@ -289,6 +290,58 @@ describe('sms and email one-time codes', () => {
       const dump = await dumpTables(db.knex);
       expect(dump.tables).to.include.members(['mfa_devices', 'mfa_otp_codes']);
       for (const secret of [smsCode, emailCode, PHONE, PHONE.slice(1), EMAIL, 'alice.smith']) expect(dump.contains(secret), secret).to.equal(false);
+    });
+
+    describe('with a key ring: the stored hash is keyed with a key derived from it (a pepper)', () => {
+      const kA = generateKey('kA');
+      const withRing = (...keys: string[]) => createOtpChannels({ storage: db.storage, sender, keyRing: keyRing(keys), logger: silentLogger, now: () => clock });
+      const issue = async (channels: OtpChannels, userId: string) => {
+        const deviceId = await device(userId);
+        await channels.issue({ tenantId: 'acme', userId, deviceId, method: 'sms', destination: PHONE, purpose: 'login' });
+        return { deviceId, code: sender.last().code };
+      };
+      const verify = (channels: OtpChannels, userId: string, deviceId: string, code: string) => channels.verify({ tenantId: 'acme', userId, deviceId, purpose: 'login', code });
+
+      it('a database read alone does not give the code: no keyless form of the row matches it; under the key it does', async () => {
+        const { deviceId, code } = await issue(withRing(kA), 'u-pepper');
+        const [row] = await db.knex('mfa_otp_codes').where({ tenant_id: 'acme', device_id: deviceId });
+        const salt = row.salt as Buffer;
+        expect(salt.toString('latin1', 0, 6)).to.equal('v2:kA:');
+        // What an attacker with the row can compute for each of the 10^6 codes: the v1 form (the salt as the HMAC key),
+        // the v2 message keyed with the salt, or either unkeyed. For the real code none of these is the stored hash.
+        const text = (version: string, withSalt: boolean) =>
+          JSON.stringify([`express-mfa-kit/otp/${version}`, ...(withSalt ? [salt.toString('base64')] : []), 'acme', 'u-pepper', deviceId, 'login', code]);
+        const stored = (row.code_hash as Buffer).toString('hex');
+        for (const t of [text('v2', true), text('v1', false)]) {
+          expect(createHmac('sha256', salt).update(t).digest('hex')).not.to.equal(stored);
+          expect(createHash('sha256').update(t).digest('hex')).not.to.equal(stored);
+        }
+        expect(keyRing([kA]).mac!('otp-code', text('v2', true))!.mac.toString('hex')).to.equal(stored);
+        expect(await verify(withRing(kA), 'u-pepper', deviceId, code)).to.equal(true);
+      });
+
+      it('the same key id with other key material does not verify it; a rotated ring (new key first) does', async () => {
+        const kB = generateKey('kB');
+        const first = await issue(withRing(kA), 'u-pepper-rot');
+        expect(await verify(withRing(generateKey('kA')), 'u-pepper-rot', first.deviceId, first.code)).to.equal(false);
+        expect(await verify(withRing(kB, kA), 'u-pepper-rot', first.deviceId, first.code)).to.equal(true);
+        // New codes go under the new key; once kA is dropped, its codes fail (as expired ones do) and kB's pass.
+        const second = await issue(withRing(kB, kA), 'u-pepper-rot2');
+        const [row] = await db.knex('mfa_otp_codes').where({ tenant_id: 'acme', device_id: second.deviceId });
+        expect((row.salt as Buffer).toString('latin1', 0, 6)).to.equal('v2:kB:');
+        const third = await issue(withRing(kA), 'u-pepper-rot3');
+        expect(await verify(withRing(kB), 'u-pepper-rot3', third.deviceId, third.code)).to.equal(false);
+        expect(await verify(withRing(kB), 'u-pepper-rot2', second.deviceId, second.code)).to.equal(true);
+      });
+
+      it('a code stored before the upgrade (keyless, v1) still passes once with a ring', async () => {
+        const { deviceId, code } = await issue(otp, 'u-pepper-v1');
+        const [row] = await db.knex('mfa_otp_codes').where({ tenant_id: 'acme', device_id: deviceId });
+        expect((row.salt as Buffer).length).to.equal(16);
+        const ringed = withRing(kA);
+        expect(await verify(ringed, 'u-pepper-v1', deviceId, code)).to.equal(true);
+        expect(await verify(ringed, 'u-pepper-v1', deviceId, code)).to.equal(false);
+      });
     });
 
     it('logs the masked destination when sending, never the code or the destination', async () => {

@@ -89,7 +89,7 @@ export class MfaDevicesService {
     this.recoveryCodes = createRecoveryCodes({ storage: config.storage, count: config.recoveryCodeCount });
     this.trustedDevices = createTrustedDevices({ storage: config.storage, cache: config.cache, logger: config.logger, ...config.trustedDevices });
     this.removal = { storage: config.storage, trustedDevices: this.trustedDevices, recoveryCodes: this.recoveryCodes, events: config.events, logger: config.logger };
-    this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, codeTtlSeconds: config.codeTtlSeconds, maxAttempts: config.codeMaxAttempts, logger: config.logger }) : undefined;
+    this.otp = config.sender ? createOtpChannels({ storage: config.storage, sender: config.sender, keyRing: config.keyRing, codeTtlSeconds: config.codeTtlSeconds, maxAttempts: config.codeMaxAttempts, logger: config.logger }) : undefined;
   }
 
   /** An sms/email device's destination as it may be shown; `undefined` for TOTP or when it cannot be opened (never fails a listing). */
