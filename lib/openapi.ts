@@ -433,7 +433,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'mfaDevices', method: 'post', path: '/recovery-codes', tag: 'MFA devices', summary: 'Generate 10 recovery codes, replacing earlier ones',
-    description: 'Only for a user with a verified device (else 400 mfa-not-enrolled). Removing the last verified device removes the codes. Counts against the per-user rate limit of the verify and send routes.',
+    description: 'Only for a user with a verified device (else 400 mfa-not-enrolled). Removing the last verified device removes the codes. Counts against the per-user rate limit of the verify and send routes. No body, or `{}`: a member is refused by name (400).',
     responses: { 201: RecoveryCodesSchema }, problems: [429],
   },
   {

@@ -317,6 +317,25 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       for (const r of rows) for (const c of codes) expect(r.code_hash.toString('latin1')).not.to.contain(c);
     });
 
+    it('POST with a member (none is defined) → 400 naming it, the set is kept; {} and no body → 201', async () => {
+      const u = user('rc-body');
+      await smsDevice(u);
+      const first = await as(request(app).post('/auth/mfa/recovery-codes').send({}), u);
+      expect(first.status).to.equal(201);
+      for (const body of [{ count: 5 }, [], 'x']) {
+        const res = await as(request(app).post('/auth/mfa/recovery-codes').type('json').send(JSON.stringify(body)), u);
+        expect(res.status, JSON.stringify(body)).to.equal(400);
+        expect(res.type).to.equal('application/problem+json');
+        expect(res.body.errors, JSON.stringify(body)).to.be.an('array').that.is.not.empty;
+      }
+      const named = await as(request(app).post('/auth/mfa/recovery-codes').send({ count: 5 }), u);
+      expect(named.body.errors[0]).to.include({ field: '(body)', code: 'unknown' });
+      expect(named.body.errors[0].description).to.contain('"count"');
+      expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });
+      const login = await as(request(app).post('/auth/mfa/verify').send({ recoveryCode: first.body.codes[0] }), u);
+      expect(login.status, JSON.stringify(login.body)).to.equal(200);
+    });
+
     it('a recovery code passes the second factor once (method recovery_code, no deviceId), upper-case and without dashes too', async () => {
       const u = user('rc-login');
       const codes = await codesFor(u);
