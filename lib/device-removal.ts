@@ -9,7 +9,7 @@ import type { Logger } from './logger.js';
 import type { RecoveryCodes } from './recovery-codes.js';
 import type { TrustedDeviceChange, TrustedDevices } from './trusted-devices.js';
 import type { VerifierContext } from './verification-throttle.js';
-import type { DeviceRemoval, MfaDevice, MfaMethod, MfaStorage } from '../storage/types.js';
+import type { DeviceRemoval, MfaDevice, MfaMethod, MfaStorage, WithoutStepUp } from '../storage/types.js';
 
 export interface DeviceRemovalDeps {
   storage: Pick<MfaStorage, 'mfaDevices'>;
@@ -33,7 +33,7 @@ const RESET_CAP = 1000;
  * was the user's last verified device, the trusted devices and recovery codes that stood in for it go too: codes
  * printed for an earlier enrolment do not come back to life with the next one (GitHub, too, makes new ones).
  */
-export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierContext, id: string, via: RemovedVia, method?: MfaMethod): Promise<MfaDevice | null> {
+export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierContext, id: string, via: RemovedVia, method?: MfaMethod, withoutStepUp?: WithoutStepUp): Promise<MfaDevice | null> {
   if (method) {
     // Only a device of that method: another one of the user's is "no such device" on this route.
     const device = await deps.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
@@ -41,7 +41,8 @@ export async function removeDevice(deps: DeviceRemovalDeps, caller: VerifierCont
   }
   // Should it be the last verified device, its trusted devices go in the removal's transaction, the cache told in it.
   const change = deps.trustedDevices.beginChange(caller.tenantId, caller.userId);
-  const { removed, verifiedRemaining, revoked } = await change.run((beforeCommit) => deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id, beforeCommit));
+  const { removed, verifiedRemaining, revoked } = await change.run((beforeCommit) => deps.storage.mfaDevices.remove(caller.tenantId, caller.userId, id, beforeCommit, withoutStepUp !== undefined ? { withoutStepUp } : undefined),
+  );
   // An abandoned enrolment is gone for every reader already: deleted now, but answered as no such device.
   if (!removed || isAbandoned(removed, new Date())) return null;
   emitSafely(deps.events, deps.logger, 'device.removed', { ...eventBase(caller), deviceId: id, method: removed.method, via });

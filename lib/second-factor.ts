@@ -18,7 +18,7 @@ export interface TotpAcceptDeps {
   logger: Logger;
 }
 
-export type TotpAcceptResult = { status: 'OK'; device: MfaDevice } | { status: 'MISMATCH' } | { status: 'REPLAY' };
+export type TotpAcceptResult = { status: 'OK'; device: MfaDevice } | { status: 'MISMATCH' } | { status: 'REPLAY' } | { status: 'REFUSED' };
 
 /** Associated data sealing a device's secret or destination to its row. */
 export const deviceAad = (device: Pick<MfaDevice, 'tenantId' | 'userId' | 'id'>): string => aad(device.tenantId, device.userId, device.id);
@@ -41,7 +41,8 @@ export function openDeviceSecret(keyRing: KeyRing, device: MfaDevice): string {
 
 /**
  * Checks `code` on a TOTP device. `record(step)` must store the step atomically and return the
- * updated device, or `null` when the step is not above the stored one (another request won).
+ * updated device, or `null` when the step is not above the stored one (another request won), or
+ * `'refused'` when the right code's write was refused for another reason (`REFUSED`: no replay).
  */
 export async function acceptTotpCode(
   deps: TotpAcceptDeps,
@@ -49,7 +50,7 @@ export async function acceptTotpCode(
   via: Via,
   device: MfaDevice,
   code: string,
-  record: (step: number) => Promise<MfaDevice | null>,
+  record: (step: number) => Promise<MfaDevice | null | 'refused'>,
 ): Promise<TotpAcceptResult> {
   if (device.method !== 'totp' || device.totp === null) return { status: 'MISMATCH' };
   const secret = openDeviceSecret(deps.keyRing, device);
@@ -63,6 +64,7 @@ export async function acceptTotpCode(
     return { status: 'MISMATCH' };
   }
   const updated = await record(check.step);
+  if (updated === 'refused') return { status: 'REFUSED' };
   if (!updated) {
     replayed(deps, ctx, via, device.id);
     return { status: 'REPLAY' };
@@ -100,7 +102,8 @@ export async function acceptTotpCodeOnAny(
       unreadable.push(err);
       continue;
     }
-    if (result.status === 'MISMATCH') continue;
+    // REFUSED: never here (this `record` answers a device or null); the next device is tried as after a mismatch.
+    if (result.status === 'MISMATCH' || result.status === 'REFUSED') continue;
     for (const err of unreadable) deps.logger.warn({ ...err.logFields, request_id: ctx.requestId }, 'a device was passed over: its secret does not decrypt');
     return result;
   }

@@ -68,7 +68,20 @@ export interface NewMfaDevice {
   expiresAt: Date;
 }
 
-export type CreateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'DEVICE_LIMIT_REACHED' };
+export type CreateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'DEVICE_LIMIT_REACHED' } | { status: 'STEP_UP_REQUIRED' };
+
+/**
+ * A change to a user's factors asked without step-up (`mfaDevicesRouter`'s `stepUp`, RFC 9470), which may go on only
+ * while the user has nothing to step up with. The router checks it before; a store that takes it judges it again in
+ * the write's own transaction, under the user's device lock, and writes nothing when it no longer holds: a request
+ * that passed the router's check a moment before the user's first device was verified (by another request, on
+ * another instance) must not be written after it.
+ * - `'no-verified-device'`: the user has no verified device, on or off (an enrolment, verifying a pending device,
+ *   turning off or removing one);
+ * - `'no-factor-on'`: no verified device that is on and no unused recovery code (turning a device back on: the way
+ *   back of a user who turned them all off).
+ */
+export type WithoutStepUp = 'no-verified-device' | 'no-factor-on';
 
 export interface MfaDeviceStore {
   /**
@@ -80,20 +93,23 @@ export interface MfaDeviceStore {
   get(tenantId: string, userId: string, id: string): Promise<MfaDevice | null>;
   /**
    * Inserts a device unless the user already has `maxDevices` (expired unverified devices are
-   * purged first and do not count). Serialised per user, so concurrent enrolments cannot overshoot.
+   * purged first and do not count). Serialised per user, so concurrent enrolments cannot overshoot. With
+   * `withoutStepUp`, only while it holds (`STEP_UP_REQUIRED` otherwise).
    */
-  create(device: NewMfaDevice, limits: { maxDevices: number; now: Date }): Promise<CreateDeviceResult>;
+  create(device: NewMfaDevice, limits: { maxDevices: number; now: Date; withoutStepUp?: WithoutStepUp }): Promise<CreateDeviceResult>;
   /**
    * Renames and/or enables/disables a device; `null` when there is no such device. Disabling it also deletes its
-   * pending sms/email codes, in the same transaction: a code sent before cannot pass once it is enabled again.
+   * pending sms/email codes, in the same transaction: a code sent before cannot pass once it is enabled again. With
+   * `withoutStepUp`, only while it holds: `null` and nothing written otherwise.
    */
-  update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null>;
+  update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }, options?: { withoutStepUp?: WithoutStepUp }): Promise<MfaDevice | null>;
   /**
    * Marks an unverified, unexpired (at `now`) device verified and used. With a TOTP `step` the
    * step is recorded in the same conditional update (refused when not above the last one).
-   * `null` when nothing changed: no such device, already verified, expired, or the step was used.
+   * `null` when nothing changed: no such device, already verified, expired, the step was used, or `withoutStepUp`
+   * no longer holds.
    */
-  markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null>;
+  markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date; withoutStepUp?: WithoutStepUp }): Promise<MfaDevice | null>;
   /**
    * The replay guard: records `step` as the last accepted TOTP step of a verified, enabled device
    * and sets `last_used_at`, in one conditional update that only succeeds when `step` is above the
@@ -107,9 +123,10 @@ export interface MfaDeviceStore {
    * (serialised per user). When it was the user's last verified device, a store may also delete, in the same
    * transaction, their recovery codes and trusted devices (bumping the trusted-device generation) and say so in
    * `revoked`; without `revoked` the caller revokes them after. When it deletes trusted devices it calls
-   * `beforeCommit` (`BeforeTrustedCommit`) before its commit.
+   * `beforeCommit` (`BeforeTrustedCommit`) before its commit. With `withoutStepUp`, only while it holds: nothing is
+   * deleted otherwise (`removed: null`).
    */
-  remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<DeviceRemoval>;
+  remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit, options?: { withoutStepUp?: WithoutStepUp }): Promise<DeviceRemoval>;
 }
 
 /** What `MfaDeviceStore.remove` did. */

@@ -247,6 +247,87 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       expect(on.body).to.include({ enabled: true });
     });
 
+    describe('a change let on without a step-up is judged again in its write (a request racing the first verification)', () => {
+      // The router's check reads the user's devices, then the write runs: `meanwhile` runs once, right after that read,
+      // what a concurrent request (on another instance) commits in between: here, a device verified or turned on.
+      let racing: { app: express.Express; meanwhile: (change: () => Promise<unknown>) => void };
+      before(() => {
+        let change: (() => Promise<unknown>) | undefined;
+        const bind = <T extends object>(target: T, prop: string | symbol): unknown => {
+          const value: unknown = Reflect.get(target, prop);
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        };
+        const devices = new Proxy(db.storage.mfaDevices, {
+          get(target, prop) {
+            if (prop !== 'list') return bind(target, prop);
+            return async (...args: Parameters<typeof target.list>) => {
+              const page = await target.list(...args);
+              const run = change;
+              change = undefined;
+              await run?.();
+              return page;
+            };
+          },
+        });
+        const storage = new Proxy(db.storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : bind(target, prop)) });
+        racing = { app: mfaApp(storage, { stepUp: POLICY, rateLimit: false, sender: { send() {} } }).app, meanwhile: (fn) => void (change = fn) };
+      });
+      const verifiedMeanwhile = (id: string) => () => db.knex('mfa_devices').where({ id }).update({ verified: true, expires_at: null, verified_at: db.knex.fn.now() });
+      const pending = async (user: string) => {
+        const res = await request(racing.app).post('/auth/mfa/devices/totp').set('Authorization', password(user)).send({ deviceName: 'Pending' });
+        expect(res.status, res.text).to.equal(201);
+        return (res.body as { device: { id: string }; secret: string }).device.id;
+      };
+      const rows = (user: string) => db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: user }).orderBy('device_name') as Promise<Array<{ id: string; verified: boolean; enabled: boolean; device_name: string }>>;
+
+      it('new recovery codes: 401, none made (they passed a second factor on the password alone)', async () => {
+        const id = await pending('race-rc');
+        racing.meanwhile(verifiedMeanwhile(id));
+        expectStepUp(await request(racing.app).post('/auth/mfa/recovery-codes').set('Authorization', password('race-rc')), 'new codes');
+        expect(await db.knex('mfa_recovery_codes').where({ tenant_id: 'acme', user_id: 'race-rc' })).to.have.length(0);
+      });
+
+      it('removing the device just verified: 401, it stays', async () => {
+        const id = await pending('race-rm');
+        racing.meanwhile(verifiedMeanwhile(id));
+        expectStepUp(await request(racing.app).delete(`/auth/mfa/devices/${id}`).set('Authorization', password('race-rm')), 'remove');
+        expect(await rows('race-rm')).to.have.length(1).and.to.have.nested.property('[0].verified', true);
+      });
+
+      it('verifying a second pending enrolment: 401, it stays pending, no failure counted', async () => {
+        const first = await pending('race-two');
+        const second = await request(racing.app).post('/auth/mfa/devices/totp').set('Authorization', password('race-two')).send({ deviceName: 'Second' });
+        const { device, secret } = second.body as { device: { id: string }; secret: string };
+        racing.meanwhile(verifiedMeanwhile(first));
+        const res = await request(racing.app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', password('race-two')).send({ code: oathtool(secret, Date.now()) });
+        expectStepUp(res, 'verify the second');
+        expect((await rows('race-two')).map((r) => [r.device_name, r.verified])).to.deep.equal([['Pending', true], ['Second', false]]);
+        const counted = (await db.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: 'race-two' })) as Array<{ failures: number }>;
+        expect(counted.reduce((sum, r) => sum + r.failures, 0)).to.equal(0);
+        // The code was right and is not used up: a stepped-up request verifies the device with it.
+        const done = await request(racing.app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-two')).send({ code: oathtool(secret, Date.now()) });
+        expect(done.status, done.text).to.equal(200);
+      });
+
+      it('a new enrolment: 401, no device added', async () => {
+        const id = await pending('race-enrol');
+        racing.meanwhile(verifiedMeanwhile(id));
+        expectStepUp(await request(racing.app).post('/auth/mfa/devices/totp').set('Authorization', password('race-enrol')).send({ deviceName: 'Attacker' }), 'enrol');
+        expect(await rows('race-enrol')).to.have.length(1);
+      });
+
+      it('the way back, twice at once: the second device is not turned on once the first is', async () => {
+        const { id: a } = await firstDevice('race-back');
+        const b = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('race-back')).send({ deviceName: 'Tablet' });
+        const { device, secret } = b.body as { device: { id: string }; secret: string };
+        expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-back')).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+        for (const id of [a, device.id]) expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('race-back')).send({ enabled: false })).status).to.equal(200);
+        racing.meanwhile(() => db.knex('mfa_devices').where({ id: a }).update({ enabled: true }));
+        expectStepUp(await request(racing.app).patch(`/auth/mfa/devices/${device.id}`).set('Authorization', password('race-back')).send({ enabled: true }), 'on, the second');
+        expect((await rows('race-back')).map((r) => [r.device_name, r.enabled])).to.deep.equal([['Phone', true], ['Tablet', false]]);
+      });
+    });
+
     it("another user's usable device does not count: the gate reads the caller's own devices, in the caller's tenant", async () => {
       await firstDevice('frank');
       const other = `Bearer ${token('frank', 'globex', { amr: ['pwd'], auth_time: nowSeconds() })}`;

@@ -12,13 +12,17 @@ import { toMfaDeviceDto } from './dto.js';
 import { MAX_ACCOUNT_LABEL_LENGTH, accountLabelOr, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
 import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, pageQuery, updateDeviceBody, verifyDeviceBody } from './schemas.js';
 import type { Caller, MfaDevicesService } from './service.js';
-import type { MfaDevice } from '../../storage/types.js';
+import type { MfaDevice, WithoutStepUp } from '../../storage/types.js';
 
 /** The authenticated caller of a request (set by the auth chain). */
 export const callerOf = (req: Request): Caller => {
   const ctx = contextOf(req);
-  return { tenantId: ctx.tenantId!, userId: ctx.userId!, requestId: ctx.requestId };
+  const withoutStepUp = passedWithoutStepUp.get(req);
+  return { tenantId: ctx.tenantId!, userId: ctx.userId!, requestId: ctx.requestId, ...(withoutStepUp !== undefined && { withoutStepUp }) };
 };
+
+/** The requests `stepUpGuard` let on without a step-up, and on what condition: their writes judge it again (`WithoutStepUp`). */
+const passedWithoutStepUp = new WeakMap<Request, WithoutStepUp>();
 
 /**
  * The page a list was asked for: `page` (default 1) and `page_size` (default 20, at most 100) as on every list
@@ -35,28 +39,45 @@ export const deviceIdOf = (req: Request): string => {
 };
 
 /**
- * The step-up check (`stepUp`, RFC 9470; lib/step-up.ts) of a route that changes the caller's second factors, for the requests
- * `applies` picks; nothing when the router has no `stepUp`. It applies once the user has a verified device, turned
- * on or off: with one, the login takes their recovery codes, so they have a second factor. A user without one (the
- * first enrolment, a pending one) has nothing to step up with and passes on their password.
+ * The step-up check (`stepUp`, RFC 9470; lib/step-up.ts) of a route that changes the caller's second factors, for the
+ * requests `condition` names a condition for; nothing when the router has no `stepUp`. A token that shows a second
+ * factor passes. Another passes while the condition holds, i.e. while the user has nothing to step up with (the first
+ * enrolment, a pending one, the way back): `'no-verified-device'` by default, since with a verified device, turned on
+ * or off, the login takes their recovery codes, so they have a second factor. The write judges the condition again in
+ * its own transaction (`WithoutStepUp`): a request that passed here a moment before the user's first device was
+ * verified elsewhere is then refused with the same 401.
  */
 export function stepUpGuard(
   config: MfaDevicesRouterConfig,
   service: MfaDevicesService,
-  applies: (req: Request) => boolean | Promise<boolean> = () => true,
+  condition: (req: Request) => WithoutStepUp | undefined | Promise<WithoutStepUp | undefined> = () => 'no-verified-device',
 ): RequestHandler[] {
   const policy = config.stepUp;
   if (policy === undefined) return [];
   return [
     async (req, _res, next) => {
-      if (showsSecondFactor(claimsOf(req), policy, config.now()) || !(await applies(req)) || !(await service.hasVerifiedDevice(callerOf(req)))) {
+      if (showsSecondFactor(claimsOf(req), policy, config.now())) {
         next();
         return;
       }
-      next(stepUpRequired(policy));
+      const asked = await condition(req);
+      if (asked === undefined) {
+        next();
+        return;
+      }
+      if (!(await service.holdsWithoutStepUp(callerOf(req), asked))) {
+        next(stepUpRequired(policy));
+        return;
+      }
+      passedWithoutStepUp.set(req, asked);
+      next();
     },
   ];
 }
+
+/** The 401 of a write that found the user with a factor after `stepUpGuard` let it on (`WithoutStepUp`). */
+export const stepUpRefused = (config: MfaDevicesRouterConfig): ProblemError =>
+  config.stepUp ? stepUpRequired(config.stepUp) : ProblemError.from('STEP_UP_REQUIRED');
 
 /** A 201's `Location` (RFC 9110 §15.3.2): the new device's path under the router's mount path (renamed or removed there, verified at `…/verify`). */
 const setCreatedLocation = (req: Request, res: Response, id: string): void => {
@@ -68,18 +89,16 @@ const enabledSet = (req: Request): unknown =>
   typeof req.body === 'object' && req.body !== null && 'enabled' in req.body ? (req.body as { enabled?: unknown }).enabled : undefined;
 
 /**
- * Which PATCHes change a factor. A rename changes none. Turning a device off does. Turning one back on does too (a
- * user who turned off a lost phone's device must not see it back on from a password-only token, the phone and the
- * password being what a thief has), unless the caller has nothing left to step up with: no device that is on and no
- * unused recovery code. Then it is the way back, and gives nobody a factor they do not hold.
+ * Which PATCHes change a factor, and on what condition one may without a step-up. A rename changes none. Turning a
+ * device off does: only while the user has no verified device. Turning one back on does too (a user who turned off a
+ * lost phone's device must not see it back on from a password-only token, the phone and the password being what a
+ * thief has), unless the caller has nothing left to step up with: no device that is on and no unused recovery code.
+ * Then it is the way back, and gives nobody a factor they do not hold.
  */
-const changesFactor = (service: MfaDevicesService) => async (req: Request): Promise<boolean> => {
+const changesFactor = (req: Request): WithoutStepUp | undefined => {
   const enabled = enabledSet(req);
-  if (enabled === undefined) return false;
-  if (enabled !== true) return true;
-  const caller = callerOf(req);
-  if ((await service.listDevices(caller)).some((d) => d.verified && d.enabled)) return true;
-  return (await service.recoveryCodesRemaining(caller)) > 0;
+  if (enabled === undefined) return undefined;
+  return enabled === true ? 'no-factor-on' : 'no-verified-device';
 };
 
 export function mountDevices(router: Router, config: MfaDevicesRouterConfig, service: MfaDevicesService, throttle: RequestHandler): void {
@@ -108,6 +127,8 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
         return;
       case 'DEVICE_LIMIT_REACHED':
         throw limitReached();
+      case 'STEP_UP_REQUIRED':
+        throw stepUpRefused(config);
     }
   });
 
@@ -128,6 +149,8 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
           throw limitReached();
         case 'METHOD_NOT_ENABLED':
           throw ProblemError.from('METHOD_NOT_ENABLED', `${method} devices are not enabled on this server (no code sender is configured).`);
+        case 'STEP_UP_REQUIRED':
+          throw stepUpRefused(config);
       }
     });
   }
@@ -136,7 +159,8 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
   // take the step-up enrolling does; otherwise an enrolment begun on the password alone while the user had no factor
   // (the first-enrolment exception) could be finished, or sent codes, after they got one. An id that names no pending
   // device passes to the route's own answer (404, already verified).
-  const pendingDevice = async (req: Request): Promise<boolean> => (await service.getDevice(callerOf(req), deviceIdOf(req)))?.verified === false;
+  const pendingDevice = async (req: Request): Promise<WithoutStepUp | undefined> =>
+    (await service.getDevice(callerOf(req), deviceIdOf(req)))?.verified === false ? 'no-verified-device' : undefined;
   const stepUpForPending = stepUpGuard(config, service, pendingDevice);
   router.post('/devices/:id/challenge', ...stepUpForPending, throttle, async (req, res) => {
     const id = deviceIdOf(req);
@@ -173,10 +197,12 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
         throw ProblemError.from('INVALID_CODE');
       case 'LOCKED':
         throw lockedProblem(result.retryAfterSeconds);
+      case 'STEP_UP_REQUIRED':
+        throw stepUpRefused(config);
     }
   });
 
-  router.patch('/devices/:id', ...stepUpGuard(config, service, changesFactor(service)), async (req, res) => {
+  router.patch('/devices/:id', ...stepUpGuard(config, service, changesFactor), async (req, res) => {
     const id = deviceIdOf(req);
     const body = parseOrThrow(updateDeviceBody, req.body ?? {});
     const result = await service.updateDevice(callerOf(req), id, {
@@ -189,6 +215,8 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');
+      case 'STEP_UP_REQUIRED':
+        throw stepUpRefused(config);
     }
   });
 
@@ -201,6 +229,8 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
         return;
       case 'NOT_FOUND':
         throw ProblemError.from('DEVICE_NOT_FOUND');
+      case 'STEP_UP_REQUIRED':
+        throw stepUpRefused(config);
     }
   });
 }

@@ -51,7 +51,7 @@ export function mfaDevicesRouter(options: MfaDevicesRouterOptions): MfaDevicesRo
   });
   mountDevices(router, config, service, throttle);
   mountVerify(router, config, service, throttle);
-  mountRecoveryCodes(router, service, stepUpGuard(config, service), throttle);
+  mountRecoveryCodes(router, config, service, stepUpGuard(config, service), throttle);
   mountTrustedDevices(router, service);
   // A path of a route above with another method: 405 with Allow (RFC 9110), not a 404.
   router.use(methodNotAllowed(router));

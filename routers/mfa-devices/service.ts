@@ -13,20 +13,30 @@ import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
 import { errorMessage } from '../../lib/throttled-log.js';
-import type { MfaDevice, Page, TrustedDevice } from '../../storage/types.js';
+import type { MfaDevice, Page, TrustedDevice, WithoutStepUp } from '../../storage/types.js';
 import type { MfaDevicesRouterConfig } from './options.js';
 
-/** Who is calling: tenant, user, request id. */
-export type Caller = VerifierContext;
+/**
+ * Who is calling: tenant, user, request id; and, for a change to their factors the router let on without a step-up,
+ * on what condition (`WithoutStepUp`): the write judges it again.
+ */
+export type Caller = VerifierContext & { withoutStepUp?: WithoutStepUp };
+
+/** A change asked without step-up that found the user with a factor to step up with (`WithoutStepUp`). */
+export type StepUpRequired = { status: 'STEP_UP_REQUIRED' };
+
+/** The `withoutStepUp` a storage write is given for this caller, as options to spread. */
+const withoutStepUpOf = (caller: Caller): { withoutStepUp?: WithoutStepUp } => (caller.withoutStepUp !== undefined ? { withoutStepUp: caller.withoutStepUp } : {});
 
 /** Upper bound of one listing (the device limit keeps real lists far below it). */
 const LIST_CAP = 1000;
 
 export type EnrollTotpResult =
   | { status: 'OK'; device: MfaDevice; secret: string; otpauthUrl: string; qrCode: string }
-  | { status: 'DEVICE_LIMIT_REACHED' };
+  | { status: 'DEVICE_LIMIT_REACHED' }
+  | StepUpRequired;
 
-export type EnrollOtpResult = { status: 'OK'; device: MfaDevice; destination: string } | { status: 'DEVICE_LIMIT_REACHED' } | { status: 'METHOD_NOT_ENABLED' };
+export type EnrollOtpResult = { status: 'OK'; device: MfaDevice; destination: string } | { status: 'DEVICE_LIMIT_REACHED' } | { status: 'METHOD_NOT_ENABLED' } | StepUpRequired;
 
 export type ChallengeResult =
   | { status: 'OK'; destination: string; purpose: 'enrollment' | 'login' }
@@ -41,12 +51,13 @@ export type VerifyDeviceResult =
   | { status: 'ALREADY_VERIFIED' }
   | { status: 'EXPIRED' }
   | { status: 'INVALID_CODE' }
-  | { status: 'LOCKED'; retryAfterSeconds: number };
+  | { status: 'LOCKED'; retryAfterSeconds: number }
+  | StepUpRequired;
 
-export type UpdateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'NOT_FOUND' };
-export type RemoveDeviceResult = { status: 'OK' } | { status: 'NOT_FOUND' };
+export type UpdateDeviceResult = { status: 'OK'; device: MfaDevice } | { status: 'NOT_FOUND' } | StepUpRequired;
+export type RemoveDeviceResult = { status: 'OK' } | { status: 'NOT_FOUND' } | StepUpRequired;
 
-export type RegenerateRecoveryCodesResult = { status: 'OK'; codes: string[] } | { status: 'NOT_ENROLLED' };
+export type RegenerateRecoveryCodesResult = { status: 'OK'; codes: string[] } | { status: 'NOT_ENROLLED' } | StepUpRequired;
 
 export type LoginMethod = 'totp' | 'sms' | 'email' | 'recovery_code';
 
@@ -143,7 +154,7 @@ export class MfaDevicesService {
         totp: config.totp,
         expiresAt: new Date(now.getTime() + config.unverifiedTtlSeconds * 1000),
       },
-      { maxDevices: config.maxDevices, now },
+      { maxDevices: config.maxDevices, now, ...withoutStepUpOf(caller) },
     );
     if (created.status !== 'OK') return created;
     this.emit('device.enrolled', { ...eventBase(caller), deviceId: id, method: 'totp' });
@@ -171,7 +182,7 @@ export class MfaDevicesService {
         totp: null,
         expiresAt: new Date(now.getTime() + config.unverifiedTtlSeconds * 1000),
       },
-      { maxDevices: config.maxDevices, now },
+      { maxDevices: config.maxDevices, now, ...withoutStepUpOf(caller) },
     );
     if (created.status !== 'OK') return created;
     try {
@@ -207,20 +218,29 @@ export class MfaDevicesService {
     const charged = await this.lockout.charge(caller, 'enrollment', id);
     if (charged.status === 'LOCKED') return charged;
 
-    let verified: MfaDevice | null = null;
+    // The right code, whose write found the user with a factor it was let on without (`WithoutStepUp`): a 401 like the
+    // router's, and not counted (the code was right); it does not pass, and stays unused for a stepped-up request.
+    const markVerified = async (step: number | null): Promise<MfaDevice | null | 'refused'> => {
+      const marked = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date(), ...withoutStepUpOf(caller) });
+      return !marked && (await this.refusedWithoutStepUp(caller)) ? 'refused' : marked;
+    };
+    let verified: MfaDevice | null | 'refused' = null;
     let replay = false;
     if (device.method === 'totp') {
-      const result = await acceptTotpCode(this.totpDeps, caller, 'enrollment', device, code, (step) =>
-        storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date() }),
-      ).catch(async (err: unknown) => {
+      const result = await acceptTotpCode(this.totpDeps, caller, 'enrollment', device, code, markVerified).catch(async (err: unknown) => {
         // The device's secret does not open: the code met nothing (lib/verification-throttle.ts, notCompared).
         if (err instanceof UnreadableDeviceSecret) await this.lockout.notCompared(caller);
         throw err;
       });
       if (result.status === 'OK') verified = result.device;
+      if (result.status === 'REFUSED') verified = 'refused';
       replay = result.status === 'REPLAY';
     } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
-      verified = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step: null, now: new Date() });
+      verified = await markVerified(null);
+    }
+    if (verified === 'refused') {
+      await this.lockout.notCompared(caller);
+      return { status: 'STEP_UP_REQUIRED' };
     }
     if (!verified) {
       await this.lockout.failed(caller, 'enrollment', replay ? 'replay' : 'invalid_code', id);
@@ -235,21 +255,34 @@ export class MfaDevicesService {
   /** Renames and/or enables/disables a device. */
   async updateDevice(caller: Caller, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<UpdateDeviceResult> {
     if (!(await this.getDevice(caller, id))) return { status: 'NOT_FOUND' };
-    const device = await this.config.storage.mfaDevices.update(caller.tenantId, caller.userId, id, patch);
-    if (!device) return { status: 'NOT_FOUND' };
+    const device = await this.config.storage.mfaDevices.update(caller.tenantId, caller.userId, id, patch, withoutStepUpOf(caller));
+    if (!device) return (await this.refusedWithoutStepUp(caller)) ? { status: 'STEP_UP_REQUIRED' } : { status: 'NOT_FOUND' };
     this.emit('device.updated', { ...eventBase(caller), deviceId: id, method: device.method, enabled: device.enabled });
     return { status: 'OK', device };
   }
 
   /** Removes a device; the last verified one takes the user's trusted devices with it. */
   async removeDevice(caller: Caller, id: string): Promise<RemoveDeviceResult> {
-    const removed = await removeDevice(this.removal, caller, id, 'user');
-    return removed ? { status: 'OK' } : { status: 'NOT_FOUND' };
+    const removed = await removeDevice(this.removal, caller, id, 'user', undefined, caller.withoutStepUp);
+    if (removed) return { status: 'OK' };
+    return (await this.refusedWithoutStepUp(caller)) ? { status: 'STEP_UP_REQUIRED' } : { status: 'NOT_FOUND' };
   }
 
   /** Whether the caller has a verified device (enabled or not): what recovery codes are the fallback of, and what step-up asks for. */
   async hasVerifiedDevice(caller: Caller): Promise<boolean> {
     return (await this.listDevices(caller)).some((d) => d.verified);
+  }
+
+  /** Whether a change asked without step-up may go on (`WithoutStepUp`), as read now; the write judges it again. */
+  async holdsWithoutStepUp(caller: Caller, condition: WithoutStepUp): Promise<boolean> {
+    const devices = await this.listDevices(caller);
+    if (condition === 'no-verified-device') return !devices.some((d) => d.verified);
+    return !devices.some((d) => d.verified && d.enabled) && (await this.recoveryCodesRemaining(caller)) === 0;
+  }
+
+  /** After a write that changed nothing: whether it was asked without step-up and the user now has a factor. */
+  private async refusedWithoutStepUp(caller: Caller): Promise<boolean> {
+    return caller.withoutStepUp !== undefined && !(await this.holdsWithoutStepUp(caller, caller.withoutStepUp));
   }
 
   /** One page of the caller's trusted devices (not expired), newest first, with their total. */
@@ -329,6 +362,9 @@ export class MfaDevicesService {
   /** A new set of recovery codes, replacing the old one; shown this once. Only as the fallback of a verified device. */
   async regenerateRecoveryCodes(caller: Caller): Promise<RegenerateRecoveryCodesResult> {
     if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
+    // Let on without a step-up while the user had no verified device, and now they have one (verified meanwhile):
+    // a set needs a verified device, so without the step-up it is never made.
+    if (caller.withoutStepUp !== undefined) return { status: 'STEP_UP_REQUIRED' };
     // The check above answers fast; this one, in the write, is what holds when the last device is being removed.
     const codes = await this.recoveryCodes.regenerateWhileEnrolled(caller.tenantId, caller.userId);
     if (codes === null) return { status: 'NOT_ENROLLED' };

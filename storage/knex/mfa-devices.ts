@@ -1,9 +1,9 @@
 /** MFA devices on Postgres. */
 import type { Knex } from 'knex';
-import type { BeforeTrustedCommit, CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm } from '../types.js';
+import type { BeforeTrustedCommit, CreateDeviceResult, DeviceRemoval, MfaDevice, MfaDeviceStore, MfaMethod, NewMfaDevice, Page, PageQuery, TotpAlgorithm, WithoutStepUp } from '../types.js';
 import { coalesce } from '../coalesce.js';
 import { epochMs, fromEpochMs, query, statement } from './statements.js';
-import { bumpGeneration, epochIn, kitTransaction, lockRecoveryCodes, lockUser } from './user-locks.js';
+import { bumpGeneration, epochIn, holdsWithoutStepUp, kitTransaction, lockRecoveryCodes, lockUser } from './user-locks.js';
 
 /** A `mfa_devices` row as pg returns it. */
 export interface MfaDeviceRow {
@@ -165,9 +165,10 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     return row ? toMfaDevice(row) : null;
   }
 
-  async create(device: NewMfaDevice, limits: { maxDevices: number; now: Date }): Promise<CreateDeviceResult> {
+  async create(device: NewMfaDevice, limits: { maxDevices: number; now: Date; withoutStepUp?: WithoutStepUp }): Promise<CreateDeviceResult> {
     return this.knex.transaction(async (trx) => {
       await lockUser(trx, device.tenantId, device.userId);
+      if (!(await holdsWithoutStepUp(trx, device.tenantId, device.userId, limits.withoutStepUp))) return { status: 'STEP_UP_REQUIRED' as const };
       const mine = () => trx<MfaDeviceRow>('mfa_devices').where({ tenant_id: device.tenantId, user_id: device.userId });
       // Abandoned enrolments do not hold a slot.
       await mine().where({ verified: false }).andWhere('expires_at', '<=', limits.now).delete();
@@ -195,10 +196,11 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
     }, kitTransaction());
   }
 
-  async update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }): Promise<MfaDevice | null> {
+  async update(tenantId: string, userId: string, id: string, patch: { deviceName?: string; enabled?: boolean }, options: { withoutStepUp?: WithoutStepUp } = {}): Promise<MfaDevice | null> {
     const changes: Partial<MfaDeviceRow> = {};
     if (patch.deviceName !== undefined) changes.device_name = patch.deviceName;
     if (patch.enabled !== undefined) changes.enabled = patch.enabled;
+    const { withoutStepUp } = options;
     if (Object.keys(changes).length === 0) return this.get(tenantId, userId, id);
     const write = async (db: Knex) => {
       const [row] = await db<MfaDeviceRow>('mfa_devices').where({ tenant_id: tenantId, user_id: userId, id }).update(changes).returning('*');
@@ -206,15 +208,22 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       if (row && patch.enabled === false) await db('mfa_otp_codes').where({ tenant_id: tenantId, device_id: id }).delete();
       return row ? toMfaDevice(row) : null;
     };
+    if (withoutStepUp !== undefined) {
+      return this.knex.transaction(async (trx) => {
+        await lockUser(trx, tenantId, userId);
+        return (await holdsWithoutStepUp(trx, tenantId, userId, withoutStepUp)) ? write(trx) : null;
+      }, kitTransaction());
+    }
     return patch.enabled === false ? this.knex.transaction(write, kitTransaction()) : write(this.knex);
   }
 
-  async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date }): Promise<MfaDevice | null> {
+  async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date; withoutStepUp?: WithoutStepUp }): Promise<MfaDevice | null> {
     // Under the user's lock: a removal deciding that it takes the user's last verified device (and with it their
     // recovery codes and trusted devices) counts the verified devices under that lock, and must not count a moment
     // before this one is verified.
     return this.knex.transaction(async (trx) => {
       await lockUser(trx, tenantId, userId);
+      if (!(await holdsWithoutStepUp(trx, tenantId, userId, opts.withoutStepUp))) return null;
       return this.markVerifiedIn(trx, tenantId, userId, id, opts);
     }, kitTransaction());
   }
@@ -253,12 +262,16 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       .update({ last_used_at: this.knex.fn.now() });
   }
 
-  async remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit): Promise<DeviceRemoval> {
+  async remove(tenantId: string, userId: string, id: string, beforeCommit?: BeforeTrustedCommit, options: { withoutStepUp?: WithoutStepUp } = {}): Promise<DeviceRemoval> {
     return this.knex.transaction(async (trx) => {
       // Serialised with other removals of the same user, so two concurrent removals of the last
       // two devices still see that none is left.
       await lockUser(trx, tenantId, userId);
       const mine = { tenant_id: tenantId, user_id: userId };
+      if (!(await holdsWithoutStepUp(trx, tenantId, userId, options.withoutStepUp))) {
+        const verified = await trx<MfaDeviceRow>('mfa_devices').where({ ...mine, verified: true }).count({ n: '*' }).first();
+        return { removed: null, verifiedRemaining: Number(verified?.n ?? 0) };
+      }
       const [row] = await trx<MfaDeviceRow>('mfa_devices').where({ ...mine, id }).delete().returning('*');
       const left = await trx<MfaDeviceRow>('mfa_devices').where({ ...mine, verified: true }).count({ n: '*' }).first();
       const removed = row ? toMfaDevice(row) : null;

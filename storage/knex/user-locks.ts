@@ -5,7 +5,7 @@
  * in a cycle.
  */
 import type { Knex } from 'knex';
-import type { CacheEpochInTransaction } from '../types.js';
+import type { CacheEpochInTransaction, WithoutStepUp } from '../types.js';
 
 /**
  * How every transaction of the kit begins: READ COMMITTED, Postgres's default, whatever the database's or role's
@@ -56,6 +56,24 @@ export async function bumpGeneration(trx: Knex.Transaction, tenantId: string, us
 export async function hasVerifiedMfaDevice(trx: Knex.Transaction, tenantId: string, userId: string): Promise<boolean> {
   const { rows } = await trx.raw<{ rows: Array<{ found: boolean }> }>('select exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as found', [tenantId, userId]);
   return rows[0]!.found;
+}
+
+/**
+ * Whether a change asked without step-up may go on (`WithoutStepUp`), read in the caller's transaction after the user's
+ * device lock (`lockUser`), which every writer that verifies, turns on or removes a device takes: so no such change
+ * commits between this read and the caller's commit. Recovery codes are read as committed; a new set needs the
+ * step-up once the user has a verified device, so none is made meanwhile without it.
+ */
+export async function holdsWithoutStepUp(trx: Knex.Transaction, tenantId: string, userId: string, condition: WithoutStepUp | undefined): Promise<boolean> {
+  if (condition === undefined) return true;
+  const sql =
+    condition === 'no-verified-device'
+      ? 'select not exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified) as holds'
+      : `select not exists (select 1 from mfa_devices where tenant_id = ? and user_id = ? and verified and enabled)
+           and not exists (select 1 from mfa_recovery_codes where tenant_id = ? and user_id = ? and used_at is null) as holds`;
+  const params = condition === 'no-verified-device' ? [tenantId, userId] : [tenantId, userId, tenantId, userId];
+  const { rows } = await trx.raw<{ rows: Array<{ holds: boolean }> }>(sql, params);
+  return rows[0]!.holds;
 }
 
 export const READ_CACHE_EPOCH = 'select epoch from trusted_device_cache_epoch';
