@@ -32,6 +32,7 @@ import { chain } from '../lib/chain.js';
 import { methodNotAllowed } from '../lib/method-not-allowed.js';
 import { apiSecurityHeaderList, apiSecurityHeaders } from './security-headers.js';
 import { contextOf } from '../lib/context.js';
+import { requestTarget } from '../lib/problem.js';
 
 /** How user tokens are verified: exactly one of the two. */
 export type UserTokenKey =
@@ -116,7 +117,7 @@ function accessLog(logger: PinoLogger): RequestHandler {
     res.on('close', () => {
       const status = res.statusCode;
       const line = {
-        req: { method: req.method, path: (req.originalUrl || req.url).split('?', 1)[0] },
+        req: { method: req.method, path: requestTarget(req).split('?', 1)[0] },
         res: { status },
         responseTime: Math.round(performance.now() - started),
         request_id: req.mfa?.requestId,
@@ -130,18 +131,25 @@ function accessLog(logger: PinoLogger): RequestHandler {
   };
 }
 
+/** An absolute-form target whose authority has userinfo. */
+const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@]*@/;
+
 /**
  * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
  * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
+ * Also a 400: a target with userinfo (RFC 9110 §4.2.4).
  */
 const hostRequired: RequestHandler = (req, res, next) => {
-  if (req.httpVersion !== '1.1' || req.headers.host !== undefined) {
+  // A target in absolute form with userinfo (`http://user:pass@host/…`): an error (RFC 9110 §4.2.4), and the
+  // credentials in it are never repeated (the Problem's instance and the log line name the path only).
+  const userinfo = !req.url.startsWith('/') && USERINFO.test(req.url);
+  if (!userinfo && (req.httpVersion !== '1.1' || req.headers.host !== undefined)) {
     next();
     return;
   }
   // As Node's own refusal: the connection ends with the answer.
   res.setHeader('Connection', 'close');
-  next(ProblemError.from('BAD_HTTP_REQUEST', 'An HTTP/1.1 request needs a Host header.'));
+  next(ProblemError.from('BAD_HTTP_REQUEST', userinfo ? 'A request target must not carry user information (user:password@).' : 'An HTTP/1.1 request needs a Host header.'));
 };
 
 /**

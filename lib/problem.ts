@@ -116,9 +116,35 @@ function traceOf(header: unknown): { traceparent: string; spanId: string } | und
 }
 const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
 
-/** The request path and query, with values of secret-looking parameters replaced, bounded in length. */
-function instanceOf(req: Request): string {
+/** `scheme://authority` in front of a request target sent in absolute form (RFC 9112 §3.2.2), userinfo included. */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
+
+/**
+ * The request's target as path and query (origin form, RFC 9112 §3.2.1): a target sent in absolute form
+ * (`http://user:pass@host/path`, which node:http and Express take as they are) without its scheme and authority,
+ * so neither a Problem's `instance` nor a log line repeats a password put in the URL's userinfo.
+ */
+export function requestTarget(req: Pick<Request, 'url' | 'originalUrl'>): string {
   const url = req.originalUrl || req.url;
+  if (url.startsWith('/')) return url;
+  const authority = ABSOLUTE_FORM.exec(url);
+  if (!authority) return url;
+  const rest = url.slice(authority[0].length);
+  return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
+/** What may not stand as it is in a URI reference (RFC 3986 §2): anything but unreserved, reserved and `%` with two hex digits. */
+const NOT_URI = /[^A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})/g;
+const percentEncoded = (c: string): string => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`;
+
+/**
+ * The request path and query, with values of secret-looking parameters replaced, bounded in length: a URI reference
+ * (RFC 9457 §3.1.5), so what node:http lets through raw (`"`, `<`, `{`, a space in an absolute-form target) is
+ * percent-encoded.
+ */
+function instanceOf(req: Request): string {
+  // node:http gives the target as latin1 text, one character a byte: each is encoded as that byte.
+  const url = requestTarget(req).replace(NOT_URI, percentEncoded);
   const q = url.indexOf('?');
   if (q === -1) return url.slice(0, 512);
   // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.

@@ -7,6 +7,7 @@ import { createHmac, generateKeyPairSync } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
+import { once } from 'node:events';
 import { expect } from 'chai';
 import express from 'express';
 import jwt from 'jsonwebtoken';
@@ -113,6 +114,36 @@ describe('auth edge cases', function () {
       expect(res.head).to.contain(`\r\nx-request-id: ${String(problem.request_id)}\r\n`);
       const old = await rawRequest(port, `GET ${DEVICES} HTTP/1.0\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
       expect(old.status).to.equal(200);
+    });
+
+    it('a target in absolute form with userinfo → 400 (RFC 9110 §4.2.4); no answer or log line repeats the password', async () => {
+      const lines: string[] = [];
+      const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+      const logged = createExampleApp({ storage: db.storage, codeSender: { send() {} }, internalKeys: [KEY_A, KEY_B], keyRing: ring, jwtSecret: JWT_SECRET, logger });
+      const server = createExampleServer(logged).listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const at = (server.address() as AddressInfo).port;
+      try {
+        const headers = `Host: 127.0.0.1\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`;
+        const secret = await rawRequest(at, `GET http://svc:S3cr3tPass@127.0.0.1:${at}${DEVICES} HTTP/1.1\n${headers}`);
+        expect(secret.status).to.equal(400);
+        expect(JSON.parse(secret.body)).to.include({ status: 400, code: 40000003, instance: DEVICES, detail: 'A request target must not carry user information (user:password@).' });
+        // Without userinfo, an absolute-form target is routed (RFC 9112 §3.2.2), and a Problem names its path only.
+        const plain = await rawRequest(at, `GET http://127.0.0.1:${at}${DEVICES} HTTP/1.1\n${headers}\nConnection: close`);
+        expect(plain.status, plain.body).to.equal(200);
+        const missing = await rawRequest(at, `GET http://127.0.0.1:${at}/nope?a=1 HTTP/1.1\n${headers}\nConnection: close`);
+        expect(missing.status).to.equal(404);
+        expect(JSON.parse(missing.body)).to.include({ instance: '/nope?a=1' });
+        // What node:http lets through raw is percent-encoded: `instance` is a URI reference (RFC 9457 §3.1.5).
+        const raw = await rawRequest(at, `GET /nope/"<>{}|^\`%zz%41 HTTP/1.1\n${headers}\nConnection: close`);
+        expect(raw.status).to.be.oneOf([400, 404]);
+        expect(JSON.parse(raw.body)).to.include({ instance: '/nope/%22%3C%3E%7B%7D%7C%5E%60%25zz%41' });
+        for (const res of [secret, plain, missing]) expect(res.head + res.body).not.to.contain('S3cr3tPass');
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      }
+      expect(lines.join('')).not.to.contain('S3cr3tPass').and.not.to.contain('http://');
+      expect(lines.map((l) => (JSON.parse(l) as { req?: { path?: string } }).req?.path).filter(Boolean)).to.include.members(['/internal/mfa/totp/devices', '/nope']);
     });
 
     it("what Node's parser refuses (headers over the limit, bytes that are not HTTP) gets the API's security headers too, as every answer", async () => {
