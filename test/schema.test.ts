@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import knexModule from 'knex';
-import { createTrustedDevices, knexStorage, memoryCache, silentLogger } from '../index.js';
+import { createTrustedDevices, knexStorage, memoryCache, migrate, silentLogger } from '../index.js';
 import { migratedStorage } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
@@ -41,6 +41,31 @@ describe("the kit's tables in their own schema (knex searchPath)", function () {
       expect(await db.knex('public.trusted_devices').select('*')).to.deep.equal([{ id: 1, host_data: "the host's row" }]);
     } finally {
       await knex.destroy();
+    }
+  });
+});
+
+describe('migrations from several instances at once', function () {
+  this.timeout(60_000);
+
+  it('on an empty database, instances that start together all migrate (knex creates its own tables before its lock exists)', async () => {
+    for (let round = 0; round < 3; round++) {
+      const db = await freshDatabase();
+      const others = [0, 1, 2].map(() => knexModule({ client: 'pg', connection: db.url, pool: { min: 1, max: 2 } }));
+      try {
+        // Connected first, so the migrations leave at the same moment.
+        await Promise.all(others.map((k) => k.raw('select 1')));
+        const results = await Promise.allSettled(others.map((k) => migrate(k)));
+        const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String((r.reason as Error).message).slice(0, 120));
+        expect(failed, `round ${round}`).to.deep.equal([]);
+        const applied = results.map((r) => (r as PromiseFulfilledResult<string[]>).value.length);
+        // One applied them all; the others found nothing left to do.
+        expect(applied.filter((n) => n > 0), `round ${round}: ${applied.join(', ')}`).to.have.length(1);
+        expect(await migrate(db.knex)).to.deep.equal([]);
+      } finally {
+        await Promise.all(others.map((k) => k.destroy()));
+        await db.drop();
+      }
     }
   });
 });
