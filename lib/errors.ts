@@ -170,7 +170,7 @@ const NET_UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT'
  * ("Query read timeout"), a client or pool already closed (during a restart or shutdown).
  */
 const STORAGE_DOWN_MESSAGES =
-  /Connection terminated|Connection ended unexpectedly|connection is closed|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|Query read timeout|Unable to acquire a connection/i;
+  /Connection terminated|Connection ended unexpectedly|connection is closed|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|(?:^| - )timeout expired$|Query read timeout|Unable to acquire a connection/i;
 
 /**
  * Whether an error from the storage layer means "the database is unreachable or overloaded"

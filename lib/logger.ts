@@ -19,10 +19,21 @@ export const REDACT_PATHS = [
 
 let defaultLogger: Logger | undefined;
 
-/** The logger used when a router is given none: pino at `LOG_LEVEL` (default `info`) on stdout. */
+/** pino's levels: what `LOG_LEVEL` may name. */
+export const LOG_LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * The logger used when a router is given none: pino at `LOG_LEVEL` (default `info`, also when empty) on stdout. A
+ * `LOG_LEVEL` that is no level is not the host's start failing in a router: `info`, and a warning that says so.
+ */
 export function getDefaultLogger(): Logger {
-  defaultLogger ??= pino({ name: 'express-mfa-kit', level: process.env.LOG_LEVEL ?? 'info', redact: [...REDACT_PATHS] });
-  return defaultLogger;
+  if (defaultLogger) return defaultLogger;
+  const asked = process.env.LOG_LEVEL?.trim() || 'info';
+  const known = LOG_LEVELS.includes(asked);
+  const logger = pino({ name: 'express-mfa-kit', level: known ? asked : 'info', redact: [...REDACT_PATHS] });
+  if (!known) logger.warn({ LOG_LEVEL: asked.slice(0, 32) }, `LOG_LEVEL is none of ${LOG_LEVELS.join(', ')}: logging at info`);
+  defaultLogger = logger;
+  return logger;
 }
 
 /** A logger that drops everything (tests, or hosts that log elsewhere). */

@@ -146,6 +146,72 @@ describe('example server start-up', () => {
     }
   });
 
+  it('refuses, naming the variable and never its value, what would start wrong: LOG_LEVEL, NODE_ENV without secrets, REDIS_URL, DATABASE_URL, a private JWT key, CLEANUP_KEEP_LAST alone, a DB timeout past an hour', async function () {
+    this.timeout(60_000);
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256', publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const cases: Array<[Record<string, string>, RegExp]> = [
+      [{ LOG_LEVEL: 'verbose' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/],
+      [{ NODE_ENV: 'staging' }, /NODE_ENV=staging: refusing to start while JWT_SECRET, INTERNAL_API_KEYS, MFA_ENCRYPTION_KEYS are unset \(secrets are generated only in development/],
+      [{ REDIS_URL: '127.0.0.1:6379/7' }, /REDIS_URL must be a URL like redis:\/\//],
+      [{ REDIS_URL: 'http://127.0.0.1:6379/7' }, /REDIS_URL must be a URL like/],
+      [{ REDIS_URL: 'redis://127.0.0.1:6379/seven' }, /REDIS_URL must be a URL like/],
+      [{ DATABASE_URL: 'not-a-url-pass-w0rd' }, /DATABASE_URL must be a URL like postgres:\/\//],
+      [{ DATABASE_URL: 'postgres://u:pass-w0rd@127.0.0.1:port/db' }, /DATABASE_URL must be a URL like/],
+      [{ JWT_PUBLIC_KEY: privateKey }, /JWT_PUBLIC_KEY holds a private key/],
+      [{ CLEANUP_KEEP_LAST: '30d' }, /CLEANUP_KEEP_LAST needs CLEANUP_EVERY/],
+      [{ DATABASE_URL: 'postgres://u@127.0.0.1:1/db', DB_ACQUIRE_TIMEOUT_MS: '3000000000' }, /DB_ACQUIRE_TIMEOUT_MS must be an integer from 1 to 3600000 \(milliseconds\)/],
+    ];
+    for (const [env, message] of cases) {
+      const run = await runServer({ ...env, PORT: '0' });
+      const what = JSON.stringify(env).slice(0, 80);
+      expect(run.code, `${what}: ${run.output}`).to.equal(1);
+      expect(run.output, what).to.match(message);
+      expect(run.output, what).not.to.match(/\n\s+at |Generated for this run|pass-w0rd|PRIVATE KEY/);
+    }
+  });
+
+  it('an empty HOST, PORT or LOG_LEVEL is an unset one (127.0.0.1, 3000, info), not every interface or a random port', async function () {
+    this.timeout(40_000);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-empty-'));
+    try {
+      const output = await outputUntil({ DATABASE_URL: db.url, HOST: '', PORT: ' ', LOG_LEVEL: '' }, cwd, /server listening/);
+      expect(output).to.contain('"url":"http://127.0.0.1:3000"');
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
+    }
+  });
+
+  it('an option the app refuses stops the start before the schema changes; a failure to migrate is logged without its SQL', async function () {
+    this.timeout(40_000);
+    const db = await freshDatabase();
+    try {
+      const run = await runServer({ DATABASE_URL: db.url, JWT_SECRET: 'short', PORT: '0' });
+      expect(run.code, run.output).to.equal(1);
+      expect(run.output).to.match(/failed to start/).and.match(/jwt\.secret/).and.not.match(/migrations applied/);
+      const tables = await db.knex.raw<{ rows: unknown[] }>("select 1 from information_schema.tables where table_name like 'mfa_%'");
+      expect(tables.rows).to.deep.equal([]);
+      // A role that may not create tables (Postgres 15: none may in public but its owner): the migration fails.
+      const role = `mfa_ro_${db.name.slice(-8)}`;
+      await db.knex.raw(`create role ${role} login password 'ro-pass-w0rd'`);
+      try {
+        const url = new URL(db.url);
+        [url.username, url.password] = [role, 'ro-pass-w0rd'];
+        await db.knex.raw(`revoke create on schema public from public`);
+        const refused = await runServer({ DATABASE_URL: url.toString(), PORT: '0' });
+        expect(refused.code, refused.output).to.equal(1);
+        expect(refused.output).to.match(/failed to start/).and.match(/permission denied/);
+        expect(refused.output).not.to.match(/create table|ro-pass-w0rd/i);
+      } finally {
+        await db.knex.raw(`drop owned by ${role}`).catch(() => undefined);
+        await db.knex.raw(`drop role if exists ${role}`).catch(() => undefined);
+      }
+    } finally {
+      await db.drop();
+    }
+  });
+
   it('refuses a malformed encryption key at start-up with the fix in the message', async () => {
     const { code, output } = await runServer({
       NODE_ENV: 'production',

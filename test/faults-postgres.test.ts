@@ -5,7 +5,8 @@
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -57,6 +58,8 @@ describe('isStorageUnavailable(): the error shapes the fault runs produced (regr
       new Error('Query read timeout'),
       new Error('Connection terminated unexpectedly'),
       new Error('Connection terminated due to connection timeout'),
+      new Error('timeout expired'), // pg's connect timeout: a host that takes the TCP connection and never answers
+      new Error('select * from "mfa_devices" - timeout expired'),
       new Error('Client was closed and is not queryable'),
       new Error('Unable to acquire a connection'),
       Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
@@ -86,6 +89,27 @@ describe('scrubKnexMessage(): knex warnings without SQL (regression: a fault run
     expect(scrubKnexMessage('Connection Error: Error: Connection terminated unexpectedly')).to.equal('Connection Error: Error: Connection terminated unexpectedly');
     expect(scrubKnexMessage('Connection Error: select 1 from x')).to.equal('Connection Error: (message withheld: it held query text)');
     expect(scrubKnexMessage({ sql: 'select 1' })).to.equal('knex message');
+  });
+});
+
+describe('a database host that takes the connection and never answers (a frozen host, a hung proxy)', function () {
+  this.timeout(30_000);
+  it("new connections time out (pg's 'timeout expired'): 503 with Retry-After, not a 500", async () => {
+    const sockets: Socket[] = [];
+    const silent = createNetServer((socket) => void sockets.push(socket));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const knex = createKnex(`postgres://app@127.0.0.1:${(silent.address() as AddressInfo).port}/app`, { connectTimeoutMs: 300, acquireTimeoutMs: 5000 });
+    try {
+      const app = createExampleApp({ storage: knexStorage({ knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'silent-host-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
+      const res = await request(app).get('/internal/mfa/totp/devices').query({ user_id: 'alice' }).set({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'acme' });
+      expect(res.status, res.text).to.equal(503);
+      expect(res.headers['retry-after']).to.equal('5');
+    } finally {
+      await knex.destroy();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 });
 
