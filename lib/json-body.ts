@@ -71,7 +71,13 @@ export interface JsonBodyOptions {
  * straight on, without the parser's stream set-up.
  */
 export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: JsonBodyOptions = {}): RequestHandler[] {
-  const parse = express.json({ limit, strict: true, type: (req) => isJsonType(req.headers['content-type'] ?? ''), verify: utf8Only });
+  let parse: RequestHandler;
+  try {
+    parse = express.json({ limit, strict: true, type: (req) => isJsonType(req.headers['content-type'] ?? ''), verify: utf8Only });
+  } catch {
+    // body-parser's own words (`option limit "lots" is invalid`) name neither the kit's option nor its form.
+    throw new TypeError(`express-mfa-kit: option 'bodyLimit' must be a number of bytes or a size such as '100kb' or '1mb'`);
+  }
   const { only } = options;
   const handler: RequestHandler = (req, res, next) => {
     const length = req.headers['content-length'];

@@ -50,6 +50,10 @@ const wellFormed = (value: unknown): value is string => typeof value === 'string
 /** Sets `req.mfa.tenantId`: 400 when missing or malformed (either source), 403 when the two sources disagree. */
 export function tenant(options: TenantOptions = {}): RequestHandler {
   const from = options.from ?? tenantFrom.header();
+  // A header's name where an extractor goes (`tenant: 'X-Tenant-ID'`) would be a 500 on every request: said at set-up.
+  if (typeof from !== 'function' || typeof from.label !== 'string') {
+    throw new TypeError("express-mfa-kit: the tenant must come from tenantFrom.header('X-Tenant-ID') or tenantFrom.claim('tenant_id'), not a string or another value");
+  }
   const { mustMatch } = options;
   return (req, _res, next) => {
     const value = from(req);

@@ -10,6 +10,7 @@ import { bounded } from './bounded.js';
 import { emitSafely, eventBase, type MfaEvents } from './events.js';
 import { ProblemError } from './errors.js';
 import type { Logger } from './logger.js';
+import { throttledWarn } from './throttled-log.js';
 import { checkInteger, checkNestedOptions } from './options.js';
 import type { LockoutPolicy, VerificationThrottleStore } from '../storage/types.js';
 
@@ -126,6 +127,8 @@ export function verifyRateLimiter(args: {
       sendCommand: rateLimitCommand(redis),
     });
   }
+  // Once Redis is gone every request fails its count: one line per 10 s (with how many it stood for), as the cache's.
+  const storeProblem = throttledWarn(logger);
   return rateLimit({
     windowMs: config.windowMs,
     limit: config.limit,
@@ -145,7 +148,7 @@ export function verifyRateLimiter(args: {
         // every boot. The same refusal on a count (Redis gone later: requests pass unlimited) stays a warning.
         if (context.includes('store initialization') && NOT_CONNECTED.test(detail)) {
           logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; its scripts load at the first count');
-        } else logger.warn({ source: 'express-rate-limit', detail, ...(context && { context }) }, 'rate limiter problem');
+        } else storeProblem({ source: 'express-rate-limit', detail, ...(context && { context }) }, 'rate limiter problem');
       },
       warn: (...parts: unknown[]) => logger.warn({ source: 'express-rate-limit', detail: String(parts[0] instanceof Error ? parts[0].message : parts[0]) }, 'rate limiter warning'),
     },

@@ -508,6 +508,10 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ storage, internalKeys: 'short' })).to.throw(TypeError, /shorter than 16/);
     expect(() => internalRouter({ storage, internalKeys: KEY_A, keyHeader: 'x-api key' })).to.throw(TypeError, /not a valid HTTP header name/);
     expect(() => internalRouter({ storage, internalKeys: KEY_A, keyHeader: 'x-"api"' })).to.throw(TypeError, /not a valid HTTP header name/);
+    // Found by an operator review: a header's name as the tenant was a 500 on every request; a bad bodyLimit, body-parser's words.
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, tenant: 'X-Tenant-ID' } as never)).to.throw(TypeError, /tenantFrom\.header\('X-Tenant-ID'\)/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: 'lots' })).to.throw(TypeError, /express-mfa-kit: option 'bodyLimit' must be a number of bytes or a size such as '100kb'/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: '64kb', tenant: tenantFrom.header('X-Org') })).not.to.throw();
   });
 
   it('the 401 of a missing or wrong key names the configured key header in its challenge', async () => {
