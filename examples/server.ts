@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
+import type { Knex } from 'knex';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, unreadableKeyIds, type KeyRing, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
 import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
 import { LOG_LEVELS, REDACT_PATHS } from '../lib/logger.js';
 import { summarizeError } from '../lib/problem.js';
@@ -175,6 +176,26 @@ function loadEnv(): ServerEnv {
   };
 }
 
+/**
+ * Rows sealed under a key id the ring does not hold answer 500 on every instance: a deploy that dropped a key too early
+ * (before `npm run reencrypt` reported none left on it) stops here, naming the key ids, while the instances on the old
+ * ring go on serving. A key generated for this run (development) only warns: rows of an earlier run stay unreadable.
+ */
+async function checkKeysInUse(knex: Knex, ring: KeyRing, env: ServerEnv): Promise<void> {
+  const unreadable = await unreadableKeyIds(knex, ring);
+  if (unreadable.length === 0) return;
+  const ids = [...new Set(unreadable.map((u) => u.keyId))].join(', ');
+  const fields = { unreadable: unreadable.map((u) => ({ table: u.table, key_id: u.keyId, rows: u.rows })) };
+  if (env.generated.includes('MFA_ENCRYPTION_KEYS')) {
+    logger.warn(fields, `rows sealed under key id ${ids} do not open with this run's generated key: set MFA_ENCRYPTION_KEYS to the key they were sealed with`);
+    return;
+  }
+  throw new TypeError(
+    `MFA_ENCRYPTION_KEYS holds no key with id ${ids}, under which ${unreadable.reduce((n, u) => n + u.rows, 0)} stored secret(s) are sealed (${unreadable.map((u) => `${u.rows} in ${u.table}`).join(', ')}): ` +
+      'add that key back (a key leaves the list only once `npm run reencrypt` reports 0 still on another key); should it be lost for good, those devices and vaults must be removed and enrolled again',
+  );
+}
+
 /** How long start-up waits for Redis before going on without it. */
 const REDIS_CONNECT_WAIT_MS = 1000;
 
@@ -251,6 +272,7 @@ async function main(): Promise<void> {
   if (cluster.isPrimary) {
     const applied = await storage.migrate();
     if (applied.length) logger.info({ applied }, 'migrations applied');
+    await checkKeysInUse(knex, ring, env);
   }
   // One process sweeps: this one, or with WORKERS > 1 the first worker.
   if (env.cleanup && (cluster.isPrimary || process.env.MFA_KIT_CLEANUP === '1')) {
@@ -353,8 +375,9 @@ async function primary(workers: number): Promise<void> {
     await stopDatabase();
     throw err;
   }
-  const applied = await migrate(knex).finally(() => knex.destroy());
+  const applied = await migrate(knex);
   if (applied.length) logger.info({ applied }, 'migrations applied');
+  await checkKeysInUse(knex, keyRing(env.encryptionKeys), env).finally(() => knex.destroy());
 
   // The workers inherit JWT_PUBLIC_KEY with the rest of the environment; a secret (maybe generated) goes to them as JWT_SECRET.
   const shared = { DATABASE_URL: databaseUrl, ...('jwtSecret' in env.jwt && { JWT_SECRET: env.jwt.jwtSecret }), INTERNAL_API_KEYS: env.internalKeys.join(','), MFA_ENCRYPTION_KEYS: env.encryptionKeys.join(',') };

@@ -7,6 +7,7 @@ import { INVALID_UTF8, ProblemError } from './errors.js';
 
 export const DEFAULT_BODY_LIMIT = '100kb';
 
+const JSON_PATCH = /^application\/json-patch\+json\s*(;|$)/i;
 const isJsonType = (type: string): boolean => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type);
 /**
  * Whether the type names a charset other than UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8); body-parser
@@ -97,6 +98,13 @@ export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: J
       // A chunked body may still be empty, which is no body (as Content-Length: 0): only content is refused.
       if (length === undefined) refuseContent(req, next);
       else next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE'));
+      return;
+    }
+    // A PATCH body here is the members to change (JSON Merge Patch, RFC 7396), not a list of operations (JSON Patch,
+    // RFC 6902), which as plain JSON would be a 400 about its shape: 415 with what is taken (RFC 5789 §2.2).
+    if (hasBody && req.method === 'PATCH' && JSON_PATCH.test(type)) {
+      res.setHeader('Accept-Patch', 'application/json, application/merge-patch+json');
+      next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'A PATCH body is a JSON object of the members to change (application/json or application/merge-patch+json), not a JSON Patch.'));
       return;
     }
     if (hasBody && otherCharset(type)) {

@@ -143,15 +143,17 @@ const percentEncoded = (c: string): string => `%${c.charCodeAt(0).toString(16).t
  * percent-encoded.
  */
 function instanceOf(req: Request): string {
-  // node:http gives the target as latin1 text, one character a byte: each is encoded as that byte.
-  const url = requestTarget(req).replace(NOT_URI, percentEncoded);
+  const url = requestTarget(req);
   const q = url.indexOf('?');
-  if (q === -1) return url.slice(0, 512);
+  // node:http gives the target as latin1 text, one character a byte: each is encoded as that byte. Only the path: the
+  // query is written back by URLSearchParams, encoded, or left out.
+  const path = (q === -1 ? url : url.slice(0, q)).replace(NOT_URI, percentEncoded);
+  if (q === -1) return path.slice(0, 512);
   // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
-  if (!isWellFormedQuery(url)) return url.slice(0, Math.min(q, 512));
+  if (!isWellFormedQuery(url)) return path.slice(0, 512);
   const params = new URLSearchParams(url.slice(q + 1));
   for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
-  return `${url.slice(0, q)}?${params.toString()}`.slice(0, 512);
+  return `${path}?${params.toString()}`.slice(0, 512);
 }
 
 /** The Content-Encodings body-parser decodes on this Node (zstd only where zlib has it); identity goes without saying. */
@@ -417,6 +419,23 @@ const CLIENT_ERRORS: Partial<Record<string, ErrorKey>> = {
   ERR_HTTP_REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
 };
 
+/** A request line's start: a method, one space, a target's first character. */
+const REQUEST_LINE_START = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\s]/;
+
+/**
+ * Whether Node refused the headers' size because of the request line (a target over the limit): 414 URI Too Long
+ * (RFC 9110 §15.5.15) rather than 431, which is for header fields. Node gives the data it was parsing as `rawPacket`:
+ * when it begins with a request line that is more than half of the head it holds (or has no line end yet), the
+ * target is what is too long. A head split over several reads, its start in another packet, stays a 431.
+ */
+function requestLineTooLong(err: Error): boolean {
+  const { code, rawPacket } = err as { code?: unknown; rawPacket?: unknown };
+  if (code !== 'HPE_HEADER_OVERFLOW' || !Buffer.isBuffer(rawPacket) || !REQUEST_LINE_START.test(rawPacket.toString('latin1', 0, 64))) return false;
+  const lineEnd = rawPacket.indexOf(0x0a);
+  const headEnd = rawPacket.indexOf('\r\n\r\n', 0, 'latin1');
+  return lineEnd === -1 || lineEnd * 2 > (headEnd === -1 ? rawPacket.length : headEnd);
+}
+
 export interface ProblemClientErrorOptions {
   format?: 'problem' | 'simple' | 'nest';
   service?: string;
@@ -475,7 +494,7 @@ export function problemClientError(options: ProblemClientErrorOptions = {}): (er
       socket.destroy();
       return;
     }
-    const problem = ProblemError.from((typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
+    const problem = ProblemError.from(requestLineTooLong(err) ? 'URI_TOO_LONG' : (typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
     const { spec } = problem;
     const requestId = `req_${randomUUID()}`;
     const details = problemBody(problem, resolved, '', requestId);

@@ -69,6 +69,32 @@ interface SealedRow {
   data: Buffer;
 }
 
+/** Rows sealed under a key id the ring does not hold, by table and key id (`unreadableKeyIds`). */
+export interface UnreadableKeyId {
+  table: string;
+  keyId: string;
+  rows: number;
+}
+
+/**
+ * The key ids of sealed rows (`SEALED_TABLES`) that `keyRing` does not hold, with how many rows each: what no instance on
+ * this ring can open (each such row answers 500). One grouped scan of each table, for a start-up check.
+ */
+export async function unreadableKeyIds(knex: Knex, keyRing: KeyRing, tables: readonly SealedTable[] = SEALED_TABLES): Promise<UnreadableKeyId[]> {
+  const found: UnreadableKeyId[] = [];
+  for (const spec of tables) {
+    const { rows } = await knex.raw<{ rows: Array<{ key_id: string; n: string }> }>('select ?? as key_id, count(*) as n from ?? where ?? <> all(?) group by ??', [
+      spec.keyIdColumn,
+      spec.table,
+      spec.keyIdColumn,
+      [...keyRing.keyIds],
+      spec.keyIdColumn,
+    ]);
+    for (const row of rows) found.push({ table: spec.table, keyId: row.key_id, rows: Number(row.n) });
+  }
+  return found;
+}
+
 /**
  * Re-seals, with the active key, every row of the kit's tables sealed with another key, and reports
  * per existing table how many rows moved. No downtime: rows are walked in primary-key order, each

@@ -187,8 +187,17 @@ export function bearerToken(req: Request): string | undefined {
   let seen = 0;
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.length === 13 && req.rawHeaders[i]!.toLowerCase() === 'authorization') seen++;
   if (seen > 1) throw invalidRequest('Send one Authorization header field, with one Bearer token.');
+  // RFC 6750 §2: a client sends the token one way; beside the header, an access_token in the URI (§2.3) is refused
+  // rather than ignored (§3.1 invalid_request): it ends up in logs, and whichever of the two a proxy reads decides.
+  const question = req.url.indexOf('?');
+  if (question !== -1 && ACCESS_TOKEN_PARAMETER.test(req.url.slice(question + 1))) {
+    throw invalidRequest('Send the token one way: in the Authorization header, not also as access_token in the URL.');
+  }
   return BEARER.exec(field)?.[1];
 }
+
+/** RFC 6750 §2.3's query parameter, as its name may be spelt in a query (any case, `_` percent-encoded). */
+const ACCESS_TOKEN_PARAMETER = /(?:^|&)access(?:_|%5f)token(?:=|&|$)/i;
 
 export const INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token", error_description="The access token is invalid or expired"';
 

@@ -146,6 +146,14 @@ describe('auth edge cases', function () {
       expect(lines.map((l) => (JSON.parse(l) as { req?: { path?: string } }).req?.path).filter(Boolean)).to.include.members(['/internal/mfa/totp/devices', '/nope']);
     });
 
+    it('a target over the size limit → 414 URI Too Long (RFC 9110 §15.5.15), a header over it → 431', async () => {
+      const long = await rawRequest(port, `GET /internal/mfa/totp/devices?user_id=${'a'.repeat(20_000)} HTTP/1.1\nHost: x\nConnection: close`);
+      expect(long.status).to.equal(414);
+      expect(JSON.parse(long.body)).to.include({ status: 414, code: 41400001, title: 'URI Too Long' });
+      const header = await rawRequest(port, `GET /healthz HTTP/1.1\nHost: x\nX-Big: ${'a'.repeat(20_000)}\nConnection: close`);
+      expect(header.status).to.equal(431);
+    });
+
     it("what Node's parser refuses (headers over the limit, bytes that are not HTTP) gets the API's security headers too, as every answer", async () => {
       const routed = await rawRequest(port, `GET /healthz HTTP/1.1\nHost: x\nConnection: close`);
       const security = ['content-security-policy', 'cross-origin-resource-policy', 'strict-transport-security', 'x-content-type-options', 'x-frame-options'];
@@ -483,6 +491,19 @@ describe('auth edge cases', function () {
         expect(res.body).to.include({ status: 400, code: 40000001 });
         expect(res.body.errors).to.deep.equal([{ field: '(header) Authorization', code: 'format', description: 'Send one Authorization header field, with one Bearer token.' }]);
         expect(res.text).not.to.contain(good);
+      }
+    });
+
+    it('the token in the header and as access_token in the URL → 400 invalid_request (RFC 6750 §2: one way only); other parameters pass', async () => {
+      const good = hs(claims());
+      for (const query of ['access_token=x', `access_token=${good}`, 'a=1&ACCESS_TOKEN=', 'access%5Ftoken=x', 'x=1&access_token']) {
+        const res = await request(hsApp).get(`/me?${query}`).set('Authorization', `Bearer ${good}`);
+        expect(res.status, `${query.slice(0, 30)}: ${res.text}`).to.equal(400);
+        expect(res.headers['www-authenticate']).to.match(/^Bearer error="invalid_request", error_description="Send the token one way/);
+        expect(res.text).not.to.contain(good);
+      }
+      for (const query of ['access_token_hint=x', 'my_access_token=x', 'a=access_token']) {
+        expect((await request(hsApp).get(`/me?${query}`).set('Authorization', `Bearer ${good}`)).status, query).to.equal(200);
       }
     });
 

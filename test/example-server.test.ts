@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
 import { knexStorage } from '../index.js';
 import { freshDatabase } from './support/postgres.js';
+import { ENCRYPTION_KEYS, insertDevice } from './support/fixtures.js';
 import { insertTrusted } from './support/trusted.js';
 
 /** Starts the server in `cwd` and stops it once its output matches `until`; resolves with that output. */
@@ -167,6 +168,27 @@ describe('example server start-up', () => {
       expect(run.code, `${what}: ${run.output}`).to.equal(1);
       expect(run.output, what).to.match(message);
       expect(run.output, what).not.to.match(/\n\s+at |Generated for this run|pass-w0rd|PRIVATE KEY/);
+    }
+  });
+
+  it('refuses to start while stored secrets are sealed under a key id MFA_ENCRYPTION_KEYS does not hold (a key dropped too early); starts with it', async function () {
+    this.timeout(60_000);
+    const db = await freshDatabase();
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-keys-'));
+    try {
+      const storage = knexStorage({ knex: db.knex });
+      await storage.migrate();
+      await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice', method: 'totp', secret: 'JBSWY3DPEHPK3PXP' }); // sealed under k2, the fixture ring's first
+      const secrets = { DATABASE_URL: db.url, JWT_SECRET: 'keys-test-jwt-secret-0123456789', INTERNAL_API_KEYS: 'keys-test-internal-key-0123456789', PORT: '0' };
+      const other = `k3:${Buffer.alloc(32, 3).toString('base64')}`;
+      const run = await runServer({ ...secrets, MFA_ENCRYPTION_KEYS: other });
+      expect(run.code, run.output).to.equal(1);
+      expect(run.output).to.match(/MFA_ENCRYPTION_KEYS holds no key with id k2, under which 1 stored secret\(s\) are sealed \(1 in mfa_devices\)/);
+      expect(run.output).not.to.contain(Buffer.alloc(32, 3).toString('base64'));
+      expect(await outputUntil({ ...secrets, MFA_ENCRYPTION_KEYS: `${other},${ENCRYPTION_KEYS[0]!}` }, cwd, /server listening/)).not.to.match(/holds no key/);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+      await db.drop();
     }
   });
 

@@ -60,6 +60,9 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(res.body.trusted_until).to.match(ISO_SECONDS);
       const until = Date.parse(res.body.trusted_until);
       expect(until).to.be.within(before + 3600_000 - 1000, Date.now() + 3600_000);
+      // Location names the record (RFC 9110 §15.3.2): where it is revoked.
+      expect(res.headers.location).to.equal(`/internal/session/trusted-devices/${res.body.id}?user_id=${encodeURIComponent(user)}`);
+      expect((await request(a.app).delete(res.headers.location as string).set(headers())).status).to.equal(204);
     });
 
     it('defaults the TTL to 30 days, leaves out the details not given (never null), and accepts null and IPv6', async () => {

@@ -390,6 +390,18 @@ describe('mfaDevicesRouter: devices', () => {
       expect(res.body).to.include({ deviceName: 'Back', enabled: true });
     });
 
+    it('a JSON Patch (application/json-patch+json) → 415 with Accept-Patch (RFC 5789 §2.2); JSON Merge Patch is taken', async () => {
+      const e = await enrolVerified('patch-type');
+      const url = `/auth/mfa/devices/${e.device.id}`;
+      const patch = await as(request(app).patch(url).set('Content-Type', 'application/json-patch+json').send(JSON.stringify([{ op: 'replace', path: '/deviceName', value: 'x' }])), 'patch-type');
+      expect(patch.status, patch.text).to.equal(415);
+      expect(patch.headers['accept-patch']).to.equal('application/json, application/merge-patch+json');
+      expect(patch.type).to.equal('application/problem+json');
+      const merge = await as(request(app).patch(url).set('Content-Type', 'application/merge-patch+json').send(JSON.stringify({ deviceName: 'Merged' })), 'patch-type');
+      expect(merge.status, merge.text).to.equal(200);
+      expect(merge.body).to.include({ deviceName: 'Merged' });
+    });
+
     it('400 for an empty body, a non-boolean enabled, unknown fields', async () => {
       const e = await enrol('patch-bad');
       for (const body of [{}, { enabled: 'yes' }, { deviceName: '' }, { verified: true }]) {

@@ -145,6 +145,8 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
     };
     const device = await service.trust(contextOf(req).tenantId!, b.user_id, input);
     announce(req, b.user_id, 'trusted_device.created', { trustedDeviceId: device.id });
+    // RFC 9110 §15.3.2: the record's own URI (where it is revoked), as the other 201s of the kit give one.
+    res.setHeader('Location', `${req.baseUrl}${PATH}/${encodeURIComponent(device.id)}?user_id=${encodeURIComponent(b.user_id)}`);
     res.status(201).json(toTrustedDeviceResponse(device));
   });
 
