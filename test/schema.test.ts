@@ -46,26 +46,39 @@ describe("the kit's tables in their own schema (knex searchPath)", function () {
 });
 
 describe('migrations from several instances at once', function () {
-  this.timeout(60_000);
+  this.timeout(90_000);
 
-  it('on an empty database, instances that start together all migrate (knex creates its own tables before its lock exists)', async () => {
-    for (let round = 0; round < 3; round++) {
+  it("on an empty database, instances that start together (or a few ms apart) all migrate, and leave knex's lock one row", async () => {
+    for (let round = 0; round < 6; round++) {
       const db = await freshDatabase();
-      const others = [0, 1, 2].map(() => knexModule({ client: 'pg', connection: db.url, pool: { min: 1, max: 2 } }));
+      const others = [0, 1, 2, 3].map(() => knexModule({ client: 'pg', connection: db.url, pool: { min: 1, max: 2 } }));
       try {
-        // Connected first, so the migrations leave at the same moment.
+        // Connected first, so the migrations leave at the moments chosen: together, or 2-8 ms apart.
         await Promise.all(others.map((k) => k.raw('select 1')));
-        const results = await Promise.allSettled(others.map((k) => migrate(k)));
+        const results = await Promise.allSettled(others.map((k, i) => new Promise((r) => setTimeout(r, i * (round % 3) * 2)).then(() => migrate(k))));
         const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String((r.reason as Error).message).slice(0, 120));
         expect(failed, `round ${round}`).to.deep.equal([]);
         const applied = results.map((r) => (r as PromiseFulfilledResult<string[]>).value.length);
         // One applied them all; the others found nothing left to do.
         expect(applied.filter((n) => n > 0), `round ${round}: ${applied.join(', ')}`).to.have.length(1);
+        expect(await db.knex('mfa_kit_migrations_lock').select('*'), `round ${round}`).to.deep.equal([{ index: 1, is_locked: 0 }]);
         expect(await migrate(db.knex)).to.deep.equal([]);
       } finally {
         await Promise.all(others.map((k) => k.destroy()));
         await db.drop();
       }
+    }
+  });
+
+  it("a second lock row, left by such a race before, is removed (knex's lock refused every run while there were two)", async () => {
+    const db = await migratedStorage();
+    try {
+      await db.knex('mfa_kit_migrations_lock').insert({ is_locked: 0 });
+      expect(await db.knex('mfa_kit_migrations_lock').select('*')).to.have.length(2);
+      expect(await migrate(db.knex)).to.deep.equal([]);
+      expect(await db.knex('mfa_kit_migrations_lock').select('*')).to.have.length(1);
+    } finally {
+      await db.drop();
     }
   });
 });

@@ -1,6 +1,7 @@
 /** Runs the kit's migrations with knex's migrator (own table `mfa_kit_migrations`, so it coexists with the host's). */
 import type { Knex } from 'knex';
 import { MIGRATIONS, type Migration } from './migrations/index.js';
+import { kitTransaction } from './user-locks.js';
 
 export const MIGRATIONS_TABLE = 'mfa_kit_migrations';
 
@@ -17,37 +18,50 @@ const source: Knex.MigrationSource<Migration> = {
  */
 const config = (): Knex.MigratorConfig => ({ migrationSource: source, tableName: MIGRATIONS_TABLE, disableMigrationsListValidation: true });
 
+/** The kit's advisory-lock namespace (storage/knex/user-locks.ts); this key: knex's own tables being made. */
+const LOCK_CLASS_MIGRATIONS = 0x4d46_0007;
+
 /**
- * What an instance meets when another creates knex's own tables (`mfa_kit_migrations`, `_lock`) at the same moment,
- * on an empty database: knex's lock lives in those tables, so nothing serialises their creation. `42P07`: the table
- * exists; `42710` and `23505`: its row type does (`pg_type_typname_nsp_index`); and knex's "already locked" when its lock row is
- * not there yet (the other instance has made the table, not yet its row). Once both are there, knex's lock (a row
- * updated in the migrations' transaction) makes the others wait.
+ * knex's own tables (`mfa_kit_migrations`, `mfa_kit_migrations_lock`) and the lock's one row, made as knex makes them
+ * but under a transaction-scoped advisory lock. knex's lock lives in those tables, so knex does not serialise their
+ * making: instances starting together on an empty database met `relation … already exists` or `type … already
+ * exists`, and two of them that both found the lock table empty each put a row in it, after which knex's lock ("update
+ * … where is_locked = 0", which must change exactly one row) refused every later run. A second row, left by such a
+ * race before, is removed here.
  */
-const RACED_TABLE_CREATION = new Set(['42P07', '42710', '23505']);
-const LOCK_ROW_MISSING = 'Migration table is already locked';
-const MIGRATE_ATTEMPTS = 8;
-
-const racedCreation = (err: unknown): boolean => {
-  const { code, message } = err as { code?: unknown; message?: unknown };
-  return (typeof code === 'string' && RACED_TABLE_CREATION.has(code)) || message === LOCK_ROW_MISSING;
-};
+async function prepareMigrationTables(knex: Knex): Promise<void> {
+  const lockTable = `${MIGRATIONS_TABLE}_lock`;
+  await knex.transaction(async (trx) => {
+    await trx.raw('select pg_advisory_xact_lock(?, 0)', [LOCK_CLASS_MIGRATIONS]);
+    if (!(await trx.schema.hasTable(MIGRATIONS_TABLE))) {
+      await trx.schema.createTable(MIGRATIONS_TABLE, (t) => {
+        t.increments();
+        t.string('name');
+        t.integer('batch');
+        t.timestamp('migration_time');
+      });
+    }
+    if (!(await trx.schema.hasTable(lockTable))) {
+      await trx.schema.createTable(lockTable, (t) => {
+        t.increments('index').primary();
+        t.integer('is_locked');
+      });
+    }
+    const rows = (await trx(lockTable).select('index').orderBy('index')) as Array<{ index: number }>;
+    if (rows.length === 0) await trx(lockTable).insert({ is_locked: 0 });
+    if (rows.length > 1) await trx(lockTable).where('index', '>', rows[0]!.index).delete();
+  }, kitTransaction());
+}
 
 /**
- * Brings the schema up to date; safe to run from several instances at once: knex takes a lock for the migrations,
- * and an instance that met another creating knex's own tables on an empty database tries again, a moment later
- * (about 1.4 s in all). Returns the names applied.
+ * Brings the schema up to date; safe to run from several instances at once: knex's own tables are made under an
+ * advisory lock (`prepareMigrationTables`), then knex's lock (its row, updated in the migrations' transaction) makes
+ * the others wait for the one migrating. Returns the names applied.
  */
 export async function migrate(knex: Knex): Promise<string[]> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const [, applied] = (await knex.migrate.latest(config())) as [number, string[]];
-      return applied;
-    } catch (err) {
-      if (attempt >= MIGRATE_ATTEMPTS || !racedCreation(err)) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
-    }
-  }
+  await prepareMigrationTables(knex);
+  const [, applied] = (await knex.migrate.latest(config())) as [number, string[]];
+  return applied;
 }
 
 /** Rolls back every kit migration (tests and uninstall). */
