@@ -478,7 +478,7 @@ export const OPERATIONS: Operation[] = [
   },
   {
     router: 'internal', method: 'post', path: '/session/trusted-devices', tag: 'Internal', summary: 'Trust (or renew) a device for a user',
-    body: TrustDeviceRequestSchema, responses: { 201: TrustedDeviceSchema }, problems: [],
+    body: TrustDeviceRequestSchema, headers: createdLocation('record\'s path (under the router\'s mount path), with its user_id: DELETE it there to revoke it.'), responses: { 201: TrustedDeviceSchema }, problems: [],
   },
   {
     router: 'internal', method: 'get', path: '/session/trusted-devices/check', tag: 'Internal', summary: 'Is this device trusted for this user? (the hot path, served from the cache)',
@@ -580,10 +580,14 @@ const headerRef = (name: keyof typeof HEADERS): JsonObject => ({ $ref: `#/compon
 /** What every answer of the routers carries (lib/prelude.ts: request id, no-store). */
 const everyAnswer = (): JsonObject => ({ 'X-Request-ID': headerRef('RequestId'), 'Cache-Control': headerRef('NoStore') });
 
-const problemResponse = (status: number, router: Router): JsonObject => ({
+const problemResponse = (status: number, router: Router, method: Operation['method']): JsonObject => ({
   description: STATUS_TEXT[status] ?? 'Error',
   headers: {
     ...everyAnswer(),
+    ...(status === 415 &&
+      method === 'patch' && {
+        'Accept-Patch': { description: 'With a JSON Patch body (application/json-patch+json): the types a PATCH takes (RFC 5789 §3.1).', required: false, schema: { type: 'string', const: 'application/json, application/merge-patch+json' } },
+      }),
     ...(status === 401 && { 'WWW-Authenticate': { description: CHALLENGES[router], required: true, schema: { type: 'string' } } }),
     ...(status === 405 && { Allow: headerRef('Allow') }),
     ...((status === 429 || status === 503) && { 'Retry-After': headerRef('RetryAfter') }),
@@ -619,7 +623,7 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
         ...(schema !== null && { content: { 'application/json': { schema: ref(schema) } } }),
       };
     }
-    for (const status of problemStatuses(op)) responses[String(status)] = problemResponse(status, op.router);
+    for (const status of problemStatuses(op)) responses[String(status)] = problemResponse(status, op.router, op.method);
     const parameters = [
       ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
       ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),

@@ -242,14 +242,17 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
 /**
  * A sender for the example server and local development: it sends nothing. It writes the code to
  * stdout, prefixed `[demo sender]`, outside the JSON log (so log shipping never carries it), and logs
- * through `logger` only the masked destination and where the code went. With `NODE_ENV=production`
- * it withholds the code and warns. Production must inject a real `MfaCodeSender` (SMS gateway, mailer).
+ * through `logger` only the masked destination and where the code went. Outside development (`NODE_ENV` other
+ * than unset, `development` or `test`: `production`, `staging`…) it withholds the code and warns. Production must inject a real `MfaCodeSender` (SMS gateway, mailer).
  */
 export function demoSender(logger: Logger): MfaCodeSender {
   return {
     send(message) {
       const masked = maskDestination(message.method, message.destination);
-      const production = process.env.NODE_ENV === 'production';
+      // Printed in development only (NODE_ENV unset, development or test), as the example server generates secrets:
+      // under `production`, and under `staging` or `prod` alike, the code is withheld.
+      const nodeEnv = process.env.NODE_ENV?.trim() ?? '';
+      const production = !(nodeEnv === '' || nodeEnv === 'development' || nodeEnv === 'test');
       const fields = { tenant_id: message.tenantId, user_id: message.userId, method: message.method, purpose: message.purpose, destination: masked };
       if (production) {
         logger.warn(fields, 'demo sender in production: the code was NOT delivered anywhere; inject a real sender');

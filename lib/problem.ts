@@ -147,14 +147,17 @@ function instanceOf(req: Request): string {
   const q = url.indexOf('?');
   // node:http gives the target as latin1 text, one character a byte: each is encoded as that byte. Only the path: the
   // query is written back by URLSearchParams, encoded, or left out.
-  const path = (q === -1 ? url : url.slice(0, q)).replace(NOT_URI, percentEncoded);
-  if (q === -1) return path.slice(0, 512);
+  // A path that begins `//` would read as another host's (a network-path reference, RFC 3986 §4.2): its second `/` is encoded.
+  const path = (q === -1 ? url : url.slice(0, q)).replace(NOT_URI, percentEncoded).replace(/^\/\//, '/%2F');
   // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
-  if (!isWellFormedQuery(url)) return path.slice(0, 512);
+  if (q === -1 || !isWellFormedQuery(url)) return bounded(path);
   const params = new URLSearchParams(url.slice(q + 1));
   for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
-  return `${path}?${params.toString()}`.slice(0, 512);
+  return bounded(`${path}?${params.toString()}`);
 }
+
+/** At most 512 characters, not cut inside a percent-encoded byte (`%2` is no URI reference). */
+const bounded = (reference: string): string => reference.slice(0, 512).replace(/%[0-9A-Fa-f]?$/, '');
 
 /** The Content-Encodings body-parser decodes on this Node (zstd only where zlib has it); identity goes without saying. */
 const DECODED = ['gzip', 'deflate', 'br', ...('createZstdDecompress' in zlib ? ['zstd'] : [])];

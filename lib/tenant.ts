@@ -49,10 +49,15 @@ const wellFormed = (value: unknown): value is string => typeof value === 'string
 
 /** Sets `req.mfa.tenantId`: 400 when missing or malformed (either source), 403 when the two sources disagree. */
 export function tenant(options: TenantOptions = {}): RequestHandler {
-  const from = options.from ?? tenantFrom.header();
+  const given = options.from ?? tenantFrom.header();
   // A header's name where an extractor goes (`tenant: 'X-Tenant-ID'`) would be a 500 on every request: said at set-up.
-  if (typeof from !== 'function' || typeof from.label !== 'string') {
-    throw new TypeError("express-mfa-kit: the tenant must come from tenantFrom.header('X-Tenant-ID') or tenantFrom.claim('tenant_id'), not a string or another value");
+  // A function of one's own without a label names the tenant `tenant` in its errors.
+  if (typeof given !== 'function') {
+    throw new TypeError("express-mfa-kit: the tenant must come from tenantFrom.header('X-Tenant-ID'), tenantFrom.claim('tenant_id') or a function of the request, not a string or another value");
+  }
+  const from: TenantExtractor = typeof given.label === 'string' ? given : Object.assign((req: Request) => given(req), { label: 'tenant' });
+  if (options.mustMatch !== undefined && typeof options.mustMatch !== 'function') {
+    throw new TypeError("express-mfa-kit: tenant() option 'mustMatch' must be a function of the request, e.g. tenantFrom.claim('tenant_id')");
   }
   const { mustMatch } = options;
   return (req, _res, next) => {

@@ -138,6 +138,12 @@ describe('auth edge cases', function () {
         const raw = await rawRequest(at, `GET /nope/"<>{}|^\`%zz%41 HTTP/1.1\n${headers}\nConnection: close`);
         expect(raw.status).to.be.oneOf([400, 404]);
         expect(JSON.parse(raw.body)).to.include({ instance: '/nope/%22%3C%3E%7B%7D%7C%5E%60%25zz%41' });
+        // Not another host's (`//host/…`), and not cut inside an escape at its 512 characters.
+        const hostLike = await rawRequest(at, `GET //evil.example/x HTTP/1.1\n${headers}\nConnection: close`);
+        expect(JSON.parse(hostLike.body)).to.include({ instance: '/%2Fevil.example/x' });
+        const long = await rawRequest(at, `GET /${'a'.repeat(510)}"bc HTTP/1.1\n${headers}\nConnection: close`);
+        const instance = (JSON.parse(long.body) as { instance: string }).instance;
+        expect(instance).to.equal(`/${'a'.repeat(510)}`);
         for (const res of [secret, plain, missing]) expect(res.head + res.body).not.to.contain('S3cr3tPass');
       } finally {
         await new Promise<void>((resolve) => server.close(() => resolve()));

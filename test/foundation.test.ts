@@ -512,6 +512,9 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, tenant: 'X-Tenant-ID' } as never)).to.throw(TypeError, /tenantFrom\.header\('X-Tenant-ID'\)/);
     expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: 'lots' })).to.throw(TypeError, /express-mfa-kit: option 'bodyLimit' must be a number of bytes or a size such as '100kb'/);
     expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: '64kb', tenant: tenantFrom.header('X-Org') })).not.to.throw();
+    // A function of one's own without a label still works (its errors name `tenant`); a mustMatch that is no function is refused.
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, tenant: ((req: express.Request) => req.headers['x-org']) as never })).not.to.throw();
+    expect(() => tenant({ mustMatch: 'tenant_id' as never })).to.throw(TypeError, /option 'mustMatch' must be a function/);
   });
 
   it('the 401 of a missing or wrong key names the configured key header in its challenge', async () => {

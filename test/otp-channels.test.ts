@@ -414,18 +414,22 @@ describe('sms and email one-time codes', () => {
       expect(all).not.to.contain('424242').and.not.to.contain(PHONE);
     });
 
-    it('withholds the code under NODE_ENV=production', async () => {
-      const logger = capturingLogger();
+    it('withholds the code outside development: NODE_ENV=production, and staging or prod alike; prints it under test', async () => {
       const previous = process.env.NODE_ENV;
-      process.env.NODE_ENV = 'production';
       try {
-        const out = await capture(() => demoSender(logger).send(message));
-        expect(out).not.to.contain('424242');
+        for (const value of ['production', 'staging', 'prod']) {
+          const logger = capturingLogger();
+          process.env.NODE_ENV = value;
+          const out = await capture(() => demoSender(logger).send(message));
+          expect(out, value).not.to.contain('424242');
+          expect(logger.lines.join('\n'), value).to.contain('NOT delivered').and.not.to.contain('424242');
+        }
+        process.env.NODE_ENV = 'test';
+        expect(await capture(() => demoSender(capturingLogger()).send(message))).to.contain('424242');
       } finally {
         if (previous === undefined) delete process.env.NODE_ENV;
         else process.env.NODE_ENV = previous;
       }
-      expect(logger.lines.join('\n')).to.contain('NOT delivered').and.not.to.contain('424242');
     });
   });
 

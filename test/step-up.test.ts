@@ -251,6 +251,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       // The router's check reads the user's devices, then the write runs: `meanwhile` runs once, right after that read,
       // what a concurrent request (on another instance) commits in between: here, a device verified or turned on.
       let racing: { app: express.Express; meanwhile: (change: () => Promise<unknown>) => void };
+      const sentCodes: string[] = [];
       before(() => {
         let change: (() => Promise<unknown>) | undefined;
         const bind = <T extends object>(target: T, prop: string | symbol): unknown => {
@@ -270,7 +271,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
           },
         });
         const storage = new Proxy(db.storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : bind(target, prop)) });
-        racing = { app: mfaApp(storage, { stepUp: POLICY, rateLimit: false, sender: { send() {} } }).app, meanwhile: (fn) => void (change = fn) };
+        racing = { app: mfaApp(storage, { stepUp: POLICY, rateLimit: false, sender: { send: (m) => void sentCodes.push(m.code) } }).app, meanwhile: (fn) => void (change = fn) };
       });
       const verifiedMeanwhile = (id: string) => () => db.knex('mfa_devices').where({ id }).update({ verified: true, expires_at: null, verified_at: db.knex.fn.now() });
       const pending = async (user: string) => {
@@ -306,6 +307,18 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         expect(counted.reduce((sum, r) => sum + r.failures, 0)).to.equal(0);
         // The code was right and is not used up: a stepped-up request verifies the device with it.
         const done = await request(racing.app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-two')).send({ code: oathtool(secret, Date.now()) });
+        expect(done.status, done.text).to.equal(200);
+      });
+
+      it('verifying a pending sms enrolment: 401, and its code is not used up: a stepped-up request verifies with it', async () => {
+        const first = await pending('race-sms');
+        const sms = await request(racing.app).post('/auth/mfa/devices/sms').set('Authorization', password('race-sms')).send({ deviceName: 'Sms', phoneNumber: '+447700900123' });
+        expect(sms.status, sms.text).to.equal(201);
+        const code = sentCodes.at(-1)!;
+        const id = (sms.body as { device: { id: string } }).device.id;
+        racing.meanwhile(verifiedMeanwhile(first));
+        expectStepUp(await request(racing.app).post(`/auth/mfa/devices/${id}/verify`).set('Authorization', password('race-sms')).send({ code }), 'verify the sms device');
+        const done = await request(racing.app).post(`/auth/mfa/devices/${id}/verify`).set('Authorization', stepped('race-sms')).send({ code });
         expect(done.status, done.text).to.equal(200);
       });
 

@@ -219,7 +219,9 @@ export class MfaDevicesService {
     if (charged.status === 'LOCKED') return charged;
 
     // The right code, whose write found the user with a factor it was let on without (`WithoutStepUp`): a 401 like the
-    // router's, and not counted (the code was right); it does not pass, and stays unused for a stepped-up request.
+    // router's, and not counted (the code was right); it does not pass. A TOTP code stays unused for a stepped-up
+    // request; an sms/email code is used up by its check, so that is judged before it too (a factor that appears in
+    // the moment between still refuses the write: then the user asks for another code).
     const markVerified = async (step: number | null): Promise<MfaDevice | null | 'refused'> => {
       const marked = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date(), ...withoutStepUpOf(caller) });
       return !marked && (await this.refusedWithoutStepUp(caller)) ? 'refused' : marked;
@@ -235,6 +237,8 @@ export class MfaDevicesService {
       if (result.status === 'OK') verified = result.device;
       if (result.status === 'REFUSED') verified = 'refused';
       replay = result.status === 'REPLAY';
+    } else if (this.otp && (await this.refusedWithoutStepUp(caller))) {
+      verified = 'refused';
     } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
       verified = await markVerified(null);
     }

@@ -208,13 +208,13 @@ export class KnexMfaDeviceStore implements MfaDeviceStore {
       if (row && patch.enabled === false) await db('mfa_otp_codes').where({ tenant_id: tenantId, device_id: id }).delete();
       return row ? toMfaDevice(row) : null;
     };
-    if (withoutStepUp !== undefined) {
-      return this.knex.transaction(async (trx) => {
-        await lockUser(trx, tenantId, userId);
-        return (await holdsWithoutStepUp(trx, tenantId, userId, withoutStepUp)) ? write(trx) : null;
-      }, kitTransaction());
-    }
-    return patch.enabled === false ? this.knex.transaction(write, kitTransaction()) : write(this.knex);
+    // Turning a device on or off is a change of factors: under the user's lock, as every such writer (a change asked
+    // without step-up judges its condition under it, and must not meet one committing in between). A rename is not.
+    if (patch.enabled === undefined && withoutStepUp === undefined) return write(this.knex);
+    return this.knex.transaction(async (trx) => {
+      await lockUser(trx, tenantId, userId);
+      return (await holdsWithoutStepUp(trx, tenantId, userId, withoutStepUp)) ? write(trx) : null;
+    }, kitTransaction());
   }
 
   async markVerified(tenantId: string, userId: string, id: string, opts: { step: number | null; now: Date; withoutStepUp?: WithoutStepUp }): Promise<MfaDevice | null> {
