@@ -9,7 +9,7 @@ import { aad, type KeyRing } from './keyring.js';
 import type { Logger } from './logger.js';
 import type { Totp } from './totp.js';
 import type { VerifierContext, Via } from './verification-throttle.js';
-import type { MfaDevice } from '../storage/types.js';
+import type { MfaDevice, MfaDeviceStore } from '../storage/types.js';
 
 export interface TotpAcceptDeps {
   keyRing: KeyRing;
@@ -90,7 +90,7 @@ export async function acceptTotpCodeOnAny(
   via: Via,
   devices: readonly MfaDevice[],
   code: string,
-  record: (device: MfaDevice, step: number) => Promise<MfaDevice | null>,
+  record: (device: MfaDevice, step: number) => Promise<MfaDevice | null | 'refused'>,
 ): Promise<TotpAcceptAnyResult> {
   const unreadable: UnreadableDeviceSecret[] = [];
   for (const device of devices) {
@@ -102,7 +102,7 @@ export async function acceptTotpCodeOnAny(
       unreadable.push(err);
       continue;
     }
-    // REFUSED: never here (this `record` answers a device or null); the next device is tried as after a mismatch.
+    // REFUSED: the device went (removed, turned off) while its code was checked: no replay, the next device is tried.
     if (result.status === 'MISMATCH' || result.status === 'REFUSED') continue;
     for (const err of unreadable) deps.logger.warn({ ...err.logFields, request_id: ctx.requestId }, 'a device was passed over: its secret does not decrypt');
     return result;
@@ -115,3 +115,17 @@ function replayed(deps: TotpAcceptDeps, ctx: VerifierContext, via: Via, deviceId
   deps.logger.info({ request_id: ctx.requestId, tenant_id: ctx.tenantId, device_id: deviceId }, 'totp code replay refused');
   emitSafely(deps.events, deps.logger, 'replay.refused', { tenantId: ctx.tenantId, userId: ctx.userId, requestId: ctx.requestId, at: new Date(), deviceId, via });
 }
+
+/**
+ * `acceptTotpCodeOnAny`'s `record` for a verified device's code: the replay guard's conditional update, and when it
+ * changes nothing, whether that was a replay (the device still there and on: `null`) or the device having gone,
+ * been turned off or reset meanwhile (`'refused'`): a right code racing a removal is no replay to report.
+ */
+export const recordTotpStepOf =
+  (devices: Pick<MfaDeviceStore, 'recordTotpStep' | 'get'>, ctx: Pick<VerifierContext, 'tenantId' | 'userId'>) =>
+  async (device: MfaDevice, step: number): Promise<MfaDevice | null | 'refused'> => {
+    const recorded = await devices.recordTotpStep(ctx.tenantId, ctx.userId, device.id, step);
+    if (recorded) return recorded;
+    const now = await devices.get(ctx.tenantId, ctx.userId, device.id);
+    return now?.verified && now.enabled ? null : 'refused';
+  };

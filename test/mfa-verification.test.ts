@@ -214,6 +214,35 @@ describe('mfa code verification', () => {
       expect(JSON.stringify(events)).not.to.contain(code);
     });
 
+    it('a right code whose device is turned off or removed while it is checked: 400 as a wrong code, no replay.refused (found by a race review)', async () => {
+      // The device's row changes between the list the login read and the replay guard's update, as a removal on another instance would.
+      let meanwhile: ((id: string) => Promise<unknown>) | undefined;
+      const devices = new Proxy(storage.mfaDevices, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop);
+          if (prop !== 'recordTotpStep' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          return async (...args: Parameters<typeof target.recordTotpStep>) => {
+            const run = meanwhile;
+            meanwhile = undefined;
+            await run?.(args[2]);
+            return target.recordTotpStep(...args);
+          };
+        },
+      });
+      const racing = new Proxy(storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
+      const { app, clock, events, names } = setup({}, racing);
+      for (const change of [(id: string) => fresh.knex('mfa_devices').where({ id }).update({ enabled: false }), (id: string) => fresh.knex('mfa_devices').where({ id }).delete()]) {
+        const user = newUser('gone');
+        const d = await verifiedDevice(app, clock, user);
+        events.length = 0;
+        meanwhile = change;
+        const res = await login(app, user, { code: oathtool(d.secret, clock.ms) });
+        expect(res.status, res.text).to.equal(400);
+        expect(names()).to.deep.equal(['mfa.failed']);
+        expect(events[0]!.payload).to.include({ reason: 'invalid_code' });
+      }
+    });
+
     it('an older step after a newer one is refused, though inside the window', async () => {
       const { app, clock } = setup();
       const user = newUser('older');

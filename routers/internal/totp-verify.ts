@@ -5,7 +5,7 @@ import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { emitSafely } from '../../lib/events.js';
 import type { KeyRing } from '../../lib/keyring.js';
-import { acceptTotpCodeOnAny } from '../../lib/second-factor.js';
+import { acceptTotpCodeOnAny, recordTotpStepOf } from '../../lib/second-factor.js';
 import { createTotp } from '../../lib/totp.js';
 import { isUserId, otpCode, parseOrThrow, userIdSchema } from '../../lib/validation.js';
 import { Lockout, lockedProblem, verifyRateLimiter } from '../../lib/verification-throttle.js';
@@ -59,9 +59,7 @@ export function mountTotpVerify(router: Router, config: InternalRouterConfig & {
 
     const charged = await lockout.charge(caller, 'internal');
     if (charged.status === 'LOCKED') throw lockedProblem(charged.retryAfterSeconds);
-    const result = await acceptTotpCodeOnAny(deps, caller, 'internal', devices, input.code, (device, step) =>
-      config.storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
-    );
+    const result = await acceptTotpCodeOnAny(deps, caller, 'internal', devices, input.code, recordTotpStepOf(config.storage.mfaDevices, caller));
     if (result.status === 'OK') {
       await lockout.succeeded(caller);
       emitSafely(config.events, config.logger, 'mfa.succeeded', { ...caller, at: new Date(), method: 'totp', deviceId: result.device.id, via: 'internal' });

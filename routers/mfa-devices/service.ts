@@ -8,7 +8,7 @@ import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../.
 import type { PageRequest } from '../../lib/pagination.js';
 import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
-import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, UnreadableDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
+import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, recordTotpStepOf, UnreadableDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
 import { createTrustedDevices, type TrustInput, type TrustedDevices } from '../../lib/trusted-devices.js';
 import { Lockout, type VerifierContext } from '../../lib/verification-throttle.js';
@@ -337,9 +337,7 @@ export class MfaDevicesService {
     if (charged.status === 'LOCKED') return charged;
 
     // TOTP first: it needs no pending challenge and is what most users have.
-    const totp = await acceptTotpCodeOnAny(this.totpDeps, caller, 'login', candidates.filter((d) => d.method === 'totp'), code, (device, step) =>
-      storage.mfaDevices.recordTotpStep(caller.tenantId, caller.userId, device.id, step),
-    );
+    const totp = await acceptTotpCodeOnAny(this.totpDeps, caller, 'login', candidates.filter((d) => d.method === 'totp'), code, recordTotpStepOf(storage.mfaDevices, caller));
     if (totp.status === 'OK') return this.loginSucceeded(caller, input, 'totp', totp.device.id);
     const replay = totp.status === 'REPLAY';
     const unreadable = totp.status === 'MISMATCH' ? totp.unreadable : undefined;
