@@ -22,7 +22,7 @@ export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, ty
 export { problemJson, problemClientError, notFound, buildProblem, type ErrorFormat, type ProblemClientErrorOptions, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
 export { requestId, type RequestIdOptions } from './lib/request-id.js';
 export { noStore } from './lib/no-store.js';
-export { tenant, tenantFrom, type TenantExtractor, type TenantOptions } from './lib/tenant.js';
+export { tenant, tenantFrom, type TenantExtractor, type TenantOptions, type TenantSource } from './lib/tenant.js';
 export { internalAuth, type InternalAuthOptions } from './lib/internal-auth.js';
 export type { StepUpOptions } from './lib/step-up.js';
 export type { JwtOptions } from './lib/user-auth.js';

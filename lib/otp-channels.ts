@@ -255,7 +255,7 @@ export function demoSender(logger: Logger): MfaCodeSender {
       const production = !(nodeEnv === '' || nodeEnv === 'development' || nodeEnv === 'test');
       const fields = { tenant_id: message.tenantId, user_id: message.userId, method: message.method, purpose: message.purpose, destination: masked };
       if (production) {
-        logger.warn(fields, 'demo sender in production: the code was NOT delivered anywhere; inject a real sender');
+        logger.warn(fields, 'demo sender outside development (NODE_ENV is not unset, development or test): the code was NOT delivered anywhere; inject a real sender');
         return;
       }
       process.stdout.write(`[demo sender] ${message.purpose} code for ${message.method} ${masked} (tenant ${message.tenantId}, user ${message.userId}): ${message.code}  (development only: nothing was sent)\n`);

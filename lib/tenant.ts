@@ -35,11 +35,27 @@ export const tenantFrom = {
   },
 };
 
+/** Where a tenant id is read: a `tenantFrom` extractor, or a function of one's own (its errors then name `tenant`). */
+export type TenantSource = TenantExtractor | ((req: Request) => unknown);
+
 export interface TenantOptions {
   /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
-  from?: TenantExtractor;
+  from?: TenantSource;
   /** A second source that, when present, must be well-formed (→ 400) and agree with the first (→ 403). */
-  mustMatch?: TenantExtractor;
+  mustMatch?: TenantSource;
+}
+
+/**
+ * `source` as an extractor with a label, checked at set-up: a header's name where an extractor goes (`tenant:
+ * 'X-Tenant-ID'`) would be a 500 on every request. A function of one's own without a label is named `tenant`.
+ */
+function extractorOf(source: unknown, option: string): TenantExtractor {
+  if (typeof source !== 'function') {
+    throw new TypeError(`express-mfa-kit: tenant option '${option}' must be tenantFrom.header('X-Tenant-ID'), tenantFrom.claim('tenant_id') or a function of the request, not a string or another value`);
+  }
+  const fn = source as (req: Request) => unknown;
+  const label = (source as { label?: unknown }).label;
+  return typeof label === 'string' ? (fn as TenantExtractor) : extractor('tenant', (req) => fn(req));
 }
 
 const invalid = (field: string, detail: string, code: 'required' | 'format') =>
@@ -49,17 +65,8 @@ const wellFormed = (value: unknown): value is string => typeof value === 'string
 
 /** Sets `req.mfa.tenantId`: 400 when missing or malformed (either source), 403 when the two sources disagree. */
 export function tenant(options: TenantOptions = {}): RequestHandler {
-  const given = options.from ?? tenantFrom.header();
-  // A header's name where an extractor goes (`tenant: 'X-Tenant-ID'`) would be a 500 on every request: said at set-up.
-  // A function of one's own without a label names the tenant `tenant` in its errors.
-  if (typeof given !== 'function') {
-    throw new TypeError("express-mfa-kit: the tenant must come from tenantFrom.header('X-Tenant-ID'), tenantFrom.claim('tenant_id') or a function of the request, not a string or another value");
-  }
-  const from: TenantExtractor = typeof given.label === 'string' ? given : Object.assign((req: Request) => given(req), { label: 'tenant' });
-  if (options.mustMatch !== undefined && typeof options.mustMatch !== 'function') {
-    throw new TypeError("express-mfa-kit: tenant() option 'mustMatch' must be a function of the request, e.g. tenantFrom.claim('tenant_id')");
-  }
-  const { mustMatch } = options;
+  const from = extractorOf(options.from ?? tenantFrom.header(), 'from');
+  const mustMatch = options.mustMatch === undefined ? undefined : extractorOf(options.mustMatch, 'mustMatch');
   return (req, _res, next) => {
     const value = from(req);
     if (value === undefined || value === null || value === '') {

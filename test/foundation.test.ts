@@ -439,6 +439,20 @@ describe('tenant()', () => {
     expect(none.body.errors[0]).to.include({ field: 'tenant_id', code: 'required' });
     expect((await request(app).get('/t').set('x-claim', 'a'.repeat(65))).status).to.equal(400);
   });
+
+  it('functions of one\'s own, without a label, for either source: their errors name `tenant`', async () => {
+    const own = express();
+    own.use(requestId(), tenant({ from: (req) => req.headers['x-org'], mustMatch: (req) => req.headers['x-org-2'] }));
+    own.get('/t', (req, res) => void res.json({ tenant: req.mfa?.tenantId }));
+    own.use(problemJson({ logger: silentLogger }));
+    expect((await request(own).get('/t').set('x-org', 'acme')).body).to.deep.equal({ tenant: 'acme' });
+    const bad = await request(own).get('/t').set('x-org', 'acme').set('x-org-2', 'bad value!');
+    expect(bad.status).to.equal(400);
+    expect(bad.body.errors[0]).to.include({ field: 'tenant', code: 'format' });
+    expect(bad.body.detail).to.match(/^tenant /);
+    expect((await request(own).get('/t').set('x-org', 'acme').set('x-org-2', 'globex')).status).to.equal(403);
+    expect((await request(own).get('/t')).body.errors[0]).to.include({ field: 'tenant', code: 'required' });
+  });
 });
 
 describe('keyRing()', () => {
@@ -513,8 +527,8 @@ describe('router set-up checks', () => {
     expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: 'lots' })).to.throw(TypeError, /express-mfa-kit: option 'bodyLimit' must be a number of bytes or a size such as '100kb'/);
     expect(() => internalRouter({ storage, internalKeys: KEY_A, bodyLimit: '64kb', tenant: tenantFrom.header('X-Org') })).not.to.throw();
     // A function of one's own without a label still works (its errors name `tenant`); a mustMatch that is no function is refused.
-    expect(() => internalRouter({ storage, internalKeys: KEY_A, tenant: ((req: express.Request) => req.headers['x-org']) as never })).not.to.throw();
-    expect(() => tenant({ mustMatch: 'tenant_id' as never })).to.throw(TypeError, /option 'mustMatch' must be a function/);
+    expect(() => internalRouter({ storage, internalKeys: KEY_A, tenant: (req: express.Request) => req.headers['x-org'] })).not.to.throw();
+    expect(() => tenant({ mustMatch: 'tenant_id' as never })).to.throw(TypeError, /option 'mustMatch' must be tenantFrom/);
   });
 
   it('the 401 of a missing or wrong key names the configured key header in its challenge', async () => {

@@ -70,6 +70,25 @@ describe('migrations from several instances at once', function () {
     }
   });
 
+  it('on a database whose default isolation is SERIALIZABLE (or REPEATABLE READ), several at once wait for each other instead of failing: on an empty database and after', async () => {
+    for (const level of ['serializable', 'repeatable read']) {
+      const db = await freshDatabase();
+      await db.knex.raw(`alter database "${db.name}" set default_transaction_isolation = '${level}'`);
+      const others = [0, 1, 2, 3].map(() => knexModule({ client: 'pg', connection: db.url, pool: { min: 1, max: 2 } }));
+      try {
+        await Promise.all(others.map((k) => k.raw('select 1')));
+        for (const wave of ['empty', 'migrated']) {
+          const results = await Promise.allSettled(others.map((k) => migrate(k)));
+          const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String((r.reason as Error).message).slice(0, 120));
+          expect(failed, `${level}, ${wave}`).to.deep.equal([]);
+        }
+      } finally {
+        await Promise.all(others.map((k) => k.destroy()));
+        await db.drop();
+      }
+    }
+  });
+
   it("a second lock row, left by such a race before, is removed (knex's lock refused every run while there were two)", async () => {
     const db = await migratedStorage();
     try {

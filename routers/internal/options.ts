@@ -6,7 +6,7 @@ import { DEFAULT_MAX_PAGE_SIZE } from '../../lib/pagination.js';
 import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions, type ResolvedProblemOptions } from '../../lib/problem.js';
 import { DEFAULT_INTERNAL_KEY_HEADER, parseInternalKeys } from '../../lib/internal-auth.js';
 import { DEFAULT_BODY_LIMIT } from '../../lib/json-body.js';
-import { tenantFrom, type TenantExtractor } from '../../lib/tenant.js';
+import { tenantFrom, type TenantSource } from '../../lib/tenant.js';
 import type { LockoutPolicy, MfaStorage } from '../../storage/types.js';
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { TRUSTED_DEVICE_SETTING_NAMES, createTrustedDevices, resolveTrustedDeviceSettings, type TrustedDeviceSettings, type TrustedDevices } from '../../lib/trusted-devices.js';
@@ -33,7 +33,7 @@ export interface InternalRouterOptions {
   /** Header carrying the internal key. @default 'x-internal-api-key' */
   keyHeader?: string;
   /** Where the tenant comes from. @default tenantFrom.header('X-Tenant-ID') */
-  tenant?: TenantExtractor;
+  tenant?: TenantSource;
   /** Error body format and Problem fields. @default { format: 'problem', service: 'mfa-kit' } */
   errors?: Omit<ProblemJsonOptions, 'logger'> | undefined;
   /** pino-compatible logger. @default pino on stdout */
@@ -73,7 +73,7 @@ export interface InternalRouterConfig {
   storage: MfaStorage;
   internalKeys: string[];
   keyHeader: string;
-  tenant: TenantExtractor;
+  tenant: TenantSource;
   errors: ResolvedProblemOptions;
   logger: Logger;
   maxPageSize: number;

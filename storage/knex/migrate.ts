@@ -18,7 +18,7 @@ const source: Knex.MigrationSource<Migration> = {
  */
 const config = (): Knex.MigratorConfig => ({ migrationSource: source, tableName: MIGRATIONS_TABLE, disableMigrationsListValidation: true });
 
-/** The kit's advisory-lock namespace (storage/knex/user-locks.ts); this key: knex's own tables being made. */
+/** The kit's advisory-lock namespace (storage/knex/user-locks.ts); this key: a run of the migrations, knex's own tables made first. */
 const LOCK_CLASS_MIGRATIONS = 0x4d46_0007;
 
 /**
@@ -29,39 +29,41 @@ const LOCK_CLASS_MIGRATIONS = 0x4d46_0007;
  * … where is_locked = 0", which must change exactly one row) refused every later run. A second row, left by such a
  * race before, is removed here.
  */
-async function prepareMigrationTables(knex: Knex): Promise<void> {
+async function prepareMigrationTables(trx: Knex.Transaction): Promise<void> {
   const lockTable = `${MIGRATIONS_TABLE}_lock`;
-  await knex.transaction(async (trx) => {
-    await trx.raw('select pg_advisory_xact_lock(?, 0)', [LOCK_CLASS_MIGRATIONS]);
-    if (!(await trx.schema.hasTable(MIGRATIONS_TABLE))) {
-      await trx.schema.createTable(MIGRATIONS_TABLE, (t) => {
-        t.increments();
-        t.string('name');
-        t.integer('batch');
-        t.timestamp('migration_time');
-      });
-    }
-    if (!(await trx.schema.hasTable(lockTable))) {
-      await trx.schema.createTable(lockTable, (t) => {
-        t.increments('index').primary();
-        t.integer('is_locked');
-      });
-    }
-    const rows = (await trx(lockTable).select('index').orderBy('index')) as Array<{ index: number }>;
-    if (rows.length === 0) await trx(lockTable).insert({ is_locked: 0 });
-    if (rows.length > 1) await trx(lockTable).where('index', '>', rows[0]!.index).delete();
-  }, kitTransaction());
+  await trx.raw('select pg_advisory_xact_lock(?, 0)', [LOCK_CLASS_MIGRATIONS]);
+  if (!(await trx.schema.hasTable(MIGRATIONS_TABLE))) {
+    await trx.schema.createTable(MIGRATIONS_TABLE, (t) => {
+      t.increments();
+      t.string('name');
+      t.integer('batch');
+      t.timestamp('migration_time');
+    });
+  }
+  if (!(await trx.schema.hasTable(lockTable))) {
+    await trx.schema.createTable(lockTable, (t) => {
+      t.increments('index').primary();
+      t.integer('is_locked');
+    });
+  }
+  const rows = (await trx(lockTable).select('index').orderBy('index')) as Array<{ index: number }>;
+  if (rows.length === 0) await trx(lockTable).insert({ is_locked: 0 });
+  if (rows.length > 1) await trx(lockTable).where('index', '>', rows[0]!.index).delete();
 }
 
 /**
- * Brings the schema up to date; safe to run from several instances at once: knex's own tables are made under an
- * advisory lock (`prepareMigrationTables`), then knex's lock (its row, updated in the migrations' transaction) makes
- * the others wait for the one migrating. Returns the names applied.
+ * Brings the schema up to date; safe to run from several instances at once: one transaction, READ COMMITTED whatever
+ * the database's default (`kitTransaction`), holds the advisory lock from the making of knex's tables
+ * (`prepareMigrationTables`) to the last migration, so the others wait for it and then find nothing to do. (Under
+ * REPEATABLE READ or SERIALIZABLE knex's own lock, a row update, answers a waiting instance with a serialization
+ * failure instead.) Returns the names applied.
  */
 export async function migrate(knex: Knex): Promise<string[]> {
-  await prepareMigrationTables(knex);
-  const [, applied] = (await knex.migrate.latest(config())) as [number, string[]];
-  return applied;
+  return knex.transaction(async (trx) => {
+    await prepareMigrationTables(trx);
+    const [, applied] = (await trx.migrate.latest(config())) as [number, string[]];
+    return applied;
+  }, kitTransaction());
 }
 
 /** Rolls back every kit migration (tests and uninstall). */
