@@ -329,6 +329,28 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         expect(await rows('race-enrol')).to.have.length(1);
       });
 
+      it('the way back racing a stepped-up turn-on of another device: it waits for it (the user lock every turn-on takes) and gets 401', async () => {
+        const { id: a } = await firstDevice('race-lock');
+        const b = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('race-lock')).send({ deviceName: 'Tablet' });
+        const { device, secret } = b.body as { device: { id: string }; secret: string };
+        expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-lock')).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+        for (const id of [a, device.id]) expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('race-lock')).send({ enabled: false })).status).to.equal(200);
+        // The stepped-up turn-on of the first device holds its write open for a moment (a trigger sleeps in it).
+        await db.knex.raw(`create function test_slow_enable() returns trigger language plpgsql as $$ begin if new.id = '${a}' and new.enabled then perform pg_sleep(1); end if; return new; end $$`);
+        await db.knex.raw('create trigger test_slow_enable before update on mfa_devices for each row execute function test_slow_enable()');
+        try {
+          const slow = request(app).patch(`/auth/mfa/devices/${a}`).set('Authorization', stepped('race-lock')).send({ enabled: true }).then((r) => r);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          const back = await request(app).patch(`/auth/mfa/devices/${device.id}`).set('Authorization', password('race-lock')).send({ enabled: true });
+          expect((await slow).status).to.equal(200);
+          expectStepUp(back, 'the way back, while the other is being turned on');
+        } finally {
+          await db.knex.raw('drop trigger if exists test_slow_enable on mfa_devices');
+          await db.knex.raw('drop function if exists test_slow_enable()');
+        }
+        expect((await rows('race-lock')).map((r) => [r.device_name, r.enabled])).to.deep.equal([['Phone', true], ['Tablet', false]]);
+      });
+
       it('the way back, twice at once: the second device is not turned on once the first is', async () => {
         const { id: a } = await firstDevice('race-back');
         const b = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('race-back')).send({ deviceName: 'Tablet' });
