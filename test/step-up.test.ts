@@ -281,6 +281,16 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       };
       const rows = (user: string) => db.knex('mfa_devices').where({ tenant_id: 'acme', user_id: user }).orderBy('device_name') as Promise<Array<{ id: string; verified: boolean; enabled: boolean; device_name: string }>>;
 
+      /** A user with two verified devices (Phone, Tablet), both turned off with a stepped-up token, and no recovery code. */
+      const twoDevicesOff = async (user: string): Promise<{ a: string; b: { id: string } }> => {
+        const { id: a } = await firstDevice(user);
+        const enrol = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped(user)).send({ deviceName: 'Tablet' });
+        const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+        expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped(user)).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
+        for (const id of [a, device.id]) expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped(user)).send({ enabled: false })).status).to.equal(200);
+        return { a, b: device };
+      };
+
       it('new recovery codes: 401, none made (they passed a second factor on the password alone)', async () => {
         const id = await pending('race-rc');
         racing.meanwhile(verifiedMeanwhile(id));
@@ -330,11 +340,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       });
 
       it('the way back racing a stepped-up turn-on of another device: it waits for it (the user lock every turn-on takes) and gets 401', async () => {
-        const { id: a } = await firstDevice('race-lock');
-        const b = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('race-lock')).send({ deviceName: 'Tablet' });
-        const { device, secret } = b.body as { device: { id: string }; secret: string };
-        expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-lock')).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
-        for (const id of [a, device.id]) expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('race-lock')).send({ enabled: false })).status).to.equal(200);
+        const { a, b: device } = await twoDevicesOff('race-lock');
         // The stepped-up turn-on of the first device holds its write open for a moment (a trigger sleeps in it).
         await db.knex.raw(`create function test_slow_enable() returns trigger language plpgsql as $$ begin if new.id = '${a}' and new.enabled then perform pg_sleep(1); end if; return new; end $$`);
         await db.knex.raw('create trigger test_slow_enable before update on mfa_devices for each row execute function test_slow_enable()');
@@ -352,11 +358,7 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       });
 
       it('the way back, twice at once: the second device is not turned on once the first is', async () => {
-        const { id: a } = await firstDevice('race-back');
-        const b = await request(app).post('/auth/mfa/devices/totp').set('Authorization', stepped('race-back')).send({ deviceName: 'Tablet' });
-        const { device, secret } = b.body as { device: { id: string }; secret: string };
-        expect((await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set('Authorization', stepped('race-back')).send({ code: oathtool(secret, Date.now()) })).status).to.equal(200);
-        for (const id of [a, device.id]) expect((await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('race-back')).send({ enabled: false })).status).to.equal(200);
+        const { a, b: device } = await twoDevicesOff('race-back');
         racing.meanwhile(() => db.knex('mfa_devices').where({ id: a }).update({ enabled: true }));
         expectStepUp(await request(racing.app).patch(`/auth/mfa/devices/${device.id}`).set('Authorization', password('race-back')).send({ enabled: true }), 'on, the second');
         expect((await rows('race-back')).map((r) => [r.device_name, r.enabled])).to.deep.equal([['Phone', true], ['Tablet', false]]);
