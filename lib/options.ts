@@ -88,3 +88,12 @@ export function commaList(value: string | readonly string[] | undefined, fix: st
   }
   return (typeof given === 'string' ? given.split(',') : given).map((k) => k.trim()).filter((k) => k !== '');
 }
+
+/**
+ * Whether `NODE_ENV` names development: unset (or empty), `development` or `test`. Only there does the example server
+ * generate secrets and `demoSender` print codes; `production`, and `staging` or `prod` alike, are not development.
+ */
+export function isDevelopment(nodeEnv: string | undefined = process.env.NODE_ENV): boolean {
+  const value = nodeEnv?.trim() ?? '';
+  return value === '' || value === 'development' || value === 'test';
+}

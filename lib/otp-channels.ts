@@ -3,7 +3,7 @@ import { createHmac, randomBytes, randomInt, timingSafeEqual } from 'node:crypto
 import { ProblemError } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import type { KeyRing } from './keyring.js';
-import { checkInjected, checkInteger } from './options.js';
+import { checkInjected, checkInteger, isDevelopment } from './options.js';
 import type { MfaStorage, OtpPurpose } from '../storage/types.js';
 
 export type { OtpPurpose } from '../storage/types.js';
@@ -249,10 +249,8 @@ export function demoSender(logger: Logger): MfaCodeSender {
   return {
     send(message) {
       const masked = maskDestination(message.method, message.destination);
-      // Printed in development only (NODE_ENV unset, development or test), as the example server generates secrets:
-      // under `production`, and under `staging` or `prod` alike, the code is withheld.
-      const nodeEnv = process.env.NODE_ENV?.trim() ?? '';
-      const production = !(nodeEnv === '' || nodeEnv === 'development' || nodeEnv === 'test');
+      // Printed in development only (`isDevelopment`), as the example server generates secrets only there.
+      const production = !isDevelopment();
       const fields = { tenant_id: message.tenantId, user_id: message.userId, method: message.method, purpose: message.purpose, destination: masked };
       if (production) {
         logger.warn(fields, 'demo sender outside development (NODE_ENV is not unset, development or test): the code was NOT delivered anywhere; inject a real sender');

@@ -133,6 +133,9 @@ export function requestTarget(req: Pick<Request, 'url' | 'originalUrl'>): string
   return rest.startsWith('/') ? rest : `/${rest}`;
 }
 
+/** Whether a request target in absolute form carries userinfo (`http://user:pass@host/…`): an error, RFC 9110 §4.2.4. */
+export const hasUserinfo = (target: string): boolean => !target.startsWith('/') && (ABSOLUTE_FORM.exec(target)?.[0].includes('@') ?? false);
+
 /** What may not stand as it is in a URI reference (RFC 3986 §2): anything but unreserved, reserved and `%` with two hex digits. */
 const NOT_URI = /[^A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})/g;
 const percentEncoded = (c: string): string => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`;

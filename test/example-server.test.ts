@@ -7,7 +7,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
 import { knexStorage } from '../index.js';
-import { freshDatabase } from './support/postgres.js';
+import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { ENCRYPTION_KEYS, insertDevice } from './support/fixtures.js';
 import { insertTrusted } from './support/trusted.js';
 
@@ -52,6 +52,18 @@ function runServer(env: Record<string, string>): Promise<{ code: number | null; 
       resolve({ code, signal, output });
     });
   });
+}
+
+/** A fresh database and an empty working directory for one test's server runs; both removed after `run`, whatever it did. */
+async function withDatabaseAndDir(prefix: string, run: (db: FreshDatabase, cwd: string) => Promise<void>): Promise<void> {
+  const db = await freshDatabase();
+  const cwd = await mkdtemp(path.join(os.tmpdir(), prefix));
+  try {
+    await run(db, cwd);
+  } finally {
+    await rm(cwd, { recursive: true, force: true });
+    await db.drop();
+  }
 }
 
 describe('npm start', () => {
@@ -173,9 +185,7 @@ describe('example server start-up', () => {
 
   it('refuses to start while stored secrets are sealed under a key id MFA_ENCRYPTION_KEYS does not hold (a key dropped too early); starts with it', async function () {
     this.timeout(60_000);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-keys-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-keys-', async (db, cwd) => {
       const storage = knexStorage({ knex: db.knex });
       await storage.migrate();
       await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice', method: 'totp', secret: 'JBSWY3DPEHPK3PXP' }); // sealed under k2, the fixture ring's first
@@ -186,23 +196,15 @@ describe('example server start-up', () => {
       expect(run.output).to.match(/MFA_ENCRYPTION_KEYS holds no key with id k2, under which 1 stored secret\(s\) are sealed \(1 in mfa_devices\)/);
       expect(run.output).not.to.contain(Buffer.alloc(32, 3).toString('base64'));
       expect(await outputUntil({ ...secrets, MFA_ENCRYPTION_KEYS: `${other},${ENCRYPTION_KEYS[0]!}` }, cwd, /server listening/)).not.to.match(/holds no key/);
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 
   it('an empty HOST, PORT or LOG_LEVEL is an unset one (127.0.0.1, 3000, info), not every interface or a random port', async function () {
     this.timeout(40_000);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-empty-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-empty-', async (db, cwd) => {
       const output = await outputUntil({ DATABASE_URL: db.url, HOST: '', PORT: ' ', LOG_LEVEL: '' }, cwd, /server listening/);
       expect(output).to.contain('"url":"http://127.0.0.1:3000"');
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 
   it('an option the app refuses stops the start before the schema changes; a failure to migrate is logged without its SQL', async function () {
@@ -260,19 +262,14 @@ describe('example server start-up', () => {
     run = await runServer({ STEP_UP_AMR: 'mfa', STEP_UP_MAX_AGE: 'soon', PORT: '0' });
     expect(run.code).to.equal(1);
     expect(run.output).to.match(/STEP_UP_MAX_AGE must be a duration/);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-stepup-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-stepup-', async (db, cwd) => {
       run = await runServer({ DATABASE_URL: db.url, STEP_UP_AMR: 'mfa,"otp"', PORT: '0' });
       expect(run.code).to.equal(1);
       expect(run.output).to.match(/failed to start/).and.match(/stepUp\.amr/);
       const production = { NODE_ENV: 'production', DATABASE_URL: db.url, JWT_SECRET: 'prod-jwt-secret-value-0123456789', INTERNAL_API_KEYS: 'prod-internal-key-0123456789', MFA_ENCRYPTION_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}`, PORT: '0' };
       expect(await outputUntil(production, cwd, /server listening/)).to.match(/STEP_UP_AMR is unset: any valid user token may change/);
       expect(await outputUntil({ ...production, STEP_UP_AMR: 'mfa, hwk', STEP_UP_MAX_AGE: '15m' }, cwd, /server listening/)).not.to.match(/STEP_UP_AMR is unset/);
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 
   it('refuses a CLEANUP_EVERY or CLEANUP_KEEP_LAST that is not a duration', async () => {
@@ -289,24 +286,17 @@ describe('example server start-up', () => {
 
   it('with REDIS_URL on a port where nothing listens: starts, and logs the failed connects as its own lines (never ioredis\'s "Unhandled error event" on stderr)', async function () {
     this.timeout(40_000);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-dev-', async (db, cwd) => {
       const output = await outputUntil({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:1', PORT: '0' }, cwd, /example server listening/);
       expect(output).not.to.include('Unhandled error event');
       expect(output).not.to.match(/ECONNREFUSED[^\n]*\n\s+at /);
       expect(output).to.include('redis cache: connection error (checks answer from the database meanwhile)');
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 
   it('CLEANUP_EVERY: sweeps at start-up (and then on that interval), keeping CLEANUP_KEEP_LAST, and logs the counts', async function () {
     this.timeout(40_000);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-dev-', async (db, cwd) => {
       await knexStorage({ knex: db.knex }).migrate();
       const day = 86_400_000;
       const old = await insertTrusted(db.knex, { tenantId: 'acme', userId: 'u', trustedUntil: new Date(Date.now() - 3 * day) });
@@ -317,26 +307,18 @@ describe('example server start-up', () => {
       expect(JSON.parse(line)).to.deep.include({ deleted: { trusted_devices: 1, mfa_devices: 0, mfa_otp_codes: 0, mfa_verification_failures: 0 }, keep_last_seconds: 86_400 });
       const left = await db.knex<{ id: string }>('trusted_devices').select('id');
       expect(left.map((r) => r.id)).to.have.members([recent, live]).and.not.include(old);
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 
   it('in development prints the secrets it generated, never a key the operator set (not even in its curl examples)', async function () {
     this.timeout(40_000);
-    const db = await freshDatabase();
-    const cwd = await mkdtemp(path.join(os.tmpdir(), 'mfa-kit-dev-'));
-    try {
+    await withDatabaseAndDir('mfa-kit-dev-', async (db, cwd) => {
       const operatorKey = 'operator-internal-key-0123456789abcdef';
       const output = await outputUntil({ DATABASE_URL: db.url, INTERNAL_API_KEYS: operatorKey, PORT: '0' }, cwd, /trusted-devices\/check\?user_id=alice&device_fingerprint=fp1'\n/);
       expect(output).to.match(/Generated for this run \(set them to keep them\): JWT_SECRET, MFA_ENCRYPTION_KEYS\n/);
       expect(output).to.match(/\n {2}JWT_SECRET=\S{20,}\n/);
       expect(output).not.to.contain(operatorKey);
       expect(output).to.contain("-H 'X-Internal-API-Key: <one of your INTERNAL_API_KEYS>'");
-    } finally {
-      await rm(cwd, { recursive: true, force: true });
-      await db.drop();
-    }
+    });
   });
 });
