@@ -97,6 +97,28 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, pre
   throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });
 }
 
+/**
+ * What a DELETE is given, checked before anything is deleted: a query with no parameter but `known` (its schema's
+ * members), and no body. Dropped as other routes drop them, a misspelt or bracketed condition (`sync_token[]=…`,
+ * `SYNC_TOKEN=…`) or a narrowing the route does not have (`?id=…` on a revoke-all) would leave a delete wider than the
+ * client meant: an unconditional one instead of its 409, every device instead of one. They are a 400, nothing deleted.
+ */
+export function refuseDeleteExtras(req: { query: unknown; body: unknown }, known: readonly string[] = []): void {
+  const query = (req.query ?? {}) as Record<string, unknown>;
+  const unknown = Object.keys(query).filter((k) => !known.includes(k));
+  const takes = known.length ? `it takes ${known.join(', ')} only` : 'it takes none';
+  if (unknown.length > 0) {
+    const description = `(query): Unrecognized parameter${unknown.length > 1 ? 's' : ''} ${namedKeys(unknown)}: ${takes}`;
+    throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(query)', code: 'unknown', description }] });
+  }
+  const { body } = req;
+  const empty = body === undefined || (typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 0);
+  if (!empty) {
+    const description = `(body): a DELETE takes no body${known.length ? `: send ${known.join(', ')} in the query` : ''}`;
+    throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(body)', code: 'unknown', description }] });
+  }
+}
+
 /** `min`–`max` characters of well-formed text (no lone surrogate) that `allowed` accepts; else a `format` violation. */
 const text = (min: number, max: number, allowed: (s: string) => boolean, message: string) =>
   z

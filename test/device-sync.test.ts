@@ -241,6 +241,32 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect((await delWith(first.id!, `sync_token=${v2.body.sync_token}`)).status).to.equal(404);
     });
 
+    it('a condition it cannot read is a 400 and deletes nothing: a misspelt or bracketed sync_token, another parameter, a body (was an unconditional 204)', async function () {
+      const first = await create();
+      const v2 = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'Pixel 8', sync_token: first.sync_token, totp_devices: [{ secret: newSecret() }] });
+      expect(v2.status).to.equal(200);
+      const stale = encodeURIComponent(first.sync_token!);
+      const url = (query: string) => `${BASE}/${first.id}?${query}`;
+      for (const query of [`sync_token[]=${stale}`, `sync_token%5B%5D=${stale}`, `sync_token[0]=${stale}`, `SYNC_TOKEN=${stale}`, `sync_token.x=${stale}`, `sync_token%00=${stale}`, `token=${stale}`, 'force=1']) {
+        const res = await request(app).delete(url(query)).set('Authorization', bearer('alice'));
+        expect(res.status, query).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body.errors, query).to.deep.equal([{ field: '(query)', code: 'unknown', description: res.body.detail }]);
+        expect(res.body.detail, query).to.match(/^\(query\): Unrecognized parameter .*: it takes sync_token only$/);
+      }
+      // Beside a right token too: what the client meant is not known.
+      expect((await request(app).delete(url(`sync_token=${encodeURIComponent(v2.body.sync_token)}&sync_token[]=${stale}`)).set('Authorization', bearer('alice'))).status).to.equal(400);
+      for (const body of [{ sync_token: first.sync_token }, [], { sync_token: v2.body.sync_token }]) {
+        const res = await request(app).delete(`${BASE}/${first.id}`).set('Authorization', bearer('alice')).set('Content-Type', 'application/json').send(JSON.stringify(body));
+        expect(res.status, JSON.stringify(body)).to.equal(400);
+        expect(res.body.errors, JSON.stringify(body)).to.deep.equal([{ field: '(body)', code: 'unknown', description: '(body): a DELETE takes no body: send sync_token in the query' }]);
+      }
+      expect((await getOne(first.id!)).body).to.deep.equal(v2.body);
+      // An empty object is no body to speak of.
+      const res = await request(app).delete(url(`sync_token=${encodeURIComponent(v2.body.sync_token)}`)).set('Authorization', bearer('alice')).send({});
+      expect(res.status).to.equal(204);
+    });
+
     it('answers 404 for unknown and malformed ids', async function () {
       for (const id of [`devsync_${'0'.repeat(32)}`, 'devsync_abc123', 'x', '%00', 'devsync_' + 'a'.repeat(500)]) {
         expect((await getOne(id)).status, id).to.equal(404);

@@ -234,6 +234,10 @@ describe('internalRouter: removing a user\'s MFA devices (DELETE /internal/mfa/t
       [request(s.app).delete(ALL).set(internal()), 400],
       [request(s.app).delete(ALL).query({ user_id: `${u}\u2028` }).set(internal()), 400],
       [request(s.app).delete(`${ALL}?user_id=${u}&user_id=${u}`).set(internal()), 400],
+      // A parameter the route does not take (`device_id` on the remove-all) or a body: 400, not a wider delete than meant.
+      [request(s.app).delete(ALL).query({ user_id: u, device_id: d.first }).set(internal()), 400],
+      [request(s.app).delete(`${ONE}/${d.first}`).query({ user_id: u, force: '1' }).set(internal()), 400],
+      [request(s.app).delete(ALL).query({ user_id: u }).set(internal()).send({ device_id: d.first }), 400],
       [request(s.app).delete(ALL).query({ user_id: u }).set({ 'X-Internal-API-Key': KEY_A }), 400],
       [request(s.app).post(ALL).query({ user_id: u }).set(internal()).send({}), 405],
       [request(s.app).delete(ONE).query({ user_id: u }).set(internal()), 405],

@@ -579,6 +579,19 @@ describe('internalRouter /session/trusted-devices (seed 002)', function () {
       expect(noUser.status).to.equal(400);
       expect(noUser.body.errors[0].field).to.equal('user_id');
     });
+
+    it('a parameter the route does not take is a 400 and revokes nothing: `device_id` on the revoke-all (was: every device revoked)', async () => {
+      const user = uid();
+      const one = await post(a.app, { user_id: user, device_fingerprint: 'a' });
+      await post(a.app, { user_id: user, device_fingerprint: 'b' });
+      for (const url of [`${TD}?user_id=${user}&device_id=${one.body.id}`, `${TD}?user_id=${user}&id=${one.body.id}`, `${TD}/${one.body.id}?user_id=${user}&user_id[]=${user}`]) {
+        const res = await del(a.app, url);
+        expect(res.status, url).to.equal(400);
+        expect(res.body.errors[0], url).to.include({ field: '(query)', code: 'unknown' });
+      }
+      for (const fp of ['a', 'b']) expect((await check(a.app, user, fp)).body.trusted, fp).to.equal(true);
+      expect((await del(a.app, `${TD}/${one.body.id}?user_id=${user}`)).status).to.equal(204);
+    });
   });
 
   describe('two instances (separate pools, one Redis)', () => {

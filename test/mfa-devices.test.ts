@@ -441,6 +441,17 @@ describe('mfaDevicesRouter: devices', () => {
       expect((await as(request(app).delete(`/auth/mfa/devices/${e.device.id}`), 'keeper', 'other')).status).to.equal(404);
       expect((await as(request(app).get('/auth/mfa/devices'), 'keeper')).body).to.have.length(1);
     });
+
+    it('a query parameter or a body it does not take: 400, and the device stays', async () => {
+      const e = await enrolVerified('particular');
+      for (const req of [request(app).delete(`/auth/mfa/devices/${e.device.id}`).query({ confirm: 'yes' }), request(app).delete(`/auth/mfa/devices/${e.device.id}`).send({ code: '123456' })]) {
+        const res = await as(req, 'particular');
+        expect(res.status).to.equal(400);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body.errors[0].code).to.equal('unknown');
+      }
+      expect((await as(request(app).get('/auth/mfa/devices'), 'particular')).body).to.have.length(1);
+    });
   });
 
   describe('rows written by others', () => {

@@ -225,6 +225,14 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       expect(empty.status).to.equal(404);
       expect(empty.body.code).to.equal(40400003);
       for (const fp of ['fp-a', 'fp-b', 'fp-c']) expect((await check(app, u, fp)).body.trusted, fp).to.equal(true);
+      // Nor does a parameter the route does not take, or a body: a 400 (was: every device revoked).
+      const listed = (await as(request(app).get('/auth/mfa/trusted-devices'), u)).body as Array<{ id: string }>;
+      for (const req of [request(app).delete('/auth/mfa/trusted-devices').query({ id: listed[0]!.id }), request(app).delete('/auth/mfa/trusted-devices').send({ id: listed[0]!.id })]) {
+        const refused = await as(req, u);
+        expect(refused.status).to.equal(400);
+        expect(refused.body.errors[0].code).to.equal('unknown');
+      }
+      for (const fp of ['fp-a', 'fp-b', 'fp-c']) expect((await check(app, u, fp)).body.trusted, fp).to.equal(true);
       const res = await as(request(app).delete('/auth/mfa/trusted-devices'), u);
       expect(res.status).to.equal(200);
       expect(res.body).to.deep.equal({ revoked: 3 });

@@ -188,6 +188,8 @@ describe('internalRouter: DELETE /internal/mfa/user-data (erasure)', () => {
       [request(one.app).delete(ERASE).query({ user_id: `${u}\u2028` }).set(internal()), 400],
       [request(one.app).delete(ERASE).query({ user_id: `\u202E${u}` }).set(internal()), 400],
       [request(one.app).delete(ERASE).query({ user_id: 'x'.repeat(129) }).set(internal()), 400],
+      [request(one.app).delete(ERASE).query({ user_id: u, keep: 'sync_records' }).set(internal()), 400],
+      [request(one.app).delete(ERASE).query({ user_id: u }).set(internal()).send({ keep: ['sync_records'] }), 400],
       [request(one.app).delete(ERASE).query({ user_id: u }).set({ 'X-Tenant-ID': 'acme' }), 401],
       [request(one.app).delete(ERASE).query({ user_id: u }).set({ 'X-Internal-API-Key': KEY_A }), 400],
       [request(one.app).get(ERASE).query({ user_id: u }).set(internal()), 405],

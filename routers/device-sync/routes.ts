@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
-import { parseOrThrow } from '../../lib/validation.js';
+import { parseOrThrow, refuseDeleteExtras } from '../../lib/validation.js';
 import type { DeviceSyncRouterConfig } from './options.js';
 import { syncService } from './service.js';
 import { SYNC_RECORD_ID, SYNC_TOKEN, writeBodySchema } from './vault.js';
@@ -74,6 +74,7 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     const id = req.params.id;
     if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
     // With `sync_token`, only the version the client last read is deleted: a write since then is not lost unseen.
+    refuseDeleteExtras(req, ['sync_token']);
     const { sync_token: expectedToken } = parseOrThrow(deleteQuery, req.query);
     const outcome = await service.delete(tenantId, userId, id, expectedToken);
     if (outcome.status === 'not-found') throw notFound();

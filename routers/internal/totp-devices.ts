@@ -10,7 +10,7 @@ import { ProblemError } from '../../lib/errors.js';
 import { createRecoveryCodes } from '../../lib/recovery-codes.js';
 import { listEnvelope, paginationShape, toPageRequest, isoSeconds } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
-import { deviceIdParam, parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { deviceIdParam, parseOrThrow, refuseDeleteExtras, userIdSchema } from '../../lib/validation.js';
 import type { MfaDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -61,6 +61,7 @@ export function mountTotpDevices(router: Router, config: InternalRouterConfig): 
   };
 
   router.delete('/mfa/totp/devices/:id', async (req, res) => {
+    refuseDeleteExtras(req, ['user_id']);
     const q = parseOrThrow(userQuery, req.query);
     // A malformed id cannot name a device, and a device of another method is not one of this list's: both 404.
     const id = deviceIdParam.safeParse(req.params.id);
@@ -70,6 +71,7 @@ export function mountTotpDevices(router: Router, config: InternalRouterConfig): 
   });
 
   router.delete('/mfa/devices', async (req, res) => {
+    refuseDeleteExtras(req, ['user_id']);
     const q = parseOrThrow(userQuery, req.query);
     const removed = await removeAllDevices(removal, callerOf(req, q.user_id), 'internal');
     sendJson(req, res, { removed });

@@ -9,7 +9,7 @@ import type { HotRoute } from '../../lib/prelude.js';
 import { sendJson } from '../../lib/send-json.js';
 import { isoSeconds, listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
 import { MAX_DEVICE_DETAIL_LENGTH, MAX_DEVICE_IP_LENGTH, MAX_DEVICE_NAME_LENGTH, MAX_FINGERPRINT_LENGTH, refuseEmptyDeviceId, type TrustInput } from '../../lib/trusted-devices.js';
-import { boolQuery, displayText, isStorable, isUserId, parseOrThrow, storableText, userIdSchema } from '../../lib/validation.js';
+import { boolQuery, displayText, isStorable, isUserId, parseOrThrow, refuseDeleteExtras, storableText, userIdSchema } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import type { InternalRouterConfig } from './options.js';
 
@@ -151,6 +151,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
   });
 
   router.delete(`${PATH}/:id`, async (req, res) => {
+    refuseDeleteExtras(req, ['user_id']);
     const q = parseOrThrow(userQuery, req.query);
     // A malformed id cannot name a device: the same 404 as any id that is not this tenant's and user's.
     const id = String(req.params.id);
@@ -161,6 +162,7 @@ export function mountTrustedDevices(router: Router, config: InternalRouterConfig
   });
 
   router.delete(PATH, async (req, res) => {
+    refuseDeleteExtras(req, ['user_id']);
     const q = parseOrThrow(userQuery, req.query);
     // As the revoke of one unknown id: the query is checked first.
     refuseEmptyDeviceId(req.path);

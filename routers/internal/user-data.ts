@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { emitSafely, eventBase } from '../../lib/events.js';
 import { sendJson } from '../../lib/send-json.js';
-import { parseOrThrow, userIdSchema } from '../../lib/validation.js';
+import { parseOrThrow, refuseDeleteExtras, userIdSchema } from '../../lib/validation.js';
 import type { InternalRouterConfig } from './options.js';
 
 /** The answer: what was deleted, per kind of record (all 0 for a user the kit knows nothing about). */
@@ -16,6 +16,7 @@ export function mountUserData(router: Router, config: InternalRouterConfig): voi
   const query = z.object({ user_id: userIdSchema });
 
   router.delete('/mfa/user-data', async (req, res) => {
+    refuseDeleteExtras(req, ['user_id']);
     const q = parseOrThrow(query, req.query);
     const { tenantId, requestId } = contextOf(req);
     // As a revocation: the cache is told in the erasure's transaction, and the next check, on every instance, answers

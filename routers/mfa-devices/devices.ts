@@ -7,7 +7,7 @@ import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
 import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
 import { claimsOf } from '../../lib/user-auth.js';
-import { parseOrThrow } from '../../lib/validation.js';
+import { parseOrThrow, refuseDeleteExtras } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import { MAX_ACCOUNT_LABEL_LENGTH, accountLabelOr, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
 import { deviceIdParam, enrollEmailBody, enrollSmsBody, enrollTotpBody, pageQuery, updateDeviceBody, verifyDeviceBody } from './schemas.js';
@@ -221,6 +221,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
   });
 
   router.delete('/devices/:id', ...stepUp, async (req, res) => {
+    refuseDeleteExtras(req);
     const id = deviceIdOf(req);
     const result = await service.removeDevice(callerOf(req), id);
     switch (result.status) {
