@@ -203,6 +203,13 @@ const GENERIC_BY_STATUS: Partial<Record<number, ErrorKey>> = {
   500: 'INTERNAL',
 };
 
+/** passport's `AuthenticationError` (lib/errors/authenticationerror.js): `name`, the status text as message, a 4xx `status`. */
+function isPassportRefusal(err: unknown): err is Error & { status: number } {
+  if (!(err instanceof Error) || err.name !== 'AuthenticationError') return false;
+  const { status } = err as Error & { status?: unknown };
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 499;
+}
+
 /** Maps anything thrown to a `ProblemError`; returns whether it was unexpected (to be logged as an error). */
 export function toProblemError(err: unknown): { problem: ProblemError; unexpected: boolean } {
   if (err instanceof ProblemError) return { problem: err, unexpected: err.status >= 500 && err.key !== 'STORAGE_UNAVAILABLE' };
@@ -256,6 +263,14 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   // Other http-errors errors (a host's own middleware or routes: `createError(403, 'Account suspended')`) keep their
   // status, and a client error its message (http-errors exposes those of 4xx only); a kit entry of the same status
   // would name a cause that is not this one (a 403 is no tenant mismatch), so the generic one says the status alone.
+  // Passport's refusal with `failWithError: true` (its AuthenticationError: a 401, or a strategy's 400, no `expose`) is
+  // one too: the caller's credentials, not a fault of ours. Its message is the status text; the challenge its strategy
+  // gave, passport has set on the response already (sendProblem keeps it).
+  if (isPassportRefusal(err)) {
+    const generic = GENERIC_BY_STATUS[err.status];
+    const init = { cause: err };
+    return { problem: generic !== undefined ? ProblemError.from(generic, init) : ProblemError.forStatus(err.status, init), unexpected: false };
+  }
   if (typeof e.status === 'number' && Number.isInteger(e.status) && e.status >= 400 && e.status <= 599 && typeof e.expose === 'boolean') {
     const message = (err as { message?: unknown }).message;
     const detail = e.expose && typeof message === 'string' && message !== '' ? message : undefined;
@@ -309,7 +324,8 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
-  if (problem.status === 401 || problem.challenge !== undefined) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
+  // A 401 carries a challenge: the problem's own, else one already on the response (a host's passport strategy's), else the default.
+  if (problem.challenge !== undefined || (problem.status === 401 && !res.hasHeader('WWW-Authenticate'))) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
   if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);

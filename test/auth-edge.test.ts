@@ -13,7 +13,9 @@ import express from 'express';
 import jwt from 'jsonwebtoken';
 import { pino } from 'pino';
 import request from 'supertest';
-import { problemJson, silentLogger } from '../index.js';
+import passportModule from 'passport';
+import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
+import { mfaDevicesRouter, problemJson, silentLogger } from '../index.js';
 import { createExampleApp, createExampleServer, REQUEST_TIMEOUT_MS } from '../examples/app.js';
 import { contextOf } from '../lib/context.js';
 import { INVALID_TOKEN_CHALLENGE, userAuth, type UserAuthOptions } from '../lib/user-auth.js';
@@ -527,6 +529,42 @@ describe('auth edge cases', function () {
         if (header !== undefined) void req.set('Authorization', header);
         expect401(await req, signed, String(header), 'Bearer');
       }
+    });
+
+    it("a host's passport with failWithError: its refusal is a 401 Problem (nest too) with the strategy's challenge, not a 500 logged as a fault", async () => {
+      const passport = new passportModule.Passport();
+      passport.use(new JwtStrategy({ jwtFromRequest: ExtractJwt.fromAuthHeaderAsBearerToken(), secretOrKey: JWT_SECRET, algorithms: ['HS256'] }, (claims: unknown, done: (e: null, u: unknown) => void) => done(null, claims)));
+      passport.use('with-challenge', new (class extends passportModule.Strategy {
+        override authenticate() {
+          this.fail('Bearer realm="host"', 401);
+        }
+      })());
+      const lines: Array<{ level: number; msg: string }> = [];
+      const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) });
+      const host = (authenticate: express.RequestHandler, format?: 'nest') => {
+        const hostApp = express();
+        hostApp.use('/auth/mfa', mfaDevicesRouter({ storage: db.storage, keyRing: ring, authenticate, logger, ...(format && { errors: { format } }) }));
+        return hostApp;
+      };
+      const failing = host(passport.authenticate('jwt', { session: false, failWithError: true }) as express.RequestHandler);
+      for (const header of [undefined, 'Bearer nonsense', `Bearer ${jwt.sign({ sub: 'alice', tenant_id: 'acme' }, 'another-secret-another-secret-00')}`]) {
+        const req = request(failing).get('/auth/mfa/devices');
+        if (header !== undefined) void req.set('Authorization', header);
+        const res = await req;
+        expect(res.status, String(header)).to.equal(401);
+        expect(res.headers['content-type']).to.match(/^application\/problem\+json/);
+        expect(res.body).to.include({ status: 401, code: 40100001 });
+        expect(res.headers['www-authenticate']).to.equal('Bearer');
+      }
+      const good = await request(failing).get('/auth/mfa/devices').set('Authorization', `Bearer ${jwt.sign({ sub: 'alice', tenant_id: 'acme' }, JWT_SECRET)}`);
+      expect(good.status, good.text).to.equal(200);
+      const nest = await request(host(passport.authenticate('jwt', { session: false, failWithError: true }) as express.RequestHandler, 'nest')).get('/auth/mfa/devices');
+      expect(nest.status).to.equal(401);
+      expect(nest.body).to.include({ statusCode: 401 });
+      const challenged = await request(host(passport.authenticate('with-challenge', { session: false, failWithError: true }) as express.RequestHandler)).get('/auth/mfa/devices');
+      expect(challenged.status).to.equal(401);
+      expect(challenged.headers['www-authenticate']).to.equal('Bearer realm="host"');
+      expect(lines.filter((l) => l.level >= 50), JSON.stringify(lines)).to.deep.equal([]);
     });
 
     it('a good token with no tenant claim → 400; with an X-Tenant-ID header that differs → 403, that is malformed → 400', async () => {
