@@ -243,6 +243,42 @@ describe('mfa code verification', () => {
       }
     });
 
+    it("an enrolment's right code whose device is removed, or verified by a racing request, while it is checked: 404 / 400 already verified, not a replay, not counted (found by a hostile-input review)", async () => {
+      // The pending device's row changes between the read and markVerified, as a removal or a second verify on another instance would.
+      let meanwhile: ((id: string, options: Parameters<typeof storage.mfaDevices.markVerified>[3]) => Promise<unknown>) | undefined;
+      const devices = new Proxy(storage.mfaDevices, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop);
+          if (prop !== 'markVerified' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          return async (...args: Parameters<typeof target.markVerified>) => {
+            const run = meanwhile;
+            meanwhile = undefined;
+            await run?.(args[2], args[3]);
+            return target.markVerified(...args);
+          };
+        },
+      });
+      const racing = new Proxy(storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
+      const { app, clock, events, names } = setup({}, racing);
+      const cases: Array<[string, (user: string) => (id: string, options: Parameters<typeof storage.mfaDevices.markVerified>[3]) => Promise<unknown>, number, number]> = [
+        ['removed', () => (id) => fresh.knex('mfa_devices').where({ id }).delete(), 404, 40400002],
+        ['verified by another request with the same code', (user) => (id, options) => storage.mfaDevices.markVerified('acme', user, id, options), 400, 40000012],
+      ];
+      for (const [what, change, status, code] of cases) {
+        const user = newUser('enrol-race');
+        const enrol = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), user);
+        const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+        events.length = 0;
+        meanwhile = change(user);
+        const res = await as(request(app).post(`/auth/mfa/devices/${device.id}/verify`).send({ code: oathtool(secret, clock.ms) }), user);
+        expect(res.status, `${what}: ${res.text}`).to.equal(status);
+        expect(res.body.code, what).to.equal(code);
+        expect(names(), what).to.deep.equal([]);
+        const failures = await fresh.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: user }).first<{ failures: number } | undefined>();
+        expect(failures?.failures ?? 0, what).to.equal(0);
+      }
+    });
+
     it('an older step after a newer one is refused, though inside the window', async () => {
       const { app, clock } = setup();
       const user = newUser('older');

@@ -218,13 +218,19 @@ export class MfaDevicesService {
     const charged = await this.lockout.charge(caller, 'enrollment', id);
     if (charged.status === 'LOCKED') return charged;
 
-    // The right code, whose write found the user with a factor it was let on without (`WithoutStepUp`): a 401 like the
-    // router's, and not counted (the code was right); it does not pass. A TOTP code stays unused for a stepped-up
-    // request; an sms/email code is used up by its check, so that is judged before it too (a factor that appears in
-    // the moment between still refuses the write: then the user asks for another code).
+    // The right code whose write changed nothing: why, as the device and user are now. The user has a factor it was let
+    // on without (`WithoutStepUp`): a 401 like the router's. The device was removed, verified by a request racing this
+    // one, or abandoned meanwhile: what that request would have been told had it come a moment later. None of these
+    // is a replay, nor counted (the code was right), and it does not pass. A TOTP code stays unused; an sms/email code
+    // is used up by its check, so the step-up is judged before it too (a factor that appears in the moment between
+    // still refuses the write: then the user asks for another code). Still pending after all: the code's step was
+    // taken (a replay).
+    let lost: 'STEP_UP_REQUIRED' | 'NOT_FOUND' | 'ALREADY_VERIFIED' | 'EXPIRED' | undefined;
     const markVerified = async (step: number | null): Promise<MfaDevice | null | 'refused'> => {
       const marked = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date(), ...withoutStepUpOf(caller) });
-      return !marked && (await this.refusedWithoutStepUp(caller)) ? 'refused' : marked;
+      if (marked) return marked;
+      lost = await this.whyNotVerified(caller, id);
+      return lost === undefined ? null : 'refused';
     };
     let verified: MfaDevice | null | 'refused' = null;
     let replay = false;
@@ -238,13 +244,14 @@ export class MfaDevicesService {
       if (result.status === 'REFUSED') verified = 'refused';
       replay = result.status === 'REPLAY';
     } else if (this.otp && (await this.refusedWithoutStepUp(caller))) {
+      lost = 'STEP_UP_REQUIRED';
       verified = 'refused';
     } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
       verified = await markVerified(null);
     }
     if (verified === 'refused') {
       await this.lockout.notCompared(caller);
-      return { status: 'STEP_UP_REQUIRED' };
+      return { status: lost ?? 'STEP_UP_REQUIRED' };
     }
     if (!verified) {
       await this.lockout.failed(caller, 'enrollment', replay ? 'replay' : 'invalid_code', id);
@@ -282,6 +289,15 @@ export class MfaDevicesService {
     const devices = await this.listDevices(caller);
     if (condition === 'no-verified-device') return !devices.some((d) => d.verified);
     return !devices.some((d) => d.verified && d.enabled) && (await this.recoveryCodesRemaining(caller)) === 0;
+  }
+
+  /** Why a right code's `markVerified` changed nothing (see `verifyDevice`); `undefined`: the device is still pending (a replay). */
+  private async whyNotVerified(caller: Caller, id: string): Promise<'STEP_UP_REQUIRED' | 'NOT_FOUND' | 'ALREADY_VERIFIED' | 'EXPIRED' | undefined> {
+    if (await this.refusedWithoutStepUp(caller)) return 'STEP_UP_REQUIRED';
+    const now = await this.config.storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+    if (!now) return 'NOT_FOUND';
+    if (now.verified) return 'ALREADY_VERIFIED';
+    return isAbandoned(now, new Date()) ? 'EXPIRED' : undefined;
   }
 
   /** After a write that changed nothing: whether it was asked without step-up and the user now has a factor. */
