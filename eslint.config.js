@@ -20,6 +20,20 @@ export default tseslint.config(
     },
   },
   {
+    // Keys, code digests and tags are compared in constant time (crypto.timingSafeEqual); Buffer's own comparisons stop at
+    // the first differing byte.
+    ignores: ['test/**', 'scripts/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.property.name=/^(equals|compare)$/]",
+          message: 'Compare secrets and their digests with crypto.timingSafeEqual (constant time), not Buffer#equals / compare.',
+        },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts'],
     rules: {
       '@typescript-eslint/no-unused-expressions': 'off',

@@ -828,6 +828,22 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       await db.knex('sync_records').where({ id: other.id }).delete();
     });
 
+    it('an update after a key rotation seals the vault under the new active key and names that key in the row', async function () {
+      const user = `rekey-${randomBytes(3).toString('hex')}`;
+      const rec = await create([{ secret: newSecret() }], user);
+      expect((await db.knex('sync_records').where({ id: rec.id }).first<{ vault_key_id: string }>()).vault_key_id).to.equal('k2');
+      const rotatedApp = makeApp(storage, { keyRing: keyRing([K3, ...ENCRYPTION_KEYS]) });
+      const secret = newSecret();
+      const updated = await post(rotatedApp, { device_fingerprint: rec.device_fingerprint, device_name: 'rekeyed', sync_token: rec.sync_token, totp_devices: [{ secret }] }, user);
+      expect(updated.status, updated.text).to.equal(200);
+      expect((await db.knex('sync_records').where({ id: rec.id }).first<{ vault_key_id: string }>()).vault_key_id).to.equal('k3');
+      // Readable with the new key alone: the row's key id is the one it was sealed under.
+      const res = await request(makeApp(storage, { keyRing: keyRing([K3]) })).get(`${BASE}/${rec.id}`).set('Authorization', bearer(user));
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal(updated.body);
+      expect(res.body.totp_devices).to.contain(secret);
+    });
+
     it('reencrypt moves every vault to the active key, keeps tokens, and leaves rows that do not open', async function () {
       const user = `rotate-${randomBytes(3).toString('hex')}`;
       const recs = [await create(undefined, user), await create(undefined, user), await create(undefined, user)];

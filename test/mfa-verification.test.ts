@@ -487,6 +487,14 @@ describe('mfa code verification', () => {
       const res = await internalVerify(app, { user_id: user, code: oathtool(d.secret, clock.ms) }, 'other');
       expect(res.status).to.equal(400);
       expect(res.body.code).to.equal(40000013);
+      // Its only device turned off: none to verify with either, and the attempt is not charged to the user's lockout.
+      expect((await as(request(app).patch(`/auth/mfa/devices/${d.id}`).send({ enabled: false }), user)).status).to.equal(200);
+      for (let i = 0; i < 3; i++) {
+        const off = await internalVerify(app, { user_id: user, code: oathtool(d.secret, clock.ms) });
+        expect(off.status).to.equal(400);
+        expect(off.body.code).to.equal(40000013);
+      }
+      expect(await fresh.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: user }).first()).to.equal(undefined);
     });
 
     it('401 without the key (before anything else), 400 without tenant, 400 with errors[] for a bad body', async () => {

@@ -115,6 +115,30 @@ describe('reencrypt (key rotation)', () => {
     expect((await secrets(db.knex, newOnly)).get(late)?.secret).to.equal('LATESECRET'.padEnd(32, 'A'));
   });
 
+  it('a row an instance on the old ring rewrites between the run reading it and writing it keeps that write (the run leaves it)', async () => {
+    // The last row of the walk is rewritten (a new secret, sealed with the old key) by a trigger on the run's first write:
+    // after the run read the batch it is in, before it writes that row.
+    const [row] = await db.knex<DeviceRow>('mfa_devices').where({ secret_key_id: 'k1' }).orderBy([{ column: 'tenant_id', order: 'desc' }, { column: 'id', order: 'desc' }]).limit(1);
+    const rewritten = 'REWRITTEN'.padEnd(32, 'B');
+    const sealed = oldOnly.seal(rewritten, aad(row!.tenant_id, row!.user_id, row!.id));
+    await db.knex.raw('create table pending_write (id uuid, data bytea)');
+    await db.knex('pending_write').insert({ id: row!.id, data: sealed.data });
+    await db.knex.raw(`
+      create function write_meanwhile() returns trigger language plpgsql as $$
+      declare r record;
+      begin
+        for r in delete from pending_write returning * loop update mfa_devices set secret_ciphertext = r.data where id = r.id; end loop;
+        return null;
+      end $$;
+      create trigger write_meanwhile after update on mfa_devices for each statement execute function write_meanwhile();`);
+    const results = await reencrypt({ knex: db.knex, keyRing: rotated, batchSize: 100, logger: silentLogger });
+    expect(results[0]).to.deep.equal({ table: 'mfa_devices', rows: 22, failed: 0, remaining: 1 });
+    expect((await secrets(db.knex, rotated)).get(row!.id)).to.deep.equal({ keyId: 'k1', secret: rewritten });
+    await db.knex.raw('drop trigger write_meanwhile on mfa_devices');
+    expect((await reencrypt({ knex: db.knex, keyRing: rotated, logger: silentLogger }))[0]).to.deep.equal({ table: 'mfa_devices', rows: 1, failed: 0, remaining: 0 });
+    expect((await secrets(db.knex, newOnly)).get(row!.id)).to.deep.equal({ keyId: 'k2', secret: rewritten });
+  });
+
   it('a ring without the old key cannot open the old rows before the rotation (the test can fail)', async () => {
     let failed = 0;
     const rows = await db.knex<DeviceRow>('mfa_devices').select('tenant_id', 'user_id', 'id', 'secret_key_id', 'secret_ciphertext');

@@ -47,6 +47,28 @@ describe('createTrustedDevices()', () => {
     expect(events).to.deep.equal(['trusted f1 false', 'trusted f1 true', `revoked 1 ${d.id}`, 'trusted f2 false', 'revoked 1 all']);
   });
 
+  it("a cached \"trusted\" past its trustedUntil is not believed (an entry filled by an instance whose clock is behind): the check reads Postgres", async () => {
+    const inner = memoryCache({ max: 100 });
+    let stale: number | undefined;
+    // Logic above the cache interface: the entry another instance left, whose time to live its slow clock made too long.
+    const cache: typeof inner = Object.assign(Object.create(inner) as typeof inner, {
+      get: async (...args: Parameters<typeof inner.get>) => {
+        const hit = await inner.get(...args);
+        return hit?.trusted && stale !== undefined ? { ...hit, trustedUntil: stale } : hit;
+      },
+    });
+    const skewed = createTrustedDevices({ storage: db.storage, cache, logger: silentLogger });
+    try {
+      const d = await skewed.trust('acme', 'skew', { fingerprint: 'f' });
+      expect((await skewed.check('acme', 'skew', 'f')).trusted).to.equal(true);
+      await db.knex('trusted_devices').where({ id: d.id }).update({ trusted_until: new Date(Date.now() - 1000) });
+      stale = Date.now() - 1000;
+      expect(await skewed.check('acme', 'skew', 'f')).to.deep.equal({ trusted: false });
+    } finally {
+      skewed.close();
+    }
+  });
+
   it('rejects bad input with a 400 Problem naming the fields', async () => {
     for (const [input, field] of [
       [{ fingerprint: '' }, 'device_fingerprint'],
