@@ -42,7 +42,7 @@ export const ERROR_CATALOGUE = {
   UNAUTHENTICATED: spec(401, 40100001, 'unauthenticated', 'Unauthorized', 'Missing, invalid or expired authentication.'),
   INVALID_INTERNAL_KEY: spec(401, 40100002, 'invalid-internal-key', 'Unauthorized', 'Missing or invalid internal API key.'),
   STEP_UP_REQUIRED: spec(401, 40100003, 'step-up-required', 'Second Factor Required', 'This change needs a recent second factor: pass one (POST /verify) and retry with the token your sign-in issues for it.'),
-  TENANT_MISMATCH: spec(403, 40300001, 'tenant-mismatch', 'Tenant Mismatch', 'The X-Tenant-ID header does not match the token tenant.'),
+  TENANT_MISMATCH: spec(403, 40300001, 'tenant-mismatch', 'Tenant Mismatch', 'The tenant sent does not match the caller\'s tenant.'),
   NOT_FOUND: spec(404, 40400001, 'not-found', 'Not Found', 'The requested resource does not exist.'),
   DEVICE_NOT_FOUND: spec(404, 40400002, 'device-not-found', 'Device Not Found', 'The device does not exist.'),
   TRUSTED_DEVICE_NOT_FOUND: spec(404, 40400003, 'trusted-device-not-found', 'Trusted Device Not Found', 'The trusted device does not exist.'),

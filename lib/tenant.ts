@@ -81,7 +81,7 @@ export function tenant(options: TenantOptions = {}): RequestHandler {
       const other = mustMatch(req);
       // Malformed is a bad request whatever it would have been compared with.
       if (other !== undefined && other !== value) {
-        next(wellFormed(other) ? ProblemError.from('TENANT_MISMATCH') : malformed(mustMatch.label));
+        next(wellFormed(other) ? ProblemError.from('TENANT_MISMATCH', `${mustMatch.label} does not match ${from.label}, the caller's tenant.`) : malformed(mustMatch.label));
         return;
       }
     }

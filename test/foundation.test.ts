@@ -3,6 +3,8 @@ import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
+import { pino } from 'pino';
+import { pinoHttp } from 'pino-http';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { ProblemError, aad, deviceSyncRouter, generateKey, internalRouter, jsonBody, keyRing, mfaDevicesRouter, notFound, problemClientError, problemJson, requestId, silentLogger, tenant, tenantFrom, type ErrorFormat, type ProblemClientErrorOptions, type RateLimitRedisClient, type TrustedDeviceCache } from '../index.js';
@@ -76,6 +78,17 @@ describe('problemJson()', () => {
       const missing = await request(app).get('/nope');
       expect(missing.body, what).to.include({ request_id: 'host-abc-1' });
     }
+    // pino-http's default genReqId numbers requests (1, 2, …): its log line writes req.id as that number, and so do the answers.
+    const pinoApp = express();
+    pinoApp.use(pinoHttp({ logger: pino({ level: 'silent' }) }));
+    pinoApp.use(requestId());
+    pinoApp.get('/ok', (req, res) => {
+      res.json({ id: req.mfa?.requestId, logged: (req as { id?: unknown }).id });
+    });
+    const numbered = await request(pinoApp).get('/ok');
+    expect(numbered.body.logged).to.be.a('number');
+    expect(numbered.body.id).to.equal(String(numbered.body.logged));
+    expect(numbered.headers['x-request-id']).to.equal(String(numbered.body.logged));
     // An id the host set that is not of safe characters is not taken, and the header names the id the kit uses.
     const app = express();
     app.use((req, res, next) => {

@@ -74,8 +74,14 @@ describe('mfaDevicesRouter: devices', () => {
       let res = await as(request(app).get('/auth/mfa/devices'), 'alice').set('X-Tenant-ID', 'other');
       expect(res.status).to.equal(403);
       expect(res.body.code).to.equal(40300001);
+      expect(res.body.detail).to.equal("X-Tenant-ID does not match tenant_id, the caller's tenant.");
       res = await as(request(app).get('/auth/mfa/devices'), 'alice').set('X-Tenant-ID', 'acme');
       expect(res.status).to.equal(200);
+      // With a header and claim of one's own, the answer names those.
+      const { app: named } = mfaApp(db.storage, { tenantHeader: 'X-Org-ID', tenantClaim: 'org', rateLimit: false });
+      res = await request(named).get('/auth/mfa/devices').set('Authorization', `Bearer ${jwt.sign({ sub: 'alice', org: 'acme' }, JWT_SECRET, { expiresIn: 300 })}`).set('X-Org-ID', 'other');
+      expect(res.status).to.equal(403);
+      expect(res.body.detail).to.equal("X-Org-ID does not match org, the caller's tenant.");
     });
 
     it('400 with a field violation when the token has no tenant claim or a malformed one', async () => {
