@@ -134,14 +134,17 @@ function accessLog(logger: PinoLogger): RequestHandler {
 /**
  * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
  * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
- * Also a 400: a target with userinfo (RFC 9110 §4.2.4).
+ * Also a 400: a target with userinfo (RFC 9110 §4.2.4); and a 417: an `Expect` other than 100-continue (§10.1.1).
  */
 const hostRequired: RequestHandler = (req, res, next) => {
   // A target in absolute form with userinfo (`http://user:pass@host/…`): an error (RFC 9110 §4.2.4), and the
   // credentials in it are never repeated (the Problem's instance and the log line name the path only).
   const userinfo = hasUserinfo(req.url);
   if (!userinfo && (req.httpVersion !== '1.1' || req.headers.host !== undefined)) {
-    next();
+    // An expectation other than 100-continue (which Node meets itself): 417 (RFC 9110 §10.1.1), as a Problem.
+    const expectation = req.headers.expect;
+    if (expectation !== undefined && expectation.toLowerCase() !== '100-continue') next(ProblemError.from('EXPECTATION_FAILED'));
+    else next();
     return;
   }
   // As Node's own refusal: the connection ends with the answer.
@@ -184,6 +187,9 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
   );
   // Node's parser answers before the app's first layer runs: the API's security headers are given here too.
   server.on('clientError', problemClientError({ headers: apiSecurityHeaderList() }));
+  // A request whose Expect is not 100-continue: Node answers a bare 417 itself unless this is listened to. The app's
+  // first layer refuses it (417 Problem), with the headers, request id and log line of any answer.
+  server.on('checkExpectation', app);
   return server;
 }
 

@@ -54,6 +54,7 @@ export const ERROR_CATALOGUE = {
   SYNC_CONFLICT: spec(409, 40900003, 'sync-conflict', 'Sync Conflict', 'The sync_token is stale: fetch the record and retry with its current sync_token.'),
   PAYLOAD_TOO_LARGE: spec(413, 41300001, 'payload-too-large', 'Payload Too Large', 'The request body is larger than allowed.'),
   URI_TOO_LONG: spec(414, 41400001, 'uri-too-long', 'URI Too Long', 'The request target is longer than allowed.'),
+  EXPECTATION_FAILED: spec(417, 41700001, 'expectation-failed', 'Expectation Failed', 'The Expect header asks for what this server does not do: only 100-continue is met.'),
   UNSUPPORTED_MEDIA_TYPE: spec(415, 41500001, 'unsupported-media-type', 'Unsupported Media Type', 'The request body must be application/json.'),
   TOO_MANY_REQUESTS: spec(429, 42900001, 'too-many-requests', 'Too Many Requests', 'Too many requests: retry later.'),
   MFA_LOCKED: spec(429, 42900002, 'mfa-locked', 'Too Many Failed Attempts', 'Too many failed attempts: verification is locked for a while.'),

@@ -105,6 +105,22 @@ describe('auth edge cases', function () {
       expect([unlimited.requestTimeout, unlimited.headersTimeout]).to.deep.equal([0, 60_000]);
     });
 
+    it("an Expect other than 100-continue → 417 Problem with its request id (RFC 9110 §10.1.1), not Node's bare status line; 100-continue is met", async () => {
+      for (const expectation of ['200-ok', 'foo=bar']) {
+        const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nExpect: ${expectation}\nConnection: close`);
+        expect(res.status, expectation).to.equal(417);
+        expect(res.head).to.match(/\r\ncontent-type: application\/problem\+json; charset=utf-8\r\n/i);
+        const problem = JSON.parse(res.body) as Record<string, unknown>;
+        expect(problem, expectation).to.include({ status: 417, code: 41700001 });
+        expect(res.head).to.contain(`\r\nx-request-id: ${String(problem.request_id)}\r\n`);
+      }
+      const body = JSON.stringify({ user_id: 'alice', device_fingerprint: 'expect-fp' });
+      const met = await rawRequest(port, `POST /internal/session/trusted-devices HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nContent-Type: application/json\nContent-Length: ${body.length}\nExpect: 100-continue\nConnection: close`, body);
+      // Node meets it: 100 Continue, then the answer.
+      expect(met.status, met.body).to.equal(100);
+      expect(met.body).to.match(/^HTTP\/1\.1 201 Created\r\n/);
+    });
+
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {
       // No `Connection: close` asked for: the answer closes the connection (rawRequest waits for the end), as Node's did.
       const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
