@@ -114,7 +114,8 @@ function traceOf(header: unknown): { traceparent: string; spanId: string } | und
   if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
   return { traceparent: `${version}-${traceId}-${spanId}-${flags}`, spanId };
 }
-const SENSITIVE_QUERY = /key|token|secret|code|password|jwt/i;
+/** Query parameter names whose values a Problem's `instance` does not repeat: credentials, codes, sessions, signatures. */
+const SENSITIVE_QUERY = /key|token|secret|code|pass|pwd|jwt|auth|session|bearer|cookie|sig|credential/i;
 
 /** `scheme://authority` in front of a request target sent in absolute form (RFC 9112 §3.2.2), userinfo included. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
