@@ -4,7 +4,7 @@
  * lockout per tenant + user kept in storage (Postgres), which decides even when Redis is down.
  */
 import type { RequestHandler } from 'express';
-import { rateLimit, type Store } from 'express-rate-limit';
+import { MemoryStore, rateLimit, type IncrementResponse, type Options, type Store } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { bounded } from './bounded.js';
 import { emitSafely, eventBase, type MfaEvents } from './events.js';
@@ -101,7 +101,9 @@ export function resolveRateLimit(factory: string, options: RateLimitOptions | fa
  * The rate-limit middleware for a router's verify routes (one instance per router: a store is
  * never shared between limiters). Keyed by what `key` returns (tenant + user), not by IP: an
  * identity service calls from one address for everyone. Over the limit → 429 Problem with
- * `Retry-After`. A failing Redis lets requests through: the lockout in storage still holds.
+ * `Retry-After`. A count Redis cannot take (not connected yet at start-up, gone later) is made in this instance's
+ * memory instead (`InsuredStore`): the limit holds per instance until Redis answers again, and the lockout in storage
+ * holds throughout.
  */
 export function verifyRateLimiter(args: {
   config: ResolvedRateLimit | false;
@@ -120,15 +122,23 @@ export function verifyRateLimiter(args: {
   if (config === false) return (_req, _res, next) => next();
   /** The lock ends read for refused requests (now or earlier: none ran), each kept until `until`. */
   const lockEnds = new Map<string, { lockEnd: Promise<number>; until: number }>();
+  // Once Redis is gone every request fails its count: one line per 10 s (with how many it stood for), as the cache's.
+  const storeProblem = throttledWarn(logger);
   let store: Store | undefined;
   if (redis) {
-    store = new RecoveringRedisStore({
+    const shared = new RecoveringRedisStore({
       prefix: `${config.prefix}${args.scope}:`,
       sendCommand: rateLimitCommand(redis),
     });
+    const madeAt = Date.now();
+    store = new InsuredStore(shared, (err, beforeFirstCount) => {
+      const detail = err instanceof Error ? err.message : String(err);
+      // Not connected yet at start-up: no problem worth a warning at every boot (the counts are this instance's meanwhile).
+      // Still not, STARTUP_GRACE_MS later: Redis is down, and that is worth one.
+      if (beforeFirstCount && Date.now() - madeAt < STARTUP_GRACE_MS && NOT_CONNECTED.test(detail)) logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; counting in this instance');
+      else storeProblem({ source: 'express-rate-limit', detail }, 'rate limiter problem: Redis did not take a count; counting in this instance meanwhile');
+    });
   }
-  // Once Redis is gone every request fails its count: one line per 10 s (with how many it stood for), as the cache's.
-  const storeProblem = throttledWarn(logger);
   return rateLimit({
     windowMs: config.windowMs,
     limit: config.limit,
@@ -145,7 +155,7 @@ export function verifyRateLimiter(args: {
         const context = typeof parts[1] === 'string' ? parts[1] : '';
         // The store's set-up on a client not connected yet (`enableOfflineQueue: false` at start-up): it loads its
         // scripts again before its first count (RecoveringRedisStore), so this is no problem worth a warning at
-        // every boot. The same refusal on a count (Redis gone later: requests pass unlimited) stays a warning.
+        // every boot. A count Redis refuses is InsuredStore's to report.
         if (context.includes('store initialization') && NOT_CONNECTED.test(detail)) {
           logger.debug({ source: 'express-rate-limit', detail }, 'rate limiter: Redis not connected yet; its scripts load at the first count');
         } else storeProblem({ source: 'express-rate-limit', detail, ...(context && { context }) }, 'rate limiter problem');
@@ -195,8 +205,74 @@ const LOCK_READ_MS = 1000;
 const LOCK_READ_TIMEOUT_MS = 500;
 const LOCK_READS_MAX = 4096;
 
+/** How long after the limiter is made a count refused for want of a connection is start-up, not an outage. */
+const STARTUP_GRACE_MS = 10_000;
+
 /** ioredis's refusals of a command sent before its connection is up. */
 const NOT_CONNECTED = /enableOfflineQueue|Stream isn't writeable|Connection is closed/;
+
+/**
+ * A shared (Redis) store with an insurance, as rate-limiter-flexible's `insuranceLimiter`: a count or read the shared
+ * store fails is made in this instance's memory instead, so a Redis outage leaves each instance its own limit rather
+ * than none. The shared store is tried first on every request: its counts resume as soon as it answers again.
+ */
+class InsuredStore implements Store {
+  readonly localKeys = false;
+  readonly prefix?: string;
+  private readonly memory = new MemoryStore();
+  private counted = false;
+
+  constructor(
+    private readonly shared: Store,
+    /** Told of each fall-back, and whether the shared store has taken no count yet (start-up). */
+    private readonly fellBack: (err: unknown, beforeFirstCount: boolean) => void,
+  ) {
+    if (shared.prefix !== undefined) this.prefix = shared.prefix;
+  }
+
+  async init(options: Options): Promise<void> {
+    this.memory.init(options);
+    await this.shared.init?.(options);
+  }
+
+  async get(key: string): Promise<Awaited<ReturnType<NonNullable<Store['get']>>>> {
+    try {
+      return await this.shared.get?.(key);
+    } catch (err) {
+      this.fellBack(err, !this.counted);
+      return this.memory.get(key);
+    }
+  }
+
+  async increment(key: string): Promise<IncrementResponse> {
+    try {
+      const counted = await this.shared.increment(key);
+      this.counted = true;
+      return counted;
+    } catch (err) {
+      this.fellBack(err, !this.counted);
+      return this.memory.increment(key);
+    }
+  }
+
+  async decrement(key: string): Promise<void> {
+    try {
+      await this.shared.decrement(key);
+    } catch {
+      await this.memory.decrement(key);
+    }
+  }
+
+  async resetKey(key: string): Promise<void> {
+    await this.memory.resetKey(key);
+    await this.shared.resetKey(key);
+  }
+
+  async shutdown(): Promise<void> {
+    this.memory.shutdown();
+    await this.shared.shutdown?.();
+  }
+}
 
 /**
  * rate-limit-redis loads its Lua scripts once, when the limiter is made: on a client that refuses commands
