@@ -11,6 +11,7 @@ import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-
 import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
 import { otpCode, USER_ID_MAX_LENGTH } from './validation.js';
+import { checkNestedOptions, checkOptionsObject } from './options.js';
 import {
   DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
   DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
@@ -602,7 +603,18 @@ export function operationPath(op: Pick<Operation, 'router' | 'path'>, mounts: Re
 }
 
 /** Builds the OpenAPI 3.1 document of the kit's routes. */
+/** A mount path as Express takes it and OpenAPI writes it: `/` and literal segments (no `:param`, `*`, `?` or `{…}`). */
+const MOUNT_PATH = /^\/[A-Za-z0-9._~!$&'()+,;=@%/-]*$/;
+
 export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
+  const given: unknown = options;
+  checkOptionsObject('openApiDocument', given, ['mounts', 'servers', 'version'], "{ mounts: { internal: '/internal' } }");
+  checkNestedOptions('openApiDocument', 'mounts', options.mounts, Object.keys(DEFAULT_MOUNTS), "{ internal: '/internal' }");
+  for (const [router, mount] of Object.entries(options.mounts ?? {})) {
+    if (typeof mount !== 'string' || !MOUNT_PATH.test(mount)) {
+      throw new TypeError(`express-mfa-kit: openApiDocument() option 'mounts.${router}' must be a path that begins with '/' and has no parameters, e.g. '${DEFAULT_MOUNTS[router as Router]}'`);
+    }
+  }
   const mounts = { ...DEFAULT_MOUNTS, ...options.mounts };
   const generated = z.toJSONSchema(schemaRegistry, { uri: (id) => `#/components/schemas/${id}` }) as { schemas: Record<string, JsonObject> };
   const schemas = Object.fromEntries(

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import request from 'supertest';
 import { memoryCache, type MfaCodeSender } from '../index.js';
 import { createExampleApp } from '../examples/app.js';
-import { OPERATIONS, ProblemSchema, openApiDocument, operationPath } from '../lib/openapi.js';
+import { OPERATIONS, ProblemSchema, openApiDocument, operationPath, type OpenApiOptions } from '../lib/openapi.js';
 import { KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { JWT_SECRET, oathtool, token } from './support/mfa.js';
 
@@ -383,6 +383,19 @@ describe('OpenAPI document', () => {
       }
       expect(checked).to.be.greaterThan(40);
     });
+  });
+
+  it('checks its options: a misspelt option or router, a mount path that is not one OpenAPI can write → TypeError with the fix', () => {
+    const refused: Array<[unknown, RegExp]> = [
+      [{ mount: { internal: '/x' } }, /unknown option 'mount'\. Did you mean 'mounts'\?/],
+      [{ mounts: { mfa: '/x' } }, /option 'mounts' has an unknown option 'mfa'/],
+      [{ mounts: { internal: 'internal' } }, /'mounts\.internal' must be a path that begins with '\/'/],
+      [{ mounts: { mfaDevices: '/t/:tenant/mfa' } }, /'mounts\.mfaDevices' must be a path .* no parameters/],
+      [{ mounts: { deviceSync: 42 } }, /'mounts\.deviceSync' must be a path/],
+    ];
+    for (const [options, message] of refused) expect(() => openApiDocument(options as OpenApiOptions), JSON.stringify(options)).to.throw(TypeError, message);
+    const doc = openApiDocument({ mounts: { internal: '/svc/v1/internal/' } }) as { paths: Record<string, unknown> };
+    expect(doc.paths).to.have.property('/svc/v1/internal/session/trusted-devices/check');
   });
 
   it('is served at /openapi.json as OpenAPI 3.1 whose references all resolve, and /docs renders a page', async () => {
