@@ -263,6 +263,17 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
   if (options.authenticate !== undefined && typeof options.authenticate !== 'function') {
     throw new TypeError(`express-mfa-kit: ${factory}() option 'authenticate' must be an Express middleware (req, res, next)`);
   }
+  for (const name of ['userClaim', 'tenantClaim'] as const) {
+    const value: unknown = options[name];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) {
+      throw new TypeError(`express-mfa-kit: ${factory}() option '${name}' must be the name of a claim, e.g. ${name}: '${name === 'userClaim' ? DEFAULT_USER_CLAIM : DEFAULT_TENANT_CLAIM}'`);
+    }
+  }
+  // RFC 9110 §5.1: a field name is a token.
+  const header: unknown = options.tenantHeader;
+  if (header !== undefined && (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header))) {
+    throw new TypeError(`express-mfa-kit: ${factory}() option 'tenantHeader' must be an HTTP header name, e.g. tenantHeader: 'X-Tenant-ID'`);
+  }
   const authenticate = options.authenticate ?? jwtMiddleware(factory, options.jwt!);
   const userClaim = options.userClaim ?? DEFAULT_USER_CLAIM;
   const setUser: RequestHandler = (req: Request, _res, next) => {

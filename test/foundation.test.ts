@@ -620,6 +620,11 @@ describe('router set-up checks', () => {
       // A misspelt audience or issuer would leave the token's aud / iss unchecked.
       [{ jwt: { secret: 'nested-options-secret-0123456789', audiance: 'mfa-kit' } }, /option 'jwt' has an unknown option 'audiance'\. Did you mean 'audience'\?/],
       [{ jwt: { secret: 'nested-options-secret-0123456789', isuer: 'https://idp' } }, /option 'jwt' has an unknown option 'isuer'\. Did you mean 'issuer'\?/],
+      // An empty claim name finds no tenant in any token (every request a 400), a header name with a space none in any request.
+      [{ tenantClaim: '' }, /option 'tenantClaim' must be the name of a claim/],
+      [{ userClaim: 7 }, /option 'userClaim' must be the name of a claim/],
+      [{ tenantHeader: 'X Tenant' }, /option 'tenantHeader' must be an HTTP header name/],
+      [{ tenantHeader: 42 }, /option 'tenantHeader' must be an HTTP header name/],
     ];
     for (const [extra, message] of refused) expect(() => mfaDevicesRouter({ ...base, ...extra }), JSON.stringify(extra)).to.throw(TypeError, message);
     expect(() => problemJson({ fromat: 'nest' } as never)).to.throw(TypeError, /unknown option 'fromat'\. Did you mean 'format'\?/);
