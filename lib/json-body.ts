@@ -9,6 +9,10 @@ export const DEFAULT_BODY_LIMIT = '100kb';
 
 const JSON_PATCH = /^application\/json-patch\+json\s*(;|$)/i;
 const isJsonType = (type: string): boolean => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(type);
+
+/** The media types a PATCH of the kit's takes (RFC 5789 §3.1 `Accept-Patch`): JSON Merge Patch, as its plain JSON too. */
+export const ACCEPT_PATCH = 'application/json, application/merge-patch+json';
+
 /**
  * Whether the type names a charset other than UTF-8 (RFC 8259 §8.1: JSON between systems is UTF-8); body-parser
  * refuses any that does not start with `utf-` itself but decodes UTF-16 and UTF-32. Read with the parser
@@ -103,7 +107,7 @@ export function jsonBody(limit: string | number = DEFAULT_BODY_LIMIT, options: J
     // A PATCH body here is the members to change (JSON Merge Patch, RFC 7396), not a list of operations (JSON Patch,
     // RFC 6902), which as plain JSON would be a 400 about its shape: 415 with what is taken (RFC 5789 §2.2).
     if (hasBody && req.method === 'PATCH' && JSON_PATCH.test(type)) {
-      res.setHeader('Accept-Patch', 'application/json, application/merge-patch+json');
+      res.setHeader('Accept-Patch', ACCEPT_PATCH);
       next(ProblemError.from('UNSUPPORTED_MEDIA_TYPE', 'A PATCH body is a JSON object of the members to change (application/json or application/merge-patch+json), not a JSON Patch.'));
       return;
     }

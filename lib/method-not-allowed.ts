@@ -8,12 +8,15 @@
  */
 import type { RequestHandler, Router } from 'express';
 import { ProblemError } from './errors.js';
+import { ACCEPT_PATCH } from './json-body.js';
 import { routeMethods } from './route-table.js';
 
 /** The layer described above, for `router`: mount it after the router's routes, before its error handler. */
 export function methodNotAllowed(router: Router, options: { answerOptions?: boolean } = {}): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'OPTIONS' && !options.answerOptions) {
+      // RFC 5789 §3.1: the OPTIONS answer of a resource that takes PATCH says in what (Express writes the rest).
+      if (routeMethods(router, req.path).has('PATCH')) res.setHeader('Accept-Patch', ACCEPT_PATCH);
       next();
       return;
     }
@@ -28,6 +31,7 @@ export function methodNotAllowed(router: Router, options: { answerOptions?: bool
       next(ProblemError.from('METHOD_NOT_ALLOWED'));
       return;
     }
+    if (allowed.has('PATCH')) res.setHeader('Accept-Patch', ACCEPT_PATCH);
     // Express's own answer (router's sendOptionsResponse): 200, the list as text.
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.setHeader('X-Content-Type-Options', 'nosniff');

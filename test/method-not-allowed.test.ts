@@ -76,6 +76,12 @@ describe('405 Method Not Allowed', () => {
     const options = await request(app).options('/internal/session/trusted-devices').set(internal);
     expect(options.status).to.equal(200);
     expect(options.headers.allow).to.equal('DELETE, GET, HEAD, POST');
+    expect(options.headers['accept-patch']).to.equal(undefined);
+    // A resource that takes PATCH says in what (RFC 5789 §3.1).
+    const patchable = await request(app).options('/auth/mfa/devices/00000000-0000-4000-8000-000000000000').set(user);
+    expect(patchable.status).to.equal(200);
+    expect(patchable.headers.allow).to.equal('DELETE, PATCH');
+    expect(patchable.headers['accept-patch']).to.equal('application/json, application/merge-patch+json');
     // The example app's own routes answer it the same way, though its last layer is a catch-all 404.
     for (const path of ['/healthz', '/readyz', '/openapi.json']) {
       const own = await request(app).options(path);
