@@ -2,7 +2,7 @@
  * The example server's Express app, assembled from injected parts so tests can build it too:
  * helmet, one JSON log line per request, health and readiness, the kit's routers, Problem errors.
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
@@ -136,14 +136,17 @@ function accessLog(logger: PinoLogger): RequestHandler {
  * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
  * Also a 400: a target with userinfo (RFC 9110 §4.2.4); and a 417: an `Expect` other than 100-continue (§10.1.1).
  */
+/** Requests node:http passed on as `checkExpectation` (an `Expect` it does not meet): createExampleServer marks them. */
+const unmetExpectations = new WeakSet<IncomingMessage>();
+
 const hostRequired: RequestHandler = (req, res, next) => {
   // A target in absolute form with userinfo (`http://user:pass@host/…`): an error (RFC 9110 §4.2.4), and the
   // credentials in it are never repeated (the Problem's instance and the log line name the path only).
   const userinfo = hasUserinfo(req.url);
   if (!userinfo && (req.httpVersion !== '1.1' || req.headers.host !== undefined)) {
-    // An expectation other than 100-continue (which Node meets itself): 417 (RFC 9110 §10.1.1), as a Problem.
-    const expectation = req.headers.expect;
-    if (expectation !== undefined && expectation.toLowerCase() !== '100-continue') next(ProblemError.from('EXPECTATION_FAILED'));
+    // An expectation Node does not meet itself (it passes the request on as `checkExpectation`, createExampleServer):
+    // 417 (RFC 9110 §10.1.1), as a Problem. One with 100-continue in it Node has answered `100 Continue` already.
+    if (unmetExpectations.has(req)) next(ProblemError.from('EXPECTATION_FAILED'));
     else next();
     return;
   }
@@ -189,7 +192,10 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
   server.on('clientError', problemClientError({ headers: apiSecurityHeaderList() }));
   // A request whose Expect is not 100-continue: Node answers a bare 417 itself unless this is listened to. The app's
   // first layer refuses it (417 Problem), with the headers, request id and log line of any answer.
-  server.on('checkExpectation', app);
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    unmetExpectations.add(req);
+    app(req, res);
+  });
   return server;
 }
 

@@ -116,9 +116,17 @@ describe('auth edge cases', function () {
       }
       const body = JSON.stringify({ user_id: 'alice', device_fingerprint: 'expect-fp' });
       const met = await rawRequest(port, `POST /internal/session/trusted-devices HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nContent-Type: application/json\nContent-Length: ${body.length}\nExpect: 100-continue\nConnection: close`, body);
-      // Node meets it: 100 Continue, then the answer.
+      // Node meets it: 100 Continue, then the answer; so too when it comes with another expectation, or twice.
       expect(met.status, met.body).to.equal(100);
       expect(met.body).to.match(/^HTTP\/1\.1 201 Created\r\n/);
+      for (const head of ['Expect: 100-continue, 200-ok', 'Expect: 100-continue\nExpect: 100-continue']) {
+        const again = await rawRequest(port, `POST /internal/session/trusted-devices HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nContent-Type: application/json\nContent-Length: ${body.length}\n${head}\nConnection: close`, body);
+        expect(again.status, head).to.equal(100);
+        expect(again.body, head).to.match(/^HTTP\/1\.1 201 Created\r\n/);
+      }
+      // HTTP/1.0 has no expectations (RFC 9110 §10.1.1: a 1.0 request's Expect is ignored).
+      const old = await rawRequest(port, `GET ${DEVICES} HTTP/1.0\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nExpect: 200-ok`);
+      expect(old.status).to.equal(200);
     });
 
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {

@@ -94,6 +94,10 @@ describe('problemJson()', () => {
     expect(numbered.body.logged).to.be.a('number');
     expect(numbered.body.id).to.equal(String(numbered.body.logged));
     expect(numbered.headers['x-request-id']).to.equal(String(numbered.body.logged));
+    // A client's own id is echoed before that counter (CONTRACT.md §2).
+    const echoed = await request(pinoApp).get('/ok').set('X-Request-ID', 'client-abc-123');
+    expect(echoed.body.id).to.equal('client-abc-123');
+    expect(echoed.headers['x-request-id']).to.equal('client-abc-123');
     // An id the host set that is not of safe characters is not taken, and the header names the id the kit uses.
     const app = express();
     app.use((req, res, next) => {
