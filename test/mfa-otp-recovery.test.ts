@@ -111,6 +111,47 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(JSON.stringify(events)).not.to.contain('user@example.org');
     });
 
+    it('the right code sent twice at once (a double submit): one 200, the other 400 already verified, not counted or a failure event', async () => {
+      // Deterministic: the second request has read the device (pending) when the first verifies it and uses the code up.
+      let meanwhile: (() => Promise<unknown>) | undefined;
+      const devices = new Proxy(db.storage.mfaDevices, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop);
+          if (prop !== 'get' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          return async (...args: Parameters<typeof target.get>) => {
+            const row = await target.get(...args);
+            const run = meanwhile;
+            meanwhile = undefined;
+            await run?.();
+            return row;
+          };
+        },
+      });
+      const racing = new Proxy(db.storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
+      const { app: raced, router } = mfaApp(racing, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 } });
+      const seen: string[] = [];
+      for (const name of ['mfa.failed', 'device.verified'] as const) router.events.on(name, () => seen.push(name));
+      for (const method of ['sms', 'email'] as const) {
+        const u = user(`double-${method}`);
+        const enrol = await as(request(raced).post(`/auth/mfa/devices/${method}`).send(method === 'sms' ? { deviceName: 'Mobile', phoneNumber: '+44 7700 900123' } : { deviceName: 'Mail', email: 'double@example.org' }), u);
+        expect(enrol.status, enrol.text).to.equal(201);
+        const id = enrol.body.device.id as string;
+        const { code } = sender.last();
+        let first: request.Response | undefined;
+        meanwhile = async () => {
+          first = await as(request(raced).post(`/auth/mfa/devices/${id}/verify`).send({ code }), u);
+        };
+        seen.length = 0;
+        const second = await as(request(raced).post(`/auth/mfa/devices/${id}/verify`).send({ code }), u);
+        expect(first?.status, method).to.equal(200);
+        expect(second.status, `${method}: ${second.text}`).to.equal(400);
+        expect(second.body.code, method).to.equal(40000012);
+        expect(seen, method).to.deep.equal(['device.verified']);
+        const failures = await db.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: u }).first<{ failures: number } | undefined>();
+        expect(failures?.failures ?? 0, method).to.equal(0);
+      }
+    });
+
     it('codeMaxAttempts: a code that took that many wrong guesses is spent, the right one included; set-up checks it', async () => {
       const strict = build({ codeMaxAttempts: 2, lockout: { maxFailures: 10 } });
       const u = user('attempts');

@@ -248,6 +248,14 @@ export class MfaDevicesService {
       verified = 'refused';
     } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
       verified = await markVerified(null);
+    } else if (this.otp) {
+      // Refused: a wrong code, or the right one a racing request used up (a double submit) as it verified the device,
+      // or of a device removed meanwhile. Those two are what the request would have been told a moment later.
+      const now = await storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+      if (!now || now.verified) {
+        lost = now ? 'ALREADY_VERIFIED' : 'NOT_FOUND';
+        verified = 'refused';
+      }
     }
     if (verified === 'refused') {
       await this.lockout.notCompared(caller);
