@@ -602,10 +602,13 @@ export function operationPath(op: Pick<Operation, 'router' | 'path'>, mounts: Re
   return op.path === '/' ? base || '/' : `${base}${op.path}`;
 }
 
-/** Builds the OpenAPI 3.1 document of the kit's routes. */
-/** A mount path as Express takes it and OpenAPI writes it: `/` and literal segments (no `:param`, `*`, `?` or `{…}`). */
-const MOUNT_PATH = /^\/[A-Za-z0-9._~!$&'()+,;=@%/-]*$/;
+/**
+ * A mount path as Express 5 takes it literally and OpenAPI writes it: `/` and segments of unreserved characters and the
+ * sub-delimiters path-to-regexp 8 does not reserve (no `:param`, `*`, `{…}`, nor `(`, `)`, `[`, `]`, `?`, `+`, `!`).
+ */
+const MOUNT_PATH = /^\/[A-Za-z0-9._~$&',;=@%/-]*$/;
 
+/** Builds the OpenAPI 3.1 document of the kit's routes. */
 export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
   const given: unknown = options;
   checkOptionsObject('openApiDocument', given, ['mounts', 'servers', 'version'], "{ mounts: { internal: '/internal' } }");
@@ -614,6 +617,13 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
     if (typeof mount !== 'string' || !MOUNT_PATH.test(mount)) {
       throw new TypeError(`express-mfa-kit: openApiDocument() option 'mounts.${router}' must be a path that begins with '/' and has no parameters, e.g. '${DEFAULT_MOUNTS[router as Router]}'`);
     }
+  }
+  const servers: unknown = options.servers;
+  if (servers !== undefined && (!Array.isArray(servers) || !servers.every((s: unknown) => typeof s === 'object' && s !== null && typeof (s as { url?: unknown }).url === 'string'))) {
+    throw new TypeError("express-mfa-kit: openApiDocument() option 'servers' must be a list of { url, description? }, e.g. servers: [{ url: 'https://api.example.com' }]");
+  }
+  if (options.version !== undefined && (typeof options.version !== 'string' || options.version === '')) {
+    throw new TypeError("express-mfa-kit: openApiDocument() option 'version' must be the API's version as text, e.g. version: '1.2.0'");
   }
   const mounts = { ...DEFAULT_MOUNTS, ...options.mounts };
   const generated = z.toJSONSchema(schemaRegistry, { uri: (id) => `#/components/schemas/${id}` }) as { schemas: Record<string, JsonObject> };

@@ -114,8 +114,12 @@ function traceOf(header: unknown): { traceparent: string; spanId: string } | und
   if (version === 'ff' || (version === '00' && more !== undefined) || ZEROS.test(traceId) || ZEROS.test(spanId)) return undefined;
   return { traceparent: `${version}-${traceId}-${spanId}-${flags}`, spanId };
 }
-/** Query parameter names whose values a Problem's `instance` does not repeat: credentials, codes, sessions, signatures. */
-const SENSITIVE_QUERY = /key|token|secret|code|pass|pwd|jwt|auth|session|bearer|cookie|sig|credential/i;
+/**
+ * Query parameter names whose values a Problem's `instance` does not repeat: credentials, codes, sessions, signatures.
+ * Anywhere in the name (`apikey`, `X-Api-Token`), or, for the short words that are parts of ordinary ones (`author`,
+ * `design`, `spinner`), as a word of the name of their own (`auth`, `oauth_signature`, `X-Amz-Credential`, `otp`).
+ */
+const SENSITIVE_QUERY = /key|token|secret|code|passw|jwt|(?:^|[^a-z])(?:auth|authorization|session|sessionid|sid|passwd|pwd|pass|bearer|cookie|sig|signature|credentials?|otp|pin)(?:$|[^a-z])/i;
 
 /** `scheme://authority` in front of a request target sent in absolute form (RFC 9112 §3.2.2), userinfo included. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
@@ -208,7 +212,7 @@ const GENERIC_BY_STATUS: Partial<Record<number, ErrorKey>> = {
 function isPassportRefusal(err: unknown): err is Error & { status: number } {
   if (!(err instanceof Error) || err.name !== 'AuthenticationError') return false;
   const { status } = err as Error & { status?: unknown };
-  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 499;
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 499 && err.message === STATUS_CODES[status];
 }
 
 /** Maps anything thrown to a `ProblemError`; returns whether it was unexpected (to be logged as an error). */
@@ -325,8 +329,10 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   const formatter: ProblemFormatter = typeof options.format === 'function' ? options.format : PRESETS[options.format];
   const { body, contentType } = formatter(details, problem.key, req);
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
-  // A 401 carries a challenge: the problem's own, else one already on the response (a host's passport strategy's), else the default.
-  if (problem.challenge !== undefined || (problem.status === 401 && !res.hasHeader('WWW-Authenticate'))) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
+  // A 401 carries a challenge: the problem's own; for passport's refusal, the one its strategy set on the response, if
+  // any; else the default.
+  const strategys = isPassportRefusal(problem.cause) && res.hasHeader('WWW-Authenticate');
+  if (problem.challenge !== undefined || (problem.status === 401 && !strategys)) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
   if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);

@@ -298,6 +298,9 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
   return [authenticate, setUser, byTenant];
 }
 
+/** Query parameters a host's own authentication may read a credential from (RFC 6750 §2.3): never a route's parameter. */
+export const URL_CREDENTIALS: readonly string[] = ['access_token'];
+
 /** The token claims (or the host's user object) on `req.user` as a record; `{}` when there is none. */
 export function claimsOf(req: Request): Record<string, unknown> {
   const user = (req as { user?: unknown }).user;

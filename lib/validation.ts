@@ -103,16 +103,18 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, pre
  * `SYNC_TOKEN=…`) or a narrowing the route does not have (`?id=…` on a revoke-all) would leave a delete wider than the
  * client meant: an unconditional one instead of its 409, every device instead of one. They are a 400, nothing deleted.
  */
-export function refuseDeleteExtras(req: { query: unknown; body: unknown }, known: readonly string[] = []): void {
+export function refuseDeleteExtras(req: { query: unknown; body: unknown }, known: readonly string[] = [], credentials: readonly string[] = []): void {
   const query = (req.query ?? {}) as Record<string, unknown>;
-  const unknown = Object.keys(query).filter((k) => !known.includes(k));
+  // `credentials`: what a host's own authentication may read from the URL (RFC 6750 §2.3 `access_token`); not the route's.
+  const unknown = Object.keys(query).filter((k) => !known.includes(k) && !credentials.includes(k));
   const takes = known.length ? `it takes ${known.join(', ')} only` : 'it takes none';
   if (unknown.length > 0) {
     const description = `(query): Unrecognized parameter${unknown.length > 1 ? 's' : ''} ${namedKeys(unknown)}: ${takes}`;
     throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(query)', code: 'unknown', description }] });
   }
   const { body } = req;
-  const empty = body === undefined || (typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 0);
+  // An empty body a host's own parser read first (`express.text()`: '') is no body either.
+  const empty = body === undefined || body === '' || (typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 0);
   if (!empty) {
     const description = `(body): a DELETE takes no body${known.length ? `: send ${known.join(', ')} in the query` : ''}`;
     throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(body)', code: 'unknown', description }] });

@@ -589,6 +589,35 @@ describe('auth edge cases', function () {
       expect(challenged.status).to.equal(401);
       expect(challenged.headers['www-authenticate']).to.equal('Bearer realm="host"');
       expect(lines.filter((l) => l.level >= 50), JSON.stringify(lines)).to.deep.equal([]);
+      // A challenge another layer left on the response is not the kit's 401's: its own is sent.
+      const stale = host(((_req, res, next) => {
+        res.setHeader('WWW-Authenticate', 'Basic realm="elsewhere"');
+        next();
+      }) as express.RequestHandler);
+      const own = await request(stale).get('/auth/mfa/devices');
+      expect(own.status).to.equal(401);
+      expect(own.headers['www-authenticate']).to.equal('Bearer');
+      // Another library's error of that name (its own message) is not passport's refusal: a fault, 500.
+      const sdk = await request(host(((_req, _res, next) => next(Object.assign(new Error('gateway credentials rejected'), { name: 'AuthenticationError', status: 401 }))) as express.RequestHandler)).get('/auth/mfa/devices');
+      expect(sdk.status).to.equal(500);
+    });
+
+    it("a DELETE through a host's authentication that reads access_token from the URL, behind a host's express.text(): not refused for either", async () => {
+      const hostApp = express();
+      hostApp.use(express.text({ type: '*/*' }));
+      // The host's own rule: the token in the query (RFC 6750 §2.3), which the kit's own jwt option never reads.
+      const fromQuery: express.RequestHandler = (req, _res, next) => {
+        const claims = jwt.verify(typeof req.query.access_token === 'string' ? req.query.access_token : '', JWT_SECRET) as { sub: string; tenant_id: string };
+        (req as { user?: unknown }).user = claims;
+        next();
+      };
+      hostApp.use('/auth/mfa', mfaDevicesRouter({ storage: db.storage, keyRing: ring, authenticate: fromQuery, logger: silentLogger }));
+      const t = jwt.sign({ sub: 'url-token-user', tenant_id: 'acme' }, JWT_SECRET);
+      const res = await request(hostApp).delete(`/auth/mfa/trusted-devices?access_token=${t}`).set('Content-Type', 'text/plain').set('Content-Length', '0');
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal({ revoked: 0 });
+      // Another parameter beside it is still refused.
+      expect((await request(hostApp).delete(`/auth/mfa/trusted-devices?access_token=${t}&id=x`)).status).to.equal(400);
     });
 
     it('a good token with no tenant claim → 400; with an X-Tenant-ID header that differs → 403, that is malformed → 400', async () => {

@@ -241,6 +241,30 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect((await delWith(first.id!, `sync_token=${v2.body.sync_token}`)).status).to.equal(404);
     });
 
+    it("a write's condition spelt otherwise (syncToken, SYNC_TOKEN) or sent in the query is a 400 and writes nothing (was: a deleted record made again)", async function () {
+      const first = await create();
+      expect((await del(first.id!)).status).to.equal(204);
+      const again = { device_fingerprint: first.device_fingerprint, device_name: 'again', totp_devices: [] };
+      // As sent: the record is gone, so a write on the token read before is a 409, not a new record.
+      expect((await post(app, { ...again, sync_token: first.sync_token })).status).to.equal(409);
+      for (const name of ['syncToken', 'SYNC_TOKEN', 'sync-token', 'SyncToken']) {
+        const res = await post(app, { ...again, [name]: first.sync_token });
+        expect(res.status, name).to.equal(400);
+        expect(res.body.errors, name).to.deep.equal([{ field: '(body)', code: 'unknown', description: res.body.detail }]);
+      }
+      for (const query of [`sync_token=${encodeURIComponent(first.sync_token!)}`, `syncToken=${encodeURIComponent(first.sync_token!)}`]) {
+        const res = await request(app).post(`${BASE}?${query}`).set('Authorization', bearer('alice')).send(again);
+        expect(res.status, query).to.equal(400);
+        expect(res.body.errors[0], query).to.include({ field: '(query)', code: 'unknown' });
+      }
+      expect(((await getList()).body.items as Array<{ device_fingerprint: string }>).map((r) => r.device_fingerprint)).not.to.include(first.device_fingerprint);
+      // A whole record echoed back (its own members beside sync_token) is still a write.
+      const made = await post(app, again);
+      expect(made.status).to.equal(201);
+      const echoed = await post(app, { ...made.body, device_name: 'echoed' });
+      expect(echoed.status, echoed.text).to.equal(200);
+    });
+
     it('a condition it cannot read is a 400 and deletes nothing: a misspelt or bracketed sync_token, another parameter, a body (was an unconditional 204)', async function () {
       const first = await create();
       const v2 = await post(app, { device_fingerprint: first.device_fingerprint, device_name: 'Pixel 8', sync_token: first.sync_token, totp_devices: [{ secret: newSecret() }] });

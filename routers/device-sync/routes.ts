@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { contextOf } from '../../lib/context.js';
 import { ProblemError } from '../../lib/errors.js';
 import { listEnvelope, paginationShape, toPageRequest } from '../../lib/pagination.js';
-import { parseOrThrow, refuseDeleteExtras } from '../../lib/validation.js';
+import { URL_CREDENTIALS } from '../../lib/user-auth.js';
+import { namedKeys, parseOrThrow, refuseDeleteExtras } from '../../lib/validation.js';
 import type { DeviceSyncRouterConfig } from './options.js';
 import { syncService } from './service.js';
 import { SYNC_RECORD_ID, SYNC_TOKEN, writeBodySchema } from './vault.js';
@@ -22,6 +23,24 @@ const notFound = () => ProblemError.from('SYNC_RECORD_NOT_FOUND');
 const syncConflict = (current: { id: string; syncToken: string } | null, detail: string) =>
   ProblemError.from('SYNC_CONFLICT', { detail, extensions: { sync_token: current?.syncToken ?? null, ...(current && { id: current.id }) } });
 
+/** `syncToken`, `SYNC_TOKEN`, `sync-token`…: a name the client meant as `sync_token`. */
+const meansSyncToken = (name: string): boolean => name !== 'sync_token' && name.toLowerCase().replace(/[^a-z0-9]/g, '') === 'synctoken';
+
+/**
+ * A write's condition spelt otherwise (`syncToken` in the body) or sent in the query: dropped as the write's other
+ * unknown members are (a client may echo a whole record back), the write would go without it, and a record another
+ * device deleted or changed would be made again or overwritten instead of the 409. A 400 instead, nothing written.
+ */
+function refuseMisspeltToken(req: Request): void {
+  const inQuery = Object.keys((req.query ?? {}) as Record<string, unknown>).filter((k) => k === 'sync_token' || meansSyncToken(k));
+  const body: unknown = req.body;
+  const inBody = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body).filter(meansSyncToken) : [];
+  if (inQuery.length === 0 && inBody.length === 0) return;
+  const [field, names] = inBody.length > 0 ? ['(body)', inBody] : ['(query)', inQuery];
+  const description = `${field}: ${namedKeys(names)} is not read: a write's condition is the body member sync_token`;
+  throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field, code: 'unknown', description }] });
+}
+
 export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig): void {
   const service = syncService(config);
   const listQuery = z.object(paginationShape(config.maxPageSize));
@@ -37,6 +56,7 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
 
   router.post('/', async (req, res) => {
     const { tenantId, userId } = caller(req);
+    refuseMisspeltToken(req);
     const body = parseOrThrow(writeBody, req.body);
     const outcome = await service.write(tenantId, userId, body);
     switch (outcome.status) {
@@ -74,7 +94,7 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
     const id = req.params.id;
     if (id === undefined || !SYNC_RECORD_ID.test(id)) throw notFound();
     // With `sync_token`, only the version the client last read is deleted: a write since then is not lost unseen.
-    refuseDeleteExtras(req, ['sync_token']);
+    refuseDeleteExtras(req, ['sync_token'], URL_CREDENTIALS);
     const { sync_token: expectedToken } = parseOrThrow(deleteQuery, req.query);
     const outcome = await service.delete(tenantId, userId, id, expectedToken);
     if (outcome.status === 'not-found') throw notFound();

@@ -6,7 +6,7 @@ import { lockedProblem } from '../../lib/verification-throttle.js';
 import { toPageRequest, type PageRequest } from '../../lib/pagination.js';
 import { sendJson } from '../../lib/send-json.js';
 import { showsSecondFactor, stepUpRequired } from '../../lib/step-up.js';
-import { claimsOf } from '../../lib/user-auth.js';
+import { claimsOf, URL_CREDENTIALS } from '../../lib/user-auth.js';
 import { parseOrThrow, refuseDeleteExtras } from '../../lib/validation.js';
 import { toMfaDeviceDto } from './dto.js';
 import { MAX_ACCOUNT_LABEL_LENGTH, accountLabelOr, isAccountLabel, type MfaDevicesRouterConfig } from './options.js';
@@ -221,7 +221,7 @@ export function mountDevices(router: Router, config: MfaDevicesRouterConfig, ser
   });
 
   router.delete('/devices/:id', ...stepUp, async (req, res) => {
-    refuseDeleteExtras(req);
+    refuseDeleteExtras(req, [], URL_CREDENTIALS);
     const id = deviceIdOf(req);
     const result = await service.removeDevice(callerOf(req), id);
     switch (result.status) {

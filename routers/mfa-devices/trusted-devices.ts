@@ -2,6 +2,7 @@
 import type { Router } from 'express';
 import { ProblemError } from '../../lib/errors.js';
 import { refuseEmptyDeviceId } from '../../lib/trusted-devices.js';
+import { URL_CREDENTIALS } from '../../lib/user-auth.js';
 import { refuseDeleteExtras } from '../../lib/validation.js';
 import type { TrustedDevice } from '../../storage/types.js';
 import { callerOf, requestedPage } from './devices.js';
@@ -39,14 +40,14 @@ export function mountTrustedDevices(router: Router, service: MfaDevicesService):
   });
 
   router.delete('/trusted-devices/:id', async (req, res) => {
-    refuseDeleteExtras(req);
+    refuseDeleteExtras(req, [], URL_CREDENTIALS);
     const id = req.params.id;
     if (typeof id !== 'string' || !(await service.revokeTrustedDevice(callerOf(req), id))) throw ProblemError.from('TRUSTED_DEVICE_NOT_FOUND');
     res.status(204).end();
   });
 
   router.delete('/trusted-devices', async (req, res) => {
-    refuseDeleteExtras(req);
+    refuseDeleteExtras(req, [], URL_CREDENTIALS);
     refuseEmptyDeviceId(req.path);
     res.json({ revoked: await service.revokeAllTrustedDevices(callerOf(req)) });
   });
