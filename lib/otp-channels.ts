@@ -48,6 +48,17 @@ export interface OtpChannels {
   verify(args: OtpCodeTarget & { code: string }): Promise<boolean>;
 }
 
+/**
+ * What `attempt` found: the right code (`ok`, now used up), one compared and wrong (`wrong`: a malformed one too), or no
+ * code to compare with (`none`: none pending, expired, out of attempts, or used up by a racing request): no guess.
+ */
+export type OtpAttempt = 'ok' | 'wrong' | 'none';
+
+/** `createOtpChannels()`'s channels: `verify`, and `attempt`, which tells a wrong code from none to compare with. */
+export interface OtpChannelsWithAttempt extends OtpChannels {
+  attempt(args: OtpCodeTarget & { code: string }): Promise<OtpAttempt>;
+}
+
 /** Options of `createOtpChannels()`. */
 export interface OtpChannelsOptions {
   /** Storage with `otpCodes` (e.g. `knexStorage({ knex })`). */
@@ -190,7 +201,7 @@ function hashStored(keyRing: KeyRing | undefined, salt: Buffer, target: OtpCodeT
 }
 
 /** sms/email codes on the given storage and sender. Throws a TypeError at set-up for a missing part or a bad number. */
-export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
+export function createOtpChannels(options: OtpChannelsOptions): OtpChannelsWithAttempt {
   const factory = 'createOtpChannels';
   checkInjected(factory, 'storage', options?.storage, ['otpCodes.put', 'otpCodes.beginAttempt', 'otpCodes.consume'], 'pass knexStorage({ knex }) or a storage implementing OtpCodeStore as storage.otpCodes');
   checkInjected(factory, 'sender', options.sender, ['send'], 'pass { send({ tenantId, userId, method, destination, code, purpose }) { … } } that delivers the code (demoSender(logger) in development only)');
@@ -203,6 +214,18 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
   const sender = options.sender;
   const keyRing = options.keyRing;
 
+  const attempt = async (args: OtpCodeTarget & { code: string }): Promise<OtpAttempt> => {
+    const target: OtpCodeTarget = { tenantId: args.tenantId, userId: args.userId, deviceId: args.deviceId, purpose: args.purpose };
+    const code = typeof args.code === 'string' && args.code.length <= 32 ? args.code.replace(/[\s-]/g, '') : '';
+    // Something that cannot be a code is refused without using up one of the real code's attempts.
+    if (!/^[0-9]{6}$/.test(code)) return 'wrong';
+    const pending = await store.beginAttempt(target, new Date(now()), maxAttempts);
+    if (!pending) return 'none';
+    const candidate = hashStored(keyRing, pending.salt, target, code);
+    if (!candidate || candidate.length !== pending.codeHash.length || !timingSafeEqual(candidate, pending.codeHash)) return 'wrong';
+    // Not consumed: a racing request with the same code used it up first.
+    return (await store.consume(target, pending.codeHash)) ? 'ok' : 'none';
+  };
   return {
     normalizeDestination,
     mask: maskDestination,
@@ -225,17 +248,8 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannels {
       logger.info(logged, 'mfa code sent');
     },
 
-    async verify(args) {
-      const target: OtpCodeTarget = { tenantId: args.tenantId, userId: args.userId, deviceId: args.deviceId, purpose: args.purpose };
-      const code = typeof args.code === 'string' && args.code.length <= 32 ? args.code.replace(/[\s-]/g, '') : '';
-      // Something that cannot be a code is refused without using up one of the real code's attempts.
-      if (!/^[0-9]{6}$/.test(code)) return false;
-      const pending = await store.beginAttempt(target, new Date(now()), maxAttempts);
-      if (!pending) return false;
-      const candidate = hashStored(keyRing, pending.salt, target, code);
-      if (!candidate || candidate.length !== pending.codeHash.length || !timingSafeEqual(candidate, pending.codeHash)) return false;
-      return store.consume(target, pending.codeHash);
-    },
+    attempt,
+    verify: async (args) => (await attempt(args)) === 'ok',
   };
 }
 

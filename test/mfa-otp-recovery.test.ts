@@ -6,6 +6,7 @@ import request from 'supertest';
 import { createRecoveryCodes, type MfaCodeMessage, type MfaCodeSender, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName } from '../index.js';
 import { migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { as, mfaApp, oathtool, TestClock } from './support/mfa.js';
+import { racingDevices } from './support/racing.js';
 
 /** A sender that keeps what it was asked to send (or fails, when told to). */
 class CapturingSender implements MfaCodeSender {
@@ -111,44 +112,40 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(JSON.stringify(events)).not.to.contain('user@example.org');
     });
 
-    it('the right code sent twice at once (a double submit): one 200, the other 400 already verified, not counted or a failure event', async () => {
-      // Deterministic: the second request has read the device (pending) when the first verifies it and uses the code up.
-      let meanwhile: (() => Promise<unknown>) | undefined;
-      const devices = new Proxy(db.storage.mfaDevices, {
-        get(target, prop) {
-          const value: unknown = Reflect.get(target, prop);
-          if (prop !== 'get' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-          return async (...args: Parameters<typeof target.get>) => {
-            const row = await target.get(...args);
-            const run = meanwhile;
-            meanwhile = undefined;
-            await run?.();
-            return row;
-          };
-        },
-      });
-      const racing = new Proxy(db.storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
-      const { app: raced, router } = mfaApp(racing, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 } });
-      const seen: string[] = [];
-      for (const name of ['mfa.failed', 'device.verified'] as const) router.events.on(name, () => seen.push(name));
-      for (const method of ['sms', 'email'] as const) {
-        const u = user(`double-${method}`);
-        const enrol = await as(request(raced).post(`/auth/mfa/devices/${method}`).send(method === 'sms' ? { deviceName: 'Mobile', phoneNumber: '+44 7700 900123' } : { deviceName: 'Mail', email: 'double@example.org' }), u);
-        expect(enrol.status, enrol.text).to.equal(201);
-        const id = enrol.body.device.id as string;
-        const { code } = sender.last();
-        let first: request.Response | undefined;
-        meanwhile = async () => {
-          first = await as(request(raced).post(`/auth/mfa/devices/${id}/verify`).send({ code }), u);
-        };
-        seen.length = 0;
-        const second = await as(request(raced).post(`/auth/mfa/devices/${id}/verify`).send({ code }), u);
-        expect(first?.status, method).to.equal(200);
-        expect(second.status, `${method}: ${second.text}`).to.equal(400);
-        expect(second.body.code, method).to.equal(40000012);
-        expect(seen, method).to.deep.equal(['device.verified']);
-        const failures = await db.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: u }).first<{ failures: number } | undefined>();
-        expect(failures?.failures ?? 0, method).to.equal(0);
+    it('the right code sent twice at once (a double submit): one 200; the other not counted, no failure event, in either order', async () => {
+      // Deterministic, both orders two instances produce: the second request reads the device (pending) and the first
+      // then verifies it whole; or the first has used the code up and not yet marked the device when the second runs.
+      const orders = [
+        { hook: racingDevices(db.storage, 'get', 'after'), second: 40000012 /* already verified */ },
+        { hook: racingDevices(db.storage, 'markVerified', 'before'), second: 40000010 /* no code left to compare with */ },
+      ];
+      for (const [n, { hook, second: expected }] of orders.entries()) {
+        const { app: raced, router } = mfaApp(hook.storage, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 } });
+        const seen: string[] = [];
+        for (const name of ['mfa.failed', 'device.verified'] as const) router.events.on(name, () => seen.push(name));
+        for (const method of ['sms', 'email'] as const) {
+          const u = user(`double-${n}-${method}`);
+          const enrol = await as(request(raced).post(`/auth/mfa/devices/${method}`).send(method === 'sms' ? { deviceName: 'Mobile', phoneNumber: '+44 7700 900123' } : { deviceName: 'Mail', email: 'double@example.org' }), u);
+          expect(enrol.status, enrol.text).to.equal(201);
+          const id = enrol.body.device.id as string;
+          const { code } = sender.last();
+          const verify = () => as(request(raced).post(`/auth/mfa/devices/${id}/verify`).send({ code }), u);
+          let inner: request.Response | undefined;
+          hook.meanwhile(async () => {
+            inner = await verify();
+          });
+          seen.length = 0;
+          const outer = await verify();
+          // The request that won is the one whose write ran first: the inner one in the first order, the outer in the second.
+          const [won, lost] = n === 0 ? [inner, outer] : [outer, inner];
+          const what = `order ${n}, ${method}`;
+          expect(won?.status, what).to.equal(200);
+          expect(lost?.status, `${what}: ${lost?.text}`).to.equal(400);
+          expect(lost?.body.code, what).to.equal(expected);
+          expect(seen, what).to.deep.equal(['device.verified']);
+          const failures = await db.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: u }).first<{ failures: number } | undefined>();
+          expect(failures?.failures ?? 0, what).to.equal(0);
+        }
       }
     });
 

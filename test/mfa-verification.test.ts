@@ -11,6 +11,7 @@ import { knex as createKnex, type Knex } from 'knex';
 import request from 'supertest';
 import { knexStorage, ProblemError, silentLogger, type KnexStorage, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName, type VerificationThrottleStore } from '../index.js';
 import { KEY_A } from './support/fixtures.js';
+import { racingDevices } from './support/racing.js';
 import { as, mfaApp, oathtool, TestClock, token } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { privateRedis, redisUrl, requireRedis } from './support/redis.js';
@@ -216,26 +217,13 @@ describe('mfa code verification', () => {
 
     it('a right code whose device is turned off or removed while it is checked: 400 as a wrong code, no replay.refused (found by a race review)', async () => {
       // The device's row changes between the list the login read and the replay guard's update, as a removal on another instance would.
-      let meanwhile: ((id: string) => Promise<unknown>) | undefined;
-      const devices = new Proxy(storage.mfaDevices, {
-        get(target, prop) {
-          const value: unknown = Reflect.get(target, prop);
-          if (prop !== 'recordTotpStep' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-          return async (...args: Parameters<typeof target.recordTotpStep>) => {
-            const run = meanwhile;
-            meanwhile = undefined;
-            await run?.(args[2]);
-            return target.recordTotpStep(...args);
-          };
-        },
-      });
-      const racing = new Proxy(storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
-      const { app, clock, events, names } = setup({}, racing);
+      const racing = racingDevices(storage, 'recordTotpStep');
+      const { app, clock, events, names } = setup({}, racing.storage);
       for (const change of [(id: string) => fresh.knex('mfa_devices').where({ id }).update({ enabled: false }), (id: string) => fresh.knex('mfa_devices').where({ id }).delete()]) {
         const user = newUser('gone');
         const d = await verifiedDevice(app, clock, user);
         events.length = 0;
-        meanwhile = change;
+        racing.meanwhile(([, , id]) => change(id));
         const res = await login(app, user, { code: oathtool(d.secret, clock.ms) });
         expect(res.status, res.text).to.equal(400);
         expect(names()).to.deep.equal(['mfa.failed']);
@@ -245,31 +233,18 @@ describe('mfa code verification', () => {
 
     it("an enrolment's right code whose device is removed, or verified by a racing request, while it is checked: 404 / 400 already verified, not a replay, not counted (found by a hostile-input review)", async () => {
       // The pending device's row changes between the read and markVerified, as a removal or a second verify on another instance would.
-      let meanwhile: ((id: string, options: Parameters<typeof storage.mfaDevices.markVerified>[3]) => Promise<unknown>) | undefined;
-      const devices = new Proxy(storage.mfaDevices, {
-        get(target, prop) {
-          const value: unknown = Reflect.get(target, prop);
-          if (prop !== 'markVerified' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-          return async (...args: Parameters<typeof target.markVerified>) => {
-            const run = meanwhile;
-            meanwhile = undefined;
-            await run?.(args[2], args[3]);
-            return target.markVerified(...args);
-          };
-        },
-      });
-      const racing = new Proxy(storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : (Reflect.get(target, prop) as unknown)) });
-      const { app, clock, events, names } = setup({}, racing);
-      const cases: Array<[string, (user: string) => (id: string, options: Parameters<typeof storage.mfaDevices.markVerified>[3]) => Promise<unknown>, number, number]> = [
-        ['removed', () => (id) => fresh.knex('mfa_devices').where({ id }).delete(), 404, 40400002],
-        ['verified by another request with the same code', (user) => (id, options) => storage.mfaDevices.markVerified('acme', user, id, options), 400, 40000012],
+      const racing = racingDevices(storage, 'markVerified');
+      const { app, clock, events, names } = setup({}, racing.storage);
+      const cases: Array<[string, (args: Parameters<typeof storage.mfaDevices.markVerified>) => Promise<unknown>, number, number]> = [
+        ['removed', ([, , id]) => fresh.knex('mfa_devices').where({ id }).delete(), 404, 40400002],
+        ['verified by another request with the same code', (args) => storage.mfaDevices.markVerified(...args), 400, 40000012],
       ];
       for (const [what, change, status, code] of cases) {
         const user = newUser('enrol-race');
         const enrol = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), user);
         const { device, secret } = enrol.body as { device: { id: string }; secret: string };
         events.length = 0;
-        meanwhile = change(user);
+        racing.meanwhile(change);
         const res = await as(request(app).post(`/auth/mfa/devices/${device.id}/verify`).send({ code: oathtool(secret, clock.ms) }), user);
         expect(res.status, `${what}: ${res.text}`).to.equal(status);
         expect(res.body.code, what).to.equal(code);

@@ -11,6 +11,7 @@ import { createExampleApp } from '../examples/app.js';
 import { resolveStepUp, showsSecondFactor } from '../lib/step-up.js';
 import { migratedStorage, ring, type TestDb } from './support/fixtures.js';
 import { JWT_SECRET, mfaApp, oathtool, token } from './support/mfa.js';
+import { racingDevices } from './support/racing.js';
 
 const POLICY = { amr: ['mfa', 'hwk'], acr: ['urn:example:mfa'], maxAgeSeconds: 600 } as const;
 const CHALLENGE =
@@ -253,25 +254,8 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       let racing: { app: express.Express; meanwhile: (change: () => Promise<unknown>) => void };
       const sentCodes: string[] = [];
       before(() => {
-        let change: (() => Promise<unknown>) | undefined;
-        const bind = <T extends object>(target: T, prop: string | symbol): unknown => {
-          const value: unknown = Reflect.get(target, prop);
-          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-        };
-        const devices = new Proxy(db.storage.mfaDevices, {
-          get(target, prop) {
-            if (prop !== 'list') return bind(target, prop);
-            return async (...args: Parameters<typeof target.list>) => {
-              const page = await target.list(...args);
-              const run = change;
-              change = undefined;
-              await run?.();
-              return page;
-            };
-          },
-        });
-        const storage = new Proxy(db.storage, { get: (target, prop) => (prop === 'mfaDevices' ? devices : bind(target, prop)) });
-        racing = { app: mfaApp(storage, { stepUp: POLICY, rateLimit: false, sender: { send: (m) => void sentCodes.push(m.code) } }).app, meanwhile: (fn) => void (change = fn) };
+        const raced = racingDevices(db.storage, 'list', 'after');
+        racing = { app: mfaApp(raced.storage, { stepUp: POLICY, rateLimit: false, sender: { send: (m) => void sentCodes.push(m.code) } }).app, meanwhile: (fn) => raced.meanwhile(fn) };
       });
       const verifiedMeanwhile = (id: string) => () => db.knex('mfa_devices').where({ id }).update({ verified: true, expires_at: null, verified_at: db.knex.fn.now() });
       const pending = async (user: string) => {

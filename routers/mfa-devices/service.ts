@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { isAbandoned, removeDevice, type DeviceRemovalDeps } from '../../lib/device-removal.js';
 import { emitSafely, eventBase, type MfaEventMap, type MfaEventName } from '../../lib/events.js';
 import type { PageRequest } from '../../lib/pagination.js';
-import { createOtpChannels, maskDestination, type OtpChannels } from '../../lib/otp-channels.js';
+import { createOtpChannels, maskDestination, type OtpChannelsWithAttempt } from '../../lib/otp-channels.js';
 import { createRecoveryCodes, type RecoveryCodes } from '../../lib/recovery-codes.js';
 import { acceptTotpCode, acceptTotpCodeOnAny, deviceAad, openDeviceSecret, recordTotpStepOf, UnreadableDeviceSecret, type TotpAcceptDeps } from '../../lib/second-factor.js';
 import { createTotp, type Totp } from '../../lib/totp.js';
@@ -88,7 +88,7 @@ export class MfaDevicesService {
   readonly recoveryCodes: RecoveryCodes;
   readonly trustedDevices: TrustedDevices;
   /** sms/email codes; `undefined` without a sender (those methods are then not enabled). */
-  readonly otp: OtpChannels | undefined;
+  readonly otp: OtpChannelsWithAttempt | undefined;
   private readonly totpDeps: TotpAcceptDeps;
   /** What removing a device needs (lib/device-removal.ts, shared with the internal router). */
   private readonly removal: DeviceRemovalDeps;
@@ -225,7 +225,7 @@ export class MfaDevicesService {
     // is used up by its check, so the step-up is judged before it too (a factor that appears in the moment between
     // still refuses the write: then the user asks for another code). Still pending after all: the code's step was
     // taken (a replay).
-    let lost: 'STEP_UP_REQUIRED' | 'NOT_FOUND' | 'ALREADY_VERIFIED' | 'EXPIRED' | undefined;
+    let lost: 'STEP_UP_REQUIRED' | 'NOT_FOUND' | 'ALREADY_VERIFIED' | 'EXPIRED' | 'NO_CODE' | undefined;
     const markVerified = async (step: number | null): Promise<MfaDevice | null | 'refused'> => {
       const marked = await storage.mfaDevices.markVerified(caller.tenantId, caller.userId, id, { step, now: new Date(), ...withoutStepUpOf(caller) });
       if (marked) return marked;
@@ -246,20 +246,24 @@ export class MfaDevicesService {
     } else if (this.otp && (await this.refusedWithoutStepUp(caller))) {
       lost = 'STEP_UP_REQUIRED';
       verified = 'refused';
-    } else if (this.otp && (await this.otp.verify({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' }))) {
-      verified = await markVerified(null);
     } else if (this.otp) {
-      // Refused: a wrong code, or the right one a racing request used up (a double submit) as it verified the device,
-      // or of a device removed meanwhile. Those two are what the request would have been told a moment later.
-      const now = await storage.mfaDevices.get(caller.tenantId, caller.userId, id);
-      if (!now || now.verified) {
-        lost = now ? 'ALREADY_VERIFIED' : 'NOT_FOUND';
-        verified = 'refused';
+      const outcome = await this.otp.attempt({ tenantId: caller.tenantId, userId: caller.userId, deviceId: device.id, code, purpose: 'enrollment' });
+      if (outcome === 'ok') verified = await markVerified(null);
+      else {
+        // Refused: a wrong code, or none left to compare with: the right one a racing request used up (a double submit)
+        // as it verifies the device, or one of a device removed meanwhile. A verified or removed device is what the
+        // request would have been told a moment later; with no code compared, nothing was guessed: neither counted.
+        const now = await storage.mfaDevices.get(caller.tenantId, caller.userId, id);
+        if (!now || now.verified) lost = now ? 'ALREADY_VERIFIED' : 'NOT_FOUND';
+        else if (outcome === 'none') lost = 'NO_CODE';
+        if (lost !== undefined) verified = 'refused';
       }
     }
     if (verified === 'refused') {
       await this.lockout.notCompared(caller);
-      return { status: lost ?? 'STEP_UP_REQUIRED' };
+      // No code to compare with, the device still pending (expired, out of attempts, or the racing request not done yet):
+      // the answer of a wrong code, without its count or event.
+      return { status: lost === 'NO_CODE' ? 'INVALID_CODE' : (lost ?? 'STEP_UP_REQUIRED') };
     }
     if (!verified) {
       await this.lockout.failed(caller, 'enrollment', replay ? 'replay' : 'invalid_code', id);
