@@ -116,10 +116,14 @@ function traceOf(header: unknown): { traceparent: string; spanId: string } | und
 }
 /**
  * Query parameter names whose values a Problem's `instance` does not repeat: credentials, codes, sessions, signatures.
- * Anywhere in the name (`apikey`, `X-Api-Token`), or, for the short words that are parts of ordinary ones (`author`,
- * `design`, `spinner`), as a word of the name of their own (`auth`, `oauth_signature`, `X-Amz-Credential`, `otp`).
+ * Anywhere in the name (`apikey`, `jsessionid`, `passphrase`, `requestSig`), which redacts a few ordinary names too
+ * (`author`, `design`): better than repeating a secret. The short words that are parts of too many ordinary ones
+ * (`spinner`, `inside`) count as words of the name only (`otp`, `sms_otp`, `smsOtp`, `userPin`, `sid`).
  */
-const SENSITIVE_QUERY = /key|token|secret|code|passw|jwt|(?:^|[^a-z])(?:auth|authorization|session|sessionid|sid|passwd|pwd|pass|bearer|cookie|sig|signature|credentials?|otp|pin)(?:$|[^a-z])/i;
+const SENSITIVE_PART = /key|token|secret|code|pass|pwd|jwt|auth|session|bearer|cookie|sig|credential/i;
+const SENSITIVE_WORDS = new Set(['otp', 'pin', 'sid']);
+const isSensitiveName = (name: string): boolean =>
+  SENSITIVE_PART.test(name) || name.split(/[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])/).some((word) => SENSITIVE_WORDS.has(word.toLowerCase()));
 
 /** `scheme://authority` in front of a request target sent in absolute form (RFC 9112 §3.2.2), userinfo included. */
 const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
@@ -160,7 +164,7 @@ function instanceOf(req: Request): string {
   // A query wellFormedQuery() refused would come back rewritten (U+FFFD, `%25ZZ`): a URL the client never sent.
   if (q === -1 || !isWellFormedQuery(url)) return bounded(path);
   const params = new URLSearchParams(url.slice(q + 1));
-  for (const name of new Set(params.keys())) if (SENSITIVE_QUERY.test(name)) params.set(name, '[redacted]');
+  for (const name of new Set(params.keys())) if (isSensitiveName(name)) params.set(name, '[redacted]');
   return bounded(`${path}?${params.toString()}`);
 }
 
