@@ -619,7 +619,11 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
     }
   }
   const servers: unknown = options.servers;
-  if (servers !== undefined && (!Array.isArray(servers) || !servers.every((s: unknown) => typeof s === 'object' && s !== null && typeof (s as { url?: unknown }).url === 'string'))) {
+  const isServer = (s: unknown): boolean => {
+    const { url, description } = (typeof s === 'object' && s !== null ? s : {}) as { url?: unknown; description?: unknown };
+    return typeof url === 'string' && (description === undefined || typeof description === 'string');
+  };
+  if (servers !== undefined && (!Array.isArray(servers) || !servers.every(isServer))) {
     throw new TypeError("express-mfa-kit: openApiDocument() option 'servers' must be a list of { url, description? }, e.g. servers: [{ url: 'https://api.example.com' }]");
   }
   if (options.version !== undefined && (typeof options.version !== 'string' || options.version === '')) {

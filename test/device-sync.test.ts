@@ -247,7 +247,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       const again = { device_fingerprint: first.device_fingerprint, device_name: 'again', totp_devices: [] };
       // As sent: the record is gone, so a write on the token read before is a 409, not a new record.
       expect((await post(app, { ...again, sync_token: first.sync_token })).status).to.equal(409);
-      for (const name of ['syncToken', 'SYNC_TOKEN', 'sync-token', 'SyncToken']) {
+      for (const name of ['syncToken', 'SYNC_TOKEN', 'sync-token', 'SyncToken', 'last_sync_token', 'sync_tokens']) {
         const res = await post(app, { ...again, [name]: first.sync_token });
         expect(res.status, name).to.equal(400);
         expect(res.body.errors, name).to.deep.equal([{ field: '(body)', code: 'unknown', description: res.body.detail }]);

@@ -397,6 +397,7 @@ describe('OpenAPI document', () => {
       [{ mounts: { internal: '/a+b!' } }, /'mounts\.internal' must be a path/],
       [{ servers: 'http://x' }, /option 'servers' must be a list of \{ url, description\? \}/],
       [{ servers: [{ href: 'http://x' }] }, /option 'servers' must be a list/],
+      [{ servers: [{ url: 'http://x', description: 42 }] }, /option 'servers' must be a list/],
       [{ version: 42 }, /option 'version' must be the API's version as text/],
     ];
     for (const [options, message] of refused) expect(() => openApiDocument(options as OpenApiOptions), JSON.stringify(options)).to.throw(TypeError, message);

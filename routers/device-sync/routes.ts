@@ -23,8 +23,8 @@ const notFound = () => ProblemError.from('SYNC_RECORD_NOT_FOUND');
 const syncConflict = (current: { id: string; syncToken: string } | null, detail: string) =>
   ProblemError.from('SYNC_CONFLICT', { detail, extensions: { sync_token: current?.syncToken ?? null, ...(current && { id: current.id }) } });
 
-/** `syncToken`, `SYNC_TOKEN`, `sync-token`…: a name the client meant as `sync_token`. */
-const meansSyncToken = (name: string): boolean => name !== 'sync_token' && name.toLowerCase().replace(/[^a-z0-9]/g, '') === 'synctoken';
+/** `syncToken`, `SYNC_TOKEN`, `sync-token`, `last_sync_token`, `sync_tokens`…: a name the client meant as `sync_token`. */
+const meansSyncToken = (name: string): boolean => name !== 'sync_token' && name.toLowerCase().replace(/[^a-z0-9]/g, '').includes('synctoken');
 
 /**
  * A write's condition spelt otherwise (`syncToken` in the body) or sent in the query: dropped as the write's other
