@@ -15,7 +15,7 @@ import request from 'supertest';
 import { aad, createTrustedDevices, knexStorage, memoryCache, silentLogger } from '../index.js';
 import { lockUser } from '../storage/knex/user-locks.js';
 import { KEY_A, ring } from './support/fixtures.js';
-import { as, mfaApp, oathtool } from './support/mfa.js';
+import { as, clearOfStepEdge, mfaApp, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
 /** Waits until `n` backends of this database wait for a lock. */
@@ -78,11 +78,14 @@ for (const isolation of ['repeatable read', 'serializable'] as const) {
     it('removing both verified devices at once takes the recovery codes and trusted devices with the last', async function () {
       const u = user('remove');
       const ids: string[] = [];
+      // Each device's own step: a code is accepted once per user and step. Both from one moment, well inside its step:
+      // a step ending between the two would give the second the first one's.
+      await clearOfStepEdge(5000);
+      const t0 = Date.now();
       for (let i = 0; i < 2; i++) {
         const enrolled = await as(request(app).post('/auth/mfa/devices/totp').send({ deviceName: `app ${i}` }), u);
         expect(enrolled.status).to.equal(201);
-        // Each device's own step: a code is accepted once per user and step.
-        const verified = await as(request(app).post(`/auth/mfa/devices/${enrolled.body.device.id}/verify`).send({ code: oathtool(enrolled.body.secret as string, Date.now() - i * 30_000) }), u);
+        const verified = await as(request(app).post(`/auth/mfa/devices/${enrolled.body.device.id}/verify`).send({ code: oathtool(enrolled.body.secret as string, t0 - i * 30_000) }), u);
         expect(verified.status, JSON.stringify(verified.body)).to.equal(200);
         ids.push(enrolled.body.device.id as string);
       }

@@ -11,7 +11,7 @@ import request from 'supertest';
 import { migrate } from '../index.js';
 import { DEFAULT_EPOCH_REFRESH_MS } from '../lib/trusted-devices.js';
 import { bearer, enrolTotp, exampleInstance, internalHeaders, type AppInstance } from './support/cluster.js';
-import { oathtool } from './support/mfa.js';
+import { clearOfStepEdge, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { findRedisServer, privateRedis, requireRedis, type PrivateRedis } from './support/redis.js';
 
@@ -60,6 +60,7 @@ describe('Redis faults under the example app (two instances, private redis-serve
       expect((await check(inst, user, 'kept')).body.trusted).to.equal(true);
       expect((await check(inst, user, 'revoked')).body.trusted).to.equal(true);
     }
+    await clearOfStepEdge();
     const { secret } = await enrolTotp(a.app, user, (s) => oathtool(s, Date.now() - 30_000));
     return { user, kept, revoked, secret };
   };

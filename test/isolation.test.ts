@@ -10,7 +10,7 @@ import request from 'supertest';
 import { migrate } from '../index.js';
 import { bearer, enrolTotp, exampleInstance, internalHeaders, type AppInstance } from './support/cluster.js';
 import { KEY_A } from './support/fixtures.js';
-import { oathtool } from './support/mfa.js';
+import { clearOfStepEdge, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
 type Actor = 'another user' | 'another tenant' | 'no tenant' | 'mismatched tenant';
@@ -95,6 +95,7 @@ describe('isolation matrix: every route × (another user, another tenant, no ten
     await migrate(db.knex);
     inst = await exampleInstance({ databaseUrl: db.url });
     const app = inst.app;
+    await clearOfStepEdge();
     const totp = await enrolTotp(app, OWNER, (s) => oathtool(s, Date.now() - 30_000));
     await request(app).patch(`/auth/mfa/devices/${totp.id}`).set(bearer(OWNER)).send({ deviceName: DEVICE_NAME }).expect(200);
     const email = await request(app).post('/auth/mfa/devices/email').set(bearer(OWNER)).send({ deviceName: 'Mail', email: `alice.${tag}@example.com` });

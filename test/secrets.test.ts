@@ -14,7 +14,7 @@ import { migrate } from '../index.js';
 import { bearer, exampleInstance, internalHeaders, type AppInstance } from './support/cluster.js';
 import { dumpTables } from './support/dump.js';
 import { KEY_A, KEY_B } from './support/fixtures.js';
-import { JWT_SECRET, oathtool } from './support/mfa.js';
+import { clearOfStepEdge, JWT_SECRET, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl } from './support/redis.js';
 
@@ -88,6 +88,7 @@ describe('secrets: database dump, logs and Redis after a full flow; error answer
     secrets.set('TOTP secret (hex)', base32Bytes(secret).toString('hex'));
     secrets.set('TOTP secret (base64)', base32Bytes(secret).toString('base64'));
     secrets.set('otpauth URL', otpauthUrl);
+    await clearOfStepEdge();
     const c1 = oathtool(secret, Date.now() - 30_000);
     codes.add(c1);
     expect(keep(await request(app).post(`/auth/mfa/devices/${device.id}/verify`).set(as(user)).send({ code: c1 })).status).to.equal(200);
@@ -237,6 +238,7 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
   it('is a 500 Problem without the secret, and one log line names the row and its key id with the request id (CONTRACT.md §2)', async () => {
     const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer('victim')).send({ deviceName: 'Phone' });
     const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+    await clearOfStepEdge();
     expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer('victim')).send({ code: oathtool(secret, Date.now() - 30_000) })).status).to.equal(200);
     await db.knex('mfa_devices').where({ id: device.id }).update({ user_id: 'thief' });
     const code = oathtool(secret, Date.now());
@@ -259,6 +261,7 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
     for (const name of ['Old phone', 'New phone']) {
       const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: name });
       const { device, secret } = enrol.body as { device: { id: string }; secret: string };
+      await clearOfStepEdge();
       const verified = await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - 30_000) });
       expect(verified.status, `${name}: ${verified.text}`).to.equal(200);
       devices.push({ id: device.id, secret });
@@ -294,6 +297,7 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
       expect(res.status, res.text).to.equal(500);
     }
     await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'k2' });
+    await clearOfStepEdge();
     expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - 30_000) })).status).to.equal(200);
 
     await db.knex('mfa_devices').where('id', device.id).update({ secret_key_id: 'gone' });
@@ -308,10 +312,14 @@ describe('a TOTP secret that does not decrypt (moved to another row, or its key 
   it('a device that does not open does not lift the limit on guessing the others: those attempts count, and lock', async () => {
     const user = 'broken-and-good';
     const devices: Array<{ id: string; secret: string }> = [];
+    // A step is taken once per user: the two devices' codes of two steps, both from one moment well inside its step (a
+    // step ending between them would give the second the first one's).
+    await clearOfStepEdge(5000);
+    const t0 = Date.now();
     for (const [i, name] of ['Old phone', 'New phone'].entries()) {
       const enrol = await request(inst.app).post('/auth/mfa/devices/totp').set(bearer(user)).send({ deviceName: name });
       const { device, secret } = enrol.body as { device: { id: string }; secret: string };
-      expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, Date.now() - i * 30_000) })).status).to.equal(200);
+      expect((await request(inst.app).post(`/auth/mfa/devices/${device.id}/verify`).set(bearer(user)).send({ code: oathtool(secret, t0 - i * 30_000) })).status).to.equal(200);
       devices.push({ id: device.id, secret });
     }
     await db.knex('mfa_devices').where('id', devices[0]!.id).update({ secret_key_id: 'gone' });

@@ -10,7 +10,7 @@ import type { Express } from 'express';
 import { knexStorage, migrate, silentLogger } from '../index.js';
 import { createKnex } from '../examples/db.js';
 import { bearer, enrolTotp, exampleInstance, internalHeaders, type AppInstance } from './support/cluster.js';
-import { mfaApp, oathtool } from './support/mfa.js';
+import { clearOfStepEdge, mfaApp, oathtool } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { redisUrl, requireRedis } from './support/redis.js';
 
@@ -47,6 +47,7 @@ describe('two app instances sharing Postgres and Redis', function () {
     for (let round = 0; round < 3; round++) {
       const user = uid('race');
       // Enrolment uses the previous step's code, so the current step is still unused.
+      await clearOfStepEdge();
       const { id, secret } = await enrolTotp(a.app, user, (s) => oathtool(s, Date.now() - 30_000));
       const code = oathtool(secret, Date.now());
       const answers = await Promise.all(
@@ -73,6 +74,7 @@ describe('two app instances sharing Postgres and Redis', function () {
       const [one, two] = pools.map((knex) => mfaApp(knexStorage({ knex }), { lockout: { maxFailures: 100 }, rateLimit: false }).app) as [Express, Express];
       for (let round = 0; round < 3; round++) {
         const user = uid('replay');
+        await clearOfStepEdge();
         const { secret } = await enrolTotp(one, user, (s) => oathtool(s, Date.now() - 30_000));
         const code = oathtool(secret, Date.now());
         const answers = await Promise.all(
@@ -124,6 +126,7 @@ describe('two app instances sharing Postgres and Redis', function () {
 
   it('wrong codes spread over both instances reach the lockout, and both honour it (even for the right code)', async () => {
     const user = uid('lock');
+    await clearOfStepEdge();
     const { secret } = await enrolTotp(b.app, user, (s) => oathtool(s, Date.now() - 30_000));
     const right = () => oathtool(secret, Date.now());
     const statuses: number[] = [];

@@ -23,6 +23,16 @@ export class TestClock {
   }
 }
 
+/**
+ * Waits, when less than `marginMs` is left of the current 30 s step, for the next one: a code of the previous step made
+ * after it is still within a skew of one step when the server checks it, though the step ends in between (made at
+ * 29.999 s of a step and checked at 30.001 s, it would be two steps back: a 400 by the clock, not by the code).
+ */
+export async function clearOfStepEdge(marginMs = 2000): Promise<void> {
+  const left = 30_000 - (Date.now() % 30_000);
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 50));
+}
+
 /** The code `oathtool` (Debian, an independent implementation) gives for a base32 secret at `atMs`. */
 export function oathtool(secret: string, atMs: number, opts: { algorithm?: 'SHA1' | 'SHA256' | 'SHA512'; digits?: number; period?: number } = {}): string {
   const alg = (opts.algorithm ?? 'SHA1').toLowerCase();
