@@ -131,14 +131,14 @@ function accessLog(logger: PinoLogger): RequestHandler {
   };
 }
 
-/**
- * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
- * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
- * Also a 400: a target with userinfo (RFC 9110 §4.2.4); and a 417: an `Expect` other than 100-continue (§10.1.1).
- */
 /** Requests node:http passed on as `checkExpectation` (an `Expect` it does not meet): createExampleServer marks them. */
 const unmetExpectations = new WeakSet<IncomingMessage>();
 
+/**
+ * RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Node answers it itself with a bare status line
+ * unless the server is made with `requireHostHeader: false` (`createExampleServer`): then it is a Problem here.
+ * Also a 400: a target with userinfo (RFC 9110 §4.2.4); and a 417: an `Expect` Node does not meet (§10.1.1).
+ */
 const hostRequired: RequestHandler = (req, res, next) => {
   // A target in absolute form with userinfo (`http://user:pass@host/…`): an error (RFC 9110 §4.2.4), and the
   // credentials in it are never repeated (the Problem's instance and the log line name the path only).

@@ -2,7 +2,7 @@
 import * as crypto from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ProblemError } from './errors.js';
-import { commaList } from './options.js';
+import { commaList, HTTP_TOKEN } from './options.js';
 
 export interface InternalAuthOptions {
   /** Accepted keys; the first is not special: any of them passes. At least one, each ≥ 16 characters. */
@@ -13,9 +13,6 @@ export interface InternalAuthOptions {
 
 export const DEFAULT_INTERNAL_KEY_HEADER = 'x-internal-api-key';
 export const MIN_INTERNAL_KEY_LENGTH = 16;
-
-/** An HTTP header name (RFC 9110 §5.1 `token`). */
-const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 
 /** SHA-256; `crypto.hash()` (Node ≥ 20.12) where there is one: no Hash object per request. */
 const digest: (value: string) => Buffer =

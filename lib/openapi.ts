@@ -11,6 +11,7 @@ import { enrollEmailBody, enrollSmsBody, loginVerifyBody } from '../routers/mfa-
 import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination.js';
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
 import { otpCode, USER_ID_MAX_LENGTH } from './validation.js';
+import { ACCEPT_PATCH } from './json-body.js';
 import { checkNestedOptions, checkOptionsObject } from './options.js';
 import {
   DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
@@ -587,7 +588,7 @@ const problemResponse = (status: number, router: Router, method: Operation['meth
     ...everyAnswer(),
     ...(status === 415 &&
       method === 'patch' && {
-        'Accept-Patch': { description: 'With a JSON Patch body (application/json-patch+json): the types a PATCH takes (RFC 5789 §3.1).', required: false, schema: { type: 'string', const: 'application/json, application/merge-patch+json' } },
+        'Accept-Patch': { description: 'With a JSON Patch body (application/json-patch+json): the types a PATCH takes (RFC 5789 §3.1).', required: false, schema: { type: 'string', const: ACCEPT_PATCH } },
       }),
     ...(status === 401 && { 'WWW-Authenticate': { description: CHALLENGES[router], required: true, schema: { type: 'string' } } }),
     ...(status === 405 && { Allow: headerRef('Allow') }),

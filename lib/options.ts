@@ -14,6 +14,9 @@ function distance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** An HTTP header name, lower-cased (RFC 9110 §5.1 `token`). */
+export const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
 const looksLikeRequest = (value: object): boolean => 'method' in value && 'headers' in value && ('socket' in value || 'url' in value);
 
 /**

@@ -257,16 +257,16 @@ export function createOtpChannels(options: OtpChannelsOptions): OtpChannelsWithA
  * A sender for the example server and local development: it sends nothing. It writes the code to
  * stdout, prefixed `[demo sender]`, outside the JSON log (so log shipping never carries it), and logs
  * through `logger` only the masked destination and where the code went. Outside development (`NODE_ENV` other
- * than unset, `development` or `test`: `production`, `staging`…) it withholds the code and warns. Production must inject a real `MfaCodeSender` (SMS gateway, mailer).
+ * than unset, `development` or `test`: `production`, `staging`…) it withholds the code and warns. Production must
+ * inject a real `MfaCodeSender` (SMS gateway, mailer).
  */
 export function demoSender(logger: Logger): MfaCodeSender {
   return {
     send(message) {
       const masked = maskDestination(message.method, message.destination);
       // Printed in development only (`isDevelopment`), as the example server generates secrets only there.
-      const production = !isDevelopment();
       const fields = { tenant_id: message.tenantId, user_id: message.userId, method: message.method, purpose: message.purpose, destination: masked };
-      if (production) {
+      if (!isDevelopment()) {
         logger.warn(fields, 'demo sender outside development (NODE_ENV is not unset, development or test): the code was NOT delivered anywhere; inject a real sender');
         return;
       }

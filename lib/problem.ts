@@ -269,17 +269,16 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   if (isStorageUnavailable(err)) {
     return { problem: ProblemError.from('STORAGE_UNAVAILABLE', { retryAfter: STORAGE_RETRY_AFTER_SECONDS, cause: err }), unexpected: false };
   }
+  // Passport's refusal with `failWithError: true` (its AuthenticationError: a 401, or a strategy's 400, no `expose`):
+  // the caller's credentials, not a fault of ours, answered as the http-errors errors below. Its message is the status
+  // text; the challenge its strategy gave, passport has set on the response already (sendProblem keeps it).
+  if (isPassportRefusal(err)) {
+    const generic = GENERIC_BY_STATUS[err.status];
+    return { problem: generic !== undefined ? ProblemError.from(generic, { cause: err }) : ProblemError.forStatus(err.status, { cause: err }), unexpected: false };
+  }
   // Other http-errors errors (a host's own middleware or routes: `createError(403, 'Account suspended')`) keep their
   // status, and a client error its message (http-errors exposes those of 4xx only); a kit entry of the same status
   // would name a cause that is not this one (a 403 is no tenant mismatch), so the generic one says the status alone.
-  // Passport's refusal with `failWithError: true` (its AuthenticationError: a 401, or a strategy's 400, no `expose`) is
-  // one too: the caller's credentials, not a fault of ours. Its message is the status text; the challenge its strategy
-  // gave, passport has set on the response already (sendProblem keeps it).
-  if (isPassportRefusal(err)) {
-    const generic = GENERIC_BY_STATUS[err.status];
-    const init = { cause: err };
-    return { problem: generic !== undefined ? ProblemError.from(generic, init) : ProblemError.forStatus(err.status, init), unexpected: false };
-  }
   if (typeof e.status === 'number' && Number.isInteger(e.status) && e.status >= 400 && e.status <= 599 && typeof e.expose === 'boolean') {
     const message = (err as { message?: unknown }).message;
     const detail = e.expose && typeof message === 'string' && message !== '' ? message : undefined;
@@ -335,8 +334,8 @@ export function sendProblem(res: Response, req: Request, problem: ProblemError, 
   if (problem.retryAfter !== undefined) res.setHeader('Retry-After', String(problem.retryAfter));
   // A 401 carries a challenge: the problem's own; for passport's refusal, the one its strategy set on the response, if
   // any; else the default.
-  const strategys = isPassportRefusal(problem.cause) && res.hasHeader('WWW-Authenticate');
-  if (problem.challenge !== undefined || (problem.status === 401 && !strategys)) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
+  const strategyChallenge = isPassportRefusal(problem.cause) && res.hasHeader('WWW-Authenticate');
+  if (problem.challenge !== undefined || (problem.status === 401 && !strategyChallenge)) res.setHeader('WWW-Authenticate', problem.challenge ?? DEFAULT_CHALLENGES[problem.key] ?? 'Bearer');
   if (problem.headers) for (const [name, value] of Object.entries(problem.headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', contentType ?? JSON_CONTENT_TYPE);

@@ -9,7 +9,7 @@ import type { Request, RequestHandler } from 'express';
 import { Strategy as JwtStrategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { contextOf } from './context.js';
 import { ProblemError } from './errors.js';
-import { checkNestedOptions } from './options.js';
+import { checkNestedOptions, HTTP_TOKEN } from './options.js';
 import { tenant, tenantFrom } from './tenant.js';
 import { isUserId, USER_ID_RULE } from './validation.js';
 
@@ -269,9 +269,8 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
       throw new TypeError(`express-mfa-kit: ${factory}() option '${name}' must be the name of a claim, e.g. ${name}: '${name === 'userClaim' ? DEFAULT_USER_CLAIM : DEFAULT_TENANT_CLAIM}'`);
     }
   }
-  // RFC 9110 §5.1: a field name is a token.
   const header: unknown = options.tenantHeader;
-  if (header !== undefined && (typeof header !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(header))) {
+  if (header !== undefined && (typeof header !== 'string' || !HTTP_TOKEN.test(header.toLowerCase()))) {
     throw new TypeError(`express-mfa-kit: ${factory}() option 'tenantHeader' must be an HTTP header name, e.g. tenantHeader: 'X-Tenant-ID'`);
   }
   const authenticate = options.authenticate ?? jwtMiddleware(factory, options.jwt!);
