@@ -19,7 +19,7 @@ export { createMfaEvents, type MfaEvents, type MfaEventMap, type MfaEventName } 
 export type { LockoutOptions, RateLimitOptions, RateLimitRedisClient } from './lib/verification-throttle.js';
 
 export { ERROR_CATALOGUE, ProblemError, isProblemError, isStorageUnavailable, type ErrorKey, type ErrorSpec, type FieldViolation, type ProblemInit } from './lib/errors.js';
-export { problemJson, problemClientError, notFound, buildProblem, type ErrorFormat, type ProblemClientErrorOptions, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
+export { problemJson, problemClientError, problemConnectRefusal, notFound, buildProblem, type ErrorFormat, type ProblemClientErrorOptions, type ProblemDetails, type ProblemFormatter, type ProblemJsonOptions } from './lib/problem.js';
 export { requestId, type RequestIdOptions } from './lib/request-id.js';
 export { noStore } from './lib/no-store.js';
 export { tenant, tenantFrom, type TenantExtractor, type TenantOptions, type TenantSource } from './lib/tenant.js';

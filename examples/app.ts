@@ -17,6 +17,7 @@ import {
   notFound,
   ProblemError,
   problemClientError,
+  problemConnectRefusal,
   problemJson,
   requestId,
   type JwtOptions,
@@ -190,6 +191,8 @@ export function createExampleServer(app: Express, options: ExampleServerOptions 
   );
   // Node's parser answers before the app's first layer runs: the API's security headers are given here too.
   server.on('clientError', problemClientError({ headers: apiSecurityHeaderList() }));
+  // CONNECT: node:http never passes it to the app, and with no listener closes the connection without a word.
+  server.on('connect', problemConnectRefusal({ headers: apiSecurityHeaderList() }));
   // A request whose Expect is not 100-continue: Node answers a bare 417 itself unless this is listened to. The app's
   // first layer refuses it (417 Problem), with the headers, request id and log line of any answer.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {

@@ -3,7 +3,7 @@
  * RFC 9457 Problem (or the `simple` / `nest` shapes of the seeds), masking what it does not know.
  */
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
@@ -507,26 +507,15 @@ function headerLines(headers: ProblemClientErrorOptions['headers']): string {
 }
 
 /**
- * A `clientError` listener for the http server: what Node's HTTP parser refuses before Express sees a request
- * (a request line and headers over `--max-http-header-size`, bytes that are not HTTP, a request not received in
- * time) is answered as a Problem too, in a preset format, instead of Node's bare status line; then the
- * connection is closed. `server.on('clientError', problemClientError())`.
+ * Writes `problem` on a socket node:http never handed to the app, then closes it: what `problemClientError` and
+ * `problemConnectRefusal` answer. The options are checked when this is made, not per answer.
  */
-export function problemClientError(options: ProblemClientErrorOptions = {}): (err: Error, socket: Duplex) => void {
+function socketAnswerer(options: ProblemClientErrorOptions): (socket: Duplex, problem: ProblemError) => void {
   const { headers = [], ...formatting } = options;
   const resolved = resolveProblemOptions(formatting); // checks the preset's name
   const format = options.format ?? 'problem';
   const extra = headerLines(headers);
-  return (err, socket) => {
-    const code = (err as { code?: unknown }).code;
-    // As Node's own handler (socketOnError in lib/_http_server.js): no answer once the client has gone or a
-    // response on this connection has begun to be written.
-    const inFlight = (socket as { _httpMessage?: { _headerSent?: boolean } | null })._httpMessage;
-    if (code === 'ECONNRESET' || !socket.writable || inFlight?._headerSent === true) {
-      socket.destroy();
-      return;
-    }
-    const problem = ProblemError.from(requestLineTooLong(err) ? 'URI_TOO_LONG' : (typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST');
+  return (socket, problem) => {
     const { spec } = problem;
     const requestId = `req_${randomUUID()}`;
     const details = problemBody(problem, resolved, '', requestId);
@@ -538,6 +527,44 @@ export function problemClientError(options: ProblemClientErrorOptions = {}): (er
         `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\n${extra}Connection: close\r\n\r\n${text}`,
       () => socket.destroy(),
     );
+  };
+}
+
+/**
+ * A `clientError` listener for the http server: what Node's HTTP parser refuses before Express sees a request
+ * (a request line and headers over `--max-http-header-size`, bytes that are not HTTP, a request not received in
+ * time) is answered as a Problem too, in a preset format, instead of Node's bare status line; then the
+ * connection is closed. `server.on('clientError', problemClientError())`.
+ */
+export function problemClientError(options: ProblemClientErrorOptions = {}): (err: Error, socket: Duplex) => void {
+  const answer = socketAnswerer(options);
+  return (err, socket) => {
+    const code = (err as { code?: unknown }).code;
+    // As Node's own handler (socketOnError in lib/_http_server.js): no answer once the client has gone or a
+    // response on this connection has begun to be written.
+    const inFlight = (socket as { _httpMessage?: { _headerSent?: boolean } | null })._httpMessage;
+    if (code === 'ECONNRESET' || !socket.writable || inFlight?._headerSent === true) {
+      socket.destroy();
+      return;
+    }
+    answer(socket, ProblemError.from(requestLineTooLong(err) ? 'URI_TOO_LONG' : (typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST'));
+  };
+}
+
+/**
+ * A `connect` listener for an origin server: node:http never passes a `CONNECT` request to the app, and without a
+ * listener it closes the connection with no answer at all. This answers it 400 as a Problem (the preset format and
+ * `headers` of `problemClientError`), since an origin server tunnels nothing (RFC 9110 §9.3.6), and closes the
+ * connection: bytes the client sent after the request are never read. `server.on('connect', problemConnectRefusal())`.
+ */
+export function problemConnectRefusal(options: ProblemClientErrorOptions = {}): (req: IncomingMessage, socket: Duplex) => void {
+  const answer = socketAnswerer(options);
+  return (_req, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    answer(socket, ProblemError.from('BAD_HTTP_REQUEST', 'CONNECT asks for a tunnel, and this server is not a proxy.'));
   };
 }
 

@@ -129,6 +129,22 @@ describe('auth edge cases', function () {
       expect(old.status).to.equal(200);
     });
 
+    it('CONNECT → 400 Problem with the API security headers, then the connection ends (node:http alone would close it without an answer)', async () => {
+      // Bytes after the request (a would-be tunnel's first data) are never read as another request.
+      const res = await rawRequest(port, `CONNECT 127.0.0.1:${port} HTTP/1.1\nHost: 127.0.0.1:${port}`, `GET ${DEVICES} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      expect(res.status, res.head).to.equal(400);
+      expect(res.head).to.match(/\r\nContent-Type: application\/problem\+json; charset=utf-8\r\n/i);
+      expect(res.head).to.match(/\r\nConnection: close$/im);
+      expect(res.head).to.match(/\r\nX-Content-Type-Options: nosniff\r\n/i);
+      const problem = JSON.parse(res.body) as Record<string, unknown>;
+      expect(problem).to.include({ status: 400, code: 40000003, detail: 'CONNECT asks for a tunnel, and this server is not a proxy.' });
+      expect(problem).to.not.have.property('instance');
+      expect(res.head).to.contain(`\r\nX-Request-ID: ${String(problem.request_id)}\r\n`);
+      // The server still answers the next connection.
+      const next = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nConnection: close`);
+      expect(next.status).to.equal(200);
+    });
+
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {
       // No `Connection: close` asked for: the answer closes the connection (rawRequest waits for the end), as Node's did.
       const res = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}`);
