@@ -81,7 +81,7 @@ import { isIP } from 'node:net';
 import { ProblemError, type FieldViolation } from './errors.js';
 import { getDefaultLogger, type Logger } from './logger.js';
 import { checkInjected, checkInteger, checkOptionsObject } from './options.js';
-import { DISPLAYABLE_RULE, isDisplayable, isStorable, STORABLE_RULE } from './validation.js';
+import { characterCount, DISPLAYABLE_RULE, isDisplayable, isStorable, STORABLE_RULE } from './validation.js';
 import { errorMessage, throttledWarn } from './throttled-log.js';
 import { FILL_MAX_AGE_MS, type CachedTrust, type TrustScope, type TrustedDeviceCache } from '../storage/cache/types.js';
 import type { BeforeTrustedCommit, MfaStorage, Page, PageQuery, TrustedDevice, TrustedDeviceStore } from '../storage/types.js';
@@ -243,7 +243,7 @@ function validateInput(input: TrustInput, maxTtlSeconds: number): void {
     if (value === undefined) {
       if (required) errors.push({ field, code: 'required', description: `${field} is required` });
     } else if (typeof value !== 'string') errors.push({ field, code: 'type', description: `${field}: must be a string` });
-    else if (value.length < 1 || value.length > max) errors.push({ field, code: 'range', description: `${field}: must be 1-${max} characters` });
+    else if (value === '' || characterCount(value) > max) errors.push({ field, code: 'range', description: `${field}: must be 1-${max} characters` });
     else if (rule === 'storable' ? !isStorable(value) : !isDisplayable(value)) {
       errors.push({ field, code: 'format', description: `${field}: ${rule === 'storable' ? STORABLE_RULE : DISPLAYABLE_RULE}` });
     }

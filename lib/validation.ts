@@ -121,6 +121,25 @@ export function refuseDeleteExtras(req: { query: unknown; body: unknown }, known
   }
 }
 
+/**
+ * How many characters `s` has, counted as the schemas count them (zod's `min` / `max`: code points, so an emoji is one),
+ * not in UTF-16 units (`length`, where it is two). For the checks made without zod, which must draw the same line.
+ */
+export function characterCount(s: string): number {
+  let count = s.length;
+  for (let i = 0; i < s.length - 1; i++) {
+    const unit = s.charCodeAt(i);
+    if (unit >= 0xd800 && unit <= 0xdbff) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        count--;
+        i++;
+      }
+    }
+  }
+  return count;
+}
+
 /** `min`–`max` characters of well-formed text (no lone surrogate) that `allowed` accepts; else a `format` violation. */
 const text = (min: number, max: number, allowed: (s: string) => boolean, message: string) =>
   z

@@ -212,6 +212,12 @@ describe('mfaDevicesRouter: devices', () => {
       expect(JSON.stringify(lines)).to.contain('accountName answered no usable label').and.not.contain('xxxx');
       expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, issuer: 'A'.repeat(101) })).to.throw(TypeError, /'issuer' must be 1-100 characters/);
       expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, issuer: 'Bad\u202eIssuer' })).to.throw(TypeError, /'issuer'/);
+      // Characters, not UTF-16 units: 100 emoji are an issuer, and 254 a label.
+      expect(() => mfaDevicesRouter({ storage: db.storage, keyRing: ring, jwt: { secret: JWT_SECRET }, issuer: '\u{1F510}'.repeat(100) })).not.to.throw();
+      const emoji = '\u{1F600}'.repeat(254);
+      const { app: wide } = mfaApp(db.storage, { rateLimit: false, accountName: () => emoji, logger: silentLogger });
+      const labelled = await as(request(wide).post('/auth/mfa/devices/totp').send({ deviceName: 'Phone' }), 'wide-label');
+      expect(decodeURIComponent(new URL(labelled.body.otpauthUrl as string).pathname)).to.equal(`/express-mfa-kit:${emoji}`);
     });
 
     it('stores the secret sealed with the key ring, bound to tenant, user and device', async () => {

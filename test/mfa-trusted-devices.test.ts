@@ -81,6 +81,30 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
     expect((await check(app, u, fingerprint, 'other')).body).to.deep.equal({ trusted: false });
   });
 
+  it('counts a fingerprint and a name in characters as the route does: 512 / 255 emoji are remembered, one more is a 400 before the code is spent', async () => {
+    const { app, clock } = setup();
+    const u = user('emoji');
+    const d = await verifiedDevice(app, clock, u);
+    // An emoji is two UTF-16 units: a check by `length` let the route accept these, then failed to remember them.
+    const fingerprint = '\u{1F600}'.repeat(512);
+    const res = await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms), rememberDevice: true, device: { fingerprint, name: '\u{1F4BB}'.repeat(255) } }), u);
+    expect(res.status, res.text).to.equal(200);
+    expect(res.body).to.have.property('trustedDevice');
+    expect((await check(app, u, fingerprint)).body).to.include({ trusted: true, device_id: res.body.trustedDevice.id });
+    clock.step(1);
+    for (const device of [{ fingerprint: '\u{1F600}'.repeat(513) }, { fingerprint: 'fp-emoji-name', name: '\u{1F4BB}'.repeat(256) }]) {
+      const refused = await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms), rememberDevice: true, device }), u);
+      expect(refused.status, JSON.stringify(device).slice(0, 40)).to.equal(400);
+    }
+    // The code those 400s carried was not spent.
+    expect((await as(request(app).post('/auth/mfa/verify').send({ code: oathtool(d.secret, clock.ms) }), u)).status).to.equal(200);
+    // The internal route draws the same line.
+    const internal = (fp: string) =>
+      request(app).post('/internal/session/trusted-devices').set('X-Internal-API-Key', KEY_A).set('X-Tenant-ID', 'acme').send({ user_id: u, device_fingerprint: fp, device_name: '\u{1F4BB}'.repeat(255) });
+    expect((await internal('\u{1F601}'.repeat(512))).status).to.equal(201);
+    expect((await internal('\u{1F601}'.repeat(513))).status).to.equal(400);
+  });
+
   it('re-remembering the same fingerprint renews it (same id); a failed verify trusts nothing', async () => {
     const { app, clock } = setup();
     const u = user('renew');

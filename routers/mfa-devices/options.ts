@@ -9,7 +9,7 @@ import { TRUSTED_DEVICE_SETTING_NAMES, resolveTrustedDeviceSettings, type Truste
 import type { TrustedDeviceCache } from '../../storage/cache/types.js';
 import { getDefaultLogger, type Logger } from '../../lib/logger.js';
 import { checkInjected, checkInteger, checkNestedOptions, checkOptionsObject } from '../../lib/options.js';
-import { isDisplayable } from '../../lib/validation.js';
+import { characterCount, isDisplayable } from '../../lib/validation.js';
 import { checkErrorsOption, resolveProblemOptions, type ProblemJsonOptions, type ResolvedProblemOptions } from '../../lib/problem.js';
 import {
   DEFAULT_TOTP_ALGORITHM,
@@ -223,7 +223,7 @@ export const MAX_ACCOUNT_LABEL_LENGTH = 254;
  * at a colon and would show the wrong issuer and account.
  */
 export const isAccountLabel = (label: unknown): label is string =>
-  typeof label === 'string' && label.length >= 1 && label.length <= MAX_ACCOUNT_LABEL_LENGTH && !label.includes(':') && isDisplayable(label);
+  typeof label === 'string' && label !== '' && characterCount(label) <= MAX_ACCOUNT_LABEL_LENGTH && !label.includes(':') && isDisplayable(label);
 
 /** `label` when it is an account label, else the user id as one (the last resort): its colons, which a label may not hold, become `_`. */
 export const accountLabelOr = (label: unknown, userId: string): string => (isAccountLabel(label) ? label : userId.replaceAll(':', '_'));
@@ -272,7 +272,7 @@ export function parseOptions(options: MfaDevicesRouterOptions): MfaDevicesRouter
   checkFunction('accountName', options.accountName);
   checkFunction('onVerified', options.onVerified);
   checkFunction('now', options.now);
-  if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer.trim() === '' || options.issuer.includes(':') || options.issuer.length > MAX_ISSUER_LENGTH || !isDisplayable(options.issuer))) {
+  if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer.trim() === '' || options.issuer.includes(':') || characterCount(options.issuer) > MAX_ISSUER_LENGTH || !isDisplayable(options.issuer))) {
     throw new TypeError(`express-mfa-kit: ${FACTORY}() option 'issuer' must be 1-${MAX_ISSUER_LENGTH} characters of displayable text without ':' (it prefixes the account label)`);
   }
   checkErrorsOption(FACTORY, options.errors);
