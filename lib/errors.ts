@@ -140,6 +140,11 @@ export class ProblemError extends Error {
     return new ProblemError(key, typeof init === 'string' ? { detail: init } : init);
   }
 
+  /** 400 `VALIDATION_FAILED` for one field's violation: its description is the Problem's detail too. */
+  static invalid(field: string, code: string, description: string, init: Omit<ProblemInit, 'detail' | 'errors'> = {}): ProblemError {
+    return new ProblemError('VALIDATION_FAILED', { ...init, detail: description, errors: [{ field, code, description }] });
+  }
+
   /**
    * `HTTP_ERROR` with `status` (400–599): an error of the host's own with a status the catalogue has no entry for. Its
    * title is the status's reason phrase, its code `<status>00000`, its detail `init.detail` or the reason phrase.

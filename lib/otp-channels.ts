@@ -111,9 +111,7 @@ const LOCAL_PART = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\p{L}\p{M}\p{N}-]+(?:\.[A-Za-z0
 const DOMAIN_LABEL = /^[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?$/u;
 const TOP_LEVEL = /^(?:\p{L}[\p{L}\p{M}]+|xn--[a-z0-9-]+)$/u;
 
-function invalid(field: 'phoneNumber' | 'email', code: string, description: string): ProblemError {
-  return ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field, code, description }] });
-}
+const invalid = (field: 'phoneNumber' | 'email', code: string, description: string): ProblemError => ProblemError.invalid(field, code, description);
 
 function normalizePhone(value: unknown): string {
   if (typeof value !== 'string') throw invalid('phoneNumber', value === undefined ? 'required' : 'type', value === undefined ? 'phoneNumber is required' : 'phoneNumber must be a string');

@@ -227,7 +227,7 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
     case 'entity.parse.failed':
       if (isJsonScalar(e.body)) {
         const detail = BODY_NOT_OBJECT;
-        return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'type', description: detail }] }), unexpected: false };
+        return { problem: ProblemError.invalid('(body)', 'type', detail), unexpected: false };
       }
       return { problem: ProblemError.from('MALFORMED_JSON'), unexpected: false };
     case INVALID_UTF8:
@@ -235,7 +235,7 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
     case DUPLICATE_MEMBER: {
       // I-JSON (RFC 7493 §2.3): which of the two would count depends on the parser; neither does.
       const detail = `(body): ${duplicateMemberMessage(String(e.member))}`;
-      return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(body)', code: 'duplicate', description: detail }] }), unexpected: false };
+      return { problem: ProblemError.invalid('(body)', 'duplicate', detail), unexpected: false };
     }
     case 'entity.too.large':
       return { problem: ProblemError.from('PAYLOAD_TOO_LARGE'), unexpected: false };
@@ -264,7 +264,7 @@ export function toProblemError(err: unknown): { problem: ProblemError; unexpecte
   // percent-encoding (`/sync/%`, `/sync/%zz`): the client's mistake, not ours. Its message echoes the value.
   if (err instanceof URIError && e.status === 400) {
     const detail = 'The URL path has malformed percent-encoding.';
-    return { problem: ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(path)', code: 'format', description: detail }] }), unexpected: false };
+    return { problem: ProblemError.invalid('(path)', 'format', detail), unexpected: false };
   }
   if (isStorageUnavailable(err)) {
     return { problem: ProblemError.from('STORAGE_UNAVAILABLE', { retryAfter: STORAGE_RETRY_AFTER_SECONDS, cause: err }), unexpected: false };

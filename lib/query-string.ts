@@ -35,6 +35,6 @@ export function wellFormedQuery(): RequestHandler {
       return;
     }
     const detail = 'The query string has malformed percent-encoding or is not UTF-8.';
-    next(ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: '(query)', code: 'format', description: detail }] }));
+    next(ProblemError.invalid('(query)', 'format', detail));
   };
 }

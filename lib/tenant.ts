@@ -58,8 +58,7 @@ function extractorOf(source: unknown, option: string): TenantExtractor {
   return typeof label === 'string' ? (fn as TenantExtractor) : extractor('tenant', (req) => fn(req));
 }
 
-const invalid = (field: string, detail: string, code: 'required' | 'format') =>
-  ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field, code, description: detail }] });
+const invalid = (field: string, detail: string, code: 'required' | 'format') => ProblemError.invalid(field, code, detail);
 const malformed = (field: string) => invalid(field, `${field} ${TENANT_ID_RULE}`, 'format');
 const wellFormed = (value: unknown): value is string => typeof value === 'string' && TENANT_ID.test(value);
 

@@ -169,11 +169,7 @@ const BEARER = /^bearer +(.+)$/i;
 
 /** 400 `invalid_request` (RFC 6750 §3.1) for an Authorization field that is repeated. */
 function invalidRequest(detail: string): ProblemError {
-  return ProblemError.from('VALIDATION_FAILED', {
-    detail,
-    errors: [{ field: '(header) Authorization', code: 'format', description: detail }],
-    challenge: `Bearer error="invalid_request", error_description="${detail.replaceAll('"', "'")}"`,
-  });
+  return ProblemError.invalid('(header) Authorization', 'format', detail, { challenge: `Bearer error="invalid_request", error_description="${detail.replaceAll('"', "'")}"` });
 }
 
 /**
@@ -287,7 +283,7 @@ export function userAuth(factory: string, options: UserAuthOptions): RequestHand
     // A valid token whose user id the kit cannot store: a field violation, as for the tenant claim (CONTRACT.md §1).
     if (!isUserId(id)) {
       const detail = `${userClaim} ${USER_ID_RULE}`;
-      next(ProblemError.from('VALIDATION_FAILED', { detail, errors: [{ field: userClaim, code: 'format', description: detail }] }));
+      next(ProblemError.invalid(userClaim, 'format', detail));
       return;
     }
     contextOf(req).userId = id;

@@ -110,14 +110,14 @@ export function refuseDeleteExtras(req: { query: unknown; body: unknown }, known
   const takes = known.length ? `it takes ${known.join(', ')} only` : 'it takes none';
   if (unknown.length > 0) {
     const description = `(query): Unrecognized parameter${unknown.length > 1 ? 's' : ''} ${namedKeys(unknown)}: ${takes}`;
-    throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(query)', code: 'unknown', description }] });
+    throw ProblemError.invalid('(query)', 'unknown', description);
   }
   const { body } = req;
   // An empty body a host's own parser read first (`express.text()`: '') is no body either.
   const empty = body === undefined || body === '' || (typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 0);
   if (!empty) {
     const description = `(body): a DELETE takes no body${known.length ? `: send ${known.join(', ')} in the query` : ''}`;
-    throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field: '(body)', code: 'unknown', description }] });
+    throw ProblemError.invalid('(body)', 'unknown', description);
   }
 }
 

@@ -38,7 +38,7 @@ function refuseMisspeltToken(req: Request): void {
   if (inQuery.length === 0 && inBody.length === 0) return;
   const [field, names] = inBody.length > 0 ? ['(body)', inBody] : ['(query)', inQuery];
   const description = `${field}: ${namedKeys(names)} is not read: a write's condition is the body member sync_token`;
-  throw ProblemError.from('VALIDATION_FAILED', { detail: description, errors: [{ field, code: 'unknown', description }] });
+  throw ProblemError.invalid(field, 'unknown', description);
 }
 
 export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig): void {
