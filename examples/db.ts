@@ -87,6 +87,9 @@ export function createKnex(url: string, options: CreateKnexOptions = {}): Knex {
     connection: {
       connectionString: url,
       statement_timeout: statementTimeoutMs,
+      // A session left inside a transaction (its client gone quiet) gives up its row locks after this; the kit's
+      // transactions never wait on a client between statements.
+      idle_in_transaction_session_timeout: 2 * statementTimeoutMs,
       query_timeout: options.queryTimeoutMs ?? statementTimeoutMs + 1000,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 3000,
       // Detect a peer that vanished without a FIN (host down) on idle pooled connections.

@@ -7,11 +7,16 @@ import { KnexOtpCodeStore } from './otp-codes.js';
 import { KnexRecoveryCodeStore } from './recovery-codes.js';
 import { KnexSyncRecordStore } from './sync-records.js';
 import { migrate } from './migrate.js';
+import { guardPool } from './pool-guard.js';
 import { KnexTrustedDeviceStore } from './trusted-devices.js';
 import { KnexUserDataStore } from './users.js';
 
 export interface KnexStorageOptions {
-  /** A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. */
+  /**
+   * A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. From then on
+   * the pool hands out no connection that is inside a transaction or still running a query (storage/knex/pool-guard.ts):
+   * one is closed instead, as pg's `query_timeout` can leave them.
+   */
   knex: Knex;
   /**
    * Named prepared statements for the hot statements (the hot reads, and the writes of every verification):
@@ -34,6 +39,8 @@ export function knexStorage(options: KnexStorageOptions): KnexStorage {
   if (typeof knex !== 'function' || typeof (knex as Partial<Knex>).raw !== 'function') {
     throw new TypeError("express-mfa-kit: knexStorage({ knex }) needs a knex instance: knexStorage({ knex: knex({ client: 'pg', connection: process.env.DATABASE_URL }) })");
   }
+  // A connection left inside a transaction (a client-side query timeout) would swallow the kit's writes: pool-guard.ts.
+  guardPool(knex);
   return {
     knex,
     mfaDevices: new KnexMfaDeviceStore(knex, prepared),

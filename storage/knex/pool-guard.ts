@@ -1,0 +1,46 @@
+/**
+ * `guardPool(knex)`: knex's pool hands out only a pg connection that is idle outside any transaction.
+ *
+ * A pooled connection can come back dirty, and knex returns it to the pool all the same. pg's `query_timeout` fires
+ * on the client side while the server still runs the statement: inside a transaction, knex's `ROLLBACK` then waits
+ * behind that statement, times out unsent too, and is dropped, so the connection goes back to the pool with its
+ * server-side transaction open (and after the server's answer, `idle in transaction`). Every statement later run on
+ * it joins that transaction: its writes are acknowledged and never committed (a one-time code's replay guard, a
+ * lockout charge, a vault update), its reads see an old snapshot, and once the transaction has failed each one is a
+ * 25P02 error, until the pool drops the connection.
+ *
+ * So before a connection is handed out, its last ReadyForQuery must say "idle" (`getTransactionStatus()`, pg ≥ 8.11)
+ * and no query may still be running on it; otherwise knex's validation refuses it, the pool closes it (the server
+ * rolls back what it held) and hands out another. A connection with no status yet (new) passes. Checked on every
+ * acquire: two property reads.
+ */
+import type { Knex } from 'knex';
+
+/** The part of a pg `Client` the guard reads. */
+interface PgClientState {
+  getTransactionStatus?: () => string | null;
+  readyForQuery?: boolean;
+}
+
+/** The part of knex's client the guard wraps: the hook its pool's `validate` ends with. */
+interface ValidatingClient {
+  validateConnection(connection: unknown): boolean | Promise<boolean>;
+}
+
+const guarded = new WeakSet<object>();
+
+/** Whether a pg connection may be handed out: not inside a transaction, not running a query. */
+export function isIdleConnection(connection: unknown): boolean {
+  const state = connection as PgClientState;
+  if (state.readyForQuery === false) return false;
+  const status = typeof state.getTransactionStatus === 'function' ? state.getTransactionStatus() : null;
+  return status === null || status === 'I';
+}
+
+export function guardPool(knex: Knex): void {
+  const client = knex.client as unknown as ValidatingClient;
+  if (guarded.has(client) || typeof client.validateConnection !== 'function') return;
+  guarded.add(client);
+  const validate = client.validateConnection.bind(client);
+  client.validateConnection = (connection: unknown) => isIdleConnection(connection) && validate(connection);
+}
