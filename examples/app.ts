@@ -119,7 +119,8 @@ function accessLog(logger: PinoLogger): RequestHandler {
       const status = res.statusCode;
       const line = {
         req: { method: req.method, path: requestTarget(req).split('?', 1)[0] },
-        res: { status },
+        // A request aborted before its answer began has no status (statusCode is the 200 every response starts with).
+        res: { status: res.headersSent ? status : undefined },
         responseTime: Math.round(performance.now() - started),
         request_id: req.mfa?.requestId,
         tenant_id: req.mfa?.tenantId,

@@ -5,6 +5,7 @@
 import os from 'node:os';
 import knexFactory, { type Knex } from 'knex';
 import type { Logger } from '../lib/logger.js';
+import { throttledWarn } from '../lib/throttled-log.js';
 
 export interface DbTimeouts {
   /** Server-side `statement_timeout` (includes lock waits): a stuck query is cancelled (57014 → 503). @default 5000 */
@@ -25,6 +26,16 @@ export interface DbTimeouts {
 export interface CreateKnexOptions extends DbTimeouts {
   /** Where knex's own warnings go (e.g. "Connection Error: …" when a pooled connection died); never SQL. */
   logger?: Logger;
+}
+
+/**
+ * The longest one database statement can keep a request waiting with `timeouts` before it fails (and the request
+ * answers 503): a pooled connection's wait, then the client-side cap on the query. A stopping server gives its
+ * in-flight requests at least this long.
+ */
+export function longestStatementWaitMs(timeouts: DbTimeouts = {}): number {
+  const statement = timeouts.statementTimeoutMs ?? 5000;
+  return (timeouts.acquireTimeoutMs ?? 4000) + (timeouts.queryTimeoutMs ?? statement + 1000);
 }
 
 /** The longest database timeout one may set: an hour. */
@@ -78,9 +89,13 @@ export const DEFAULT_POOL_MAX = Math.max(4, 2 * os.availableParallelism());
 export function createKnex(url: string, options: CreateKnexOptions = {}): Knex {
   const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
   const logger = options.logger;
-  // knex logs through console by default, and its "Connection Error" warnings carry the failed query's SQL.
+  // knex logs through console by default, and its "Connection Error" warnings carry the failed query's SQL. While the
+  // database is down it warns once per failed connection attempt (hundreds a second under load): at most one line
+  // per 10 s, with the count of those left out, as the cache's warnings.
+  const warn = logger && throttledWarn(logger);
   const log = (level: 'warn' | 'error' | 'debug') => (message: unknown) => {
-    logger?.[level]({ component: 'knex' }, scrubKnexMessage(message));
+    if (level === 'warn') warn?.({ component: 'knex' }, scrubKnexMessage(message));
+    else logger?.[level]({ component: 'knex' }, scrubKnexMessage(message));
   };
   return knexFactory({
     client: 'pg',

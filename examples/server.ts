@@ -17,7 +17,7 @@ import { LOG_LEVELS, REDACT_PATHS } from '../lib/logger.js';
 import { isDevelopment } from '../lib/options.js';
 import { summarizeError } from '../lib/problem.js';
 import { createExampleApp, createExampleServer, drainOnStop } from './app.js';
-import { createKnex, timeoutsFromEnv } from './db.js';
+import { createKnex, longestStatementWaitMs, timeoutsFromEnv } from './db.js';
 import { startRetentionSweep } from './retention.js';
 import { MAX_KEEP_LAST_SECONDS, parseDurationSeconds } from '../storage/knex/cleanup.js';
 import { DEV_SECRETS_FILE, reuseDevEncryptionKey, saveDevSecrets } from './dev-secrets.js';
@@ -222,7 +222,8 @@ async function main(): Promise<void> {
     databaseUrl = embedded.url;
     logger.info({ data_dir: '.data/postgres' }, 'no DATABASE_URL: started an embedded PostgreSQL');
   }
-  const knex = createKnex(databaseUrl, { ...timeoutsFromEnv(), logger });
+  const timeouts = timeoutsFromEnv();
+  const knex = createKnex(databaseUrl, { ...timeouts, logger });
   cleanups.unshift(() => knex.destroy());
   const storage = knexStorage({ knex });
 
@@ -314,6 +315,9 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
+  // In-flight requests get at least 8 s, and as long as one database statement can wait before its 503 (a hung
+  // database: a pooled connection's wait, then the query's cap; 10 s by default), plus a margin.
+  const graceMs = Math.max(8000, longestStatementWaitMs(timeouts) + 2000);
   // Once stopping, every connection ends with the answer it is writing, so keep-alive clients move off at once and
   // their next connection is refused, instead of holding the server open until the force timer.
   const drain = drainOnStop(server);
@@ -322,9 +326,9 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down: no new connections, finishing in-flight requests');
     const force = setTimeout(() => {
-      logger.warn({}, 'in-flight requests did not finish in 8 s: closing connections');
+      logger.warn({ grace_ms: graceMs }, 'in-flight requests did not finish in time: closing connections');
       server.closeAllConnections();
-    }, 8000);
+    }, graceMs);
     force.unref();
     server.close(() => {
       void (async () => {

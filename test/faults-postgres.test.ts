@@ -15,10 +15,10 @@ import type { Knex } from 'knex';
 import pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
-import { knexStorage } from '../index.js';
+import { knexStorage, silentLogger } from '../index.js';
 import { isStorageUnavailable } from '../lib/errors.js';
 import { createExampleApp } from '../examples/app.js';
-import { createKnex, scrubKnexMessage } from '../examples/db.js';
+import { createKnex, longestStatementWaitMs, scrubKnexMessage, timeoutsFromEnv } from '../examples/db.js';
 import type { EmbeddedPostgresServer } from '../examples/embedded-postgres.js';
 import { KEY_A, insertDevice, ring } from './support/fixtures.js';
 import { freshDatabase } from './support/postgres.js';
@@ -83,12 +83,36 @@ describe('isStorageUnavailable(): the error shapes the fault runs produced (regr
   });
 });
 
+describe('longestStatementWaitMs(): how long a stopping example server gives its in-flight requests', () => {
+  it("a pooled connection's wait, then the query's client-side cap (the statement's + 1 s): 10 s by default, from DB_* when set", () => {
+    expect(longestStatementWaitMs()).to.equal(4000 + 6000);
+    expect(longestStatementWaitMs(timeoutsFromEnv({ DB_STATEMENT_TIMEOUT_MS: '20000', DB_ACQUIRE_TIMEOUT_MS: '1000' }))).to.equal(1000 + 21000);
+    expect(longestStatementWaitMs({ queryTimeoutMs: 500, acquireTimeoutMs: 100 })).to.equal(600);
+  });
+});
+
 describe('scrubKnexMessage(): knex warnings without SQL (regression: a fault run logged the query)', () => {
   it('keeps the label and the driver reason, drops the SQL', () => {
     expect(scrubKnexMessage('Connection Error: Error: select *, count(*) over () as full_count from "mfa_devices" where "tenant_id" = $1 - read ECONNRESET')).to.equal('Connection Error: read ECONNRESET');
     expect(scrubKnexMessage('Connection Error: Error: Connection terminated unexpectedly')).to.equal('Connection Error: Error: Connection terminated unexpectedly');
     expect(scrubKnexMessage('Connection Error: select 1 from x')).to.equal('Connection Error: (message withheld: it held query text)');
     expect(scrubKnexMessage({ sql: 'select 1' })).to.equal('knex message');
+  });
+
+  it("writes knex's warnings at most once per 10 s while the database is down (one per failed connection attempt before), counting those left out", async () => {
+    const lines: Array<{ level: string; obj: Record<string, unknown>; msg: string }> = [];
+    const capture = (level: string) => (obj: Record<string, unknown>, msg: string) => void lines.push({ level, obj, msg });
+    const logger = { ...silentLogger, warn: capture('warn'), error: capture('error') };
+    // Nothing listens on port 1: every attempt is refused at once.
+    const knex = createKnex('postgres://postgres@127.0.0.1:1/x', { logger, acquireTimeoutMs: 1500, connectTimeoutMs: 300 });
+    try {
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => knex.raw('select 1')));
+      expect(results.every((r) => r.status === 'rejected')).to.equal(true);
+      const warned = lines.filter((l) => l.obj.component === 'knex');
+      expect(warned.map((l) => l.msg)).to.deep.equal(['Acquire connection error: Error: connect ECONNREFUSED 127.0.0.1:1']);
+    } finally {
+      await knex.destroy();
+    }
   });
 });
 

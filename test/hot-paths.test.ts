@@ -194,6 +194,8 @@ describe('hot-path helpers', () => {
         ['request completed', 30, '/healthz'],
         ['request aborted', 40, '/readyz'],
       ]);
+      // No status was sent: the line names none (not the 200 a response starts with).
+      expect(access.map((l) => l.res)).to.deep.equal([{ status: 200 }, { status: 200 }, { status: 200 }, {}]);
     });
 
     it("follows the logger's level when it is changed at run time, and still redacts the logger's other lines", async () => {
