@@ -76,6 +76,8 @@ describe('knexStorage: the pool hands out no connection left inside a transactio
     const left = await putBackDirty(async (c) => {
       await c.query('BEGIN');
       await c.query('select 1 / 0').catch(() => undefined);
+      // pg reports the error on Postgres's ErrorResponse; the ReadyForQuery that says 'E' comes just after.
+      while (c.getTransactionStatus() !== 'E') await new Promise((resolve) => setImmediate(resolve));
     });
     expect(left.getTransactionStatus()).to.equal('E');
     // A prepared statement of the kit (the device listing) on a clean connection, not a 25P02.
