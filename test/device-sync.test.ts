@@ -165,6 +165,10 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       const got = [...p1.body.items, ...p2.body.items, ...p3.body.items].map((i: { id: string }) => i.id);
       expect(got).to.deep.equal(expected);
       expect(p2.body.pagination).to.deep.equal({ page: 2, page_size: 2, total: 5, total_pages: 3, has_next: true, has_prev: true });
+      // Past the last page: no items, and still the whole count.
+      const past = await getList(user, 'acme', '?page=4&page_size=2');
+      expect(past.body.items).to.deep.equal([]);
+      expect(past.body.pagination).to.deep.equal({ page: 4, page_size: 2, total: 5, total_pages: 3, has_next: false, has_prev: true });
       const bad = await getList(user, 'acme', '?page_size=101');
       expect(bad.status).to.equal(400);
       expect(bad.body.errors[0].field).to.equal('page_size');

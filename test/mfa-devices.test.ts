@@ -363,6 +363,14 @@ describe('mfaDevicesRouter: devices', () => {
       expect(res.status).to.equal(400);
       expect(res.body.code).to.equal(40000010);
       expect((await as(request(app).get('/auth/mfa/devices'), 'late')).body).to.deep.equal([]);
+      // A wrong code on it is the same 400 but no failure: nothing is counted and no mfa.failed event is sent.
+      events.length = 0;
+      const wrong = await as(request(app).post(`/auth/mfa/devices/${e.device.id}/verify`).send({ code: '000000' }), 'late');
+      expect(wrong.status).to.equal(400);
+      expect(events.map((x) => x.name)).to.deep.equal([]);
+      expect(await db.knex('mfa_verification_failures').where({ tenant_id: 'acme', user_id: 'late' }).count({ n: '*' }).first()).to.deep.equal({ n: '0' });
+      // Nor can it be renamed: it is gone for the user.
+      expect((await as(request(app).patch(`/auth/mfa/devices/${e.device.id}`).send({ deviceName: 'Again' }), 'late')).status).to.equal(404);
     });
 
     it('an enrolment code is accepted once: two concurrent confirmations → one 200', async () => {

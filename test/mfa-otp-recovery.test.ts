@@ -210,13 +210,35 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(res.body).to.deep.equal({ sent: true, destination: '+44••••••123', purpose: 'login', expiresIn: 600 });
       const { code, purpose } = sender.last();
       expect(purpose).to.equal('login');
+      await db.knex('mfa_devices').where({ tenant_id: 'acme', id }).update({ last_used_at: new Date(Date.UTC(2020, 0, 1)) });
       let v = await login(u, { code });
       expect(v.status).to.equal(200);
       expect(v.body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
       v = await login(u, { code });
       expect(v.status).to.equal(400);
       const list = await as(request(app).get('/auth/mfa/devices'), u);
-      expect(list.body[0].lastUsedAt).to.be.a('string');
+      // The login set it (it was 2020 before).
+      expect(Date.parse(list.body[0].lastUsedAt as string)).to.be.above(Date.UTC(2026, 0, 1));
+    });
+
+    it('a replayed TOTP code is not tried against pending sms/email codes: it spends none of their attempts', async () => {
+      const strict = build({ codeMaxAttempts: 1, lockout: { maxFailures: 10 } });
+      const u = user('replay-sms');
+      const enrolled = await as(request(strict).post('/auth/mfa/devices/sms').send({ deviceName: 'Mobile', phoneNumber: '+44 7700 900124' }), u);
+      const sms = enrolled.body.device.id as string;
+      expect((await as(request(strict).post(`/auth/mfa/devices/${sms}/verify`).send({ code: sender.last().code }), u)).status).to.equal(200);
+      const t = await as(request(strict).post('/auth/mfa/devices/totp').send({ deviceName: 'App' }), u);
+      expect((await as(request(strict).post(`/auth/mfa/devices/${t.body.device.id}/verify`).send({ code: oathtool(t.body.secret as string, clock.ms) }), u)).status).to.equal(200);
+      clock.step(1);
+      expect((await as(request(strict).post(`/auth/mfa/devices/${sms}/challenge`), u)).status).to.equal(202);
+      const smsCode = sender.last().code;
+      const totpCode = oathtool(t.body.secret as string, clock.ms);
+      expect((await as(request(strict).post('/auth/mfa/verify').send({ code: totpCode }), u)).status).to.equal(200);
+      expect((await as(request(strict).post('/auth/mfa/verify').send({ code: totpCode }), u)).status).to.equal(400);
+      // The sms code's one attempt is still there.
+      const v = await as(request(strict).post('/auth/mfa/verify').send({ code: smsCode }), u);
+      expect(v.status, v.text).to.equal(200);
+      expect(v.body).to.include({ method: 'sms', deviceId: sms });
     });
 
     it('with deviceId; an enrolment code is not a login code', async () => {
@@ -466,7 +488,10 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
     it('wrong recovery codes count towards the lockout; locked, even a right one gets 429', async () => {
       const u = user('rc-lock');
       const codes = await codesFor(u);
+      events.length = 0;
       for (let i = 0; i < 3; i++) expect((await login(u, { recoveryCode: 'aaaa-bbbb-cccc' })).status).to.equal(400);
+      // Each wrong one is a failure event, and the third locks (its event too).
+      expect(events.map((e) => e.name)).to.deep.equal(['mfa.failed', 'mfa.failed', 'mfa.failed', 'lockout']);
       const res = await login(u, { recoveryCode: codes[0] });
       expect(res.status).to.equal(429);
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 10 });

@@ -200,6 +200,12 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
       const list = async (query: string) => as(request(app).get(`/auth/mfa/trusted-devices${query}`), u);
       const idsOf = (body: unknown) => (body as Array<{ id: string }>).map((t) => t.id);
       expect(idsOf((await list('')).body)).to.deep.equal(ids);
+      // One past its trustedUntil: not listed, not counted.
+      await db.knex('trusted_devices').where({ tenant_id: 'acme', id: ids[1] }).update({ trusted_until: new Date(Date.now() - 1000) });
+      const live = await list('');
+      expect(idsOf(live.body)).to.deep.equal([ids[0], ids[2]]);
+      expect(live.headers['x-total-count']).to.equal('2');
+      await db.knex('trusted_devices').where({ tenant_id: 'acme', id: ids[1] }).update({ trusted_until: new Date(Date.now() + 86_400_000) });
       let res = await list('?page=2&page_size=2');
       expect(res.status).to.equal(200);
       expect(idsOf(res.body)).to.deep.equal(ids.slice(2));

@@ -127,6 +127,8 @@ describe('sms and email one-time codes', () => {
       for (const c of codes) expect(c).to.match(/^[0-9]{6}$/);
       // 40 draws from 10^6: a repeat has probability < 0.1 %; all equal would mean a broken generator.
       expect(codes.size).to.be.at.least(38);
+      // From all of 10^6, not a smaller range padded to six digits: 40 codes all under 100000 has probability 10^-40.
+      expect([...codes].some((c) => c[0] !== '0')).to.equal(true);
     });
 
     it('answers DEVICE_NOT_FOUND when the device does not exist, and sends nothing', async () => {

@@ -48,6 +48,8 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
         [{ amr: ['pwd'], auth_time: at }, false],
         [{ amr: 'mfa', auth_time: at }, false], // amr is a list (RFC 8176)
         [{ acr: ['urn:example:mfa'], auth_time: at }, false],
+        [{ acr: 'pwd', auth_time: at }, false], // an acr the policy does not list
+        [{ acr: 'urn:example:MFA', auth_time: at }, false],
         [{ amr: ['MFA'], auth_time: at }, false],
         [{ amr: ['mfa'], auth_time: at - 601 }, false],
         [{ amr: ['mfa'] }, false],
@@ -118,6 +120,15 @@ describe('stepUp: a second factor to change second factors (RFC 9470)', function
       const row = (await db.knex('mfa_devices').where({ id }).first()) as { enabled: boolean };
       expect(row.enabled).to.equal(true);
       expect((await request(app).get('/auth/mfa/recovery-codes').set('Authorization', auth)).body).to.deep.equal({ remaining: 0 });
+    });
+
+    it('a user whose only verified device is turned off still has a factor to protect: a password-only token cannot remove it (401, not a 404)', async () => {
+      const { id } = await firstDevice('dora');
+      const off = await request(app).patch(`/auth/mfa/devices/${id}`).set('Authorization', stepped('dora')).send({ enabled: false });
+      expect(off.status, off.text).to.equal(200);
+      const auth = password('dora');
+      expectStepUp(await request(app).delete(`/auth/mfa/devices/${id}`).set('Authorization', auth), 'remove the device that is off');
+      expect(await db.knex('mfa_devices').where({ id }).first()).to.include({ enabled: false });
     });
 
     it('what changes no factor still works with the password-only token: list, rename, counts, trusted devices, the login second factor', async () => {
