@@ -35,7 +35,7 @@ export { silentLogger, type Logger } from './lib/logger.js';
 // [3/7] recovery codes, sms/email codes, key rotation
 export { createRecoveryCodes, normalizeRecoveryCode, DEFAULT_RECOVERY_CODE_COUNT, type RecoveryCodes, type RecoveryCodesOptions } from './lib/recovery-codes.js';
 export { createOtpChannels, demoSender, maskDestination, normalizeDestination, DEFAULT_CODE_TTL_SECONDS, DEFAULT_MAX_ATTEMPTS, type MfaCodeMessage, type MfaCodeSender, type OtpChannels, type OtpChannelsOptions, type OtpCodeTarget } from './lib/otp-channels.js';
-export { reencrypt, unreadableKeyIds, SEALED_TABLES, DEFAULT_REENCRYPT_BATCH_SIZE, type ReencryptOptions, type ReencryptResult, type SealedTable, type UnreadableKeyId } from './lib/reencrypt.js';
+export { reencrypt, unreadableKeyIds, mismatchedKeyIds, SEALED_TABLES, DEFAULT_REENCRYPT_BATCH_SIZE, type MismatchedKeyId, type ReencryptOptions, type ReencryptResult, type SealedTable, type UnreadableKeyId } from './lib/reencrypt.js';
 export type { MfaRequestContext } from './lib/context.js';
 
 // [2/7] trusted devices

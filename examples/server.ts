@@ -11,7 +11,7 @@ import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import type { Knex } from 'knex';
-import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, unreadableKeyIds, type KeyRing, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
+import { generateKey, keyRing, knexStorage, memoryCache, migrate, redisCache, REDIS_CACHE_CLIENT_OPTIONS, unreadableKeyIds, mismatchedKeyIds, type KeyRing, type StepUpOptions, type TrustedDeviceCache } from '../index.js';
 import { MAX_STEP_UP_AGE_SECONDS } from '../lib/step-up.js';
 import { LOG_LEVELS, REDACT_PATHS } from '../lib/logger.js';
 import { isDevelopment } from '../lib/options.js';
@@ -178,6 +178,15 @@ function loadEnv(): ServerEnv {
  * ring go on serving. A key generated for this run (development) only warns: rows of an earlier run stay unreadable.
  */
 async function checkKeysInUse(knex: Knex, ring: KeyRing, env: ServerEnv): Promise<void> {
+  // The right id with another key (mistyped, generated anew): every row under it would answer 500.
+  const mismatched = await mismatchedKeyIds(knex, ring);
+  if (mismatched.length > 0) {
+    const ids = [...new Set(mismatched.map((m) => m.keyId))].join(', ');
+    throw new TypeError(
+      `MFA_ENCRYPTION_KEYS: the key with id ${ids} opens none of the stored secrets sealed under that id (${mismatched.map((m) => `${m.tried} tried in ${m.table}`).join(', ')}): ` +
+        'it is not the key they were sealed with; set that id to its original key',
+    );
+  }
   const unreadable = await unreadableKeyIds(knex, ring);
   if (unreadable.length === 0) return;
   const ids = [...new Set(unreadable.map((u) => u.keyId))].join(', ');
@@ -289,6 +298,10 @@ async function main(): Promise<void> {
     logger.warn('STEP_UP_AMR is unset: any valid user token may change the user\'s factors and read their vault; keep tokens issued before the second factor off these routes, or set STEP_UP_AMR');
   }
   logger.info({ url: base, cache: env.redisUrl ? 'redis' : 'in-process' }, 'express-mfa-kit example server listening');
+  // Every secret set, as in a deployment, but NODE_ENV left unset: development, in which the demo sender prints codes.
+  if (development && env.generated.length === 0 && nodeEnv !== 'test') {
+    logger.warn({ node_env: nodeEnv || null }, 'development mode: sms/email codes are printed on stdout ([demo sender] lines), not sent; set NODE_ENV=production in a deployment');
+  }
 
   if (env.generated.length > 0) {
     // Development only: print what was generated so the server can be called right away. A key the operator set

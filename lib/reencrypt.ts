@@ -95,6 +95,44 @@ export async function unreadableKeyIds(knex: Knex, keyRing: KeyRing, tables: rea
   return found;
 }
 
+/** A key id of the ring whose key opened none of the rows sealed under that id that were tried (`mismatchedKeyIds`). */
+export interface MismatchedKeyId {
+  table: string;
+  keyId: string;
+  /** Rows tried, none of which opened. */
+  tried: number;
+}
+
+/**
+ * The key ids of the ring whose key is not the one their rows were sealed with: for each table and key id, up to
+ * `sample` rows sealed under it are opened, and an id none of whose rows opens is reported. The same id with another
+ * key (mistyped, or generated anew) passes `unreadableKeyIds` but opens nothing; one damaged row among good ones is
+ * not reported. For a start-up check: a few indexed-or-early-stopping reads per key id.
+ */
+export async function mismatchedKeyIds(knex: Knex, keyRing: KeyRing, tables: readonly SealedTable[] = SEALED_TABLES, sample = 3): Promise<MismatchedKeyId[]> {
+  const found: MismatchedKeyId[] = [];
+  for (const spec of tables) {
+    if (!(await knex.schema.hasTable(spec.table))) continue;
+    for (const keyId of keyRing.keyIds) {
+      const rows = (await knex(spec.table)
+        .select('tenant_id', 'user_id', 'id', { data: spec.dataColumn })
+        .where(spec.keyIdColumn, keyId)
+        .limit(sample)) as Array<Omit<SealedRow, 'key_id'>>;
+      const opens = (row: Omit<SealedRow, 'key_id'>): boolean => {
+        try {
+          keyRing.open({ keyId, data: row.data }, aad(row.tenant_id, row.user_id, String(row.id)));
+          return true;
+        } catch (err) {
+          if (!isProblemError(err)) throw err;
+          return false;
+        }
+      };
+      if (rows.length > 0 && !rows.some(opens)) found.push({ table: spec.table, keyId, tried: rows.length });
+    }
+  }
+  return found;
+}
+
 /**
  * Re-seals, with the active key, every row of the kit's tables sealed with another key, and reports
  * per existing table how many rows moved. No downtime: rows are walked in primary-key order, each

@@ -195,7 +195,15 @@ describe('example server start-up', () => {
       expect(run.code, run.output).to.equal(1);
       expect(run.output).to.match(/MFA_ENCRYPTION_KEYS holds no key with id k2, under which 1 stored secret\(s\) are sealed \(1 in mfa_devices\)/);
       expect(run.output).not.to.contain(Buffer.alloc(32, 3).toString('base64'));
-      expect(await outputUntil({ ...secrets, MFA_ENCRYPTION_KEYS: `${other},${ENCRYPTION_KEYS[0]!}` }, cwd, /server listening/)).not.to.match(/holds no key/);
+      // Every secret set but NODE_ENV unset: it starts, and says that codes are printed, not sent.
+      const started = await outputUntil({ ...secrets, MFA_ENCRYPTION_KEYS: `${other},${ENCRYPTION_KEYS[0]!}` }, cwd, /development mode: sms\/email codes are printed on stdout/);
+      expect(started).to.match(/server listening/).and.not.to.match(/holds no key/);
+      // The right id with another key (mistyped, generated anew): refused too, naming the id, never a key.
+      const wrong = `k2:${Buffer.alloc(32, 5).toString('base64')}`;
+      const mistyped = await runServer({ ...secrets, MFA_ENCRYPTION_KEYS: wrong });
+      expect(mistyped.code, mistyped.output).to.equal(1);
+      expect(mistyped.output).to.match(/the key with id k2 opens none of the stored secrets sealed under that id \(1 tried in mfa_devices\)/);
+      expect(mistyped.output).not.to.contain(Buffer.alloc(32, 5).toString('base64'));
     });
   });
 

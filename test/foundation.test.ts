@@ -530,6 +530,14 @@ describe('keyRing()', () => {
     expect(() => keyRing(`k1:${url}`)).to.throw(TypeError, /'k1' is not standard base64 .*not base64url/);
     expect(() => keyRing(`k1:${key}\nk2:${key}`)).to.throw(TypeError, /'k1' is not standard base64 .*separated by a comma/);
     expect(() => keyRing([k1, k1])).to.throw(TypeError, /twice/);
+    // One key under two ids: a rotation to the second would retire nothing.
+    const again = `kX:${k1.slice(k1.indexOf(':') + 1)}`;
+    expect(() => keyRing([again, k1])).to.throw(TypeError, /'k1' is the same key as an earlier id/);
+    try {
+      keyRing([again, k1]);
+    } catch (err) {
+      expect((err as Error).message).not.to.contain(k1.slice(k1.indexOf(':') + 1));
+    }
     expect(() => keyRing('')).to.throw(TypeError, /MFA_ENCRYPTION_KEYS/);
   });
 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import type { Knex } from 'knex';
-import { aad, keyRing, knexStorage, reencrypt, silentLogger, type KeyRing, type Logger } from '../index.js';
+import { aad, keyRing, knexStorage, mismatchedKeyIds, reencrypt, silentLogger, type KeyRing, type Logger } from '../index.js';
 import { ENCRYPTION_KEYS } from './support/fixtures.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 
@@ -150,6 +150,19 @@ describe('reencrypt (key rotation)', () => {
       }
     }
     expect(failed).to.equal(23);
+  });
+
+  it('mismatchedKeyIds: an id whose key opens none of its rows (the right id, another key), not one damaged row among good ones', async () => {
+    expect(await mismatchedKeyIds(db.knex, rotated)).to.deep.equal([]);
+    // k1 with another key: none of the 23 rows under k1 opens (3 tried); k2's rows still do.
+    const wrongOld = keyRing([NEW_KEY, `k1:${Buffer.alloc(32, 7).toString('base64')}`]);
+    expect(await mismatchedKeyIds(db.knex, wrongOld)).to.deep.equal([{ table: 'mfa_devices', keyId: 'k1', tried: 3 }]);
+    // One damaged row under k2 among its three: k2 is still the right key.
+    const [row] = await db.knex<DeviceRow>('mfa_devices').where({ secret_key_id: 'k2' }).limit(1);
+    await db.knex('mfa_devices').where({ tenant_id: row!.tenant_id, id: row!.id }).update({ secret_ciphertext: Buffer.alloc(40, 1) });
+    expect(await mismatchedKeyIds(db.knex, rotated)).to.deep.equal([]);
+    // A key id with no rows is not judged.
+    expect(await mismatchedKeyIds(db.knex, stranger)).to.deep.equal([]);
   });
 
   it('checks its options', async () => {
