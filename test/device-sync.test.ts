@@ -333,6 +333,26 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect(retry.status).to.equal(200);
     });
 
+    it('a create whose fingerprint was taken and then freed between its insert and its read (a delete meanwhile): tried again, 201', async function () {
+      // The store answers the first insert as a conflict with no current record, as a record deleted in between leaves it.
+      let raced = false;
+      const syncRecords = new Proxy(storage.syncRecords, {
+        get(target, prop) {
+          const value: unknown = Reflect.get(target, prop);
+          if (prop !== 'create' || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          return (...args: Parameters<typeof target.create>) => {
+            if (raced) return target.create(...args);
+            raced = true;
+            return Promise.resolve({ status: 'conflict' as const, current: null });
+          };
+        },
+      });
+      const racing = makeApp(new Proxy(storage, { get: (target, prop) => (prop === 'syncRecords' ? syncRecords : Reflect.get(target, prop)) }));
+      const res = await post(racing, { device_fingerprint: fingerprint(), device_name: 'Pixel 8', totp_devices: [] });
+      expect(res.status, res.text).to.equal(201);
+      expect(raced).to.equal(true);
+    });
+
     it('a token for a record deleted meanwhile → 409 with sync_token null, and nothing is created', async function () {
       const first = await create();
       expect((await del(first.id!)).status).to.equal(204);

@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { knex as createKnex, type Knex } from 'knex';
 import request from 'supertest';
 import { knexStorage, ProblemError, silentLogger, type KnexStorage, type MfaDevicesRouterOptions, type MfaEventMap, type MfaEventName, type VerificationThrottleStore } from '../index.js';
-import { KEY_A } from './support/fixtures.js';
+import { insertDevice, KEY_A } from './support/fixtures.js';
 import { racingDevices } from './support/racing.js';
 import { as, mfaApp, oathtool, TestClock, token } from './support/mfa.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
@@ -229,6 +229,19 @@ describe('mfa code verification', () => {
         expect(names()).to.deep.equal(['mfa.failed']);
         expect(events[0]!.payload).to.include({ reason: 'invalid_code' });
       }
+    });
+
+    it("a device turned off while its right code is checked does not end the search: the user's other device with that secret takes the code", async () => {
+      const racing = racingDevices(storage, 'recordTotpStep');
+      const { app, clock } = setup({}, racing.storage);
+      const user = newUser('two-same');
+      const first = await verifiedDevice(app, clock, user);
+      // A second device of the same secret (an authenticator restored on a new phone), older: tried after the first.
+      const second = await insertDevice(fresh.knex, { tenantId: 'acme', userId: user, secret: first.secret, createdAt: new Date(Date.now() - 86_400_000) });
+      racing.meanwhile(([, , id]) => fresh.knex('mfa_devices').where({ id }).update({ enabled: false }));
+      const res = await login(app, user, { code: oathtool(first.secret, clock.ms) });
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal({ verified: true, method: 'totp', deviceId: second });
     });
 
     it("an enrolment's right code whose device is removed, or verified by a racing request, while it is checked: 404 / 400 already verified, not a replay, not counted (found by a hostile-input review)", async () => {
