@@ -347,7 +347,7 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
           };
         },
       });
-      const racing = makeApp(new Proxy(storage, { get: (target, prop) => (prop === 'syncRecords' ? syncRecords : Reflect.get(target, prop)) }));
+      const racing = makeApp(new Proxy(storage, { get: (target, prop) => (prop === 'syncRecords' ? syncRecords : (Reflect.get(target, prop) as unknown)) }));
       const res = await post(racing, { device_fingerprint: fingerprint(), device_name: 'Pixel 8', totp_devices: [] });
       expect(res.status, res.text).to.equal(201);
       expect(raced).to.equal(true);
