@@ -12,7 +12,7 @@ import { DEFAULT_MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE, MAX_PAGE } from './pagination
 import { MAX_TOTP_PERIOD, MIN_TOTP_PERIOD } from './totp.js';
 import { otpCode, USER_ID_MAX_LENGTH } from './validation.js';
 import { ACCEPT_PATCH } from './json-body.js';
-import { checkNestedOptions, checkOptionsObject } from './options.js';
+import { checkNestedOptions, checkOptionsObject, HTTP_TOKEN } from './options.js';
 import {
   DEFAULT_MAX_TRUSTED_DEVICE_TTL_SECONDS,
   DEFAULT_TRUSTED_DEVICE_TTL_SECONDS,
@@ -534,6 +534,13 @@ export interface OpenApiOptions {
   servers?: Array<{ url: string; description?: string }>;
   /** `info.version`. @default '0.1.0' */
   version?: string;
+  /**
+   * How the routers were set up, where it changes what a client sends: the internal router's `keyHeader`, the header
+   * each router reads the tenant from (the user routers' `tenantHeader`; the internal router's `tenant` when it is
+   * `tenantFrom.header(name)`), and whether the internal router has its TOTP verify route (it has one with a `keyRing`).
+   * @default { internalKeyHeader: 'X-Internal-API-Key', tenantHeader: 'X-Tenant-ID', totpVerify: true }
+   */
+  routers?: { internalKeyHeader?: string; tenantHeader?: string; totpVerify?: boolean };
 }
 
 export const DEFAULT_MOUNTS: Record<Router, string> = { mfaDevices: '/auth/mfa', deviceSync: '/mfa/devices/sync', internal: '/internal' };
@@ -544,14 +551,14 @@ const STATUS_TEXT: Record<number, string> = {
   429: 'Throttled or locked (Retry-After)', 500: 'Internal error (no detail)', 503: 'Storage or code delivery unavailable (Retry-After)',
 };
 
-/** The challenge every 401 carries (RFC 9110 §15.5.2), by who is refused. */
-const CHALLENGES: Record<Router, string> = {
+/** The challenge every 401 carries (RFC 9110 §15.5.2), by who is refused; the internal one names `keyHeader`. */
+const challenges = (keyHeader: string): Record<Router, string> => ({
   mfaDevices:
     '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1); with `stepUp`, `Bearer error="insufficient_user_authentication", …` on a change of factors by a token that shows no recent second factor (RFC 9470).',
   deviceSync:
     '`Bearer` without a token; `Bearer error="invalid_token", …` for a token that is not accepted (RFC 6750 §3.1); with `stepUp`, `Bearer error="insufficient_user_authentication", …` for a token that shows no second factor (RFC 9470).',
-  internal: '`ApiKey header="x-internal-api-key"`: the header the key goes in.',
-};
+  internal: `\`ApiKey header="${keyHeader.toLowerCase()}"\`: the header the key goes in.`,
+});
 
 /**
  * Every error status of an operation: its own `problems`, and what every operation of its kind answers. 400: a query
@@ -582,7 +589,7 @@ const headerRef = (name: keyof typeof HEADERS): JsonObject => ({ $ref: `#/compon
 /** What every answer of the routers carries (lib/prelude.ts: request id, no-store). */
 const everyAnswer = (): JsonObject => ({ 'X-Request-ID': headerRef('RequestId'), 'Cache-Control': headerRef('NoStore') });
 
-const problemResponse = (status: number, router: Router, method: Operation['method']): JsonObject => ({
+const problemResponse = (status: number, router: Router, method: Operation['method'], challenge: Record<Router, string>): JsonObject => ({
   description: STATUS_TEXT[status] ?? 'Error',
   headers: {
     ...everyAnswer(),
@@ -590,7 +597,7 @@ const problemResponse = (status: number, router: Router, method: Operation['meth
       method === 'patch' && {
         'Accept-Patch': { description: 'With a JSON Patch body (application/json-patch+json): the types a PATCH takes (RFC 5789 §3.1).', required: false, schema: { type: 'string', const: ACCEPT_PATCH } },
       }),
-    ...(status === 401 && { 'WWW-Authenticate': { description: CHALLENGES[router], required: true, schema: { type: 'string' } } }),
+    ...(status === 401 && { 'WWW-Authenticate': { description: challenge[router], required: true, schema: { type: 'string' } } }),
     ...(status === 405 && { Allow: headerRef('Allow') }),
     ...((status === 429 || status === 503) && { 'Retry-After': headerRef('RetryAfter') }),
   },
@@ -612,7 +619,16 @@ const MOUNT_PATH = /^\/[A-Za-z0-9._~$&',;=@%/-]*$/;
 /** Builds the OpenAPI 3.1 document of the kit's routes. */
 export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
   const given: unknown = options;
-  checkOptionsObject('openApiDocument', given, ['mounts', 'servers', 'version'], "{ mounts: { internal: '/internal' } }");
+  checkOptionsObject('openApiDocument', given, ['mounts', 'servers', 'version', 'routers'], "{ mounts: { internal: '/internal' } }");
+  checkNestedOptions('openApiDocument', 'routers', options.routers, ['internalKeyHeader', 'tenantHeader', 'totpVerify'], "{ tenantHeader: 'X-Tenant-ID' }");
+  const { internalKeyHeader = 'X-Internal-API-Key', tenantHeader = 'X-Tenant-ID', totpVerify = true } = options.routers ?? {};
+  for (const [name, header] of [['internalKeyHeader', internalKeyHeader], ['tenantHeader', tenantHeader]] as const) {
+    if (typeof header !== 'string' || !HTTP_TOKEN.test(header.toLowerCase())) {
+      throw new TypeError(`express-mfa-kit: openApiDocument() option 'routers.${name}' must be an HTTP header name, e.g. '${name === 'tenantHeader' ? 'X-Tenant-ID' : 'X-Internal-API-Key'}'`);
+    }
+  }
+  if (typeof totpVerify !== 'boolean') throw new TypeError("express-mfa-kit: openApiDocument() option 'routers.totpVerify' must be a boolean: false when the internal router has no keyRing");
+  const challenge = challenges(internalKeyHeader);
   checkNestedOptions('openApiDocument', 'mounts', options.mounts, Object.keys(DEFAULT_MOUNTS), "{ internal: '/internal' }");
   for (const [router, mount] of Object.entries(options.mounts ?? {})) {
     if (typeof mount !== 'string' || !MOUNT_PATH.test(mount)) {
@@ -640,6 +656,8 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
   );
   const paths: Record<string, Record<string, JsonObject>> = {};
   for (const op of OPERATIONS) {
+    // The internal TOTP verify route exists only on a router given a keyRing.
+    if (!totpVerify && op.router === 'internal' && op.path === '/mfa/totp/verify') continue;
     const path = operationPath(op, mounts);
     const responses: Record<string, JsonObject> = {};
     for (const [status, schema] of Object.entries(op.responses)) {
@@ -650,13 +668,13 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
         ...(schema !== null && { content: { 'application/json': { schema: ref(schema) } } }),
       };
     }
-    for (const status of problemStatuses(op)) responses[String(status)] = problemResponse(status, op.router, op.method);
+    for (const status of problemStatuses(op)) responses[String(status)] = problemResponse(status, op.router, op.method, challenge);
     const parameters = [
       ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
       ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),
       ...(op.router === 'internal'
-        ? [{ name: 'X-Tenant-ID', in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]
-        : [{ name: 'X-Tenant-ID', in: 'header', required: false, schema: { type: 'string' }, description: 'When sent, must equal the token\'s tenant_id claim (else 403).' }]),
+        ? [{ name: tenantHeader, in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]
+        : [{ name: tenantHeader, in: 'header', required: false, schema: { type: 'string' }, description: 'When sent, must equal the token\'s tenant claim (else 403).' }]),
     ];
     (paths[path] ??= {})[op.method] = {
       tags: [op.tag],
@@ -685,7 +703,7 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
       headers: structuredClone(HEADERS),
       securitySchemes: {
         bearerJwt: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'Claims: sub = user id, tenant_id = tenant.' },
-        internalKey: { type: 'apiKey', in: 'header', name: 'X-Internal-API-Key' },
+        internalKey: { type: 'apiKey', in: 'header', name: internalKeyHeader },
       },
     },
   };

@@ -3,7 +3,8 @@ import { expect } from 'chai';
 import type { Express } from 'express';
 import { pino } from 'pino';
 import request from 'supertest';
-import { memoryCache, type MfaCodeSender } from '../index.js';
+import express from 'express';
+import { internalRouter, memoryCache, tenantFrom, type MfaCodeSender } from '../index.js';
 import { createExampleApp } from '../examples/app.js';
 import { OPERATIONS, ProblemSchema, openApiDocument, operationPath, type OpenApiOptions } from '../lib/openapi.js';
 import { KEY_A, migratedStorage, ring, type TestDb } from './support/fixtures.js';
@@ -399,10 +400,35 @@ describe('OpenAPI document', () => {
       [{ servers: [{ href: 'http://x' }] }, /option 'servers' must be a list/],
       [{ servers: [{ url: 'http://x', description: 42 }] }, /option 'servers' must be a list/],
       [{ version: 42 }, /option 'version' must be the API's version as text/],
+      [{ routers: { keyHeader: 'X-Key' } }, /option 'routers' has an unknown option 'keyHeader'/],
+      [{ routers: { tenantHeader: 'X Tenant' } }, /'routers\.tenantHeader' must be an HTTP header name/],
+      [{ routers: { internalKeyHeader: 42 } }, /'routers\.internalKeyHeader' must be an HTTP header name/],
+      [{ routers: { totpVerify: 'no' } }, /'routers\.totpVerify' must be a boolean/],
     ];
     for (const [options, message] of refused) expect(() => openApiDocument(options as OpenApiOptions), JSON.stringify(options)).to.throw(TypeError, message);
     const doc = openApiDocument({ mounts: { internal: '/svc/v1/internal/' } }) as { paths: Record<string, unknown> };
     expect(doc.paths).to.have.property('/svc/v1/internal/session/trusted-devices/check');
+  });
+
+  it("documents the routers as they were set up (routers: key header, tenant header, no TOTP verify without a keyRing), and such a router answers what it says", async () => {
+    const custom = openApiDocument({ routers: { internalKeyHeader: 'X-Api-Key', tenantHeader: 'X-Org', totpVerify: false } }) as unknown as Doc & { components: { securitySchemes: Record<string, { name?: string }> } };
+    expect(custom.components.securitySchemes.internalKey!.name).to.equal('X-Api-Key');
+    expect(custom.paths).to.not.have.property('/internal/mfa/totp/verify');
+    const check = custom.paths['/internal/session/trusted-devices/check']!.get!;
+    const headers = (check.parameters as Array<{ name: string; in: string; required: boolean }>).filter((p) => p.in === 'header');
+    expect(headers).to.deep.equal([{ name: 'X-Org', in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]);
+    expect(JSON.stringify(check.responses['401'])).to.contain('ApiKey header=\\"x-api-key\\"');
+    const devices = custom.paths['/auth/mfa/devices']!.get!;
+    expect((devices.parameters as Array<{ name: string; in: string }>).filter((p) => p.in === 'header').map((p) => p.name)).to.deep.equal(['X-Org']);
+    // A router set up that way (no keyRing) answers with those headers, and has no verify route.
+    const app = express();
+    app.use('/internal', internalRouter({ storage: db.storage, internalKeys: [KEY_A], keyHeader: 'X-Api-Key', tenant: tenantFrom.header('X-Org') }));
+    const ok = await request(app).get('/internal/session/trusted-devices/check?user_id=u&device_fingerprint=f').set('X-Api-Key', KEY_A).set('X-Org', 'acme');
+    expect(ok.status, ok.text).to.equal(200);
+    const challenge = (await request(app).get('/internal/session/trusted-devices/check?user_id=u&device_fingerprint=f')).headers['www-authenticate'];
+    expect(challenge).to.equal('ApiKey header="x-api-key"');
+    const verify = await request(app).post('/internal/mfa/totp/verify').set('X-Api-Key', KEY_A).set('X-Org', 'acme').send({ user_id: 'u', code: '123456' });
+    expect(verify.status).to.equal(404);
   });
 
   it('is served at /openapi.json as OpenAPI 3.1 whose references all resolve, and /docs renders a page', async () => {
