@@ -28,14 +28,18 @@ export interface CreateKnexOptions extends DbTimeouts {
   logger?: Logger;
 }
 
+/** How long knex waits for a transaction's ROLLBACK before it gives up on it (knex/lib/execution/transaction.js). */
+const KNEX_ROLLBACK_WAIT_MS = 5000;
+
 /**
  * The longest one database statement can keep a request waiting with `timeouts` before it fails (and the request
- * answers 503): a pooled connection's wait, then the client-side cap on the query. A stopping server gives its
- * in-flight requests at least this long.
+ * answers 503): a pooled connection's wait, then the client-side cap on the query, then, inside a transaction, knex's
+ * wait for the ROLLBACK that follows. A stopping server gives its in-flight requests at least this long.
  */
 export function longestStatementWaitMs(timeouts: DbTimeouts = {}): number {
   const statement = timeouts.statementTimeoutMs ?? 5000;
-  return (timeouts.acquireTimeoutMs ?? 4000) + (timeouts.queryTimeoutMs ?? statement + 1000);
+  const query = timeouts.queryTimeoutMs ?? statement + 1000;
+  return (timeouts.acquireTimeoutMs ?? 4000) + query + Math.min(query, KNEX_ROLLBACK_WAIT_MS);
 }
 
 /** The longest database timeout one may set: an hour. */

@@ -175,13 +175,18 @@ function loadEnv(): ServerEnv {
 /**
  * Rows sealed under a key id the ring does not hold answer 500 on every instance: a deploy that dropped a key too early
  * (before `npm run reencrypt` reported none left on it) stops here, naming the key ids, while the instances on the old
- * ring go on serving. A key generated for this run (development) only warns: rows of an earlier run stay unreadable.
+ * ring go on serving. So does an id given another key than its rows were sealed with. A key generated for this run
+ * (development) only warns: rows of an earlier run stay unreadable.
  */
 async function checkKeysInUse(knex: Knex, ring: KeyRing, env: ServerEnv): Promise<void> {
   // The right id with another key (mistyped, generated anew): every row under it would answer 500.
   const mismatched = await mismatchedKeyIds(knex, ring);
   if (mismatched.length > 0) {
     const ids = [...new Set(mismatched.map((m) => m.keyId))].join(', ');
+    if (env.generated.includes('MFA_ENCRYPTION_KEYS')) {
+      logger.warn({ mismatched: mismatched.map((m) => ({ table: m.table, key_id: m.keyId, tried: m.tried })) }, `rows sealed under key id ${ids} do not open with this run's generated key: set MFA_ENCRYPTION_KEYS to the key they were sealed with`);
+      return;
+    }
     throw new TypeError(
       `MFA_ENCRYPTION_KEYS: the key with id ${ids} opens none of the stored secrets sealed under that id (${mismatched.map((m) => `${m.tried} tried in ${m.table}`).join(', ')}): ` +
         'it is not the key they were sealed with; set that id to its original key',
@@ -216,6 +221,13 @@ function connected(redis: Redis, ms: number): Promise<void> {
     const timer = setTimeout(done, ms);
     redis.once('ready', done);
   });
+}
+
+/** Every secret set, as in a deployment, but NODE_ENV left unset: development, in which the demo sender prints codes. */
+function warnDevelopmentWithSecrets(env: ServerEnv): void {
+  if (development && env.generated.length === 0 && nodeEnv !== 'test') {
+    logger.warn({ node_env: nodeEnv || null }, 'development mode: sms/email codes are printed on stdout ([demo sender] lines), not sent; set NODE_ENV=production in a deployment');
+  }
 }
 
 async function main(): Promise<void> {
@@ -298,10 +310,8 @@ async function main(): Promise<void> {
     logger.warn('STEP_UP_AMR is unset: any valid user token may change the user\'s factors and read their vault; keep tokens issued before the second factor off these routes, or set STEP_UP_AMR');
   }
   logger.info({ url: base, cache: env.redisUrl ? 'redis' : 'in-process' }, 'express-mfa-kit example server listening');
-  // Every secret set, as in a deployment, but NODE_ENV left unset: development, in which the demo sender prints codes.
-  if (development && env.generated.length === 0 && nodeEnv !== 'test') {
-    logger.warn({ node_env: nodeEnv || null }, 'development mode: sms/email codes are printed on stdout ([demo sender] lines), not sent; set NODE_ENV=production in a deployment');
-  }
+  // With WORKERS > 1 the primary says it (a worker's env does not tell what the primary generated).
+  if (cluster.isPrimary) warnDevelopmentWithSecrets(env);
 
   if (env.generated.length > 0) {
     // Development only: print what was generated so the server can be called right away. A key the operator set
@@ -329,7 +339,7 @@ async function main(): Promise<void> {
 
   let stopping = false;
   // In-flight requests get at least 8 s, and as long as one database statement can wait before its 503 (a hung
-  // database: a pooled connection's wait, then the query's cap; 10 s by default), plus a margin.
+  // database: a pooled connection's wait, the query's cap, a transaction's rollback; 15 s by default), plus a margin.
   const graceMs = Math.max(8000, longestStatementWaitMs(timeouts) + 2000);
   // Once stopping, every connection ends with the answer it is writing, so keep-alive clients move off at once and
   // their next connection is refused, instead of holding the server open until the force timer.
@@ -396,6 +406,7 @@ async function primary(workers: number): Promise<void> {
   // MFA_KIT_EMBEDDED: the DATABASE_URL the workers get is the embedded one (its generated key is kept, as a single process's).
   for (let i = 0; i < workers; i++) cluster.fork({ ...shared, MFA_KIT_GENERATED: i === 0 ? env.generated.join(',') : '', MFA_KIT_CLEANUP: i === 0 ? '1' : '', MFA_KIT_EMBEDDED: env.databaseUrl ? '' : '1' });
   logger.info({ workers }, 'started the workers');
+  warnDevelopmentWithSecrets(env);
 
   let stopping = false;
   const stop = (code: number) => {

@@ -47,7 +47,7 @@ export function parseKeys(keys: string | readonly string[] | undefined): Array<{
     throw new TypeError('express-mfa-kit: no encryption key: set MFA_ENCRYPTION_KEYS=k1:<base64 of 32 random bytes> (`openssl rand -base64 32`)');
   }
   const seen = new Set<string>();
-  const material = new Set<string>();
+  let active: string | undefined;
   return entries.map((entry) => {
     const colon = entry.indexOf(':');
     const id = colon === -1 ? '' : entry.slice(0, colon);
@@ -67,10 +67,11 @@ export function parseKeys(keys: string | readonly string[] | undefined): Array<{
     if (key.length !== 32) {
       throw new TypeError(`express-mfa-kit: encryption key '${id}' is ${key.length} bytes; AES-256-GCM needs exactly 32 bytes, base64-encoded (\`openssl rand -base64 32\`)`);
     }
-    // One key under two ids: a rotation to the second would re-seal with the same key and retire nothing.
+    // The active key again under an older id: a rotation to it re-seals with the same key and retires nothing. (Two
+    // older ids of one key are let be: a new active key is how a ring that has them is left.)
     const hex = key.toString('hex');
-    if (material.has(hex)) throw new TypeError(`express-mfa-kit: encryption key '${id}' is the same key as an earlier id: each id needs its own key (\`openssl rand -base64 32\`)`);
-    material.add(hex);
+    if (active === undefined) active = hex;
+    else if (hex === active) throw new TypeError(`express-mfa-kit: encryption key '${id}' is the same key as the active (first) one: a rotation to it would retire nothing; give the active id a new key (\`openssl rand -base64 32\`)`);
     return { id, key };
   });
 }

@@ -560,7 +560,10 @@ export function problemClientError(options: ProblemClientErrorOptions = {}): (er
 export function problemConnectRefusal(options: ProblemClientErrorOptions = {}): (req: IncomingMessage, socket: Duplex) => void {
   const answer = socketAnswerer(options);
   return (_req, socket) => {
-    if (!socket.writable) {
+    // Pipelined behind a request whose answer is not written yet: an answer now would be read as that one's. The
+    // connection is closed, as Node does without a listener (a client retries a request that got no answer).
+    const pending = (socket as { _httpMessage?: unknown })._httpMessage;
+    if (!socket.writable || (pending !== null && pending !== undefined)) {
       socket.destroy();
       return;
     }

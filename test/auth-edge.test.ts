@@ -143,6 +143,9 @@ describe('auth edge cases', function () {
       // The server still answers the next connection.
       const next = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\nConnection: close`);
       expect(next.status).to.equal(200);
+      // Pipelined behind a request still being answered: no 400 that the client would read as that request's answer.
+      const pipelined = await rawRequest(port, `GET ${DEVICES} HTTP/1.1\nHost: x\nX-Tenant-ID: acme\nX-Internal-API-Key: ${KEY_A}\n\nCONNECT 127.0.0.1:${port} HTTP/1.1\nHost: 127.0.0.1:${port}`);
+      expect(`${pipelined.head}\r\n\r\n${pipelined.body}`).not.to.contain('400 Bad Request');
     });
 
     it('an HTTP/1.1 request without Host → 400 Problem with its request id (RFC 9112 §3.2), not Node\'s bare status line; HTTP/1.0 needs none', async () => {

@@ -1,12 +1,12 @@
 /** The example server as a user starts it: production refuses to start without its secrets; development prints only what it generated. */
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { EXAMPLE_SERVER_ARGS, ROOT } from './support/example-process.js';
-import { knexStorage } from '../index.js';
+import { aad, keyRing, knexStorage } from '../index.js';
 import { freshDatabase, type FreshDatabase } from './support/postgres.js';
 import { ENCRYPTION_KEYS, insertDevice } from './support/fixtures.js';
 import { insertTrusted } from './support/trusted.js';
@@ -198,6 +198,15 @@ describe('example server start-up', () => {
       // Every secret set but NODE_ENV unset: it starts, and says that codes are printed, not sent.
       const started = await outputUntil({ ...secrets, MFA_ENCRYPTION_KEYS: `${other},${ENCRYPTION_KEYS[0]!}` }, cwd, /development mode: sms\/email codes are printed on stdout/);
       expect(started).to.match(/server listening/).and.not.to.match(/holds no key/);
+      // Development with a generated key (id 'dev', new each run) over rows an earlier run sealed: a warning, not a refusal.
+      await db.knex('mfa_devices').delete();
+      const earlier = keyRing([`dev:${Buffer.alloc(32, 6).toString('base64')}`]);
+      const id = randomUUID();
+      const sealed = earlier.seal('JBSWY3DPEHPK3PXP', aad('acme', 'bob', id));
+      await db.knex('mfa_devices').insert({ tenant_id: 'acme', id, user_id: 'bob', method: 'totp', device_name: 'Phone', secret_key_id: sealed.keyId, secret_ciphertext: sealed.data, totp_algorithm: 'SHA1', totp_digits: 6, totp_period: 30 });
+      expect(await outputUntil(secrets, cwd, /server listening/)).to.match(/rows sealed under key id dev do not open with this run's generated key/);
+      await db.knex('mfa_devices').delete();
+      await insertDevice(db.knex, { tenantId: 'acme', userId: 'alice', method: 'totp', secret: 'JBSWY3DPEHPK3PXP' });
       // The right id with another key (mistyped, generated anew): refused too, naming the id, never a key.
       const wrong = `k2:${Buffer.alloc(32, 5).toString('base64')}`;
       const mistyped = await runServer({ ...secrets, MFA_ENCRYPTION_KEYS: wrong });

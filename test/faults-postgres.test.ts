@@ -84,10 +84,10 @@ describe('isStorageUnavailable(): the error shapes the fault runs produced (regr
 });
 
 describe('longestStatementWaitMs(): how long a stopping example server gives its in-flight requests', () => {
-  it("a pooled connection's wait, then the query's client-side cap (the statement's + 1 s): 10 s by default, from DB_* when set", () => {
-    expect(longestStatementWaitMs()).to.equal(4000 + 6000);
-    expect(longestStatementWaitMs(timeoutsFromEnv({ DB_STATEMENT_TIMEOUT_MS: '20000', DB_ACQUIRE_TIMEOUT_MS: '1000' }))).to.equal(1000 + 21000);
-    expect(longestStatementWaitMs({ queryTimeoutMs: 500, acquireTimeoutMs: 100 })).to.equal(600);
+  it("a pooled connection's wait, the query's client-side cap (the statement's + 1 s), then knex's wait for a transaction's ROLLBACK (5 s, or the cap when shorter): 15 s by default, from DB_* when set", () => {
+    expect(longestStatementWaitMs()).to.equal(4000 + 6000 + 5000);
+    expect(longestStatementWaitMs(timeoutsFromEnv({ DB_STATEMENT_TIMEOUT_MS: '20000', DB_ACQUIRE_TIMEOUT_MS: '1000' }))).to.equal(1000 + 21000 + 5000);
+    expect(longestStatementWaitMs({ queryTimeoutMs: 500, acquireTimeoutMs: 100 })).to.equal(100 + 500 + 500);
   });
 });
 

@@ -9,10 +9,14 @@
  * lockout charge, a vault update), its reads see an old snapshot, and once the transaction has failed each one is a
  * 25P02 error, until the pool drops the connection.
  *
- * So before a connection is handed out, its last ReadyForQuery must say "idle" (`getTransactionStatus()`, pg ≥ 8.11)
- * and no query may still be running on it; otherwise knex's validation refuses it, the pool closes it (the server
- * rolls back what it held) and hands out another. A connection with no status yet (new) passes. Checked on every
- * acquire: two property reads.
+ * So before a connection is handed out, its last ReadyForQuery must say "idle" (`getTransactionStatus()`, pg ≥ 8.21,
+ * the kit's peer range) and no query may still be running on it; otherwise knex's validation refuses it, the pool
+ * closes it (the server rolls back what it held) and hands out another. A connection with no status yet (new), or a
+ * client that cannot tell (pg-native), passes. Checked on every acquire: two property reads.
+ *
+ * A healthy connection can be refused too, at a small cost: pg reports a statement's error before the ReadyForQuery
+ * that follows it, so a connection released on an error and acquired again in that instant still reads as running,
+ * and is closed and replaced.
  */
 import type { Knex } from 'knex';
 
@@ -33,14 +37,24 @@ const guarded = new WeakSet<object>();
 export function isIdleConnection(connection: unknown): boolean {
   const state = connection as PgClientState;
   if (state.readyForQuery === false) return false;
-  const status = typeof state.getTransactionStatus === 'function' ? state.getTransactionStatus() : null;
+  let status: string | null = null;
+  try {
+    // pg-native's client forwards this to a native library that may not have it: then the status is not known.
+    status = typeof state.getTransactionStatus === 'function' ? state.getTransactionStatus() : null;
+  } catch {
+    status = null;
+  }
   return status === null || status === 'I';
 }
 
 export function guardPool(knex: Knex): void {
-  const client = knex.client as unknown as ValidatingClient;
+  const client = knex.client as unknown as ValidatingClient & { driver?: { Client?: { prototype?: object } } };
   if (guarded.has(client) || typeof client.validateConnection !== 'function') return;
   guarded.add(client);
+  const pgClient = client.driver?.Client?.prototype as PgClientState | undefined;
+  if (pgClient && typeof pgClient.getTransactionStatus !== 'function') {
+    process.emitWarning('express-mfa-kit: this pg has no getTransactionStatus() (pg < 8.21): knex\'s pool cannot tell a connection left inside a transaction after a query timeout; upgrade pg', { code: 'MFA_KIT_PG_VERSION' });
+  }
   const validate = client.validateConnection.bind(client);
   client.validateConnection = (connection: unknown) => isIdleConnection(connection) && validate(connection);
 }
