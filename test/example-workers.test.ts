@@ -138,12 +138,15 @@ describe('example server: WORKERS', function () {
         expect(new Set(applied.map((m) => m.name)).size).to.equal(applied.length);
         // Every worker answers with the shared secrets (a wrong key on one of them would be a 401): a new connection a
         // request (node:cluster hands connections out in turn), and each worker's pid in the request log.
-        for (let i = 0; i < 20; i++) {
+        // Until both have answered: the port answers once one worker listens, and the other may still be starting.
+        const check = async () => {
           const res = await getOnNewConnection(`${base}/internal/session/trusted-devices/check?user_id=u&device_fingerprint=f`, { 'x-internal-api-key': KEY, 'x-tenant-id': 'acme' });
           expect(res.status, res.body).to.equal(200);
           expect(JSON.parse(res.body)).to.deep.equal({ trusted: false });
-        }
-        const answeredBy = (): Promise<number[] | undefined> => {
+        };
+        for (let i = 0; i < 20; i++) await check();
+        const answeredBy = async (): Promise<number[] | undefined> => {
+          await check();
           const pids = new Set<number>();
           for (const line of server.output().split('\n')) {
             try {
@@ -153,7 +156,7 @@ describe('example server: WORKERS', function () {
               // not a log line
             }
           }
-          return Promise.resolve(pids.size === 2 ? [...pids].sort() : undefined);
+          return pids.size === 2 ? [...pids].sort() : undefined;
         };
         expect(await waitFor('a check answered by each worker', answeredBy)).to.deep.equal(workerPids(server.child.pid!).sort());
         // CLEANUP_EVERY: the first worker sweeps at start-up, the second does not.
