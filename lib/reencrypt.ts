@@ -107,7 +107,8 @@ export interface MismatchedKeyId {
  * The key ids of the ring whose key is not the one their rows were sealed with: for each table and key id, up to
  * `sample` rows sealed under it are opened, and an id none of whose rows opens is reported. The same id with another
  * key (mistyped, or generated anew) passes `unreadableKeyIds` but opens nothing; one damaged row among good ones is
- * not reported. For a start-up check: a few indexed-or-early-stopping reads per key id.
+ * not reported. For a start-up check: one read per table and key id, which stops at its `sample`-th row (an id with few
+ * rows left on a big table scans it, as `unreadableKeyIds` does).
  */
 export async function mismatchedKeyIds(knex: Knex, keyRing: KeyRing, tables: readonly SealedTable[] = SEALED_TABLES, sample = 3): Promise<MismatchedKeyId[]> {
   const found: MismatchedKeyId[] = [];
