@@ -468,6 +468,12 @@ function requestLineTooLong(err: Error): boolean {
   return lineEnd === -1 || lineEnd * 2 > (headEnd === -1 ? rawPacket.length : headEnd);
 }
 
+/** Whether the bytes Node refused begin a `HEAD` request: its answer carries no body (RFC 9110 §9.3.2). */
+function refusedHead(err: Error): boolean {
+  const { rawPacket } = err as { rawPacket?: unknown };
+  return Buffer.isBuffer(rawPacket) && rawPacket.toString('latin1', 0, 5) === 'HEAD ';
+}
+
 export interface ProblemClientErrorOptions {
   format?: 'problem' | 'simple' | 'nest';
   service?: string;
@@ -510,12 +516,12 @@ function headerLines(headers: ProblemClientErrorOptions['headers']): string {
  * Writes `problem` on a socket node:http never handed to the app, then closes it: what `problemClientError` and
  * `problemConnectRefusal` answer. The options are checked when this is made, not per answer.
  */
-function socketAnswerer(options: ProblemClientErrorOptions): (socket: Duplex, problem: ProblemError) => void {
+function socketAnswerer(options: ProblemClientErrorOptions): (socket: Duplex, problem: ProblemError, headOnly?: boolean) => void {
   const { headers = [], ...formatting } = options;
   const resolved = resolveProblemOptions(formatting); // checks the preset's name
   const format = options.format ?? 'problem';
   const extra = headerLines(headers);
-  return (socket, problem) => {
+  return (socket, problem, headOnly = false) => {
     const { spec } = problem;
     const requestId = `req_${randomUUID()}`;
     const details = problemBody(problem, resolved, '', requestId);
@@ -524,7 +530,7 @@ function socketAnswerer(options: ProblemClientErrorOptions): (socket: Duplex, pr
     const text = JSON.stringify(format === 'problem' ? { ...details, instance: undefined } : body);
     socket.end(
       `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: ${contentType ?? JSON_CONTENT_TYPE}\r\n` +
-        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\n${extra}Connection: close\r\n\r\n${text}`,
+        `Content-Length: ${Buffer.byteLength(text)}\r\nCache-Control: no-store\r\nX-Request-ID: ${requestId}\r\n${extra}Connection: close\r\n\r\n${headOnly ? '' : text}`,
       () => socket.destroy(),
     );
   };
@@ -547,7 +553,7 @@ export function problemClientError(options: ProblemClientErrorOptions = {}): (er
       socket.destroy();
       return;
     }
-    answer(socket, ProblemError.from(requestLineTooLong(err) ? 'URI_TOO_LONG' : (typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST'));
+    answer(socket, ProblemError.from(requestLineTooLong(err) ? 'URI_TOO_LONG' : (typeof code === 'string' && CLIENT_ERRORS[code]) || 'BAD_HTTP_REQUEST'), refusedHead(err));
   };
 }
 

@@ -85,7 +85,13 @@ export function toViolations(error: z.ZodError, prefix = ''): FieldViolation[] {
   });
 }
 
-/** Parses `input` with `schema` or throws a 400 `VALIDATION_FAILED` Problem listing every violation. */
+/**
+ * Most violations a 400 lists: a body of 500 wrong vault entries has 3,500, and listing each made a 41 KB request a
+ * 470 KB answer. The detail says how many there were.
+ */
+export const MAX_LISTED_VIOLATIONS = 20;
+
+/** Parses `input` with `schema` or throws a 400 `VALIDATION_FAILED` Problem listing its violations (the first `MAX_LISTED_VIOLATIONS`). */
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, prefix = ''): z.output<S> {
   // Schemas are pure, so a failure is parsed again with reportInput: it keeps `issue.input` on the issues, which
   // tells `required` (absent) from `type` (present but wrong) in violationCode; the input itself is never copied
@@ -94,7 +100,10 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, pre
   if (result.success) return result.data;
   const failed = schema.safeParse(input, { reportInput: true });
   const errors = toViolations(failed.success ? result.error : failed.error, prefix);
-  throw ProblemError.from('VALIDATION_FAILED', { detail: errors[0]?.description ?? 'Invalid request.', errors });
+  const first = errors[0]?.description ?? 'Invalid request.';
+  if (errors.length <= MAX_LISTED_VIOLATIONS) throw ProblemError.from('VALIDATION_FAILED', { detail: first, errors });
+  const detail = `${first} (${errors.length} violations; the first ${MAX_LISTED_VIOLATIONS} are listed)`;
+  throw ProblemError.from('VALIDATION_FAILED', { detail, errors: errors.slice(0, MAX_LISTED_VIOLATIONS) });
 }
 
 /**

@@ -809,6 +809,19 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       expect((await getList('alice', 'acme', '?page=%31&page_size=2%30')).status).to.equal(200);
     });
 
+    it('lists at most 20 violations: 500 wrong entries (3,500 violations) are a 400 of a few KB, whose detail gives the count', async function () {
+      const wrong = Array.from({ length: 500 }, () => ({ secret: 1, issuer: 1, account: 1, digits: 'x', period: 'x', algorithm: 1, z: 1 }));
+      const res = await post(app, { ...valid(), totp_devices: wrong });
+      expect(res.status).to.equal(400);
+      expect(res.body.errors).to.have.length(20);
+      expect(res.body.detail).to.match(/^totp_devices\[0\]\.secret.* \(3500 violations; the first 20 are listed\)$/);
+      expect(res.text.length).to.be.below(10_000);
+      // Fewer than that: all of them, and the detail is the first one's.
+      const two = await post(app, { ...valid(), totp_devices: [{ secret: 1 }, { secret: 2 }] });
+      expect(two.body.errors).to.have.length(2);
+      expect(two.body.detail).to.equal(two.body.errors[0].description);
+    });
+
     it('honours a configured maxEntries', async function () {
       const small = makeApp(storage, { maxEntries: 2 });
       const three = [{ secret: newSecret() }, { secret: newSecret() }, { secret: newSecret() }];

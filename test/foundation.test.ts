@@ -435,6 +435,15 @@ describe('problemClientError()', () => {
     }
   });
 
+  it('answers a HEAD it refuses with the headers only (RFC 9110 §9.3.2): Content-Length of the body it would have had, no body', async () => {
+    const res = await raw(undefined, 'HEAD %2Fhealthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(res.head).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(Number(/\r\nContent-Length: (\d+)/i.exec(res.head)?.[1])).to.be.above(0);
+    expect(res.body).to.equal('');
+    // A GET refused the same way has its body.
+    expect(JSON.parse((await raw(undefined, 'GET %2Fhealthz HTTP/1.1\r\nHost: x\r\n\r\n')).body)).to.include({ status: 400 });
+  });
+
   it('speaks the chosen preset (nest), and a well-formed request is untouched', async () => {
     const res = await raw('nest', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(JSON.parse(res.body)).to.deep.equal({ statusCode: 431, error: 'Request Header Fields Too Large', message: 'The request line or headers are larger than allowed.', code: 'HEADERS_TOO_LARGE' });
