@@ -43,7 +43,7 @@ const recordingLogger: Logger = {
   error: (obj, msg) => logLines.push(JSON.stringify([obj, msg])),
 };
 
-function makeApp(storage: KnexStorage, options: { keyRing?: KeyRing; maxEntries?: number; maxRecords?: number; bodyLimit?: string } = {}): express.Express {
+function makeApp(storage: KnexStorage, options: { keyRing?: KeyRing; maxEntries?: number; maxVaultBytes?: number; maxRecords?: number; bodyLimit?: string } = {}): express.Express {
   const app = express();
   const { keyRing: ring = appRing, ...limits } = options;
   app.use(BASE, deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, logger: recordingLogger, ...limits }));
@@ -820,6 +820,27 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
       const two = await post(app, { ...valid(), totp_devices: [{ secret: 1 }, { secret: 2 }] });
       expect(two.body.errors).to.have.length(2);
       expect(two.body.detail).to.equal(two.body.errors[0].description);
+    });
+
+    it('refuses a vault over maxVaultBytes (default 128 KiB of JSON) with a 400 naming totp_devices, storing nothing; configurable', async function () {
+      // 400 entries with long issuers and accounts: ~300 KB as JSON, under the body limit, each field within its own limit.
+      const user = `bytes-${randomBytes(3).toString('hex')}`;
+      const long = Array.from({ length: 400 }, () => ({ secret: newSecret(), issuer: 'i'.repeat(255), account: 'a'.repeat(255) }));
+      const fp = fingerprint();
+      const res = await post(app, { ...valid(), device_fingerprint: fp, totp_devices: long }, user);
+      expect(res.status, res.text).to.equal(400);
+      expect(res.body.errors).to.have.length(1);
+      expect(res.body.errors[0]).to.include({ field: 'totp_devices', code: 'range' });
+      expect(res.body.detail).to.match(/^totp_devices: must be at most 131072 bytes as JSON \(this vault is \d+\)$/);
+      expect(await db.knex('sync_records').where({ device_fingerprint: fp }).first()).to.equal(undefined);
+      // An ordinary vault of 500 entries fits.
+      const ordinary = Array.from({ length: 500 }, (_, i) => ({ secret: newSecret(), issuer: 'GitHub', account: `alice+${i}@example.com` }));
+      expect((await post(app, { ...valid(), totp_devices: ordinary }, user)).status).to.equal(201);
+      // Configurable: a small limit refuses a small vault.
+      const small = makeApp(storage, { maxVaultBytes: 1024 });
+      expect((await post(small, { ...valid(), totp_devices: ordinary.slice(0, 20) }, user)).status).to.equal(400);
+      expect((await post(small, { ...valid(), totp_devices: ordinary.slice(0, 2) }, user)).status).to.equal(201);
+      expect(() => deviceSyncRouter({ storage, keyRing: ring, jwt: { secret: JWT_SECRET }, maxVaultBytes: 10 })).to.throw(TypeError, /maxVaultBytes/);
     });
 
     it('honours a configured maxEntries', async function () {

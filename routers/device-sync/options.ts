@@ -32,9 +32,17 @@ export interface DeviceSyncRouterOptions {
   /** Most TOTP entries one vault may hold. @default 500 */
   maxEntries?: number;
   /**
+   * Largest vault, in bytes of its JSON text as stored and answered (`totp_devices`): a bigger one is a 400. 500
+   * entries of an ordinary authenticator (a 32-character secret, an issuer, an e-mail address as account) take ~60 KB.
+   * With `maxRecords` it bounds what one list answer carries and the work it takes: 20 vaults of the default are
+   * ~2.6 MB (JSON inside JSON can double that), where `bodyLimit` alone let one user's list reach ~23 MB, whose
+   * decryption and serialisation held the event loop for a second. @default 131072 (128 KiB)
+   */
+  maxVaultBytes?: number;
+  /**
    * Most records (devices' vaults) one user may have: a create beyond it is a 409 `DEVICE_LIMIT_REACHED`, updates of
    * existing records still pass. It bounds what one user stores and what one list answer carries (each record is up
-   * to `bodyLimit`). @default 20
+   * to `maxVaultBytes`). @default 20
    */
   maxRecords?: number;
   /** Largest JSON body accepted (bytes or a string such as '1mb'). @default '1mb' */
@@ -49,6 +57,7 @@ export interface DeviceSyncRouterOptions {
 }
 
 export const DEFAULT_MAX_ENTRIES = 500;
+export const DEFAULT_MAX_VAULT_BYTES = 128 * 1024;
 export const DEFAULT_MAX_RECORDS = 20;
 export const DEFAULT_SYNC_BODY_LIMIT = '1mb';
 /** What the vault's step-up refusal says. */
@@ -66,13 +75,14 @@ export interface DeviceSyncRouterConfig {
   logger: Logger;
   maxPageSize: number;
   maxEntries: number;
+  maxVaultBytes: number;
   maxRecords: number;
   bodyLimit: string | number;
   stepUp: StepUpPolicy | undefined;
 }
 
 const FACTORY = 'deviceSyncRouter';
-const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'maxRecords', 'bodyLimit', 'stepUp'] as const;
+const KNOWN = ['storage', 'keyRing', 'jwt', 'authenticate', 'userClaim', 'tenantClaim', 'tenantHeader', 'errors', 'logger', 'maxPageSize', 'maxEntries', 'maxVaultBytes', 'maxRecords', 'bodyLimit', 'stepUp'] as const;
 const EXAMPLE = '{ storage: knexStorage({ knex }), keyRing: keyRing(process.env.MFA_ENCRYPTION_KEYS), jwt: { secret: process.env.JWT_SECRET } }';
 const STORE_METHODS = ['list', 'get', 'findByFingerprint', 'create', 'updateIfToken', 'delete'].map((m) => `syncRecords.${m}`);
 
@@ -101,6 +111,7 @@ export function parseOptions(options: DeviceSyncRouterOptions): DeviceSyncRouter
     logger,
     maxPageSize: options.maxPageSize === undefined ? DEFAULT_MAX_PAGE_SIZE : checkInteger(FACTORY, 'maxPageSize', options.maxPageSize, 1, 1000),
     maxEntries: options.maxEntries === undefined ? DEFAULT_MAX_ENTRIES : checkInteger(FACTORY, 'maxEntries', options.maxEntries, 1, 100_000),
+    maxVaultBytes: options.maxVaultBytes === undefined ? DEFAULT_MAX_VAULT_BYTES : checkInteger(FACTORY, 'maxVaultBytes', options.maxVaultBytes, 1024, 64 * 1024 * 1024),
     maxRecords: options.maxRecords === undefined ? DEFAULT_MAX_RECORDS : checkInteger(FACTORY, 'maxRecords', options.maxRecords, 1, 10_000),
     bodyLimit: options.bodyLimit ?? DEFAULT_SYNC_BODY_LIMIT,
     stepUp: resolveStepUp(FACTORY, options.stepUp, STEP_UP_FOR_VAULT),

@@ -100,6 +100,10 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
     write(tenantId, userId, body) {
       // The canonical form of the validated entries: every device reads back the same string.
       const vaultJson = JSON.stringify(body.totp_devices);
+      const bytes = Buffer.byteLength(vaultJson);
+      if (bytes > config.maxVaultBytes) {
+        throw ProblemError.invalid('totp_devices', 'range', `totp_devices: must be at most ${config.maxVaultBytes} bytes as JSON (this vault is ${bytes})`);
+      }
       const token = body.sync_token ?? undefined;
       return token === undefined ? create(tenantId, userId, body, vaultJson) : update(tenantId, userId, body, token, vaultJson);
     },
