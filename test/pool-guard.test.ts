@@ -85,7 +85,7 @@ describe('knexStorage: the pool hands out no connection left inside a transactio
     expect(left._ending).to.equal(true);
   });
 
-  it('a connection still running a query (a client-side timeout left it): not handed out, and a one-time step is committed at once', async () => {
+  it('a connection in a transaction whose statement still runs (a client-side timeout left it): not handed out, and a one-time step is committed at once', async () => {
     const id = await insertDevice(db.knex, { tenantId: 'guard-d', userId: 'u' });
     const left = await putBackDirty(async (c) => {
       await c.query('BEGIN');
@@ -98,11 +98,25 @@ describe('knexStorage: the pool hands out no connection left inside a transactio
     expect(Number(row.last_step)).to.equal(12345);
   });
 
+  it("a caught error or a stream left early outside a transaction keeps its connection: no new one, no query killed, no stream hung (found by an adopter review)", async () => {
+    const pid = async () => ((await knex.raw<{ rows: Array<{ pid: number }> }>('select pg_backend_pid() as pid')).rows[0]!.pid);
+    const first = await pid();
+    for (let i = 0; i < 20; i++) {
+      // knex puts the connection back on Postgres's ErrorResponse, before the ReadyForQuery that follows it.
+      await knex.raw('select 1 / 0').catch(() => undefined);
+      expect(await pid(), `after caught error ${i + 1}`).to.equal(first);
+    }
+    for (let i = 0; i < 5; i++) {
+      for await (const _row of knex.raw('select generate_series(1, 5000) as n').stream()) break;
+      expect(await pid(), `after stream ${i + 1} left early`).to.equal(first);
+    }
+  });
+
   it('isIdleConnection: only idle outside a transaction, or not yet known', () => {
-    const pg = (status: string | null, readyForQuery = true) => ({ getTransactionStatus: () => status, readyForQuery });
-    expect([pg('I'), pg(null), pg('T'), pg('E'), pg('I', false), {}].map(isIdleConnection)).to.deep.equal([true, true, false, false, false, true]);
+    const pg = (status: string | null) => ({ getTransactionStatus: () => status });
+    expect([pg('I'), pg(null), pg('T'), pg('E'), {}].map(isIdleConnection)).to.deep.equal([true, true, false, false, true]);
     // pg-native's client forwards getTransactionStatus() to a library that may not have it: not known, not a failure.
-    const native = { readyForQuery: true, getTransactionStatus: () => { throw new TypeError('not a function'); } };
+    const native = { getTransactionStatus: () => { throw new TypeError('not a function'); } };
     expect(isIdleConnection(native)).to.equal(true);
   });
 });

@@ -14,7 +14,7 @@ import { KnexUserDataStore } from './users.js';
 export interface KnexStorageOptions {
   /**
    * A knex instance with client `pg`. Its pool is the kit's connection pool; size it for your instances. From then on
-   * the pool hands out no connection that is inside a transaction or still running a query (storage/knex/pool-guard.ts):
+   * the pool hands out no connection that is inside a transaction (storage/knex/pool-guard.ts):
    * one is closed instead, as pg's `query_timeout` can leave them.
    */
   knex: Knex;

@@ -9,21 +9,23 @@
  * lockout charge, a vault update), its reads see an old snapshot, and once the transaction has failed each one is a
  * 25P02 error, until the pool drops the connection.
  *
- * So before a connection is handed out, its last ReadyForQuery must say "idle" (`getTransactionStatus()`, pg ≥ 8.21,
- * the kit's peer range) and no query may still be running on it; otherwise knex's validation refuses it, the pool
- * closes it (the server rolls back what it held) and hands out another. A connection with no status yet (new), or a
- * client that cannot tell (pg-native), passes. Checked on every acquire: two property reads.
+ * So before a connection is handed out, its last ReadyForQuery must say "idle" outside a transaction
+ * (`getTransactionStatus()`, pg ≥ 8.21, the kit's peer range); otherwise knex's validation refuses it, the pool closes
+ * it (the server rolls back what it held) and hands out another. A connection with no status yet (new), or a client
+ * that cannot tell (pg-native), passes. Checked on every acquire: one call.
  *
- * A healthy connection can be refused too, at a small cost: pg reports a statement's error before the ReadyForQuery
- * that follows it, so a connection released on an error and acquired again in that instant still reads as running,
- * and is closed and replaced.
+ * A query still running is not a reason to refuse: knex puts a connection back as soon as a caller's query has failed
+ * or its stream has ended, before Postgres's ReadyForQuery arrives (a caught unique violation, a stream left early),
+ * and closing such a connection killed the query it was finishing, hung the stream and cost a new connection per
+ * caught error (found by an adopter review). A statement of the next caller waits behind it in pg's queue instead.
+ * Inside a transaction the status already says 'T': the case above is still refused. (So is a transaction whose
+ * COMMIT failed, put back before its ReadyForQuery: it is closed and replaced, a reconnect, nothing lost.)
  */
 import type { Knex } from 'knex';
 
 /** The part of a pg `Client` the guard reads. */
 interface PgClientState {
   getTransactionStatus?: () => string | null;
-  readyForQuery?: boolean;
 }
 
 /** The part of knex's client the guard wraps: the hook its pool's `validate` ends with. */
@@ -33,10 +35,9 @@ interface ValidatingClient {
 
 const guarded = new WeakSet<object>();
 
-/** Whether a pg connection may be handed out: not inside a transaction, not running a query. */
+/** Whether a pg connection may be handed out: its last ReadyForQuery said idle, outside a transaction. */
 export function isIdleConnection(connection: unknown): boolean {
   const state = connection as PgClientState;
-  if (state.readyForQuery === false) return false;
   let status: string | null = null;
   try {
     // pg-native's client forwards this to a native library that may not have it: then the status is not known.
