@@ -535,12 +535,16 @@ export interface OpenApiOptions {
   /** `info.version`. @default '0.1.0' */
   version?: string;
   /**
-   * How the routers were set up, where it changes what a client sends: the internal router's `keyHeader`, the header
-   * each router reads the tenant from (the user routers' `tenantHeader`; the internal router's `tenant` when it is
-   * `tenantFrom.header(name)`), and whether the internal router has its TOTP verify route (it has one with a `keyRing`).
-   * @default { internalKeyHeader: 'X-Internal-API-Key', tenantHeader: 'X-Tenant-ID', totpVerify: true }
+   * How each router was set up, where it changes what a client sends, in the routers' own option names: the internal
+   * router's `keyHeader` and the header it reads the tenant from (`tenant: tenantFrom.header(name)`), and whether it
+   * has its TOTP verify route (it has one with a `keyRing`); each user router's `tenantHeader`.
+   * @default { internal: { keyHeader: 'X-Internal-API-Key', tenantHeader: 'X-Tenant-ID', totpVerify: true }, mfaDevices: { tenantHeader: 'X-Tenant-ID' }, deviceSync: { tenantHeader: 'X-Tenant-ID' } }
    */
-  routers?: { internalKeyHeader?: string; tenantHeader?: string; totpVerify?: boolean };
+  routers?: {
+    internal?: { keyHeader?: string; tenantHeader?: string; totpVerify?: boolean };
+    mfaDevices?: { tenantHeader?: string };
+    deviceSync?: { tenantHeader?: string };
+  };
 }
 
 export const DEFAULT_MOUNTS: Record<Router, string> = { mfaDevices: '/auth/mfa', deviceSync: '/mfa/devices/sync', internal: '/internal' };
@@ -620,14 +624,25 @@ const MOUNT_PATH = /^\/[A-Za-z0-9._~$&',;=@%/-]*$/;
 export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
   const given: unknown = options;
   checkOptionsObject('openApiDocument', given, ['mounts', 'servers', 'version', 'routers'], "{ mounts: { internal: '/internal' } }");
-  checkNestedOptions('openApiDocument', 'routers', options.routers, ['internalKeyHeader', 'tenantHeader', 'totpVerify'], "{ tenantHeader: 'X-Tenant-ID' }");
-  const { internalKeyHeader = 'X-Internal-API-Key', tenantHeader = 'X-Tenant-ID', totpVerify = true } = options.routers ?? {};
-  for (const [name, header] of [['internalKeyHeader', internalKeyHeader], ['tenantHeader', tenantHeader]] as const) {
+  checkNestedOptions('openApiDocument', 'routers', options.routers, Object.keys(DEFAULT_MOUNTS), "{ internal: { keyHeader: 'X-Api-Key' } }");
+  const set = options.routers ?? {};
+  checkNestedOptions('openApiDocument', 'routers.internal', set.internal, ['keyHeader', 'tenantHeader', 'totpVerify'], "{ keyHeader: 'X-Internal-API-Key' }");
+  checkNestedOptions('openApiDocument', 'routers.mfaDevices', set.mfaDevices, ['tenantHeader'], "{ tenantHeader: 'X-Tenant-ID' }");
+  checkNestedOptions('openApiDocument', 'routers.deviceSync', set.deviceSync, ['tenantHeader'], "{ tenantHeader: 'X-Tenant-ID' }");
+  const internalKeyHeader = set.internal?.keyHeader ?? 'X-Internal-API-Key';
+  const tenantHeaders: Record<Router, string> = {
+    internal: set.internal?.tenantHeader ?? 'X-Tenant-ID',
+    mfaDevices: set.mfaDevices?.tenantHeader ?? 'X-Tenant-ID',
+    deviceSync: set.deviceSync?.tenantHeader ?? 'X-Tenant-ID',
+  };
+  const totpVerify = set.internal?.totpVerify ?? true;
+  const headerOptions: Array<[string, unknown]> = [['internal.keyHeader', internalKeyHeader], ...Object.entries(tenantHeaders).map(([router, header]): [string, unknown] => [`${router}.tenantHeader`, header])];
+  for (const [name, header] of headerOptions) {
     if (typeof header !== 'string' || !HTTP_TOKEN.test(header.toLowerCase())) {
-      throw new TypeError(`express-mfa-kit: openApiDocument() option 'routers.${name}' must be an HTTP header name, e.g. '${name === 'tenantHeader' ? 'X-Tenant-ID' : 'X-Internal-API-Key'}'`);
+      throw new TypeError(`express-mfa-kit: openApiDocument() option 'routers.${name}' must be an HTTP header name, e.g. '${name.endsWith('keyHeader') ? 'X-Internal-API-Key' : 'X-Tenant-ID'}'`);
     }
   }
-  if (typeof totpVerify !== 'boolean') throw new TypeError("express-mfa-kit: openApiDocument() option 'routers.totpVerify' must be a boolean: false when the internal router has no keyRing");
+  if (typeof totpVerify !== 'boolean') throw new TypeError("express-mfa-kit: openApiDocument() option 'routers.internal.totpVerify' must be a boolean: false when the internal router has no keyRing");
   const challenge = challenges(internalKeyHeader);
   checkNestedOptions('openApiDocument', 'mounts', options.mounts, Object.keys(DEFAULT_MOUNTS), "{ internal: '/internal' }");
   for (const [router, mount] of Object.entries(options.mounts ?? {})) {
@@ -673,8 +688,8 @@ export function openApiDocument(options: OpenApiOptions = {}): JsonObject {
       ...(op.pathParams ?? []).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
       ...(op.query ?? []).map((q) => ({ name: q.name, in: 'query', required: q.required ?? false, schema: q.schema, ...(q.description && { description: q.description }) })),
       ...(op.router === 'internal'
-        ? [{ name: tenantHeader, in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]
-        : [{ name: tenantHeader, in: 'header', required: false, schema: { type: 'string' }, description: 'When sent, must equal the token\'s tenant claim (else 403).' }]),
+        ? [{ name: tenantHeaders.internal, in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]
+        : [{ name: tenantHeaders[op.router], in: 'header', required: false, schema: { type: 'string' }, description: 'When sent, must equal the token\'s tenant claim (else 403).' }]),
     ];
     (paths[path] ??= {})[op.method] = {
       tags: [op.tag],

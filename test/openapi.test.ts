@@ -401,9 +401,10 @@ describe('OpenAPI document', () => {
       [{ servers: [{ url: 'http://x', description: 42 }] }, /option 'servers' must be a list/],
       [{ version: 42 }, /option 'version' must be the API's version as text/],
       [{ routers: { keyHeader: 'X-Key' } }, /option 'routers' has an unknown option 'keyHeader'/],
-      [{ routers: { tenantHeader: 'X Tenant' } }, /'routers\.tenantHeader' must be an HTTP header name/],
-      [{ routers: { internalKeyHeader: 42 } }, /'routers\.internalKeyHeader' must be an HTTP header name/],
-      [{ routers: { totpVerify: 'no' } }, /'routers\.totpVerify' must be a boolean/],
+      [{ routers: { internal: { header: 'X-Key' } } }, /option 'routers\.internal' has an unknown option 'header'/],
+      [{ routers: { mfaDevices: { tenantHeader: 'X Tenant' } } }, /'routers\.mfaDevices\.tenantHeader' must be an HTTP header name/],
+      [{ routers: { internal: { keyHeader: 42 } } }, /'routers\.internal\.keyHeader' must be an HTTP header name/],
+      [{ routers: { internal: { totpVerify: 'no' } } }, /'routers\.internal\.totpVerify' must be a boolean/],
     ];
     for (const [options, message] of refused) expect(() => openApiDocument(options as OpenApiOptions), JSON.stringify(options)).to.throw(TypeError, message);
     const doc = openApiDocument({ mounts: { internal: '/svc/v1/internal/' } }) as { paths: Record<string, unknown> };
@@ -411,7 +412,7 @@ describe('OpenAPI document', () => {
   });
 
   it("documents the routers as they were set up (routers: key header, tenant header, no TOTP verify without a keyRing), and such a router answers what it says", async () => {
-    const custom = openApiDocument({ routers: { internalKeyHeader: 'X-Api-Key', tenantHeader: 'X-Org', totpVerify: false } }) as unknown as Doc & { components: { securitySchemes: Record<string, { name?: string }> } };
+    const custom = openApiDocument({ routers: { internal: { keyHeader: 'X-Api-Key', tenantHeader: 'X-Org', totpVerify: false }, mfaDevices: { tenantHeader: 'X-Team' } } }) as unknown as Doc & { components: { securitySchemes: Record<string, { name?: string }> } };
     expect(custom.components.securitySchemes.internalKey!.name).to.equal('X-Api-Key');
     expect(custom.paths).to.not.have.property('/internal/mfa/totp/verify');
     const check = custom.paths['/internal/session/trusted-devices/check']!.get!;
@@ -419,7 +420,10 @@ describe('OpenAPI document', () => {
     expect(headers).to.deep.equal([{ name: 'X-Org', in: 'header', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' } }]);
     expect(JSON.stringify(check.responses['401'])).to.contain('ApiKey header=\\"x-api-key\\"');
     const devices = custom.paths['/auth/mfa/devices']!.get!;
-    expect((devices.parameters as Array<{ name: string; in: string }>).filter((p) => p.in === 'header').map((p) => p.name)).to.deep.equal(['X-Org']);
+    // Each router its own: the user routers' header is theirs, and one not given stays the default.
+    expect((devices.parameters as Array<{ name: string; in: string }>).filter((p) => p.in === 'header').map((p) => p.name)).to.deep.equal(['X-Team']);
+    const vault = custom.paths['/mfa/devices/sync']!.get!;
+    expect((vault.parameters as Array<{ name: string; in: string }>).filter((p) => p.in === 'header').map((p) => p.name)).to.deep.equal(['X-Tenant-ID']);
     // A router set up that way (no keyRing) answers with those headers, and has no verify route.
     const app = express();
     app.use('/internal', internalRouter({ storage: db.storage, internalKeys: [KEY_A], keyHeader: 'X-Api-Key', tenant: tenantFrom.header('X-Org') }));
