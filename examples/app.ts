@@ -298,7 +298,7 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.json(openapi);
   });
   // The one HTML page: helmet's full default set (its CSP, COOP, Referrer-Policy, …) replaces the API's.
-  app.use('/docs', helmet(), swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API' }));
+  app.use('/docs', helmet(), swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API', customCss: '' }));
 
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
