@@ -179,31 +179,40 @@ function loadEnv(): ServerEnv {
  * (development) only warns: rows of an earlier run stay unreadable.
  */
 async function checkKeysInUse(knex: Knex, ring: KeyRing, env: ServerEnv): Promise<void> {
+  const problem = await keyProblem(knex, ring);
+  if (!problem) return;
+  if (env.generated.includes('MFA_ENCRYPTION_KEYS')) {
+    logger.warn(problem.fields, `rows sealed under key id ${problem.ids} do not open with this run's generated key: set MFA_ENCRYPTION_KEYS to the key they were sealed with`);
+    return;
+  }
+  throw new TypeError(problem.refusal);
+}
+
+/** The first of checkKeysInUse's two faults found: an id with another key, else ids the ring does not hold. */
+async function keyProblem(knex: Knex, ring: KeyRing): Promise<{ ids: string; fields: object; refusal: string } | undefined> {
+  const idsOf = (found: ReadonlyArray<{ keyId: string }>) => [...new Set(found.map((f) => f.keyId))].join(', ');
   // The right id with another key (mistyped, generated anew): every row under it would answer 500.
   const mismatched = await mismatchedKeyIds(knex, ring);
   if (mismatched.length > 0) {
-    const ids = [...new Set(mismatched.map((m) => m.keyId))].join(', ');
-    if (env.generated.includes('MFA_ENCRYPTION_KEYS')) {
-      logger.warn({ mismatched: mismatched.map((m) => ({ table: m.table, key_id: m.keyId, tried: m.tried })) }, `rows sealed under key id ${ids} do not open with this run's generated key: set MFA_ENCRYPTION_KEYS to the key they were sealed with`);
-      return;
-    }
-    throw new TypeError(
-      `MFA_ENCRYPTION_KEYS: the key with id ${ids} opens none of the stored secrets sealed under that id (${mismatched.map((m) => `${m.tried} tried in ${m.table}`).join(', ')}): ` +
+    const ids = idsOf(mismatched);
+    return {
+      ids,
+      fields: { mismatched: mismatched.map((m) => ({ table: m.table, key_id: m.keyId, tried: m.tried })) },
+      refusal:
+        `MFA_ENCRYPTION_KEYS: the key with id ${ids} opens none of the stored secrets sealed under that id (${mismatched.map((m) => `${m.tried} tried in ${m.table}`).join(', ')}): ` +
         'it is not the key they were sealed with; set that id to its original key',
-    );
+    };
   }
   const unreadable = await unreadableKeyIds(knex, ring);
-  if (unreadable.length === 0) return;
-  const ids = [...new Set(unreadable.map((u) => u.keyId))].join(', ');
-  const fields = { unreadable: unreadable.map((u) => ({ table: u.table, key_id: u.keyId, rows: u.rows })) };
-  if (env.generated.includes('MFA_ENCRYPTION_KEYS')) {
-    logger.warn(fields, `rows sealed under key id ${ids} do not open with this run's generated key: set MFA_ENCRYPTION_KEYS to the key they were sealed with`);
-    return;
-  }
-  throw new TypeError(
-    `MFA_ENCRYPTION_KEYS holds no key with id ${ids}, under which ${unreadable.reduce((n, u) => n + u.rows, 0)} stored secret(s) are sealed (${unreadable.map((u) => `${u.rows} in ${u.table}`).join(', ')}): ` +
+  if (unreadable.length === 0) return undefined;
+  const ids = idsOf(unreadable);
+  return {
+    ids,
+    fields: { unreadable: unreadable.map((u) => ({ table: u.table, key_id: u.keyId, rows: u.rows })) },
+    refusal:
+      `MFA_ENCRYPTION_KEYS holds no key with id ${ids}, under which ${unreadable.reduce((n, u) => n + u.rows, 0)} stored secret(s) are sealed (${unreadable.map((u) => `${u.rows} in ${u.table}`).join(', ')}): ` +
       'add that key back (a key leaves the list only once `npm run reencrypt` reports 0 still on another key); should it be lost for good, those devices and vaults must be removed and enrolled again',
-  );
+  };
 }
 
 /** How long start-up waits for Redis before going on without it. */

@@ -111,23 +111,21 @@ const LOCAL_PART = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\p{L}\p{M}\p{N}-]+(?:\.[A-Za-z0
 const DOMAIN_LABEL = /^[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?$/u;
 const TOP_LEVEL = /^(?:\p{L}[\p{L}\p{M}]+|xn--[a-z0-9-]+)$/u;
 
-const invalid = (field: 'phoneNumber' | 'email', code: string, description: string): ProblemError => ProblemError.invalid(field, code, description);
-
 function normalizePhone(value: unknown): string {
-  if (typeof value !== 'string') throw invalid('phoneNumber', value === undefined ? 'required' : 'type', value === undefined ? 'phoneNumber is required' : 'phoneNumber must be a string');
-  if (value.length > 64) throw invalid('phoneNumber', 'format', 'phoneNumber must be an international number in E.164 form, e.g. +447700900123');
+  if (typeof value !== 'string') throw ProblemError.invalid('phoneNumber', value === undefined ? 'required' : 'type', value === undefined ? 'phoneNumber is required' : 'phoneNumber must be a string');
+  if (value.length > 64) throw ProblemError.invalid('phoneNumber', 'format', 'phoneNumber must be an international number in E.164 form, e.g. +447700900123');
   // Separators people type or paste; anything else (letters, a leading 00, extensions) is refused rather than guessed.
   const compact = value.replace(/[\s\-\u2010-\u2015().]/g, '');
-  if (compact === '') throw invalid('phoneNumber', 'required', 'phoneNumber is required');
-  if (!E164.test(compact)) throw invalid('phoneNumber', 'format', 'phoneNumber must be an international number in E.164 form, e.g. +447700900123');
+  if (compact === '') throw ProblemError.invalid('phoneNumber', 'required', 'phoneNumber is required');
+  if (!E164.test(compact)) throw ProblemError.invalid('phoneNumber', 'format', 'phoneNumber must be an international number in E.164 form, e.g. +447700900123');
   return compact;
 }
 
 function normalizeEmail(value: unknown): string {
-  if (typeof value !== 'string') throw invalid('email', value === undefined ? 'required' : 'type', value === undefined ? 'email is required' : 'email must be a string');
+  if (typeof value !== 'string') throw ProblemError.invalid('email', value === undefined ? 'required' : 'type', value === undefined ? 'email is required' : 'email must be a string');
   const trimmed = value.trim();
-  if (trimmed === '') throw invalid('email', 'required', 'email is required');
-  const bad = () => invalid('email', 'format', 'email must be an address like name@example.com');
+  if (trimmed === '') throw ProblemError.invalid('email', 'required', 'email is required');
+  const bad = () => ProblemError.invalid('email', 'format', 'email must be an address like name@example.com');
   if (trimmed.length > 254) throw bad();
   const at = trimmed.lastIndexOf('@');
   if (at <= 0 || at > 64) throw bad();
