@@ -64,6 +64,14 @@ export interface ExampleAppOptions {
    */
   requestLog?: boolean;
   /**
+   * Whether `GET /readyz` needs the cache (`cachePing`) as well as Postgres (CONTRACT.md §7: ready when storage and cache
+   * are reachable). `'optional'`: a cache outage is reported (`cache: 'down'`) but leaves the instance ready; the checks
+   * then answer from Postgres, slower. Choose it when every instance shares the one Redis, so that an orchestrator does
+   * not take them all out of service at once for a cache outage.
+   * @default 'required'
+   */
+  readyzCache?: 'required' | 'optional';
+  /**
    * Step-up (RFC 9470) for both user routers: changes to a user's factors (`mfaDevicesRouter`) and every vault request
    * (`deviceSyncRouter`) need a token whose `amr` / `acr` shows a second factor. Off unless set (`STEP_UP_AMR`).
    */
@@ -254,6 +262,13 @@ const MFA_EVENTS = Object.keys({
   'user.erased': true,
 } satisfies Record<MfaEventName, true>) as MfaEventName[];
 
+/** `readyzCache` as given, or its default; a set-up error names the two values. */
+function readyzCacheOption(value: unknown): 'required' | 'optional' {
+  if (value === undefined) return 'required';
+  if (value === 'required' || value === 'optional') return value;
+  throw new TypeError(`createExampleApp(): readyzCache must be 'required' or 'optional', not ${JSON.stringify(value)?.slice(0, 40) ?? typeof value}`);
+}
+
 export function createExampleApp(deps: ExampleAppDeps): Express {
   const { storage, logger } = deps;
   const app = express();
@@ -300,13 +315,14 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
   // The one HTML page: helmet's full default set (its CSP, COOP, Referrer-Policy, …) replaces the API's.
   app.use('/docs', helmet(), swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API', customCss: '' }));
 
+  const cacheRequired = readyzCacheOption(deps.readyzCache) === 'required';
   app.get('/readyz', async (req, res) => {
     const [db, cache] = await Promise.all([
       probe(() => storage.ping().then(() => true)),
       deps.cachePing ? probe(deps.cachePing) : Promise.resolve('in-process' as const),
     ]);
-    // A cache outage degrades speed, not correctness: only the database decides readiness.
-    const ready = db === 'up';
+    // Storage and cache reachable (CONTRACT.md §7); with `readyzCache: 'optional'` the database alone decides.
+    const ready = db === 'up' && (cache !== 'down' || !cacheRequired);
     if (!ready) res.setHeader('Retry-After', '5');
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', storage: db, cache, request_id: contextOf(req).requestId });
   });

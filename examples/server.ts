@@ -70,6 +70,8 @@ interface ServerEnv {
   generated: string[];
   /** `REQUEST_LOG=off`: no line per request (a proxy in front logs them); errors and MFA events still are. */
   requestLog: boolean;
+  /** `READYZ_CACHE=optional`: a cache outage leaves `/readyz` ready (reported as `cache: 'down'`); `required` by default. */
+  readyzCache: 'required' | 'optional';
   /** `CLEANUP_EVERY` / `CLEANUP_KEEP_LAST`: the retention sweep's interval (off when unset) and how long expired rows are kept, in seconds. */
   cleanup: { everySeconds: number; keepLastSeconds: number } | undefined;
   /** `STEP_UP_AMR` / `STEP_UP_MAX_AGE`: the step-up both user routers ask for; off when unset. */
@@ -147,6 +149,10 @@ function loadEnv(): ServerEnv {
   if (requestLog !== 'on' && requestLog !== 'off') {
     refuse('REQUEST_LOG must be on or off', { requestLog: process.env.REQUEST_LOG });
   }
+  const readyzCache = process.env.READYZ_CACHE?.trim() || 'required';
+  if (readyzCache !== 'required' && readyzCache !== 'optional') {
+    refuse('READYZ_CACHE must be required or optional', { READYZ_CACHE: process.env.READYZ_CACHE?.slice(0, 32) });
+  }
   // At most 7 days: a longer setInterval delay than 2^31 - 1 ms (24.8 days) would fire every millisecond.
   const cleanupEvery = durationFromEnv('CLEANUP_EVERY', 1, 7 * 86_400);
   const keepLastSeconds = durationFromEnv('CLEANUP_KEEP_LAST', 0, MAX_KEEP_LAST_SECONDS);
@@ -159,6 +165,7 @@ function loadEnv(): ServerEnv {
   return {
     port,
     requestLog: requestLog === 'on',
+    readyzCache,
     cleanup: cleanupEvery === undefined ? undefined : { everySeconds: cleanupEvery, keepLastSeconds: keepLastSeconds ?? 0 },
     stepUp: stepUpAmr.length === 0 ? undefined : { amr: stepUpAmr, ...(stepUpMaxAge !== undefined && { maxAgeSeconds: stepUpMaxAge }) },
     host: process.env.HOST?.trim() || '127.0.0.1',
@@ -290,6 +297,7 @@ async function main(): Promise<void> {
     ...env.jwt,
     logger,
     requestLog: env.requestLog,
+    readyzCache: env.readyzCache,
     ...(rateLimitRedis && { rateLimitRedis }),
     ...(env.stepUp && { stepUp: env.stepUp }),
   });

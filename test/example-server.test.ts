@@ -271,6 +271,12 @@ describe('example server start-up', () => {
     expect(output).to.match(/REQUEST_LOG must be on or off/);
   });
 
+  it('refuses a READYZ_CACHE that is neither required nor optional', async () => {
+    const { code, output } = await runServer({ READYZ_CACHE: 'maybe', PORT: '0' });
+    expect(code).to.equal(1);
+    expect(output).to.match(/READYZ_CACHE must be required or optional/);
+  });
+
   it('STEP_UP_AMR turns step-up on (a bad value refuses to start, STEP_UP_MAX_AGE needs it); production without it says what that leaves open', async function () {
     this.timeout(40_000);
     let run = await runServer({ STEP_UP_MAX_AGE: '15m', PORT: '0' });

@@ -94,9 +94,11 @@ describe('Redis faults under the example app (two instances, private redis-serve
     expect(right.status, right.text).to.equal(200);
     // The user's own view works too.
     expect((await timed('user list', () => request(b.app).get('/auth/mfa/trusted-devices').set(bearer(u.user)))).status).to.equal(200);
-    // Ready: the database decides; the cache is reported down.
-    const ready = await timed('readyz', () => request(a.app).get('/readyz'));
-    expect(ready.status).to.equal(200);
+    // Not ready while the cache is down (CONTRACT §7), and said so within the bound; the database is up.
+    const t0 = performance.now();
+    const ready = await request(a.app).get('/readyz');
+    expect(performance.now() - t0, 'readyz').to.be.below(faultBound);
+    expect(ready.status).to.equal(503);
     expect(ready.body).to.include({ storage: 'up', cache: 'down' });
   };
 
@@ -135,8 +137,9 @@ describe('Redis faults under the example app (two instances, private redis-serve
 
   afterEach(async () => {
     for (const inst of [a, b]) {
-      // Redis trouble is a warning at most: nothing logged as an error, no 5xx.
-      expect(inst.logs.filter((l) => /"level":(50|60)/.test(l))).to.deep.equal([]);
+      // Redis trouble is a warning at most: nothing logged as an error, no 5xx but /readyz's 503 (its access log line).
+      const errors = inst.logs.filter((l) => /"level":(50|60)/.test(l));
+      expect(errors.filter((l) => !/"path":"\/readyz"\},"res":\{"status":503\}/.test(l))).to.deep.equal([]);
       await inst.destroy();
     }
     await redis.start();

@@ -238,17 +238,43 @@ describe('trusted devices under Redis faults (private redis-server)', function (
     }
   });
 
-  it('/readyz of the example app reports the cache without failing when only the cache is down', async () => {
+  it('/readyz of the example app: 503 while only the cache is down (CONTRACT §7), ready again once it is back; READYZ_CACHE=optional only reports it', async () => {
     const client = await connect();
     const cache = redisCache({ client, keyPrefix: prefix, logger: silentLogger, timeoutMs: 300 });
     caches.push(cache);
-    const app = createExampleApp({ storage: knexStorage({ knex: db.knex }), cache, cachePing: () => cache.ping(), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'readyz-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) });
-    let res = await request(app).get('/readyz');
-    expect(res.status).to.equal(200);
-    expect(res.body).to.include({ status: 'ready', storage: 'up', cache: 'up' });
+    const deps = { storage: knexStorage({ knex: db.knex }), cache, cachePing: () => cache.ping(), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'readyz-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) };
+    const app = createExampleApp(deps);
+    const optional = createExampleApp({ ...deps, readyzCache: 'optional' });
+    for (const a of [app, optional]) {
+      const res = await request(a).get('/readyz');
+      expect(res.status).to.equal(200);
+      expect(res.body).to.include({ status: 'ready', storage: 'up', cache: 'up' });
+    }
     await redis.stop();
-    res = await request(app).get('/readyz');
+    let res = await request(app).get('/readyz');
+    expect(res.status).to.equal(503);
+    expect(res.headers['retry-after']).to.equal('5');
+    expect(res.body).to.include({ status: 'unavailable', storage: 'up', cache: 'down' });
+    res = await request(optional).get('/readyz');
     expect(res.status).to.equal(200);
     expect(res.body).to.include({ status: 'ready', storage: 'up', cache: 'down' });
+    // The login check still answers meanwhile, from Postgres.
+    const checked = await request(app).get('/internal/session/trusted-devices/check').set({ 'X-Internal-API-Key': KEY_A, 'X-Tenant-ID': 'readyz' }).query({ user_id: 'u1', device_fingerprint: 'fp' });
+    expect(checked.status, checked.text).to.equal(200);
+    expect(checked.body).to.deep.equal({ trusted: false });
+    await redis.start();
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      res = await request(app).get('/readyz');
+      if (res.status === 200) break;
+      expect(Date.now(), 'not ready again within 10 s of the cache coming back').to.be.below(deadline);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(res.body).to.include({ status: 'ready', storage: 'up', cache: 'up' });
+  });
+
+  it("createExampleApp refuses a readyzCache other than 'required' or 'optional'", () => {
+    const deps = { storage: knexStorage({ knex: db.knex }), internalKeys: [KEY_A], keyRing: ring, jwtSecret: 'readyz-test-jwt-secret-0123456789', logger: pino({ level: 'silent' }) };
+    expect(() => createExampleApp({ ...deps, readyzCache: 'yes' as never })).to.throw(TypeError, /readyzCache must be 'required' or 'optional'/);
   });
 });
