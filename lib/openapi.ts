@@ -312,6 +312,7 @@ export const LoginVerifyResponseSchema = component(
     method: z.enum(['totp', 'sms', 'email', 'recovery_code']),
     deviceId: z.uuid().optional(),
     trustedDevice: z.strictObject({ id: z.string(), trustedUntil: isoMs }).optional(),
+    recoveryCodesRemaining: z.number().int().min(0).optional().meta({ description: 'After a recovery code: how many unused ones are left (0: make a new set).' }),
   }),
   'Members the onVerified hook returns are added (e.g. a session token).',
 );

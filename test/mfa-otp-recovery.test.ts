@@ -396,18 +396,36 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(login.status, JSON.stringify(login.body)).to.equal(200);
     });
 
-    it('a recovery code passes the second factor once (method recovery_code, no deviceId), upper-case and without dashes too', async () => {
+    it('a recovery code passes the second factor once (method recovery_code, no deviceId, how many are left), upper-case and without dashes too', async () => {
       const u = user('rc-login');
       const codes = await codesFor(u);
       let res = await login(u, { recoveryCode: codes[0] });
       expect(res.status).to.equal(200);
-      expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code' });
+      expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code', recoveryCodesRemaining: 9 });
       res = await login(u, { recoveryCode: codes[0] });
       expect(res.status).to.equal(400);
       res = await login(u, { recoveryCode: codes[1]!.toUpperCase().replaceAll('-', ' ') });
       expect(res.status).to.equal(200);
+      expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code', recoveryCodesRemaining: 8 });
       expect((await as(request(app).get('/auth/mfa/recovery-codes'), u)).body).to.deep.equal({ remaining: 8 });
       expect(events.filter((e) => e.name === 'mfa.succeeded').at(-1)!.payload).to.include({ method: 'recovery_code', via: 'login' });
+    });
+
+    it('the last recovery code: the login says 0 are left; a code of another kind carries no count', async () => {
+      const u = user('rc-last');
+      const id = await smsDevice(u);
+      const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+      expect(codes).to.have.length(10);
+      for (let i = 0; i < codes.length; i++) {
+        const res = await login(u, { recoveryCode: codes[i] });
+        expect(res.status, `code ${i}`).to.equal(200);
+        expect(res.body.recoveryCodesRemaining, `code ${i}`).to.equal(codes.length - 1 - i);
+      }
+      expect((await login(u, { recoveryCode: codes[0] })).status).to.equal(400);
+      await as(request(app).post(`/auth/mfa/devices/${id}/challenge`), u);
+      const sms = await login(u, { code: sender.last().code });
+      expect(sms.status, sms.text).to.equal(200);
+      expect(sms.body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
     });
 
     it('codes are stored as scrypt of the user and the code (NIST SP 800-63B look-up secrets), not one fast hash; a set stored in the earlier SHA-256 form still passes, once', async () => {

@@ -61,6 +61,8 @@ export interface VerifiedContext extends MfaUser {
   deviceId?: string;
   /** Set when `rememberDevice` trusted this browser. */
   trustedDevice?: { id: string; trustedUntil: Date };
+  /** After a recovery code: how many unused ones the user has left (0: have them make a new set, e.g. a step-up token for `POST /recovery-codes`). */
+  recoveryCodesRemaining?: number;
 }
 
 export interface TotpOptions {

@@ -70,7 +70,7 @@ export interface LoginVerifyInput {
 }
 
 export type LoginVerifyResult =
-  | { status: 'OK'; method: LoginMethod; deviceId?: string; trustedDevice?: TrustedDevice }
+  | { status: 'OK'; method: LoginMethod; deviceId?: string; trustedDevice?: TrustedDevice; recoveryCodesRemaining?: number }
   | { status: 'INVALID_CODE' }
   | { status: 'LOCKED'; retryAfterSeconds: number }
   | { status: 'NOT_ENROLLED' }
@@ -344,7 +344,17 @@ export class MfaDevicesService {
       if (!(await this.hasVerifiedDevice(caller))) return { status: 'NOT_ENROLLED' };
       const charged = await this.lockout.charge(caller, 'login');
       if (charged.status === 'LOCKED') return charged;
-      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) return this.loginSucceeded(caller, input, 'recovery_code');
+      if (await this.recoveryCodes.consume(caller.tenantId, caller.userId, input.recoveryCode)) {
+        const result = await this.loginSucceeded(caller, input, 'recovery_code');
+        // How many are left, so the client can tell the user to make new ones before the last is gone (Keycloak asks
+        // for a new set once all are used). The code is spent: a failed count leaves the field out, not the login.
+        try {
+          return { ...result, recoveryCodesRemaining: await this.recoveryCodes.remaining(caller.tenantId, caller.userId) };
+        } catch (err) {
+          this.config.logger.error({ tenant_id: caller.tenantId, request_id: caller.requestId, error: errorMessage(err) }, 'login: a recovery code passed, but the codes left could not be counted');
+          return result;
+        }
+      }
       await this.lockout.failed(caller, 'login', 'invalid_code');
       return { status: 'INVALID_CODE' };
     }
@@ -407,7 +417,7 @@ export class MfaDevicesService {
     return this.recoveryCodes.remaining(caller.tenantId, caller.userId);
   }
 
-  private async loginSucceeded(caller: Caller, input: LoginVerifyInput, method: LoginMethod, deviceId?: string): Promise<LoginVerifyResult> {
+  private async loginSucceeded(caller: Caller, input: LoginVerifyInput, method: LoginMethod, deviceId?: string): Promise<Extract<LoginVerifyResult, { status: 'OK' }>> {
     await this.lockout.succeeded(caller);
     this.emit('mfa.succeeded', { ...eventBase(caller), method, via: 'login', ...(deviceId !== undefined && { deviceId }) });
     let trustedDevice: TrustedDevice | undefined;

@@ -16,6 +16,8 @@ export interface LoginVerifyResponse {
   method: VerifiedContext['method'];
   deviceId?: string;
   trustedDevice?: { id: string; trustedUntil: string };
+  /** After a recovery code: how many unused ones the user has left (0: time to make new ones). */
+  recoveryCodesRemaining?: number;
   [hostField: string]: unknown;
 }
 
@@ -63,6 +65,7 @@ export function mountVerify(router: Router, config: MfaDevicesRouterConfig, serv
       method: result.method,
       ...(result.deviceId !== undefined && { deviceId: result.deviceId }),
       ...(trusted && { trustedDevice: { id: trusted.id, trustedUntil: trusted.trustedUntil.toISOString() } }),
+      ...(result.recoveryCodesRemaining !== undefined && { recoveryCodesRemaining: result.recoveryCodesRemaining }),
     };
     if (config.onVerified) {
       const extra = await config.onVerified({
@@ -75,6 +78,7 @@ export function mountVerify(router: Router, config: MfaDevicesRouterConfig, serv
         method: result.method,
         ...(result.deviceId !== undefined && { deviceId: result.deviceId }),
         ...(trusted && { trustedDevice: trusted }),
+        ...(result.recoveryCodesRemaining !== undefined && { recoveryCodesRemaining: result.recoveryCodesRemaining }),
       });
       if (res.headersSent) return; // the hook answered itself
       // The kit's own fields win: a hook cannot make a failure look verified or vice versa.
