@@ -1,6 +1,6 @@
 /** express-mfa-kit: mountable Express routers and middleware for multi-factor device management. */
 export { internalRouter, type InternalRouterOptions } from './routers/internal/index.js';
-export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse } from './routers/device-sync/index.js';
+export { deviceSyncRouter, type DeviceSyncRouterOptions, type DeviceSyncResponse, type DeviceSyncListItem } from './routers/device-sync/index.js';
 
 // [3/7] MFA devices
 export {

@@ -213,7 +213,23 @@ export const DeviceSyncSchema = component(
   }),
   'Seed 001 dto.DeviceSyncResponse.',
 );
-export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyncSchema);
+export const DeviceSyncListItemSchema = component(
+  'DeviceSyncListItem',
+  z.union([
+    DeviceSyncSchema,
+    z.strictObject({
+      id: z.string().regex(/^devsync_/),
+      device_fingerprint: z.string(),
+      device_name: z.string(),
+      sync_token: z.string(),
+      vault_unreadable: z.literal(true).meta({ description: 'The vault did not decrypt (a key gone from the ring, a damaged row): overwrite it with its sync_token, or delete it.' }),
+      created_at: isoTime,
+      last_sync_at: isoTime,
+    }),
+  ]),
+  'A record of the list: seed 001 dto.DeviceSyncResponse, or one whose vault does not open, without totp_devices.',
+);
+export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyncListItemSchema);
 
 export const TotpEntrySchema = component(
   'TotpEntry',

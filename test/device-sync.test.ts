@@ -879,6 +879,23 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
   });
 
   describe('encryption at rest', function () {
+    it('a record whose key left the ring is listed without its vault (vault_unreadable), and its owner can overwrite it with its sync_token', async function () {
+      const lost = await create([{ secret: newSecret() }], 'carol');
+      await db.knex('sync_records').where({ id: lost.id }).update({ vault_key_id: 'retired' });
+      let res = await getList('carol');
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body.items).to.have.length(1);
+      expect(res.body.items[0]).to.deep.equal({ id: lost.id, device_fingerprint: lost.device_fingerprint, device_name: lost.device_name, sync_token: lost.sync_token, vault_unreadable: true, created_at: lost.created_at, last_sync_at: lost.last_sync_at });
+      expect((await getOne(lost.id!, 'carol')).status).to.equal(500);
+      const fresh = newSecret();
+      const over = await post(app, { device_fingerprint: lost.device_fingerprint, device_name: 'Pixel 8', totp_devices: [{ secret: fresh }], sync_token: lost.sync_token }, 'carol');
+      expect(over.status, over.text).to.equal(200);
+      res = await getList('carol');
+      expect(res.body.items[0]).to.not.have.property('vault_unreadable');
+      expect(res.body.items[0].totp_devices).to.contain(fresh);
+      expect((await del(lost.id!, 'carol')).status).to.equal(204);
+    });
+
     it('a vault moved to another user (or row) does not decrypt: 500 Problem without plaintext', async function () {
       const secret = newSecret();
       const rec = await create([{ secret }], 'victim');
@@ -892,9 +909,19 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
         // One log line has the cause (which row, which key) and the request id the client got, as CONTRACT.md §2 asks.
         const line = logLines.map((l) => (JSON.parse(l) as [Record<string, unknown>, string])[0]).find((l) => l.reason === 'sync record vault did not decrypt' && l.record_id === rec.id);
         expect(line, 'the cause line').to.include({ request_id: res.body.request_id, tenant_id: 'acme' });
+        // The list answers the records that open, and this one without its vault (logged), so the others still sync.
+        const kept = await create([{ secret: newSecret() }], 'thief');
         res = await getList('thief');
-        expect(res.status).to.equal(500);
+        expect(res.status, res.text).to.equal(200);
         expect(res.text).not.to.contain(secret);
+        expect(res.body.total).to.equal(2);
+        const listed = (res.body.items as Array<Record<string, unknown>>).find((i) => i.id === rec.id);
+        expect(listed).to.include({ id: rec.id, vault_unreadable: true, sync_token: rec.sync_token }).and.not.have.property('totp_devices');
+        expect((res.body.items as Array<Record<string, unknown>>).find((i) => i.id === kept.id)).to.include({ totp_devices: kept.totp_devices }).and.not.have.property('vault_unreadable');
+        const listLine = logLines.map((l) => JSON.parse(l) as [Record<string, unknown>, string]).find(([l, msg]) => msg === 'sync record listed without its vault: it did not decrypt' && l.record_id === rec.id);
+        expect(listLine, "the list's cause line").to.not.equal(undefined);
+        expect(listLine![0]).to.include({ request_id: res.headers['x-request-id'], tenant_id: 'acme', record_id: rec.id });
+        await db.knex('sync_records').where({ id: kept.id }).delete();
       } finally {
         await db.knex('sync_records').where({ id: rec.id }).update({ user_id: 'victim' });
       }

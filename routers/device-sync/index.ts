@@ -13,7 +13,7 @@ import { parseOptions, type DeviceSyncRouterOptions } from './options.js';
 import { mountSyncRecords } from './routes.js';
 
 export type { DeviceSyncRouterOptions } from './options.js';
-export type { DeviceSyncResponse } from './vault.js';
+export type { DeviceSyncListItem, DeviceSyncResponse } from './vault.js';
 
 export function deviceSyncRouter(options: DeviceSyncRouterOptions): Router {
   const config = parseOptions(options);

@@ -50,7 +50,7 @@ export function mountSyncRecords(router: Router, config: DeviceSyncRouterConfig)
   router.get('/', async (req, res) => {
     const { tenantId, userId } = caller(req);
     const page = toPageRequest(parseOrThrow(listQuery, req.query));
-    const { items, total } = await service.list(tenantId, userId, { limit: page.pageSize, offset: page.offset });
+    const { items, total } = await service.list(tenantId, userId, { limit: page.pageSize, offset: page.offset }, contextOf(req).requestId);
     res.json(listEnvelope(items, total, page));
   });
 

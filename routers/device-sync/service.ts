@@ -5,7 +5,7 @@
 import { isProblemError, ProblemError } from '../../lib/errors.js';
 import type { PageQuery, SyncCreateResult, SyncRecord } from '../../storage/types.js';
 import type { DeviceSyncRouterConfig } from './options.js';
-import { newSyncRecordId, newSyncToken, openVault, sealVault, toDeviceSyncResponse, type DeviceSyncResponse, type WriteBody } from './vault.js';
+import { newSyncRecordId, newSyncToken, openVault, sealVault, toDeviceSyncResponse, toUnreadableListItem, type DeviceSyncListItem, type DeviceSyncResponse, type WriteBody } from './vault.js';
 
 /** What a write came to. `conflict` names the record's current token, or `null` when it no longer exists. */
 export type WriteOutcome =
@@ -20,7 +20,8 @@ export type DeleteOutcome = { status: 'deleted' | 'not-found' } | { status: 'con
 const CREATE_ATTEMPTS = 3;
 
 export interface SyncService {
-  list(tenantId: string, userId: string, page: PageQuery): Promise<{ items: DeviceSyncResponse[]; total: number }>;
+  /** A record whose vault does not open is listed without it (logged at error, with `requestId`), not a failed list. */
+  list(tenantId: string, userId: string, page: PageQuery, requestId?: string): Promise<{ items: DeviceSyncListItem[]; total: number }>;
   get(tenantId: string, userId: string, id: string): Promise<DeviceSyncResponse | null>;
   write(tenantId: string, userId: string, body: WriteBody): Promise<WriteOutcome>;
   delete(tenantId: string, userId: string, id: string, expectedToken?: string): Promise<DeleteOutcome>;
@@ -89,9 +90,18 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
   }
 
   return {
-    async list(tenantId, userId, page) {
+    async list(tenantId, userId, page, requestId) {
       const { items, total } = await store.list(tenantId, userId, page);
-      return { items: items.map(present), total };
+      const listed = items.map((record) => {
+        try {
+          return present(record);
+        } catch (err) {
+          if (!isProblemError(err)) throw err;
+          config.logger.error({ ...err.logFields, ...(requestId !== undefined && { request_id: requestId }) }, 'sync record listed without its vault: it did not decrypt');
+          return toUnreadableListItem(record);
+        }
+      });
+      return { items: listed, total };
     },
     async get(tenantId, userId, id) {
       const record = await store.get(tenantId, userId, id);

@@ -24,6 +24,26 @@ export interface DeviceSyncResponse {
   last_sync_at: string;
 }
 
+/**
+ * An item of the list: a record, or one whose vault does not open (a key gone from the ring, a damaged row), listed
+ * without `totp_devices` so that the others still sync and the client can overwrite it (with its `sync_token`) or
+ * delete it; `GET /:id` of it is a 500.
+ */
+export type DeviceSyncListItem = DeviceSyncResponse | (Omit<DeviceSyncResponse, 'totp_devices'> & { vault_unreadable: true });
+
+/** A record whose vault could not be opened, as the list gives it. */
+export function toUnreadableListItem(record: SyncRecord): DeviceSyncListItem {
+  return {
+    id: record.id,
+    device_fingerprint: record.deviceFingerprint,
+    device_name: record.deviceName,
+    sync_token: record.syncToken,
+    vault_unreadable: true,
+    created_at: isoSeconds(record.createdAt),
+    last_sync_at: isoSeconds(record.lastSyncAt),
+  };
+}
+
 /** Record ids: the seed's `devsync_` prefix and 128 random bits. */
 export const SYNC_RECORD_ID = /^devsync_[0-9a-f]{32}$/;
 export const newSyncRecordId = (): string => `devsync_${randomBytes(16).toString('hex')}`;
