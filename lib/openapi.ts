@@ -213,20 +213,22 @@ export const DeviceSyncSchema = component(
   }),
   'Seed 001 dto.DeviceSyncResponse.',
 );
+export const DeviceSyncUnreadableSchema = component(
+  'DeviceSyncUnreadable',
+  z.strictObject({
+    id: z.string().regex(/^devsync_/).meta({ example: 'devsync_abc123' }),
+    device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
+    device_name: z.string().meta({ example: 'iPhone 15' }),
+    sync_token: z.string().meta({ example: 'hex-sync-token' }),
+    vault_unreadable: z.literal(true).meta({ description: 'The vault did not decrypt (a damaged row): overwrite it with its sync_token, or delete it.' }),
+    created_at: isoTime,
+    last_sync_at: isoTime,
+  }),
+  'A record of the list whose vault does not decrypt, without totp_devices.',
+);
 export const DeviceSyncListItemSchema = component(
   'DeviceSyncListItem',
-  z.union([
-    DeviceSyncSchema,
-    z.strictObject({
-      id: z.string().regex(/^devsync_/),
-      device_fingerprint: z.string(),
-      device_name: z.string(),
-      sync_token: z.string(),
-      vault_unreadable: z.literal(true).meta({ description: 'The vault did not decrypt (a key gone from the ring, a damaged row): overwrite it with its sync_token, or delete it.' }),
-      created_at: isoTime,
-      last_sync_at: isoTime,
-    }),
-  ]),
+  z.union([DeviceSyncSchema, DeviceSyncUnreadableSchema]),
   'A record of the list: seed 001 dto.DeviceSyncResponse, or one whose vault does not open, without totp_devices.',
 );
 export const DeviceSyncListSchema = envelope('DeviceSyncListResponse', DeviceSyncListItemSchema);

@@ -879,9 +879,26 @@ describe('deviceSyncRouter (seed 001, CONTRACT.md §6)', function () {
   });
 
   describe('encryption at rest', function () {
-    it('a record whose key left the ring is listed without its vault (vault_unreadable), and its owner can overwrite it with its sync_token', async function () {
+    it('a record sealed with a key id the ring does not hold (a rotation not yet deployed here) fails the list, 500: a client must not overwrite what another instance can open', async function () {
+      const secret = newSecret();
+      const other = await create([{ secret }], 'dave');
+      await db.knex('sync_records').where({ id: other.id }).update({ vault_key_id: 'k-new' });
+      try {
+        const res = await getList('dave');
+        expect(res.status).to.equal(500);
+        expect(res.body).to.include({ status: 500, code: 50000002 });
+        expect(res.text).not.to.contain(secret).and.not.to.contain('sync_token');
+      } finally {
+        await db.knex('sync_records').where({ id: other.id }).delete();
+      }
+    });
+
+    it('a damaged record (its key in the ring) is listed without its vault (vault_unreadable), and its owner can overwrite it with its sync_token', async function () {
       const lost = await create([{ secret: newSecret() }], 'carol');
-      await db.knex('sync_records').where({ id: lost.id }).update({ vault_key_id: 'retired' });
+      const row = (await db.knex('sync_records').where({ id: lost.id }).first()) as { vault_ciphertext: Buffer };
+      const damaged = Buffer.from(row.vault_ciphertext);
+      damaged.writeUInt8(damaged.readUInt8(damaged.length - 1) ^ 0x01, damaged.length - 1);
+      await db.knex('sync_records').where({ id: lost.id }).update({ vault_ciphertext: damaged });
       let res = await getList('carol');
       expect(res.status, res.text).to.equal(200);
       expect(res.body.items).to.have.length(1);

@@ -148,22 +148,27 @@ describe('mfaDevicesRouter: remember this device, trusted devices', () => {
     expect((await check(app, u, fingerprint)).body.trusted).to.equal(false);
     const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
     const viaRecovery = await as(request(app).post('/auth/mfa/verify').send({ recoveryCode: codes[0], rememberDevice: true, device: { fingerprint } }), u);
-    expect(viaRecovery.body).to.include({ verified: true, method: 'recovery_code' });
+    expect(viaRecovery.body).to.include({ verified: true, method: 'recovery_code', recoveryCodesRemaining: 9 });
+    expect(viaRecovery.body.trustedDevice.id).to.be.a('string');
     expect((await check(app, u, fingerprint)).body.trusted).to.equal(true);
   });
 
-  it('onVerified sees the trusted device', async () => {
-    let seen: unknown;
+  it('onVerified sees the trusted device, and after a recovery code how many are left', async () => {
+    const seen: Array<{ trustedDevice?: unknown; recoveryCodesRemaining?: number; method: string }> = [];
     const { app, clock } = setup({
       onVerified: (ctx) => {
-        seen = ctx.trustedDevice;
+        seen.push({ method: ctx.method, ...(ctx.trustedDevice && { trustedDevice: ctx.trustedDevice }), ...(ctx.recoveryCodesRemaining !== undefined && { recoveryCodesRemaining: ctx.recoveryCodesRemaining }) });
       },
     });
     const u = user('hook');
     const d = await verifiedDevice(app, clock, u);
     const res = await as(request(app).post('/auth/mfa/verify').send(rememberBody(oathtool(d.secret, clock.ms), 'fp-hook')), u);
-    expect(seen).to.deep.include({ id: res.body.trustedDevice.id });
-    expect((seen as { trustedUntil: Date }).trustedUntil).to.be.instanceOf(Date);
+    expect(seen[0]!.trustedDevice).to.deep.include({ id: res.body.trustedDevice.id });
+    expect((seen[0]!.trustedDevice as { trustedUntil: Date }).trustedUntil).to.be.instanceOf(Date);
+    expect(seen[0]).to.not.have.property('recoveryCodesRemaining');
+    const codes = (await as(request(app).post('/auth/mfa/recovery-codes'), u)).body.codes as string[];
+    expect((await as(request(app).post('/auth/mfa/verify').send({ recoveryCode: codes[3] }), u)).status).to.equal(200);
+    expect(seen[1]).to.deep.equal({ method: 'recovery_code', recoveryCodesRemaining: 9 });
   });
 
   describe('GET/DELETE /auth/mfa/trusted-devices', () => {

@@ -127,8 +127,12 @@ describe('OpenAPI document', () => {
     expect(res.body.trustedDevice).to.exist;
     res = await request(app).post('/auth/mfa/recovery-codes').set(H);
     conforms('mfaDevices', 'post', '/recovery-codes', res);
+    const recoveryCodes = (res.body as { codes: string[] }).codes;
     res = await request(app).get('/auth/mfa/recovery-codes').set(H);
     conforms('mfaDevices', 'get', '/recovery-codes', res);
+    res = await request(app).post('/auth/mfa/verify').set(H).send({ recoveryCode: recoveryCodes[0] });
+    conforms('mfaDevices', 'post', '/verify', res);
+    expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code', recoveryCodesRemaining: 9 });
     res = await request(app).get('/auth/mfa/trusted-devices').set(H);
     conforms('mfaDevices', 'get', '/trusted-devices', res);
     const trustedId = (res.body as Array<{ id: string }>)[0]!.id;
@@ -199,6 +203,14 @@ describe('OpenAPI document', () => {
     conforms('deviceSync', 'post', '/', await request(app).post('/mfa/devices/sync').set(H).send({ device_fingerprint: 'fp-a', device_name: 'Phone A', totp_devices: '[]', sync_token }));
     res = await request(app).get('/mfa/devices/sync').set(H);
     conforms('deviceSync', 'get', '/', res);
+    // A record whose vault does not open (a damaged row) is listed without it: a documented item too.
+    const damaged = await request(app).post('/mfa/devices/sync').set(H).send({ device_fingerprint: 'fp-b', device_name: 'Phone B', totp_devices: [] });
+    const row = (await db.knex('sync_records').where({ id: damaged.body.id }).first()) as { vault_ciphertext: Buffer };
+    await db.knex('sync_records').where({ id: damaged.body.id }).update({ vault_ciphertext: Buffer.from(row.vault_ciphertext.map((b, i) => (i === 0 ? b ^ 1 : b))) });
+    res = await request(app).get('/mfa/devices/sync').set(H);
+    conforms('deviceSync', 'get', '/', res);
+    expect((res.body.items as Array<{ id: string }>).find((i) => i.id === damaged.body.id)).to.include({ vault_unreadable: true });
+    await request(app).delete(`/mfa/devices/sync/${damaged.body.id}`).set(H);
     res = await request(app).get(`/mfa/devices/sync/${id}`).set(H);
     conforms('deviceSync', 'get', '/{id}', res);
     res = await request(app).delete(`/mfa/devices/sync/${id}`).set(H);

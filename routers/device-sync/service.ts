@@ -20,7 +20,10 @@ export type DeleteOutcome = { status: 'deleted' | 'not-found' } | { status: 'con
 const CREATE_ATTEMPTS = 3;
 
 export interface SyncService {
-  /** A record whose vault does not open is listed without it (logged at error, with `requestId`), not a failed list. */
+  /**
+   * A record whose vault does not open under a key the ring holds (a damaged row) is listed without it (logged, with
+   * `requestId`); one sealed with a key id the ring does not hold fails the list (500).
+   */
   list(tenantId: string, userId: string, page: PageQuery, requestId?: string): Promise<{ items: DeviceSyncListItem[]; total: number }>;
   get(tenantId: string, userId: string, id: string): Promise<DeviceSyncResponse | null>;
   write(tenantId: string, userId: string, body: WriteBody): Promise<WriteOutcome>;
@@ -96,8 +99,11 @@ export function syncService(config: DeviceSyncRouterConfig): SyncService {
         try {
           return present(record);
         } catch (err) {
-          if (!isProblemError(err)) throw err;
-          config.logger.error({ ...err.logFields, ...(requestId !== undefined && { request_id: requestId }) }, 'sync record listed without its vault: it did not decrypt');
+          // A key id this ring does not hold fails the list as before (500): in a rolling key rotation another instance
+          // may hold it, and a client that overwrote the record listed without its vault would lose that vault.
+          if (!isProblemError(err) || !keyRing.keyIds.includes(record.vault.keyId)) throw err;
+          // As the MFA device list's destination that does not open: a warning, which a polling client repeats.
+          config.logger.warn({ ...err.logFields, ...(requestId !== undefined && { request_id: requestId }) }, 'sync record listed without its vault: it did not decrypt');
           return toUnreadableListItem(record);
         }
       });

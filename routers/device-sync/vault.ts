@@ -25,9 +25,9 @@ export interface DeviceSyncResponse {
 }
 
 /**
- * An item of the list: a record, or one whose vault does not open (a key gone from the ring, a damaged row), listed
- * without `totp_devices` so that the others still sync and the client can overwrite it (with its `sync_token`) or
- * delete it; `GET /:id` of it is a 500.
+ * An item of the list: a record, or one whose vault does not open under a key the ring holds (a damaged row, a row
+ * moved to another user), listed without `totp_devices` so that the others still sync and the client can overwrite it
+ * (with its `sync_token`) or delete it; `GET /:id` of it is a 500. (A key id the ring does not hold fails the list.)
  */
 export type DeviceSyncListItem = DeviceSyncResponse | (Omit<DeviceSyncResponse, 'totp_devices'> & { vault_unreadable: true });
 
