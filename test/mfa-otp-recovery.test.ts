@@ -428,6 +428,31 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
       expect(sms.body).to.deep.equal({ verified: true, method: 'sms', deviceId: id });
     });
 
+    it('a count of the codes left that fails after the code was spent: the login still passes, without the field, and says why in the log', async () => {
+      const u = user('rc-count-fails');
+      const codes = await codesFor(u);
+      const logged: Array<[Record<string, unknown>, string]> = [];
+      const capture = (obj: Record<string, unknown>, msg: string) => void logged.push([obj, msg]);
+      const logger = { debug: capture, info: capture, warn: capture, error: capture };
+      const failingCount = <T extends object>(target: T, name: string, fail: () => unknown): T =>
+        new Proxy(target, {
+          get(t, p) {
+            if (p === name) return fail;
+            const v: unknown = Reflect.get(t, p);
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+          },
+        });
+      const counting = failingCount(db.storage.recoveryCodes, 'countRemaining', () => Promise.reject(new Error('connection terminated')));
+      const broken = new Proxy(db.storage, { get: (t, p) => (p === 'recoveryCodes' ? counting : Reflect.get(t, p)) });
+      const app2 = mfaApp(broken, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 }, logger }).app;
+      const res = await as(request(app2).post('/auth/mfa/verify').send({ recoveryCode: codes[0] }), u);
+      expect(res.status, res.text).to.equal(200);
+      expect(res.body).to.deep.equal({ verified: true, method: 'recovery_code' });
+      expect(logged.find(([, msg]) => msg === 'login: a recovery code passed, but the codes left could not be counted')?.[0]).to.include({ tenant_id: 'acme', error: 'connection terminated' });
+      // The code was spent all the same.
+      expect((await login(u, { recoveryCode: codes[0] })).status).to.equal(400);
+    });
+
     it('codes are stored as scrypt of the user and the code (NIST SP 800-63B look-up secrets), not one fast hash; a set stored in the earlier SHA-256 form still passes, once', async () => {
       const u = user('rc-kdf');
       const codes = await codesFor(u);
