@@ -443,7 +443,7 @@ describe('mfaDevicesRouter: sms/email devices and recovery codes', () => {
           },
         });
       const counting = failingCount(db.storage.recoveryCodes, 'countRemaining', () => Promise.reject(new Error('connection terminated')));
-      const broken = new Proxy(db.storage, { get: (t, p) => (p === 'recoveryCodes' ? counting : Reflect.get(t, p)) });
+      const broken = new Proxy(db.storage, { get: (t, p): unknown => (p === 'recoveryCodes' ? counting : Reflect.get(t, p)) });
       const app2 = mfaApp(broken, { now: clock.now, rateLimit: false, sender, lockout: { maxFailures: 3 }, logger }).app;
       const res = await as(request(app2).post('/auth/mfa/verify').send({ recoveryCode: codes[0] }), u);
       expect(res.status, res.text).to.equal(200);
