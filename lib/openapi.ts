@@ -215,14 +215,8 @@ export const DeviceSyncSchema = component(
 );
 export const DeviceSyncUnreadableSchema = component(
   'DeviceSyncUnreadable',
-  z.strictObject({
-    id: z.string().regex(/^devsync_/).meta({ example: 'devsync_abc123' }),
-    device_fingerprint: z.string().meta({ example: 'fp-abc123' }),
-    device_name: z.string().meta({ example: 'iPhone 15' }),
-    sync_token: z.string().meta({ example: 'hex-sync-token' }),
+  DeviceSyncSchema.omit({ totp_devices: true }).extend({
     vault_unreadable: z.literal(true).meta({ description: 'The vault did not decrypt (a damaged row): overwrite it with its sync_token, or delete it.' }),
-    created_at: isoTime,
-    last_sync_at: isoTime,
   }),
   'A record of the list whose vault does not decrypt, without totp_devices.',
 );
