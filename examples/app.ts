@@ -313,7 +313,11 @@ export function createExampleApp(deps: ExampleAppDeps): Express {
     res.json(openapi);
   });
   // The one HTML page: helmet's full default set (its CSP, COOP, Referrer-Policy, …) replaces the API's.
-  app.use('/docs', helmet(), swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API', customCss: '' }));
+  // swagger-ui-express refuses a path ending in /package.json with a text/plain 404 of its own: a Problem here instead.
+  const noPackageJson: RequestHandler = (req, _res, next) => {
+    next(req.path.endsWith('/package.json') ? ProblemError.from('NOT_FOUND', 'No route matches this path.') : undefined);
+  };
+  app.use('/docs', helmet(), noPackageJson, swaggerUi.serve, swaggerUi.setup(openapi, { customSiteTitle: 'express-mfa-kit API', customCss: '' }));
 
   const cacheRequired = readyzCacheOption(deps.readyzCache) === 'required';
   app.get('/readyz', async (req, res) => {

@@ -472,5 +472,12 @@ describe('OpenAPI document', () => {
     expect(docs.text).to.contain('swagger-ui');
     // swagger-ui-express writes its customCss option into a <style> block: unset, the word "undefined".
     expect(docs.text).not.to.match(/undefined\s*<\/style>/);
+    // A path swagger-ui-express refuses itself (its package.json, by any spelling) is a Problem as any other 404.
+    for (const path of ['/docs/package.json', '/docs/%2e%2e/package.json', '/docs/a/package.json?x=1']) {
+      const res = await request(app).get(path);
+      expect(res.status, path).to.equal(404);
+      expect(res.type, path).to.equal('application/problem+json');
+      expect(res.body, path).to.include({ status: 404, code: 40400001 });
+    }
   });
 });
