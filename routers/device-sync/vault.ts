@@ -31,17 +31,10 @@ export interface DeviceSyncResponse {
  */
 export type DeviceSyncListItem = DeviceSyncResponse | (Omit<DeviceSyncResponse, 'totp_devices'> & { vault_unreadable: true });
 
-/** A record whose vault could not be opened, as the list gives it. */
+/** A record whose vault could not be opened, as the list gives it: its response without `totp_devices`. */
 export function toUnreadableListItem(record: SyncRecord): DeviceSyncListItem {
-  return {
-    id: record.id,
-    device_fingerprint: record.deviceFingerprint,
-    device_name: record.deviceName,
-    sync_token: record.syncToken,
-    vault_unreadable: true,
-    created_at: isoSeconds(record.createdAt),
-    last_sync_at: isoSeconds(record.lastSyncAt),
-  };
+  const { totp_devices: _vault, ...fields } = toDeviceSyncResponse(record, '');
+  return { ...fields, vault_unreadable: true };
 }
 
 /** Record ids: the seed's `devsync_` prefix and 128 random bits. */
